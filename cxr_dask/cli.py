@@ -1,0 +1,167 @@
+"""The ``cxr-dask`` command: ``run``, ``synth`` and ``demo`` (what ``make run`` does)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cxr_dask.errors import ConfigError
+from cxr_dask.privacy import quiet_pydicom
+
+PROG = "cxr-dask"
+DEMO_PATIENTS = 40
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {error.msg}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``ROWSxCOLUMNS``, or the names ``small`` (256x256) and ``large`` (3000x2500)."""
+    named = {"small": (256, 256), "large": (3000, 2500)}
+    if text in named:
+        return named[text]
+    try:
+        rows, columns = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("use ROWSxCOLUMNS, 'small' or 'large'") from None
+    if rows < 16 or columns < 16:
+        raise argparse.ArgumentTypeError("images must be at least 16x16")
+    return rows, columns
+
+
+def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=_positive_int, help="LocalCluster worker processes (default 2)")
+    parser.add_argument("--threads-per-worker", type=_positive_int, help="threads per worker (default 1)")
+    parser.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://host:8786")
+    parser.add_argument("--partition-size", type=_positive_int, help="files per task (default: automatic)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress of each pass")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="de-identify INPUT into OUTPUT (MIMIC-CXR layout)")
+    run.add_argument("input", help="folder or URL of the DICOM archive (read only)")
+    run.add_argument("output", help="folder or URL of the research dataset")
+    run.add_argument("--private", required=True, help="folder or URL for the crosswalk, secret and audit (PHI)")
+    run.add_argument("--config", help="TOML or JSON file with run settings (flags win)")
+    run.add_argument("--storage-options", type=_json_object, help="fsspec options as JSON")
+    _add_cluster_flags(run)
+
+    synth = commands.add_parser("synth", help="write a synthetic chest x-ray corpus with planted PHI")
+    synth.add_argument("output", help="folder or URL to write to")
+    synth.add_argument("--patients", type=_positive_int, default=20)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--size", type=_size, default=(256, 256), help="ROWSxCOLUMNS, small or large")
+
+    demo = commands.add_parser("demo", help="synthesize a corpus and de-identify it (make run)")
+    demo.add_argument("--workdir", default="out", help="folder for raw/, dataset/ and private/")
+    demo.add_argument("--patients", type=_positive_int, default=DEMO_PATIENTS)
+    _add_cluster_flags(demo)
+    return parser
+
+
+def _run_flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "workers": args.workers,
+        "threads_per_worker": args.threads_per_worker,
+        "scheduler": args.scheduler,
+        "partition_size": args.partition_size,
+        "progress": False if args.no_progress else None,
+    }
+
+
+def _execute(config_flags: dict[str, Any], file_settings: dict[str, Any]) -> int:
+    from cxr_dask import cluster, pipeline
+    from cxr_dask.config import build_config
+
+    config = build_config(file_settings, config_flags)
+    with cluster.connect(config) as client:
+        print(f"dashboard: {client.dashboard_link}", flush=True)
+        summary = pipeline.run(client, config)
+    print("\n".join(summary.lines()), flush=True)
+    return 0
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from cxr_dask.config import read_config_file
+
+    settings = read_config_file(args.config) if args.config else {}
+    flags = _run_flags(args) | {
+        "input": args.input,
+        "output": args.output,
+        "private": args.private,
+        "storage_options": args.storage_options,
+    }
+    return _execute(flags, settings)
+
+
+def command_synth(args: argparse.Namespace) -> int:
+    from cxr_dask.synth import synthesize
+
+    rows, columns = args.size
+    corpus = synthesize(args.output, patients=args.patients, seed=args.seed, rows=rows, columns=columns)
+    n_studies = len({image.study_instance_uid for image in corpus.images})
+    print(f"wrote {len(corpus.images)} images of {n_studies} studies, {args.patients} patients to {args.output}")
+    return 0
+
+
+def command_demo(args: argparse.Namespace) -> int:
+    from cxr_dask.synth import synthesize
+
+    workdir = Path(args.workdir)
+    raw = workdir / "raw"
+    if not raw.exists():
+        corpus = synthesize(str(raw), patients=args.patients, seed=7)
+        print(f"synthesized {len(corpus.images)} images of {args.patients} patients into {raw}")
+    flags = _run_flags(args) | {
+        "input": str(raw),
+        "output": str(workdir / "dataset"),
+        "private": str(workdir / "private"),
+    }
+    return _execute(flags, {})
+
+
+COMMANDS = {"run": command_run, "synth": command_synth, "demo": command_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    quiet_pydicom()
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Per-file de-identification: headers (PS3.15 Annex E) and, later, pixels."""

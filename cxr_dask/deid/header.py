@@ -1,0 +1,641 @@
+"""Per-file DICOM header de-identification (PS3.15 Annex E basic profile + options).
+
+One walk over the dataset, recursing into every sequence item: each element gets the
+action the resolved table (``profile``) or the fallback rules below give it. Elements
+whose value does not matter to the decision are never decoded (they stay raw and are
+written back byte for byte), and PixelData is never touched.
+
+Nothing here puts a header value into an exception message or a log: a
+``QuarantineError`` carries a reason class and at most a keyword or tag.
+
+Clean Descriptors rule (option 113105): while walking, the values of the identifying
+attributes being removed or replaced (name components, IDs, accession, institution,
+addresses, original dates in several renderings) are collected as phrases. After the
+walk, every kept descriptor (the option's set) and every kept free-text string that
+the table does not list has each case-insensitive whole-token occurrence of a phrase
+deleted, and runs of spaces collapsed. Deleting (rather than inserting a marker) can
+only shorten a value, so the VR length limit always holds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+import pydicom
+from pydicom.datadict import (
+    dictionary_has_tag,
+    dictionary_keyword,
+    dictionary_VR,
+    repeater_has_tag,
+)
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.uid import UID, UID_dictionary
+
+from cxr_dask.deid.profile import Action, Profile, ProfileOptions, get_profile, required_type
+from cxr_dask.errors import QuarantineError
+
+TOOL_NAME = "cxr-dask 0.1"
+#: A fixed UUID-derived UID for this implementation (PS3.5 B.2).
+IMPLEMENTATION_CLASS_UID = "2.25.197761165848946462553633906214575003321"
+IMPLEMENTATION_VERSION_NAME = "CXR_DASK_0_1"
+
+#: Deeper nesting than this is not seen in real images: quarantine rather than recurse.
+MAX_DEPTH = 32
+
+_BASIC_CODE = ("113100", "Basic Application Confidentiality Profile")
+_CLEAN_DESC_CODE = ("113105", "Clean Descriptors Option")
+_MODIFIED_DATES_CODE = ("113107", "Retain Longitudinal Temporal Information Modified Dates Option")
+
+#: File meta elements that survive; everything else in group 2 (AE titles, private
+#: information) is dropped.
+_META_KEEP = frozenset(
+    {
+        0x00020001,  # FileMetaInformationVersion
+        0x00020002,  # MediaStorageSOPClassUID
+        0x00020003,  # MediaStorageSOPInstanceUID
+        0x00020010,  # TransferSyntaxUID
+    }
+)
+
+#: Top-level attributes replaced by the research ids after the walk.
+_PATIENT_ID, _PATIENT_NAME, _ACCESSION, _STUDY_ID = 0x00100020, 0x00100010, 0x00080050, 0x00200010
+_REPLACED = frozenset({_PATIENT_ID, _PATIENT_NAME, _ACCESSION, _STUDY_ID})
+_SOP_INSTANCE_UID = 0x00080018
+
+#: Non-PN attributes whose removed values are phrases to clean out of descriptors.
+_PHRASE_KEYWORDS = frozenset(
+    {
+        "PatientID",
+        "OtherPatientIDs",
+        "IssuerOfPatientID",
+        "AccessionNumber",
+        "StudyID",
+        "AdmissionID",
+        "ServiceEpisodeID",
+        "MedicalRecordLocator",
+        "RequestedProcedureID",
+        "ScheduledProcedureStepID",
+        "PerformedProcedureStepID",
+        "PlacerOrderNumberImagingServiceRequest",
+        "FillerOrderNumberImagingServiceRequest",
+        "InstitutionName",
+        "InstitutionAddress",
+        "InstitutionalDepartmentName",
+        "PatientAddress",
+        "PatientTelephoneNumbers",
+        "RegionOfResidence",
+        "StationName",
+    }
+)
+#: Words never treated as identifying on their own (descriptor vocabulary, honorifics).
+_STOP_WORDS = frozenset(
+    {
+        "and", "the", "for", "with", "without", "of", "in", "on", "at", "to", "from", "by",
+        "per", "not", "none", "unknown", "chest", "thorax", "lung", "lungs", "rib", "ribs",
+        "abdomen", "pelvis", "spine", "hand", "foot", "knee", "hip", "pa", "ap", "lat",
+        "lateral", "frontal", "portable", "port", "view", "views", "upright", "supine",
+        "erect", "decubitus", "left", "right", "bilateral", "single", "two", "three", "dx",
+        "cr", "xray", "x-ray", "radiograph", "radiography", "exam", "study", "series",
+        "image", "images", "routine", "stat", "anonymized", "anonymous", "patient", "mr",
+        "mrs", "ms", "miss", "dr", "prof", "jr", "sr", "md", "phd", "rn", "ii", "iii",
+    }
+)
+_MIN_PHRASE = 3
+_TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
+_STRING_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI"}
+    | {"UR", "UT"}
+)
+_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_DUMMY_TEXT = "ANONYMIZED"
+_DUMMY_BY_VR: dict[str, object] = {
+    "AE": _DUMMY_TEXT,
+    "AS": "000D",
+    "CS": _DUMMY_TEXT,
+    "DS": "0",
+    "IS": "0",
+    "LO": _DUMMY_TEXT,
+    "LT": _DUMMY_TEXT,
+    "PN": _DUMMY_TEXT,
+    "SH": _DUMMY_TEXT,
+    "ST": _DUMMY_TEXT,
+    "TM": "000000",
+    "UC": _DUMMY_TEXT,
+    "UT": _DUMMY_TEXT,
+    "FL": 0.0,
+    "FD": 0.0,
+    "SL": 0,
+    "SS": 0,
+    "SV": 0,
+    "UL": 0,
+    "US": 0,
+    "UV": 0,
+}
+_DT = re.compile(
+    r"^(?P<y>\d{4})(?:(?P<m>\d{2})(?:(?P<d>\d{2})"
+    r"(?P<time>\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?)?)?)?(?P<tz>[+-]\d{4})?$"
+)
+_PN_SPLIT = re.compile(r"[\^=\s]+")
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """The research ids of one file, minted by the client from the inventory."""
+
+    subject_id: int  # 10_000_000..19_999_999
+    study_id: int  # 50_000_000..59_999_999
+    dicom_id: str  # '02aa804e-bde0afdd-112c0b34-7bc16630-4e384014'
+    shift_days: int  # multiple of 7, added to every DA/DT
+
+
+@dataclass
+class HeaderReport:
+    """How many elements each action touched (one audit column each, no values)."""
+
+    removed: int = 0
+    emptied: int = 0
+    dummied: int = 0
+    dates_shifted: int = 0
+    uids_remapped: int = 0
+    private_removed: int = 0
+    descriptors_cleaned: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+def _tag_name(tag: int) -> str:
+    """A keyword or ``(gggg,eeee)``: safe to put in a quarantine detail."""
+    if dictionary_has_tag(tag):
+        return dictionary_keyword(tag)
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+@lru_cache(maxsize=8192)
+def _known(tag: int) -> bool:
+    return dictionary_has_tag(tag) or repeater_has_tag(tag)
+
+
+@lru_cache(maxsize=8192)
+def _keyword(tag: int) -> str:
+    return dictionary_keyword(tag) if dictionary_has_tag(tag) else ""
+
+
+def _element_vr(tag: int, raw: DataElement | RawDataElement) -> str:
+    """The element's VR: its own when explicit, else the dictionary's (first if ambiguous)."""
+    vr = raw.VR
+    if (vr is None or vr == "UN") and _known(tag):
+        vr = dictionary_VR(tag)
+    if not vr:
+        return "UN"
+    return vr.split(" or ")[0]
+
+
+@lru_cache(maxsize=16384)
+def _decide(profile: Profile, tag: int, vr: str) -> Action:
+    """The action for a public (even group) element; cached per (profile, tag, VR)."""
+    group = tag >> 16
+    if (tag & 0xFFFF) == 0 or group in (0x0000, 0x0002) or group >= 0xFFFA:
+        return Action.REMOVE  # group lengths, command/meta elements inside a dataset
+    if 0x5000 <= group <= 0x50FF or 0x6000 <= group <= 0x60FF:
+        return Action.REMOVE  # curves and overlays, every element of the group
+    action = profile.action_for(tag)
+    if action is not None:
+        return action
+    if not _known(tag):
+        return Action.REMOVE
+    options = profile.options
+    if vr == "PN":
+        return Action.EMPTY
+    if vr in ("DA", "DT"):
+        if options.retain_modified_dates:
+            return Action.SHIFT_DATE
+        return Action.EMPTY if required_type(_keyword(tag)) else Action.REMOVE
+    if vr == "UI":
+        return Action.UID
+    if vr in _TEXT_VRS and options.clean_descriptors:
+        return Action.CLEAN
+    return Action.KEEP
+
+
+# ------------------------------------------------------------------------------- dates
+
+
+def shift_da(text: str, days: int) -> str:
+    """Shift one DA value ('YYYYMMDD', legacy 'YYYY.MM.DD', or a range 'A-B').
+
+    Raises ValueError when the value is not a date.
+    """
+    text = text.strip()
+    if "-" in text:
+        parts = text.split("-")
+        if len(parts) != 2:
+            raise ValueError("bad range")
+        return "-".join(shift_da(part, days) if part.strip() else "" for part in parts)
+    if len(text) == 10 and text[4] == "." and text[7] == ".":
+        text = text[:4] + text[5:7] + text[8:]
+    if len(text) != 8 or not text.isdigit():
+        raise ValueError("not a DA")
+    day = dt.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+    return (day + dt.timedelta(days=days)).strftime("%Y%m%d")
+
+
+def shift_dt(text: str, days: int) -> str:
+    """Shift the date part of one DT value of any precision; time and offset are kept.
+
+    A value with year or month precision is shifted from the first day of its period and
+    written back at the same precision. Raises ValueError when the value is not a DT.
+    """
+    match = _DT.match(text.strip())
+    if match is None:
+        raise ValueError("not a DT")
+    year, month, day = match.group("y"), match.group("m"), match.group("d")
+    start = dt.date(int(year), int(month or 1), int(day or 1))
+    shifted = start + dt.timedelta(days=days)
+    date_part = f"{shifted.year:04d}"
+    if month:
+        date_part += f"{shifted.month:02d}"
+    if day:
+        date_part += f"{shifted.day:02d}"
+    return date_part + (match.group("time") or "") + (match.group("tz") or "")
+
+
+def date_renderings(yyyymmdd: str) -> list[str]:
+    """A date as it may appear in free text: YYYYMMDD, YYYY-MM-DD, MM/DD/YYYY, ..."""
+    y, m, d = yyyymmdd[:4], yyyymmdd[4:6], yyyymmdd[6:8]
+    return [
+        yyyymmdd,
+        f"{y}-{m}-{d}",
+        f"{y}/{m}/{d}",
+        f"{y}.{m}.{d}",
+        f"{m}/{d}/{y}",
+        f"{m}-{d}-{y}",
+        f"{d}/{m}/{y}",
+        f"{d}.{m}.{y}",
+        f"{m}/{d}/{y[2:]}",
+    ]
+
+
+def _original_date(text: str, vr: str) -> str | None:
+    """The YYYYMMDD date inside a DA/DT value, when it has one."""
+    text = text.strip().replace(".", "") if vr == "DA" else text.strip()
+    digits = text[:8]
+    return digits if len(digits) == 8 and digits.isdigit() else None
+
+
+# ------------------------------------------------------------------------------ values
+
+
+def _values(value: object) -> list[str]:
+    """The element's values as strings ([] when empty)."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, (list, tuple, MultiValue)):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def _set_values(elem: DataElement, values: list[str]) -> None:
+    elem.value = values[0] if len(values) == 1 else values
+
+
+def _empty_value(vr: str) -> object:
+    if vr == "SQ":
+        return Sequence()
+    if vr in _STRING_VRS:
+        return ""
+    if vr in _BINARY_VRS:
+        return b""
+    return None
+
+
+# ---------------------------------------------------------------------------- the walk
+
+
+class _Walker:
+    """One file's walk: applies actions, counts them, gathers phrases for cleaning."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        identity: FileIdentity,
+        remap_uid: Callable[[str], str],
+    ) -> None:
+        self.profile = profile
+        self.shift_days = identity.shift_days
+        self.remap_uid = remap_uid
+        self.report = HeaderReport()
+        self.phrases: set[str] = set()
+        self.to_clean: list[tuple[Dataset, int]] = []
+
+    # -- reading values, fail closed
+    def element(self, ds: Dataset, tag: int) -> DataElement:
+        """The decoded element; anything pydicom cannot convert quarantines the file."""
+        try:
+            return ds[tag]
+        except Exception:
+            raise QuarantineError("undecodable_value", _tag_name(tag)) from None
+
+    def values(self, ds: Dataset, tag: int) -> list[str]:
+        return _values(self.element(ds, tag).value)
+
+    # -- phrase collection
+    def collect(self, ds: Dataset, tag: int, vr: str) -> None:
+        """Remember the identifying text of an element that is about to go."""
+        if vr == "PN":
+            for value in self.values(ds, tag):
+                self.add_phrase(value)
+                for token in _PN_SPLIT.split(value):
+                    self.add_phrase(token)
+        elif vr in ("DA", "DT"):
+            for value in self.values(ds, tag):
+                self.add_date(value, vr)
+        elif vr == "SQ":
+            for item in self.element(ds, tag).value or ():
+                self.collect_dataset(item)
+        elif _keyword(tag) in _PHRASE_KEYWORDS and vr in _STRING_VRS:
+            for value in self.values(ds, tag):
+                self.add_phrase(value)
+
+    def collect_dataset(self, item: Dataset, depth: int = 0) -> None:
+        """Collect phrases from an item that is removed as a whole."""
+        if depth > MAX_DEPTH:
+            raise QuarantineError("sequence_too_deep")
+        for tag in list(item.keys()):
+            if (tag >> 16) & 1:
+                continue
+            vr = _element_vr(tag, item.get_item(tag))
+            if vr == "SQ":
+                for sub in self.element(item, tag).value or ():
+                    self.collect_dataset(sub, depth + 1)
+            else:
+                self.collect(item, tag, vr)
+
+    def add_phrase(self, text: str) -> None:
+        phrase = text.strip().lower()
+        if len(phrase) >= _MIN_PHRASE and phrase not in _STOP_WORDS:
+            self.phrases.add(phrase)
+
+    def add_date(self, text: str, vr: str) -> None:
+        date = _original_date(text, vr)
+        if date:
+            self.phrases.update(date_renderings(date))
+
+    # -- the walk
+    def walk(self, ds: Dataset, depth: int) -> None:
+        """Apply the profile to every element of ``ds`` and, recursively, its items."""
+        if depth > MAX_DEPTH:
+            raise QuarantineError("sequence_too_deep")
+        decide, profile = _decide, self.profile
+        for tag in list(ds.keys()):
+            if (tag >> 16) & 1:
+                del ds[tag]
+                self.report.private_removed += 1
+                continue
+            vr = _element_vr(tag, ds.get_item(tag))
+            if depth == 0 and tag in _REPLACED:
+                self.collect(ds, tag, vr)
+                self.report.dummied += 1  # replaced by the research id after the walk
+                continue
+            action = decide(profile, tag, vr)
+            self.apply(ds, tag, vr, action, depth)
+
+    def apply(self, ds: Dataset, tag: int, vr: str, action: Action, depth: int) -> None:
+        """Carry out one element's action."""
+        if vr == "SQ" and action in (Action.KEEP, Action.CLEAN, Action.DUMMY, Action.UID):
+            for item in self.element(ds, tag).value or ():
+                self.walk(item, depth + 1)
+        elif action is Action.KEEP:
+            return
+        elif action is Action.REMOVE:
+            self.collect(ds, tag, vr)
+            del ds[tag]
+            self.report.removed += 1
+        elif action is Action.EMPTY:
+            self.collect(ds, tag, vr)
+            ds[tag] = DataElement(tag, vr, _empty_value(vr))
+            self.report.emptied += 1
+        elif action is Action.SHIFT_DATE:
+            self.shift(ds, tag, vr)
+        elif action is Action.UID:
+            self.uid(ds, tag, vr)
+        elif action is Action.DUMMY:
+            self.dummy(ds, tag, vr)
+        elif action is Action.CLEAN:
+            if vr in _TEXT_VRS:
+                self.to_clean.append((ds, tag))
+        else:  # pragma: no cover - every Action is handled above
+            raise QuarantineError("unhandled_action", _tag_name(tag))
+
+    def shift(self, ds: Dataset, tag: int, vr: str) -> None:
+        """Shift every value; an unparseable one takes the whole element out."""
+        if vr not in ("DA", "DT"):
+            self.apply(ds, tag, vr, Action.REMOVE, 0)
+            return
+        elem = self.element(ds, tag)
+        values = _values(elem.value)
+        if not values:
+            return
+        shifted = self.shifted(values, vr)
+        for value in values:
+            self.add_date(value, vr)
+        if shifted is None:
+            self.drop_unparseable(ds, tag, vr)
+            return
+        _set_values(elem, shifted)
+        self.report.dates_shifted += 1
+
+    def shifted(self, values: Iterable[str], vr: str) -> list[str] | None:
+        shift = shift_da if vr == "DA" else shift_dt
+        try:
+            return [shift(value, self.shift_days) if value.strip() else "" for value in values]
+        except (ValueError, OverflowError):
+            return None
+
+    def drop_unparseable(self, ds: Dataset, tag: int, vr: str) -> None:
+        """An unparseable date is never kept: emptied when the IOD needs it, else removed."""
+        if required_type(_keyword(tag)):
+            ds[tag] = DataElement(tag, vr, "")
+            self.report.emptied += 1
+        else:
+            del ds[tag]
+            self.report.removed += 1
+
+    def uid(self, ds: Dataset, tag: int, vr: str) -> None:
+        """Remap every UID value except well-known standard UIDs (SOP classes, ...)."""
+        if vr != "UI":
+            self.apply(ds, tag, vr, Action.REMOVE, 0)
+            return
+        elem = self.element(ds, tag)
+        values = _values(elem.value)
+        new = [v if (not v or v in UID_dictionary) else self.remap_uid(v) for v in values]
+        if new != values:
+            _set_values(elem, new)
+            self.report.uids_remapped += 1
+
+    def dummy(self, ds: Dataset, tag: int, vr: str) -> None:
+        """Replace with a value valid for the VR (dates: the shifted value where possible)."""
+        if vr == "UI":
+            self.uid(ds, tag, vr)
+            return
+        self.collect(ds, tag, vr)
+        if vr in ("DA", "DT"):
+            shifted = self.shifted(self.values(ds, tag), vr) or []
+            ds[tag] = DataElement(tag, vr, shifted[0] if len(shifted) == 1 else shifted)
+        else:
+            ds[tag] = DataElement(tag, vr, _DUMMY_BY_VR.get(vr, _empty_value(vr)))
+        self.report.dummied += 1
+
+    # -- clean descriptors, after the walk
+    def clean_all(self) -> None:
+        """Delete collected phrases from the kept descriptors and free text."""
+        if not self.phrases:
+            return
+        phrases = sorted(self.phrases, key=len, reverse=True)
+        ascii_only = all(phrase.isascii() for phrase in phrases)
+        for ds, tag in self.to_clean:
+            raw = ds.get_item(tag)
+            if ascii_only and isinstance(raw, RawDataElement) and isinstance(raw.value, bytes):
+                # ASCII is encoded as itself in every DICOM character set, so a phrase
+                # absent from the raw bytes is absent from the text: skip decoding
+                lowered = raw.value.decode("latin-1").lower()
+                if not any(phrase in lowered for phrase in phrases):
+                    continue
+            elem = self.element(ds, tag)
+            values = _values(elem.value)
+            cleaned = [clean_text(v, phrases) for v in values]
+            if cleaned != values:
+                _set_values(elem, cleaned)
+                self.report.descriptors_cleaned += 1
+
+
+def clean_text(text: str, phrases: list[str]) -> str:
+    """``text`` without any whole-token, case-insensitive occurrence of ``phrases``."""
+    lowered = text.lower()
+    hits = [p for p in phrases if p in lowered]
+    if not hits:
+        return text
+    for phrase in hits:
+        pattern = r"(?<!\w)" + re.escape(phrase) + r"(?!\w)"
+        text = re.sub(pattern, "", text, flags=re.IGNORECASE)
+    return " ".join(text.split())
+
+
+# --------------------------------------------------------------------------- top level
+
+
+def _code_item(value: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue = value
+    item.CodingSchemeDesignator = "DCM"
+    item.CodeMeaning = meaning
+    return item
+
+
+def _method(options: ProfileOptions) -> tuple[list[str], list[tuple[str, str]]]:
+    """DeidentificationMethod values (LO, <= 64 chars each) and the method codes."""
+    texts, codes = [f"{TOOL_NAME}: PS3.15 E basic profile"], [_BASIC_CODE]
+    if options.clean_descriptors:
+        texts.append("clean descriptors")
+        codes.append(_CLEAN_DESC_CODE)
+    if options.retain_modified_dates:
+        texts.append("modified dates")
+        codes.append(_MODIFIED_DATES_CODE)
+    return texts, codes
+
+
+def _mark_deidentified(ds: Dataset, identity: FileIdentity, options: ProfileOptions) -> None:
+    """Research ids and the PS3.15 E.1.1 markers; all values are ASCII."""
+    ds.PatientName = str(identity.subject_id)
+    ds.PatientID = str(identity.subject_id)
+    ds.AccessionNumber = str(identity.study_id)
+    ds.StudyID = str(identity.study_id)
+    texts, codes = _method(options)
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = texts if len(texts) > 1 else texts[0]
+    ds.DeidentificationMethodCodeSequence = Sequence([_code_item(*code) for code in codes])
+    ds.LongitudinalTemporalInformationModified = (
+        "MODIFIED" if options.retain_modified_dates else "REMOVED"
+    )
+
+
+def _fix_file_meta(ds: Dataset, report: HeaderReport) -> None:
+    """Keep only the meta elements a reader needs; point them at the new instance."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        meta = ds.file_meta = FileMetaDataset()
+    for tag in list(meta.keys()):
+        if tag not in _META_KEEP and tag != 0x00020000:
+            del meta[tag]
+            report.removed += 1
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    if "SOPClassUID" in ds and str(ds.SOPClassUID).strip():
+        meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+
+
+def _check_encoding(ds: Dataset) -> None:
+    """The body must be encoded as its transfer syntax says, or raw elements cannot be
+    written back unchanged (pydicom would have to re-encode values it never validated)."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if not syntax or not str(syntax).strip():
+        raise QuarantineError("no_transfer_syntax", "TransferSyntaxUID")
+    syntax = UID(str(syntax).strip())
+    if not syntax.is_transfer_syntax:
+        raise QuarantineError("unknown_transfer_syntax", "TransferSyntaxUID")
+    implicit, little = ds.original_encoding
+    # pydicom falls back to the encoding it finds in the body; raw elements record it
+    elements = map(ds.get_item, ds.keys())
+    first_raw = next((e for e in elements if isinstance(e, RawDataElement)), None)
+    if first_raw is not None:
+        implicit, little = first_raw.is_implicit_VR, first_raw.is_little_endian
+    if implicit is not None and (implicit, little) != (
+        syntax.is_implicit_VR,
+        syntax.is_little_endian,
+    ):
+        raise QuarantineError("transfer_syntax_mismatch", "TransferSyntaxUID")
+
+
+def _check_sop_instance(ds: Dataset) -> None:
+    """A dataset without SOPInstanceUID cannot get a consistent new identity."""
+    if _SOP_INSTANCE_UID not in ds:
+        raise QuarantineError("no_sop_instance_uid", "SOPInstanceUID")
+    try:
+        value = ds[_SOP_INSTANCE_UID].value
+    except Exception:
+        raise QuarantineError("undecodable_value", "SOPInstanceUID") from None
+    if not isinstance(value, str) or not value.strip():
+        raise QuarantineError("no_sop_instance_uid", "SOPInstanceUID")
+
+
+def deidentify_header(
+    ds: pydicom.Dataset,
+    identity: FileIdentity,
+    remap_uid: Callable[[str], str],
+    options: ProfileOptions = ProfileOptions(),  # noqa: B008 - frozen, immutable default
+) -> HeaderReport:
+    """De-identify ``ds`` (and its file meta) in place; returns the action counts.
+
+    Raises QuarantineError (reason class and keyword only) when the outcome would be
+    uncertain; ``ds`` must then be discarded, as it may be half processed.
+    """
+    _check_sop_instance(ds)
+    _check_encoding(ds)
+    walker = _Walker(get_profile(options), identity, remap_uid)
+    walker.walk(ds, 0)
+    walker.clean_all()
+    _mark_deidentified(ds, identity, options)
+    _fix_file_meta(ds, walker.report)
+    return walker.report

@@ -1,0 +1,151 @@
+"""Parquet tables of the dataset (public side) and of the run's audit (private side).
+
+The public tables follow MIMIC-CXR: ``metadata`` (one row per image, its columns and
+types as in mimic-cxr-2.0.0-metadata), ``record_list`` and ``study_list``. The audit has
+one row per input key and carries reason classes and counts, never a header value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pydicom
+
+METADATA_SCHEMA = pa.schema(
+    [
+        ("dicom_id", pa.string()),
+        ("subject_id", pa.int64()),
+        ("study_id", pa.int64()),
+        ("PerformedProcedureStepDescription", pa.string()),
+        ("ViewPosition", pa.string()),
+        ("Rows", pa.int64()),
+        ("Columns", pa.int64()),
+        ("StudyDate", pa.int64()),  # YYYYMMDD, shifted, as MIMIC-CXR stores it
+        ("StudyTime", pa.float64()),  # HHMMSS.FFF, unshifted, as MIMIC-CXR stores it
+        ("ProcedureCodeSequence_CodeMeaning", pa.string()),
+        ("ViewCodeSequence_CodeMeaning", pa.string()),
+        ("PatientOrientationCodeSequence_CodeMeaning", pa.string()),
+    ]
+)
+
+RECORD_LIST_SCHEMA = pa.schema(
+    [
+        ("subject_id", pa.int64()),
+        ("study_id", pa.int64()),
+        ("dicom_id", pa.string()),
+        ("path", pa.string()),
+    ]
+)
+
+STUDY_LIST_SCHEMA = pa.schema(
+    [("subject_id", pa.int64()), ("study_id", pa.int64()), ("path", pa.string())]
+)
+
+#: Counts reported by the header de-identifier, one audit column each.
+AUDIT_COUNTS = (
+    "removed",
+    "emptied",
+    "dummied",
+    "dates_shifted",
+    "uids_remapped",
+    "private_removed",
+    "descriptors_cleaned",
+)
+
+AUDIT_SCHEMA = pa.schema(
+    [
+        ("key_index", pa.int64()),
+        ("status", pa.string()),  # written | quarantined
+        ("reason", pa.string()),  # a reason class, null when written
+        ("detail", pa.string()),  # a DICOM keyword or tag at most, never a value
+        ("dicom_id", pa.string()),
+        ("subject_id", pa.int64()),
+        ("study_id", pa.int64()),
+        ("bytes_in", pa.int64()),
+        ("bytes_out", pa.int64()),
+        *[(name, pa.int64()) for name in AUDIT_COUNTS],
+        ("seconds", pa.float64()),
+        ("worker", pa.string()),  # host:pid of the process that handled the file
+    ]
+)
+
+
+def study_folder(subject_id: int, study_id: int) -> str:
+    """``files/pNN/pNNNNNNNN/sNNNNNNNN``: NN is the subject id's first two digits."""
+    subject = f"{subject_id:08d}"
+    return f"files/p{subject[:2]}/p{subject}/s{study_id:08d}"
+
+
+def image_path(subject_id: int, study_id: int, dicom_id: str) -> str:
+    """The output key of an image: a pure function of its ids, so reruns overwrite it."""
+    return f"{study_folder(subject_id, study_id)}/{dicom_id}.dcm"
+
+
+def _first_code_meaning(ds: pydicom.Dataset, keyword: str) -> str | None:
+    sequence = ds.get(keyword)
+    if not sequence:
+        return None
+    meaning = sequence[0].get("CodeMeaning")
+    return str(meaning) if meaning else None
+
+
+def _int_or_none(text: object) -> int | None:
+    value = str(text or "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def _float_or_none(text: object) -> float | None:
+    try:
+        return float(str(text).strip()) if text else None
+    except ValueError:
+        return None
+
+
+def metadata_row(ds: pydicom.Dataset, dicom_id: str, subject_id: int, study_id: int) -> dict[str, Any]:
+    """The MIMIC-CXR metadata columns, read from the already de-identified header."""
+    return {
+        "dicom_id": dicom_id,
+        "subject_id": subject_id,
+        "study_id": study_id,
+        "PerformedProcedureStepDescription": _str_or_none(ds.get("PerformedProcedureStepDescription")),
+        "ViewPosition": _str_or_none(ds.get("ViewPosition")),
+        "Rows": _int_or_none(ds.get("Rows")),
+        "Columns": _int_or_none(ds.get("Columns")),
+        "StudyDate": _int_or_none(ds.get("StudyDate")),
+        "StudyTime": _float_or_none(ds.get("StudyTime")),
+        "ProcedureCodeSequence_CodeMeaning": _first_code_meaning(ds, "ProcedureCodeSequence"),
+        "ViewCodeSequence_CodeMeaning": _first_code_meaning(ds, "ViewCodeSequence"),
+        "PatientOrientationCodeSequence_CodeMeaning": _first_code_meaning(
+            ds, "PatientOrientationCodeSequence"
+        ),
+    }
+
+
+def _str_or_none(value: object) -> str | None:
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+def record_list(metadata: pa.Table) -> pa.Table:
+    """One row per written image, with its path below OUTPUT."""
+    rows = metadata.select(["subject_id", "study_id", "dicom_id"]).to_pylist()
+    for row in rows:
+        row["path"] = image_path(row["subject_id"], row["study_id"], row["dicom_id"])
+    return pa.Table.from_pylist(rows, schema=RECORD_LIST_SCHEMA)
+
+
+def study_list(metadata: pa.Table) -> pa.Table:
+    """One row per study that has at least one written image."""
+    pairs = sorted(set(zip(metadata.column("subject_id").to_pylist(), metadata.column("study_id").to_pylist())))
+    return pa.Table.from_pylist(
+        [{"subject_id": s, "study_id": st, "path": study_folder(s, st)} for s, st in pairs],
+        schema=STUDY_LIST_SCHEMA,
+    )
+
+
+def audit_row(key_index: int, status: str, **values: Any) -> dict[str, Any]:
+    """An audit row with every column present (missing counts are null)."""
+    row: dict[str, Any] = {name: None for name in AUDIT_SCHEMA.names}
+    row.update(key_index=key_index, status=status, **values)
+    return row

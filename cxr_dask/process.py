@@ -1,0 +1,147 @@
+"""Pass 2, one file at a time: read, de-identify, write; plain functions, no Dask.
+
+A file either comes out fully de-identified at its MIMIC-CXR path or is quarantined
+with a reason class in the audit; any unexpected exception quarantines the file too
+(fail closed), and only the exception's type name is recorded, never its message,
+which could quote a header value.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pydicom
+
+from cxr_dask import storage
+from cxr_dask.deid.header import FileIdentity, HeaderReport, deidentify_header
+from cxr_dask.deid.profile import ProfileOptions
+from cxr_dask.errors import QuarantineError
+from cxr_dask.identity import IdentityMap, patient_key, study_key
+from cxr_dask.inventory import classify_header
+from cxr_dask.metadata import audit_row, image_path, metadata_row
+from cxr_dask.privacy import quiet_pydicom
+from cxr_dask.storage import Location
+
+
+@dataclass(frozen=True)
+class DeidentifiedFile:
+    """A finished output object and what is known about it."""
+
+    data: bytes
+    identity: FileIdentity
+    report: HeaderReport
+    metadata: dict[str, Any]
+
+    @property
+    def path(self) -> str:
+        return image_path(self.identity.subject_id, self.identity.study_id, self.identity.dicom_id)
+
+
+def _text(ds: pydicom.Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    return str(value).strip() if value is not None else ""
+
+
+def file_identity(ds: pydicom.Dataset, identity: IdentityMap) -> FileIdentity:
+    """Look the file's patient, study and image up in the broadcast map.
+
+    A file absent from the map changed between the two passes (or was never scanned):
+    it is quarantined rather than given ids the client did not mint.
+    """
+    patient = patient_key(_text(ds, "PatientID"), _text(ds, "IssuerOfPatientID"))
+    study = study_key(patient, _text(ds, "AccessionNumber"), _text(ds, "StudyInstanceUID"))
+    sop = _text(ds, "SOPInstanceUID")
+    try:
+        subject_id, shift_days = identity.patients[patient]
+        study_subject, study_id = identity.studies[study]
+        dicom_id, image_subject, image_study = identity.images[sop]
+    except KeyError:
+        raise QuarantineError("not_in_inventory") from None
+    if (image_subject, image_study) != (subject_id, study_id) or study_subject != subject_id:
+        raise QuarantineError("identity_conflict")
+    return FileIdentity(subject_id=subject_id, study_id=study_id, dicom_id=dicom_id, shift_days=shift_days)
+
+
+def deidentify_bytes(data: bytes, identity: IdentityMap, options: ProfileOptions) -> DeidentifiedFile:
+    """De-identify one DICOM file held in memory; pixel data is carried as raw bytes."""
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+    except Exception:
+        raise QuarantineError("unreadable") from None
+    reason = classify_header(ds)
+    if reason:
+        raise QuarantineError(reason)
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise QuarantineError("no_pixel_data")
+    ids = file_identity(ds, identity)
+    report = deidentify_header(ds, ids, identity.remap_uid, options)
+    buffer = io.BytesIO()
+    try:
+        ds.save_as(buffer, enforce_file_format=True)
+    except Exception:
+        raise QuarantineError("unwritable") from None
+    row = metadata_row(ds, ids.dicom_id, ids.subject_id, ids.study_id)
+    return DeidentifiedFile(buffer.getvalue(), ids, report, row)
+
+
+def process_file(
+    source: Location,
+    destination: Location,
+    key_index: int,
+    key: str,
+    identity: IdentityMap,
+    options: ProfileOptions,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Read, de-identify and write one input key; returns its audit row and metadata row."""
+    started = time.perf_counter()
+    bytes_in = None
+    try:
+        data = storage.read_bytes(source, key)
+        bytes_in = len(data)
+        result = deidentify_bytes(data, identity, options)
+        storage.write_atomic(destination, result.path, result.data)
+    except QuarantineError as error:
+        row = audit_row(key_index, "quarantined", reason=error.reason, detail=error.detail or None)
+        row.update(bytes_in=bytes_in, seconds=time.perf_counter() - started)
+        return row, None
+    except Exception as error:
+        row = audit_row(key_index, "quarantined", reason="internal_error", detail=type(error).__name__)
+        row.update(bytes_in=bytes_in, seconds=time.perf_counter() - started)
+        return row, None
+    row = audit_row(
+        key_index,
+        "written",
+        dicom_id=result.identity.dicom_id,
+        subject_id=result.identity.subject_id,
+        study_id=result.identity.study_id,
+        bytes_in=bytes_in,
+        bytes_out=len(result.data),
+        seconds=time.perf_counter() - started,
+        **result.report.as_dict(),
+    )
+    return row, result.metadata
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def process_partition(
+    items: list[tuple[int, str]],
+    source: Location,
+    destination: Location,
+    identity: IdentityMap,
+    options: ProfileOptions,
+) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """The pass-2 task: every ``(key_index, key)`` of one partition."""
+    quiet_pydicom()
+    worker = _worker_name()
+    outcomes = [process_file(source, destination, i, key, identity, options) for i, key in items]
+    for audit, _ in outcomes:
+        audit["worker"] = worker
+    return outcomes

@@ -1,0 +1,49 @@
+"""Configuration is validated before any work starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from cxr_dask.config import MAX_PARTITION_SIZE, RunConfig, build_config, read_config_file
+from cxr_dask.errors import ConfigError
+
+
+def test_private_inside_output_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="private location must not be inside the output"):
+        RunConfig(str(tmp_path / "in"), str(tmp_path / "out"), str(tmp_path / "out" / "vault"))
+
+
+def test_output_inside_input_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="output must not be inside the input"):
+        RunConfig(str(tmp_path / "in"), str(tmp_path / "in" / "out"), str(tmp_path / "vault"))
+
+
+def test_bad_numbers_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="workers"):
+        RunConfig(str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c"), workers=0)
+
+
+def test_partitioning_keeps_the_graph_small_at_archive_scale(tmp_path):
+    config = RunConfig(str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c"))
+    size = config.partition_size_for(400_000, n_threads=64)
+    assert size == MAX_PARTITION_SIZE
+    assert -(-400_000 // size) <= 4_000
+    assert config.partition_size_for(40, n_threads=2) == 5  # 8 tasks for 2 threads
+    explicit = RunConfig(str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c"), partition_size=7)
+    assert explicit.partition_size_for(400_000, n_threads=64) == 7
+
+
+def test_config_file_then_flags(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text(f'input = "{tmp_path / "a"}"\noutput = "{tmp_path / "b"}"\nprivate = "{tmp_path / "c"}"\nworkers = 3\n')
+    config = build_config(read_config_file(str(path)), {"workers": 1, "scheduler": None})
+    assert config.workers == 1 and config.input == str(tmp_path / "a")
+
+
+def test_unknown_config_keys_are_an_error(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('wrokers = 3\n')
+    with pytest.raises(ConfigError, match="unknown config keys.*wrokers"):
+        read_config_file(str(path))
+    with pytest.raises(ConfigError, match="not found"):
+        read_config_file(str(tmp_path / "missing.toml"))

@@ -1,0 +1,520 @@
+"""The per-file header de-identifier: planted PHI at every depth must not survive."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import re
+import shutil
+import subprocess
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_files
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    DigitalXRayImageStorageForPresentation,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from cxr_dask.deid.header import (
+    FileIdentity,
+    HeaderReport,
+    clean_text,
+    deidentify_header,
+    shift_da,
+    shift_dt,
+)
+from cxr_dask.deid.profile import ProfileOptions
+from cxr_dask.errors import QuarantineError
+
+SHIFT = 7 * 5300  # about a century, a whole number of weeks
+IDENTITY = FileIdentity(
+    subject_id=14_142_135,
+    study_id=53_000_777,
+    dicom_id="02aa804e-bde0afdd-112c0b34-7bc16630-4e384014",
+    shift_days=SHIFT,
+)
+STUDY_UID = "1.2.826.0.1.3680043.8.498.1111"
+SERIES_UID = "1.2.826.0.1.3680043.8.498.2222"
+SOP_UID = "1.2.826.0.1.3680043.8.498.3333"
+FOR_UID = "1.2.826.0.1.3680043.8.498.4444"
+PIXELS = bytes(range(256)) * 32  # 64 x 64 x 16 bit
+
+#: Every identifying value planted in ``make_dx``: none may survive anywhere.
+PLANTED = [
+    "Quixbury",
+    "Zelphine",
+    "MRN99887766",
+    "OPID554433",
+    "HOSPISSUERX",
+    "Wallaby Way",
+    "Saint Quimby Memorial",
+    "7 Quimby Road",
+    "Drummond",
+    "Halvard",
+    "Ysolde",
+    "Oswin",
+    "ACC7766554",
+    "STUDY8899",
+    "XRAYROOM7Q",
+    "PRIVPHIQUIX",
+    "SEQPRIVPHI",
+    "DEEPPRIVPHI",
+    "Quorra",
+    "RPID3344",
+    "SPSID7788",
+    "fell at home",
+    "SN-55-XY-99",
+    "HOSP_AE_TITLE",
+    "19470312",
+    "20190314",
+    "2019-03-14",
+    "03/14/2019",
+    "20190301",
+    "20190305",
+    "20180101",
+    "20191399",
+    STUDY_UID,
+    SERIES_UID,
+    SOP_UID,
+    FOR_UID,
+]
+ORIGINAL_DATES = ["20190314", "20190301", "20190305", "20180101"]
+
+
+def remap(uid: str) -> str:
+    """A small deterministic stand-in for the keyed-hash UID mapper."""
+    digest = hashlib.sha256(uid.encode()).digest()
+    return f"2.25.{int.from_bytes(digest[:16], 'big')}"
+
+
+def shifted(yyyymmdd: str) -> str:
+    day = dt.datetime.strptime(yyyymmdd, "%Y%m%d").date() + dt.timedelta(days=SHIFT)
+    return day.strftime("%Y%m%d")
+
+
+def code(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+def make_dx(*, with_sop_uid: bool = True) -> FileDataset:
+    """A realistic DX For Presentation header with PHI planted at every depth."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    meta.MediaStorageSOPInstanceUID = SOP_UID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = "1.2.3.4.5.6.7.8"
+    meta.ImplementationVersionName = "HOSPPACS"
+    meta.SourceApplicationEntityTitle = "HOSP_AE_TITLE"
+    ds = FileDataset("dx.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.InstanceCreationDate = "20191399"  # malformed: removed, never kept
+    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
+    if with_sop_uid:
+        ds.SOPInstanceUID = SOP_UID
+    ds.StudyDate = "20190314"
+    ds.SeriesDate = "2019.03.14"  # legacy form
+    ds.ContentDate = "20190314"
+    ds.AcquisitionDateTime = "20190314081530.123456+0100"
+    ds.StudyTime = "081530"
+    ds.ContentTime = "081531.5"
+    ds.AcquisitionTime = "081529"
+    ds.AccessionNumber = "ACC7766554"
+    ds.Modality = "DX"
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.Manufacturer = "ACME"
+    ds.InstitutionName = "Saint Quimby Memorial"
+    ds.InstitutionAddress = "7 Quimby Road"
+    ds.ReferringPhysicianName = "Drummond^Halvard"
+    ds.StationName = "XRAYROOM7Q"
+    ds.StudyDescription = "CHEST PA AND LAT Quixbury"
+    ds.SeriesDescription = "CHEST PA 03/14/2019"
+    ds.PerformedProcedureStepDescription = "CHEST PA AND LAT"
+    ds.PerformingPhysicianName = "Perf^Oswin"
+    ds.OperatorsName = "Tech^Ysolde"
+    ds.ProcedureCodeSequence = Sequence([code("CXR2V", "ACMEPROC", "XR CHEST 2 VIEWS")])
+    ds.ProcedureCodeSequence[0].private_block(0x0011, "ACME PRIV", create=True).add_new(
+        0x10, "LO", "SEQPRIVPHI"
+    )
+    ds.PatientName = "Quixbury^Zelphine^^Mrs"
+    ds.PatientID = "MRN99887766"
+    ds.IssuerOfPatientID = "HOSPISSUERX"
+    ds.PatientBirthDate = "19470312"
+    ds.PatientSex = "F"
+    ds.PatientAddress = "12 Wallaby Way Sydney"
+    other = Dataset()
+    other.PatientID = "OPID554433"
+    other.TypeOfPatientID = "TEXT"
+    ds.OtherPatientIDsSequence = Sequence([other])
+    ds.PatientIdentityRemoved = "NO"
+    ds.DeviceSerialNumber = "SN-55-XY-99"
+    ds.DateOfLastCalibration = ["20190301", "20190305"]  # multi-valued
+    ds.TimeOfLastCalibration = ["101010", "111111"]
+    ds.StudyInstanceUID = STUDY_UID
+    ds.SeriesInstanceUID = SERIES_UID
+    ds.StudyID = "STUDY8899"
+    ds.SeriesNumber = "1"
+    ds.InstanceNumber = "1"
+    ds.PatientOrientation = ["A", "R"]
+    ds.FrameOfReferenceUID = FOR_UID
+    ds.ImageLaterality = "U"
+    ds.ImageComments = "Quixbury fell at home"
+    # three levels deep: ViewCodeSequence > item > ViewModifierCodeSequence > item > ...
+    deep = code("R-10202", "SRT", "frontal")
+    deep.ContentCreatorName = "Deep^Quorra"
+    deep.ObservationDateTime = "20180101120000"
+    deep.ReferencedSOPInstanceUID = STUDY_UID  # same input UID as StudyInstanceUID
+    deep.private_block(0x0013, "ACME DEEP", create=True).add_new(0x01, "LO", "DEEPPRIVPHI")
+    deep.ScheduledProtocolCodeSequence = Sequence([code("P1", "99ACME", "Quixbury protocol")])
+    view = code("R-10214", "SRT", "postero-anterior")
+    view.ViewModifierCodeSequence = Sequence([deep])
+    ds.ViewCodeSequence = Sequence([view])
+    request = Dataset()
+    request.RequestedProcedureID = "RPID3344"
+    request.ScheduledProcedureStepID = "SPSID7788"
+    referenced = Dataset()
+    referenced.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
+    referenced.ReferencedSOPInstanceUID = STUDY_UID
+    request.ReferencedStudySequence = Sequence([referenced])
+    ds.RequestAttributesSequence = Sequence([request])
+    ds.AcquisitionContextSequence = Sequence([code("X1", "99ACME", "Quixbury context")])
+    ds.private_block(0x0009, "ACME PRIV", create=True).add_new(0x01, "LO", "PRIVPHIQUIX")
+    ds.DetectorType = "SCINTILLATOR"
+    ds.ViewPosition = "PA"
+    ds.PositionerType = "NONE"
+    ds.PresentationLUTShape = "IDENTITY"
+    ds.PositionReferenceIndicator = ""
+    ds.AnatomicRegionSequence = Sequence([code("T-D3000", "SRT", "Chest")])
+    ds.BodyPartExamined = "CHEST"
+    ds.BurnedInAnnotation = "NO"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = 64
+    ds.Columns = 64
+    ds.PixelSpacing = ["0.139", "0.139"]
+    ds.ImagerPixelSpacing = ["0.139", "0.139"]
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.PixelIntensityRelationship = "LIN"
+    ds.PixelIntensityRelationshipSign = 1
+    ds.RescaleIntercept = "0"
+    ds.RescaleSlope = "1"
+    ds.RescaleType = "US"
+    ds.LossyImageCompression = "00"
+    ds.WindowCenter = "2048"
+    ds.WindowWidth = "4096"
+    ds.add_new(0x60000010, "US", 64)  # overlay group: every element goes
+    ds.add_new(0x60023000, "OW", b"\0" * 8)
+    ds.add_new(0x50000005, "US", 1)  # curve
+    ds.PixelData = PIXELS
+    return ds
+
+
+def to_bytes(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def read(data: bytes) -> FileDataset:
+    return pydicom.dcmread(io.BytesIO(data))
+
+
+def deidentify(
+    ds: FileDataset, options: ProfileOptions | None = None
+) -> tuple[FileDataset, bytes, HeaderReport]:
+    """Round-trip through bytes first so elements arrive raw, as in production."""
+    original = read(to_bytes(ds))
+    report = deidentify_header(original, IDENTITY, remap, options or ProfileOptions())
+    data = to_bytes(original)
+    return read(data), data, report
+
+
+def walk(ds: Dataset) -> Iterator[pydicom.DataElement]:
+    for elem in ds:
+        yield elem
+        if elem.VR == "SQ":
+            for item in elem.value:
+                yield from walk(item)
+
+
+@pytest.fixture(scope="module")
+def result() -> tuple[FileDataset, bytes, HeaderReport]:
+    return deidentify(make_dx())
+
+
+def test_no_planted_value_survives_in_bytes(
+    result: tuple[FileDataset, bytes, HeaderReport],
+) -> None:
+    _, data, _ = result
+    lowered = data.lower()
+    leaked = [value for value in PLANTED if value.lower().encode() in lowered]
+    assert leaked == []
+
+
+def test_no_planted_value_survives_in_any_element(
+    result: tuple[FileDataset, bytes, HeaderReport],
+) -> None:
+    out, _, _ = result
+    texts = [str(elem.value).lower() for elem in walk(out) if elem.VR not in ("SQ", "OB", "OW")]
+    texts += [str(elem.value).lower() for elem in out.file_meta]
+    leaked = [value for value in PLANTED if any(value.lower() in text for text in texts)]
+    assert leaked == []
+
+
+def test_no_private_curve_or_overlay_element_anywhere(
+    result: tuple[FileDataset, bytes, HeaderReport],
+) -> None:
+    out, _, report = result
+    groups = {elem.tag.group for elem in walk(out)}
+    assert not [g for g in groups if g % 2 == 1]
+    assert not [g for g in groups if 0x5000 <= g <= 0x50FF or 0x6000 <= g <= 0x60FF]
+    assert report.private_removed == 6  # 3 creators + 3 private elements, at 3 depths
+
+
+def test_dates_shifted_and_times_kept(result: tuple[FileDataset, bytes, HeaderReport]) -> None:
+    out, _, report = result
+    expected = {shifted(day) for day in ORIGINAL_DATES}
+    das = [elem for elem in walk(out) if elem.VR == "DA" and elem.value]
+    assert das
+    for elem in das:
+        values = elem.value if elem.VM > 1 else [elem.value]
+        assert set(values) <= expected, elem.keyword
+    assert out.StudyDate == out.ContentDate == out.SeriesDate == shifted("20190314")
+    assert list(out.DateOfLastCalibration) == [shifted("20190301"), shifted("20190305")]
+    assert out.AcquisitionDateTime == shifted("20190314") + "081530.123456+0100"
+    assert (out.StudyTime, out.ContentTime, out.AcquisitionTime) == ("081530", "081531.5", "081529")
+    deep = out.ViewCodeSequence[0].ViewModifierCodeSequence[0]
+    assert deep.ObservationDateTime == shifted("20180101") + "120000"
+    assert "InstanceCreationDate" not in out  # malformed
+    assert out.PatientBirthDate == ""
+    assert report.dates_shifted >= 6
+
+
+def test_uids_remapped_consistently(result: tuple[FileDataset, bytes, HeaderReport]) -> None:
+    out, _, report = result
+    assert out.StudyInstanceUID == remap(STUDY_UID)
+    assert out.SeriesInstanceUID == remap(SERIES_UID)
+    assert out.SOPInstanceUID == remap(SOP_UID)
+    assert out.FrameOfReferenceUID == remap(FOR_UID)
+    deep = out.ViewCodeSequence[0].ViewModifierCodeSequence[0]
+    assert deep.ReferencedSOPInstanceUID == out.StudyInstanceUID
+    assert out.SOPClassUID == DigitalXRayImageStorageForPresentation
+    assert out.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
+    assert out.file_meta.MediaStorageSOPClassUID == out.SOPClassUID
+    assert "SourceApplicationEntityTitle" not in out.file_meta
+    assert out.file_meta.ImplementationVersionName != "HOSPPACS"
+    assert report.uids_remapped == 5
+
+
+def test_replacements_and_markers(result: tuple[FileDataset, bytes, HeaderReport]) -> None:
+    out, _, _ = result
+    assert out.PatientID == out.PatientName == str(IDENTITY.subject_id)
+    assert out.AccessionNumber == out.StudyID == str(IDENTITY.study_id)
+    assert out.PatientIdentityRemoved == "YES"
+    assert out.LongitudinalTemporalInformationModified == "MODIFIED"
+    method = out.DeidentificationMethodCodeSequence
+    codes = [(item.CodeValue, item.CodingSchemeDesignator) for item in method]
+    assert codes == [("113100", "DCM"), ("113105", "DCM"), ("113107", "DCM")]
+    assert all(len(text) <= 64 for text in out.DeidentificationMethod)
+    assert out.AcquisitionContextSequence == []  # X/Z, Type 2 in DX: emptied
+    for keyword in ("InstitutionName", "OtherPatientIDsSequence", "RequestAttributesSequence"):
+        assert keyword not in out
+
+
+def test_replacements_added_when_absent() -> None:
+    ds = make_dx()
+    for keyword in ("PatientName", "PatientID", "AccessionNumber", "StudyID"):
+        delattr(ds, keyword)
+    out, _, _ = deidentify(ds)
+    assert out.PatientID == str(IDENTITY.subject_id)
+    assert out.StudyID == str(IDENTITY.study_id)
+
+
+def test_descriptors_cleaned_and_kept(result: tuple[FileDataset, bytes, HeaderReport]) -> None:
+    out, _, report = result
+    assert out.StudyDescription == "CHEST PA AND LAT"
+    assert out.SeriesDescription == "CHEST PA"
+    assert out.PerformedProcedureStepDescription == "CHEST PA AND LAT"
+    assert out.ProcedureCodeSequence[0].CodeMeaning == "XR CHEST 2 VIEWS"
+    protocol = out.ViewCodeSequence[0].ViewModifierCodeSequence[0].ScheduledProtocolCodeSequence
+    assert protocol[0].CodeMeaning == "protocol"
+    assert out.ViewCodeSequence[0].CodeMeaning == "postero-anterior"
+    assert out.ViewPosition == "PA" and out.BodyPartExamined == "CHEST"
+    assert report.descriptors_cleaned == 3
+
+
+def test_descriptors_not_cleaned_without_the_option() -> None:
+    options = ProfileOptions(clean_descriptors=frozenset())
+    out, _, _ = deidentify(make_dx(), options)
+    assert "StudyDescription" not in out
+    codes = [item.CodeValue for item in out.DeidentificationMethodCodeSequence]
+    assert codes == ["113100", "113107"]
+
+
+def test_without_modified_dates_no_original_date_survives() -> None:
+    options = ProfileOptions(retain_modified_dates=False)
+    out, data, _ = deidentify(make_dx(), options)
+    assert out.StudyDate == ""
+    assert out.ContentDate == shifted("20190314")  # Z/D Type 1: dummy = the shifted date
+    assert out.LongitudinalTemporalInformationModified == "REMOVED"
+    assert not [day for day in ORIGINAL_DATES if day.encode() in data]
+
+
+def test_pixel_data_and_burned_in_annotation_untouched(
+    result: tuple[FileDataset, bytes, HeaderReport],
+) -> None:
+    out, _, _ = result
+    assert out.PixelData == PIXELS
+    assert out.BurnedInAnnotation == "NO"
+    assert (out.Rows, out.Columns, out.BitsStored) == (64, 64, 12)
+
+
+def test_implicit_vr_file() -> None:
+    ds = make_dx()
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    out, data, _ = deidentify(ds)
+    assert out.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+    assert out.StudyDate == shifted("20190314")
+    assert not [value for value in PLANTED if value.lower().encode() in data.lower()]
+
+
+def test_quarantine_without_sop_instance_uid() -> None:
+    ds = read(to_bytes(make_dx(with_sop_uid=False)))
+    with pytest.raises(QuarantineError) as caught:
+        deidentify_header(ds, IDENTITY, remap)
+    assert caught.value.reason == "no_sop_instance_uid"
+    message = str(caught.value)
+    assert not [value for value in PLANTED if value.lower() in message.lower()]
+
+
+def test_quarantine_on_undecodable_value() -> None:
+    ds = read(to_bytes(make_dx()))
+    raw = ds.get_item(0x00080020)
+    ds._dict[0x00080020] = raw._replace(VR="SQ", value=b"\x01\x02\x03")  # cannot parse
+    with pytest.raises(QuarantineError) as caught:
+        deidentify_header(ds, IDENTITY, remap)
+    assert caught.value.reason == "undecodable_value"
+    assert caught.value.detail == "StudyDate"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("20190314", "21190316"),
+        ("2019.03.14", "21190316"),
+        ("20190314-20190315", "21190316-21190317"),
+        ("-20190314", "-21190316"),
+    ],
+)
+def test_shift_da(value: str, expected: str) -> None:
+    assert shift_da(value, 7 * 5218) == expected
+
+
+@pytest.mark.parametrize("value", ["2019031", "20191399", "2019-03-14", "abcdefgh", "1-2-3"])
+def test_shift_da_rejects(value: str) -> None:
+    with pytest.raises(ValueError):
+        shift_da(value, 7)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("20190314081530.123456+0100", "20190321081530.123456+0100"),
+        ("20190314", "20190321"),
+        ("201903", "201903"),
+        ("2019", "2019"),
+        ("2019123123-0500", "2020010723-0500"),
+    ],
+)
+def test_shift_dt(value: str, expected: str) -> None:
+    assert shift_dt(value, 7) == expected
+
+
+@pytest.mark.parametrize("value", ["2019031", "20190314T0815", "201913", "20190314081530.1234567"])
+def test_shift_dt_rejects(value: str) -> None:
+    with pytest.raises(ValueError):
+        shift_dt(value, 7)
+
+
+def test_clean_text_whole_tokens_only() -> None:
+    phrases = ["doe", "2019-03-14"]
+    assert clean_text("CHEST DOE PA", phrases) == "CHEST PA"
+    assert clean_text("DOES NOT MATCH", phrases) == "DOES NOT MATCH"
+    assert clean_text("XR 2019-03-14 chest", phrases) == "XR chest"
+
+
+# ------------------------------------------------------------------- dciodvfy
+
+
+def _normalized_errors(path: Path) -> set[str]:
+    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    lines = (run.stdout + run.stderr).splitlines()
+    errors = {line for line in lines if line.startswith("Error")}
+    return {re.sub(r"(value[s]? ?=? ?)<[^>]*>|\d+", "#", line) for line in errors}
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools not installed")
+def test_dciodvfy_no_new_errors(tmp_path: Path) -> None:
+    before, after = tmp_path / "before.dcm", tmp_path / "after.dcm"
+    before.write_bytes(to_bytes(make_dx()))
+    after.write_bytes(deidentify(make_dx())[1])
+    new_errors = _normalized_errors(after) - _normalized_errors(before)
+    assert new_errors == set()
+
+
+# -------------------------------------------------------- pydicom's test files
+
+
+def _testdata() -> list[str]:
+    names = [p for p in get_testdata_files() if Path(p).is_file()]
+    return sorted(p for p in names if p.endswith(".dcm") or "." not in Path(p).name)
+
+
+def _file_id(path: str) -> str:
+    parts = Path(path).parts
+    return "/".join(parts[parts.index("test_files") + 1 :]) if "test_files" in parts else path
+
+
+@pytest.mark.parametrize("path", _testdata(), ids=_file_id)
+def test_pydicom_testdata_deidentified_or_quarantined(path: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(path)
+        except InvalidDicomError:
+            with open(path, "rb") as handle:
+                assert handle.read(132)[128:] != b"DICM"  # genuinely not a DICOM file
+            return
+        planted = [str(ds.get(k, "") or "") for k in ("PatientName", "PatientID", "StudyDate")]
+        pixels = ds.get_item(0x7FE00010)
+        try:
+            deidentify_header(ds, IDENTITY, remap)
+        except QuarantineError as error:
+            assert error.reason
+            return
+        data = to_bytes(ds)
+        out = read(data)
+    searchable = data
+    if pixels is not None:
+        searchable = searchable.replace(bytes(pixels.value), b"")
+    for elem in walk(out):  # remapped UIDs are random digits: do not search inside them
+        if elem.VR == "UI" and elem.value:
+            searchable = searchable.replace(str(elem.value).encode(), b"")
+    leaked = [v for v in planted if len(v.strip()) >= 3 and v.strip().encode() in searchable]
+    assert leaked == []
+    assert out.PatientID == str(IDENTITY.subject_id)

@@ -1,0 +1,217 @@
+"""Identity invariants: ranges, uniqueness, determinism, stability across runs and batches."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import stat
+
+import pyarrow as pa
+import pytest
+
+from cxr_dask import identity as ident
+from cxr_dask.errors import ConfigError
+from cxr_dask.inventory import INVENTORY_SCHEMA
+from cxr_dask.storage import Location
+
+SECRET = b"0123456789abcdef-test-secret"
+DICOM_ID = re.compile(r"^[0-9a-f]{8}(-[0-9a-f]{8}){4}$")
+
+
+def inventory(rows: list[dict]) -> pa.Table:
+    full = []
+    for index, row in enumerate(rows):
+        record = dict.fromkeys(INVENTORY_SCHEMA.names)
+        record.update(key_index=index, key=f"k{index}", size=1, issuer_of_patient_id="", accession_number="")
+        record.update(row)
+        full.append(record)
+    return pa.Table.from_pylist(full, schema=INVENTORY_SCHEMA)
+
+
+def corpus(n_patients: int, studies: int = 2, images: int = 2, prefix: str = "P") -> pa.Table:
+    rows = []
+    for p in range(n_patients):
+        for s in range(studies):
+            for i in range(images):
+                rows.append(
+                    {
+                        "patient_id": f"{prefix}{p}",
+                        "accession_number": f"A{prefix}{p}-{s}",
+                        "study_instance_uid": f"1.2.3.{p}.{s}",
+                        "sop_instance_uid": f"1.2.3.{p}.{s}.{i}.{prefix}",
+                        "anchor_date": dt.date(1995 + p % 20, 1 + s, 10),
+                    }
+                )
+    return inventory(rows)
+
+
+def build(table: pa.Table, base: ident.IdentityMap | None = None) -> ident.IdentityMap:
+    return ident.extend(base or ident.IdentityMap(uid_key=SECRET), table)
+
+
+def test_ids_are_in_range_unique_and_well_formed():
+    identity = build(corpus(2000))
+    subjects = [s for s, _ in identity.patients.values()]
+    studies = [st for _, st in identity.studies.values()]
+    dicom_ids = [d for d, _, _ in identity.images.values()]
+    assert len(subjects) == 2000 and len(set(subjects)) == 2000
+    assert all(10_000_000 <= s <= 19_999_999 for s in subjects)
+    assert len(studies) == 4000 and len(set(studies)) == 4000
+    assert all(50_000_000 <= st <= 59_999_999 for st in studies)
+    assert len(dicom_ids) == 8000 and len(set(dicom_ids)) == 8000
+    assert all(DICOM_ID.match(d) for d in dicom_ids)
+
+
+def test_every_image_of_a_study_shares_its_ids():
+    identity = build(corpus(5))
+    for sop, (_, subject, study) in identity.images.items():
+        patient = f"P{sop.split('.')[3]}"
+        assert identity.patients[ident.patient_key(patient, "")][0] == subject
+        assert identity.studies[ident.study_key(ident.patient_key(patient, ""), f"A{patient}-{sop.split('.')[4]}", "")][1] == study
+
+
+def test_same_inputs_give_same_ids_whatever_the_row_order():
+    table = corpus(50)
+    shuffled = table.take(list(reversed(range(table.num_rows))))
+    a, b = build(table), build(shuffled)
+    assert a.patients == b.patients and a.studies == b.studies and a.images == b.images
+
+
+def test_another_secret_gives_other_ids():
+    a = build(corpus(20))
+    b = ident.extend(ident.IdentityMap(uid_key=b"another-secret-of-16+chars"), corpus(20))
+    assert a.patients != b.patients
+
+
+def test_shift_is_whole_weeks_and_puts_first_study_in_2100s():
+    identity = build(corpus(300))
+    for pk, (_, shift) in identity.patients.items():
+        first = identity.first_dates[pk]
+        assert shift % 7 == 0
+        shifted = first + dt.timedelta(days=shift)
+        assert 2100 <= shifted.year <= 2199
+        assert shifted.weekday() == first.weekday()
+
+
+def test_shift_uses_earliest_date_of_the_patient_across_files():
+    table = inventory(
+        [
+            {"patient_id": "X", "study_instance_uid": "1.1", "sop_instance_uid": "1.1.1", "anchor_date": dt.date(2010, 5, 1)},
+            {"patient_id": "X", "study_instance_uid": "1.2", "sop_instance_uid": "1.2.1", "anchor_date": dt.date(2001, 2, 3)},
+            {"patient_id": "X", "study_instance_uid": "1.3", "sop_instance_uid": "1.3.1", "anchor_date": None},
+        ]
+    )
+    identity = build(table)
+    pk = ident.patient_key("X", "")
+    assert identity.first_dates[pk] == dt.date(2001, 2, 3)
+    assert len(identity.studies) == 3  # no accession: one study per StudyInstanceUID
+
+
+def test_patient_without_any_date_still_gets_a_shift():
+    identity = build(inventory([{"patient_id": "Y", "study_instance_uid": "9", "sop_instance_uid": "9.1"}]))
+    (subject, shift), = identity.patients.values()
+    assert (ident.FALLBACK_ANCHOR + dt.timedelta(days=shift)).year in range(2100, 2200)
+
+
+def test_issuer_separates_patients_with_the_same_id():
+    table = inventory(
+        [
+            {"patient_id": "123", "issuer_of_patient_id": "HOSP_A", "study_instance_uid": "1", "sop_instance_uid": "1.1"},
+            {"patient_id": "123", "issuer_of_patient_id": "HOSP_B", "study_instance_uid": "2", "sop_instance_uid": "2.1"},
+        ]
+    )
+    assert len(build(table).patients) == 2
+
+
+def test_quarantined_rows_get_no_ids():
+    table = inventory([{"patient_id": "Z", "study_instance_uid": "1", "sop_instance_uid": "1.1", "error": "not_dicom"}])
+    identity = build(table)
+    assert not identity.patients and not identity.images
+
+
+def test_second_batch_keeps_old_assignments_and_never_reuses_ids(tmp_path):
+    private = Location(str(tmp_path / "private"))
+    first = build(corpus(100))
+    ident.save_crosswalk(private, first)
+    reloaded = ident.load_crosswalk(private, SECRET)
+    assert reloaded.patients == first.patients
+    assert reloaded.studies == first.studies and reloaded.images == first.images
+    before = (dict(reloaded.patients), dict(reloaded.studies), dict(reloaded.images))
+
+    # New studies of old patients (P0..P49, 3rd study) and brand-new patients (Q*).
+    old_patients_new_studies = inventory(
+        [
+            {
+                "patient_id": f"P{p}",
+                "accession_number": f"NEW-{p}",
+                "study_instance_uid": f"9.9.{p}",
+                "sop_instance_uid": f"9.9.{p}.1",
+                "anchor_date": dt.date(1980, 1, 1),  # earlier than the known first date
+            }
+            for p in range(50)
+        ]
+    )
+    second = ident.extend(reloaded, pa.concat_tables([old_patients_new_studies, corpus(100, prefix="Q")]))
+    for pk, value in before[0].items():
+        assert second.patients[pk] == value  # same subject_id and the same shift
+    for sk, value in before[1].items():
+        assert second.studies[sk] == value
+    for sop, value in before[2].items():
+        assert second.images[sop] == value
+    subjects = [s for s, _ in second.patients.values()]
+    studies = [st for _, st in second.studies.values()]
+    dicom_ids = [d for d, _, _ in second.images.values()]
+    assert len(set(subjects)) == len(subjects) == 200
+    assert len(set(studies)) == len(studies) == 200 + 200 + 50
+    assert len(set(dicom_ids)) == len(dicom_ids)
+    for p in range(50):
+        subject, _ = second.patients[ident.patient_key(f"P{p}", "")]
+        new_study = second.studies[ident.study_key(ident.patient_key(f"P{p}", ""), f"NEW-{p}", "")]
+        assert new_study[0] == subject
+
+
+def test_crosswalk_round_trips_through_memory_filesystem():
+    private = Location("memory://cxr-dask-test/private")
+    identity = build(corpus(10))
+    ident.save_crosswalk(private, identity)
+    assert ident.load_crosswalk(private, SECRET).images == identity.images
+
+
+def test_minting_probes_past_taken_values_and_refuses_an_exhausted_range():
+    taken = {1, 2}
+    assert ident._mint_int(SECRET, "t", "k", (1, 3), taken) == 3
+    with pytest.raises(ConfigError):
+        ident._mint_int(SECRET, "t", "k2", (1, 3), taken)
+
+
+def test_uid_remap_is_keyed_stable_and_valid():
+    a = ident.IdentityMap(uid_key=SECRET)
+    b = ident.IdentityMap(uid_key=b"a-different-secret-key")
+    uid = "1.2.840.113619.2.55.3.604688119.868.1249050624.12"
+    assert a.remap_uid(uid) == a.remap_uid(uid)
+    assert a.remap_uid(uid) != a.remap_uid(uid + "3")
+    assert a.remap_uid(uid) != b.remap_uid(uid)
+    new = a.remap_uid(uid)
+    assert new.startswith("2.25.") and len(new) <= 64
+    assert re.fullmatch(r"2\.25\.(0|[1-9][0-9]*)", new)
+
+
+def test_secret_is_created_once_private_and_reused(tmp_path, monkeypatch):
+    monkeypatch.delenv(ident.SECRET_ENV, raising=False)
+    private = Location(str(tmp_path / "vault"))
+    first = ident.load_or_create_secret(private)
+    assert len(first) >= 32
+    mode = os.stat(tmp_path / "vault" / ident.SECRET_FILE).st_mode
+    assert stat.S_IMODE(mode) == 0o600
+    assert ident.load_or_create_secret(private) == first
+
+
+def test_secret_from_environment_wins_and_must_be_long(tmp_path, monkeypatch):
+    private = Location(str(tmp_path / "vault"))
+    monkeypatch.setenv(ident.SECRET_ENV, "x" * 20)
+    assert ident.load_or_create_secret(private) == b"x" * 20
+    assert not (tmp_path / "vault" / ident.SECRET_FILE).exists()
+    monkeypatch.setenv(ident.SECRET_ENV, "short")
+    with pytest.raises(ConfigError):
+        ident.load_or_create_secret(private)

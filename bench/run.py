@@ -26,11 +26,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
-from cxr_dask.synth import synthesize
 
 from cxr_dask import identity, inventory, process
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.storage import Location, list_files
+from cxr_dask.synth import synthesize
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -74,7 +74,9 @@ def measure(corpus_dir: Path, scratch: Path, repeats: int) -> dict[str, float]:
             audit, _ = process.process_file(source, destination, index, key, ident, options)
             assert audit["status"] == "written", audit["reason"]
 
-    seconds = {name: median_seconds(work, repeats) for name, work in [("cp", copy), ("pydicom", bare), ("cxr-dask", ours)]}
+    seconds = {
+        name: median_seconds(work, repeats) for name, work in [("cp", copy), ("pydicom", bare), ("cxr-dask", ours)]
+    }
     return {
         "files": len(files),
         "megabytes": n_bytes / 1e6,
@@ -96,7 +98,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cxr-bench-") as tmp:
         root = Path(tmp)
         synthesize(str(root / "small"), patients=args.small, seed=1, transfer_syntaxes=explicit)
-        synthesize(str(root / "large"), patients=args.large, seed=2, rows=3000, columns=2500, transfer_syntaxes=explicit)
+        synthesize(
+            str(root / "large"), patients=args.large, seed=2, rows=3000, columns=2500, transfer_syntaxes=explicit
+        )
         for name in ("small", "large"):
             scratch = root / f"scratch-{name}"
             scratch.mkdir()
@@ -104,13 +108,14 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "header.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"header de-identification, one core, median of {args.repeats}; {results['machine']}")
-    print(f"{'corpus':8} {'files':>6} {'MB':>8} {'cp f/s':>9} {'pydicom f/s':>12} {'cxr-dask f/s':>13} {'vs pydicom':>11} {'vs cp':>7}")
+    columns = ("files", "MB", "cp f/s", "pydicom f/s", "cxr-dask f/s", "vs pydicom", "vs cp")
+    print(f"{'corpus':8} " + " ".join(f"{c:>12}" for c in columns))
     for name in ("small", "large"):
         r = results[name]
         print(
-            f"{name:8} {r['files']:>6} {r['megabytes']:>8.1f} {r['cp_files_per_s']:>9.1f} "
-            f"{r['pydicom_files_per_s']:>12.1f} {r['cxr-dask_files_per_s']:>13.1f} "
-            f"{r['ratio_vs_pydicom']:>10.2f}x {r['ratio_vs_cp']:>6.2f}x"
+            f"{name:8} {r['files']:>12} {r['megabytes']:>12.1f} {r['cp_files_per_s']:>12.1f} "
+            f"{r['pydicom_files_per_s']:>12.1f} {r['cxr-dask_files_per_s']:>12.1f} "
+            f"{r['ratio_vs_pydicom']:>11.2f}x {r['ratio_vs_cp']:>11.2f}x"
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -27,6 +28,7 @@ def connect(config: RunConfig) -> Iterator[Client]:
             processes=True,
             memory_limit=config.memory_limit,
             dashboard_address=config.dashboard_address,
+            silence_logs=logging.ERROR,
         ) as cluster,
         Client(cluster) as client,
     ):

@@ -47,9 +47,7 @@ PATIENTS_SCHEMA = pa.schema(
         ("first_date", pa.date32()),
     ]
 )
-STUDIES_SCHEMA = pa.schema(
-    [("study_key", pa.string()), ("subject_id", pa.int64()), ("study_id", pa.int64())]
-)
+STUDIES_SCHEMA = pa.schema([("study_key", pa.string()), ("subject_id", pa.int64()), ("study_id", pa.int64())])
 IMAGES_SCHEMA = pa.schema(
     [
         ("sop_instance_uid", pa.string()),
@@ -229,11 +227,11 @@ def load_crosswalk(private: Location, secret: bytes) -> IdentityMap:
 
 def save_crosswalk(private: Location, identity: IdentityMap) -> None:
     """Persist the map so later runs and batches keep every assignment."""
-    issuers, pids = zip(*(pk.split(_SEP, 1) for pk in identity.patients)) if identity.patients else ((), ())
+    split = [pk.split(_SEP, 1) for pk in identity.patients]
     patients = pa.table(
         {
-            "issuer_of_patient_id": list(issuers),
-            "patient_id": list(pids),
+            "issuer_of_patient_id": [issuer for issuer, _ in split],
+            "patient_id": [pid for _, pid in split],
             "subject_id": [v[0] for v in identity.patients.values()],
             "shift_days": [v[1] for v in identity.patients.values()],
             "first_date": [identity.first_dates.get(pk) for pk in identity.patients],
@@ -270,4 +268,3 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 def _read_table(private: Location, name: str) -> pa.Table:
     return pq.read_table(io.BytesIO(storage.read_bytes(private, f"{CROSSWALK_DIR}/{name}.parquet")))
-

@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pydicom
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from cxr_dask.privacy import quiet_pydicom
 from cxr_dask.storage import Location, open_for_header
@@ -37,6 +37,8 @@ _SCAN_TAGS = [
 _ANCHOR_DATES = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+#: Reasons that already explain why a header is not followed by pixel data.
+_NO_PIXELS_EXPECTED = frozenset({"dicomdir", "unsupported_sop_class", "no_sop_class_uid"})
 
 INVENTORY_SCHEMA = pa.schema(
     [
@@ -101,13 +103,21 @@ def scan_file(location: Location, key: str, key_index: int, size: int) -> dict[s
     try:
         with open_for_header(location, key) as handle:
             ds = pydicom.dcmread(handle, stop_before_pixels=True, specific_tags=_SCAN_TAGS)
+            # stop_before_pixels halts at the pixel data tag; reaching the end of the file
+            # instead means the object was cut short (or has no pixels to de-identify).
+            # (A deflated dataset is inflated whole, so there the position says nothing.)
+            deflated = ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
+            reached_end = handle.tell() >= size and not deflated
     except InvalidDicomError:
         record["error"] = "not_dicom"
         return record
     except Exception:
         record["error"] = "unreadable_header"
         return record
-    record["error"] = classify_header(ds)
+    reason = classify_header(ds)
+    if reached_end and reason not in _NO_PIXELS_EXPECTED:
+        reason = "truncated_or_no_pixel_data"
+    record["error"] = reason
     record.update(
         sop_class_uid=_text(ds, "SOPClassUID") or None,
         sop_instance_uid=_text(ds, "SOPInstanceUID") or None,
@@ -129,9 +139,7 @@ def _anchor_date(ds: pydicom.Dataset) -> dt.date | None:
     return None
 
 
-def scan_partition(
-    items: Iterable[tuple[int, str, int]], location: Location
-) -> list[dict[str, Any]]:
+def scan_partition(items: Iterable[tuple[int, str, int]], location: Location) -> list[dict[str, Any]]:
     """Scan a partition of ``(key_index, key, size)`` items (the pass-1 task)."""
     quiet_pydicom()
     return [scan_file(location, key, key_index, size) for key_index, key, size in items]
@@ -151,7 +159,7 @@ def mark_duplicates(table: pa.Table) -> pa.Table:
     """
     seen: set[str] = set()
     errors = table.column("error").to_pylist()
-    for i, (sop, error) in enumerate(zip(table.column("sop_instance_uid").to_pylist(), errors)):
+    for i, (sop, error) in enumerate(zip(table.column("sop_instance_uid").to_pylist(), errors, strict=True)):
         if error is not None or sop is None:
             continue
         if sop in seen:

@@ -38,9 +38,7 @@ RECORD_LIST_SCHEMA = pa.schema(
     ]
 )
 
-STUDY_LIST_SCHEMA = pa.schema(
-    [("subject_id", pa.int64()), ("study_id", pa.int64()), ("path", pa.string())]
-)
+STUDY_LIST_SCHEMA = pa.schema([("subject_id", pa.int64()), ("study_id", pa.int64()), ("path", pa.string())])
 
 #: Counts reported by the header de-identifier, one audit column each.
 AUDIT_COUNTS = (
@@ -116,9 +114,7 @@ def metadata_row(ds: pydicom.Dataset, dicom_id: str, subject_id: int, study_id: 
         "StudyTime": _float_or_none(ds.get("StudyTime")),
         "ProcedureCodeSequence_CodeMeaning": _first_code_meaning(ds, "ProcedureCodeSequence"),
         "ViewCodeSequence_CodeMeaning": _first_code_meaning(ds, "ViewCodeSequence"),
-        "PatientOrientationCodeSequence_CodeMeaning": _first_code_meaning(
-            ds, "PatientOrientationCodeSequence"
-        ),
+        "PatientOrientationCodeSequence_CodeMeaning": _first_code_meaning(ds, "PatientOrientationCodeSequence"),
     }
 
 
@@ -137,7 +133,9 @@ def record_list(metadata: pa.Table) -> pa.Table:
 
 def study_list(metadata: pa.Table) -> pa.Table:
     """One row per study that has at least one written image."""
-    pairs = sorted(set(zip(metadata.column("subject_id").to_pylist(), metadata.column("study_id").to_pylist())))
+    pairs = sorted(
+        set(zip(metadata.column("subject_id").to_pylist(), metadata.column("study_id").to_pylist(), strict=True))
+    )
     return pa.Table.from_pylist(
         [{"subject_id": s, "study_id": st, "path": study_folder(s, st)} for s, st in pairs],
         schema=STUDY_LIST_SCHEMA,

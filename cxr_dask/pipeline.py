@@ -129,7 +129,7 @@ def run(client: Client, config: RunConfig) -> RunSummary:
     identity_mod.save_crosswalk(private, identity)
 
     valid = table.filter(pc.is_null(table.column("error")))
-    items = list(zip(valid.column("key_index").to_pylist(), valid.column("key").to_pylist()))
+    items = list(zip(valid.column("key_index").to_pylist(), valid.column("key").to_pylist(), strict=True))
     broadcast = client.scatter(identity, broadcast=True, hash=False) if items else identity
     log.info("pass 2: %d files", len(items))
     outcomes = _compute(client, deidentify_bag(config, items, broadcast, partition_size), config) if items else []

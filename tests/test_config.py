@@ -35,15 +35,17 @@ def test_partitioning_keeps_the_graph_small_at_archive_scale(tmp_path):
 
 def test_config_file_then_flags(tmp_path):
     path = tmp_path / "run.toml"
-    path.write_text(f'input = "{tmp_path / "a"}"\noutput = "{tmp_path / "b"}"\nprivate = "{tmp_path / "c"}"\nworkers = 3\n')
+    path.write_text(
+        f'input = "{tmp_path / "a"}"\noutput = "{tmp_path / "b"}"\nprivate = "{tmp_path / "c"}"\nworkers = 3\n'
+    )
     config = build_config(read_config_file(str(path)), {"workers": 1, "scheduler": None})
     assert config.workers == 1 and config.input == str(tmp_path / "a")
 
 
 def test_unknown_config_keys_are_an_error(tmp_path):
     path = tmp_path / "run.toml"
-    path.write_text('wrokers = 3\n')
-    with pytest.raises(ConfigError, match="unknown config keys.*wrokers"):
+    path.write_text("wrokers = 3\n")
+    with pytest.raises(ConfigError, match=r"unknown config keys.*wrokers"):
         read_config_file(str(path))
     with pytest.raises(ConfigError, match="not found"):
         read_config_file(str(tmp_path / "missing.toml"))

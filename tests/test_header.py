@@ -144,9 +144,7 @@ def make_dx(*, with_sop_uid: bool = True) -> FileDataset:
     ds.PerformingPhysicianName = "Perf^Oswin"
     ds.OperatorsName = "Tech^Ysolde"
     ds.ProcedureCodeSequence = Sequence([code("CXR2V", "ACMEPROC", "XR CHEST 2 VIEWS")])
-    ds.ProcedureCodeSequence[0].private_block(0x0011, "ACME PRIV", create=True).add_new(
-        0x10, "LO", "SEQPRIVPHI"
-    )
+    ds.ProcedureCodeSequence[0].private_block(0x0011, "ACME PRIV", create=True).add_new(0x10, "LO", "SEQPRIVPHI")
     ds.PatientName = "Quixbury^Zelphine^^Mrs"
     ds.PatientID = "MRN99887766"
     ds.IssuerOfPatientID = "HOSPISSUERX"
@@ -233,9 +231,7 @@ def read(data: bytes) -> FileDataset:
     return pydicom.dcmread(io.BytesIO(data))
 
 
-def deidentify(
-    ds: FileDataset, options: ProfileOptions | None = None
-) -> tuple[FileDataset, bytes, HeaderReport]:
+def deidentify(ds: FileDataset, options: ProfileOptions | None = None) -> tuple[FileDataset, bytes, HeaderReport]:
     """Round-trip through bytes first so elements arrive raw, as in production."""
     original = read(to_bytes(ds))
     report = deidentify_header(original, IDENTITY, remap, options or ProfileOptions())

@@ -68,7 +68,10 @@ def test_every_image_of_a_study_shares_its_ids():
     for sop, (_, subject, study) in identity.images.items():
         patient = f"P{sop.split('.')[3]}"
         assert identity.patients[ident.patient_key(patient, "")][0] == subject
-        assert identity.studies[ident.study_key(ident.patient_key(patient, ""), f"A{patient}-{sop.split('.')[4]}", "")][1] == study
+        assert (
+            identity.studies[ident.study_key(ident.patient_key(patient, ""), f"A{patient}-{sop.split('.')[4]}", "")][1]
+            == study
+        )
 
 
 def test_same_inputs_give_same_ids_whatever_the_row_order():
@@ -97,8 +100,18 @@ def test_shift_is_whole_weeks_and_puts_first_study_in_2100s():
 def test_shift_uses_earliest_date_of_the_patient_across_files():
     table = inventory(
         [
-            {"patient_id": "X", "study_instance_uid": "1.1", "sop_instance_uid": "1.1.1", "anchor_date": dt.date(2010, 5, 1)},
-            {"patient_id": "X", "study_instance_uid": "1.2", "sop_instance_uid": "1.2.1", "anchor_date": dt.date(2001, 2, 3)},
+            {
+                "patient_id": "X",
+                "study_instance_uid": "1.1",
+                "sop_instance_uid": "1.1.1",
+                "anchor_date": dt.date(2010, 5, 1),
+            },
+            {
+                "patient_id": "X",
+                "study_instance_uid": "1.2",
+                "sop_instance_uid": "1.2.1",
+                "anchor_date": dt.date(2001, 2, 3),
+            },
             {"patient_id": "X", "study_instance_uid": "1.3", "sop_instance_uid": "1.3.1", "anchor_date": None},
         ]
     )
@@ -110,15 +123,25 @@ def test_shift_uses_earliest_date_of_the_patient_across_files():
 
 def test_patient_without_any_date_still_gets_a_shift():
     identity = build(inventory([{"patient_id": "Y", "study_instance_uid": "9", "sop_instance_uid": "9.1"}]))
-    (subject, shift), = identity.patients.values()
+    ((_, shift),) = identity.patients.values()
     assert (ident.FALLBACK_ANCHOR + dt.timedelta(days=shift)).year in range(2100, 2200)
 
 
 def test_issuer_separates_patients_with_the_same_id():
     table = inventory(
         [
-            {"patient_id": "123", "issuer_of_patient_id": "HOSP_A", "study_instance_uid": "1", "sop_instance_uid": "1.1"},
-            {"patient_id": "123", "issuer_of_patient_id": "HOSP_B", "study_instance_uid": "2", "sop_instance_uid": "2.1"},
+            {
+                "patient_id": "123",
+                "issuer_of_patient_id": "HOSP_A",
+                "study_instance_uid": "1",
+                "sop_instance_uid": "1.1",
+            },
+            {
+                "patient_id": "123",
+                "issuer_of_patient_id": "HOSP_B",
+                "study_instance_uid": "2",
+                "sop_instance_uid": "2.1",
+            },
         ]
     )
     assert len(build(table).patients) == 2

@@ -55,6 +55,12 @@ def test_unusable_files_get_reason_classes(tmp_path):
     assert scan(tmp_path / "nopid.dcm")["error"] == "no_patient_id"
 
 
+def test_truncated_file_is_named_as_such(tmp_path):
+    data = open(get_testdata_file("CT_small.dcm"), "rb").read()  # noqa: SIM115
+    (tmp_path / "cut.dcm").write_bytes(data[:700])
+    assert scan(tmp_path / "cut.dcm")["error"] == "truncated_or_no_pixel_data"
+
+
 def test_malformed_study_date_falls_back_to_series_date(tmp_path):
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     ds.StudyDate = "2004-13-45"

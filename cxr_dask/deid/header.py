@@ -97,21 +97,89 @@ _PHRASE_KEYWORDS = frozenset(
 #: Words never treated as identifying on their own (descriptor vocabulary, honorifics).
 _STOP_WORDS = frozenset(
     {
-        "and", "the", "for", "with", "without", "of", "in", "on", "at", "to", "from", "by",
-        "per", "not", "none", "unknown", "chest", "thorax", "lung", "lungs", "rib", "ribs",
-        "abdomen", "pelvis", "spine", "hand", "foot", "knee", "hip", "pa", "ap", "lat",
-        "lateral", "frontal", "portable", "port", "view", "views", "upright", "supine",
-        "erect", "decubitus", "left", "right", "bilateral", "single", "two", "three", "dx",
-        "cr", "xray", "x-ray", "radiograph", "radiography", "exam", "study", "series",
-        "image", "images", "routine", "stat", "anonymized", "anonymous", "patient", "mr",
-        "mrs", "ms", "miss", "dr", "prof", "jr", "sr", "md", "phd", "rn", "ii", "iii",
+        "and",
+        "the",
+        "for",
+        "with",
+        "without",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "from",
+        "by",
+        "per",
+        "not",
+        "none",
+        "unknown",
+        "chest",
+        "thorax",
+        "lung",
+        "lungs",
+        "rib",
+        "ribs",
+        "abdomen",
+        "pelvis",
+        "spine",
+        "hand",
+        "foot",
+        "knee",
+        "hip",
+        "pa",
+        "ap",
+        "lat",
+        "lateral",
+        "frontal",
+        "portable",
+        "port",
+        "view",
+        "views",
+        "upright",
+        "supine",
+        "erect",
+        "decubitus",
+        "left",
+        "right",
+        "bilateral",
+        "single",
+        "two",
+        "three",
+        "dx",
+        "cr",
+        "xray",
+        "x-ray",
+        "radiograph",
+        "radiography",
+        "exam",
+        "study",
+        "series",
+        "image",
+        "images",
+        "routine",
+        "stat",
+        "anonymized",
+        "anonymous",
+        "patient",
+        "mr",
+        "mrs",
+        "ms",
+        "miss",
+        "dr",
+        "prof",
+        "jr",
+        "sr",
+        "md",
+        "phd",
+        "rn",
+        "ii",
+        "iii",
     }
 )
 _MIN_PHRASE = 3
 _TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
 _STRING_VRS = frozenset(
-    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI"}
-    | {"UR", "UT"}
+    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI"} | {"UR", "UT"}
 )
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _DUMMY_TEXT = "ANONYMIZED"
@@ -564,9 +632,7 @@ def _mark_deidentified(ds: Dataset, identity: FileIdentity, options: ProfileOpti
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = texts if len(texts) > 1 else texts[0]
     ds.DeidentificationMethodCodeSequence = Sequence([_code_item(*code) for code in codes])
-    ds.LongitudinalTemporalInformationModified = (
-        "MODIFIED" if options.retain_modified_dates else "REMOVED"
-    )
+    ds.LongitudinalTemporalInformationModified = "MODIFIED" if options.retain_modified_dates else "REMOVED"
 
 
 def _fix_file_meta(ds: Dataset, report: HeaderReport) -> None:

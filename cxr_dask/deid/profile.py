@@ -23,9 +23,7 @@ TABLE_RESOURCE = "ps3.15-table-e.1-1.json"
 
 #: MIMIC-CXR keeps these descriptors (cleaned); every other cleanDescOpt row follows
 #: the basic profile.
-DEFAULT_CLEAN_DESCRIPTORS = frozenset(
-    {"StudyDescription", "SeriesDescription", "PerformedProcedureStepDescription"}
-)
+DEFAULT_CLEAN_DESCRIPTORS = frozenset({"StudyDescription", "SeriesDescription", "PerformedProcedureStepDescription"})
 
 # Attributes that are Type 1 or Type 2 in the DX and CR image IODs (PS3.3 A.26, A.2)
 # and the modules they use: Patient, General Study, General Series, DX/CR Series,

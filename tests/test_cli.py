@@ -1,0 +1,77 @@
+"""The ``cxr-dask`` command as a user runs it: exit codes, one-line errors, no PHI printed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from cxr_dask.cli import build_parser
+from cxr_dask.synth import synthesize
+
+pytestmark = pytest.mark.cluster
+CLI = [sys.executable, "-m", "cxr_dask.cli"]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_synth_then_run_prints_a_summary_and_no_phi(tmp_path: Path):
+    made = cli("synth", str(tmp_path / "raw"), "--patients", "3", "--seed", "5", "--size", "64x48")
+    assert made.returncode == 0, made.stderr
+    corpus = synthesize(str(tmp_path / "again"), patients=3, seed=5, rows=64, columns=48)
+    result = cli(
+        "run",
+        str(tmp_path / "raw"),
+        str(tmp_path / "dataset"),
+        "--private",
+        str(tmp_path / "private"),
+        "--workers",
+        "1",
+        "--no-progress",
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"written      {len(corpus.images)}" in result.stdout
+    assert "dashboard:" in result.stdout
+    printed = result.stdout + result.stderr + made.stdout + made.stderr
+    for value in corpus.phi_values():
+        assert value not in printed
+    assert pq.read_table(tmp_path / "dataset" / "metadata.parquet").num_rows == len(corpus.images)
+
+
+def test_private_inside_output_is_refused_before_any_work(tmp_path: Path):
+    (tmp_path / "raw").mkdir()
+    result = cli("run", str(tmp_path / "raw"), str(tmp_path / "out"), "--private", str(tmp_path / "out" / "vault"))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "private location must not be inside the output" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_input_is_one_clear_line(tmp_path: Path):
+    result = cli("run", str(tmp_path / "nope"), str(tmp_path / "out"), "--private", str(tmp_path / "vault"))
+    assert result.returncode == 2
+    assert "input location does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_flags_are_rejected_by_the_parser():
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "a", "b", "--private", "c", "--workers", "0"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "a", "b"])  # --private is required
+    with pytest.raises(SystemExit):
+        parser.parse_args(["synth", "x", "--size", "axb"])
+
+
+def test_demo_is_what_make_run_does(tmp_path: Path):
+    result = cli("demo", "--workdir", str(tmp_path / "out"), "--patients", "2", "--workers", "1", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "written" in result.stdout
+    assert any((tmp_path / "out" / "dataset" / "files").rglob("*.dcm"))
+    assert (tmp_path / "out" / "private" / "crosswalk" / "patients.parquet").exists()

@@ -1,0 +1,286 @@
+"""End to end on a LocalCluster with 2 worker processes: the MIMIC-CXR dataset, no PHI left."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import pickle
+import re
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pydicom
+import pytest
+
+from cxr_dask import pipeline
+from cxr_dask.config import RunConfig
+from cxr_dask.identity import load_crosswalk, load_or_create_secret
+from cxr_dask.synth import SynthCorpus
+
+pytestmark = pytest.mark.cluster
+
+REMAPPED_UID = re.compile(rb"2\.25\.\d{1,40}")
+LAYOUT = re.compile(r"^files/p(\d{2})/p(\d{8})/s(5\d{7})/([0-9a-f]{8}(?:-[0-9a-f]{8}){4})\.dcm$")
+
+
+def run(client, workspace, **overrides) -> pipeline.RunSummary:
+    config = RunConfig(
+        str(workspace["input"]),
+        str(workspace["output"]),
+        str(workspace["private"]),
+        progress=False,
+        **overrides,
+    )
+    return pipeline.run(client, config)
+
+
+def output_files(output: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(output)): p.read_bytes() for p in sorted((output / "files").rglob("*")) if p.is_file()}
+
+
+def walk(ds: pydicom.Dataset):
+    for element in ds:
+        yield element
+        if element.VR == "SQ":
+            for item in element.value:
+                yield from walk(item)
+
+
+@pytest.fixture(scope="module")
+def finished(client, corpus: SynthCorpus, tmp_path_factory) -> dict:
+    """One run over the corpus plus planted bad files, shared by the assertions below."""
+    import shutil
+
+    base = tmp_path_factory.mktemp("e2e")
+    workspace = {"input": base / "raw", "output": base / "dataset", "private": base / "private"}
+    shutil.copytree(corpus.root, workspace["input"])
+    bad = workspace["input"] / "BAD_DOE_JOHN"
+    bad.mkdir()
+    first = workspace["input"] / corpus.images[0].relpath
+    (bad / "truncated.dcm").write_bytes(first.read_bytes()[:700])
+    (bad / "notes.txt").write_bytes(b"Patient DOE JOHN MRN 12345678, not a DICOM file\n" * 20)
+    (bad / "empty.dcm").write_bytes(b"")
+    no_pid = pydicom.dcmread(first)
+    del no_pid.PatientID
+    no_pid.SOPInstanceUID = no_pid.SOPInstanceUID + ".999"
+    no_pid.save_as(bad / "no_patient_id.dcm")
+    duplicate = workspace["input"] / "zz_duplicate.dcm"
+    duplicate.write_bytes(first.read_bytes())
+
+    summary = run(client, workspace, partition_size=2)
+    return {"summary": summary, "workspace": workspace, "files": output_files(workspace["output"])}
+
+
+def test_every_image_is_written_once_in_the_mimic_layout(finished, corpus):
+    files = finished["files"]
+    assert len(files) == len(corpus.images)
+    for path in files:
+        match = LAYOUT.match(path)
+        assert match, path
+        assert match.group(2).startswith(match.group(1))
+        assert 10_000_000 <= int(match.group(2)) <= 19_999_999
+    summary = finished["summary"]
+    assert summary.written == len(corpus.images)
+    assert summary.patients == len(corpus.by_patient())
+
+
+def test_bad_files_are_quarantined_with_reasons_and_never_written(finished, corpus):
+    summary = finished["summary"]
+    assert summary.reasons == {
+        "truncated_or_no_pixel_data": 1,
+        "not_dicom": 1,
+        "empty_file": 1,
+        "no_patient_id": 1,
+        "duplicate_sop_instance_uid": 1,
+    }
+    assert summary.quarantined == 5
+    private = finished["workspace"]["private"]
+    (run_folder,) = (private / "runs").iterdir()
+    audit = pq.read_table(run_folder / "audit.parquet").to_pylist()
+    assert len(audit) == summary.files_seen == len(corpus.images) + 5
+    assert sorted(r["key_index"] for r in audit) == list(range(len(audit)))
+    assert {r["status"] for r in audit} == {"written", "quarantined"}
+
+
+def test_no_planted_phi_in_any_output_byte_parquet_value_or_name(finished, corpus):
+    output = finished["workspace"]["output"]
+    needles = {value for value in corpus.phi_values() if len(value) >= 6}
+    needles |= {image.sop_instance_uid for image in corpus.images}
+    needles |= {image.study_instance_uid for image in corpus.images}
+    blobs = list(finished["files"].items())
+    for table in output.glob("*.parquet"):
+        values = pq.read_table(table).to_pylist()
+        blobs.append((table.name, repr(values).encode()))
+    names = "\n".join(str(p.relative_to(output)) for p in output.rglob("*"))
+    blobs.append(("names", names.encode()))
+    for name, raw in blobs:
+        # A remapped UID is 2.25.<~38 HMAC digits>: an 8-digit date can occur inside it by
+        # chance (about once in a hundred runs) and carries nothing of the input.
+        blob = REMAPPED_UID.sub(b"2.25.UID", raw)
+        upper = blob.upper()
+        for needle in needles:
+            assert needle.encode() not in blob, f"{needle!r} leaked into {name}"
+            assert needle.upper().encode() not in upper, f"{needle!r} leaked into {name}"
+
+
+def test_output_headers_are_clean(finished):
+    for name, data in finished["files"].items():
+        ds = pydicom.dcmread(io.BytesIO(data))
+        assert ds.PatientIdentityRemoved == "YES"
+        assert ds.LongitudinalTemporalInformationModified == "MODIFIED"
+        codes = {item.CodeValue for item in ds.DeidentificationMethodCodeSequence}
+        assert {"113100", "113105", "113107"} <= codes
+        subject = LAYOUT.match(name).group(2)
+        assert ds.PatientID == str(int(subject)) and str(ds.PatientName) == str(int(subject))
+        assert ds.AccessionNumber == LAYOUT.match(name).group(3).lstrip("0")
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+        for element in walk(ds):
+            assert element.tag.group % 2 == 0, f"private element left in {name}"
+            assert not (0x5000 <= element.tag.group <= 0x50FF or 0x6000 <= element.tag.group <= 0x60FF)
+            if element.VR == "DA" and element.value:
+                for value in element.value if element.VM > 1 else [element.value]:
+                    assert 2100 <= int(str(value)[:4]) <= 2200, f"{element.keyword} in {name}"
+            if element.VR == "DT" and element.value:
+                assert 2100 <= int(str(element.value)[:4]) <= 2200
+            if element.VR == "UI" and element.keyword in {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"}:
+                assert str(element.value).startswith("2.25.")
+
+
+def test_one_patient_gets_one_subject_and_one_shift_across_partitions_and_workers(finished, corpus):
+    workspace = finished["workspace"]
+    secret = load_or_create_secret(pipeline.Location(str(workspace["private"])))
+    crosswalk = load_crosswalk(pipeline.Location(str(workspace["private"])), secret)
+    by_dicom = {pydicom.dcmread(io.BytesIO(d)).SOPInstanceUID: (p, d) for p, d in finished["files"].items()}
+    subjects, shifts = defaultdict(set), defaultdict(set)
+    for image in corpus.images:
+        dicom_id, _, _ = crosswalk.images[image.sop_instance_uid]
+        path = next(p for p, _ in by_dicom.values() if dicom_id in p)
+        ds = pydicom.dcmread(io.BytesIO(finished["files"][path]))
+        subjects[image.patient_id].add(int(ds.PatientID))
+        shifted = dt.datetime.strptime(ds.StudyDate, "%Y%m%d").date()
+        shifts[image.patient_id].add((shifted - image.study_date).days)
+    for patient, values in subjects.items():
+        assert len(values) == 1, patient
+        (shift,) = shifts[patient]
+        assert shift % 7 == 0
+    audit = pq.read_table(next((workspace["private"] / "runs").iterdir()) / "audit.parquet").to_pylist()
+    workers_of = defaultdict(set)
+    subject_of_dicom = {r["dicom_id"]: r["subject_id"] for r in audit if r["status"] == "written"}
+    for r in audit:
+        if r["status"] == "written":
+            workers_of[subject_of_dicom[r["dicom_id"]]].add(r["worker"])
+    assert any(len(w) == 2 for w in workers_of.values()), "no patient was split across both workers"
+
+
+def test_metadata_tables_follow_mimic_cxr(finished, corpus):
+    output = finished["workspace"]["output"]
+    metadata = pq.read_table(output / "metadata.parquet")
+    assert metadata.column_names == [
+        "dicom_id",
+        "subject_id",
+        "study_id",
+        "PerformedProcedureStepDescription",
+        "ViewPosition",
+        "Rows",
+        "Columns",
+        "StudyDate",
+        "StudyTime",
+        "ProcedureCodeSequence_CodeMeaning",
+        "ViewCodeSequence_CodeMeaning",
+        "PatientOrientationCodeSequence_CodeMeaning",
+    ]
+    assert metadata.num_rows == len(corpus.images)
+    rows = metadata.to_pylist()
+    assert all(21000101 <= r["StudyDate"] <= 22001231 for r in rows)
+    assert {r["ViewPosition"] for r in rows} <= {"PA", "AP", "LATERAL", "LL", "RL"}
+    records = pq.read_table(output / "record_list.parquet").to_pylist()
+    assert {r["path"] for r in records} == set(finished["files"])
+    studies = pq.read_table(output / "study_list.parquet").to_pylist()
+    assert len(studies) == len({i.study_instance_uid for i in corpus.images})
+
+
+def test_pixel_data_is_copied_byte_for_byte(finished, corpus):
+    by_sop = {}
+    for data in finished["files"].values():
+        ds = pydicom.dcmread(io.BytesIO(data))
+        by_sop[ds.SOPInstanceUID] = ds
+    workspace = finished["workspace"]
+    secret = load_or_create_secret(pipeline.Location(str(workspace["private"])))
+    crosswalk = load_crosswalk(pipeline.Location(str(workspace["private"])), secret)
+    seen_syntaxes = set()
+    for image in corpus.images:
+        source = pydicom.dcmread(Path(corpus.root) / image.relpath)
+        out = by_sop[crosswalk.remap_uid(image.sop_instance_uid)]
+        assert out.file_meta.TransferSyntaxUID == source.file_meta.TransferSyntaxUID
+        assert out.PixelData == source.PixelData
+        seen_syntaxes.add(str(source.file_meta.TransferSyntaxUID))
+    assert len(seen_syntaxes) >= 5
+
+
+def test_dcmdump_reads_every_output(finished, tmp_path):
+    for name, data in list(finished["files"].items())[:12]:
+        path = tmp_path / "x.dcm"
+        path.write_bytes(data)
+        result = subprocess.run(["dcmdump", "-q", str(path)], capture_output=True, text=True)
+        assert result.returncode == 0, (name, result.stderr)
+        assert "E:" not in result.stderr
+
+
+def _errors(path: Path) -> set[str]:
+    ds = pydicom.dcmread(path)
+    if ds.file_meta.TransferSyntaxUID == pydicom.uid.DeflatedExplicitVRLittleEndian:
+        # dciodvfy cannot inflate; validate the same dataset re-encoded uncompressed.
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+        path = path.with_suffix(".inflated.dcm")
+        ds.save_as(path, enforce_file_format=True)
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    lines = (result.stdout + result.stderr).splitlines()
+    # Values differ between input and output; compare the error's kind and element only.
+    return {re.sub(r"(value|Value)\s*=\s*<[^>]*>", "", line).strip() for line in lines if line.startswith("Error")}
+
+
+def test_dciodvfy_finds_no_error_the_input_did_not_have(finished, corpus, tmp_path):
+    workspace = finished["workspace"]
+    secret = load_or_create_secret(pipeline.Location(str(workspace["private"])))
+    crosswalk = load_crosswalk(pipeline.Location(str(workspace["private"])), secret)
+    checked = set()
+    for image in corpus.images:
+        if image.transfer_syntax in checked:
+            continue
+        checked.add(image.transfer_syntax)
+        dicom_id, subject, study = crosswalk.images[image.sop_instance_uid]
+        out = tmp_path / f"{dicom_id}.dcm"
+        source = tmp_path / f"in-{dicom_id}.dcm"
+        source.write_bytes((Path(corpus.root) / image.relpath).read_bytes())
+        out.write_bytes(finished["files"][pipeline.metadata.image_path(subject, study, dicom_id)])
+        new = _errors(out) - _errors(source)
+        assert not new, (image.transfer_syntax, new)
+
+
+def test_broadcast_map_travels_once_not_per_task(client, tmp_path):
+    from cxr_dask.identity import IdentityMap
+
+    identity = IdentityMap(uid_key=b"k" * 32)
+    identity.images = {f"1.2.{i}": (f"{i:040x}", 10_000_000, 50_000_000) for i in range(20_000)}
+    config = RunConfig(str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c"), progress=False)
+    future = client.scatter(identity, broadcast=True, hash=False)
+    items = [(i, f"k{i}") for i in range(400)]
+    bag = pipeline.deidentify_bag(config, items, future, partition_size=10)
+    graph = dict(bag.__dask_graph__())
+    assert len(pickle.dumps(graph)) < len(pickle.dumps(identity)) / 10
+    assert len(set(client.who_has(future)[future.key])) == 2
+    del future
+
+
+def test_rerun_is_idempotent(client, workspace):
+    first = run(client, workspace)
+    before = {p: hashlib.sha256(d).hexdigest() for p, d in output_files(workspace["output"]).items()}
+    meta_before = pq.read_table(workspace["output"] / "metadata.parquet").to_pylist()
+    second = run(client, workspace)
+    after = {p: hashlib.sha256(d).hexdigest() for p, d in output_files(workspace["output"]).items()}
+    assert first.written == second.written == len(before)
+    assert before == after
+    assert pq.read_table(workspace["output"] / "metadata.parquet").to_pylist() == meta_before

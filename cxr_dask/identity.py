@@ -125,16 +125,21 @@ def _mint_dicom_id(key: bytes, sop_uid: str, taken: set[str]) -> str:
         attempt += 1
 
 
-def shift_days_for(key: bytes, patient: str, first_date: dt.date | None) -> int:
-    """Whole weeks that move the patient's first date into a year in FIRST_STUDY_YEARS."""
+def shift_days_for(key: bytes, patient: str, first_date: dt.date | None, last_date: dt.date | None = None) -> int:
+    """Whole weeks that move the patient's first date into a year in FIRST_STUDY_YEARS.
+
+    The year is drawn low enough that the patient's last known date stays within 2200
+    too (a patient whose studies span 30 years starts no later than 2169).
+    """
     digest = int.from_bytes(_digest(key, "shift", patient)[:8], "big")
-    years = FIRST_STUDY_YEARS[1] - FIRST_STUDY_YEARS[0] + 1
-    year = FIRST_STUDY_YEARS[0] + digest % years
+    anchor = first_date or FALLBACK_ANCHOR
+    span_years = ((last_date or anchor) - anchor).days // 365 + 1
+    latest_first_year = max(FIRST_STUDY_YEARS[0], FIRST_STUDY_YEARS[1] - span_years)
+    year = FIRST_STUDY_YEARS[0] + digest % (latest_first_year - FIRST_STUDY_YEARS[0] + 1)
     # 7..357 keeps the target a margin away from the year's ends, so rounding the shift to
     # whole weeks (at most 3 days) never leaves the chosen year.
     day_of_year = 7 + (digest >> 16) % 351
     target = dt.date(year, 1, 1) + dt.timedelta(days=day_of_year)
-    anchor = first_date or FALLBACK_ANCHOR
     weeks = round((target - anchor).days / SHIFT_MULTIPLE_DAYS)
     return weeks * SHIFT_MULTIPLE_DAYS
 
@@ -148,18 +153,22 @@ def extend(identity: IdentityMap, inventory: pa.Table) -> IdentityMap:
     rows = [r for r in inventory.to_pylist() if r["error"] is None]
     key = identity.uid_key
     first: dict[str, dt.date | None] = {}
+    last: dict[str, dt.date | None] = {}
     for r in rows:
         pk = patient_key(r["patient_id"], r["issuer_of_patient_id"])
         date = r["anchor_date"]
-        current = first.get(pk)
-        first[pk] = date if current is None else (min(current, date) if date else current)
+        first.setdefault(pk, None)
+        last.setdefault(pk, None)
+        if date is not None:
+            first[pk] = min(first[pk] or date, date)
+            last[pk] = max(last[pk] or date, date)
 
     taken_subjects = {subject for subject, _ in identity.patients.values()}
     for pk in sorted(first):
         if pk in identity.patients:
             continue
         subject = _mint_int(key, "subject", pk, SUBJECT_ID_RANGE, taken_subjects)
-        identity.patients[pk] = (subject, shift_days_for(key, pk, first[pk]))
+        identity.patients[pk] = (subject, shift_days_for(key, pk, first[pk], last[pk]))
         identity.first_dates[pk] = first[pk]
 
     taken_studies = {study for _, study in identity.studies.values()}

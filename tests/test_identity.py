@@ -97,6 +97,23 @@ def test_shift_is_whole_weeks_and_puts_first_study_in_2100s():
         assert shifted.weekday() == first.weekday()
 
 
+def test_a_long_history_still_ends_before_2200():
+    rows = [
+        {
+            "patient_id": f"L{p}",
+            "study_instance_uid": f"{p}.{y}",
+            "sop_instance_uid": f"{p}.{y}.1",
+            "anchor_date": dt.date(1960 + y, 6, 1),
+        }
+        for p in range(200)
+        for y in (0, 60)
+    ]
+    identity = build(inventory(rows))
+    for pk, (_, shift) in identity.patients.items():
+        last = dt.date(2020, 6, 1) + dt.timedelta(days=shift)
+        assert (identity.first_dates[pk] + dt.timedelta(days=shift)).year >= 2100 and last.year <= 2200
+
+
 def test_shift_uses_earliest_date_of_the_patient_across_files():
     table = inventory(
         [

@@ -93,10 +93,11 @@ def _run_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _execute(config_flags: dict[str, Any], file_settings: dict[str, Any]) -> int:
-    from cxr_dask import cluster, pipeline
+    from cxr_dask import cluster, pipeline, storage
     from cxr_dask.config import build_config
 
     config = build_config(file_settings, config_flags)
+    storage.require_folder(config.input_location)
     with cluster.connect(config) as client:
         print(f"dashboard: {client.dashboard_link}", flush=True)
         summary = pipeline.run(client, config)

@@ -66,11 +66,8 @@ def list_files(location: Location) -> list[tuple[str, int]]:
     Sorting makes partitions, key indexes and id assignment order independent of the
     order the backend lists in.
     """
+    require_folder(location)
     fs, root = location.fs, location.root
-    if not fs.exists(root):
-        raise ConfigError(f"input location does not exist: {location.url}")
-    if fs.isfile(root):
-        raise ConfigError(f"input location is a file, not a folder: {location.url}")
     found = fs.find(root, detail=True)
     files = []
     for path, info in found.items():
@@ -80,6 +77,15 @@ def list_files(location: Location) -> list[tuple[str, int]]:
         files.append((key, int(info.get("size") or 0)))
     files.sort()
     return files
+
+
+def require_folder(location: Location) -> None:
+    """Fail with one clear line, before any work starts, when the input is not a folder."""
+    fs, root = location.fs, location.root
+    if not fs.exists(root):
+        raise ConfigError(f"input location does not exist: {location.url}")
+    if fs.isfile(root):
+        raise ConfigError(f"input location is a file, not a folder: {location.url}")
 
 
 def _strip_protocol(fs: fsspec.AbstractFileSystem, path: str) -> str:

@@ -7,10 +7,13 @@ one row per input key and carries reason classes and counts, never a header valu
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 import pyarrow as pa
 import pydicom
+
+from cxr_dask.deid.header import HeaderReport
 
 METADATA_SCHEMA = pa.schema(
     [
@@ -41,15 +44,7 @@ RECORD_LIST_SCHEMA = pa.schema(
 STUDY_LIST_SCHEMA = pa.schema([("subject_id", pa.int64()), ("study_id", pa.int64()), ("path", pa.string())])
 
 #: Counts reported by the header de-identifier, one audit column each.
-AUDIT_COUNTS = (
-    "removed",
-    "emptied",
-    "dummied",
-    "dates_shifted",
-    "uids_remapped",
-    "private_removed",
-    "descriptors_cleaned",
-)
+AUDIT_COUNTS = tuple(f.name for f in fields(HeaderReport))
 
 AUDIT_SCHEMA = pa.schema(
     [

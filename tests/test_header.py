@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
@@ -239,14 +238,6 @@ def deidentify(ds: FileDataset, options: ProfileOptions | None = None) -> tuple[
     return read(data), data, report
 
 
-def walk(ds: Dataset) -> Iterator[pydicom.DataElement]:
-    for elem in ds:
-        yield elem
-        if elem.VR == "SQ":
-            for item in elem.value:
-                yield from walk(item)
-
-
 @pytest.fixture(scope="module")
 def result() -> tuple[FileDataset, bytes, HeaderReport]:
     return deidentify(make_dx())
@@ -265,7 +256,7 @@ def test_no_planted_value_survives_in_any_element(
     result: tuple[FileDataset, bytes, HeaderReport],
 ) -> None:
     out, _, _ = result
-    texts = [str(elem.value).lower() for elem in walk(out) if elem.VR not in ("SQ", "OB", "OW")]
+    texts = [str(elem.value).lower() for elem in out.iterall() if elem.VR not in ("SQ", "OB", "OW")]
     texts += [str(elem.value).lower() for elem in out.file_meta]
     leaked = [value for value in PLANTED if any(value.lower() in text for text in texts)]
     assert leaked == []
@@ -275,7 +266,7 @@ def test_no_private_curve_or_overlay_element_anywhere(
     result: tuple[FileDataset, bytes, HeaderReport],
 ) -> None:
     out, _, report = result
-    groups = {elem.tag.group for elem in walk(out)}
+    groups = {elem.tag.group for elem in out.iterall()}
     assert not [g for g in groups if g % 2 == 1]
     assert not [g for g in groups if 0x5000 <= g <= 0x50FF or 0x6000 <= g <= 0x60FF]
     assert report.private_removed == 6  # 3 creators + 3 private elements, at 3 depths
@@ -284,7 +275,7 @@ def test_no_private_curve_or_overlay_element_anywhere(
 def test_dates_shifted_and_times_kept(result: tuple[FileDataset, bytes, HeaderReport]) -> None:
     out, _, report = result
     expected = {shifted(day) for day in ORIGINAL_DATES}
-    das = [elem for elem in walk(out) if elem.VR == "DA" and elem.value]
+    das = [elem for elem in out.iterall() if elem.VR == "DA" and elem.value]
     assert das
     for elem in das:
         values = elem.value if elem.VM > 1 else [elem.value]
@@ -508,7 +499,7 @@ def test_pydicom_testdata_deidentified_or_quarantined(path: str) -> None:
     searchable = data
     if pixels is not None:
         searchable = searchable.replace(bytes(pixels.value), b"")
-    for elem in walk(out):  # remapped UIDs are random digits: do not search inside them
+    for elem in out.iterall():  # remapped UIDs are random digits: do not search inside them
         if elem.VR == "UI" and elem.value:
             searchable = searchable.replace(str(elem.value).encode(), b"")
     leaked = [v for v in planted if len(v.strip()) >= 3 and v.strip().encode() in searchable]

@@ -41,14 +41,6 @@ def output_files(output: Path) -> dict[str, bytes]:
     return {str(p.relative_to(output)): p.read_bytes() for p in sorted((output / "files").rglob("*")) if p.is_file()}
 
 
-def walk(ds: pydicom.Dataset):
-    for element in ds:
-        yield element
-        if element.VR == "SQ":
-            for item in element.value:
-                yield from walk(item)
-
-
 @pytest.fixture(scope="module")
 def finished(client, corpus: SynthCorpus, tmp_path_factory) -> dict:
     """One run over the corpus plus planted bad files, shared by the assertions below."""
@@ -137,7 +129,7 @@ def test_output_headers_are_clean(finished):
         assert ds.PatientID == str(int(subject)) and str(ds.PatientName) == str(int(subject))
         assert ds.AccessionNumber == LAYOUT.match(name).group(3).lstrip("0")
         assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
-        for element in walk(ds):
+        for element in ds.iterall():
             assert element.tag.group % 2 == 0, f"private element left in {name}"
             assert not (0x5000 <= element.tag.group <= 0x50FF or 0x6000 <= element.tag.group <= 0x60FF)
             if element.VR == "DA" and element.value:

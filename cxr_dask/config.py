@@ -7,11 +7,10 @@ location inside the public output) is caught here, before any cluster starts.
 from __future__ import annotations
 
 import json
+import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.errors import ConfigError

@@ -72,7 +72,7 @@ class RunSummary:
 
 
 def new_run_id() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def _compute(client: Client, collection: db.Bag, config: RunConfig) -> list[Any]:

@@ -21,6 +21,9 @@ def connect(config: RunConfig) -> Iterator[Client]:
         with Client(config.scheduler) as client:
             yield client
         return
+    # The scheduler runs in this process and would log every worker's coming and going;
+    # follow the root logger's level (INFO only with --verbose).
+    logging.getLogger("distributed").setLevel(max(logging.getLogger().getEffectiveLevel(), logging.INFO))
     with (
         LocalCluster(
             n_workers=config.workers,

@@ -8,6 +8,7 @@ import io
 import pickle
 import re
 import subprocess
+import zlib
 from collections import defaultdict
 from pathlib import Path
 
@@ -39,6 +40,22 @@ def run(client, workspace, **overrides) -> pipeline.RunSummary:
 
 def output_files(output: Path) -> dict[str, bytes]:
     return {str(p.relative_to(output)): p.read_bytes() for p in sorted((output / "files").rglob("*")) if p.is_file()}
+
+
+def without_pixel_data(data: bytes) -> bytes:
+    """The file's bytes, inflated if deflated, with the PixelData value cut out.
+
+    Every other byte is searched; a deflated body would hide any value from a byte search.
+    """
+    ds = pydicom.dcmread(io.BytesIO(data))
+    if ds.file_meta.TransferSyntaxUID == pydicom.uid.DeflatedExplicitVRLittleEndian:
+        stream = io.BytesIO(data)
+        pydicom.filereader.read_preamble(stream, False)
+        pydicom.filereader._read_file_meta_info(stream)
+        body_start = stream.tell()
+        data = data[:body_start] + zlib.decompress(data[body_start:], -zlib.MAX_WBITS)
+    assert data.count(ds.PixelData) == 1
+    return data.replace(ds.PixelData, b"<pixel data>")
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +119,9 @@ def test_no_planted_phi_in_any_output_byte_parquet_value_or_name(finished, corpu
     needles = {value for value in corpus.phi_values() if len(value) >= 6}
     needles |= {image.sop_instance_uid for image in corpus.images}
     needles |= {image.study_instance_uid for image in corpus.images}
-    blobs = list(finished["files"].items())
+    # Pixel data is image samples, carried through byte for byte (burned-in text is the
+    # pixel cleaner's business): an 8-digit date can occur in compressed samples by chance.
+    blobs = [(name, without_pixel_data(data)) for name, data in finished["files"].items()]
     for table in output.glob("*.parquet"):
         values = pq.read_table(table).to_pylist()
         blobs.append((table.name, repr(values).encode()))
@@ -114,6 +133,11 @@ def test_no_planted_phi_in_any_output_byte_parquet_value_or_name(finished, corpu
         blob = REMAPPED_UID.sub(b"2.25.UID", raw)
         upper = blob.upper()
         for needle in needles:
+            if needle.isdigit():
+                # A leaked date or number starts a run of digits (a DA, the date of a DT, an
+                # MRN); a shifted date followed by its time can hold one by chance mid-run.
+                assert not re.search(rb"(?<![0-9])" + needle.encode(), blob), f"{needle!r} leaked into {name}"
+                continue
             assert needle.encode() not in blob, f"{needle!r} leaked into {name}"
             assert needle.upper().encode() not in upper, f"{needle!r} leaked into {name}"
 

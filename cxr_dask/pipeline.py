@@ -2,13 +2,13 @@
 
 ```
 list -> pass 1 (bag: header-only scan) -> identity map (client) -> broadcast
-     -> pass 2 (bag: de-identify + write each file) -> Parquet tables + audit
+     -> pass 2 (bag: de-identify + write each file, record the task in the journal)
+     -> commit (Parquet tables + audit from the journal's parts)
 ```
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import logging
 import time
@@ -21,20 +21,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from distributed import Client, Future, progress
+from distributed.scheduler import KilledWorker
 
 from cxr_dask import identity as identity_mod
-from cxr_dask import inventory, metadata, process, storage
+from cxr_dask import inventory, lock, metadata, process, storage
 from cxr_dask.cluster import total_threads
 from cxr_dask.config import RunConfig
+from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.identity import IdentityMap, parquet_bytes
+from cxr_dask.journal import RunJournal, start_or_resume
 from cxr_dask.storage import Location
+
+#: A pass-2 work item: the key's index in the sorted listing, and the key.
+Item = tuple[int, str]
 
 log = logging.getLogger(__name__)
 
 METADATA_FILE = "metadata.parquet"
 RECORD_LIST_FILE = "record_list.parquet"
 STUDY_LIST_FILE = "study_list.parquet"
-RUNS_DIR = "runs"
 
 
 @dataclass
@@ -52,6 +57,8 @@ class RunSummary:
     reasons: dict[str, int] = field(default_factory=dict)
     output: str = ""
     private: str = ""
+    resumed: bool = False
+    already_done: int = 0
 
     @property
     def files_per_second(self) -> float:
@@ -59,7 +66,8 @@ class RunSummary:
 
     def lines(self) -> list[str]:
         mb = self.bytes_in / 1e6
-        out = [
+        out = [f"resumed run {self.run_id}: {self.already_done} files were already done"] if self.resumed else []
+        out += [
             f"run {self.run_id}: {self.files_seen} files in {self.seconds:.1f} s "
             f"({self.files_per_second:.1f} files/s, {mb / max(self.seconds, 1e-9):.1f} MB/s)",
             f"  written      {self.written}  ({self.patients} patients, {self.studies} studies)",
@@ -69,10 +77,6 @@ class RunSummary:
             f"  private      {self.private}  (crosswalk, secret, audit: PHI, keep apart)",
         ]
         return out
-
-
-def new_run_id() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def _compute(client: Client, collection: db.Bag, config: RunConfig) -> list[Any]:
@@ -90,87 +94,162 @@ def scan_bag(config: RunConfig, files: list[tuple[str, int]], partition_size: in
     )
 
 
+def partitions(items: list[Item], partition_size: int) -> list[list[Item]]:
+    """Consecutive runs of ``partition_size`` items: one pass-2 task each."""
+    return [items[start : start + partition_size] for start in range(0, len(items), partition_size)]
+
+
+def deidentify_partition(
+    chunks: list[list[Item]],
+    source: Location,
+    destination: Location,
+    identity: IdentityMap,
+    options: ProfileOptions,
+    journal: RunJournal,
+) -> int:
+    """The pass-2 task: de-identify and write its files, then record them in the journal."""
+    (items,) = chunks
+    outcomes = process.process_partition(items, source, destination, identity, options)
+    journal.write_part(
+        [index for index, _ in items],
+        [audit for audit, _ in outcomes],
+        [row for _, row in outcomes if row is not None],
+    )
+    return len(items)
+
+
 def deidentify_bag(
     config: RunConfig,
-    items: list[tuple[int, str]],
+    items: list[Item],
     identity: Future | IdentityMap,
     partition_size: int,
+    journal: RunJournal,
 ) -> db.Bag:
-    """Pass 2's graph: each task de-identifies and writes one partition of files.
+    """Pass 2's graph: each task de-identifies, writes and records one partition of files.
 
     ``identity`` is the broadcast future: the graph holds its key, not the map, so the
     map travels once per worker however many tasks there are.
     """
-    return db.from_sequence(items, partition_size=partition_size).map_partitions(
-        process.process_partition,
+    chunks = partitions(items, partition_size)
+    return db.from_sequence(chunks, npartitions=max(1, len(chunks))).map_partitions(
+        deidentify_partition,
         config.input_location,
         config.output_location,
         identity,
         config.profile,
+        journal,
     )
 
 
+def _deidentify(
+    client: Client,
+    config: RunConfig,
+    items: list[Item],
+    identity: Future,
+    partition_size: int,
+    journal: RunJournal,
+) -> list[int]:
+    """Run pass 2; returns the key indexes of poison inputs, files that kill every worker.
+
+    A worker that dies takes its task elsewhere (the scheduler's ``allowed-failures``);
+    a task that keeps killing workers is split into one task per file, and a file whose
+    own task still kills workers is reported here to be quarantined, not retried forever.
+    """
+    chunks = partitions(items, partition_size)
+    bag = deidentify_bag(config, items, identity, partition_size, journal)
+    futures = client.compute(bag.to_delayed(), retries=config.retries)
+    if config.progress:
+        progress(futures)
+    suspects = [item for chunk, future in zip(chunks, futures, strict=True) if _killed(future) for item in chunk]
+    if not suspects:
+        return []
+    log.warning("pass 2: %d files were in tasks that killed workers; retrying them one by one", len(suspects))
+    singles = deidentify_bag(config, suspects, identity, 1, journal)
+    futures = client.compute(singles.to_delayed(), retries=config.retries)
+    return [index for (index, _), future in zip(suspects, futures, strict=True) if _killed(future)]
+
+
+def _killed(future: Future) -> bool:
+    try:
+        future.result()
+    except KilledWorker:
+        return True
+    return False
+
+
 def run(client: Client, config: RunConfig) -> RunSummary:
-    """The whole job against an existing client; returns counts, writes tables."""
-    started = time.perf_counter()
-    summary = RunSummary(run_id=new_run_id(), output=config.output, private=config.private)
+    """The whole job against an existing client; returns counts, writes tables.
+
+    Holds the PRIVATE lock throughout; resumes the unfinished run of the same input and
+    output if PRIVATE has one.
+    """
     source, output, private = config.input_location, config.output_location, config.private_location
+    with lock.hold(private):
+        started = time.perf_counter()
+        journal, resumed = start_or_resume(private, config.input, config.output)
+        storage.remove_partials(output)
+        storage.remove_partials(private)
+        summary = RunSummary(run_id=journal.run_id, output=config.output, private=config.private, resumed=resumed)
+        threads = total_threads(client)
 
-    files = storage.list_files(source)
-    summary.files_seen = len(files)
-    summary.bytes_in = sum(size for _, size in files)
-    partition_size = config.partition_size_for(len(files), total_threads(client))
-    log.info("pass 1: %d files in partitions of %d", len(files), partition_size)
-    records = _compute(client, scan_bag(config, files, partition_size), config) if files else []
-    table = inventory.mark_duplicates(inventory.to_table(records))
+        table = journal.load_inventory()
+        if table is None:
+            files = storage.list_files(source)
+            partition_size = config.partition_size_for(len(files), threads)
+            log.info("pass 1: %d files in partitions of %d", len(files), partition_size)
+            records = _compute(client, scan_bag(config, files, partition_size), config) if files else []
+            table = inventory.mark_duplicates(inventory.to_table(records))
+            journal.save_inventory(table)
+        summary.files_seen = table.num_rows
+        summary.bytes_in = sum(size or 0 for size in table.column("size").to_pylist())
 
-    secret = identity_mod.load_or_create_secret(private)
-    identity = identity_mod.extend(identity_mod.load_crosswalk(private, secret), table)
-    identity_mod.save_crosswalk(private, identity)
+        secret = identity_mod.load_or_create_secret(private)
+        identity = identity_mod.extend(identity_mod.load_crosswalk(private, secret), table)
+        identity_mod.save_crosswalk(private, identity)
 
-    valid = table.filter(pc.is_null(table.column("error")))
-    items = list(zip(valid.column("key_index").to_pylist(), valid.column("key").to_pylist(), strict=True))
-    broadcast = client.scatter(identity, broadcast=True, hash=False) if items else identity
-    log.info("pass 2: %d files", len(items))
-    outcomes = _compute(client, deidentify_bag(config, items, broadcast, partition_size), config) if items else []
+        valid = table.filter(pc.is_null(table.column("error")))
+        done = journal.done_key_indexes() if resumed else set()
+        items = [
+            (index, key)
+            for index, key in zip(valid.column("key_index").to_pylist(), valid.column("key").to_pylist(), strict=True)
+            if index not in done
+        ]
+        summary.already_done = len(done)
+        poison: list[int] = []
+        if items:
+            partition_size = config.partition_size_for(len(items), threads)
+            log.info("pass 2: %d files in partitions of %d", len(items), partition_size)
+            broadcast = client.scatter(identity, broadcast=True, hash=False)
+            poison = _deidentify(client, config, items, broadcast, partition_size, journal)
 
-    audit_rows = [
-        metadata.audit_row(r["key_index"], "quarantined", reason=r["error"], bytes_in=r["size"])
-        for r in table.filter(pc.invert(pc.is_null(table.column("error")))).to_pylist()
-    ]
-    audit_rows += [audit for audit, _ in outcomes]
-    audit_rows.sort(key=lambda row: row["key_index"])
-    new_rows = [row for _, row in outcomes if row is not None]
-    _commit(output, private, summary.run_id, table, audit_rows, new_rows)
+        audit_rows, new_rows = journal.read_parts()
+        audit_rows += [
+            metadata.audit_row(r["key_index"], "quarantined", reason=r["error"], bytes_in=r["size"])
+            for r in table.filter(pc.invert(pc.is_null(table.column("error")))).to_pylist()
+        ]
+        audit_rows += [metadata.audit_row(index, "quarantined", reason="worker_crash") for index in poison]
+        audit_rows.sort(key=lambda row: row["key_index"])
+        _commit(output, journal, audit_rows, new_rows)
+        journal.finish()
+        storage.remove_partials(output)
 
     reasons = Counter(row["reason"] for row in audit_rows if row["status"] == "quarantined")
     summary.reasons = dict(reasons)
     summary.quarantined = sum(reasons.values())
-    summary.written = len(new_rows)
-    summary.patients = len({row["subject_id"] for row in new_rows})
-    summary.studies = len({row["study_id"] for row in new_rows})
+    summary.written = new_rows.num_rows
+    summary.patients = len(set(new_rows.column("subject_id").to_pylist()))
+    summary.studies = len(set(new_rows.column("study_id").to_pylist()))
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _commit(
-    output: Location,
-    private: Location,
-    run_id: str,
-    inventory_table: pa.Table,
-    audit_rows: list[dict[str, Any]],
-    new_metadata: list[dict[str, Any]],
-) -> None:
-    """Write the run's private records, then merge its rows into the dataset's tables.
+def _commit(output: Location, journal: RunJournal, audit_rows: list[dict[str, Any]], fresh: pa.Table) -> None:
+    """Write the run's audit, then merge its rows into the dataset's tables.
 
-    Rows are merged by dicom_id, so a rerun or a later batch leaves each image once.
+    Rows are merged by dicom_id, so a rerun, a resumed commit or a later batch leaves
+    each image once; every table is replaced in one atomic write.
     """
-    run_folder = f"{RUNS_DIR}/{run_id}"
-    storage.write_atomic(private, f"{run_folder}/inventory.parquet", parquet_bytes(inventory_table))
-    audit = pa.Table.from_pylist(audit_rows, schema=metadata.AUDIT_SCHEMA)
-    storage.write_atomic(private, f"{run_folder}/audit.parquet", parquet_bytes(audit))
-
-    fresh = pa.Table.from_pylist(new_metadata, schema=metadata.METADATA_SCHEMA)
+    journal.save_audit(audit_rows)
     merged = _merge_by_dicom_id(read_table(output, METADATA_FILE), fresh)
     storage.write_atomic(output, METADATA_FILE, parquet_bytes(merged))
     storage.write_atomic(output, RECORD_LIST_FILE, parquet_bytes(metadata.record_list(merged)))

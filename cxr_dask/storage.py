@@ -6,8 +6,10 @@ same code serves local folders, ``file://``, ``memory://`` and ``s3://`` buckets
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
+import shutil
 import uuid
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -104,27 +106,92 @@ def read_bytes(location: Location, key: str) -> bytes:
     return location.fs.cat_file(location.path(key))
 
 
-def write_atomic(location: Location, key: str, data: bytes) -> None:
-    """Write ``data`` so that no reader ever sees a partial object.
+#: Local writes are staged here, below the location's root, and renamed into place: a
+#: crash leaves at most a temporary file in this hidden folder, never a partial object at
+#: its final key. ``remove_partials`` clears it when a run starts and ends.
+PARTIALS_DIR = ".partial"
 
-    Local: a temporary name in the same folder, then ``os.replace``. Object stores:
-    a single PUT of the finished bytes, which is atomic by the store's semantics.
+
+def write_atomic(location: Location, key: str, data: bytes | memoryview) -> None:
+    """Write ``data`` so that no reader ever sees a partial object at ``key``.
+
+    Local: a temporary file under ``PARTIALS_DIR``, then ``os.replace`` (same filesystem,
+    so the rename is atomic). Object stores: a single PUT of the finished bytes, which is
+    atomic by the store's semantics.
     """
     path = location.path(key)
-    fs = location.fs
-    if location.is_local:
-        folder = posixpath.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        tmp = posixpath.join(folder, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+    if not location.is_local:
+        location.fs.pipe_file(path, bytes(data))
         return
-    fs.pipe_file(path, data)
+    staging = location.path(PARTIALS_DIR)
+    os.makedirs(staging, exist_ok=True)
+    os.makedirs(posixpath.dirname(path), exist_ok=True)
+    tmp = posixpath.join(staging, f"{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def remove_partials(location: Location) -> None:
+    """Delete temporary files a killed writer left below a local location (no-op elsewhere)."""
+    if location.is_local:
+        shutil.rmtree(location.path(PARTIALS_DIR), ignore_errors=True)
+
+
+def create_exclusive(location: Location, key: str, data: bytes) -> bool:
+    """Create ``key`` only if it does not exist; False when it already does.
+
+    Local: ``O_CREAT | O_EXCL``. Object stores: a conditional PUT (``If-None-Match: *``)
+    where the filesystem offers ``mode="create"``; callers read the object back to confirm.
+    """
+    path = location.path(key)
+    if location.is_local:
+        os.makedirs(posixpath.dirname(path), exist_ok=True)
+        try:
+            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            return False
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+        return True
+    if location.fs.exists(path):
+        return False
+    try:
+        location.fs.pipe_file(path, data, mode="create")
+    except FileExistsError:
+        return False
+    except TypeError:
+        location.fs.pipe_file(path, data)
+    return True
+
+
+def remove(location: Location, key: str) -> None:
+    """Delete ``key`` if it exists."""
+    with contextlib.suppress(FileNotFoundError):
+        location.fs.rm_file(location.path(key))
+
+
+def list_keys(location: Location, prefix: str) -> list[str]:
+    """Sorted keys (relative to the root) of the files below ``prefix``; empty if none."""
+    fs, folder = location.fs, location.path(prefix)
+    if not fs.exists(folder):
+        return []
+    root = location.root
+    return sorted(posixpath.relpath(_strip_protocol(fs, path), root) for path in fs.find(folder))
+
+
+def read_many(location: Location, keys: list[str]) -> dict[str, bytes]:
+    """Several whole objects at once (concurrently on object stores)."""
+    if not keys:
+        return {}
+    paths = [location.path(key) for key in keys]
+    found = location.fs.cat(paths, on_error="raise")
+    by_path = {_strip_protocol(location.fs, path): data for path, data in found.items()}
+    return {key: by_path[_strip_protocol(location.fs, path)] for key, path in zip(keys, paths, strict=True)}
 
 
 def exists(location: Location, key: str) -> bool:

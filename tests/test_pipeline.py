@@ -19,6 +19,7 @@ import pytest
 from cxr_dask import pipeline
 from cxr_dask.config import RunConfig
 from cxr_dask.identity import load_crosswalk, load_or_create_secret
+from cxr_dask.journal import RunJournal
 from cxr_dask.synth import SynthCorpus
 
 pytestmark = pytest.mark.cluster
@@ -284,7 +285,9 @@ def test_broadcast_map_travels_once_not_per_task(client, tmp_path):
     config = RunConfig(str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c"), progress=False)
     future = client.scatter(identity, broadcast=True, hash=False)
     items = [(i, f"k{i}") for i in range(400)]
-    bag = pipeline.deidentify_bag(config, items, future, partition_size=10)
+    journal = RunJournal(config.private_location, "run")
+    bag = pipeline.deidentify_bag(config, items, future, partition_size=10, journal=journal)
+    assert bag.npartitions == 40
     graph = dict(bag.__dask_graph__())
     assert len(pickle.dumps(graph)) < len(pickle.dumps(identity)) / 10
     assert len(set(client.who_has(future)[future.key])) == 2

@@ -1,0 +1,145 @@
+"""What a run has finished, kept in PRIVATE so an interrupted run resumes where it stopped.
+
+```
+PRIVATE/runs/active.json                      the unfinished run: id, input, output
+PRIVATE/runs/<run id>/inventory.parquet       pass 1's records (saved before pass 2)
+PRIVATE/runs/<run id>/parts/<first>-<last>.metadata.parquet   rows a pass-2 task made
+PRIVATE/runs/<run id>/parts/<first>-<last>.audit.parquet      its audit rows, written last:
+                                                              the task's completion mark
+PRIVATE/runs/<run id>/audit.parquet           every input key's row, at commit
+```
+
+Pass-2 tasks write their part files on the worker that made the rows, after the task's
+DICOMs are written. Rerunning the same command finds ``active.json``, reuses the saved
+inventory and crosswalk (so every id is the same), skips every key an audit part covers
+and commits from all parts: the outputs are those of a run that was never interrupted.
+Parts are named by the key indexes they cover, so a resumed run may partition the rest
+differently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cxr_dask import metadata, storage
+from cxr_dask.errors import ConfigError
+from cxr_dask.identity import parquet_bytes
+from cxr_dask.storage import Location
+
+RUNS_DIR = "runs"
+ACTIVE_KEY = f"{RUNS_DIR}/active.json"
+AUDIT_SUFFIX = ".audit.parquet"
+METADATA_SUFFIX = ".metadata.parquet"
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+@dataclass(frozen=True)
+class RunJournal:
+    """One run's records in PRIVATE; small and picklable, so pass-2 tasks carry it."""
+
+    private: Location
+    run_id: str
+
+    @property
+    def folder(self) -> str:
+        return f"{RUNS_DIR}/{self.run_id}"
+
+    @property
+    def parts_folder(self) -> str:
+        return f"{self.folder}/parts"
+
+    # -- pass 1 -------------------------------------------------------------------------
+    def save_inventory(self, table: pa.Table) -> None:
+        storage.write_atomic(self.private, f"{self.folder}/inventory.parquet", parquet_bytes(table))
+
+    def load_inventory(self) -> pa.Table | None:
+        key = f"{self.folder}/inventory.parquet"
+        if not storage.exists(self.private, key):
+            return None
+        return pq.read_table(io.BytesIO(storage.read_bytes(self.private, key)))
+
+    # -- pass 2 (runs on workers) -------------------------------------------------------
+    def write_part(self, key_indexes: list[int], audit_rows: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
+        """Record one finished task: metadata rows first, then the audit rows that mark it done."""
+        stem = f"{self.parts_folder}/{min(key_indexes):09d}-{max(key_indexes):09d}"
+        storage.write_atomic(self.private, stem + METADATA_SUFFIX, _table_bytes(rows, metadata.METADATA_SCHEMA))
+        storage.write_atomic(self.private, stem + AUDIT_SUFFIX, _table_bytes(audit_rows, metadata.AUDIT_SCHEMA))
+
+    # -- resume and commit (client) -----------------------------------------------------
+    def _part_keys(self, suffix: str) -> list[str]:
+        return [key for key in storage.list_keys(self.private, self.parts_folder) if key.endswith(suffix)]
+
+    def read_parts(self) -> tuple[list[dict[str, Any]], pa.Table]:
+        """Every finished task's audit rows (one per key) and metadata rows (one per image).
+
+        A key covered by two parts (a task re-run after its worker died) keeps one row.
+        """
+        audit_blobs = storage.read_many(self.private, self._part_keys(AUDIT_SUFFIX))
+        audit_by_key: dict[int, dict[str, Any]] = {}
+        for blob in audit_blobs.values():
+            for row in pq.read_table(io.BytesIO(blob)).to_pylist():
+                audit_by_key[row["key_index"]] = row
+        done_stems = {key.removesuffix(AUDIT_SUFFIX) for key in audit_blobs}
+        metadata_keys = [k for k in self._part_keys(METADATA_SUFFIX) if k.removesuffix(METADATA_SUFFIX) in done_stems]
+        tables = [pq.read_table(io.BytesIO(b)) for b in storage.read_many(self.private, metadata_keys).values()]
+        rows = pa.concat_tables([t.cast(metadata.METADATA_SCHEMA) for t in tables]) if tables else None
+        if rows is None:
+            rows = metadata.METADATA_SCHEMA.empty_table()
+        return list(audit_by_key.values()), _unique_by_dicom_id(rows)
+
+    def done_key_indexes(self) -> set[int]:
+        audit, _ = self.read_parts()
+        return {row["key_index"] for row in audit}
+
+    def save_audit(self, rows: list[dict[str, Any]]) -> None:
+        storage.write_atomic(self.private, f"{self.folder}/audit.parquet", _table_bytes(rows, metadata.AUDIT_SCHEMA))
+
+    def finish(self) -> None:
+        """The run is committed: the next run with this PRIVATE starts afresh."""
+        storage.remove(self.private, ACTIVE_KEY)
+
+
+def start_or_resume(private: Location, input_url: str, output_url: str) -> tuple[RunJournal, bool]:
+    """The unfinished run of this input and output if there is one, else a new run.
+
+    An unfinished run of another input or output is refused rather than abandoned: its
+    finished work would otherwise be missing from that dataset's tables.
+    """
+    if storage.exists(private, ACTIVE_KEY):
+        active = json.loads(storage.read_bytes(private, ACTIVE_KEY))
+        if (active["input"], active["output"]) != (input_url, output_url):
+            raise ConfigError(
+                f"{private.url} holds the unfinished run {active['run_id']} of another input or output; "
+                "rerun that command to finish it first"
+            )
+        return RunJournal(private, active["run_id"]), True
+    journal = RunJournal(private, new_run_id())
+    record = {"run_id": journal.run_id, "input": input_url, "output": output_url}
+    storage.write_atomic(private, ACTIVE_KEY, json.dumps(record).encode())
+    return journal, False
+
+
+def _table_bytes(rows: Iterable[dict[str, Any]], schema: pa.Schema) -> bytes:
+    return parquet_bytes(pa.Table.from_pylist(list(rows), schema=schema))
+
+
+def _unique_by_dicom_id(table: pa.Table) -> pa.Table:
+    if table.num_rows == 0:
+        return table
+    seen: set[str] = set()
+    keep = []
+    for dicom_id in table.column("dicom_id").to_pylist():
+        keep.append(dicom_id not in seen)
+        seen.add(dicom_id)
+    return table.filter(pa.array(keep))

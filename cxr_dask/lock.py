@@ -1,0 +1,148 @@
+"""One run at a time per PRIVATE location: a lease that a second run refuses to share.
+
+Two runs minting ids into the same crosswalk at once would each miss the other's
+assignments, so the second is refused with a clear message instead of merged silently.
+The lock is a small JSON file, ``PRIVATE/run.lock``, created exclusively where the store
+allows it (``O_EXCL`` locally, ``If-None-Match`` on S3) and read back to confirm. Its
+holder refreshes a heartbeat; a lock whose holder is gone (a dead pid on this host, or no
+heartbeat for ``lease_seconds`` on any host) is stale and taken over, so rerunning the
+command of a killed run resumes it without manual clean-up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+from cxr_dask import storage
+from cxr_dask.errors import ConfigError
+from cxr_dask.storage import Location
+
+LOCK_KEY = "run.lock"
+LEASE_SECONDS = 600.0
+HEARTBEAT_SECONDS = 60.0
+
+#: Locks this process holds, by private root: ``hold`` is re-entrant.
+_HELD: dict[str, PrivateLock] = {}
+
+
+@dataclass(frozen=True)
+class LockRecord:
+    """Who holds the lock; host and pid only, never anything about the data."""
+
+    owner: str
+    host: str
+    pid: int
+    heartbeat: float
+
+    def is_stale(self, now: float, lease_seconds: float) -> bool:
+        if self.host == socket.gethostname() and not _pid_alive(self.pid):
+            return True
+        return now - self.heartbeat > lease_seconds
+
+    def describe(self, now: float) -> str:
+        return f"host {self.host}, pid {self.pid}, last heartbeat {max(0.0, now - self.heartbeat):.0f} s ago"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class PrivateLock:
+    """The lease on one PRIVATE location; use as a context manager or through ``hold``."""
+
+    def __init__(
+        self,
+        private: Location,
+        lease_seconds: float = LEASE_SECONDS,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+    ) -> None:
+        self.private = private
+        self.lease_seconds = lease_seconds
+        self.heartbeat_seconds = heartbeat_seconds
+        self.owner = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _record(self) -> LockRecord:
+        return LockRecord(self.owner, socket.gethostname(), os.getpid(), time.time())
+
+    def _encoded(self) -> bytes:
+        return json.dumps(asdict(self._record())).encode()
+
+    def read(self) -> LockRecord | None:
+        """The current holder, or None when the lock is free (or unreadable, i.e. half-made)."""
+        if not storage.exists(self.private, LOCK_KEY):
+            return None
+        try:
+            return LockRecord(**json.loads(storage.read_bytes(self.private, LOCK_KEY)))
+        except (ValueError, TypeError, FileNotFoundError):
+            return None
+
+    def acquire(self) -> None:
+        """Take the lock or raise ConfigError naming the live holder."""
+        if not storage.create_exclusive(self.private, LOCK_KEY, self._encoded()):
+            holder = self.read()
+            now = time.time()
+            if holder is not None and not holder.is_stale(now, self.lease_seconds):
+                raise ConfigError(
+                    f"{self.private.url} is in use by another run ({holder.describe(now)}); "
+                    "wait for it to finish, or run on another private location"
+                )
+            storage.write_atomic(self.private, LOCK_KEY, self._encoded())
+        holder = self.read()
+        if holder is None or holder.owner != self.owner:
+            raise ConfigError(f"{self.private.url} was locked by another run starting at the same moment")
+        self._thread = threading.Thread(target=self._beat, name="cxr-dask-lock-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_seconds):
+            holder = self.read()
+            if holder is None or holder.owner != self.owner:
+                return
+            storage.write_atomic(self.private, LOCK_KEY, self._encoded())
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        holder = self.read()
+        if holder is not None and holder.owner == self.owner:
+            storage.remove(self.private, LOCK_KEY)
+
+    def __enter__(self) -> PrivateLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@contextmanager
+def hold(private: Location) -> Iterator[None]:
+    """Hold the PRIVATE lock for the block; nested holds in one process are free."""
+    key = private.url
+    if key in _HELD:
+        yield
+        return
+    lock = PrivateLock(private)
+    with lock:
+        _HELD[key] = lock
+        try:
+            yield
+        finally:
+            del _HELD[key]

@@ -93,14 +93,17 @@ def _run_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _execute(config_flags: dict[str, Any], file_settings: dict[str, Any]) -> int:
-    from cxr_dask import cluster, pipeline, storage
+    from cxr_dask import cluster, journal, lock, pipeline, storage
     from cxr_dask.config import build_config
 
     config = build_config(file_settings, config_flags)
+    # Everything that can refuse the run does so before a cluster starts.
     storage.require_folder(config.input_location)
-    with cluster.connect(config) as client:
-        print(f"dashboard: {client.dashboard_link}", flush=True)
-        summary = pipeline.run(client, config)
+    with lock.hold(config.private_location):
+        journal.refuse_other_unfinished(config.private_location, config.input, config.output)
+        with cluster.connect(config) as client:
+            print(f"dashboard: {client.dashboard_link}", flush=True)
+            summary = pipeline.run(client, config)
     print("\n".join(summary.lines()), flush=True)
     return 0
 

@@ -116,18 +116,26 @@ def start_or_resume(private: Location, input_url: str, output_url: str) -> tuple
     An unfinished run of another input or output is refused rather than abandoned: its
     finished work would otherwise be missing from that dataset's tables.
     """
-    if storage.exists(private, ACTIVE_KEY):
-        active = json.loads(storage.read_bytes(private, ACTIVE_KEY))
-        if (active["input"], active["output"]) != (input_url, output_url):
-            raise ConfigError(
-                f"{private.url} holds the unfinished run {active['run_id']} of another input or output; "
-                "rerun that command to finish it first"
-            )
+    active = refuse_other_unfinished(private, input_url, output_url)
+    if active is not None:
         return RunJournal(private, active["run_id"]), True
     journal = RunJournal(private, new_run_id())
     record = {"run_id": journal.run_id, "input": input_url, "output": output_url}
     storage.write_atomic(private, ACTIVE_KEY, json.dumps(record).encode())
     return journal, False
+
+
+def refuse_other_unfinished(private: Location, input_url: str, output_url: str) -> dict[str, str] | None:
+    """The unfinished run's record if it is of this input and output; ConfigError if of others."""
+    if not storage.exists(private, ACTIVE_KEY):
+        return None
+    active = json.loads(storage.read_bytes(private, ACTIVE_KEY))
+    if (active["input"], active["output"]) != (input_url, output_url):
+        raise ConfigError(
+            f"{private.url} holds the unfinished run {active['run_id']} of another input or output; "
+            "rerun that command to finish it first"
+        )
+    return active
 
 
 def _table_bytes(rows: Iterable[dict[str, Any]], schema: pa.Schema) -> bytes:

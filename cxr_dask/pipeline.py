@@ -13,18 +13,21 @@ import io
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import dask.bag as db
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from distributed import Client, Future, progress
+from distributed import Client, Future, as_completed
 from distributed.scheduler import KilledWorker
+from tqdm.auto import tqdm
 
 from cxr_dask import identity as identity_mod
 from cxr_dask import inventory, lock, metadata, process, storage
+from cxr_dask.broadcast import IdentityRef, broadcast_identity, resolve
 from cxr_dask.cluster import total_threads
 from cxr_dask.config import RunConfig
 from cxr_dask.deid.profile import ProfileOptions
@@ -34,6 +37,7 @@ from cxr_dask.storage import Location
 
 #: A pass-2 work item: the key's index in the sorted listing, and the key.
 Item = tuple[int, str]
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +83,23 @@ class RunSummary:
         return out
 
 
-def _compute(client: Client, collection: db.Bag, config: RunConfig) -> list[Any]:
-    future = client.compute(collection, retries=config.retries)
-    if config.progress:
-        progress(future)
-    return future.result()
+def _each_partition(
+    client: Client, bag: db.Bag, sizes: list[int], label: str, config: RunConfig
+) -> Iterator[tuple[int, Future]]:
+    """Compute a bag's partitions, yielding ``(partition index, finished future)`` as each ends.
+
+    Each future is let go once yielded, so a worker that dies later does not make the
+    scheduler recompute (and rewrite) partitions that already finished.
+    """
+    futures = client.compute(bag.to_delayed(), retries=config.retries)
+    index_of = {future.key: i for i, future in enumerate(futures)}
+    finished = as_completed(futures)
+    del futures
+    with tqdm(total=sum(sizes), desc=label, unit="file", disable=not config.progress) as bar:
+        for future in finished:
+            i = index_of[future.key]
+            yield i, future
+            bar.update(sizes[i])
 
 
 def scan_bag(config: RunConfig, files: list[tuple[str, int]], partition_size: int) -> db.Bag:
@@ -94,7 +110,7 @@ def scan_bag(config: RunConfig, files: list[tuple[str, int]], partition_size: in
     )
 
 
-def partitions(items: list[Item], partition_size: int) -> list[list[Item]]:
+def partitions(items: list[T], partition_size: int) -> list[list[T]]:
     """Consecutive runs of ``partition_size`` items: one pass-2 task each."""
     return [items[start : start + partition_size] for start in range(0, len(items), partition_size)]
 
@@ -103,13 +119,13 @@ def deidentify_partition(
     chunks: list[list[Item]],
     source: Location,
     destination: Location,
-    identity: IdentityMap,
+    identity: IdentityRef | IdentityMap,
     options: ProfileOptions,
     journal: RunJournal,
 ) -> int:
     """The pass-2 task: de-identify and write its files, then record them in the journal."""
     (items,) = chunks
-    outcomes = process.process_partition(items, source, destination, identity, options)
+    outcomes = process.process_partition(items, source, destination, resolve(identity), options)
     journal.write_part(
         [index for index, _ in items],
         [audit for audit, _ in outcomes],
@@ -121,14 +137,14 @@ def deidentify_partition(
 def deidentify_bag(
     config: RunConfig,
     items: list[Item],
-    identity: Future | IdentityMap,
+    identity: IdentityRef | IdentityMap,
     partition_size: int,
     journal: RunJournal,
 ) -> db.Bag:
     """Pass 2's graph: each task de-identifies, writes and records one partition of files.
 
-    ``identity`` is the broadcast future: the graph holds its key, not the map, so the
-    map travels once per worker however many tasks there are.
+    ``identity`` is the broadcast reference: the graph holds its name, not the map, so
+    the map travels once per worker however many tasks there are.
     """
     chunks = partitions(items, partition_size)
     return db.from_sequence(chunks, npartitions=max(1, len(chunks))).map_partitions(
@@ -145,36 +161,45 @@ def _deidentify(
     client: Client,
     config: RunConfig,
     items: list[Item],
-    identity: Future,
+    identity: IdentityRef,
     partition_size: int,
     journal: RunJournal,
 ) -> list[int]:
     """Run pass 2; returns the key indexes of poison inputs, files that kill every worker.
 
-    A worker that dies takes its task elsewhere (the scheduler's ``allowed-failures``);
-    a task that keeps killing workers is split into one task per file, and a file whose
-    own task still kills workers is reported here to be quarantined, not retried forever.
+    A worker that dies takes its task elsewhere (the scheduler's ``allowed-failures``).
+    Files of a task that keeps killing workers are retried one per task, then those still
+    failing one at a time, so a file is only called poison when it kills workers on its
+    own (a task queued on a dying worker is blamed with it), then quarantined, not
+    retried forever.
     """
+    suspects = _killing_items(client, config, items, identity, partition_size, journal, "pass 2: de-identify")
+    if suspects:
+        log.warning("pass 2: %d files were in tasks that killed workers; retrying them", len(suspects))
+        suspects = _killing_items(client, config, suspects, identity, 1, journal, "pass 2: retry")
+    alone = "pass 2: isolate"
+    return [item[0] for item in suspects if _killing_items(client, config, [item], identity, 1, journal, alone)]
+
+
+def _killing_items(
+    client: Client,
+    config: RunConfig,
+    items: list[Item],
+    identity: IdentityRef,
+    partition_size: int,
+    journal: RunJournal,
+    label: str,
+) -> list[Item]:
+    """Run ``items`` in tasks of ``partition_size``; the items of tasks that killed workers."""
     chunks = partitions(items, partition_size)
     bag = deidentify_bag(config, items, identity, partition_size, journal)
-    futures = client.compute(bag.to_delayed(), retries=config.retries)
-    if config.progress:
-        progress(futures)
-    suspects = [item for chunk, future in zip(chunks, futures, strict=True) if _killed(future) for item in chunk]
-    if not suspects:
-        return []
-    log.warning("pass 2: %d files were in tasks that killed workers; retrying them one by one", len(suspects))
-    singles = deidentify_bag(config, suspects, identity, 1, journal)
-    futures = client.compute(singles.to_delayed(), retries=config.retries)
-    return [index for (index, _), future in zip(suspects, futures, strict=True) if _killed(future)]
-
-
-def _killed(future: Future) -> bool:
-    try:
-        future.result()
-    except KilledWorker:
-        return True
-    return False
+    killed: list[Item] = []
+    for i, future in _each_partition(client, bag, [len(c) for c in chunks], label, config):
+        if future.status == "error" and isinstance(future.exception(), KilledWorker):
+            killed += chunks[i]
+        else:
+            future.result()  # anything else (e.g. the journal's store is down) stops the run
+    return killed
 
 
 def run(client: Client, config: RunConfig) -> RunSummary:
@@ -197,7 +222,13 @@ def run(client: Client, config: RunConfig) -> RunSummary:
             files = storage.list_files(source)
             partition_size = config.partition_size_for(len(files), threads)
             log.info("pass 1: %d files in partitions of %d", len(files), partition_size)
-            records = _compute(client, scan_bag(config, files, partition_size), config) if files else []
+            sizes = [len(chunk) for chunk in partitions(files, partition_size)]
+            bag = scan_bag(config, files, partition_size)
+            records = [
+                record
+                for _, future in _each_partition(client, bag, sizes, "pass 1: scan headers", config)
+                for record in future.result()
+            ]
             table = inventory.mark_duplicates(inventory.to_table(records))
             journal.save_inventory(table)
         summary.files_seen = table.num_rows
@@ -219,8 +250,8 @@ def run(client: Client, config: RunConfig) -> RunSummary:
         if items:
             partition_size = config.partition_size_for(len(items), threads)
             log.info("pass 2: %d files in partitions of %d", len(items), partition_size)
-            broadcast = client.scatter(identity, broadcast=True, hash=False)
-            poison = _deidentify(client, config, items, broadcast, partition_size, journal)
+            with broadcast_identity(client, identity) as identity_ref:
+                poison = _deidentify(client, config, items, identity_ref, partition_size, journal)
 
         audit_rows, new_rows = journal.read_parts()
         audit_rows += [

@@ -277,21 +277,29 @@ def test_dciodvfy_finds_no_error_the_input_did_not_have(finished, corpus, tmp_pa
         assert not new, (image.transfer_syntax, new)
 
 
+def _installed_maps() -> list[str]:
+    from cxr_dask import broadcast
+
+    return sorted(broadcast._INSTALLED)
+
+
 def test_broadcast_map_travels_once_not_per_task(client, tmp_path):
+    from cxr_dask.broadcast import broadcast_identity
     from cxr_dask.identity import IdentityMap
 
     identity = IdentityMap(uid_key=b"k" * 32)
     identity.images = {f"1.2.{i}": (f"{i:040x}", 10_000_000, 50_000_000) for i in range(20_000)}
     config = RunConfig(str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c"), progress=False)
-    future = client.scatter(identity, broadcast=True, hash=False)
     items = [(i, f"k{i}") for i in range(400)]
-    journal = RunJournal(config.private_location, "run")
-    bag = pipeline.deidentify_bag(config, items, future, partition_size=10, journal=journal)
-    assert bag.npartitions == 40
-    graph = dict(bag.__dask_graph__())
-    assert len(pickle.dumps(graph)) < len(pickle.dumps(identity)) / 10
-    assert len(set(client.who_has(future)[future.key])) == 2
-    del future
+    with broadcast_identity(client, identity) as ref:
+        journal = RunJournal(config.private_location, "run")
+        bag = pipeline.deidentify_bag(config, items, ref, partition_size=10, journal=journal)
+        assert bag.npartitions == 40
+        graph = dict(bag.__dask_graph__())
+        assert len(pickle.dumps(graph)) < len(pickle.dumps(identity)) / 10
+        installed = client.run(_installed_maps)
+        assert len(installed) == 2 and all(ref.name in names for names in installed.values())
+    assert not any(ref.name in names for names in client.run(_installed_maps).values())
 
 
 def test_rerun_is_idempotent(client, workspace):

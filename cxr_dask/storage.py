@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.spec import AbstractBufferedFile
 
 from cxr_dask.errors import ConfigError
 
@@ -167,16 +168,24 @@ def _strip_protocol(fs: fsspec.AbstractFileSystem, path: str) -> str:
     return fs._strip_protocol(path)
 
 
-def open_for_header(location: Location, key: str) -> IO[bytes]:
+def open_for_header(location: Location, key: str, size: int | None = None) -> IO[bytes]:
     """Open ``key`` so that a header read fetches one 64 KiB block, not the object.
 
     ``blockcache`` fetches aligned blocks of ``HEADER_BLOCK_SIZE``; the default
     ``readahead`` cache would fetch the bytes asked for *plus* a block, and a header
-    larger than a block costs just one more block.
+    larger than a block costs just one more block. A ``size`` known from the listing
+    spares the HEAD request a remote open would otherwise make.
     """
     if location.is_local:
         return open(location.path(key), "rb")
-    return location.fs.open(location.path(key), "rb", block_size=HEADER_BLOCK_SIZE, cache_type="blockcache")
+    options: dict[str, Any] = {"block_size": HEADER_BLOCK_SIZE, "cache_type": "blockcache"}
+    if size is not None:
+        options["size"] = size
+    handle = location.fs.open(location.path(key), "rb", **options)
+    if size is not None and isinstance(handle, AbstractBufferedFile):
+        # s3fs asks for the file's details (a HEAD) on the first read unless given them.
+        handle.details = {"name": handle.path, "size": size, "type": "file"}
+    return handle
 
 
 def read_bytes(location: Location, key: str) -> bytes:

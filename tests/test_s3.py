@@ -118,6 +118,7 @@ def test_header_read_of_a_15_mb_cxr_fetches_at_most_64_kib(moto, tmp_path):
     assert record["patient_id"] == image.patient_id and record["sop_instance_uid"] == image.sop_instance_uid
     gets = moto.log.gets_of(f"archive/cxr/{image.relpath}")
     assert len(gets) == 1 and gets[0].range is not None
+    assert [r.method for r in moto.log.snapshot()] == ["GET"]  # the size came from the listing: no HEAD
     assert 0 < sum(get.sent for get in gets) <= HEADER_BLOCK_SIZE
 
 

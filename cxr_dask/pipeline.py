@@ -78,7 +78,11 @@ def new_run_id() -> str:
 def _compute(client: Client, collection: db.Bag, config: RunConfig) -> list[Any]:
     future = client.compute(collection, retries=config.retries)
     if config.progress:
-        progress(future)
+        bar = progress(future)
+        if bar is not None:  # in a notebook, a widget: shown only when displayed
+            from IPython.display import display
+
+            display(bar)
     return future.result()
 
 

@@ -103,9 +103,7 @@ def _execute(config_flags: dict[str, Any], file_settings: dict[str, Any], report
     config = build_config(file_settings, config_flags)
     # Every location is checked before a cluster starts: a missing bucket, a wrong
     # endpoint or refused credentials is one line and exit 2, not a worker traceback.
-    storage.require_folder(config.input_location)
-    storage.require_reachable(config.output_location, "output")
-    storage.require_reachable(config.private_location, "private")
+    storage.check_locations(config.input_location, config.output_location, config.private_location)
     with cluster.connect(config) as client:
         print(f"dashboard: {client.dashboard_link}", flush=True)
         with _performance_report(report, config.storage_options):

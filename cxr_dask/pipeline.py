@@ -26,6 +26,7 @@ from cxr_dask import identity as identity_mod
 from cxr_dask import inventory, metadata, process, storage
 from cxr_dask.cluster import total_threads
 from cxr_dask.config import RunConfig
+from cxr_dask.errors import ConfigError
 from cxr_dask.identity import IdentityMap, parquet_bytes
 from cxr_dask.storage import Location
 
@@ -114,11 +115,28 @@ def deidentify_bag(
     )
 
 
+def check_workers_reach_storage(client: Client, config: RunConfig) -> None:
+    """Repeat the storage checks on a worker before any work is submitted.
+
+    The client checked the locations with its own credentials; the workers read and
+    write with theirs (an IRSA role, environment variables). A cluster without access
+    would otherwise quarantine every file as unreadable; this fails with one line.
+    """
+    check = client.submit(
+        storage.check_locations, config.input_location, config.output_location, config.private_location, pure=False
+    )
+    try:
+        check.result()
+    except ConfigError as error:
+        raise ConfigError(f"on the workers: {error}") from None
+
+
 def run(client: Client, config: RunConfig) -> RunSummary:
     """The whole job against an existing client; returns counts, writes tables."""
     started = time.perf_counter()
     summary = RunSummary(run_id=new_run_id(), output=config.output, private=config.private)
     source, output, private = config.input_location, config.output_location, config.private_location
+    check_workers_reach_storage(client, config)
 
     files = storage.list_files(source)
     summary.files_seen = len(files)

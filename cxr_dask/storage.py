@@ -112,6 +112,13 @@ def require_reachable(location: Location, role: str) -> None:
             location.fs.exists(location.root)
 
 
+def check_locations(source: Location, output: Location, private: Location) -> None:
+    """Every check that must pass before any work: the input is a folder, the others usable."""
+    require_folder(source)
+    require_reachable(output, "output")
+    require_reachable(private, "private")
+
+
 def _probe_bucket(location: Location, role: str) -> None:
     """One cheap LIST on the bucket: s3fs's ``exists`` swallows denied and unreachable alike."""
     fs = location.fs
@@ -130,10 +137,12 @@ def _explained(location: Location, role: str) -> Iterator[None]:
     except ConfigError:
         raise
     except PermissionError:
-        raise ConfigError(
-            f"access denied to the {role} location {location.url}: check the credentials "
-            "(AWS_* variables, profile, role, or --storage-options)"
-        ) from None
+        hint = (
+            ""
+            if location.is_local
+            else ": check the credentials (AWS_* variables, profile, role, or --storage-options)"
+        )
+        raise ConfigError(f"access denied to the {role} location {location.url}{hint}") from None
     except Exception as error:
         kind = type(error).__name__
         if kind in {"NoCredentialsError", "PartialCredentialsError"}:

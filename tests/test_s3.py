@@ -245,6 +245,43 @@ def test_each_output_object_is_one_put_of_the_finished_bytes(s3_run):
     assert set(puts) == {f"research/dataset/{path}" for path in s3_run["outputs"]}  # nothing temporary
 
 
+def test_workers_without_access_fail_the_run_with_one_line_before_any_work(client, moto, monkeypatch):
+    """The session's workers started without AWS variables: the client has them, they don't."""
+    fs = _fresh(moto)
+    for bucket in ("archive", "research", "phi-vault"):
+        fs.mkdir(bucket)
+    fs.pipe_file("archive/cxr/a.dcm", b"x")
+    for name, value in _aws_env(moto.endpoint).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    config = RunConfig("s3://archive/cxr", "s3://research/dataset", "s3://phi-vault/run1", progress=False)
+    storage.check_locations(config.input_location, config.output_location, config.private_location)  # client: fine
+    moto.log.clear()
+    with pytest.raises(ConfigError, match=r"^on the workers: ") as refused:
+        pipeline.run(client, config)
+    assert "\n" not in str(refused.value)
+    assert "no credentials for the input location" in str(refused.value)
+    assert not [r for r in moto.log.snapshot() if r.method in {"PUT", "POST"}]
+
+
+def test_endpoint_from_the_config_file_reaches_the_checks(moto, tmp_path):
+    from cxr_dask.config import build_config, read_config_file
+
+    fs = _fresh(moto)
+    fs.mkdir("archive")
+    config_file = tmp_path / "run.toml"
+    config_file.write_text(
+        'input = "s3://archive/cxr"\noutput = "s3://research/dataset"\nprivate = "s3://phi-vault/run1"\n'
+        f'[storage_options]\nendpoint_url = "{moto.endpoint}"\nkey = "{ACCESS_KEY}"\nsecret = "{SECRET_KEY}"\n'
+    )
+    config = build_config(read_config_file(str(config_file)), {})
+    with pytest.raises(ConfigError, match="input location does not exist: s3://archive/cxr"):
+        storage.check_locations(config.input_location, config.output_location, config.private_location)
+    fs.pipe_file("archive/cxr/a.dcm", b"x")
+    with pytest.raises(ConfigError, match="the output bucket does not exist: s3://research"):
+        storage.check_locations(config.input_location, config.output_location, config.private_location)
+
+
 # --- the command, with credentials from the environment ---------------------------------
 
 

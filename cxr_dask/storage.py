@@ -206,7 +206,9 @@ def write_atomic(location: Location, key: str, data: bytes) -> None:
     """Write ``data`` so that no reader ever sees a partial object.
 
     Local: a temporary name in the same folder, then ``os.replace``. Object stores:
-    a single PUT of the finished bytes, which is atomic by the store's semantics.
+    a single PUT of the finished bytes, which is atomic by the store's semantics
+    (s3fs uses a multipart upload from 100 MB, which is atomic too: the object appears
+    only when the upload completes).
     """
     path = location.path(key)
     fs = location.fs

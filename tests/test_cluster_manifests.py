@@ -143,6 +143,8 @@ def test_every_pod_of_the_job_is_a_valid_pod(daskjob):
         assert spec["securityContext"]["runAsNonRoot"] is True
     service = daskjob["spec"]["cluster"]["spec"]["scheduler"]["service"]
     _validate_core({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": service})
+    # The operator names the job's DaskCluster after the DaskJob: the selector must match it.
+    assert service["selector"]["dask.org/cluster-name"] == daskjob["metadata"]["name"]
 
 
 def test_core_objects_are_valid():

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 DEBIAN_TOOLS := dcmdump:dcmtk dciodvfy:dicom3tools
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup debian-tools run test bench lint clean
+.PHONY: setup debian-tools run test bench lint clean image
 
 setup: $(STAMP) debian-tools
 
@@ -38,6 +38,12 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check cxr_dask tests bench
+
+# The container image for Kubernetes (cluster/Dockerfile); needs docker (or a docker-compatible CLI).
+IMAGE ?= cxr-dask:latest
+image:
+	@command -v docker >/dev/null 2>&1 || { echo "make image needs docker on PATH"; exit 1; }
+	docker build -f cluster/Dockerfile -t $(IMAGE) .
 
 clean:
 	rm -rf out .pytest_cache

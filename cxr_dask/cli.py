@@ -6,7 +6,8 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("output", help="folder or URL of the research dataset")
     run.add_argument("--private", required=True, help="folder or URL for the crosswalk, secret and audit (PHI)")
     run.add_argument("--config", help="TOML or JSON file with run settings (flags win)")
-    run.add_argument("--storage-options", type=_json_object, help="fsspec options as JSON")
+    run.add_argument(
+        "--storage-options", type=_json_object, help='fsspec options as JSON, e.g. \'{"endpoint_url": "http://..."}\''
+    )
+    run.add_argument("--report", help="save Dask's performance report of the run to this HTML file (path or URL)")
     _add_cluster_flags(run)
 
     synth = commands.add_parser("synth", help="write a synthetic chest x-ray corpus with planted PHI")
@@ -92,20 +96,54 @@ def _run_flags(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _execute(config_flags: dict[str, Any], file_settings: dict[str, Any]) -> int:
+def _execute(config_flags: dict[str, Any], file_settings: dict[str, Any], report: str | None = None) -> int:
     from cxr_dask import cluster, journal, lock, pipeline, storage
     from cxr_dask.config import build_config
 
     config = build_config(file_settings, config_flags)
-    # Everything that can refuse the run does so before a cluster starts.
-    storage.require_folder(config.input_location)
+    # Everything that can refuse the run does so before a cluster starts: a missing
+    # bucket, a wrong endpoint or refused credentials, a PRIVATE in use by another run.
+    storage.check_locations(config.input_location, config.output_location, config.private_location)
     with lock.hold(config.private_location):
         journal.refuse_other_unfinished(config.private_location, config.input, config.output)
         with cluster.connect(config) as client:
             print(f"dashboard: {client.dashboard_link}", flush=True)
-            summary = pipeline.run(client, config)
+            with _performance_report(report, config.storage_options):
+                summary = pipeline.run(client, config)
     print("\n".join(summary.lines()), flush=True)
+    if report:
+        print(f"performance report: {report}", flush=True)
     return 0
+
+
+@contextmanager
+def _performance_report(target: str | None, storage_options: dict[str, Any]) -> Iterator[None]:
+    """Dask's performance report (task stream, profiles, bandwidth) of the run, as HTML.
+
+    ``distributed.performance_report`` writes a local file; a URL target (``s3://...``)
+    is written there first and then uploaded with one PUT.
+    """
+    if not target:
+        yield
+        return
+    import tempfile
+
+    from distributed import performance_report
+
+    from cxr_dask import storage
+
+    location = storage.Location(target, storage_options)
+    if location.is_local:
+        Path(location.root).parent.mkdir(parents=True, exist_ok=True)
+        with performance_report(filename=location.root):
+            yield
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        local = str(Path(folder) / "report.html")
+        with performance_report(filename=local):
+            yield
+        parent, name = target.rstrip("/").rsplit("/", 1)
+        storage.write_atomic(storage.Location(parent, storage_options), name, Path(local).read_bytes())
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -118,7 +156,7 @@ def command_run(args: argparse.Namespace) -> int:
         "private": args.private,
         "storage_options": args.storage_options,
     }
-    return _execute(flags, settings)
+    return _execute(flags, settings, report=args.report)
 
 
 def command_synth(args: argparse.Namespace) -> int:

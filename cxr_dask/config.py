@@ -35,7 +35,8 @@ class RunConfig:
     dashboard_address: str | None = ":8787"
     progress: bool = True
     retries: int = 2
-    storage_options: dict[str, Any] = field(default_factory=dict)
+    # May hold keys (s3fs ``key``/``secret``): never in repr, so never in a log line.
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
     profile: ProfileOptions = field(default_factory=ProfileOptions)
 
     def __post_init__(self) -> None:

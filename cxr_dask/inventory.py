@@ -101,7 +101,7 @@ def scan_file(location: Location, key: str, key_index: int, size: int) -> dict[s
         record["error"] = "empty_file"
         return record
     try:
-        with open_for_header(location, key) as handle:
+        with open_for_header(location, key, size) as handle:
             ds = pydicom.dcmread(handle, stop_before_pixels=True, specific_tags=_SCAN_TAGS)
             # stop_before_pixels halts at the pixel data tag; reaching the end of the file
             # instead means the object was cut short (or has no pixels to de-identify).

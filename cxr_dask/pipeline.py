@@ -31,6 +31,7 @@ from cxr_dask.broadcast import IdentityRef, broadcast_identity, resolve
 from cxr_dask.cluster import total_threads
 from cxr_dask.config import RunConfig
 from cxr_dask.deid.profile import ProfileOptions
+from cxr_dask.errors import ConfigError
 from cxr_dask.identity import IdentityMap, parquet_bytes
 from cxr_dask.journal import RunJournal, start_or_resume
 from cxr_dask.storage import Location
@@ -202,6 +203,22 @@ def _killing_items(
     return killed
 
 
+def check_workers_reach_storage(client: Client, config: RunConfig) -> None:
+    """Repeat the storage checks on a worker before any work is submitted.
+
+    The client checked the locations with its own credentials; the workers read and
+    write with theirs (an IRSA role, environment variables). A cluster without access
+    would otherwise quarantine every file as unreadable; this fails with one line.
+    """
+    check = client.submit(
+        storage.check_locations, config.input_location, config.output_location, config.private_location, pure=False
+    )
+    try:
+        check.result()
+    except ConfigError as error:
+        raise ConfigError(f"on the workers: {error}") from None
+
+
 def run(client: Client, config: RunConfig) -> RunSummary:
     """The whole job against an existing client; returns counts, writes tables.
 
@@ -209,8 +226,9 @@ def run(client: Client, config: RunConfig) -> RunSummary:
     output if PRIVATE has one.
     """
     source, output, private = config.input_location, config.output_location, config.private_location
+    started = time.perf_counter()
+    check_workers_reach_storage(client, config)
     with lock.hold(private):
-        started = time.perf_counter()
         journal, resumed = start_or_resume(private, config.input, config.output)
         storage.remove_partials(output)
         storage.remove_partials(private)

@@ -11,11 +11,15 @@ import os
 import posixpath
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.spec import AbstractBufferedFile
 
 from cxr_dask.errors import ConfigError
 
@@ -28,7 +32,8 @@ class Location:
     """A root URL resolved to an fsspec filesystem and a filesystem-native root path."""
 
     url: str
-    storage_options: dict[str, Any] = field(default_factory=dict, compare=False)
+    # Options may hold credentials: kept out of repr, so out of logs and Dask's error reports.
+    storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def fs(self) -> fsspec.AbstractFileSystem:
@@ -73,7 +78,8 @@ def list_files(location: Location) -> list[tuple[str, int]]:
     found = fs.find(root, detail=True)
     files = []
     for path, info in found.items():
-        if info.get("type") == "directory":
+        # Zero-byte "folder/" markers (made by consoles and some sync tools) are not files.
+        if info.get("type") == "directory" or path.endswith("/"):
             continue
         key = posixpath.relpath(_strip_protocol(fs, path), root)
         files.append((key, int(info.get("size") or 0)))
@@ -83,22 +89,114 @@ def list_files(location: Location) -> list[tuple[str, int]]:
 
 def require_folder(location: Location) -> None:
     """Fail with one clear line, before any work starts, when the input is not a folder."""
-    fs, root = location.fs, location.root
-    if not fs.exists(root):
-        raise ConfigError(f"input location does not exist: {location.url}")
-    if fs.isfile(root):
-        raise ConfigError(f"input location is a file, not a folder: {location.url}")
+    with _explained(location, "input"):
+        if location.protocol == "s3":
+            _probe_bucket(location, "input")
+        fs, root = location.fs, location.root
+        if not fs.exists(root):
+            raise ConfigError(f"input location does not exist: {location.url}")
+        if fs.isfile(root):
+            raise ConfigError(f"input location is a file, not a folder: {location.url}")
+
+
+def require_reachable(location: Location, role: str) -> None:
+    """Fail with one clear line, before any work starts, when an output bucket is unusable.
+
+    A missing bucket, a wrong endpoint or refused credentials would otherwise surface
+    only after pass 1, from a worker, as a traceback. Local folders are created on write.
+    """
+    if location.is_local:
+        return
+    with _explained(location, role):
+        if location.protocol == "s3":
+            _probe_bucket(location, role)
+        else:
+            location.fs.exists(location.root)
+
+
+def check_locations(source: Location, output: Location, private: Location) -> None:
+    """Every check that must pass before any work: the input is a folder, the others usable."""
+    require_folder(source)
+    require_reachable(output, "output")
+    require_reachable(private, "private")
+
+
+def _probe_bucket(location: Location, role: str) -> None:
+    """One cheap LIST on the bucket: s3fs's ``exists`` swallows denied and unreachable alike."""
+    fs = location.fs
+    bucket, _, prefix = location.root.partition("/")
+    try:
+        fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix, MaxKeys=1)
+    except FileNotFoundError:
+        raise ConfigError(f"the {role} bucket does not exist: s3://{bucket}") from None
+
+
+@contextmanager
+def _explained(location: Location, role: str) -> Iterator[None]:
+    """Turn storage failures into one line that names the location, never a credential."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except PermissionError:
+        hint = (
+            ""
+            if location.is_local
+            else ": check the credentials (AWS_* variables, profile, role, or --storage-options)"
+        )
+        raise ConfigError(f"access denied to the {role} location {location.url}{hint}") from None
+    except Exception as error:
+        kind = type(error).__name__
+        if kind in {"NoCredentialsError", "PartialCredentialsError"}:
+            raise ConfigError(
+                f"no credentials for the {role} location {location.url} "
+                "(set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, a role, or --storage-options)"
+            ) from None
+        raise ConfigError(
+            f"cannot reach the storage of the {role} location {location.url}{_endpoint_hint(location)}: {kind}"
+        ) from None
+
+
+def _endpoint_hint(location: Location) -> str:
+    """The endpoint in use, without any user:password part, for the error message."""
+    endpoint = location.storage_options.get("endpoint_url") or location.storage_options.get("client_kwargs", {}).get(
+        "endpoint_url"
+    )
+    if not endpoint:
+        try:
+            endpoint = location.fs.s3.meta.endpoint_url
+        except Exception:
+            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        return ""
+    parts = urlsplit(str(endpoint))
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return f" (endpoint {urlunsplit((parts.scheme, netloc, parts.path, '', ''))})"
 
 
 def _strip_protocol(fs: fsspec.AbstractFileSystem, path: str) -> str:
     return fs._strip_protocol(path)
 
 
-def open_for_header(location: Location, key: str) -> IO[bytes]:
-    """Open ``key`` with a small read-ahead block so a header read fetches few bytes."""
+def open_for_header(location: Location, key: str, size: int | None = None) -> IO[bytes]:
+    """Open ``key`` so that a header read fetches one 64 KiB block, not the object.
+
+    ``blockcache`` fetches aligned blocks of ``HEADER_BLOCK_SIZE``; the default
+    ``readahead`` cache would fetch the bytes asked for *plus* a block, and a header
+    larger than a block costs just one more block. A ``size`` known from the listing
+    spares the HEAD request a remote open would otherwise make.
+    """
     if location.is_local:
         return open(location.path(key), "rb")
-    return location.fs.open(location.path(key), "rb", block_size=HEADER_BLOCK_SIZE)
+    options: dict[str, Any] = {"block_size": HEADER_BLOCK_SIZE, "cache_type": "blockcache"}
+    if size is not None:
+        options["size"] = size
+    handle = location.fs.open(location.path(key), "rb", **options)
+    if size is not None and isinstance(handle, AbstractBufferedFile):
+        # s3fs asks for the file's details (a HEAD) on the first read unless given them.
+        handle.details = {"name": handle.path, "size": size, "type": "file"}
+    return handle
 
 
 def read_bytes(location: Location, key: str) -> bytes:
@@ -117,7 +215,8 @@ def write_atomic(location: Location, key: str, data: bytes | memoryview) -> None
 
     Local: a temporary file under ``PARTIALS_DIR``, then ``os.replace`` (same filesystem,
     so the rename is atomic). Object stores: a single PUT of the finished bytes, which is
-    atomic by the store's semantics.
+    atomic by the store's semantics (s3fs uses a multipart upload from 100 MB, which is
+    atomic too: the object appears only when the upload completes).
     """
     path = location.path(key)
     if not location.is_local:

@@ -101,7 +101,7 @@ def test_header_scan_reads_only_the_header_of_a_15_mb_image(tmp_path, monkeypatc
     assert (tmp_path / "big.dcm").stat().st_size > 15_000_000
     readers = []
 
-    def counting_open(location, key):
+    def counting_open(location, key, size=None):
         reader = CountingReader(open(location.path(key), "rb"))  # noqa: SIM115
         readers.append(reader)
         return reader

@@ -132,6 +132,8 @@ class PixelReport:
     rule: str | None = None
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    #: Rectangles blanked (x0, y0, x1, y1), allow-listed words inside them excepted.
+    boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
 
     def as_audit(self) -> dict[str, object]:
         return {
@@ -284,10 +286,20 @@ def detect(arr: np.ndarray) -> list[Region]:
     return [_region(arr, *item) for item in _merge_overlapping(padded)]
 
 
+def _mostly_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    """Half the smaller box lies in the other: the two polarities of one line, not two lines."""
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0 or height <= 0:
+        return False
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return width * height >= 0.5 * smaller
+
+
 def _merge_overlapping(
     items: list[tuple[tuple[int, int, int, int], int, int]],
 ) -> list[tuple[tuple[int, int, int, int], int, int]]:
-    """Union padded line boxes that overlap, until none do."""
+    """Union padded line boxes that mostly overlap, until none do."""
     merged = list(items)
     changed = True
     while changed:
@@ -295,7 +307,7 @@ def _merge_overlapping(
         out: list[tuple[tuple[int, int, int, int], int, int]] = []
         for box, glyphs, height in merged:
             for k, (other, other_glyphs, other_height) in enumerate(out):
-                if box[0] < other[2] and other[0] < box[2] and box[1] < other[3] and other[1] < box[3]:
+                if _mostly_overlap(box, other):
                     union = (min(box[0], other[0]), min(box[1], other[1]), max(box[2], other[2]), max(box[3], other[3]))
                     out[k] = (union, max(glyphs, other_glyphs), max(height, other_height))
                     changed = True
@@ -444,6 +456,7 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
         work = np.array(arr, copy=True)
         for x, y, w, h in rule.regions:
             work[y : y + h, x : x + w] = black
+            report.boxes.append((x, y, x + w, y + h))
         report.rule = rule.name
 
     mark = time.perf_counter()
@@ -465,6 +478,7 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
             if work is None:
                 work = np.array(arr, copy=True)
             redact_region(work, region, keep, black)
+            report.boxes.append((region.x0, region.y0, region.x1, region.y1))
     if work is not None and not np.array_equal(work, arr):
         report.action = "cleaned"
     else:

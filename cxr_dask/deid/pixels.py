@@ -82,8 +82,11 @@ CLEAN_PIXEL_CODE = ("113101", "Clean Pixel Data Option")
 DETECTION_SIDE = 1024
 #: Top-hat window (detection pixels): wider than any stroke, narrower than anatomy.
 TOPHAT_SIZE = 11
-#: A stroke must stand out by this share of the image's dynamic range.
-CONTRAST = 0.2
+#: A glyph must have a stroke that stands out by this share of the image's dynamic range
+#: (text is burned in near white or black; anatomy rarely differs this much within a few
+#: pixels) and is grown over pixels that stand out by ``GROW_CONTRAST``.
+CONTRAST = 0.5
+GROW_CONTRAST = 0.25
 #: Text height Tesseract reads best (pixels); crops are scaled towards it.
 OCR_HEIGHT = 40
 OCR_GAP = 24
@@ -197,12 +200,15 @@ def _pool(arr: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
     return blocks.max(axis=(1, 3)).astype(np.float32), blocks.min(axis=(1, 3)).astype(np.float32)
 
 
-def _components(mask: np.ndarray, max_height: int, max_width: int) -> list[tuple[int, int, int, int]]:
+def _components(response: np.ndarray, span: float, max_height: int, max_width: int) -> list[tuple[int, int, int, int]]:
     """Boxes of connected components the size and shape of glyphs (or a few merged glyphs)."""
-    labels, _ = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    labels, count = ndimage.label(response > GROW_CONTRAST * span, structure=np.ones((3, 3), dtype=bool))
+    if not count:
+        return []
+    peaks = ndimage.maximum(response, labels, index=np.arange(1, count + 1))
     boxes = []
-    for found in ndimage.find_objects(labels):
-        if found is None:
+    for found, peak in zip(ndimage.find_objects(labels), peaks, strict=True):
+        if found is None or peak < CONTRAST * span:
             continue
         ys, xs = found
         h, w = ys.stop - ys.start, xs.stop - xs.start
@@ -269,14 +275,13 @@ def detect(arr: np.ndarray) -> list[Region]:
     high, low = _pool(arr, factor)
     p_low, p_high = np.percentile(low[:: max(1, low.shape[0] // 256), :: max(1, low.shape[1] // 256)], (1, 99.5))
     span = max(float(p_high - p_low), 1.0)
-    bright = high - ndimage.grey_opening(high, size=TOPHAT_SIZE)
-    dark = ndimage.grey_closing(low, size=TOPHAT_SIZE) - low
+    bright = high - ndimage.grey_opening(high, size=TOPHAT_SIZE, mode="nearest")
+    dark = ndimage.grey_closing(low, size=TOPHAT_SIZE, mode="nearest") - low
     det_rows, det_columns = high.shape
     max_height, max_width = max(8, int(0.12 * det_rows)), max(16, int(0.6 * det_columns))
     # Both polarities feed one grouping: white text also makes dark "gaps" between its
     # strokes, and the two halves of one line must become one region.
-    boxes = _components(bright > CONTRAST * span, max_height, max_width)
-    boxes += _components(dark > CONTRAST * span, max_height, max_width)
+    boxes = _components(bright, span, max_height, max_width) + _components(dark, span, max_height, max_width)
     padded = []
     for (x0, y0, x1, y1), glyphs, height in _group_lines(boxes):
         pad = max(2, (y1 - y0) // 4)

@@ -281,8 +281,160 @@ def test_monochrome1_black_is_its_largest_value():
     assert pixels.photometric_black(ds) == -2048
 
 
-def test_detector_skips_plain_images_and_ignores_wires(tmp_path):
+def test_detector_finds_nothing_in_images_without_text(tmp_path):
     corpus = synthesize(str(tmp_path), patients=3, seed=2, rows=SIZE, columns=SIZE)
     for image in corpus.images:
         arr = pydicom.dcmread(Path(corpus.root) / image.relpath).pixel_array
         assert pixels.detect(arr) == [], image.transfer_syntax
+
+
+def _transcode_with_gdcm(source: Path, target: Path, syntax_name: str) -> None:
+    """Re-encode with GDCM (python-gdcm): the JPEG syntaxes pydicom cannot write."""
+    import gdcm
+
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(source))
+    assert reader.Read()
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(getattr(gdcm.TransferSyntax, syntax_name)))
+    change.SetInput(reader.GetImage())
+    assert change.Change()
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(target))
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    assert writer.Write()
+
+
+def _as_jpeg_baseline(source: Path, target: Path) -> None:
+    """An 8-bit JPEG baseline copy (Pillow's encoder), as lossy archives store CXRs."""
+    ds = pydicom.dcmread(source)
+    arr8 = (ds.pixel_array >> (int(ds.BitsStored) - 8)).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(arr8).save(buffer, format="JPEG", quality=92)
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.WindowCenter, ds.WindowWidth = "128", "256"
+    ds.PixelData = pydicom.encaps.encapsulate([buffer.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEGBaseline8Bit
+    ds.save_as(target, enforce_file_format=True)
+
+
+@pytest.mark.parametrize("syntax", ["JPEGLosslessProcess14_1", "baseline"])
+def test_jpeg_family_inputs_are_cleaned_too(cleaned, tmp_path, syntax):
+    """JPEG lossless SV1 goes back lossless (Explicit VR LE); baseline keeps its lossy history."""
+    image, *_ = _first(
+        cleaned,
+        lambda r: r[0].transfer_syntax == pydicom.uid.ExplicitVRLittleEndian and len(_phi_tokens(r[0])) >= 2,
+    )
+    target = tmp_path / "jpeg.dcm"
+    if syntax == "baseline":
+        _as_jpeg_baseline(cleaned["root"] / image.relpath, target)
+    else:
+        _transcode_with_gdcm(cleaned["root"] / image.relpath, target, syntax)
+    jpeg = pydicom.dcmread(target)
+    result = process.deidentify_bytes(target.read_bytes(), cleaned["identity"], ProfileOptions())
+    assert result.pixels.action == "cleaned"
+    output = pydicom.dcmread(io.BytesIO(result.data))
+    assert output.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+    if syntax == "baseline":
+        assert output.LossyImageCompression == "01" and output.LossyImageCompressionMethod == "ISO_10918_1"
+    else:
+        assert output.LossyImageCompression == "00"
+    for planted in (p for p in image.burned_in if p.kind == PHI):
+        after = read_box(output, planted.box)
+        assert not [t for t in (_alnum(t) for t in planted.tokens) if len(t) >= 4 and t in after]
+    changed = jpeg.pixel_array != output.pixel_array
+    redacted = np.zeros_like(changed)
+    for x0, y0, x1, y1 in result.pixels.boxes:
+        redacted[y0:y1, x0:x1] = True
+    assert not (changed & ~redacted).any()
+
+
+BUNDLED = [
+    "JPGExtended.dcm",  # JPEG extended, 12 bit
+    "JPEG2000.dcm",  # JPEG 2000 (lossy syntax)
+    "MR_small_jp2klossless.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+    "JPEGLSNearLossless_16.dcm",
+    "MR_small_RLE.dcm",
+]
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_pydicoms_compressed_test_files_decode_and_store(name):
+    """Every decoder is present; a redacted copy goes back lossless or to Explicit VR LE."""
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file(name))
+    syntax = str(ds.file_meta.TransferSyntaxUID)
+    arr = pixels.decode(ds).copy()
+    pixels.detect(arr)
+    arr[:4, :4] = pixels.photometric_black(ds)
+    pixels.store(ds, arr, syntax)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    again = pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+    assert np.array_equal(again.pixel_array, arr)
+    if syntax in pixels.REENCODE_IN_PLACE:
+        assert again.file_meta.TransferSyntaxUID == syntax
+    else:
+        assert again.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+        assert again.LossyImageCompression == "01"
+
+
+def test_synth_text_is_deterministic_and_leaves_headers_alone(tmp_path):
+    a = synthesize(str(tmp_path / "a"), patients=3, seed=9, rows=256, columns=256, burned_in_text=True)
+    b = synthesize(str(tmp_path / "b"), patients=3, seed=9, rows=256, columns=256, burned_in_text=True)
+    plain = synthesize(str(tmp_path / "c"), patients=3, seed=9, rows=256, columns=256)
+    assert [i.burned_in for i in a.images] == [i.burned_in for i in b.images]
+    for x, y in zip(a.images, b.images, strict=True):
+        assert (tmp_path / "a" / x.relpath).read_bytes() == (tmp_path / "b" / y.relpath).read_bytes()
+    assert [i.phi for i in a.images] == [i.phi for i in plain.images]
+    assert all(not i.burned_in for i in plain.images)
+    kinds = {p.kind for i in a.images for p in i.burned_in}
+    assert {PHI, MARKER} <= kinds
+    for image in a.images:
+        ds = pydicom.dcmread(tmp_path / "a" / image.relpath)
+        shown = _display(ds) / ((1 << ds.BitsStored) - 1)
+        assert ds.BurnedInAnnotation == ("YES" if image.burned_in else "NO")
+        for planted in image.burned_in:
+            x0, y0, x1, y1 = planted.box
+            box = shown[y0:y1, x0:x1]
+            assert box.max() > 0.95 or box.min() < 0.05, planted.kind  # painted white or black
+
+
+def test_half_the_images_carry_phi_text(tmp_path):
+    corpus = synthesize(str(tmp_path), patients=12, seed=3, rows=256, columns=256, burned_in_text=True)
+    share = sum(bool(i.pixel_phi_tokens) for i in corpus.images) / len(corpus.images)
+    assert 0.3 <= share <= 0.7
+    assert any(not i.burned_in for i in corpus.images)
+
+
+@pytest.mark.cluster
+def test_pipeline_cleans_pixels_and_audits_them(client, cleaned, tmp_path):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from cxr_dask import pipeline
+    from cxr_dask.config import RunConfig
+
+    raw = tmp_path / "raw"
+    shutil.copytree(cleaned["root"], raw)
+    config = RunConfig(str(raw), str(tmp_path / "out"), str(tmp_path / "private"), progress=False)
+    summary = pipeline.run(client, config)
+    assert summary.written == len(cleaned["corpus"].images) and summary.quarantined == 0
+    (run_folder,) = (tmp_path / "private" / "runs").iterdir()
+    audit = pq.read_table(run_folder / "audit.parquet").to_pylist()
+    actions = [row["pixel_action"] for row in audit]
+    expected = [r[3].pixels.action for r in cleaned["results"]]
+    assert sorted(actions) == sorted(expected) and "cleaned" in actions and "untouched" in actions
+    assert sum(row["pixel_regions_redacted"] for row in audit) == sum(
+        r[3].pixels.regions_redacted for r in cleaned["results"]
+    )
+    flat = _alnum(repr(audit))
+    for image in cleaned["corpus"].images:
+        for token in _phi_tokens(image):
+            assert token not in flat

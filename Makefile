@@ -40,6 +40,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/pixels.py
 
 lint: setup
 	$(BIN)/ruff check cxr_dask tests bench

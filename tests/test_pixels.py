@@ -438,3 +438,11 @@ def test_pipeline_cleans_pixels_and_audits_them(client, cleaned, tmp_path):
     for image in cleaned["corpus"].images:
         for token in _phi_tokens(image):
             assert token not in flat
+
+
+def test_missing_tesseract_quarantines_images_with_candidates(cleaned, monkeypatch):
+    image, *_ = _first(cleaned, lambda r: r[3].pixels.regions_found > 0)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(QuarantineError) as caught:
+        process.deidentify_bytes((cleaned["root"] / image.relpath).read_bytes(), cleaned["identity"], ProfileOptions())
+    assert caught.value.reason == "ocr_unavailable"

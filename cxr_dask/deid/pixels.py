@@ -90,6 +90,8 @@ GROW_CONTRAST = 0.25
 #: Text height Tesseract reads best (pixels); crops are scaled towards it.
 OCR_HEIGHT = 40
 OCR_GAP = 24
+#: Seconds one Tesseract call may take before the image is quarantined.
+OCR_TIMEOUT = 300
 
 
 @dataclass(frozen=True)
@@ -191,13 +193,23 @@ def photometric_black(ds: Dataset) -> int:
 
 
 def _pool(arr: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
-    """Block max and block min: thin strokes survive in one of them whatever their polarity."""
+    """Block max and block min: thin strokes survive in one of them whatever their polarity.
+
+    Built from the ``factor**2`` strided sub-grids (contiguous elementwise max/min), which
+    is several times faster than reducing a 4-d reshaped view.
+    """
     if factor == 1:
         image = arr.astype(np.float32)
         return image, image
     rows, columns = (arr.shape[0] // factor) * factor, (arr.shape[1] // factor) * factor
-    blocks = arr[:rows, :columns].reshape(rows // factor, factor, columns // factor, factor)
-    return blocks.max(axis=(1, 3)).astype(np.float32), blocks.min(axis=(1, 3)).astype(np.float32)
+    high = arr[0:rows:factor, 0:columns:factor].copy()
+    low = high.copy()
+    for i in range(factor):
+        for j in range(factor):
+            grid = arr[i:rows:factor, j:columns:factor]
+            np.maximum(high, grid, out=high)
+            np.minimum(low, grid, out=low)
+    return high.astype(np.float32), low.astype(np.float32)
 
 
 def _components(response: np.ndarray, span: float, max_height: int, max_width: int) -> list[tuple[int, int, int, int]]:
@@ -357,15 +369,21 @@ def tesseract_tsv(image: np.ndarray, psm: int = 6) -> list[dict[str, str]]:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     env = {**os.environ, "OMP_THREAD_LIMIT": "1"}  # one core per worker thread
-    result = subprocess.run(
-        ["tesseract", "stdin", "stdout", "-l", "eng", "--psm", str(psm), "tsv"],
-        input=buffer.getvalue(),
-        capture_output=True,
-        env=env,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise QuarantineError("ocr_failed")
+    try:
+        result = subprocess.run(
+            ["tesseract", "stdin", "stdout", "-l", "eng", "--psm", str(psm), "tsv"],
+            input=buffer.getvalue(),
+            capture_output=True,
+            env=env,
+            check=False,
+            timeout=OCR_TIMEOUT,
+        )
+    except FileNotFoundError:
+        raise QuarantineError("ocr_unavailable", "tesseract") from None
+    except subprocess.TimeoutExpired:
+        raise QuarantineError("ocr_failed", "timeout") from None
+    if result.returncode != 0:  # an image with candidate text that cannot be read: fail closed
+        raise QuarantineError("ocr_failed", "tesseract")
     lines = result.stdout.decode("utf-8", "replace").splitlines()
     if not lines:
         return []

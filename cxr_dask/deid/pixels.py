@@ -232,18 +232,6 @@ def _components(response: np.ndarray, span: float, max_height: int, max_width: i
     return boxes
 
 
-def _union_find(n: int) -> tuple[list[int], object]:
-    parent = list(range(n))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    return parent, root
-
-
 def _group_lines(boxes: list[tuple[int, int, int, int]]) -> list[tuple[tuple[int, int, int, int], int, int]]:
     """Merge glyph boxes that sit on one line close together: (box, glyphs, median height)."""
     parent = list(range(len(boxes)))
@@ -342,7 +330,7 @@ def _region(arr: np.ndarray, box: tuple[int, int, int, int], glyphs: int, height
     ring = np.concatenate([crop[0], crop[-1], crop[:, 0], crop[:, -1]])
     ground = float(np.median(ring))
     low, high = np.percentile(crop, (1, 99))
-    return Region(x0, y0, x1, y1, bright=(high - ground) >= (ground - low), glyphs=glyphs, line_height=max(1, height))
+    return Region(x0, y0, x1, y1, bright=bool(high - ground >= ground - low), glyphs=glyphs, line_height=max(1, height))
 
 
 # --------------------------------------------------------------------------- OCR
@@ -442,11 +430,16 @@ def redact_region(arr: np.ndarray, region: Region, keep: list[Word], black: int)
         arr[word.y0 : word.y1, word.x0 : word.x1] = pixels
 
 
+def is_small(region: Region) -> bool:
+    """Room for two characters at most (a side marker, an arrow): identifies nobody, not OCRed."""
+    return region.width <= 1.6 * region.height
+
+
 def decide(region: Region, words: list[Word], options: PixelOptions) -> tuple[bool, list[Word]]:
     """(redact?, words to keep): a line stays only when every word on it is allow-listed."""
     if options.strict:
         return True, []
-    if region.width <= 1.6 * region.height:  # room for two characters at most: names nobody
+    if is_small(region):
         return False, []
     if not words:  # unreadable text-like strokes: blank them
         return True, []
@@ -488,7 +481,9 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
     report.regions_found = len(regions)
     if regions:
         mark = time.perf_counter()
-        words = [[] for _ in regions] if options.strict else read_regions(arr, regions, options)
+        to_read = [] if options.strict else [r for r in regions if not is_small(r)]
+        read = dict(zip(to_read, read_regions(arr, to_read, options), strict=True))
+        words = [read.get(region, []) for region in regions]
         report.timings["ocr"] = time.perf_counter() - mark
         if options.strict:
             report.rule = report.rule or "strict"

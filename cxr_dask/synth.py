@@ -29,7 +29,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from cxr_dask.synth_text import PHI, PlantedText, burn_in, phi_lines
+from cxr_dask.synth_text import PHI, STRUCTURE, PlantedText, burn_in, phi_lines
 
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 CR = "1.2.840.10008.5.1.4.1.1.1"
@@ -395,7 +395,7 @@ def _image(
             markers=kind < 0.75,
             structure=text_rng.random() < 0.2,
         )
-        ds.BurnedInAnnotation = "YES" if planted else "NO"
+        ds.BurnedInAnnotation = "YES" if any(p.kind != STRUCTURE for p in planted) else "NO"
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = sop_uid

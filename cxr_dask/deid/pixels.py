@@ -13,10 +13,14 @@ Two stages keep that affordable on a cluster of 3000x2500 radiographs:
    size Tesseract reads well), and returns word boxes in image coordinates.
 
 ``decide`` keeps allow-listed words (``rules.PixelOptions``), blanks the rest of every
-candidate line, blanks whole lines in strict mode and lines OCR cannot read (a single
-glyph excepted: one character identifies nobody), and adds the rectangles of a matching
-known-region rule. Blanking uses the photometric minimum: 0 for MONOCHROME2, the largest
-stored value for MONOCHROME1.
+candidate line, blanks whole lines in strict mode and lines OCR cannot read. A region
+with room for two characters at most (a side marker, an arrow) is kept without OCR: it
+cannot identify anybody, and Tesseract reads lone letters poorly. The rectangles of a
+matching known-region rule are blanked whatever OCR says. Blanking uses the photometric
+minimum: 0 for MONOCHROME2, the largest stored value for MONOCHROME1.
+
+Where the text is does not matter to the detector: modalities print in corners and along
+edges, but side markers sit beside the lungs, so location is no filter.
 
 An image where nothing is found, or where everything found is allow-listed, keeps its
 original PixelData bytes; only changed images are re-encoded (``store``). Nothing here

@@ -461,3 +461,29 @@ def test_missing_tesseract_quarantines_images_with_candidates(cleaned, monkeypat
     with pytest.raises(QuarantineError) as caught:
         process.deidentify_bytes((cleaned["root"] / image.relpath).read_bytes(), cleaned["identity"], ProfileOptions())
     assert caught.value.reason == "ocr_unavailable"
+
+
+def test_a_marker_on_the_same_line_as_a_name_survives_its_redaction():
+    """Word-level decisions: the allow-listed word keeps its pixels, the rest of the line goes."""
+    from PIL import ImageDraw, ImageFont
+
+    from cxr_dask.synth_text import available_fonts
+
+    rng = np.random.default_rng(0)
+    arr = (300 + rng.normal(0, 20, size=(320, 480))).clip(0, 4095).astype(np.uint16)
+    canvas = Image.new("L", (480, 320), 0)
+    font = ImageFont.truetype(available_fonts()[0], 28)
+    ImageDraw.Draw(canvas).text((20, 20), "PORTABLE  HOLLOWAY, AGATHA", fill=255, font=font)
+    ink = np.asarray(canvas) > 128
+    arr[ink] = 4095
+    marker_right = 20 + int(font.getlength("PORTABLE"))
+    name_left = 20 + int(font.getlength("PORTABLE  "))
+    options = PixelOptions()
+    (region,) = pixels.detect(arr)
+    (words,) = pixels.read_regions(arr, [region], options)
+    redact, keep = pixels.decide(region, words, options)
+    assert redact and len(keep) == 1
+    work = arr.copy()
+    pixels.redact_region(work, region, keep, black=0)
+    assert np.array_equal(work[:, :marker_right][ink[:, :marker_right]], arr[:, :marker_right][ink[:, :marker_right]])
+    assert (work[:, name_left:][ink[:, name_left:]] == 0).all()

@@ -173,11 +173,11 @@ def test_cleaned_images_change_only_inside_text_boxes_and_only_to_black(cleaned)
     assert min(cleaned_count.values()) >= 1, cleaned_count
 
 
-def _dciodvfy_errors(path: Path) -> set[str]:
+def _dciodvfy_errors(path: Path, scratch: Path) -> set[str]:
     ds = pydicom.dcmread(path)
     if ds.file_meta.TransferSyntaxUID == pydicom.uid.DeflatedExplicitVRLittleEndian:
         ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian  # dciodvfy cannot inflate
-        path = path.with_suffix(".inflated.dcm")
+        path = scratch / "inflated.dcm"
         ds.save_as(path, enforce_file_format=True)
     run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
     lines = (run.stdout + run.stderr).splitlines()
@@ -195,7 +195,7 @@ def test_cleaned_outputs_are_valid_dicom(cleaned, tmp_path):
         output.save_as(path, enforce_file_format=True)
         run = subprocess.run(["dcmdump", "-q", str(path)], capture_output=True, text=True)
         assert run.returncode == 0 and "E:" not in run.stderr, (image.transfer_syntax, run.stderr)
-        new = _dciodvfy_errors(path) - _dciodvfy_errors(cleaned["root"] / image.relpath)
+        new = _dciodvfy_errors(path, tmp_path) - _dciodvfy_errors(cleaned["root"] / image.relpath, tmp_path)
         assert not new, (image.transfer_syntax, new)
     assert len(checked) >= 6
 

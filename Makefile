@@ -3,7 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-DEBIAN_TOOLS := dcmdump:dcmtk dciodvfy:dicom3tools
+# command-or-file:package; a path is checked with test -e (fonts for synth's burned-in text)
+DEBIAN_TOOLS := dcmdump:dcmtk dciodvfy:dicom3tools tesseract:tesseract-ocr \
+	/usr/share/tesseract-ocr/5/tessdata/eng.traineddata:tesseract-ocr-eng \
+	/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf:fonts-dejavu-core \
+	/usr/share/fonts/truetype/liberation2/LiberationSans-Regular.ttf:fonts-liberation2
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup debian-tools run test bench lint clean image
@@ -19,7 +23,8 @@ $(STAMP): pyproject.toml
 # Installs the Debian packages whose commands the tests use, only when missing.
 debian-tools:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do \
-	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	  tool=$${pair%%:*}; \
+	  { test -e "$$tool" || command -v "$$tool" >/dev/null 2>&1; } || missing="$$missing $${pair#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
@@ -35,6 +40,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/pixels.py
 
 lint: setup
 	$(BIN)/ruff check cxr_dask tests bench

@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--patients", type=_positive_int, default=20)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--size", type=_size, default=(256, 256), help="ROWSxCOLUMNS, small or large")
+    synth.add_argument("--no-burned-in-text", action="store_true", help="no text painted into the pixels")
 
     demo = commands.add_parser("demo", help="synthesize a corpus and de-identify it (make run)")
     demo.add_argument("--workdir", default="out", help="folder for raw/, dataset/ and private/")
@@ -163,7 +164,14 @@ def command_synth(args: argparse.Namespace) -> int:
     from cxr_dask.synth import synthesize
 
     rows, columns = args.size
-    corpus = synthesize(args.output, patients=args.patients, seed=args.seed, rows=rows, columns=columns)
+    corpus = synthesize(
+        args.output,
+        patients=args.patients,
+        seed=args.seed,
+        rows=rows,
+        columns=columns,
+        burned_in_text=not args.no_burned_in_text,
+    )
     n_studies = len({image.study_instance_uid for image in corpus.images})
     print(f"wrote {len(corpus.images)} images of {n_studies} studies, {args.patients} patients to {args.output}")
     return 0
@@ -175,7 +183,7 @@ def command_demo(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir)
     raw = workdir / "raw"
     if not raw.exists():
-        corpus = synthesize(str(raw), patients=args.patients, seed=7)
+        corpus = synthesize(str(raw), patients=args.patients, seed=7, burned_in_text=True)
         print(f"synthesized {len(corpus.images)} images of {args.patients} patients into {raw}")
     flags = _run_flags(args) | {
         "input": str(raw),

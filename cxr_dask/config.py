@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cxr_dask.deid.profile import ProfileOptions
+from cxr_dask.deid.rules import pixel_options_from
 from cxr_dask.errors import ConfigError
 from cxr_dask.storage import Location, overlaps
 
@@ -82,7 +83,8 @@ class RunConfig:
         return max(1, min(MAX_PARTITION_SIZE, per_thread))
 
 
-_FILE_KEYS = {f.name for f in fields(RunConfig)} - {"profile"}
+#: ``pixels`` is the ``[pixels]`` table (rules.PixelOptions); it lands in ``profile``.
+_FILE_KEYS = ({f.name for f in fields(RunConfig)} - {"profile"}) | {"pixels"}
 
 
 def read_config_file(path: str) -> dict[str, Any]:
@@ -105,6 +107,8 @@ def build_config(file_settings: dict[str, Any], flags: dict[str, Any]) -> RunCon
     """Flags given on the command line win over the file; unset flags are None."""
     merged = dict(file_settings)
     merged.update({k: v for k, v in flags.items() if v is not None})
+    if "pixels" in merged:
+        merged["profile"] = ProfileOptions(pixels=pixel_options_from(merged.pop("pixels")))
     try:
         return RunConfig(**merged)
     except TypeError as error:

@@ -58,6 +58,13 @@ AUDIT_SCHEMA = pa.schema(
         ("bytes_in", pa.int64()),
         ("bytes_out", pa.int64()),
         *[(name, pa.int64()) for name in AUDIT_COUNTS],
+        # burned-in text (deid/pixels.py): counts and a rule's name, never the text read
+        ("pixel_action", pa.string()),  # untouched | cleaned | disabled
+        ("pixel_regions_found", pa.int64()),
+        ("pixel_regions_kept", pa.int64()),  # allow-listed markers
+        ("pixel_regions_redacted", pa.int64()),
+        ("pixel_rule", pa.string()),  # the known-region rule that fired, or "strict"
+        ("pixel_seconds", pa.float64()),
         ("seconds", pa.float64()),
         ("worker", pa.string()),  # host:pid of the process that handled the file
     ]

@@ -18,6 +18,7 @@ from typing import Any
 import pydicom
 
 from cxr_dask import storage
+from cxr_dask.deid import pixels
 from cxr_dask.deid.header import FileIdentity, HeaderReport, deidentify_header
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.errors import QuarantineError
@@ -36,6 +37,7 @@ class DeidentifiedFile:
     identity: FileIdentity
     report: HeaderReport
     metadata: dict[str, Any]
+    pixels: pixels.PixelReport
 
     @property
     def path(self) -> str:
@@ -68,7 +70,12 @@ def file_identity(ds: pydicom.Dataset, identity: IdentityMap) -> FileIdentity:
 
 
 def deidentify_bytes(data: bytes, identity: IdentityMap, options: ProfileOptions) -> DeidentifiedFile:
-    """De-identify one DICOM file held in memory; pixel data is carried as raw bytes."""
+    """De-identify one DICOM file held in memory.
+
+    Pixel data is carried as raw bytes unless burned-in text had to be blacked out; then
+    it is re-encoded (``deid.pixels``). The pixel step reads the header as received
+    (known-region rules match the device), before the header is de-identified.
+    """
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
     except Exception:
@@ -79,14 +86,19 @@ def deidentify_bytes(data: bytes, identity: IdentityMap, options: ProfileOptions
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise QuarantineError("no_pixel_data")
     ids = file_identity(ds, identity)
+    source_syntax = str(ds.file_meta.get("TransferSyntaxUID", "")).strip()
+    cleaned = pixels.clean(ds, options.pixels)
     report = deidentify_header(ds, ids, identity.remap_uid, options)
+    if cleaned.array is not None:
+        pixels.store(ds, cleaned.array, source_syntax)
+        pixels.mark_cleaned(ds)
     buffer = io.BytesIO()
     try:
         ds.save_as(buffer, enforce_file_format=True)
     except Exception:
         raise QuarantineError("unwritable") from None
     row = metadata_row(ds, ids.dicom_id, ids.subject_id, ids.study_id)
-    return DeidentifiedFile(buffer.getvalue(), ids, report, row)
+    return DeidentifiedFile(buffer.getvalue(), ids, report, row, cleaned.report)
 
 
 def process_file(
@@ -123,6 +135,7 @@ def process_file(
         bytes_out=len(result.data),
         seconds=time.perf_counter() - started,
         **result.report.as_dict(),
+        **result.pixels.as_audit(),
     )
     return row, result.metadata
 

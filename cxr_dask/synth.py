@@ -19,12 +19,17 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
+    JPEG2000,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
     RLELossless,
 )
+
+from cxr_dask.synth_text import PHI, STRUCTURE, PlantedText, burn_in, phi_lines
 
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 CR = "1.2.840.10008.5.1.4.1.1.1"
@@ -37,6 +42,11 @@ TRANSFER_SYNTAXES = (
     JPEG2000Lossless,
     RLELossless,
 )
+
+#: Further syntaxes the generator can write when asked (pixel tests and benchmarks).
+EXTRA_TRANSFER_SYNTAXES = (JPEGLSLossless, JPEG2000, JPEGLSNearLossless)
+#: Syntaxes written lossy: the file says so in LossyImageCompression.
+LOSSY_SYNTAXES = frozenset({JPEG2000, JPEGLSNearLossless})
 
 SURNAMES = [
     "Abernathy",
@@ -158,6 +168,14 @@ class SynthImage:
     view: str
     transfer_syntax: str
     phi: tuple[str, ...]
+    photometric: str = ""
+    #: Text and decoys painted into the pixels (empty unless ``burned_in_text``).
+    burned_in: tuple[PlantedText, ...] = ()
+
+    @property
+    def pixel_phi_tokens(self) -> tuple[str, ...]:
+        """The identifying words painted into the pixels (what OCR must never find in an output)."""
+        return tuple(dict.fromkeys(t for p in self.burned_in if p.kind == PHI for t in p.tokens))
 
 
 @dataclass(frozen=True)
@@ -255,7 +273,8 @@ def _image(
     rows: int,
     columns: int,
     syntax: str,
-) -> tuple[Dataset, list[str]]:
+    text_rng: random.Random | None = None,
+) -> tuple[Dataset, list[str], tuple[PlantedText, ...]]:
     rng = gen.rng
     is_dx = rng.random() < 0.6
     sop_uid, series_uid = gen.uid(), gen.uid()
@@ -363,18 +382,36 @@ def _image(
     ds.FocalSpots = "1.2"
 
     arr = _pixels(gen, rows, columns, bits, monochrome1)
+    planted: tuple[PlantedText, ...] = ()
+    if text_rng is not None:  # its own random stream: headers stay as without text
+        kind = text_rng.random()
+        lines = phi_lines(text_rng, patient.name, patient.patient_id, patient.birth_date, date, study["accession"])
+        planted = burn_in(
+            arr,
+            bits,
+            monochrome1,
+            text_rng,
+            phi=lines if kind < 0.5 else None,  # half the images carry PHI in the pixels
+            markers=kind < 0.75,
+            structure=text_rng.random() < 0.2,
+        )
+        ds.BurnedInAnnotation = "YES" if any(p.kind != STRUCTURE for p in planted) else "NO"
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
     ds.file_meta.ImplementationClassUID = UID_ROOT + "1"
-    if syntax in (JPEG2000Lossless, RLELossless):
+    if syntax in (JPEG2000Lossless, RLELossless, *EXTRA_TRANSFER_SYNTAXES):
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.compress(
             syntax,
             arr,
-            encoding_plugin="pylibjpeg" if syntax == JPEG2000Lossless else "",
+            encoding_plugin="pylibjpeg" if syntax in (JPEG2000Lossless, JPEG2000) else "",
             generate_instance_uid=False,  # the UID is part of the seeded content
+            **({"j2k_cr": [8]} if syntax == JPEG2000 else {"jls_error": 2} if syntax == JPEGLSNearLossless else {}),
         )
+        if syntax in LOSSY_SYNTAXES:
+            ds.LossyImageCompression = "01"
+            ds.LossyImageCompressionMethod = "ISO_15444_1" if syntax == JPEG2000 else "ISO_14495_1"
     else:
         ds.file_meta.TransferSyntaxUID = syntax
         ds.PixelData = arr.tobytes()
@@ -403,7 +440,7 @@ def _image(
         serial,
         comment,
     ]
-    return ds, phi
+    return ds, phi, planted
 
 
 def _encode(ds: Dataset) -> bytes:
@@ -421,12 +458,17 @@ def synthesize(
     columns: int = 256,
     transfer_syntaxes: Sequence[str] | None = None,
     storage_options: dict[str, Any] | None = None,
+    burned_in_text: bool = False,
 ) -> SynthCorpus:
     """Write a corpus to ``out`` (any fsspec URL); deterministic for ``seed``.
 
     Each patient has 1-4 studies over several years, each study 1-3 images (PA, AP,
     LATERAL); transfer syntaxes cycle through ``transfer_syntaxes`` (default: all five
     the generator writes) so every syntax appears in any corpus of five images or more.
+
+    ``burned_in_text`` paints text into the pixels (``synth_text``): PHI lines in half
+    the images, orientation markers in three quarters, a wire or ruler in a fifth; the
+    planted boxes are in each ``SynthImage.burned_in``.
     """
     gen = _Generator(seed)
     syntaxes = tuple(transfer_syntaxes or TRANSFER_SYNTAXES)
@@ -455,7 +497,8 @@ def synthesize(
             }
             for number, view in enumerate(views, start=1):
                 syntax = syntaxes[len(images) % len(syntaxes)]
-                ds, phi = _image(gen, patient, study, view, number, rows, columns, syntax)
+                text_rng = random.Random(f"{seed}:{len(images)}") if burned_in_text else None
+                ds, phi, planted = _image(gen, patient, study, view, number, rows, columns, syntax, text_rng)
                 relpath = f"{folder}/{date.isoformat()}_{study['accession']}/{view}_{number}.dcm"
                 path = f"{root}/{relpath}"
                 fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
@@ -475,6 +518,8 @@ def synthesize(
                         view=view,
                         transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
                         phi=tuple(dict.fromkeys(phi)),
+                        photometric=str(ds.PhotometricInterpretation),
+                        burned_in=planted,
                     )
                 )
             date = date + dt.timedelta(days=gen.rng.randrange(60, 900))

@@ -19,6 +19,8 @@ from typing import Any
 
 from pydicom.datadict import dictionary_has_tag, dictionary_keyword, dictionary_VR
 
+from cxr_dask.deid.rules import PixelOptions
+
 TABLE_RESOURCE = "ps3.15-table-e.1-1.json"
 
 #: MIMIC-CXR keeps these descriptors (cleaned); every other cleanDescOpt row follows
@@ -82,6 +84,8 @@ class ProfileOptions:
 
     retain_modified_dates: bool = True
     clean_descriptors: frozenset[str] = DEFAULT_CLEAN_DESCRIPTORS
+    #: Clean Pixel Data option (113101): burned-in text found and blacked out.
+    pixels: PixelOptions = PixelOptions()  # noqa: RUF009 - frozen, immutable default
 
 
 _SIMPLE = {

@@ -1,0 +1,192 @@
+"""The burned-in text path per image at 3000x2500: decode, detect, OCR, encode, and the detector's score.
+
+A handful of synthetic radiographs with text painted in (``synthesize(..., burned_in_text=True)``,
+several transfer syntaxes) go through the stages of ``cxr_dask.deid.pixels`` one by one, on one
+core, each timed with ``time.perf_counter`` over several repetitions (median):
+
+- ``decode``: ``pixels.decode`` on a freshly read dataset;
+- ``detect``: the cheap text-region detector on the downscaled copy;
+- ``ocr``: Tesseract on the candidate lines (images where the detector found nothing, or only
+  regions too small to hold more than two characters, skip it);
+- ``encode``: ``pixels.store`` + writing the file, for images whose pixels changed;
+- ``pass2_with_pixels`` / ``pass2_without_pixels``: ``process.deidentify_bytes`` with pixel
+  cleaning on and off, the whole per-file cost either way.
+
+Also reported: the share of images the detector skipped (no OCR, pixel bytes untouched), and
+the detector's box-level recall and precision against the planted text boxes (a planted box is
+found when a detected region overlaps it; a detected region is correct when it overlaps
+planted text; wires and rulers are planted decoys, not text). Results go to
+``bench/results/pixels.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless
+
+from cxr_dask import identity, inventory, process
+from cxr_dask.deid import pixels
+from cxr_dask.deid.profile import ProfileOptions
+from cxr_dask.deid.rules import PixelOptions
+from cxr_dask.storage import Location, list_files
+from cxr_dask.synth import synthesize
+from cxr_dask.synth_text import STRUCTURE
+
+RESULTS = Path(__file__).parent / "results"
+SYNTAXES = (ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, JPEGLSLossless)
+
+
+def median_seconds(work: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def score(planted: list[tuple[int, int, int, int]], found: list[tuple[int, int, int, int]]) -> tuple[int, int]:
+    """(planted boxes hit by a detection, detections that hit planted text)."""
+    hit = sum(any(_overlaps(p, f) for f in found) for p in planted)
+    correct = sum(any(_overlaps(f, p) for p in planted) for f in found)
+    return hit, correct
+
+
+def measure_image(data: bytes, syntax: str, ident: identity.IdentityMap, repeats: int) -> dict[str, Any]:
+    """One image through each stage; stage seconds are medians over ``repeats``."""
+    options = PixelOptions()
+    decode = median_seconds(lambda: pixels.decode(pydicom.dcmread(io.BytesIO(data))), repeats)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    arr = pixels.decode(ds)
+    detect = median_seconds(lambda: pixels.detect(arr), repeats)
+    regions = pixels.detect(arr)
+    to_read = [r for r in regions if not pixels.is_small(r)]  # as pixels.clean does
+    row: dict[str, Any] = {"syntax": pydicom.uid.UID(syntax).name, "regions": len(regions), "decode": decode}
+    row["detect"] = detect
+    row["ocr"] = median_seconds(lambda: pixels.read_regions(arr, to_read, options), repeats) if to_read else 0.0
+    row["ocr_regions"] = len(to_read)
+    result = pixels.clean(ds, options)
+    row["action"] = result.report.action
+    if result.array is not None:
+
+        def encode() -> None:
+            copy = pydicom.dcmread(io.BytesIO(data))
+            pixels.store(copy, result.array, syntax)
+            copy.save_as(io.BytesIO(), enforce_file_format=True)
+
+        row["encode"] = median_seconds(encode, repeats)
+    else:
+        row["encode"] = 0.0
+    on, off = ProfileOptions(), ProfileOptions(pixels=PixelOptions(enabled=False))
+    row["pass2_with_pixels"] = median_seconds(lambda: process.deidentify_bytes(data, ident, on), repeats)
+    row["pass2_without_pixels"] = median_seconds(lambda: process.deidentify_bytes(data, ident, off), repeats)
+    row["found_boxes"] = [(r.x0, r.y0, r.x1, r.y1) for r in regions]
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--patients", type=int, default=3, help="patients in the 3000x2500 corpus")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=21)
+    args = parser.parse_args()
+    results: dict[str, Any] = {
+        "machine": f"{platform.machine()} {platform.processor() or ''} python {platform.python_version()}",
+        "repeats": args.repeats,
+    }
+    with tempfile.TemporaryDirectory(prefix="cxr-bench-pixels-") as tmp:
+        root = Path(tmp) / "raw"
+        corpus = synthesize(
+            str(root),
+            patients=args.patients,
+            seed=args.seed,
+            rows=3000,
+            columns=2500,
+            transfer_syntaxes=SYNTAXES,
+            burned_in_text=True,
+        )
+        source = Location(str(root))
+        files = list_files(source)
+        records = inventory.scan_partition(((i, k, s) for i, (k, s) in enumerate(files)), source)
+        table = inventory.mark_duplicates(inventory.to_table(records))
+        ident = identity.extend(identity.IdentityMap(uid_key=b"bench-secret-0123456789"), table)
+        rows = []
+        planted_total = planted_hit = found_total = found_correct = 0
+        for image in corpus.images:
+            row = measure_image((root / image.relpath).read_bytes(), image.transfer_syntax, ident, args.repeats)
+            text_boxes = [p.box for p in image.burned_in if p.kind != STRUCTURE]
+            found = row.pop("found_boxes")
+            hit, correct = score(text_boxes, found)
+            planted_total, planted_hit = planted_total + len(text_boxes), planted_hit + hit
+            found_total, found_correct = found_total + len(found), found_correct + correct
+            row.update(
+                planted_text=len(text_boxes),
+                planted_found=hit,
+                has_decoy=any(p.kind == STRUCTURE for p in image.burned_in),
+            )
+            rows.append(row)
+    stages = ("decode", "detect", "ocr", "encode", "pass2_with_pixels", "pass2_without_pixels")
+    ocr_rows = [r for r in rows if r["ocr_regions"]]
+    encode_rows = [r for r in rows if r["action"] == "cleaned"]
+    results.update(
+        images=len(rows),
+        size="3000x2500",
+        median_seconds={
+            "decode": statistics.median(r["decode"] for r in rows),
+            "detect": statistics.median(r["detect"] for r in rows),
+            "ocr_when_read": statistics.median(r["ocr"] for r in ocr_rows) if ocr_rows else 0.0,
+            "encode_when_cleaned": statistics.median(r["encode"] for r in encode_rows) if encode_rows else 0.0,
+            "pass2_with_pixels": statistics.median(r["pass2_with_pixels"] for r in rows),
+            "pass2_without_pixels": statistics.median(r["pass2_without_pixels"] for r in rows),
+        },
+        skipped_by_detector=sum(not r["regions"] for r in rows) / len(rows),
+        ocr_skipped=sum(not r["ocr_regions"] for r in rows) / len(rows),
+        cleaned=sum(r["action"] == "cleaned" for r in rows) / len(rows),
+        detector_recall=planted_hit / planted_total if planted_total else None,
+        detector_precision=found_correct / found_total if found_total else None,
+        planted_text_boxes=planted_total,
+        detected_regions=found_total,
+        per_image=rows,
+    )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "pixels.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"burned-in text, 3000x2500, one core, median of {args.repeats}; {results['machine']}")
+    print(f"{'syntax':48} {'regions':>7} " + " ".join(f"{s[:12]:>12}" for s in stages) + "  action")
+    for r in rows:
+        print(
+            f"{r['syntax'][:48]:48} {r['regions']:>7} "
+            + " ".join(f"{r[s]:>12.3f}" for s in stages)
+            + f"  {r['action']}"
+        )
+    m = results["median_seconds"]
+    print(
+        f"median s/image: decode {m['decode']:.3f}, detect {m['detect']:.3f}, "
+        f"OCR {m['ocr_when_read']:.3f} (images with lines to read), "
+        f"encode {m['encode_when_cleaned']:.3f} (cleaned images); "
+        f"pass 2 {m['pass2_with_pixels']:.3f} with pixels vs {m['pass2_without_pixels']:.3f} without"
+    )
+    print(
+        f"skipped by the detector {results['skipped_by_detector']:.0%} (no OCR at all: {results['ocr_skipped']:.0%}), "
+        f"cleaned {results['cleaned']:.0%}; "
+        f"detector recall {results['detector_recall']:.2f}, precision {results['detector_precision']:.2f} "
+        f"({planted_hit}/{planted_total} planted boxes, {found_correct}/{found_total} regions)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""Burned-in annotations for the synthetic corpus: text where modalities put it, and decoys.
+
+Real chest radiographs carry text burned into the pixels by the modality or a
+secondary-capture step: a side marker (L/R) near the lung edge, the projection and
+position (AP, PORTABLE, SUPINE), and sometimes the patient's name, MRN, birth date and
+the acquisition date and time in a corner or along an edge. This module paints such
+text into a synthetic image (several fonts and sizes, white on dark or black on bright,
+sometimes on a backing box), plus text-like structures that are not text (a wire, an
+ECG lead, a ruler), and returns every planted box so tests and benchmarks can score a
+detector's recall and precision and check that no PHI token survives.
+
+Deterministic for its ``random.Random``: the fonts are the Debian packages ``make
+setup`` installs, found by fixed paths.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+FONT_PATHS = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSansMono-Bold.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf",
+    "/usr/share/fonts/truetype/liberation2/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/truetype/liberation2/LiberationSans-Bold.ttf",
+    "/usr/share/fonts/truetype/liberation2/LiberationMono-Regular.ttf",
+)
+
+PHI, MARKER, STRUCTURE = "phi", "marker", "structure"
+SIDE_MARKERS = ("L", "R", "LT", "RT")
+POSITION_MARKERS = ("AP", "PA", "PORTABLE", "UPRIGHT", "ERECT", "SUPINE", "SEMI-ERECT", "SITTING", "LAT", "INSP")
+
+
+@dataclass(frozen=True)
+class PlantedText:
+    """One planted line: its text, ``phi``/``marker``/``structure``, and its pixel box.
+
+    ``box`` is ``(x0, y0, x1, y1)``, end-exclusive, tight around the painted strokes.
+    """
+
+    text: str
+    kind: str
+    box: tuple[int, int, int, int]
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        return tuple(self.text.split())
+
+
+@lru_cache(maxsize=1)
+def available_fonts() -> tuple[str, ...]:
+    """The font files present (``make setup`` installs fonts-dejavu-core, fonts-liberation2)."""
+    return tuple(path for path in FONT_PATHS if Path(path).is_file())
+
+
+@lru_cache(maxsize=64)
+def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(path, size)
+
+
+def _date_text(rng: random.Random, day: dt.date) -> str:
+    formats = ("%m/%d/%Y", "%Y-%m-%d", "%d.%m.%Y", "%d-%b-%Y", "%Y%m%d", "%b %d %Y")
+    return day.strftime(rng.choice(formats)).upper()
+
+
+def _time_text(rng: random.Random) -> str:
+    hour, minute, second = rng.randrange(7, 20), rng.randrange(60), rng.randrange(60)
+    if rng.random() < 0.3:
+        return f"{(hour - 1) % 12 + 1}:{minute:02d}{'PM' if hour >= 12 else 'AM'}"
+    return f"{hour:02d}:{minute:02d}:{second:02d}" if rng.random() < 0.5 else f"{hour:02d}:{minute:02d}"
+
+
+def phi_lines(
+    rng: random.Random, name: str, patient_id: str, birth: dt.date, day: dt.date, accession: str
+) -> list[str]:
+    """One to three lines of identifying text in the formats modalities print."""
+    surname, given = name.split("^")[:2]
+    names = (f"{surname}, {given}", f"{given} {surname}", f"{surname}^{given}", f"{surname} {given[0]}")
+    digits = patient_id.removeprefix("MRN")
+    ids = (f"MRN: {digits}", f"ID {digits}", patient_id, f"#{digits}")
+    candidates = [
+        rng.choice(names),
+        rng.choice(ids),
+        f"DOB {_date_text(rng, birth)}",
+        f"{_date_text(rng, day)} {_time_text(rng)}",
+        f"ACC {accession.removeprefix('ACC')}",
+    ]
+    first = candidates[0] if rng.random() < 0.7 else candidates[1]
+    rest = [c for c in candidates if c != first]
+    return [first, *rng.sample(rest, rng.randint(0, 2))]
+
+
+def _render(text: str, font: ImageFont.FreeTypeFont) -> np.ndarray:
+    """The text's anti-aliased coverage (0..1), cropped to its strokes."""
+    left, top, right, bottom = font.getbbox(text)
+    canvas = Image.new("L", (right - left + 4, bottom - top + 4), 0)
+    ImageDraw.Draw(canvas).text((2 - left, 2 - top), text, fill=255, font=font)
+    mask = np.asarray(canvas, dtype=np.float32) / 255.0
+    ys, xs = np.nonzero(mask > 0.05)
+    return mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+
+
+class _Canvas:
+    """An image being annotated, with the boxes already taken (nothing overlaps)."""
+
+    def __init__(self, image: np.ndarray, top: int, monochrome1: bool, rng: random.Random) -> None:
+        self.image, self.top, self.monochrome1, self.rng = image, top, monochrome1, rng
+        self.rows, self.columns = image.shape
+        self.taken: list[tuple[int, int, int, int]] = []
+        self.planted: list[PlantedText] = []
+
+    def stored(self, bright: bool) -> int:
+        """The stored value that displays as white (bright) or black on this photometric."""
+        return (0 if bright else self.top) if self.monochrome1 else (self.top if bright else 0)
+
+    def displayed_brightness(self, box: tuple[int, int, int, int]) -> float:
+        x0, y0, x1, y1 = box
+        mean = float(self.image[y0:y1, x0:x1].mean()) / self.top
+        return 1.0 - mean if self.monochrome1 else mean
+
+    def free(self, box: tuple[int, int, int, int], margin: int) -> bool:
+        x0, y0, x1, y1 = box
+        if x0 < 2 or y0 < 2 or x1 > self.columns - 2 or y1 > self.rows - 2:
+            return False
+        return all(
+            x1 + margin <= a0 or b1 + margin <= x0 or y1 + margin <= b0 or c1 + margin <= y0
+            for a0, b0, b1, c1 in self.taken
+        )
+
+    def paint(self, mask: np.ndarray, x: int, y: int, bright: bool) -> None:
+        h, w = mask.shape
+        region = self.image[y : y + h, x : x + w].astype(np.float32)
+        value = self.stored(bright)
+        self.image[y : y + h, x : x + w] = np.rint(region * (1.0 - mask) + value * mask).astype(self.image.dtype)
+
+    def place_text(self, text: str, kind: str, size: int, anchor: tuple[float, float], backing: bool) -> bool:
+        """Paint ``text`` near the fractional ``anchor``; False when no free spot was found."""
+        font = _font(self.rng.choice(available_fonts()), size)
+        mask = _render(text, font)
+        h, w = mask.shape
+        pad = max(2, size // 4) if backing else 0
+        margin = max(4, size // 2)
+        for _ in range(12):
+            x = int(anchor[0] * (self.columns - w)) + self.rng.randint(-size, size)
+            y = int(anchor[1] * (self.rows - h)) + self.rng.randint(-size // 2, size // 2)
+            box = (x - pad, y - pad, x + w + pad, y + h + pad)
+            if self.free(box, margin):
+                break
+        else:
+            return False
+        if backing:
+            bright_box = self.displayed_brightness(box) > 0.5
+            self.image[box[1] : box[3], box[0] : box[2]] = self.stored(bright_box)
+            bright_text = not bright_box
+        else:
+            bright_text = self.displayed_brightness(box) < 0.5
+        self.paint(mask, x, y, bright_text)
+        self.taken.append(box)
+        self.planted.append(PlantedText(text, kind, (x, y, x + w, y + h)))
+        return True
+
+    def wire(self) -> None:
+        """A bright metal wire or ECG lead: a long smooth curve across the chest."""
+        t = np.linspace(0.0, 1.0, 400)
+        x0, x1 = self.rng.uniform(0.3, 0.7), self.rng.uniform(0.3, 0.7)
+        bend = self.rng.uniform(-0.2, 0.2)
+        xs = (x0 + (x1 - x0) * t + bend * np.sin(np.pi * t)) * (self.columns - 1)
+        ys = (0.15 + 0.6 * t) * (self.rows - 1)
+        width = max(2, self.rows // 250)
+        canvas = Image.new("L", (self.columns, self.rows), 0)
+        ImageDraw.Draw(canvas).line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=255, width=width)
+        self._structure("wire", np.asarray(canvas, dtype=np.float32) / 255.0, reserve=False)
+
+    def ruler(self) -> None:
+        """A radiopaque ruler along the bottom edge: a bar with regular tick marks."""
+        length = int(self.columns * self.rng.uniform(0.3, 0.5))
+        tick = max(6, self.rows // 60)
+        step = max(5, self.columns // 60)
+        x = self.rng.randint(self.columns // 8, self.columns - length - self.columns // 8)
+        y = int(self.rows * 0.96) - 2 * tick
+        canvas = Image.new("L", (self.columns, self.rows), 0)
+        draw = ImageDraw.Draw(canvas)
+        width = max(1, self.rows // 300)
+        draw.line([(x, y), (x + length, y)], fill=255, width=width)
+        for i, tx in enumerate(range(x, x + length + 1, step)):
+            draw.line([(tx, y), (tx, y + (tick if i % 5 == 0 else tick // 2))], fill=255, width=width)
+        self._structure("ruler", np.asarray(canvas, dtype=np.float32) / 255.0)
+
+    def _structure(self, name: str, mask: np.ndarray, reserve: bool = True) -> None:
+        """Paint a decoy; a wire's box spans the chest, so only its strokes are kept clear."""
+        ys, xs = np.nonzero(mask > 0.05)
+        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        self.paint(mask[box[1] : box[3], box[0] : box[2]], box[0], box[1], bright=True)
+        if reserve:
+            self.taken.append(box)
+        self.planted.append(PlantedText(name, STRUCTURE, box))
+
+
+def burn_in(
+    image: np.ndarray,
+    bits: int,
+    monochrome1: bool,
+    rng: random.Random,
+    *,
+    phi: list[str] | None,
+    markers: bool,
+    structure: bool,
+) -> tuple[PlantedText, ...]:
+    """Paint markers, PHI lines (``phi``) and maybe a decoy structure into ``image`` in place.
+
+    Font sizes scale with the image (about 1.5-3% of its height, at least 13 pixels so a
+    256-pixel test image still carries legible text).
+    """
+    canvas = _Canvas(image, (1 << bits) - 1, monochrome1, rng)
+    rows = canvas.rows
+
+    def size(scale: float = 1.0) -> int:
+        return max(13, int(rows * rng.uniform(0.015, 0.03) * scale))
+
+    if structure:  # first, so text is placed clear of it
+        canvas.wire() if rng.random() < 0.5 else canvas.ruler()
+    if markers:
+        side = rng.choice(SIDE_MARKERS)
+        canvas.place_text(
+            side, MARKER, size(1.8), (rng.choice((0.06, 0.94)), rng.uniform(0.08, 0.3)), rng.random() < 0.4
+        )
+        if rng.random() < 0.7:
+            canvas.place_text(rng.choice(POSITION_MARKERS), MARKER, size(), (rng.uniform(0.3, 0.7), 0.03), False)
+    if phi:
+        corner = (rng.choice((0.02, 0.98)), rng.choice((0.02, 0.98)))
+        backing = rng.random() < 0.3
+        line_size = size()
+        for offset, line in enumerate(phi):
+            step = (line_size * 1.6 * offset) / max(1, rows - line_size)
+            y = corner[1] + step if corner[1] < 0.5 else corner[1] - step
+            canvas.place_text(line, PHI, line_size, (corner[0], y), backing)
+        if markers and rng.random() < 0.5:  # a timestamp printed right under the position word
+            canvas.place_text(phi[-1], PHI, size(), (rng.uniform(0.3, 0.7), 0.08), False)
+    return tuple(canvas.planted)

@@ -1,0 +1,498 @@
+"""Burned-in text: planted PHI is unreadable after cleaning, markers and untouched pixels stay.
+
+One synthetic corpus with text painted into the pixels, in every transfer syntax the
+generator writes, goes through pass 2 (``process.deidentify_bytes``, no cluster). The
+PHI check is an independent attacker: Tesseract on each planted box of the output, both
+polarities, upscaled; the same reading of the input proves the check can see the text.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pydicom
+import pytest
+from PIL import Image
+
+from cxr_dask import identity, inventory, process
+from cxr_dask.config import build_config, read_config_file
+from cxr_dask.deid import pixels
+from cxr_dask.deid.profile import ProfileOptions
+from cxr_dask.deid.rules import PixelOptions, RegionRule, pixel_options_from
+from cxr_dask.errors import ConfigError, QuarantineError
+from cxr_dask.metadata import AUDIT_SCHEMA
+from cxr_dask.storage import Location, list_files
+from cxr_dask.synth import EXTRA_TRANSFER_SYNTAXES, LOSSY_SYNTAXES, TRANSFER_SYNTAXES, synthesize
+from cxr_dask.synth_text import MARKER, PHI, STRUCTURE
+
+SYNTAXES = TRANSFER_SYNTAXES + EXTRA_TRANSFER_SYNTAXES
+SIZE = 448
+MARGIN = 6  # pixels around a planted box that the check reads
+
+
+@pytest.fixture(scope="module")
+def cleaned(tmp_path_factory):
+    """The corpus, its identity map, and every image's input and pass-2 output."""
+    root = tmp_path_factory.mktemp("pixels") / "raw"
+    corpus = synthesize(
+        str(root), patients=4, seed=4, rows=SIZE, columns=SIZE, transfer_syntaxes=SYNTAXES, burned_in_text=True
+    )
+    source = Location(str(root))
+    files = list_files(source)
+    records = inventory.scan_partition(((i, k, s) for i, (k, s) in enumerate(files)), source)
+    ident = identity.extend(
+        identity.IdentityMap(uid_key=b"t" * 32), inventory.mark_duplicates(inventory.to_table(records))
+    )
+    results = []
+    for image in corpus.images:
+        data = (root / image.relpath).read_bytes()
+        out = process.deidentify_bytes(data, ident, ProfileOptions())
+        results.append((image, pydicom.dcmread(io.BytesIO(data)), pydicom.dcmread(io.BytesIO(out.data)), out))
+    return {"corpus": corpus, "results": results, "identity": ident, "root": root}
+
+
+def _alnum(text: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "", text.upper())
+
+
+def _display(ds: pydicom.Dataset) -> np.ndarray:
+    arr = ds.pixel_array.astype(np.float64)
+    return (1 << ds.BitsStored) - 1 - arr if ds.PhotometricInterpretation == "MONOCHROME1" else arr
+
+
+def read_box(ds: pydicom.Dataset, box: tuple[int, int, int, int]) -> str:
+    """What Tesseract reads in ``box`` plus a margin: dark-on-light by the border, 3x, one line."""
+    x0, y0, x1, y1 = box
+    crop = _display(ds)[max(0, y0 - MARGIN) : y1 + MARGIN, max(0, x0 - MARGIN) : x1 + MARGIN]
+    gray = (crop - crop.min()) / (float(np.ptp(crop)) or 1.0) * 255.0
+    ring = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if np.median(ring) < 128:
+        gray, ring = 255.0 - gray, 255.0 - ring
+    gray = np.clip(gray / max(float(np.median(ring)), 1.0) * 255.0, 0, 255).astype(np.uint8)
+    big = Image.fromarray(gray).resize((gray.shape[1] * 3, gray.shape[0] * 3), Image.BICUBIC)
+    buffer = io.BytesIO()
+    Image.fromarray(np.pad(np.asarray(big), 30, constant_values=255)).save(buffer, format="PNG")
+    run = subprocess.run(
+        ["tesseract", "stdin", "stdout", "--psm", "7"], input=buffer.getvalue(), capture_output=True, check=True
+    )
+    return _alnum(run.stdout.decode("utf-8", "replace"))
+
+
+def _phi_tokens(image) -> list[str]:
+    return [t for t in (_alnum(t) for t in image.pixel_phi_tokens) if len(t) >= 4]
+
+
+def test_corpus_covers_every_syntax_with_phi_and_both_photometrics(cleaned):
+    with_phi = [image for image, *_ in cleaned["results"] if image.pixel_phi_tokens]
+    assert {image.transfer_syntax for image in with_phi} == set(SYNTAXES)
+    assert {image.photometric for image in with_phi} == {"MONOCHROME1", "MONOCHROME2"}
+    assert any(not image.burned_in for image, *_ in cleaned["results"])
+
+
+def test_ocr_finds_no_planted_phi_token_in_any_output(cleaned):
+    seen_in_input = leaked = total = 0
+    for image, source, output, _ in cleaned["results"]:
+        for planted in (p for p in image.burned_in if p.kind == PHI):
+            tokens = [t for t in (_alnum(t) for t in planted.tokens) if len(t) >= 4]
+            if not tokens:
+                continue
+            before, after = read_box(source, planted.box), read_box(output, planted.box)
+            total += len(tokens)
+            seen_in_input += sum(token in before for token in tokens)
+            found = [token for token in tokens if token in after]
+            leaked += len(found)
+            assert not found, (image.transfer_syntax, planted.kind)
+    assert total >= 20
+    assert seen_in_input >= 0.7 * total, "the OCR check cannot read the planted text in the inputs"
+    assert leaked == 0
+
+
+def test_markers_stay_readable(cleaned):
+    kept = total = 0
+    for image, source, output, _ in cleaned["results"]:
+        for planted in (p for p in image.burned_in if p.kind == MARKER):
+            x0, y0, x1, y1 = planted.box
+            total += 1
+            kept += np.array_equal(source.pixel_array[y0:y1, x0:x1], output.pixel_array[y0:y1, x0:x1])
+    assert total >= 10
+    assert kept >= 0.95 * total, f"{kept} of {total} markers kept"
+
+
+def test_images_without_findings_keep_their_pixel_bytes(cleaned):
+    untouched = 0
+    for image, source, output, result in cleaned["results"]:
+        if result.pixels.action == "untouched":
+            untouched += 1
+            assert output.PixelData == source.PixelData
+            assert output.file_meta.TransferSyntaxUID == source.file_meta.TransferSyntaxUID
+            codes = {item.CodeValue for item in output.DeidentificationMethodCodeSequence}
+            assert pixels.CLEAN_PIXEL_CODE[0] not in codes
+        if not image.burned_in:
+            assert result.pixels.action == "untouched" and result.pixels.regions_found == 0
+    assert untouched >= 3
+
+
+def _near(planted: tuple[int, int, int, int], box: tuple[int, int, int, int]) -> bool:
+    reach = max(8, planted[3] - planted[1])
+    x0, y0, x1, y1 = planted[0] - reach, planted[1] - reach, planted[2] + reach, planted[3] + reach
+    return x0 < box[2] and box[0] < x1 and y0 < box[3] and box[1] < y1
+
+
+def test_cleaned_images_change_only_inside_text_boxes_and_only_to_black(cleaned):
+    cleaned_count = {"MONOCHROME1": 0, "MONOCHROME2": 0}
+    for image, source, output, result in cleaned["results"]:
+        if result.pixels.action != "cleaned":
+            continue
+        cleaned_count[image.photometric] += 1
+        before, after = source.pixel_array, output.pixel_array
+        changed = before != after
+        redacted = np.zeros_like(changed)
+        for x0, y0, x1, y1 in result.pixels.boxes:
+            redacted[y0:y1, x0:x1] = True
+            # every blanked rectangle touches planted text (a ruler beside it, the strip between two
+            # backing boxes, may be taken for part of the same block)
+            assert any(_near(p.box, (x0, y0, x1, y1)) for p in image.burned_in), "blanked far from any text"
+        assert changed.any()
+        assert not (changed & ~redacted).any(), "pixels changed outside the redacted boxes"
+        assert changed.sum() < 0.1 * changed.size
+        black = (1 << int(source.BitsStored)) - 1 if image.photometric == "MONOCHROME1" else 0
+        assert (after[changed] == black).all(), image.photometric
+        assert output.BurnedInAnnotation == "NO"
+        codes = [item.CodeValue for item in output.DeidentificationMethodCodeSequence]
+        assert codes.count(pixels.CLEAN_PIXEL_CODE[0]) == 1
+        syntax = image.transfer_syntax
+        if syntax in LOSSY_SYNTAXES:
+            assert output.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+            assert output.LossyImageCompression == "01" and output.LossyImageCompressionMethod
+        else:
+            assert output.file_meta.TransferSyntaxUID == syntax
+            assert output.LossyImageCompression == "00"
+    assert min(cleaned_count.values()) >= 1, cleaned_count
+
+
+def _dciodvfy_errors(path: Path, scratch: Path) -> set[str]:
+    ds = pydicom.dcmread(path)
+    if ds.file_meta.TransferSyntaxUID == pydicom.uid.DeflatedExplicitVRLittleEndian:
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian  # dciodvfy cannot inflate
+        path = scratch / "inflated.dcm"
+        ds.save_as(path, enforce_file_format=True)
+    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    lines = (run.stdout + run.stderr).splitlines()
+    return {re.sub(r"(value|Value)\s*=\s*<[^>]*>", "", line).strip() for line in lines if line.startswith("Error")}
+
+
+def test_cleaned_outputs_are_valid_dicom(cleaned, tmp_path):
+    """dcmdump reads every cleaned syntax; dciodvfy finds no error the input did not have."""
+    checked = set()
+    for image, _, output, result in cleaned["results"]:
+        if result.pixels.action != "cleaned" or image.transfer_syntax in checked:
+            continue
+        checked.add(image.transfer_syntax)
+        path = tmp_path / "out.dcm"
+        output.save_as(path, enforce_file_format=True)
+        run = subprocess.run(["dcmdump", "-q", str(path)], capture_output=True, text=True)
+        assert run.returncode == 0 and "E:" not in run.stderr, (image.transfer_syntax, run.stderr)
+        new = _dciodvfy_errors(path, tmp_path) - _dciodvfy_errors(cleaned["root"] / image.relpath, tmp_path)
+        assert not new, (image.transfer_syntax, new)
+    assert len(checked) >= 6
+
+
+def test_audit_counts_regions_and_never_carries_text(cleaned, tmp_path):
+    image, *_ = next(r for r in cleaned["results"] if r[3].pixels.action == "cleaned")
+    root = cleaned["root"]
+    audit, _ = process.process_file(
+        Location(str(root)), Location(str(tmp_path)), 0, image.relpath, cleaned["identity"], ProfileOptions()
+    )
+    assert audit["status"] == "written" and audit["pixel_action"] == "cleaned"
+    assert audit["pixel_regions_found"] == audit["pixel_regions_kept"] + audit["pixel_regions_redacted"]
+    assert audit["pixel_regions_redacted"] >= 1 and audit["pixel_seconds"] > 0
+    assert set(audit) == set(AUDIT_SCHEMA.names)
+    flat = _audit_text([audit])
+    for token in _phi_tokens(image):
+        assert token not in flat
+
+
+def _audit_text(rows: list[dict]) -> str:
+    """The audit's text columns (numbers, hex ids and pids can match a 4-digit token by chance)."""
+    names = [f.name for f in AUDIT_SCHEMA if pa.types.is_string(f.type) and f.name not in ("dicom_id", "worker")]
+    return _alnum(" ".join(str(row[name]) for row in rows for name in names))
+
+
+def _first(cleaned, predicate):
+    return next(r for r in cleaned["results"] if predicate(r))
+
+
+def test_undecodable_pixels_are_quarantined(cleaned, tmp_path):
+    image, *_ = _first(cleaned, lambda r: r[0].transfer_syntax == pydicom.uid.JPEG2000Lossless)
+    ds = pydicom.dcmread(cleaned["root"] / image.relpath)
+    frames = pydicom.encaps.generate_fragments(ds.PixelData)
+    first = next(frames)
+    ds.PixelData = pydicom.encaps.encapsulate([first[:40] + b"\x00" * (len(first) - 40)])
+    path = tmp_path / "broken.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(QuarantineError) as caught:
+        process.deidentify_bytes(path.read_bytes(), cleaned["identity"], ProfileOptions())
+    assert caught.value.reason == "undecodable_pixels"
+
+
+def test_strict_mode_blanks_markers_too_and_disabled_keeps_bytes(cleaned):
+    image, source, *_ = _first(cleaned, lambda r: any(p.kind == MARKER for p in r[0].burned_in))
+    data = (cleaned["root"] / image.relpath).read_bytes()
+    strict = process.deidentify_bytes(data, cleaned["identity"], ProfileOptions(pixels=PixelOptions(strict=True)))
+    assert strict.pixels.rule == "strict" and strict.pixels.regions_kept == 0
+    out = pydicom.dcmread(io.BytesIO(strict.data))
+    marker = next(p for p in image.burned_in if p.kind == MARKER)
+    x0, y0, x1, y1 = marker.box
+    assert not np.array_equal(out.pixel_array[y0:y1, x0:x1], source.pixel_array[y0:y1, x0:x1])
+    off = process.deidentify_bytes(data, cleaned["identity"], ProfileOptions(pixels=PixelOptions(enabled=False)))
+    assert off.pixels.action == "disabled"
+    assert pydicom.dcmread(io.BytesIO(off.data)).PixelData == source.PixelData
+
+
+def test_known_region_rule_blanks_its_rectangle_whatever_ocr_says(cleaned):
+    image, source, *_ = _first(cleaned, lambda r: not r[0].burned_in)
+    rule = RegionRule(name="vendor-banner", regions=((0, 0, 100, 20),), manufacturer=f"^{source.Manufacturer}$")
+    other = RegionRule(name="other-vendor", regions=((0, 0, SIZE, SIZE),), manufacturer="^NoSuchVendor$")
+    options = ProfileOptions(pixels=PixelOptions(rules=(other, rule)))
+    result = process.deidentify_bytes((cleaned["root"] / image.relpath).read_bytes(), cleaned["identity"], options)
+    assert result.pixels.rule == "vendor-banner" and result.pixels.action == "cleaned"
+    out = pydicom.dcmread(io.BytesIO(result.data)).pixel_array
+    black = pixels.photometric_black(source)
+    assert (out[:20, :100] == black).all()
+    assert np.array_equal(out[20:], source.pixel_array[20:])
+
+
+def test_pixel_options_come_from_the_config_file(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text(
+        f'input = "{tmp_path / "a"}"\noutput = "{tmp_path / "b"}"\nprivate = "{tmp_path / "c"}"\n'
+        "[pixels]\nstrict = true\nallowed = ['L', 'R', 'Portable']\n"
+        "[[pixels.rules]]\nname = 'banner'\nmanufacturer = 'ACME'\nregions = [[0, 0, 300, 40]]\n"
+    )
+    config = build_config(read_config_file(str(path)), {})
+    options = config.profile.pixels
+    assert options.strict and options.allowed == frozenset({"L", "R", "PORTABLE"})
+    assert options.rule_for("ACME Medical", "X1", 10, 10).name == "banner"
+    assert options.rule_for("Other", "X1", 10, 10) is None
+    with pytest.raises(ConfigError, match="unknown keys in pixels"):
+        pixel_options_from({"strikt": True})
+    with pytest.raises(ConfigError, match="regions"):
+        pixel_options_from({"rules": [{"name": "x", "regions": [[0, 0, 5]]}]})
+
+
+def test_allow_list_keeps_markers_and_arrows_only():
+    options = PixelOptions()
+    for word in ("L", "r", "PORTABLE", "Semi-Erect", "'AP'", "->", "<--", "^"):
+        assert options.is_allowed(word), word
+    for word in ("DOE", "12345678", "03/14/1957", "L1234", "PORTABLE1"):
+        assert not options.is_allowed(word), word
+
+
+def test_monochrome1_black_is_its_largest_value():
+    ds = pydicom.Dataset()
+    ds.BitsStored, ds.PixelRepresentation = 12, 0
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    assert pixels.photometric_black(ds) == 4095
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    assert pixels.photometric_black(ds) == 0
+    ds.PixelRepresentation = 1
+    assert pixels.photometric_black(ds) == -2048
+
+
+def test_detector_finds_nothing_in_images_without_text(tmp_path):
+    corpus = synthesize(str(tmp_path), patients=3, seed=2, rows=SIZE, columns=SIZE)
+    for image in corpus.images:
+        arr = pydicom.dcmread(Path(corpus.root) / image.relpath).pixel_array
+        assert pixels.detect(arr) == [], image.transfer_syntax
+
+
+def _transcode_with_gdcm(source: Path, target: Path, syntax_name: str) -> None:
+    """Re-encode with GDCM (python-gdcm): the JPEG syntaxes pydicom cannot write."""
+    import gdcm
+
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(source))
+    assert reader.Read()
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(getattr(gdcm.TransferSyntax, syntax_name)))
+    change.SetInput(reader.GetImage())
+    assert change.Change()
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(target))
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    assert writer.Write()
+
+
+def _as_jpeg_baseline(source: Path, target: Path) -> None:
+    """An 8-bit JPEG baseline copy (Pillow's encoder), as lossy archives store CXRs."""
+    ds = pydicom.dcmread(source)
+    arr8 = (ds.pixel_array >> (int(ds.BitsStored) - 8)).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(arr8).save(buffer, format="JPEG", quality=92)
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.WindowCenter, ds.WindowWidth = "128", "256"
+    ds.PixelData = pydicom.encaps.encapsulate([buffer.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEGBaseline8Bit
+    ds.save_as(target, enforce_file_format=True)
+
+
+@pytest.mark.parametrize("syntax", ["JPEGLosslessProcess14_1", "baseline"])
+def test_jpeg_family_inputs_are_cleaned_too(cleaned, tmp_path, syntax):
+    """JPEG lossless SV1 goes back lossless (Explicit VR LE); baseline keeps its lossy history."""
+    image, *_ = _first(
+        cleaned,
+        lambda r: r[0].transfer_syntax == pydicom.uid.ExplicitVRLittleEndian and len(_phi_tokens(r[0])) >= 2,
+    )
+    target = tmp_path / "jpeg.dcm"
+    if syntax == "baseline":
+        _as_jpeg_baseline(cleaned["root"] / image.relpath, target)
+    else:
+        _transcode_with_gdcm(cleaned["root"] / image.relpath, target, syntax)
+    jpeg = pydicom.dcmread(target)
+    result = process.deidentify_bytes(target.read_bytes(), cleaned["identity"], ProfileOptions())
+    assert result.pixels.action == "cleaned"
+    output = pydicom.dcmread(io.BytesIO(result.data))
+    assert output.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+    if syntax == "baseline":
+        assert output.LossyImageCompression == "01" and output.LossyImageCompressionMethod == "ISO_10918_1"
+    else:
+        assert output.LossyImageCompression == "00"
+    for planted in (p for p in image.burned_in if p.kind == PHI):
+        after = read_box(output, planted.box)
+        assert not [t for t in (_alnum(t) for t in planted.tokens) if len(t) >= 4 and t in after]
+    changed = jpeg.pixel_array != output.pixel_array
+    redacted = np.zeros_like(changed)
+    for x0, y0, x1, y1 in result.pixels.boxes:
+        redacted[y0:y1, x0:x1] = True
+    assert not (changed & ~redacted).any()
+
+
+BUNDLED = [
+    "JPGExtended.dcm",  # JPEG extended, 12 bit
+    "JPEG2000.dcm",  # JPEG 2000 (lossy syntax)
+    "MR_small_jp2klossless.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+    "JPEGLSNearLossless_16.dcm",
+    "MR_small_RLE.dcm",
+]
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_pydicoms_compressed_test_files_decode_and_store(name):
+    """Every decoder is present; a redacted copy goes back lossless or to Explicit VR LE."""
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file(name))
+    syntax = str(ds.file_meta.TransferSyntaxUID)
+    arr = pixels.decode(ds).copy()
+    pixels.detect(arr)
+    arr[:4, :4] = pixels.photometric_black(ds)
+    pixels.store(ds, arr, syntax)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    again = pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+    assert np.array_equal(again.pixel_array, arr)
+    if syntax in pixels.REENCODE_IN_PLACE:
+        assert again.file_meta.TransferSyntaxUID == syntax
+    else:
+        assert again.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+        assert again.LossyImageCompression == "01"
+
+
+def test_synth_text_is_deterministic_and_leaves_headers_alone(tmp_path):
+    a = synthesize(str(tmp_path / "a"), patients=3, seed=9, rows=256, columns=256, burned_in_text=True)
+    b = synthesize(str(tmp_path / "b"), patients=3, seed=9, rows=256, columns=256, burned_in_text=True)
+    plain = synthesize(str(tmp_path / "c"), patients=3, seed=9, rows=256, columns=256)
+    assert [i.burned_in for i in a.images] == [i.burned_in for i in b.images]
+    for x, y in zip(a.images, b.images, strict=True):
+        assert (tmp_path / "a" / x.relpath).read_bytes() == (tmp_path / "b" / y.relpath).read_bytes()
+    assert [i.phi for i in a.images] == [i.phi for i in plain.images]
+    assert all(not i.burned_in for i in plain.images)
+    kinds = {p.kind for i in a.images for p in i.burned_in}
+    assert {PHI, MARKER} <= kinds
+    for image in a.images:
+        ds = pydicom.dcmread(tmp_path / "a" / image.relpath)
+        shown = _display(ds) / ((1 << ds.BitsStored) - 1)
+        text = any(p.kind != STRUCTURE for p in image.burned_in)
+        assert ds.BurnedInAnnotation == ("YES" if text else "NO")
+        for planted in image.burned_in:
+            x0, y0, x1, y1 = planted.box
+            box = shown[y0:y1, x0:x1]
+            assert box.max() > 0.95 or box.min() < 0.05, planted.kind  # painted white or black
+
+
+def test_half_the_images_carry_phi_text(tmp_path):
+    corpus = synthesize(str(tmp_path), patients=12, seed=3, rows=256, columns=256, burned_in_text=True)
+    share = sum(bool(i.pixel_phi_tokens) for i in corpus.images) / len(corpus.images)
+    assert 0.3 <= share <= 0.7
+    assert any(not i.burned_in for i in corpus.images)
+
+
+@pytest.mark.cluster
+def test_pipeline_cleans_pixels_and_audits_them(client, cleaned, tmp_path):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from cxr_dask import pipeline
+    from cxr_dask.config import RunConfig
+
+    raw = tmp_path / "raw"
+    shutil.copytree(cleaned["root"], raw)
+    config = RunConfig(str(raw), str(tmp_path / "out"), str(tmp_path / "private"), progress=False)
+    summary = pipeline.run(client, config)
+    assert summary.written == len(cleaned["corpus"].images) and summary.quarantined == 0
+    (run_folder,) = (tmp_path / "private" / "runs").iterdir()
+    audit = pq.read_table(run_folder / "audit.parquet").to_pylist()
+    actions = [row["pixel_action"] for row in audit]
+    expected = [r[3].pixels.action for r in cleaned["results"]]
+    assert sorted(actions) == sorted(expected) and "cleaned" in actions and "untouched" in actions
+    assert sum(row["pixel_regions_redacted"] for row in audit) == sum(
+        r[3].pixels.regions_redacted for r in cleaned["results"]
+    )
+    flat = _audit_text(audit)
+    for image in cleaned["corpus"].images:
+        for token in _phi_tokens(image):
+            assert token not in flat
+
+
+def test_missing_tesseract_quarantines_images_with_candidates(cleaned, monkeypatch):
+    image, *_ = _first(cleaned, lambda r: r[3].pixels.regions_found > 0)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(QuarantineError) as caught:
+        process.deidentify_bytes((cleaned["root"] / image.relpath).read_bytes(), cleaned["identity"], ProfileOptions())
+    assert caught.value.reason == "ocr_unavailable"
+
+
+def test_a_marker_on_the_same_line_as_a_name_survives_its_redaction():
+    """Word-level decisions: the allow-listed word keeps its pixels, the rest of the line goes."""
+    from PIL import ImageDraw, ImageFont
+
+    from cxr_dask.synth_text import available_fonts
+
+    rng = np.random.default_rng(0)
+    arr = (300 + rng.normal(0, 20, size=(320, 480))).clip(0, 4095).astype(np.uint16)
+    canvas = Image.new("L", (480, 320), 0)
+    font = ImageFont.truetype(available_fonts()[0], 28)
+    ImageDraw.Draw(canvas).text((20, 20), "PORTABLE  HOLLOWAY, AGATHA", fill=255, font=font)
+    ink = np.asarray(canvas) > 128
+    arr[ink] = 4095
+    marker_right = 20 + int(font.getlength("PORTABLE"))
+    name_left = 20 + int(font.getlength("PORTABLE  "))
+    options = PixelOptions()
+    (region,) = pixels.detect(arr)
+    (words,) = pixels.read_regions(arr, [region], options)
+    redact, keep = pixels.decide(region, words, options)
+    assert redact and len(keep) == 1
+    work = arr.copy()
+    pixels.redact_region(work, region, keep, black=0)
+    assert np.array_equal(work[:, :marker_right][ink[:, :marker_right]], arr[:, :marker_right][ink[:, :marker_right]])
+    assert (work[:, name_left:][ink[:, name_left:]] == 0).all()

@@ -26,8 +26,10 @@ from cxr_dask.storage import Location
 
 SUBJECT_ID_RANGE = (10_000_000, 19_999_999)
 STUDY_ID_RANGE = (50_000_000, 59_999_999)
-#: The first study of every patient lands in one of these years.
-FIRST_STUDY_YEARS = (2100, 2199)
+#: The first study of every patient lands in one of these years: inside 2100-2200 with
+#: headroom, 10 years below for an earlier study that turns up in a later batch and 30
+#: above for the studies still to come (a patient's shift never changes once minted).
+FIRST_STUDY_YEARS = (2110, 2169)
 #: Shifts are whole weeks, so weekdays (and, roughly, seasons) survive.
 SHIFT_MULTIPLE_DAYS = 7
 #: Used only for a patient none of whose files has a readable date.

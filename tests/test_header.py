@@ -505,3 +505,19 @@ def test_pydicom_testdata_deidentified_or_quarantined(path: str) -> None:
     leaked = [v for v in planted if len(v.strip()) >= 3 and v.strip().encode() in searchable]
     assert leaked == []
     assert out.PatientID == str(IDENTITY.subject_id)
+
+
+def test_dates_that_would_land_outside_2100_2200_are_not_kept() -> None:
+    ds = make_dx()
+    ds.SeriesDate = "19000101"  # a device's placeholder: shifted, it lands in the 2040s
+    ds.ContentDate = "20190314"
+    ds.AcquisitionDateTime = "1900-0500"  # year precision with a UTC offset
+    out, _, report = deidentify(ds)
+    assert out.ContentDate == shifted("20190314")
+    assert out.get("SeriesDate", "") == ""
+    assert out.get("AcquisitionDateTime", "") == ""
+    assert report.dates_out_of_range == 2
+    for elem in out.iterall():
+        if elem.VR in ("DA", "DT") and elem.value:
+            values = elem.value if elem.VM > 1 else [elem.value]
+            assert all(2100 <= int(str(v)[:4]) <= 2200 for v in values), elem.keyword

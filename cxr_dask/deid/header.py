@@ -234,6 +234,7 @@ class HeaderReport:
     uids_remapped: int = 0
     private_removed: int = 0
     descriptors_cleaned: int = 0
+    dates_out_of_range: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -336,6 +337,19 @@ def shift_dt(text: str, days: int) -> str:
     if day:
         date_part += f"{shifted.day:02d}"
     return date_part + (match.group("time") or "") + (match.group("tz") or "")
+
+
+#: Every date of the output lies in these years (MIMIC-CXR's convention).
+SHIFTED_YEARS = (2100, 2200)
+
+
+def _within_shifted_years(value: str, vr: str) -> bool:
+    """True for an empty value or one whose every date (a DA range has two) is in range.
+
+    Only the leading year of a DT counts: a '-' there starts a UTC offset, not a range.
+    """
+    parts = value.split("-") if vr == "DA" else [value]
+    return all(not part or SHIFTED_YEARS[0] <= int(part[:4]) <= SHIFTED_YEARS[1] for part in parts)
 
 
 def date_renderings(yyyymmdd: str) -> list[str]:
@@ -524,11 +538,21 @@ class _Walker:
         self.report.dates_shifted += 1
 
     def shifted(self, values: Iterable[str], vr: str) -> list[str] | None:
+        """The shifted values, or None when one is not a date or lands outside 2100-2200.
+
+        A shifted date outside the dataset's years (a placeholder such as 19000101, an
+        old study of a patient whose shift was minted from a later one) would break the
+        promise every date makes, so it is treated like an unparseable one.
+        """
         shift = shift_da if vr == "DA" else shift_dt
         try:
-            return [shift(value, self.shift_days) if value.strip() else "" for value in values]
+            shifted = [shift(value, self.shift_days) if value.strip() else "" for value in values]
         except (ValueError, OverflowError):
             return None
+        if not all(_within_shifted_years(value, vr) for value in shifted):
+            self.report.dates_out_of_range += 1
+            return None
+        return shifted
 
     def drop_unparseable(self, ds: Dataset, tag: int, vr: str) -> None:
         """An unparseable date is never kept: emptied when the IOD needs it, else removed."""

@@ -1,4 +1,4 @@
-"""The ``cxr-dask`` command: ``run``, ``synth`` and ``demo`` (what ``make run`` does)."""
+"""The ``cxr-dask`` command: ``run``, ``verify``, ``synth`` and ``demo`` (what ``make run`` does)."""
 
 from __future__ import annotations
 
@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--storage-options", type=_json_object, help="fsspec options as JSON")
     _add_cluster_flags(run)
 
+    verify = commands.add_parser("verify", help="audit OUTPUT for PHI of INPUT; exit 1 on any finding")
+    verify.add_argument("input", help="folder or URL of the DICOM archive the dataset was made from")
+    verify.add_argument("output", help="folder or URL of the research dataset")
+    verify.add_argument("--private", required=True, help="folder or URL holding the crosswalk")
+    verify.add_argument("--storage-options", type=_json_object, help="fsspec options as JSON")
+    verify.add_argument("--max-listed", type=_positive_int, default=50, help="findings listed (default 50)")
+
     synth = commands.add_parser("synth", help="write a synthetic chest x-ray corpus with planted PHI")
     synth.add_argument("output", help="folder or URL to write to")
     synth.add_argument("--patients", type=_positive_int, default=20)
@@ -118,6 +125,17 @@ def command_run(args: argparse.Namespace) -> int:
     return _execute(flags, settings)
 
 
+def command_verify(args: argparse.Namespace) -> int:
+    """Exit 0 when clean, 1 on any finding; the report never prints a PHI value."""
+    from cxr_dask.storage import Location
+    from cxr_dask.verify import verify
+
+    options = args.storage_options or {}
+    report = verify(Location(args.input, options), Location(args.output, options), Location(args.private, options))
+    print("\n".join(report.lines(args.max_listed)), flush=True)
+    return 0 if report.ok else 1
+
+
 def command_synth(args: argparse.Namespace) -> int:
     from cxr_dask.synth import synthesize
 
@@ -144,7 +162,7 @@ def command_demo(args: argparse.Namespace) -> int:
     return _execute(flags, {})
 
 
-COMMANDS = {"run": command_run, "synth": command_synth, "demo": command_demo}
+COMMANDS = {"run": command_run, "verify": command_verify, "synth": command_synth, "demo": command_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

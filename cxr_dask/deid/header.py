@@ -176,6 +176,8 @@ _STOP_WORDS = frozenset(
         "iii",
     }
 )
+#: Public name for other modules (verify searches for exactly what the cleaner removes).
+STOP_WORDS = _STOP_WORDS
 _MIN_PHRASE = 3
 _TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
 _STRING_VRS = frozenset(

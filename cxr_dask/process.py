@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydicom
+from pydicom.encaps import generate_frames
+from pydicom.uid import UID
 
 from cxr_dask import storage
 from cxr_dask.deid.header import FileIdentity, HeaderReport, deidentify_header
@@ -67,6 +69,32 @@ def file_identity(ds: pydicom.Dataset, identity: IdentityMap) -> FileIdentity:
     return FileIdentity(subject_id=subject_id, study_id=study_id, dicom_id=dicom_id, shift_days=shift_days)
 
 
+def check_pixel_data(ds: pydicom.Dataset) -> None:
+    """Fail closed on pixel data that cannot be what the header says it is.
+
+    Native pixel data must hold every frame (not cut short); encapsulated pixel data must
+    parse into the frames it announces. Nothing is decoded here: that is the pixel
+    module's job, and a file that passes only guarantees well-formed containers.
+    """
+    if "PixelData" not in ds:
+        return
+    try:
+        value = ds.PixelData
+        syntax = UID(str(ds.file_meta.TransferSyntaxUID))
+        frames = int(ds.get("NumberOfFrames") or 1)
+        if syntax.is_encapsulated:
+            found = sum(1 for frame in generate_frames(value, number_of_frames=frames) if frame)
+            complete = found == frames
+        else:
+            rows, columns, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
+            samples = int(ds.get("SamplesPerPixel") or 1)
+            complete = len(value) * 8 >= rows * columns * samples * frames * bits
+    except Exception:
+        complete = False
+    if not complete:
+        raise QuarantineError("undecodable_pixel_data", "PixelData")
+
+
 def deidentify_bytes(data: bytes, identity: IdentityMap, options: ProfileOptions) -> DeidentifiedFile:
     """De-identify one DICOM file held in memory; pixel data is carried as raw bytes."""
     try:
@@ -80,6 +108,7 @@ def deidentify_bytes(data: bytes, identity: IdentityMap, options: ProfileOptions
         raise QuarantineError("no_pixel_data")
     ids = file_identity(ds, identity)
     report = deidentify_header(ds, ids, identity.remap_uid, options)
+    check_pixel_data(ds)
     buffer = io.BytesIO()
     try:
         ds.save_as(buffer, enforce_file_format=True)

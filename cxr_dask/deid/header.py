@@ -49,6 +49,9 @@ IMPLEMENTATION_VERSION_NAME = "CXR_DASK_0_1"
 
 #: Deeper nesting than this is not seen in real images: quarantine rather than recurse.
 MAX_DEPTH = 32
+#: A text or number value longer than this (an LO is at most 64 characters) is damage or an
+#: attack; cleaning it would cost minutes and keep megabytes nobody can review.
+MAX_VALUE_BYTES = 1 << 20
 
 _BASIC_CODE = ("113100", "Basic Application Confidentiality Profile")
 _CLEAN_DESC_CODE = ("113105", "Clean Descriptors Option")
@@ -277,6 +280,13 @@ def _element_vr(tag: int, raw: DataElement | RawDataElement) -> str:
     return vr
 
 
+def _oversized(raw: DataElement | RawDataElement, vr: str) -> bool:
+    """A text or number value (not pixels, blobs or sequences) beyond MAX_VALUE_BYTES."""
+    if not isinstance(raw, RawDataElement) or vr in _BINARY_VRS or vr == "SQ":
+        return False
+    return raw.length != 0xFFFFFFFF and raw.length > MAX_VALUE_BYTES
+
+
 @lru_cache(maxsize=8192)
 def _dictionary_vr(tag: int) -> str:
     return dictionary_VR(tag) if _known(tag) else ""
@@ -501,7 +511,10 @@ class _Walker:
                 del ds[tag]
                 self.report.private_removed += 1
                 continue
-            vr = _element_vr(tag, ds.get_item(tag, keep_deferred=True))
+            raw = ds.get_item(tag, keep_deferred=True)
+            vr = _element_vr(tag, raw)
+            if _oversized(raw, vr):
+                raise QuarantineError("oversized_element", _tag_name(tag))
             if depth == 0 and tag in _REPLACED:
                 self.collect(ds, tag, vr)
                 del ds[tag]  # set afresh after the walk, whatever VR the input gave it

@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--private", required=True, help="folder or URL holding the crosswalk")
     verify.add_argument("--storage-options", type=_json_object, help="fsspec options as JSON")
     verify.add_argument("--max-listed", type=_positive_int, default=50, help="findings listed (default 50)")
+    verify.add_argument("--workers", type=_positive_int, help="read with a LocalCluster of N worker processes")
+    verify.add_argument("--scheduler", help="read on an existing Dask cluster, e.g. tcp://host:8786")
 
     synth = commands.add_parser("synth", help="write a synthetic chest x-ray corpus with planted PHI")
     synth.add_argument("output", help="folder or URL to write to")
@@ -131,7 +133,24 @@ def command_verify(args: argparse.Namespace) -> int:
     from cxr_dask.verify import verify
 
     options = args.storage_options or {}
-    report = verify(Location(args.input, options), Location(args.output, options), Location(args.private, options))
+    locations = (Location(args.input, options), Location(args.output, options), Location(args.private, options))
+    if args.workers or args.scheduler:
+        from cxr_dask import cluster
+        from cxr_dask.config import RunConfig
+
+        settings = RunConfig(
+            args.input,
+            args.output,
+            args.private,
+            workers=args.workers or 2,
+            scheduler=args.scheduler,
+            dashboard_address=None,
+            progress=False,
+        )
+        with cluster.connect(settings) as client:
+            report = verify(*locations, client=client)
+    else:
+        report = verify(*locations)
     print("\n".join(report.lines(args.max_listed)), flush=True)
     return 0 if report.ok else 1
 

@@ -53,15 +53,16 @@ DeidentificationMethodCodeSequence) and the pixel module ``cxr_dask.deid.pixels`
 exists, the outputs are OCRed with Tesseract and the text searched for the needles;
 otherwise the report says the check was skipped and why.
 
-This implementation is local and sequential: it streams one input header and one output
-object at a time (memory grows with the number of distinct needles, not with the
-data). The per-file functions take no shared state but the needle index, so a Dask bag
-over the keys can map them when a single process is too slow.
+Without a Dask client it runs locally and sequentially, streaming one input header and
+one output object at a time; with one (``cxr-dask verify --scheduler``/``--workers``)
+the same partition functions run as Dask bag tasks. Memory on the client grows with the
+number of distinct needles and input files (a few hundred bytes each), not with the data.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import importlib.util
 import io
 import posixpath
@@ -73,7 +74,9 @@ import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+import dask.bag as db
 import numpy as np
 import pyarrow.parquet as pq
 import pydicom
@@ -96,6 +99,9 @@ from cxr_dask.identity import (
 )
 from cxr_dask.privacy import quiet_pydicom
 from cxr_dask.storage import Location
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 MIN_NEEDLE = 4
 MIN_NUMERIC_NEEDLE = 6
@@ -159,6 +165,19 @@ class Needles:
         self.dates.add(yyyymmdd)
         for rendering in date_renderings(yyyymmdd):
             self.add(rendering, "date", index)
+
+    def merge(self, other: Needles) -> None:
+        """Add ``other``'s needles; where both have one, the earlier input index wins."""
+        for token, found in other.single.items():
+            if token not in self.single or found[1] < self.single[token][1]:
+                self.single[token] = found
+        for token, entries in other.multi.items():
+            mine = self.multi.setdefault(token, [])
+            known = {needle for needle, _, _ in mine}
+            mine.extend(entry for entry in entries if entry[0] not in known)
+        for uid, index in other.uids.items():
+            self.uids[uid] = min(index, self.uids.get(uid, index))
+        self.dates |= other.dates
 
     def find(self, text: str) -> Iterator[tuple[str, int]]:
         """``(category, input index)`` of every needle in ``text`` (whole tokens only)."""
@@ -273,11 +292,19 @@ def harvest(ds: Dataset, index: int, needles: Needles) -> None:
             needles.add(value, "private", index)
 
 
-def read_inputs(source: Location, needles: Needles) -> tuple[dict[str, InputRecord], int, int]:
-    """Harvest every input header; returns records by SOPInstanceUID, files read, unreadable."""
+def harvest_partition(
+    items: Iterable[tuple[int, str, int]], source: Location
+) -> tuple[Needles, dict[str, InputRecord], int, int]:
+    """Harvest the headers of ``(key_index, key, size)`` items (one task, or the whole run).
+
+    Returns the needles, the records by SOPInstanceUID (first file wins, as in pass 1),
+    the number of headers read and of unreadable files.
+    """
+    quiet_pydicom()
+    needles = Needles()
     by_sop: dict[str, InputRecord] = {}
     read = unreadable = 0
-    for index, (key, size) in enumerate(storage.list_files(source)):
+    for index, key, size in items:
         if size == 0:
             continue
         try:
@@ -304,7 +331,7 @@ def read_inputs(source: Location, needles: Needles) -> tuple[dict[str, InputReco
             sop=sop,
             dates=dates,
         )
-    return by_sop, read, unreadable
+    return needles, by_sop, read, unreadable
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -382,6 +409,29 @@ class _Audit:
         self.study_key_of: dict[int, set[str]] = defaultdict(set)
         self.sop_paths: dict[str, str] = {}
         self.where: dict[tuple[str, object], str] = {}
+        self.cleaned: list[str] = []  # outputs whose pixels the de-identifier cleaned
+
+    def merge(self, other: _Audit) -> None:
+        """Fold in a partition's audit (findings, counts and the id relations it saw)."""
+        self.report.findings += other.report.findings
+        self.report.outputs.update(other.report.outputs)
+        self.report.not_compared += other.report.not_compared
+        for mine, theirs in (
+            (self.subject_of, other.subject_of),
+            (self.patient_of, other.patient_of),
+            (self.study_of, other.study_of),
+            (self.study_key_of, other.study_key_of),
+        ):
+            for key, values in theirs.items():
+                mine[key] |= values
+        for sop, path in other.sop_paths.items():
+            if sop in self.sop_paths:
+                self.add("id_not_one_to_one", path, "SOPInstanceUID")
+            else:
+                self.sop_paths[sop] = path
+        for key, path in other.where.items():
+            self.where.setdefault(key, path)
+        self.cleaned += other.cleaned
 
     def add(self, kind: str, path: str, attribute: str = "", category: str = "", index: int | None = None) -> None:
         self.report.findings.append(Finding(kind, redact(path, self.needles), attribute, category, index))
@@ -695,34 +745,18 @@ def _pixel_check_plan(cleaned: int, ocr: OcrFunction | None) -> str | None:
 # ---------------------------------------------------------------------------------- run
 
 
-def verify(
-    source: Location,
+def check_partition(
+    keys: Iterable[str],
     output: Location,
-    private: Location,
-    ocr: OcrFunction | None = tesseract_text,
-) -> Report:
-    """Search OUTPUT for every PHI value of INPUT and check ids, dates and intervals."""
+    needles: Needles,
+    identity: IdentityMap,
+    dicom_to_sop: dict[str, str],
+    inputs: dict[str, InputRecord],
+) -> _Audit:
+    """Every check on a run of output keys (one task, or the whole output)."""
     quiet_pydicom()
-    storage.require_folder(source)
-    storage.require_folder(output)
-    identity = load_crosswalk(private, b"")  # the UID key is not needed: nothing is minted here
-    if not identity.patients:
-        raise ConfigError("no crosswalk in the private location: run cxr-dask run first")
-    needles = Needles()
-    for subject, _ in identity.patients.values():
-        needles.minted.add(str(subject))
-    for _, study in identity.studies.values():
-        needles.minted.add(str(study))
-    for dicom_id, _, _ in identity.images.values():
-        needles.minted.update(dicom_id.upper().split("-"))
-    inputs, read, unreadable = read_inputs(source, needles)
     audit = _Audit(needles)
-    audit.report.inputs_read, audit.report.inputs_unreadable = read, unreadable
-    check_crosswalk(audit, identity)
-    dicom_to_sop = {dicom_id: sop for sop, (dicom_id, _, _) in identity.images.items()}
-
-    cleaned: list[str] = []
-    for key, _ in storage.list_files(output):
+    for key in keys:
         for part in _components(key):
             audit.search("phi_in_name", key, "name", part)
         data = storage.read_bytes(output, key)
@@ -730,21 +764,88 @@ def verify(
             audit.report.outputs["DICOM"] += 1
             ds = check_dicom(audit, key, data, identity, dicom_to_sop, inputs)
             if ds is not None and pixels_cleaned(ds):
-                cleaned.append(key)
+                audit.cleaned.append(key)
         elif key.endswith(".parquet"):
             audit.report.outputs["Parquet"] += 1
             check_parquet(audit, key, data)
         else:
             audit.report.outputs["other"] += 1
             audit.search("phi_in_file", key, "bytes", data.decode("latin-1"))
+    audit.needles = Needles()  # the caller has them: do not ship them back
+    return audit
+
+
+def verify(
+    source: Location,
+    output: Location,
+    private: Location,
+    ocr: OcrFunction | None = tesseract_text,
+    client: Client | None = None,
+    partition_size: int = 100,
+) -> Report:
+    """Search OUTPUT for every PHI value of INPUT and check ids, dates and intervals.
+
+    Without ``client`` everything runs here, one file at a time. With a client, the
+    input headers and the output objects are read by Dask bag tasks of
+    ``partition_size`` keys; the needles, crosswalk and input records travel to each
+    worker once (broadcast), and only findings and id relations come back.
+    """
+    quiet_pydicom()
+    storage.require_folder(source)
+    storage.require_folder(output)
+    identity = load_crosswalk(private, b"")  # the UID key is not needed: nothing is minted here
+    if not identity.patients:
+        raise ConfigError("no crosswalk in the private location: run cxr-dask run first")
+    items = [(index, key, size) for index, (key, size) in enumerate(storage.list_files(source))]
+    if client is None:
+        harvested = [harvest_partition(items, source)]
+    else:
+        bag = db.from_sequence(items, partition_size=partition_size)
+        harvested = client.compute(bag.map_partitions(_as_list(harvest_partition), source)).result()
+    needles, inputs, read, unreadable = Needles(), {}, 0, 0
+    for part_needles, part_inputs, part_read, part_unreadable in harvested:
+        needles.merge(part_needles)
+        for sop, record in part_inputs.items():
+            if sop not in inputs or record.index < inputs[sop].index:
+                inputs[sop] = record
+        read, unreadable = read + part_read, unreadable + part_unreadable
+    for subject, _ in identity.patients.values():
+        needles.minted.add(str(subject))
+    for _, study in identity.studies.values():
+        needles.minted.add(str(study))
+    for dicom_id, _, _ in identity.images.values():
+        needles.minted.update(dicom_id.upper().split("-"))
+
+    audit = _Audit(needles)
+    audit.report.inputs_read, audit.report.inputs_unreadable = read, unreadable
+    check_crosswalk(audit, identity)
+    dicom_to_sop = {dicom_id: sop for sop, (dicom_id, _, _) in identity.images.items()}
+    keys = [key for key, _ in storage.list_files(output)]
+    if client is None:
+        audit.merge(check_partition(keys, output, needles, identity, dicom_to_sop, inputs))
+    else:
+        # one list, so scatter does not take the dicts for mappings of many values
+        shared = client.scatter([needles, identity, dicom_to_sop, inputs], broadcast=True, hash=False)
+        bag = db.from_sequence(keys, partition_size=partition_size)
+        for part in client.compute(bag.map_partitions(_as_list(check_partition), output, *shared)).result():
+            audit.merge(part)
     _one_to_one(audit)
 
-    skip = _pixel_check_plan(len(cleaned), ocr)
+    skip = _pixel_check_plan(len(audit.cleaned), ocr)
     if skip is not None:
         audit.report.skipped.append(skip)
     else:
-        _ocr_outputs(audit, output, cleaned, ocr)
+        _ocr_outputs(audit, output, audit.cleaned, ocr)
     return audit.report
+
+
+def _as_list(function: Callable[..., object]) -> Callable[..., list[object]]:
+    """A partition function whose one result becomes the partition's only element."""
+    return functools.partial(_one_element, function)
+
+
+def _one_element(function: Callable[..., object], *args: object) -> list[object]:
+    return [function(*args)]
 
 
 def _ocr_outputs(audit: _Audit, output: Location, keys: Iterable[str], ocr: OcrFunction | None) -> None:

@@ -182,3 +182,16 @@ def test_needles_match_whole_tokens_only():
     assert found("ref 1.2.826.0.1.3680043.8.498.77") == {("uid", 7)}
     assert found("ref 1.2.826.0.1.3680043.8.498.777") == set()
     assert found("1.2.840.10008.5.1.4.1.1.1.1") == set()
+
+
+def test_dask_bag_verify_finds_what_the_local_one_finds(clean_run, corpus, client, tmp_path):
+    output = tmp_path / "dataset"
+    shutil.copytree(clean_run["output"], output)
+    name_in_free_text(clean_run, output, corpus)
+    duplicate_subject_id(clean_run, output, corpus)
+    locations = [Location(str(p)) for p in (clean_run["input"], output, clean_run["private"])]
+    local = verify(*locations)
+    distributed = verify(*locations, client=client, partition_size=7)
+    assert set(local.counts()) == {"phi_in_element", "id_mismatch", "id_not_one_to_one"}
+    assert sorted(distributed.findings, key=repr) == sorted(local.findings, key=repr)
+    assert (distributed.inputs_read, distributed.outputs) == (local.inputs_read, local.outputs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -195,3 +196,45 @@ def test_dask_bag_verify_finds_what_the_local_one_finds(clean_run, corpus, clien
     assert set(local.counts()) == {"phi_in_element", "id_mismatch", "id_not_one_to_one"}
     assert sorted(distributed.findings, key=repr) == sorted(local.findings, key=repr)
     assert (distributed.inputs_read, distributed.outputs) == (local.inputs_read, local.outputs)
+
+
+def test_ocr_hook_searches_cleaned_images_and_skips_explicitly_otherwise(clean_run, corpus, tmp_path):
+    """The plumbing of the pixel check; Tesseract itself is the pixel module's business."""
+    from cxr_dask.verify import (
+        PIXEL_MODULE,
+        _Audit,
+        _ocr_outputs,
+        _pixel_check_plan,
+        harvest_partition,
+        pixels_cleaned,
+    )
+
+    output = tmp_path / "dataset"
+    shutil.copytree(clean_run["output"], output)
+    image = corpus.images[0]
+    path = output_of(clean_run, output, image)
+
+    def mark_cleaned(ds):
+        code = pydicom.Dataset()
+        code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "113101", "DCM", "Clean Pixel Data Option"
+        ds.DeidentificationMethodCodeSequence.append(code)
+
+    ds = pydicom.dcmread(path)
+    assert not pixels_cleaned(ds)
+    _edit_dicom(path, mark_cleaned)
+    assert pixels_cleaned(pydicom.dcmread(path))
+    installed = importlib.util.find_spec(PIXEL_MODULE) is not None
+    assert ("no output image carries" if installed else "is not installed") in (_pixel_check_plan(0, None) or "")
+
+    source = Location(str(clean_run["input"]))
+    items = [(i, key, size) for i, (key, size) in enumerate(pipeline.storage.list_files(source))]
+    needles = harvest_partition(items, source)[0]
+    audit = _Audit(needles)
+    surname = image.patient_name.split("^")[0]
+    key = str(path.relative_to(output))
+    _ocr_outputs(audit, Location(str(output)), [key], lambda ds: f"PORTABLE\n{surname}\nAP")
+    assert [(f.kind, f.path, f.category) for f in audit.report.findings] == [("phi_in_pixels", key, "name")]
+    assert surname.upper() not in "\n".join(audit.report.lines()).upper()
+    clean = _Audit(needles)
+    _ocr_outputs(clean, Location(str(output)), [key], lambda ds: "PORTABLE AP UPRIGHT")
+    assert clean.report.findings == []

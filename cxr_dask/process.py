@@ -88,7 +88,10 @@ def check_pixel_data(ds: pydicom.Dataset) -> None:
         else:
             rows, columns, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
             samples = int(ds.get("SamplesPerPixel") or 1)
-            complete = len(value) * 8 >= rows * columns * samples * frames * bits
+            needed = rows * columns * samples * frames * bits
+            if str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
+                needed = needed * 2 // 3  # two chroma samples shared by each pair of pixels
+            complete = len(value) * 8 >= needed
     except Exception:
         complete = False
     if not complete:

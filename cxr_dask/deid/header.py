@@ -8,6 +8,12 @@ written back byte for byte), and PixelData is never touched.
 Nothing here puts a header value into an exception message or a log: a
 ``QuarantineError`` carries a reason class and at most a keyword or tag.
 
+Damage fails closed (each case found by fuzzing, see tests/test_fuzz_header.py): a VR
+that is no VR at all quarantines (``invalid_vr``); an element whose VR contradicts the
+data dictionary (a name written into StudyTime) is not judged by the attribute's rule
+but removed, or emptied when the IOD requires it; a text or number value over
+MAX_VALUE_BYTES quarantines (``oversized_element``).
+
 Clean Descriptors rule (option 113105): while walking, the values of the identifying
 attributes being removed or replaced (name components, IDs, accession, institution,
 addresses, original dates in several renderings) are collected as phrases. After the

@@ -293,9 +293,10 @@ OUTCOMES: dict[str, int] = {"written": 0, "quarantined": 0}
 
 
 @settings(
-    max_examples=250,
+    max_examples=400,
     deadline=None,
     derandomize=True,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(dicom_file())
@@ -317,7 +318,7 @@ def test_fuzzing_mostly_exercised_the_walk_not_the_quarantine() -> None:
     assert OUTCOMES["written"] > OUTCOMES["quarantined"]
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=200, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 @given(dicom_file(), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=8))
 def test_corrupted_bytes_are_quarantined_or_deidentified_never_crash(
     generated: tuple[bytes, Plan], flips: list[tuple[int, int]]

@@ -1,4 +1,4 @@
-"""The ``cxr-dask`` command: ``run``, ``synth`` and ``demo`` (what ``make run`` does)."""
+"""The ``cxr-dask`` command: ``run``, ``verify``, ``synth`` and ``demo`` (what ``make run`` does)."""
 
 from __future__ import annotations
 
@@ -72,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--report", help="save Dask's performance report of the run to this HTML file (path or URL)")
     _add_cluster_flags(run)
+
+    verify = commands.add_parser("verify", help="audit OUTPUT for PHI of INPUT; exit 1 on any finding")
+    verify.add_argument("input", help="folder or URL of the DICOM archive the dataset was made from")
+    verify.add_argument("output", help="folder or URL of the research dataset")
+    verify.add_argument("--private", required=True, help="folder or URL holding the crosswalk")
+    verify.add_argument("--storage-options", type=_json_object, help="fsspec options as JSON")
+    verify.add_argument("--max-listed", type=_positive_int, default=50, help="findings listed (default 50)")
+    verify.add_argument("--workers", type=_positive_int, help="read with a LocalCluster of N worker processes")
+    verify.add_argument("--scheduler", help="read on an existing Dask cluster, e.g. tcp://host:8786")
 
     synth = commands.add_parser("synth", help="write a synthetic chest x-ray corpus with planted PHI")
     synth.add_argument("output", help="folder or URL to write to")
@@ -160,6 +169,34 @@ def command_run(args: argparse.Namespace) -> int:
     return _execute(flags, settings, report=args.report)
 
 
+def command_verify(args: argparse.Namespace) -> int:
+    """Exit 0 when clean, 1 on any finding; the report never prints a PHI value."""
+    from cxr_dask.storage import Location
+    from cxr_dask.verify import verify
+
+    options = args.storage_options or {}
+    locations = (Location(args.input, options), Location(args.output, options), Location(args.private, options))
+    if args.workers or args.scheduler:
+        from cxr_dask import cluster
+        from cxr_dask.config import RunConfig
+
+        settings = RunConfig(
+            args.input,
+            args.output,
+            args.private,
+            workers=args.workers or 2,
+            scheduler=args.scheduler,
+            dashboard_address=None,
+            progress=False,
+        )
+        with cluster.connect(settings) as client:
+            report = verify(*locations, client=client)
+    else:
+        report = verify(*locations)
+    print("\n".join(report.lines(args.max_listed)), flush=True)
+    return 0 if report.ok else 1
+
+
 def command_synth(args: argparse.Namespace) -> int:
     from cxr_dask.synth import synthesize
 
@@ -193,7 +230,7 @@ def command_demo(args: argparse.Namespace) -> int:
     return _execute(flags, {})
 
 
-COMMANDS = {"run": command_run, "synth": command_synth, "demo": command_demo}
+COMMANDS = {"run": command_run, "verify": command_verify, "synth": command_synth, "demo": command_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

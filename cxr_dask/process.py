@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydicom
+from pydicom.encaps import generate_frames
+from pydicom.uid import UID
 
 from cxr_dask import storage
 from cxr_dask.deid import pixels
@@ -69,12 +71,42 @@ def file_identity(ds: pydicom.Dataset, identity: IdentityMap) -> FileIdentity:
     return FileIdentity(subject_id=subject_id, study_id=study_id, dicom_id=dicom_id, shift_days=shift_days)
 
 
+def check_pixel_data(ds: pydicom.Dataset) -> None:
+    """Fail closed on pixel data that cannot be what the header says it is.
+
+    Native pixel data must hold every frame (not cut short); encapsulated pixel data must
+    parse into the frames it announces. Nothing is decoded here: that is the pixel
+    module's job, and a file that passes only guarantees well-formed containers.
+    """
+    if "PixelData" not in ds:
+        return
+    try:
+        value = ds.PixelData
+        syntax = UID(str(ds.file_meta.TransferSyntaxUID))
+        frames = int(ds.get("NumberOfFrames") or 1)
+        if syntax.is_encapsulated:
+            found = sum(1 for frame in generate_frames(value, number_of_frames=frames) if frame)
+            complete = found == frames
+        else:
+            rows, columns, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
+            samples = int(ds.get("SamplesPerPixel") or 1)
+            needed = rows * columns * samples * frames * bits
+            if str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
+                needed = needed * 2 // 3  # two chroma samples shared by each pair of pixels
+            complete = len(value) * 8 >= needed
+    except Exception:
+        complete = False
+    if not complete:
+        raise QuarantineError("undecodable_pixel_data", "PixelData")
+
+
 def deidentify_bytes(data: bytes, identity: IdentityMap, options: ProfileOptions) -> DeidentifiedFile:
     """De-identify one DICOM file held in memory.
 
-    Pixel data is carried as raw bytes unless burned-in text had to be blacked out; then
-    it is re-encoded (``deid.pixels``). The pixel step reads the header as received
-    (known-region rules match the device), before the header is de-identified.
+    Header first (it validates the encoding and every value), then the pixel containers,
+    then the pixels: carried as raw bytes unless burned-in text had to be blacked out,
+    then re-encoded (``deid.pixels``). What the pixel step reads of the header (device,
+    size, photometric interpretation) is kept by the profile.
     """
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
@@ -87,8 +119,9 @@ def deidentify_bytes(data: bytes, identity: IdentityMap, options: ProfileOptions
         raise QuarantineError("no_pixel_data")
     ids = file_identity(ds, identity)
     source_syntax = str(ds.file_meta.get("TransferSyntaxUID", "")).strip()
-    cleaned = pixels.clean(ds, options.pixels)
     report = deidentify_header(ds, ids, identity.remap_uid, options)
+    check_pixel_data(ds)
+    cleaned = pixels.clean(ds, options.pixels)
     if cleaned.array is not None:
         pixels.store(ds, cleaned.array, source_syntax)
         pixels.mark_cleaned(ds)

@@ -524,3 +524,164 @@ def synthesize(
                 )
             date = date + dt.timedelta(days=gen.rng.randrange(60, 900))
     return SynthCorpus(root=out, images=tuple(images))
+
+
+# --- bad input ------------------------------------------------------------------------
+
+#: The size of the absurd text value in ``bad_corpus`` (an LO holds at most 64 characters).
+HUGE_VALUE_BYTES = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BadFile:
+    """One file of the bad-input corpus and the audit reason it must get (None: written)."""
+
+    relpath: str
+    reason: str | None
+    phi: tuple[str, ...]
+
+
+def _bad_templates(gen: _Generator) -> tuple[_Patient, dict[str, Any]]:
+    patient = gen.patient()
+    study = {
+        "date": dt.date(2015, 6, 3),
+        "uid": gen.uid(),
+        "prior_uid": gen.uid(),
+        "pps_uid": gen.uid(),
+        "accession": f"ACC{gen.digits(9)}",
+        "study_id": f"ST{gen.digits(7)}",
+        "requested_id": f"RP{gen.digits(8)}",
+        "referrer": gen.rng.choice(PHYSICIANS),
+        "procedure": "CHEST (PA)",
+    }
+    return patient, study
+
+
+def _splice_before_pixels(data: bytes, element: bytes) -> bytes:
+    """``data`` with raw ``element`` bytes inserted just before the PixelData tag."""
+    at = data.rindex(b"\xe0\x7f\x10\x00")
+    return data[:at] + element + data[at:]
+
+
+def bad_corpus(
+    out: str,
+    *,
+    seed: int = 0,
+    rows: int = 64,
+    columns: int = 64,
+    huge_value_bytes: int = HUGE_VALUE_BYTES,
+    storage_options: dict[str, Any] | None = None,
+) -> tuple[BadFile, ...]:
+    """Write the broken files a real archive holds, each with the audit reason it must get.
+
+    Truncated files, non-DICOM and empty files, a DICOMDIR, no PatientID, an unknown
+    transfer syntax, pixel data cut short or not encapsulated as its syntax says, a damaged
+    value, an absurdly large text value, a length field claiming gigabytes, a patient
+    whose dates are missing or malformed, and two files sharing one SOPInstanceUID. Folder
+    and file names carry PHI, as real archives' do. Every file name sorts after its good
+    twin, so the first of two duplicates is the good one.
+    """
+    from cxr_dask.privacy import quiet_pydicom
+
+    quiet_pydicom()  # pydicom would log the planted malformed values it is asked to write
+    gen = _Generator(seed)
+    fs, root = fsspec.core.url_to_fs(out, **(storage_options or {}))
+    root = root.rstrip("/")
+    patient, study = _bad_templates(gen)
+    folder = f"BAD_{patient.name.split('^')[0]}_{patient.patient_id}"
+    files: list[BadFile] = []
+
+    def image(view: str = "PA", syntax: str = ExplicitVRLittleEndian, number: int = 1) -> tuple[Dataset, list[str]]:
+        ds, phi, _ = _image(gen, patient, study, view, number, rows, columns, syntax)
+        return ds, phi
+
+    def write(name: str, data: bytes, reason: str | None, phi: Sequence[str]) -> None:
+        relpath = f"{folder}/{name}"
+        fs.makedirs(f"{root}/{folder}", exist_ok=True)
+        with fs.open(f"{root}/{relpath}", "wb") as handle:
+            handle.write(data)
+        files.append(BadFile(relpath, reason, tuple(dict.fromkeys(phi))))
+
+    good, phi = image()
+    good_bytes = _encode(good)
+    write("a_good.dcm", good_bytes, None, phi)
+    write("truncated_header.dcm", good_bytes[:700], "truncated_or_no_pixel_data", phi)
+    ds, phi = image(number=12)
+    data = _encode(ds)
+    write("truncated_pixels.dcm", data[: len(data) - rows * columns], "undecodable_pixel_data", phi)
+    write("empty.dcm", b"", "empty_file", [])
+    note = f"Patient {patient.name.replace('^', ' ')} MRN {patient.patient_id}: not a DICOM file\n"
+    write(f"notes_{patient.patient_id}.txt", note.encode() * 20, "not_dicom", [patient.patient_id])
+
+    directory = Dataset()
+    directory.FileSetID = "CXR"
+    directory.DirectoryRecordSequence = DicomSequence([Dataset()])
+    directory.DirectoryRecordSequence[0].DirectoryRecordType = "PATIENT"
+    directory.DirectoryRecordSequence[0].PatientID = patient.patient_id
+    directory.file_meta = FileMetaDataset()
+    directory.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
+    directory.file_meta.MediaStorageSOPInstanceUID = gen.uid()
+    directory.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    write("DICOMDIR", _encode(directory), "dicomdir", [patient.patient_id])
+
+    ds, phi = image(number=2)
+    del ds.PatientID
+    write("no_patient_id.dcm", _encode(ds), "no_patient_id", phi)
+
+    ds, phi = image(number=3)
+    unknown = _with_transfer_syntax(_encode(ds), b"1.2.826.0.1.3680043\x00")  # no such syntax
+    write("unknown_transfer_syntax.dcm", unknown, "unknown_transfer_syntax", phi)
+
+    ds, phi = image(number=4)
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
+    write("pixels_cut_short.dcm", _encode(ds), "undecodable_pixel_data", phi)
+
+    ds, phi = image(number=5)
+    rle = _with_transfer_syntax(_encode(ds), str(RLELossless).encode() + b"\x00")  # says RLE, holds native
+    write("pixels_not_encapsulated.dcm", rle, "undecodable_pixel_data", phi)
+
+    ds, phi = image(number=6)
+    data = _encode(ds)
+    marker = b"\x28\x00\x03\x01US\x02\x00\x00\x00"  # PixelRepresentation 0, explicit VR
+    write("damaged_value.dcm", data.replace(marker, b"\x28\x00\x03\x01US\x01\x00\x00"), "undecodable_value", phi)
+
+    ds, phi = image(number=7)
+    ds.StudyDescription = "CHEST " * (huge_value_bytes // 6)
+    write("huge_value.dcm", _encode(ds), "oversized_element", phi)
+
+    ds, phi = image(number=8)
+    claim = b"\x08\x00\x19\x01UC\x00\x00" + (0x7FFFFFF0).to_bytes(4, "little") + b"ABCD"  # LongCodeValue, ~2 GB
+    write("length_claims_gigabytes.dcm", _splice_before_pixels(_encode(ds), claim), "truncated_or_no_pixel_data", phi)
+
+    ds, phi = image(number=9)
+    del ds.StudyDate  # the other dates of the file still anchor the patient's shift
+    write("no_study_date.dcm", _encode(ds), None, phi)
+
+    ds, first_phi = image(number=10)
+    duplicate = ds.SOPInstanceUID
+    write("duplicate_1.dcm", _encode(ds), None, first_phi)
+    ds, phi = image(view="LATERAL", number=11)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = duplicate
+    write("duplicate_2.dcm", _encode(ds), "duplicate_sop_instance_uid", phi)
+
+    # a second patient none of whose dates can be read: shifted from a fallback anchor
+    patient = gen.patient()
+    study = {**study, "uid": gen.uid(), "accession": f"ACC{gen.digits(9)}"}
+    ds, phi = image(number=1)
+    for keyword in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "InstanceCreationDate"):
+        setattr(ds, keyword, "2015-13-45")
+    ds.AcquisitionDateTime = "20151345120000"
+    folder = f"BAD_{patient.name.split('^')[0]}_{patient.patient_id}"
+    write("malformed_dates.dcm", _encode(ds), None, [*phi, "2015-13-45"])
+    return tuple(files)
+
+
+def _with_transfer_syntax(data: bytes, uid: bytes) -> bytes:
+    """An Explicit VR Little Endian file whose meta claims another syntax (damage on purpose).
+
+    ``uid`` is NUL padded to the 20 bytes of Explicit VR Little Endian's UID, so no length
+    in the meta changes.
+    """
+    explicit = str(ExplicitVRLittleEndian).encode() + b"\x00"
+    assert len(uid) == len(explicit) and data.count(explicit) == 1
+    return data.replace(explicit, uid)

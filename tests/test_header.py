@@ -521,3 +521,57 @@ def test_dates_that_would_land_outside_2100_2200_are_not_kept() -> None:
         if elem.VR in ("DA", "DT") and elem.value:
             values = elem.value if elem.VM > 1 else [elem.value]
             assert all(2100 <= int(str(v)[:4]) <= 2200 for v in values), elem.keyword
+
+
+@pytest.mark.parametrize(
+    ("tag", "vr", "value", "kept"),
+    [
+        (0x00080030, "PN", "Smithers^Wally", False),  # StudyTime (kept by the table) holding a name
+        (0x00080030, "LO", "Smithers Wally", False),
+        (0x00280030, "LO", "Smithers", False),  # PixelSpacing (not in the table) as free text
+        (0x00080070, "PN", "Smithers^Wally", False),  # Manufacturer as a name
+        (0x00280106, "SS", 0, True),  # "US or SS": either is the attribute's own VR
+    ],
+)
+def test_value_whose_vr_contradicts_the_dictionary_is_not_kept(tag: int, vr: str, value: object, kept: bool) -> None:
+    """Found by fuzzing: the attribute's rule (keep a time) must not keep a name."""
+    from pydicom.dataelem import DataElement
+
+    ds = make_dx()
+    ds[tag] = DataElement(tag, vr, value)
+    out, data, _ = deidentify(ds)
+    assert b"smithers" not in data.lower()
+    assert (tag in out and out[tag].value not in ("", None)) == kept
+
+
+def test_damaged_vr_is_quarantined_not_crashed() -> None:
+    """Found by fuzzing: a VR of two damaged bytes made pydicom raise NotImplementedError."""
+    data = to_bytes(make_dx())
+    marker = b"\x10\x00\x10\x00PN"  # (0010,0010) PatientName, explicit VR
+    assert data.count(marker) == 1
+    ds = read(data.replace(marker, b"\x10\x00\x10\x00P\x00"))
+    with pytest.raises(QuarantineError) as caught:
+        deidentify_header(ds, IDENTITY, remap)
+    assert caught.value.reason == "invalid_vr"
+    assert caught.value.detail == "PatientName"
+
+
+def test_replaced_attribute_with_a_wrong_vr_gets_the_research_id() -> None:
+    from pydicom.dataelem import DataElement
+
+    ds = make_dx()
+    ds[0x00100010] = DataElement(0x00100010, "LO", "Quixbury Zelphine")
+    out, data, _ = deidentify(ds)
+    assert out["PatientName"].VR == "PN" and str(out.PatientName) == str(IDENTITY.subject_id)
+    assert b"quixbury" not in data.lower()
+
+
+def test_damaged_pixel_representation_is_quarantined_not_crashed() -> None:
+    """Found by fuzzing: pydicom decodes PixelRepresentation whenever a sequence is set."""
+    data = to_bytes(make_dx())
+    marker = b"\x28\x00\x03\x01US\x02\x00\x00\x00"  # (0028,0103) US, length 2, value 0
+    assert data.count(marker) == 1
+    ds = read(data.replace(marker, b"\x28\x00\x03\x01US\x01\x00\x00"))  # one byte: not a US
+    with pytest.raises(QuarantineError) as caught:
+        deidentify_header(ds, IDENTITY, remap)
+    assert (caught.value.reason, caught.value.detail) == ("undecodable_value", "PixelRepresentation")

@@ -8,6 +8,12 @@ written back byte for byte), and PixelData is never touched.
 Nothing here puts a header value into an exception message or a log: a
 ``QuarantineError`` carries a reason class and at most a keyword or tag.
 
+Damage fails closed (each case found by fuzzing, see tests/test_fuzz_header.py): a VR
+that is no VR at all quarantines (``invalid_vr``); an element whose VR contradicts the
+data dictionary (a name written into StudyTime) is not judged by the attribute's rule
+but removed, or emptied when the IOD requires it; a text or number value over
+MAX_VALUE_BYTES quarantines (``oversized_element``).
+
 Clean Descriptors rule (option 113105): while walking, the values of the identifying
 attributes being removed or replaced (name components, IDs, accession, institution,
 addresses, original dates in several renderings) are collected as phrases. After the
@@ -37,6 +43,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, UID_dictionary
+from pydicom.valuerep import VR
 
 from cxr_dask.deid.profile import Action, Profile, ProfileOptions, get_profile, required_type
 from cxr_dask.errors import QuarantineError
@@ -48,6 +55,9 @@ IMPLEMENTATION_VERSION_NAME = "CXR_DASK_0_1"
 
 #: Deeper nesting than this is not seen in real images: quarantine rather than recurse.
 MAX_DEPTH = 32
+#: A text or number value longer than this (an LO is at most 64 characters) is damage or an
+#: attack; cleaning it would cost minutes and keep megabytes nobody can review.
+MAX_VALUE_BYTES = 1 << 20
 
 _BASIC_CODE = ("113100", "Basic Application Confidentiality Profile")
 _CLEAN_DESC_CODE = ("113105", "Clean Descriptors Option")
@@ -68,6 +78,7 @@ _META_KEEP = frozenset(
 _PATIENT_ID, _PATIENT_NAME, _ACCESSION, _STUDY_ID = 0x00100020, 0x00100010, 0x00080050, 0x00200010
 _REPLACED = frozenset({_PATIENT_ID, _PATIENT_NAME, _ACCESSION, _STUDY_ID})
 _SOP_INSTANCE_UID = 0x00080018
+_PIXEL_REPRESENTATION = 0x00280103
 
 #: Non-PN attributes whose removed values are phrases to clean out of descriptors.
 _PHRASE_KEYWORDS = frozenset(
@@ -176,12 +187,15 @@ _STOP_WORDS = frozenset(
         "iii",
     }
 )
+#: Public name for other modules (verify searches for exactly what the cleaner removes).
+STOP_WORDS = _STOP_WORDS
 _MIN_PHRASE = 3
 _TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
 _STRING_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI"} | {"UR", "UT"}
 )
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_VALID_VRS = frozenset(VR.__members__)
 _DUMMY_TEXT = "ANONYMIZED"
 _DUMMY_BY_VR: dict[str, object] = {
     "AE": _DUMMY_TEXT,
@@ -267,7 +281,30 @@ def _element_vr(tag: int, raw: DataElement | RawDataElement) -> str:
         vr = dictionary_VR(tag)
     if not vr:
         return "UN"
-    return vr.split(" or ")[0]
+    vr = vr.split(" or ")[0]
+    if vr not in _VALID_VRS:  # damaged bytes: no rule can be chosen, nor the value written back
+        raise QuarantineError("invalid_vr", _tag_name(tag))
+    return vr
+
+
+def _oversized(raw: DataElement | RawDataElement, vr: str) -> bool:
+    """A text or number value (not pixels, blobs or sequences) beyond MAX_VALUE_BYTES."""
+    if not isinstance(raw, RawDataElement) or vr in _BINARY_VRS or vr == "SQ":
+        return False
+    return raw.length != 0xFFFFFFFF and raw.length > MAX_VALUE_BYTES
+
+
+@lru_cache(maxsize=8192)
+def _dictionary_vr(tag: int) -> str:
+    return dictionary_VR(tag) if _known(tag) else ""
+
+
+@lru_cache(maxsize=16384)
+def _vr_contradicts_dictionary(tag: int, vr: str) -> bool:
+    """An explicit VR the dictionary does not allow for this public tag (UN is allowed)."""
+    if vr in ("UN", "SQ") or not _known(tag):
+        return False
+    return vr not in dictionary_VR(tag).split(" or ")
 
 
 @lru_cache(maxsize=16384)
@@ -279,6 +316,10 @@ def _decide(profile: Profile, tag: int, vr: str) -> Action:
     if 0x5000 <= group <= 0x50FF or 0x6000 <= group <= 0x60FF:
         return Action.REMOVE  # curves and overlays, every element of the group
     action = profile.action_for(tag)
+    if action in (Action.KEEP, Action.CLEAN) and _vr_contradicts_dictionary(tag, vr):
+        # a value whose VR contradicts the attribute cannot be judged by the attribute's
+        # rule (a name written into StudyTime): it goes, emptied when the IOD needs it
+        return Action.EMPTY if required_type(_keyword(tag)) else Action.REMOVE
     if action is not None:
         return action
     if not _known(tag):
@@ -292,6 +333,8 @@ def _decide(profile: Profile, tag: int, vr: str) -> Action:
         return Action.EMPTY if required_type(_keyword(tag)) else Action.REMOVE
     if vr == "UI":
         return Action.UID
+    if _vr_contradicts_dictionary(tag, vr):
+        return Action.EMPTY if required_type(_keyword(tag)) else Action.REMOVE
     if vr in _TEXT_VRS and options.clean_descriptors:
         return Action.CLEAN
     return Action.KEEP
@@ -434,7 +477,7 @@ class _Walker:
     # -- phrase collection
     def collect(self, ds: Dataset, tag: int, vr: str) -> None:
         """Remember the identifying text of an element that is about to go."""
-        if vr == "PN":
+        if vr == "PN" or (vr in _STRING_VRS and _dictionary_vr(tag) == "PN"):  # a name, whatever its VR
             for value in self.values(ds, tag):
                 self.add_phrase(value)
                 for token in _PN_SPLIT.split(value):
@@ -456,7 +499,7 @@ class _Walker:
         for tag in list(item.keys()):
             if (tag >> 16) & 1:
                 continue
-            vr = _element_vr(tag, item.get_item(tag))
+            vr = _element_vr(tag, item.get_item(tag, keep_deferred=True))
             if vr == "SQ":
                 for sub in self.element(item, tag).value or ():
                     self.collect_dataset(sub, depth + 1)
@@ -478,16 +521,24 @@ class _Walker:
         """Apply the profile to every element of ``ds`` and, recursively, its items."""
         if depth > MAX_DEPTH:
             raise QuarantineError("sequence_too_deep")
+        if _PIXEL_REPRESENTATION in ds:
+            # pydicom decodes it by itself whenever a sequence is set in this dataset:
+            # decode it here first, so a damaged value quarantines instead of crashing
+            self.element(ds, _PIXEL_REPRESENTATION)
         decide, profile = _decide, self.profile
         for tag in list(ds.keys()):
             if (tag >> 16) & 1:
                 del ds[tag]
                 self.report.private_removed += 1
                 continue
-            vr = _element_vr(tag, ds.get_item(tag))
+            raw = ds.get_item(tag, keep_deferred=True)
+            vr = _element_vr(tag, raw)
+            if _oversized(raw, vr):
+                raise QuarantineError("oversized_element", _tag_name(tag))
             if depth == 0 and tag in _REPLACED:
                 self.collect(ds, tag, vr)
-                self.report.dummied += 1  # replaced by the research id after the walk
+                del ds[tag]  # set afresh after the walk, whatever VR the input gave it
+                self.report.dummied += 1
                 continue
             action = decide(profile, tag, vr)
             self.apply(ds, tag, vr, action, depth)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pydicom
 
-from cxr_dask import storage
+from cxr_dask import encode, storage
 from cxr_dask.deid.header import FileIdentity, HeaderReport, deidentify_header
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.errors import QuarantineError
@@ -32,10 +32,19 @@ from cxr_dask.storage import Location
 class DeidentifiedFile:
     """A finished output object and what is known about it."""
 
-    data: bytes
+    parts: list[encode.Buffer]  # the file's bytes, in order (see encode.encode_parts)
     identity: FileIdentity
     report: HeaderReport
     metadata: dict[str, Any]
+
+    @property
+    def data(self) -> bytes:
+        """The whole file as one bytes object (a copy: writers take ``parts``)."""
+        return b"".join(self.parts)
+
+    @property
+    def size(self) -> int:
+        return encode.size(self.parts)
 
     @property
     def path(self) -> str:
@@ -80,13 +89,12 @@ def deidentify_bytes(data: bytes, identity: IdentityMap, options: ProfileOptions
         raise QuarantineError("no_pixel_data")
     ids = file_identity(ds, identity)
     report = deidentify_header(ds, ids, identity.remap_uid, options)
-    buffer = io.BytesIO()
     try:
-        ds.save_as(buffer, enforce_file_format=True)
+        parts = encode.encode_parts(ds)
     except Exception:
         raise QuarantineError("unwritable") from None
     row = metadata_row(ds, ids.dicom_id, ids.subject_id, ids.study_id)
-    return DeidentifiedFile(buffer.getvalue(), ids, report, row)
+    return DeidentifiedFile(parts, ids, report, row)
 
 
 def process_file(
@@ -104,7 +112,7 @@ def process_file(
         data = storage.read_bytes(source, key)
         bytes_in = len(data)
         result = deidentify_bytes(data, identity, options)
-        storage.write_atomic(destination, result.path, result.data)
+        storage.write_atomic(destination, result.path, result.parts)
     except QuarantineError as error:
         row = audit_row(key_index, "quarantined", reason=error.reason, detail=error.detail or None)
         row.update(bytes_in=bytes_in, seconds=time.perf_counter() - started)
@@ -120,7 +128,7 @@ def process_file(
         subject_id=result.identity.subject_id,
         study_id=result.identity.study_id,
         bytes_in=bytes_in,
-        bytes_out=len(result.data),
+        bytes_out=result.size,
         seconds=time.perf_counter() - started,
         **result.report.as_dict(),
     )

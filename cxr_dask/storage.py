@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import posixpath
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -104,12 +105,14 @@ def read_bytes(location: Location, key: str) -> bytes:
     return location.fs.cat_file(location.path(key))
 
 
-def write_atomic(location: Location, key: str, data: bytes) -> None:
-    """Write ``data`` so that no reader ever sees a partial object.
+def write_atomic(location: Location, key: str, data: bytes | Sequence[bytes | memoryview]) -> None:
+    """Write ``data`` (bytes, or buffers to concatenate) so no reader sees a partial object.
 
-    Local: a temporary name in the same folder, then ``os.replace``. Object stores:
-    a single PUT of the finished bytes, which is atomic by the store's semantics.
+    Local: a temporary name in the same folder, then ``os.replace``; buffers are written
+    one after the other, never joined. Object stores: a single PUT of the finished bytes,
+    which is atomic by the store's semantics.
     """
+    parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
     path = location.path(key)
     fs = location.fs
     if location.is_local:
@@ -118,13 +121,13 @@ def write_atomic(location: Location, key: str, data: bytes) -> None:
         tmp = posixpath.join(folder, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
         try:
             with open(tmp, "wb") as handle:
-                handle.write(data)
+                handle.writelines(parts)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
         return
-    fs.pipe_file(path, data)
+    fs.pipe_file(path, parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts))
 
 
 def exists(location: Location, key: str) -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 import pydicom
 
 RESULTS = Path(__file__).parent / "results"
+Contender = tuple[Callable[[], None], Callable[[], None]]
 EXPLICIT = [pydicom.uid.ExplicitVRLittleEndian]
 
 #: The two corpora every one-core contender runs on (cxr_dask.synth, explicit VR LE).
@@ -48,11 +49,19 @@ def machine() -> dict[str, Any]:
     }
 
 
-def interleaved_medians(contenders: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    """Median seconds of each contender, run in turn ``repeats`` times (A, B, A, B, ...)."""
+def interleaved_medians(contenders: dict[str, Contender], repeats: int) -> dict[str, float]:
+    """Median seconds of each contender's work, run in turn ``repeats`` times (A, B, A, B, ...).
+
+    A contender is ``(setup, work)``: only ``work`` is timed (setup clears the previous
+    repetition's output, which costs differently for a flat folder and a deep tree), and
+    the page cache is synced between contenders. Writes are timed to the page cache, as
+    ``cp`` and every tool here leave them.
+    """
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeats):
-        for name, work in contenders.items():
+        for name, (setup, work) in contenders.items():
+            setup()
+            os.sync()  # earlier contenders' dirty pages must not be flushed on this one's time
             started = time.perf_counter()
             work()
             times[name].append(time.perf_counter() - started)

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pydicom
-
 import common
 import peers
+import pydicom
+
 from cxr_dask import identity, inventory, process
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.privacy import quiet_pydicom
@@ -51,7 +51,8 @@ def make_corpus(root: Path, name: str) -> Path:
     return folder
 
 
-def contenders(corpus: Path, scratch: Path, runners: dict[str, peers.Runner]) -> dict[str, Callable[[], None]]:
+def contenders(corpus: Path, scratch: Path, runners: dict[str, peers.Runner]) -> dict[str, common.Contender]:
+    """(setup, work) per contender; every work reads the same files and writes new ones."""
     source = Location(str(corpus))
     files = list_files(source)
     records = inventory.scan_partition(((i, k, s) for i, (k, s) in enumerate(files)), source)
@@ -59,24 +60,24 @@ def contenders(corpus: Path, scratch: Path, runners: dict[str, peers.Runner]) ->
     ident = identity.extend(identity.IdentityMap(uid_key=b"bench-secret-0123456789"), table)
     options = ProfileOptions()
 
-    def fresh(name: str) -> Path:
-        target = scratch / name
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir(parents=True)
-        return target
+    def clear(name: str, create: bool = True) -> Callable[[], None]:
+        def setup() -> None:
+            shutil.rmtree(scratch / name, ignore_errors=True)
+            if create:
+                (scratch / name).mkdir(parents=True)
+
+        return setup
 
     def copy() -> None:
-        target = scratch / "cp"
-        shutil.rmtree(target, ignore_errors=True)
-        subprocess.run(["cp", "-r", str(corpus), str(target)], check=True)
+        subprocess.run(["cp", "-r", str(corpus), str(scratch / "cp")], check=True)
 
     def bare() -> None:
-        target = fresh("pydicom")
+        target = scratch / "pydicom"
         for index, (key, _) in enumerate(files):
             pydicom.dcmread(corpus / key).save_as(target / f"{index}.dcm")
 
     def ours() -> None:
-        destination = Location(str(fresh("cxr-dask")))
+        destination = Location(str(scratch / "cxr-dask"))
         for index, (key, _) in enumerate(files):
             audit, _ = process.process_file(source, destination, index, key, ident, options)
             if audit["status"] != "written":
@@ -84,13 +85,18 @@ def contenders(corpus: Path, scratch: Path, runners: dict[str, peers.Runner]) ->
 
     def peer(name: str, runner: peers.Runner) -> Callable[[], None]:
         def work() -> None:
-            target = fresh(name)
+            target = scratch / name
             for index, (key, _) in enumerate(files):
                 runner(corpus / key, target / f"{index}.dcm")
 
         return work
 
-    return {"cp": copy, "pydicom": bare, "cxr-dask": ours, **{n: peer(n, r) for n, r in runners.items()}}
+    return {
+        "cp": (clear("cp", create=False), copy),
+        "pydicom": (clear("pydicom"), bare),
+        "cxr-dask": (clear("cxr-dask"), ours),
+        **{name: (clear(name), peer(name, runner)) for name, runner in runners.items()},
+    }
 
 
 def run(root: Path, repeats: int) -> dict[str, Any]:
@@ -106,7 +112,9 @@ def run(root: Path, repeats: int) -> dict[str, Any]:
         failed = {}
         for peer_name in list(runners):  # a peer that fails on these files is reported, not timed
             try:
-                work[peer_name]()
+                setup, job = work[peer_name]
+                setup()
+                job()
             except Exception as error:
                 failed[peer_name] = f"{type(error).__name__}: {error}".splitlines()[0][:160]
                 del work[peer_name]

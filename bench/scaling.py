@@ -1,0 +1,215 @@
+"""Whole runs on a LocalCluster: 1 worker against 2, the 20,000-file run, worker memory.
+
+- scaling: ``pipeline.run`` over the same 2,000 small files on a 1-worker and a 2-worker
+  cluster (1 thread each), interleaved; the ratio is the speed-up of the second;
+- 20,000 small files (256x256) end to end on 2 workers (listing, pass 1, identity map,
+  pass 2, Parquet) against a bare ``dcmread`` + ``save_as`` loop over the same files in 2
+  processes: what the scheduler, partitioning and tables cost per file;
+- peak memory: each worker's peak resident set (``getrusage`` in the worker) after a run
+  over the 15 MB files, against 4x the largest file per thread plus 300 MB.
+
+The big corpora are made by re-identifying copies of the small synthetic corpus (new
+PatientID, accession and UIDs per copy), which is much faster than synthesizing them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import resource
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from distributed import Client, LocalCluster
+
+from cxr_dask import pipeline
+from cxr_dask.config import RunConfig
+
+SCALING_FILES = 2_000
+BIG_RUN_FILES = 20_000
+MEMORY_SLACK_MB = 300
+
+
+def replicate(base: Path, out: Path, n_files: int) -> int:
+    """``n_files`` files: copies of ``base``'s files, each copy a new set of patients."""
+    if out.exists() and sum(1 for _ in out.rglob("*.dcm")) == n_files:
+        return n_files
+    shutil.rmtree(out, ignore_errors=True)
+    sources = sorted(base.rglob("*.dcm"))
+    written = 0
+    for copy in range(math.ceil(n_files / len(sources))):
+        for path in sources:
+            if written == n_files:
+                return written
+            ds = pydicom.dcmread(path)
+            ds.PatientID = f"{ds.PatientID}-{copy}"
+            ds.AccessionNumber = f"{ds.AccessionNumber}-{copy}"[-16:]
+            for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+                setattr(ds, keyword, f"{getattr(ds, keyword)}.{copy}")
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            target = out / f"c{copy:04d}" / path.relative_to(base)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            ds.save_as(target)
+            written += 1
+    return written
+
+
+def _cluster(workers: int) -> tuple[LocalCluster, Client]:
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        memory_limit="3GiB",
+        silence_logs=logging.ERROR,
+    )
+    return cluster, Client(cluster)
+
+
+def _run(client: Client, corpus: Path, work: Path) -> float:
+    shutil.rmtree(work, ignore_errors=True)
+    config = RunConfig(input=str(corpus), output=str(work / "dataset"), private=str(work / "private"), progress=False)
+    started = time.perf_counter()
+    summary = pipeline.run(client, config)
+    seconds = time.perf_counter() - started
+    if summary.quarantined:
+        raise RuntimeError(f"benchmark run quarantined files: {summary.reasons}")
+    shutil.rmtree(work, ignore_errors=True)
+    return seconds
+
+
+def _bare_half(paths: list[str], target: str) -> int:
+    os.makedirs(target, exist_ok=True)
+    for index, path in enumerate(paths):
+        pydicom.dcmread(path).save_as(os.path.join(target, f"{index}.dcm"))
+    return len(paths)
+
+
+def _bare_two_processes(pool: ProcessPoolExecutor, corpus: Path, work: Path) -> float:
+    shutil.rmtree(work, ignore_errors=True)
+    paths = sorted(str(p) for p in corpus.rglob("*.dcm"))
+    started = time.perf_counter()
+    halves = [pool.submit(_bare_half, paths[i::2], str(work / str(i))) for i in range(2)]
+    done = sum(f.result() for f in halves)
+    seconds = time.perf_counter() - started
+    assert done == len(paths)
+    shutil.rmtree(work, ignore_errors=True)
+    return seconds
+
+
+def _worker_peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _megabytes(folder: Path) -> tuple[int, float, float]:
+    sizes = [p.stat().st_size for p in folder.rglob("*.dcm")]
+    return len(sizes), sum(sizes) / 1e6, max(sizes) / 1e6
+
+
+def run(root: Path, repeats: int) -> dict[str, Any]:
+    from header import make_corpus
+
+    small, large = make_corpus(root, "small"), make_corpus(root, "large")
+    medium = root / "scaling"
+    big = root / "twenty-thousand"
+    started = time.perf_counter()
+    replicate(small, medium, SCALING_FILES)
+    replicate(small, big, BIG_RUN_FILES)
+    result: dict[str, Any] = {"replicate_seconds": time.perf_counter() - started}
+
+    one, one_client = _cluster(1)
+    two, two_client = _cluster(2)
+    try:
+        seconds: dict[str, list[float]] = {"1 worker": [], "2 workers": []}
+        for _ in range(repeats):
+            seconds["1 worker"].append(_run(one_client, medium, root / "run-1"))
+            seconds["2 workers"].append(_run(two_client, medium, root / "run-2"))
+        med = {k: sorted(v)[len(v) // 2] for k, v in seconds.items()}
+        result["scaling"] = {"files": SCALING_FILES, "seconds": med, "speedup": med["1 worker"] / med["2 workers"]}
+    finally:
+        one_client.close()
+        one.close()
+
+    try:
+        with ProcessPoolExecutor(2) as pool:
+            list(pool.map(abs, [1, 2]))  # start both processes before timing
+            bare = _bare_two_processes(pool, big, root / "bare-2")
+        ours = _run(two_client, big, root / "run-big")
+        files, mb, _ = _megabytes(big)
+        result["big_run"] = {
+            "files": files,
+            "megabytes": mb,
+            "cxr_dask_seconds": ours,
+            "bare_2_process_seconds": bare,
+            "cxr_dask_files_per_s": files / ours,
+            "bare_files_per_s": files / bare,
+            "ratio": bare / ours,
+        }
+    finally:
+        two_client.close()
+        two.close()
+
+    # memory: a fresh 2-worker cluster, one run over the 15 MB files
+    fresh, fresh_client = _cluster(2)
+    try:
+        _run(fresh_client, large, root / "run-large")
+        peaks = fresh_client.run(_worker_peak_mb)
+    finally:
+        fresh_client.close()
+        fresh.close()
+    _, _, largest = _megabytes(large)
+    result["memory"] = {
+        "worker_peak_mb": sorted(peaks.values()),
+        "largest_file_mb": largest,
+        "threads_per_worker": 1,
+        "limit_mb": 4 * largest + MEMORY_SLACK_MB,
+    }
+    return result
+
+
+def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    s, b, m = result["scaling"], result["big_run"], result["memory"]
+    return [
+        {
+            "section": "cluster",
+            "corpus": f"{s['files']} small files",
+            "what": "1 worker",
+            "files_s": s["files"] / s["seconds"]["1 worker"],
+        },
+        {
+            "section": "cluster",
+            "corpus": f"{s['files']} small files",
+            "what": "2 workers (speed-up)",
+            "files_s": s["files"] / s["seconds"]["2 workers"],
+            "ratio": s["speedup"],
+            "target": 1.7,
+        },
+        {
+            "section": "cluster",
+            "corpus": f"{b['files']} small files",
+            "what": "bare loop, 2 processes",
+            "files_s": b["bare_files_per_s"],
+            "mb_s": b["megabytes"] / b["bare_2_process_seconds"],
+        },
+        {
+            "section": "cluster",
+            "corpus": f"{b['files']} small files",
+            "what": "cxr-dask run, 2 workers",
+            "files_s": b["cxr_dask_files_per_s"],
+            "mb_s": b["megabytes"] / b["cxr_dask_seconds"],
+            "ratio": b["ratio"],
+            "target": 0.6,
+        },
+        {
+            "section": "memory",
+            "corpus": f"largest file {m['largest_file_mb']:.1f} MB",
+            "what": "worker peak RSS (MB)",
+            "value": max(m["worker_peak_mb"]),
+            "limit": m["limit_mb"],
+        },
+    ]

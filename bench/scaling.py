@@ -64,7 +64,7 @@ def _cluster(workers: int) -> tuple[LocalCluster, Client]:
         n_workers=workers,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        dashboard_address=":0",
         memory_limit="3GiB",
         silence_logs=logging.ERROR,
     )
@@ -103,6 +103,14 @@ def _bare_two_processes(pool: ProcessPoolExecutor, corpus: Path, work: Path) -> 
 
 
 def _worker_peak_mb() -> float:
+    """The worker's peak resident set: VmHWM, which (unlike ``ru_maxrss``) does not
+    inherit the high-water mark of the process that forked it before ``exec``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -125,6 +133,8 @@ def run(root: Path, repeats: int) -> dict[str, Any]:
     one, one_client = _cluster(1)
     two, two_client = _cluster(2)
     try:
+        for client in (one_client, two_client):  # imports and first-task costs, untimed
+            _run(client, small, root / "warm-up")
         seconds: dict[str, list[float]] = {"1 worker": [], "2 workers": []}
         for _ in range(repeats):
             seconds["1 worker"].append(_run(one_client, medium, root / "run-1"))
@@ -157,6 +167,7 @@ def run(root: Path, repeats: int) -> dict[str, Any]:
     # memory: a fresh 2-worker cluster, one run over the 15 MB files
     fresh, fresh_client = _cluster(2)
     try:
+        idle = fresh_client.run(_worker_peak_mb)
         _run(fresh_client, large, root / "run-large")
         peaks = fresh_client.run(_worker_peak_mb)
     finally:
@@ -165,6 +176,7 @@ def run(root: Path, repeats: int) -> dict[str, Any]:
     _, _, largest = _megabytes(large)
     result["memory"] = {
         "worker_peak_mb": sorted(peaks.values()),
+        "worker_idle_peak_mb": sorted(idle.values()),
         "largest_file_mb": largest,
         "threads_per_worker": 1,
         "limit_mb": 4 * largest + MEMORY_SLACK_MB,
@@ -208,7 +220,7 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
         {
             "section": "memory",
             "corpus": f"largest file {m['largest_file_mb']:.1f} MB",
-            "what": "worker peak RSS (MB)",
+            "what": f"worker peak RSS MB (idle {max(m['worker_idle_peak_mb']):.0f})",
             "value": max(m["worker_peak_mb"]),
             "limit": m["limit_mb"],
         },

@@ -83,6 +83,8 @@ def _passthrough_pixels(ds: pydicom.Dataset) -> tuple[DataElement | RawDataEleme
         return None
     raw = isinstance(element, RawDataElement)
     undefined = element.length == _UNDEFINED if raw else element.is_undefined_length
+    if undefined != syntax.is_compressed:
+        return None  # save_as re-flags the length from the syntax: let it
     if undefined and not value.startswith(b"\xfe\xff\x00\xe0"):
         return None  # not encapsulated: let pydicom raise its own error
     return element, value, undefined

@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import pydicom
 
@@ -76,10 +76,11 @@ def file_identity(ds: pydicom.Dataset, identity: IdentityMap) -> FileIdentity:
     return FileIdentity(subject_id=subject_id, study_id=study_id, dicom_id=dicom_id, shift_days=shift_days)
 
 
-def deidentify_bytes(data: bytes, identity: IdentityMap, options: ProfileOptions) -> DeidentifiedFile:
-    """De-identify one DICOM file held in memory; pixel data is carried as raw bytes."""
+def deidentify_bytes(data: bytes | IO[bytes], identity: IdentityMap, options: ProfileOptions) -> DeidentifiedFile:
+    """De-identify one DICOM file (its bytes, or an open binary file); pixel data is
+    carried as raw bytes and written back without copies (``encode.encode_parts``)."""
     try:
-        ds = pydicom.dcmread(io.BytesIO(data))
+        ds = pydicom.dcmread(io.BytesIO(data) if isinstance(data, bytes) else data)
     except Exception:
         raise QuarantineError("unreadable") from None
     reason = classify_header(ds)
@@ -109,9 +110,9 @@ def process_file(
     started = time.perf_counter()
     bytes_in = None
     try:
-        data = storage.read_bytes(source, key)
-        bytes_in = len(data)
-        result = deidentify_bytes(data, identity, options)
+        with storage.open_whole(source, key) as handle:
+            bytes_in = storage.size_of(handle)
+            result = deidentify_bytes(handle, identity, options)
         storage.write_atomic(destination, result.path, result.parts)
     except QuarantineError as error:
         row = audit_row(key_index, "quarantined", reason=error.reason, detail=error.detail or None)

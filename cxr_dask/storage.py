@@ -6,6 +6,7 @@ same code serves local folders, ``file://``, ``memory://`` and ``s3://`` buckets
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import uuid
@@ -103,6 +104,23 @@ def open_for_header(location: Location, key: str) -> IO[bytes]:
 def read_bytes(location: Location, key: str) -> bytes:
     """The whole object, in one request where the backend allows it."""
     return location.fs.cat_file(location.path(key))
+
+
+def open_whole(location: Location, key: str) -> IO[bytes]:
+    """``key`` opened for one full read: the file itself when local, so pydicom reads each
+    value (15 MB of pixels) straight into its own buffer, allocated once rather than once
+    for the whole object and again for the value; elsewhere, the object's bytes in
+    memory, fetched in one request."""
+    if location.is_local:
+        return open(location.path(key), "rb")
+    return io.BytesIO(read_bytes(location, key))
+
+
+def size_of(handle: IO[bytes]) -> int:
+    """Bytes in an open file or buffer; leaves it positioned at the start."""
+    size = handle.seek(0, io.SEEK_END)
+    handle.seek(0)
+    return size
 
 
 def write_atomic(location: Location, key: str, data: bytes | Sequence[bytes | memoryview]) -> None:

@@ -80,7 +80,7 @@ def print_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help=f"comma-separated subset of {', '.join(MODULES)}")
-    parser.add_argument("--repeats", type=int, default=3, help="repetitions per measurement (median)")
+    parser.add_argument("--repeats", type=int, default=5, help="repetitions per measurement (median)")
     parser.add_argument("--workdir", help="keep corpora here (default: a temporary folder)")
     args = parser.parse_args()
     wanted = args.only.split(",") if args.only else list(MODULES)

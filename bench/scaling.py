@@ -153,7 +153,7 @@ def run(root: Path, repeats: int) -> dict[str, Any]:
         for client in (one_client, two_client):  # imports and first-task costs, untimed
             _run(client, small, root / "warm-up")
         seconds: dict[str, list[float]] = {"1 worker": [], "2 workers": []}
-        for _ in range(repeats):
+        for _ in range(min(repeats, 3)):  # whole runs: 3 are enough for a median
             seconds["1 worker"].append(_run(one_client, medium, root / "run-1"))
             seconds["2 workers"].append(_run(two_client, medium, root / "run-2"))
         med = {k: sorted(v)[len(v) // 2] for k, v in seconds.items()}

@@ -38,9 +38,14 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest
 
-bench: setup
-	$(BIN)/python bench/run.py
-	$(BIN)/python bench/pixels.py
+# The peers (dicognito, deid, dicom-anonymizer) only for the benchmark: `make test` stays lean.
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	touch $(BENCH_STAMP)
+
+bench: setup $(BENCH_STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: setup
 	$(BIN)/ruff check cxr_dask tests bench

@@ -1,122 +1,111 @@
-"""Header de-identification throughput beside its floors, measured side by side in one run.
+"""``make bench``: every benchmark module that exists, then one table of ratios.
 
-For a small-image corpus (header work dominates) and a set of full-size 3000x2500 CXRs,
-on one core, writing real files each time:
+Modules run in this order when their file exists beside this one; each has
+``run(root: Path, repeats: int) -> dict`` (saved as ``results/<name>.json``) and
+``rows(result) -> list[dict]`` (lines of the table: ``section``, ``corpus``, ``what`` and
+``files_s``/``mb_s``/``ratio``/``target`` for throughputs, or ``value``/``limit``).
+A module that fails prints its error in the table and the others still run.
 
-- ``cp``: a plain copy of the same bytes (the I/O floor);
-- ``pydicom``: a bare ``dcmread`` + ``save_as`` loop (the Python floor);
-- ``cxr-dask``: ``process.process_file``, the pass-2 work of one file (read, Annex E
-  header de-identification, write in the MIMIC-CXR layout), without Dask.
-
-Each figure is the median of several repetitions; ratios are cxr-dask's throughput over
-each floor's. Results go to ``bench/results/header.json``.
+- ``header``:  one core: cp, bare pydicom, cxr-dask header-only, the peers (bench/peers.py)
+- ``pixels``:  the pixel path per image (decode, detect, OCR, encode), when it exists
+- ``scaling``: 1 vs 2 workers, the 20,000-file run, worker peak memory (LocalCluster)
+- ``scale``:   400,000 inventory rows: identity map, broadcast size, graph tasks
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import shutil
-import statistics
-import subprocess
+import importlib
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+import traceback
 from pathlib import Path
+from typing import Any
 
-import pydicom
+import common
 
-from cxr_dask import identity, inventory, process
-from cxr_dask.deid.profile import ProfileOptions
-from cxr_dask.storage import Location, list_files
-from cxr_dask.synth import synthesize
-
-RESULTS = Path(__file__).parent / "results"
+MODULES = ("header", "pixels", "scaling", "scale")
+HERE = Path(__file__).parent
 
 
-def median_seconds(work: Callable[[], None], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+def _number(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return f"{value:,.{digits}f}"
 
 
-def measure(corpus_dir: Path, scratch: Path, repeats: int) -> dict[str, float]:
-    source = Location(str(corpus_dir))
-    files = list_files(source)
-    records = inventory.scan_partition(((i, k, s) for i, (k, s) in enumerate(files)), source)
-    table = inventory.mark_duplicates(inventory.to_table(records))
-    ident = identity.extend(identity.IdentityMap(uid_key=b"bench-secret-0123456789"), table)
-    options = ProfileOptions()
-    n_bytes = sum(size for _, size in files)
+def _verdict(row: dict[str, Any]) -> tuple[str, str, str]:
+    """(ratio or value, target, met) columns."""
+    if "value" in row:
+        value, limit = row["value"], row.get("limit")
+        shown = _number(value)
+        if limit is None:
+            return shown, "", ""
+        parts = value.split("/") if isinstance(value, str) else [value]  # "a / b": each within the limit
+        ok = all(float(part) <= limit for part in parts)
+        return shown, f"<= {limit:,.0f}", "yes" if ok else "NO"
+    ratio, target = row.get("ratio"), row.get("target")
+    shown = f"{ratio:.2f}x" if ratio is not None else ""
+    if target is None or ratio is None:
+        return shown, "", ""
+    return shown, f">= {target:.2f}x", "yes" if ratio >= target else "NO"
 
-    def copy() -> None:
-        target = scratch / "cp"
-        shutil.rmtree(target, ignore_errors=True)
-        subprocess.run(["cp", "-r", str(corpus_dir), str(target)], check=True)
 
-    def bare() -> None:
-        target = scratch / "bare"
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir()
-        for index, (key, _) in enumerate(files):
-            ds = pydicom.dcmread(corpus_dir / key)
-            ds.save_as(target / f"{index}.dcm")
-
-    def ours() -> None:
-        target = scratch / "ours"
-        shutil.rmtree(target, ignore_errors=True)
-        destination = Location(str(target))
-        for index, (key, _) in enumerate(files):
-            audit, _ = process.process_file(source, destination, index, key, ident, options)
-            assert audit["status"] == "written", audit["reason"]
-
-    seconds = {
-        name: median_seconds(work, repeats) for name, work in [("cp", copy), ("pydicom", bare), ("cxr-dask", ours)]
-    }
-    return {
-        "files": len(files),
-        "megabytes": n_bytes / 1e6,
-        **{f"{name}_files_per_s": len(files) / s for name, s in seconds.items()},
-        **{f"{name}_mb_per_s": n_bytes / 1e6 / s for name, s in seconds.items()},
-        "ratio_vs_pydicom": seconds["pydicom"] / seconds["cxr-dask"],
-        "ratio_vs_cp": seconds["cp"] / seconds["cxr-dask"],
-    }
+def print_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> None:
+    print()
+    print(f"cxr-dask benchmarks on {machine['cpu']} ({machine['cores']} cores), python {machine['python']}, ", end="")
+    print(f"pydicom {machine['pydicom']}; load average at start {machine['load_average']}")
+    print("ratio: 1 core = cxr-dask's throughput over that row's; cluster = speed-up of 2 workers,")
+    print("       or the cxr-dask run's throughput over the 2-process bare loop")
+    header = (
+        f"{'section':8} {'corpus':28} {'what':32} {'files/s':>9} {'MB/s':>8} "
+        f"{'ratio/value':>12} {'target':>10} {'met':>4}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        if "note" in row:
+            print(f"{row['section']:8} {row['corpus']:28} {row['what']:32} {row['note']}")
+            continue
+        shown, target, met = _verdict(row)
+        print(
+            f"{row['section']:8} {row['corpus'][:28]:28} {row['what'][:32]:32} {_number(row.get('files_s')):>9} "
+            f"{_number(row.get('mb_s')):>8} {shown:>12} {target:>10} {met:>4}"
+        )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--small", type=int, default=60, help="patients in the small-image corpus")
-    parser.add_argument("--large", type=int, default=3, help="patients in the 3000x2500 corpus")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", help=f"comma-separated subset of {', '.join(MODULES)}")
+    parser.add_argument("--repeats", type=int, default=5, help="repetitions per measurement (median)")
+    parser.add_argument("--workdir", help="keep corpora here (default: a temporary folder)")
     args = parser.parse_args()
-    explicit = [pydicom.uid.ExplicitVRLittleEndian]
-    results = {"machine": f"{platform.machine()} {platform.processor() or ''} python {platform.python_version()}"}
+    wanted = args.only.split(",") if args.only else list(MODULES)
+    machine = common.machine()
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="cxr-bench-") as tmp:
-        root = Path(tmp)
-        synthesize(str(root / "small"), patients=args.small, seed=1, transfer_syntaxes=explicit)
-        synthesize(
-            str(root / "large"), patients=args.large, seed=2, rows=3000, columns=2500, transfer_syntaxes=explicit
-        )
-        for name in ("small", "large"):
-            scratch = root / f"scratch-{name}"
-            scratch.mkdir()
-            results[name] = measure(root / name, scratch, args.repeats)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "header.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"header de-identification, one core, median of {args.repeats}; {results['machine']}")
-    columns = ("files", "MB", "cp f/s", "pydicom f/s", "cxr-dask f/s", "vs pydicom", "vs cp")
-    print(f"{'corpus':8} " + " ".join(f"{c:>12}" for c in columns))
-    for name in ("small", "large"):
-        r = results[name]
-        print(
-            f"{name:8} {r['files']:>12} {r['megabytes']:>12.1f} {r['cp_files_per_s']:>12.1f} "
-            f"{r['pydicom_files_per_s']:>12.1f} {r['cxr-dask_files_per_s']:>12.1f} "
-            f"{r['ratio_vs_pydicom']:>11.2f}x {r['ratio_vs_cp']:>11.2f}x"
-        )
+        root = Path(args.workdir) if args.workdir else Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        for name in wanted:
+            if not (HERE / f"{name}.py").exists():
+                print(f"[bench] {name}: no bench/{name}.py on this branch, skipped", file=sys.stderr)
+                continue
+            print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+            started = time.perf_counter()
+            try:
+                module = importlib.import_module(name)
+                result = module.run(root, args.repeats)
+                result = {"machine": machine, "seconds": time.perf_counter() - started, **result}
+                common.save(name, result)
+                rows += module.rows(result)
+            except Exception as error:
+                traceback.print_exc()
+                rows.append({"section": name, "corpus": "-", "what": "-", "note": f"failed: {error!r}"[:200]})
+            print(f"[bench] {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    print_table(rows, machine)
 
 
 if __name__ == "__main__":

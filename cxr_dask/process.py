@@ -13,13 +13,13 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import pydicom
 from pydicom.encaps import generate_frames
 from pydicom.uid import UID
 
-from cxr_dask import storage
+from cxr_dask import encode, storage
 from cxr_dask.deid import pixels
 from cxr_dask.deid.header import FileIdentity, HeaderReport, deidentify_header
 from cxr_dask.deid.profile import ProfileOptions
@@ -35,11 +35,20 @@ from cxr_dask.storage import Location
 class DeidentifiedFile:
     """A finished output object and what is known about it."""
 
-    data: bytes
+    parts: list[encode.Buffer]  # the file's bytes, in order (see encode.encode_parts)
     identity: FileIdentity
     report: HeaderReport
     metadata: dict[str, Any]
     pixels: pixels.PixelReport
+
+    @property
+    def data(self) -> bytes:
+        """The whole file as one bytes object (a copy: writers take ``parts``)."""
+        return b"".join(self.parts)
+
+    @property
+    def size(self) -> int:
+        return encode.size(self.parts)
 
     @property
     def path(self) -> str:
@@ -100,16 +109,17 @@ def check_pixel_data(ds: pydicom.Dataset) -> None:
         raise QuarantineError("undecodable_pixel_data", "PixelData")
 
 
-def deidentify_bytes(data: bytes, identity: IdentityMap, options: ProfileOptions) -> DeidentifiedFile:
-    """De-identify one DICOM file held in memory.
+def deidentify_bytes(data: bytes | IO[bytes], identity: IdentityMap, options: ProfileOptions) -> DeidentifiedFile:
+    """De-identify one DICOM file (its bytes, or an open binary file).
 
     Header first (it validates the encoding and every value), then the pixel containers,
     then the pixels: carried as raw bytes unless burned-in text had to be blacked out,
     then re-encoded (``deid.pixels``). What the pixel step reads of the header (device,
-    size, photometric interpretation) is kept by the profile.
+    size, photometric interpretation) is kept by the profile. Pixel bytes are written
+    back without copies (``encode.encode_parts``).
     """
     try:
-        ds = pydicom.dcmread(io.BytesIO(data))
+        ds = pydicom.dcmread(io.BytesIO(data) if isinstance(data, bytes) else data)
     except Exception:
         raise QuarantineError("unreadable") from None
     reason = classify_header(ds)
@@ -125,13 +135,12 @@ def deidentify_bytes(data: bytes, identity: IdentityMap, options: ProfileOptions
     if cleaned.array is not None:
         pixels.store(ds, cleaned.array, source_syntax)
         pixels.mark_cleaned(ds)
-    buffer = io.BytesIO()
     try:
-        ds.save_as(buffer, enforce_file_format=True)
+        parts = encode.encode_parts(ds)
     except Exception:
         raise QuarantineError("unwritable") from None
     row = metadata_row(ds, ids.dicom_id, ids.subject_id, ids.study_id)
-    return DeidentifiedFile(buffer.getvalue(), ids, report, row, cleaned.report)
+    return DeidentifiedFile(parts, ids, report, row, cleaned.report)
 
 
 def process_file(
@@ -146,10 +155,10 @@ def process_file(
     started = time.perf_counter()
     bytes_in = None
     try:
-        data = storage.read_bytes(source, key)
-        bytes_in = len(data)
-        result = deidentify_bytes(data, identity, options)
-        storage.write_atomic(destination, result.path, result.data)
+        with storage.open_whole(source, key) as handle:
+            bytes_in = storage.size_of(handle)
+            result = deidentify_bytes(handle, identity, options)
+        storage.write_atomic(destination, result.path, result.parts)
     except QuarantineError as error:
         row = audit_row(key_index, "quarantined", reason=error.reason, detail=error.detail or None)
         row.update(bytes_in=bytes_in, seconds=time.perf_counter() - started)
@@ -165,7 +174,7 @@ def process_file(
         subject_id=result.identity.subject_id,
         study_id=result.identity.study_id,
         bytes_in=bytes_in,
-        bytes_out=len(result.data),
+        bytes_out=result.size,
         seconds=time.perf_counter() - started,
         **result.report.as_dict(),
         **result.pixels.as_audit(),

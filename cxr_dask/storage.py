@@ -7,11 +7,12 @@ same code serves local folders, ``file://``, ``memory://`` and ``s3://`` buckets
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import posixpath
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -204,23 +205,42 @@ def read_bytes(location: Location, key: str) -> bytes:
     return location.fs.cat_file(location.path(key))
 
 
+def open_whole(location: Location, key: str) -> IO[bytes]:
+    """``key`` opened for one full read: the file itself when local, so pydicom reads each
+    value (15 MB of pixels) straight into its own buffer, allocated once rather than once
+    for the whole object and again for the value; elsewhere, the object's bytes in
+    memory, fetched in one request."""
+    if location.is_local:
+        return open(location.path(key), "rb")
+    return io.BytesIO(read_bytes(location, key))
+
+
+def size_of(handle: IO[bytes]) -> int:
+    """Bytes in an open file or buffer; leaves it positioned at the start."""
+    size = handle.seek(0, io.SEEK_END)
+    handle.seek(0)
+    return size
+
+
 #: Local writes are staged here, below the location's root, and renamed into place: a
 #: crash leaves at most a temporary file in this hidden folder, never a partial object at
 #: its final key. ``remove_partials`` clears it when a run starts and ends.
 PARTIALS_DIR = ".partial"
 
 
-def write_atomic(location: Location, key: str, data: bytes | memoryview) -> None:
-    """Write ``data`` so that no reader ever sees a partial object at ``key``.
+def write_atomic(location: Location, key: str, data: bytes | Sequence[bytes | memoryview]) -> None:
+    """Write ``data`` (bytes, or buffers to concatenate) so no reader sees a partial object.
 
     Local: a temporary file under ``PARTIALS_DIR``, then ``os.replace`` (same filesystem,
-    so the rename is atomic). Object stores: a single PUT of the finished bytes, which is
-    atomic by the store's semantics (s3fs uses a multipart upload from 100 MB, which is
-    atomic too: the object appears only when the upload completes).
+    so the rename is atomic); buffers are written one after the other, never joined.
+    Object stores: a single PUT of the finished bytes, which is atomic by the store's
+    semantics (s3fs uses a multipart upload from 100 MB, which is atomic too: the object
+    appears only when the upload completes).
     """
+    parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
     path = location.path(key)
     if not location.is_local:
-        location.fs.pipe_file(path, bytes(data))
+        location.fs.pipe_file(path, parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts))
         return
     staging = location.path(PARTIALS_DIR)
     os.makedirs(staging, exist_ok=True)
@@ -228,7 +248,7 @@ def write_atomic(location: Location, key: str, data: bytes | memoryview) -> None
     tmp = posixpath.join(staging, f"{uuid.uuid4().hex}.tmp")
     try:
         with open(tmp, "wb") as handle:
-            handle.write(data)
+            handle.writelines(parts)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

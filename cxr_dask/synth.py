@@ -685,3 +685,50 @@ def _with_transfer_syntax(data: bytes, uid: bytes) -> bytes:
     explicit = str(ExplicitVRLittleEndian).encode() + b"\x00"
     assert len(uid) == len(explicit) and data.count(explicit) == 1
     return data.replace(explicit, uid)
+
+
+#: MIMIC-CXR's shape: 377,110 images in 227,835 studies of 65,379 patients.
+MIMIC_CXR_SHAPE = (377_110, 227_835, 65_379)
+
+
+def inventory_table(images: int, *, studies: int | None = None, patients: int | None = None, seed: int = 0):
+    """A pass-1 inventory (``inventory.INVENTORY_SCHEMA``) of ``images`` made-up rows, no files.
+
+    Studies and patients default to MIMIC-CXR's proportions, so the identity map, its
+    broadcast size and the graphs can be measured at archive scale without a corpus.
+    Rows are in key order, as pass 1 returns them; every row is valid (no error).
+    """
+    import pyarrow as pa
+
+    from cxr_dask.inventory import INVENTORY_SCHEMA
+
+    n_images, n_studies, n_patients = MIMIC_CXR_SHAPE
+    studies = studies or max(1, round(images * n_studies / n_images))
+    patients = patients or max(1, round(images * n_patients / n_images))
+    rng = np.random.default_rng(seed)
+    # every study has >= 1 image and every patient >= 1 study; the rest are spread at random
+    study_of_image = np.sort(np.concatenate([np.arange(studies), rng.integers(0, studies, images - studies)]))
+    patient_of_study = np.sort(np.concatenate([np.arange(patients), rng.integers(0, patients, studies - patients)]))
+    study_day = rng.integers(0, 365 * 30, studies)
+    base = dt.date(1990, 1, 1).toordinal()
+    study_dates = [dt.date.fromordinal(base + int(day)) for day in study_day]
+    root = UID_ROOT + str(seed) + "."
+    study_uids = [f"{root}1.{s}" for s in range(studies)]
+    patient_ids = [f"PID{p:08d}" for p in patient_of_study.tolist()]
+    accessions = [f"ACC{s:09d}" for s in range(studies)]
+    s_of_i = study_of_image.tolist()
+    columns = {
+        "key_index": pa.array(np.arange(images, dtype=np.int64)),
+        "key": [f"{patient_ids[s]}/{accessions[s]}/{i}.dcm" for i, s in enumerate(s_of_i)],
+        "size": pa.array(np.full(images, 15_000_000, dtype=np.int64)),
+        "sop_class_uid": [DX_FOR_PRESENTATION] * images,
+        "sop_instance_uid": [f"{root}3.{i}" for i in range(images)],
+        "patient_id": [patient_ids[s] for s in s_of_i],
+        "issuer_of_patient_id": [""] * images,
+        "accession_number": [accessions[s] for s in s_of_i],
+        "study_instance_uid": [study_uids[s] for s in s_of_i],
+        "series_instance_uid": [f"{root}2.{s}" for s in s_of_i],
+        "anchor_date": [study_dates[s] for s in s_of_i],
+        "error": pa.nulls(images, pa.string()),
+    }
+    return pa.table(columns, schema=INVENTORY_SCHEMA)

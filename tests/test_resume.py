@@ -57,7 +57,12 @@ class Sabotage(WorkerPlugin):
 
         def sabotaged(data, *args, **kwargs):
             time.sleep(self.delay)
-            if self.marker is not None and self.marker in data and self._claim():
+            if isinstance(data, bytes):
+                raw = data
+            else:  # an open file
+                raw = data.read()
+                data.seek(0)
+            if self.marker is not None and self.marker in raw and self._claim():
                 os.kill(os.getpid(), signal.SIGKILL)
             return original(data, *args, **kwargs)
 

@@ -58,7 +58,8 @@ def print_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> None:
     print()
     print(f"cxr-dask benchmarks on {machine['cpu']} ({machine['cores']} cores), python {machine['python']}, ", end="")
     print(f"pydicom {machine['pydicom']}; load average at start {machine['load_average']}")
-    print("ratio: 1 core = cxr-dask's throughput over that row's; cluster = speed-up of 2 workers,")
+    print("ratio: 1 core = cxr-dask's (header-only) throughput over that row's, or for the pixel-scan row its")
+    print("       throughput over the bare loop's; cluster = speed-up of 2 workers,")
     print("       or the cxr-dask run's throughput over the 2-process bare loop")
     header = (
         f"{'section':8} {'corpus':28} {'what':32} {'files/s':>9} {'MB/s':>8} "

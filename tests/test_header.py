@@ -575,3 +575,15 @@ def test_damaged_pixel_representation_is_quarantined_not_crashed() -> None:
     with pytest.raises(QuarantineError) as caught:
         deidentify_header(ds, IDENTITY, remap)
     assert (caught.value.reason, caught.value.detail) == ("undecodable_value", "PixelRepresentation")
+
+
+def test_preamble_is_zeroed() -> None:
+    """The preamble can hold anything (pydicom's save_as would copy it): never the input's."""
+    ds = make_dx()
+    ds.preamble = b"Smithers^Wally MRN 80730215".ljust(128, b" ")
+    original = read(to_bytes(ds))
+    assert original.preamble.startswith(b"Smithers")
+    deidentify_header(original, IDENTITY, remap)
+    data = to_bytes(original)
+    assert data[:128] == b"\x00" * 128 and data[128:132] == b"DICM"
+    assert b"smithers" not in data.lower()

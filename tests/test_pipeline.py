@@ -145,6 +145,7 @@ def test_no_planted_phi_in_any_output_byte_parquet_value_or_name(finished, corpu
 
 def test_output_headers_are_clean(finished):
     for name, data in finished["files"].items():
+        assert data[:132] == b"\x00" * 128 + b"DICM"
         ds = pydicom.dcmread(io.BytesIO(data))
         assert ds.PatientIdentityRemoved == "YES"
         assert ds.LongitudinalTemporalInformationModified == "MODIFIED"

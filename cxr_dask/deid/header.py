@@ -779,4 +779,7 @@ def deidentify_header(
     walker.clean_all()
     _mark_deidentified(ds, identity, options)
     _fix_file_meta(ds, walker.report)
+    # The 128-byte preamble is outside the dataset and Annex E's table, yet free for any
+    # use (a TIFF header in dual-format files, vendor text): it is written as zeros.
+    ds.preamble = b"\x00" * 128
     return walker.report

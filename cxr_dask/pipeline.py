@@ -64,6 +64,7 @@ class RunSummary:
     private: str = ""
     resumed: bool = False
     already_done: int = 0
+    pixels_cleaned: int = 0
 
     @property
     def files_per_second(self) -> float:
@@ -75,7 +76,8 @@ class RunSummary:
         out += [
             f"run {self.run_id}: {self.files_seen} files in {self.seconds:.1f} s "
             f"({self.files_per_second:.1f} files/s, {mb / max(self.seconds, 1e-9):.1f} MB/s)",
-            f"  written      {self.written}  ({self.patients} patients, {self.studies} studies)",
+            f"  written      {self.written}  ({self.patients} patients, {self.studies} studies; "
+            f"burned-in text cleaned in {self.pixels_cleaned})",
             f"  quarantined  {self.quarantined}"
             + (f"  ({', '.join(f'{k}: {v}' for k, v in sorted(self.reasons.items()))})" if self.reasons else ""),
             f"  dataset      {self.output}",
@@ -286,6 +288,7 @@ def run(client: Client, config: RunConfig) -> RunSummary:
     summary.reasons = dict(reasons)
     summary.quarantined = sum(reasons.values())
     summary.written = new_rows.num_rows
+    summary.pixels_cleaned = sum(row.get("pixel_action") == "cleaned" for row in audit_rows)
     summary.patients = len(set(new_rows.column("subject_id").to_pylist()))
     summary.studies = len(set(new_rows.column("study_id").to_pylist()))
     summary.seconds = time.perf_counter() - started

@@ -455,6 +455,8 @@ def test_pipeline_cleans_pixels_and_audits_them(client, cleaned, tmp_path):
     actions = [row["pixel_action"] for row in audit]
     expected = [r[3].pixels.action for r in cleaned["results"]]
     assert sorted(actions) == sorted(expected) and "cleaned" in actions and "untouched" in actions
+    assert summary.pixels_cleaned == actions.count("cleaned")
+    assert f"burned-in text cleaned in {actions.count('cleaned')})" in "\n".join(summary.lines())
     assert sum(row["pixel_regions_redacted"] for row in audit) == sum(
         r[3].pixels.regions_redacted for r in cleaned["results"]
     )

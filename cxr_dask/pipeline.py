@@ -160,49 +160,41 @@ def deidentify_bag(
     )
 
 
-def _deidentify(
-    client: Client,
-    config: RunConfig,
-    items: list[Item],
-    identity: IdentityRef,
-    partition_size: int,
-    journal: RunJournal,
-) -> list[int]:
-    """Run pass 2; returns the key indexes of poison inputs, files that kill every worker.
+@dataclass(frozen=True)
+class _Pass2:
+    """What every round of pass-2 tasks shares; rounds differ in their items and sizes."""
 
-    A worker that dies takes its task elsewhere (the scheduler's ``allowed-failures``).
-    Files of a task that keeps killing workers are retried one per task, then those still
-    failing one at a time, so a file is only called poison when it kills workers on its
-    own (a task queued on a dying worker is blamed with it), then quarantined, not
-    retried forever.
-    """
-    suspects = _killing_items(client, config, items, identity, partition_size, journal, "pass 2: de-identify")
-    if suspects:
-        log.warning("pass 2: %d files were in tasks that killed workers; retrying them", len(suspects))
-        suspects = _killing_items(client, config, suspects, identity, 1, journal, "pass 2: retry")
-    alone = "pass 2: isolate"
-    return [item[0] for item in suspects if _killing_items(client, config, [item], identity, 1, journal, alone)]
+    client: Client
+    config: RunConfig
+    identity: IdentityRef
+    journal: RunJournal
 
+    def run(self, items: list[Item], partition_size: int) -> list[int]:
+        """Run pass 2; returns the key indexes of poison inputs, files that kill every worker.
 
-def _killing_items(
-    client: Client,
-    config: RunConfig,
-    items: list[Item],
-    identity: IdentityRef,
-    partition_size: int,
-    journal: RunJournal,
-    label: str,
-) -> list[Item]:
-    """Run ``items`` in tasks of ``partition_size``; the items of tasks that killed workers."""
-    chunks = partitions(items, partition_size)
-    bag = deidentify_bag(config, items, identity, partition_size, journal)
-    killed: list[Item] = []
-    for i, future in _each_partition(client, bag, [len(c) for c in chunks], label, config):
-        if future.status == "error" and isinstance(future.exception(), KilledWorker):
-            killed += chunks[i]
-        else:
-            future.result()  # anything else (e.g. the journal's store is down) stops the run
-    return killed
+        A worker that dies takes its task elsewhere (the scheduler's ``allowed-failures``).
+        Files of a task that keeps killing workers are retried one per task, then those
+        still failing one at a time, so a file is only called poison when it kills workers
+        on its own (a task queued on a dying worker is blamed with it), then quarantined,
+        not retried forever.
+        """
+        suspects = self.killing_items(items, partition_size, "pass 2: de-identify")
+        if suspects:
+            log.warning("pass 2: %d files were in tasks that killed workers; retrying them", len(suspects))
+            suspects = self.killing_items(suspects, 1, "pass 2: retry")
+        return [item[0] for item in suspects if self.killing_items([item], 1, "pass 2: isolate")]
+
+    def killing_items(self, items: list[Item], partition_size: int, label: str) -> list[Item]:
+        """Run ``items`` in tasks of ``partition_size``; the items of tasks that killed workers."""
+        chunks = partitions(items, partition_size)
+        bag = deidentify_bag(self.config, items, self.identity, partition_size, self.journal)
+        killed: list[Item] = []
+        for i, future in _each_partition(self.client, bag, [len(c) for c in chunks], label, self.config):
+            if future.status == "error" and isinstance(future.exception(), KilledWorker):
+                killed += chunks[i]
+            else:
+                future.result()  # anything else (e.g. the journal's store is down) stops the run
+        return killed
 
 
 def check_workers_reach_storage(client: Client, config: RunConfig) -> None:
@@ -271,7 +263,7 @@ def run(client: Client, config: RunConfig) -> RunSummary:
             partition_size = config.partition_size_for(len(items), threads)
             log.info("pass 2: %d files in partitions of %d", len(items), partition_size)
             with broadcast_identity(client, identity) as identity_ref:
-                poison = _deidentify(client, config, items, identity_ref, partition_size, journal)
+                poison = _Pass2(client, config, identity_ref, journal).run(items, partition_size)
 
         audit_rows, new_rows = journal.read_parts()
         audit_rows += [

@@ -217,6 +217,20 @@ class _Generator:
     def uid(self) -> str:
         return UID_ROOT + str(self.rng.getrandbits(96))
 
+    def study(self, date: dt.date, procedure: str) -> dict[str, Any]:
+        """One study's identifiers and PHI: UIDs, accession, ids, referring physician."""
+        return {
+            "date": date,
+            "uid": self.uid(),
+            "prior_uid": self.uid(),
+            "pps_uid": self.uid(),
+            "accession": f"ACC{self.digits(9)}",
+            "study_id": f"ST{self.digits(7)}",
+            "requested_id": f"RP{self.digits(8)}",
+            "referrer": self.rng.choice(PHYSICIANS),
+            "procedure": procedure,
+        }
+
     def digits(self, n: int) -> str:
         return "".join(self.rng.choice("0123456789") for _ in range(n))
 
@@ -484,17 +498,7 @@ def synthesize(
             views = gen.rng.choice(list(PROCEDURES))
             if len(views) == 1 and gen.rng.random() < 0.3:
                 views = (*views, "LATERAL")
-            study = {
-                "date": date,
-                "uid": gen.uid(),
-                "prior_uid": gen.uid(),
-                "pps_uid": gen.uid(),
-                "accession": f"ACC{gen.digits(9)}",
-                "study_id": f"ST{gen.digits(7)}",
-                "requested_id": f"RP{gen.digits(8)}",
-                "referrer": gen.rng.choice(PHYSICIANS),
-                "procedure": PROCEDURES.get(views, "CHEST (PA AND LAT)"),
-            }
+            study = gen.study(date, PROCEDURES.get(views, "CHEST (PA AND LAT)"))
             for number, view in enumerate(views, start=1):
                 syntax = syntaxes[len(images) % len(syntaxes)]
                 text_rng = random.Random(f"{seed}:{len(images)}") if burned_in_text else None
@@ -543,17 +547,7 @@ class BadFile:
 
 def _bad_templates(gen: _Generator) -> tuple[_Patient, dict[str, Any]]:
     patient = gen.patient()
-    study = {
-        "date": dt.date(2015, 6, 3),
-        "uid": gen.uid(),
-        "prior_uid": gen.uid(),
-        "pps_uid": gen.uid(),
-        "accession": f"ACC{gen.digits(9)}",
-        "study_id": f"ST{gen.digits(7)}",
-        "requested_id": f"RP{gen.digits(8)}",
-        "referrer": gen.rng.choice(PHYSICIANS),
-        "procedure": "CHEST (PA)",
-    }
+    study = gen.study(dt.date(2015, 6, 3), "CHEST (PA)")
     return patient, study
 
 

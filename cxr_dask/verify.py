@@ -243,50 +243,39 @@ def harvest(ds: Dataset, index: int, needles: Needles) -> None:
     profile = get_profile()
     public_values: set[str] = set()
     private_values: list[str] = []
-    datasets: list[Dataset] = [ds]
-    meta = getattr(ds, "file_meta", None)
-    if meta is not None:
-        datasets.append(meta)
-    while datasets:
-        current = datasets.pop()
-        for tag in list(current.keys()):
-            try:
-                elem = current[tag]
-            except Exception:
-                continue  # an undecodable value: the raw bytes are still searched as a whole
-            vr = elem.VR or "UN"
-            if vr == "SQ":
-                datasets.extend(elem.value or ())
-                continue
-            private = bool(elem.tag.group & 1)
-            values = _values(elem.value) if vr in _STRING_VRS | {"DA", "DT", "UI", "UN", "CS"} else []
-            if private:
-                if vr in _STRING_VRS or (vr == "UN" and all(v.isprintable() for v in values)):
-                    private_values.extend(values)
-                continue
-            if vr == "PN":
-                for value in values:
-                    needles.add(value, "name", index)
-                    for part in _PN_SPLIT.split(value):
-                        needles.add(part, "name", index)
-            elif vr in ("DA", "DT"):
-                for value in values:
-                    date = _date_part(value)
-                    if date:
-                        needles.add_date(date, index)
-            elif vr == "UI":
-                for value in values:
-                    needles.add_uid(value, index)
-            elif vr in _STRING_VRS:
-                action = profile.action_for(int(elem.tag))
-                identifying = action not in (None, Action.KEEP, Action.CLEAN) and _IDENTIFYING.search(elem.keyword)
-                for value in values:
-                    if identifying:
-                        needles.add(value, "id_or_text", index)
-                    else:
-                        public_values.add(value.strip().upper())
-            elif vr == "CS":
-                public_values.update(v.strip().upper() for v in values)
+    for elem in _walk(ds, skip_undecodable=True):  # undecodable: its raw bytes are searched whole
+        vr = elem.VR or "UN"
+        if vr == "SQ":
+            continue
+        private = bool(elem.tag.group & 1)
+        values = _values(elem.value) if vr in _STRING_VRS | {"DA", "DT", "UI", "UN", "CS"} else []
+        if private:
+            if vr in _STRING_VRS or (vr == "UN" and all(v.isprintable() for v in values)):
+                private_values.extend(values)
+            continue
+        if vr == "PN":
+            for value in values:
+                needles.add(value, "name", index)
+                for part in _PN_SPLIT.split(value):
+                    needles.add(part, "name", index)
+        elif vr in ("DA", "DT"):
+            for value in values:
+                date = _date_part(value)
+                if date:
+                    needles.add_date(date, index)
+        elif vr == "UI":
+            for value in values:
+                needles.add_uid(value, index)
+        elif vr in _STRING_VRS:
+            action = profile.action_for(int(elem.tag))
+            identifying = action not in (None, Action.KEEP, Action.CLEAN) and _IDENTIFYING.search(elem.keyword)
+            for value in values:
+                if identifying:
+                    needles.add(value, "id_or_text", index)
+                else:
+                    public_values.add(value.strip().upper())
+        elif vr == "CS":
+            public_values.update(v.strip().upper() for v in values)
     for value in private_values:
         if value.strip().upper() not in public_values:
             needles.add(value, "private", index)
@@ -459,8 +448,12 @@ def _tag_name(elem: DataElement) -> str:
     return elem.keyword or f"({elem.tag.group:04X},{elem.tag.element:04X})"
 
 
-def _walk(ds: Dataset) -> Iterator[DataElement]:
-    """Every element at every depth, file meta included, values decoded where possible."""
+def _walk(ds: Dataset, skip_undecodable: bool = False) -> Iterator[DataElement]:
+    """Every element at every depth, file meta included, values decoded where possible.
+
+    An element whose value cannot be decoded comes as UN with its raw bytes, or not at
+    all with ``skip_undecodable``.
+    """
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
         yield from meta
@@ -471,6 +464,8 @@ def _walk(ds: Dataset) -> Iterator[DataElement]:
             try:
                 elem = current[tag]
             except Exception:
+                if skip_undecodable:
+                    continue
                 raw = current.get_item(tag)
                 elem = DataElement(tag, "UN", raw.value if isinstance(raw, RawDataElement) else b"")
             yield elem

@@ -166,22 +166,64 @@ class PixelResult:
 # --------------------------------------------------------------------------- decode
 
 
+#: Syntaxes whose PixelData, once pydicom has read the file, are little-endian native bytes
+#: (a deflated file is inflated as a whole on reading).
+NATIVE_LITTLE_ENDIAN = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian})
+
+
 def decode(ds: Dataset) -> np.ndarray:
     """The stored pixel values of a single-frame greyscale image; quarantine otherwise.
 
     A file whose pixels cannot be decoded cannot be checked for burned-in text, so it is
-    never written (fail closed).
+    never written (fail closed). Native little-endian pixels come back as a read-only
+    view of the PixelData bytes (``native_view``): no copy of a 15 MB image per file.
     """
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or int(ds.get("NumberOfFrames", 1) or 1) != 1:
         raise QuarantineError("unsupported_pixels", "SamplesPerPixel")
     if str(ds.get("PhotometricInterpretation", "")).strip() not in ("MONOCHROME1", "MONOCHROME2"):
         raise QuarantineError("unsupported_pixels", "PhotometricInterpretation")
-    try:
-        arr = ds.pixel_array
-    except Exception:
-        raise QuarantineError("undecodable_pixels", "PixelData") from None
+    arr = native_view(ds)
+    if arr is None:
+        try:
+            arr = ds.pixel_array
+        except Exception:
+            raise QuarantineError("undecodable_pixels", "PixelData") from None
     if arr.ndim != 2 or arr.shape != (int(ds.Rows), int(ds.Columns)):
         raise QuarantineError("undecodable_pixels", "PixelData")
+    return arr
+
+
+def native_view(ds: Dataset) -> np.ndarray | None:
+    """Uncompressed little-endian pixels as a view of the PixelData bytes, or None.
+
+    The view holds the same values as ``ds.pixel_array`` would (pydicom copies the buffer
+    and clears unused high bits): it is only used when no stored value has bits above
+    BitsStored (one vectorised max) and the data is unsigned or uses every allocated bit.
+    Anything else (big endian, odd bit depths, signed with unused bits, short data) is
+    left to pydicom.
+    """
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax not in NATIVE_LITTLE_ENDIAN or "PixelData" not in ds:
+        return None
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        allocated, stored = int(ds.BitsAllocated), int(ds.BitsStored)
+        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if allocated not in (8, 16) or not 0 < stored <= allocated or (signed and stored != allocated):
+        return None
+    data = ds.PixelData
+    if not isinstance(data, (bytes, bytearray)):
+        return None
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{allocated // 8}")
+    count = rows * columns
+    if rows <= 0 or columns <= 0 or len(data) < count * dtype.itemsize:
+        return None
+    arr = np.frombuffer(data, dtype=dtype, count=count).reshape(rows, columns)
+    if not signed and stored < allocated and int(arr.max()) >> stored:
+        return None  # unused high bits set: pydicom masks them
     return arr
 
 
@@ -199,32 +241,83 @@ def photometric_black(ds: Dataset) -> int:
 def _pool(arr: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
     """Block max and block min: thin strokes survive in one of them whatever their polarity.
 
-    Built from the ``factor**2`` strided sub-grids (contiguous elementwise max/min), which
-    is several times faster than reducing a 4-d reshaped view.
+    Rows first (elementwise max/min of ``factor`` strided row sets, each a run of contiguous
+    rows), then columns on the ``factor`` times smaller result: the full image is read once
+    per statistic, in its own dtype, with no float copy.
     """
     if factor == 1:
-        image = arr.astype(np.float32)
-        return image, image
+        return arr, arr
     rows, columns = (arr.shape[0] // factor) * factor, (arr.shape[1] // factor) * factor
-    high = arr[0:rows:factor, 0:columns:factor].copy()
+    high = arr[0:rows:factor, :columns].copy()
     low = high.copy()
-    for i in range(factor):
-        for j in range(factor):
-            grid = arr[i:rows:factor, j:columns:factor]
-            np.maximum(high, grid, out=high)
-            np.minimum(low, grid, out=low)
-    return high.astype(np.float32), low.astype(np.float32)
+    for i in range(1, factor):
+        grid = arr[i:rows:factor, :columns]
+        np.maximum(high, grid, out=high)
+        np.minimum(low, grid, out=low)
+    high_out, low_out = high[:, 0:columns:factor].copy(), low[:, 0:columns:factor].copy()
+    for j in range(1, factor):
+        np.maximum(high_out, high[:, j:columns:factor], out=high_out)
+        np.minimum(low_out, low[:, j:columns:factor], out=low_out)
+    return high_out, low_out
+
+
+def _running(arr: np.ndarray, size: int, axis: int, op: np.ufunc) -> np.ndarray:
+    """A centred running max/min of odd ``size`` along ``axis``, edges repeated.
+
+    Equal to ``scipy.ndimage.maximum_filter1d``/``minimum_filter1d`` with mode "nearest",
+    built by window doubling (a handful of contiguous elementwise ops instead of a
+    per-element sliding window), several times faster on the detection image.
+    """
+    half = size // 2
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (half, half)
+    padded = np.pad(arr, pad, mode="edge")
+    n = arr.shape[axis]
+
+    def cut(a: np.ndarray, start: int, length: int) -> np.ndarray:
+        return a[start : start + length] if axis == 0 else a[:, start : start + length]
+
+    window, current = 1, padded
+    total = padded.shape[axis]
+    while window * 2 <= size:
+        length = total - 2 * window + 1
+        current = op(cut(current, 0, length), cut(current, window, length))
+        window *= 2
+    if window < size:
+        length = total - size + 1
+        current = op(cut(current, 0, length), cut(current, size - window, length))
+    return cut(current, 0, n)
+
+
+def _opening(arr: np.ndarray, size: int) -> np.ndarray:
+    """Grey opening with a square window (min filter, then max filter)."""
+    eroded = _running(_running(arr, size, 0, np.minimum), size, 1, np.minimum)
+    return _running(_running(eroded, size, 0, np.maximum), size, 1, np.maximum)
+
+
+def _closing(arr: np.ndarray, size: int) -> np.ndarray:
+    """Grey closing with a square window (max filter, then min filter)."""
+    dilated = _running(_running(arr, size, 0, np.maximum), size, 1, np.maximum)
+    return _running(_running(dilated, size, 0, np.minimum), size, 1, np.minimum)
 
 
 def _components(response: np.ndarray, span: float, max_height: int, max_width: int) -> list[tuple[int, int, int, int]]:
-    """Boxes of connected components the size and shape of glyphs (or a few merged glyphs)."""
+    """Boxes of connected components the size and shape of glyphs (or a few merged glyphs).
+
+    A component counts when one of its pixels reaches ``CONTRAST``; an image without such
+    a pixel has no glyph at all and is not labelled (the common no-text case).
+    """
+    strong = response >= CONTRAST * span
+    if not strong.any():
+        return []
     labels, count = ndimage.label(response > GROW_CONTRAST * span, structure=np.ones((3, 3), dtype=bool))
     if not count:
         return []
-    peaks = ndimage.maximum(response, labels, index=np.arange(1, count + 1))
+    peaked = np.zeros(count + 1, dtype=bool)
+    peaked[labels[strong]] = True
     boxes = []
-    for found, peak in zip(ndimage.find_objects(labels), peaks, strict=True):
-        if found is None or peak < CONTRAST * span:
+    for index, found in enumerate(ndimage.find_objects(labels), start=1):
+        if found is None or not peaked[index]:
             continue
         ys, xs = found
         h, w = ys.stop - ys.start, xs.stop - xs.start
@@ -277,10 +370,14 @@ def detect(arr: np.ndarray) -> list[Region]:
     rows, columns = arr.shape
     factor = max(1, math.ceil(max(rows, columns) / DETECTION_SIDE))
     high, low = _pool(arr, factor)
+    if high.dtype.kind != "u":  # signed or float: differences need room
+        high, low = high.astype(np.float32), low.astype(np.float32)
     p_low, p_high = np.percentile(low[:: max(1, low.shape[0] // 256), :: max(1, low.shape[1] // 256)], (1, 99.5))
     span = max(float(p_high - p_low), 1.0)
-    bright = high - ndimage.grey_opening(high, size=TOPHAT_SIZE, mode="nearest")
-    dark = ndimage.grey_closing(low, size=TOPHAT_SIZE, mode="nearest") - low
+    # Opening never exceeds its input and closing never falls below it: no underflow in
+    # the image's own unsigned dtype.
+    bright = high - _opening(high, TOPHAT_SIZE)
+    dark = _closing(low, TOPHAT_SIZE) - low
     det_rows, det_columns = high.shape
     max_height, max_width = max(8, int(0.12 * det_rows)), max(16, int(0.6 * det_columns))
     # Both polarities feed one grouping: white text also makes dark "gaps" between its

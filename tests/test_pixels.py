@@ -496,3 +496,47 @@ def test_a_marker_on_the_same_line_as_a_name_survives_its_redaction():
     pixels.redact_region(work, region, keep, black=0)
     assert np.array_equal(work[:, :marker_right][ink[:, :marker_right]], arr[:, :marker_right][ink[:, :marker_right]])
     assert (work[:, name_left:][ink[:, name_left:]] == 0).all()
+
+
+def test_native_pixels_are_a_view_equal_to_pydicoms_decode(cleaned):
+    native = [r for r in cleaned["results"] if r[0].transfer_syntax in pixels.NATIVE_LITTLE_ENDIAN]
+    assert {r[0].transfer_syntax for r in native} == set(pixels.NATIVE_LITTLE_ENDIAN)
+    for image, source, *_ in native:
+        view = pixels.decode(source)
+        assert not view.flags.writeable and view.base is not None, image.transfer_syntax
+        reference = pydicom.dcmread(cleaned["root"] / image.relpath).pixel_array
+        assert view.dtype == reference.dtype and np.array_equal(view, reference), image.transfer_syntax
+
+
+def test_native_pixels_with_unused_high_bits_set_go_through_pydicom(cleaned):
+    image, *_ = _first(cleaned, lambda r: r[0].transfer_syntax == pydicom.uid.ExplicitVRLittleEndian)
+    ds = pydicom.dcmread(cleaned["root"] / image.relpath)
+    assert int(ds.BitsAllocated) == 16
+    ds.BitsStored, ds.HighBit = 12, 11
+    raw = np.frombuffer(ds.PixelData, dtype="<u2") & 0x0FFF
+    ds.PixelData = raw.tobytes()
+    assert pixels.native_view(ds) is not None
+    raw[7] |= 1 << 15  # an overlay bit left in the high bits: not part of the stored value
+    ds.PixelData = raw.tobytes()
+    assert pixels.native_view(ds) is None
+    decoded = pixels.decode(ds)
+    assert decoded.flat[7] == raw[7] & ((1 << int(ds.BitsStored)) - 1)
+    big = pydicom.dcmread(cleaned["root"] / image.relpath)
+    big.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.2"
+    assert pixels.native_view(big) is None
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16])
+def test_fast_pooling_and_top_hat_equal_the_reference_computation(dtype):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype)
+    for shape, factor, size in [((61, 47), 3, 11), ((30, 31), 1, 5), ((100, 90), 4, 11), ((9, 13), 2, 13)]:
+        arr = rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
+        high, low = pixels._pool(arr, factor)
+        rows, columns = (shape[0] // factor) * factor, (shape[1] // factor) * factor
+        blocks = arr[:rows, :columns].reshape(rows // factor, factor, columns // factor, factor)
+        assert np.array_equal(high, blocks.max(axis=(1, 3))) and np.array_equal(low, blocks.min(axis=(1, 3)))
+        assert np.array_equal(pixels._opening(arr, size), ndimage.grey_opening(arr, size=size, mode="nearest"))
+        assert np.array_equal(pixels._closing(arr, size), ndimage.grey_closing(arr, size=size, mode="nearest"))

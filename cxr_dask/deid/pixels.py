@@ -289,16 +289,40 @@ def _running(arr: np.ndarray, size: int, axis: int, op: np.ufunc) -> np.ndarray:
     return cut(current, 0, n)
 
 
+def _erode(arr: np.ndarray, size: int) -> np.ndarray:
+    return _running(_running(arr, size, 0, np.minimum), size, 1, np.minimum)
+
+
+def _dilate(arr: np.ndarray, size: int) -> np.ndarray:
+    return _running(_running(arr, size, 0, np.maximum), size, 1, np.maximum)
+
+
 def _opening(arr: np.ndarray, size: int) -> np.ndarray:
     """Grey opening with a square window (min filter, then max filter)."""
-    eroded = _running(_running(arr, size, 0, np.minimum), size, 1, np.minimum)
-    return _running(_running(eroded, size, 0, np.maximum), size, 1, np.maximum)
+    return _dilate(_erode(arr, size), size)
 
 
 def _closing(arr: np.ndarray, size: int) -> np.ndarray:
     """Grey closing with a square window (max filter, then min filter)."""
-    dilated = _running(_running(arr, size, 0, np.maximum), size, 1, np.maximum)
-    return _running(_running(dilated, size, 0, np.minimum), size, 1, np.minimum)
+    return _erode(_dilate(arr, size), size)
+
+
+def _top_hat_bound(high: np.ndarray, low: np.ndarray, size: int) -> float:
+    """An upper bound of both top-hat responses of ``detect``, from blocks of ``size`` pixels.
+
+    Every top-hat window (``size`` wide, centred) lies within a block and its eight
+    neighbours, and opening >= erosion (closing <= dilation), so
+    bright(p) <= max(block of p) - min(3x3 blocks around p), and symmetrically for dark.
+    Costs two small poolings; when it is below the glyph contrast, no pixel can seed a
+    glyph and the top-hats need not be computed at all.
+    """
+    rows, columns = high.shape
+    pad = ((0, -rows % size), (0, -columns % size))  # edges repeated, as the filters do
+    high_max, high_min = _pool(np.pad(high, pad, mode="edge"), size)
+    low_max, low_min = _pool(np.pad(low, pad, mode="edge"), size)
+    bright = high_max.astype(np.float64) - _erode(high_min, 3)
+    dark = _dilate(low_max, 3).astype(np.float64) - low_min
+    return float(max(bright.max(), dark.max()))
 
 
 def _components(response: np.ndarray, span: float, max_height: int, max_width: int) -> list[tuple[int, int, int, int]]:
@@ -374,15 +398,23 @@ def detect(arr: np.ndarray) -> list[Region]:
         high, low = high.astype(np.float32), low.astype(np.float32)
     p_low, p_high = np.percentile(low[:: max(1, low.shape[0] // 256), :: max(1, low.shape[1] // 256)], (1, 99.5))
     span = max(float(p_high - p_low), 1.0)
-    # Opening never exceeds its input and closing never falls below it: no underflow in
-    # the image's own unsigned dtype.
-    bright = high - _opening(high, TOPHAT_SIZE)
-    dark = _closing(low, TOPHAT_SIZE) - low
+    strong = CONTRAST * span  # a glyph needs one pixel of this top-hat response
+    if _top_hat_bound(high, low, TOPHAT_SIZE) < strong:
+        return []
     det_rows, det_columns = high.shape
     max_height, max_width = max(8, int(0.12 * det_rows)), max(16, int(0.6 * det_columns))
     # Both polarities feed one grouping: white text also makes dark "gaps" between its
-    # strokes, and the two halves of one line must become one region.
-    boxes = _components(bright, span, max_height, max_width) + _components(dark, span, max_height, max_width)
+    # strokes, and the two halves of one line must become one region. Opening never
+    # exceeds its input and closing never falls below it (no underflow in the image's own
+    # unsigned dtype); each is skipped when the erosion (dilation) it starts from already
+    # shows no pixel that could reach ``strong``.
+    boxes = []
+    eroded = _erode(high, TOPHAT_SIZE)
+    if (high - eroded).max() >= strong:
+        boxes += _components(high - _dilate(eroded, TOPHAT_SIZE), span, max_height, max_width)
+    dilated = _dilate(low, TOPHAT_SIZE)
+    if (dilated - low).max() >= strong:
+        boxes += _components(_erode(dilated, TOPHAT_SIZE) - low, span, max_height, max_width)
     padded = []
     for (x0, y0, x1, y1), glyphs, height in _group_lines(boxes):
         pad = max(2, (y1 - y0) // 4)

@@ -540,3 +540,34 @@ def test_fast_pooling_and_top_hat_equal_the_reference_computation(dtype):
         assert np.array_equal(high, blocks.max(axis=(1, 3))) and np.array_equal(low, blocks.min(axis=(1, 3)))
         assert np.array_equal(pixels._opening(arr, size), ndimage.grey_opening(arr, size=size, mode="nearest"))
         assert np.array_equal(pixels._closing(arr, size), ndimage.grey_closing(arr, size=size, mode="nearest"))
+
+
+def test_jpeg2000_preview_screen_skips_the_full_decode_only_without_text(tmp_path):
+    """Half-resolution JPEG 2000 screen: every image the full detector flags is flagged by it too."""
+    from pydicom.uid import JPEG2000Lossless
+
+    corpus = synthesize(
+        str(tmp_path),
+        patients=2,
+        seed=8,
+        rows=2048,
+        columns=1024,
+        transfer_syntaxes=(JPEG2000Lossless,),
+        burned_in_text=True,
+    )
+    screened = skipped = 0
+    for image in corpus.images:
+        ds = pydicom.dcmread(Path(corpus.root) / image.relpath)
+        preview = pixels.j2k_preview(ds)
+        assert preview is not None and preview[1] == 1 and preview[0].shape == (1024, 512)
+        candidates = pixels.preview_has_candidates(*preview, 2048, 1024)
+        text = [p for p in image.burned_in if p.kind != STRUCTURE]
+        full = pixels.detect(pixels.decode(ds))
+        assert candidates or not full, image.relpath  # the screen never drops what the detector finds
+        assert candidates or not text, image.relpath
+        result = pixels.clean(pydicom.dcmread(Path(corpus.root) / image.relpath), PixelOptions())
+        screened += "screen" in result.report.timings
+        if not candidates:
+            skipped += 1
+            assert result.report.action == "untouched" and "decode" not in result.report.timings
+    assert screened == len(corpus.images) and skipped >= 1

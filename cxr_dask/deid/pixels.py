@@ -40,6 +40,7 @@ import numpy as np
 import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
 from pydicom.pixels import pixel_array
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -102,6 +103,11 @@ TOPHAT_SIZE = 11
 #: pixels) and is grown over pixels that stand out by ``GROW_CONTRAST``.
 CONTRAST = 0.5
 GROW_CONTRAST = 0.25
+#: JPEG 2000 previews: at most this many resolution levels dropped, contrast thresholds
+#: scaled by this (a one-pixel stroke keeps at least a quarter of its contrast per level).
+PREVIEW_MAX_LEVEL = 1
+PREVIEW_SENSITIVITY = 0.5
+J2K_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"})
 #: Text height Tesseract reads best (pixels); crops are scaled towards it.
 OCR_HEIGHT = 40
 OCR_GAP = 24
@@ -189,16 +195,21 @@ def decode(ds: Dataset) -> np.ndarray:
     never written (fail closed). Native little-endian pixels come back as a read-only
     view of the PixelData bytes (``native_view``): no copy of a 15 MB image per file.
     """
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or int(ds.get("NumberOfFrames", 1) or 1) != 1:
-        raise QuarantineError("unsupported_pixels", "SamplesPerPixel")
-    if str(ds.get("PhotometricInterpretation", "")).strip() not in ("MONOCHROME1", "MONOCHROME2"):
-        raise QuarantineError("unsupported_pixels", "PhotometricInterpretation")
+    check_supported(ds)
     arr = native_view(ds)
     if arr is None:
         arr = _decode_compressed(ds)
     if arr.ndim != 2 or arr.shape != (int(ds.Rows), int(ds.Columns)):
         raise QuarantineError("undecodable_pixels", "PixelData")
     return arr
+
+
+def check_supported(ds: Dataset) -> None:
+    """Single-frame greyscale only: anything else is quarantined (its text is not searched)."""
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or int(ds.get("NumberOfFrames", 1) or 1) != 1:
+        raise QuarantineError("unsupported_pixels", "SamplesPerPixel")
+    if str(ds.get("PhotometricInterpretation", "")).strip() not in ("MONOCHROME1", "MONOCHROME2"):
+        raise QuarantineError("unsupported_pixels", "PhotometricInterpretation")
 
 
 def _decode_compressed(ds: Dataset) -> np.ndarray:
@@ -364,16 +375,18 @@ def _top_hat_bound(high: np.ndarray, low: np.ndarray, size: int) -> float:
     return float(max(bright.max(), dark.max()))
 
 
-def _components(response: np.ndarray, span: float, max_height: int, max_width: int) -> list[tuple[int, int, int, int]]:
+def _components(
+    response: np.ndarray, span: float, max_height: int, max_width: int, sensitivity: float = 1.0
+) -> list[tuple[int, int, int, int]]:
     """Boxes of connected components the size and shape of glyphs (or a few merged glyphs).
 
     A component counts when one of its pixels reaches ``CONTRAST``; an image without such
     a pixel has no glyph at all and is not labelled (the common no-text case).
     """
-    strong = response >= CONTRAST * span
+    strong = response >= CONTRAST * span * sensitivity
     if not strong.any():
         return []
-    labels, count = ndimage.label(response > GROW_CONTRAST * span, structure=np.ones((3, 3), dtype=bool))
+    labels, count = ndimage.label(response > GROW_CONTRAST * span * sensitivity, structure=np.ones((3, 3), dtype=bool))
     if not count:
         return []
     peaked = np.zeros(count + 1, dtype=bool)
@@ -432,12 +445,27 @@ def detect(arr: np.ndarray) -> list[Region]:
     """
     rows, columns = arr.shape
     factor = max(1, math.ceil(max(rows, columns) / DETECTION_SIDE))
+    padded = []
+    for (x0, y0, x1, y1), glyphs, height in _group_lines(_glyph_boxes(arr, factor)):
+        pad = max(2, (y1 - y0) // 4)
+        box = (max(0, (x0 - pad) * factor), max(0, (y0 - pad) * factor))
+        box += (min(columns, (x1 + pad) * factor), min(rows, (y1 + pad) * factor))
+        padded.append((box, glyphs, height * factor))
+    return [_region(arr, *item) for item in _merge_overlapping(padded)]
+
+
+def _glyph_boxes(arr: np.ndarray, factor: int, sensitivity: float = 1.0) -> list[tuple[int, int, int, int]]:
+    """Glyph-sized stroke components of both polarities, in pixels of ``arr`` pooled by ``factor``.
+
+    ``sensitivity`` scales the contrast thresholds (below 1: more sensitive, for a
+    reduced-resolution preview whose thin strokes the wavelet low-pass has dimmed).
+    """
     high, low = _pool(arr, factor)
     if high.dtype.kind != "u":  # signed or float: differences need room
         high, low = high.astype(np.float32), low.astype(np.float32)
     p_low, p_high = np.percentile(low[:: max(1, low.shape[0] // 256), :: max(1, low.shape[1] // 256)], (1, 99.5))
     span = max(float(p_high - p_low), 1.0)
-    strong = CONTRAST * span  # a glyph needs one pixel of this top-hat response
+    strong = CONTRAST * span * sensitivity  # a glyph needs one pixel of this top-hat response
     if _top_hat_bound(high, low, TOPHAT_SIZE) < strong:
         return []
     det_rows, det_columns = high.shape
@@ -450,17 +478,58 @@ def detect(arr: np.ndarray) -> list[Region]:
     boxes = []
     eroded = _erode(high, TOPHAT_SIZE)
     if (high - eroded).max() >= strong:
-        boxes += _components(high - _dilate(eroded, TOPHAT_SIZE), span, max_height, max_width)
+        boxes += _components(high - _dilate(eroded, TOPHAT_SIZE), span, max_height, max_width, sensitivity)
     dilated = _dilate(low, TOPHAT_SIZE)
     if (dilated - low).max() >= strong:
-        boxes += _components(_erode(dilated, TOPHAT_SIZE) - low, span, max_height, max_width)
-    padded = []
-    for (x0, y0, x1, y1), glyphs, height in _group_lines(boxes):
-        pad = max(2, (y1 - y0) // 4)
-        box = (max(0, (x0 - pad) * factor), max(0, (y0 - pad) * factor))
-        box += (min(columns, (x1 + pad) * factor), min(rows, (y1 + pad) * factor))
-        padded.append((box, glyphs, height * factor))
-    return [_region(arr, *item) for item in _merge_overlapping(padded)]
+        boxes += _components(_erode(dilated, TOPHAT_SIZE) - low, span, max_height, max_width, sensitivity)
+    return boxes
+
+
+# --------------------------------------------------------------------------- JPEG 2000 preview
+
+
+def j2k_preview(ds: Dataset) -> tuple[np.ndarray, int] | None:
+    """A JPEG 2000 image decoded at reduced resolution (Pillow's ``reduce``), and its level.
+
+    Decoding 3000x2500 at half size takes a quarter of the full decode's time. Only for
+    single-frame unsigned images at least ``2 * DETECTION_SIDE`` a side; None otherwise or
+    when the codestream cannot be read that way (the full decode then decides).
+    """
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if syntax not in J2K_SYNTAXES or int(ds.get("PixelRepresentation", 0) or 0) != 0:
+        return None
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        level = 0
+        while max(rows, columns) >> (level + 1) >= DETECTION_SIDE and level < PREVIEW_MAX_LEVEL:
+            level += 1
+        if level == 0:
+            return None
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+        image = Image.open(io.BytesIO(frame))
+        image.reduce = level  # Jpeg2KImageFile: decode only the resolution levels needed
+        image.load()
+        preview = np.asarray(image)
+    except Exception:
+        return None
+    expected = (rows >> level, columns >> level)
+    if preview.ndim != 2 or any(abs(a - b) > 1 for a, b in zip(preview.shape, expected, strict=True)):
+        return None
+    return preview, level
+
+
+def preview_has_candidates(preview: np.ndarray, level: int, rows: int, columns: int) -> bool:
+    """Whether the reduced-resolution screen sees any stroke that could be a glyph.
+
+    Pooled to a detection scale at least as fine as the full-resolution detector's, with
+    contrast thresholds scaled by ``PREVIEW_SENSITIVITY`` (the wavelet low-pass of one
+    level leaves a one-pixel line at a quarter of its contrast). Erring towards yes only
+    costs a full decode.
+    """
+    full_factor = max(1, math.ceil(max(rows, columns) / DETECTION_SIDE))
+    factor = max(1, full_factor >> level)
+    return bool(_glyph_boxes(preview, factor, PREVIEW_SENSITIVITY))
 
 
 def _mostly_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
@@ -634,12 +703,24 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
     if not options.enabled:
         report.action = "disabled"
         return PixelResult(report)
+    check_supported(ds)
+    rule = options.rule_for(*_device(ds), int(ds.Rows), int(ds.Columns))
+    if rule is None:
+        # JPEG 2000: screen a reduced-resolution decode first; no candidate stroke there
+        # means no text, and the full decode (four times the time) is skipped.
+        preview = j2k_preview(ds)
+        if preview is not None:
+            found = preview_has_candidates(preview[0], preview[1], int(ds.Rows), int(ds.Columns))
+            report.timings["screen"] = time.perf_counter() - started
+            if not found:
+                report.seconds = time.perf_counter() - started
+                return PixelResult(report)
+    mark = time.perf_counter()
     arr = decode(ds)
-    report.timings["decode"] = time.perf_counter() - started
+    report.timings["decode"] = time.perf_counter() - mark
     black = photometric_black(ds)
     work: np.ndarray | None = None
 
-    rule = options.rule_for(*_device(ds), arr.shape[0], arr.shape[1])
     if rule is not None:
         work = np.array(arr, copy=True)
         for x, y, w, h in rule.regions:

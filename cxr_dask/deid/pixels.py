@@ -22,6 +22,13 @@ minimum: 0 for MONOCHROME2, the largest stored value for MONOCHROME1.
 Where the text is does not matter to the detector: modalities print in corners and along
 edges, but side markers sit beside the lungs, so location is no filter.
 
+Doing each thing once keeps an image without text nearly free: uncompressed pixels are
+read as a view of the PixelData bytes (``native_view``), pooled in their own dtype, and
+the top-hats are skipped when an exact bound shows no pixel can reach glyph contrast;
+compressed pixels go to the fastest decoder measured; JPEG 2000 is screened at half
+resolution first (``j2k_preview``) and decoded in full only when the screen sees
+candidate strokes.
+
 An image where nothing is found, or where everything found is allow-listed, keeps its
 original PixelData bytes; only changed images are re-encoded (``store``). Nothing here
 logs or returns recognised text: reports hold counts, a rule's name and seconds.

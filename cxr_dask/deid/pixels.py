@@ -404,6 +404,9 @@ def _components(
             continue
         ys, xs = found
         h, w = ys.stop - ys.start, xs.stop - xs.start
+        if sensitivity < 1.0:  # a screen: any strong stroke counts, merged lines and bars too
+            boxes.append((xs.start, ys.start, xs.stop, ys.stop))
+            continue
         if h < 3 or h > max_height or w > max_width or w > 12 * h:
             continue  # speckle, anatomy, or a wire/ruler bar
         if h * w < 6:
@@ -464,8 +467,10 @@ def detect(arr: np.ndarray) -> list[Region]:
 def _glyph_boxes(arr: np.ndarray, factor: int, sensitivity: float = 1.0) -> list[tuple[int, int, int, int]]:
     """Glyph-sized stroke components of both polarities, in pixels of ``arr`` pooled by ``factor``.
 
-    ``sensitivity`` scales the contrast thresholds (below 1: more sensitive, for a
-    reduced-resolution preview whose thin strokes the wavelet low-pass has dimmed).
+    ``sensitivity`` scales the contrast thresholds; below 1 (a screen on a reduced-resolution
+    preview whose thin strokes the wavelet low-pass has dimmed, and whose lower grow
+    threshold merges glyphs into lines) every component with a strong pixel counts,
+    whatever its size and shape.
     """
     high, low = _pool(arr, factor)
     if high.dtype.kind != "u":  # signed or float: differences need room

@@ -571,3 +571,49 @@ def test_jpeg2000_preview_screen_skips_the_full_decode_only_without_text(tmp_pat
             skipped += 1
             assert result.report.action == "untouched" and "decode" not in result.report.timings
     assert screened == len(corpus.images) and skipped >= 1
+
+
+def test_jpeg2000_screen_sees_small_text_the_detector_sees(tmp_path):
+    """12-18 pixel text painted black and white into a plain image: flagged at half resolution too."""
+    from PIL import ImageDraw, ImageFont
+    from pydicom.uid import JPEG2000Lossless
+
+    corpus = synthesize(str(tmp_path), patients=1, seed=3, rows=2048, columns=1024)
+    source = Path(corpus.root) / corpus.images[0].relpath
+    plain = pydicom.dcmread(source).pixel_array
+    top = (1 << int(pydicom.dcmread(source).BitsStored)) - 1
+    seen = 0
+    for font, size, value, (x0, y0) in [
+        ("liberation2/LiberationSans-Regular.ttf", 18, 0, (300, 1000)),
+        ("dejavu/DejaVuSans.ttf", 12, top, (40, 60)),
+        ("dejavu/DejaVuSans.ttf", 12, 0, (300, 1000)),
+        ("liberation2/LiberationSans-Regular.ttf", 18, top, (100, 1900)),
+    ]:
+        mask = Image.new("L", (600, 40), 0)
+        ImageDraw.Draw(mask).text(
+            (2, 2),
+            "SMITH JOHN 12/03/1961",
+            fill=255,
+            font=ImageFont.truetype(f"/usr/share/fonts/truetype/{font}", size),
+        )
+        alpha = np.asarray(mask, dtype=np.float32) / 255
+        arr = plain.copy()
+        patch = arr[y0 : y0 + 40, x0 : x0 + 600].astype(np.float32)
+        arr[y0 : y0 + 40, x0 : x0 + 600] = np.round(patch * (1 - alpha) + value * alpha).astype(arr.dtype)
+        ds = pydicom.dcmread(source)
+        ds.compress(JPEG2000Lossless, arr, encoding_plugin="pylibjpeg", generate_instance_uid=False)
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        ds = pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+        if pixels.detect(pixels.decode(ds)):
+            seen += 1
+            assert pixels.preview_has_candidates(*pixels.j2k_preview(ds), 2048, 1024), (font, size, value)
+    assert seen >= 2  # the painted text is there for the full-resolution detector
+
+
+def test_screen_counts_strokes_the_detector_rejects_by_shape():
+    """The screen must be a superset: a line merged into one wide component still counts there."""
+    arr = np.full((600, 600), 100, dtype=np.uint16)
+    arr[300:304, 100:400] = 4000  # wider than 12 times its height: a ruler bar to the detector
+    assert pixels.detect(arr) == []
+    assert pixels._glyph_boxes(arr, 1, pixels.PREVIEW_SENSITIVITY)

@@ -12,6 +12,13 @@ core, each timed with ``time.perf_counter`` over several repetitions (median):
 - ``pass2_with_pixels`` / ``pass2_without_pixels``: ``process.deidentify_bytes`` with pixel
   cleaning on and off, the whole per-file cost either way.
 
+The no-text fast path (issue 7's target: with pixel scanning on, a 15 MB CXR with no text
+costs at most as much extra as the bare loop's read + write of it) is measured per transfer
+syntax on a second corpus of 3000x2500 images without burned-in text: the bare
+``pydicom.dcmread`` + ``save_as`` of the same bytes (in memory, the Python floor), pass 2
+with pixel scanning off and on, the extra that scanning adds, and its ratio to the bare loop
+(target <= 1.0, i.e. the whole run >= 0.5x the bare loop).
+
 Also reported: the share of images the detector skipped (no OCR, pixel bytes untouched), and
 the detector's box-level recall and precision against the planted text boxes (a planted box is
 found when a detected region overlaps it; a detected region is correct when it overlaps
@@ -33,7 +40,14 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+)
 
 from cxr_dask import identity, inventory, process
 from cxr_dask.deid import pixels
@@ -45,6 +59,14 @@ from cxr_dask.synth_text import STRUCTURE
 
 RESULTS = Path(__file__).parent / "results"
 SYNTAXES = (ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, JPEGLSLossless)
+NO_TEXT_SYNTAXES = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    RLELossless,
+    JPEGLSLossless,
+    JPEG2000Lossless,
+)
 
 
 def median_seconds(work: Callable[[], Any], repeats: int) -> float:
@@ -99,6 +121,50 @@ def measure_image(data: bytes, syntax: str, ident: identity.IdentityMap, repeats
     return row
 
 
+def _identity(root: Path) -> identity.IdentityMap:
+    source = Location(str(root))
+    files = list_files(source)
+    records = inventory.scan_partition(((i, k, s) for i, (k, s) in enumerate(files)), source)
+    table = inventory.mark_duplicates(inventory.to_table(records))
+    return identity.extend(identity.IdentityMap(uid_key=b"bench-secret-0123456789"), table)
+
+
+def measure_no_text(tmp: Path, seed: int, repeats: int) -> list[dict[str, Any]]:
+    """Per transfer syntax: one 3000x2500 image without text, bare loop vs pass 2 off/on."""
+    root = tmp / "no-text"
+    corpus = synthesize(str(root), patients=3, seed=seed, rows=3000, columns=2500, transfer_syntaxes=NO_TEXT_SYNTAXES)
+    ident = _identity(root)
+    rows = []
+    for syntax in NO_TEXT_SYNTAXES:
+        image = next((i for i in corpus.images if i.transfer_syntax == syntax), None)
+        if image is not None:
+            rows.append(no_text_row((root / image.relpath).read_bytes(), syntax, ident, repeats))
+    return rows
+
+
+def no_text_row(data: bytes, syntax: str, ident: identity.IdentityMap, repeats: int) -> dict[str, Any]:
+    """The bare read + write of one file beside pass 2 with pixel scanning off and on."""
+    on, off = ProfileOptions(), ProfileOptions(pixels=PixelOptions(enabled=False))
+
+    def bare() -> None:
+        pydicom.dcmread(io.BytesIO(data)).save_as(io.BytesIO(), enforce_file_format=True)
+
+    result = process.deidentify_bytes(data, ident, on)
+    row: dict[str, Any] = {
+        "syntax": pydicom.uid.UID(syntax).name,
+        "megabytes": len(data) / 1e6,
+        "action": result.pixels.action,
+        "regions": result.pixels.regions_found,
+        "bare_loop": median_seconds(bare, repeats),
+        "pass2_without_pixels": median_seconds(lambda: process.deidentify_bytes(data, ident, off), repeats),
+        "pass2_with_pixels": median_seconds(lambda: process.deidentify_bytes(data, ident, on), repeats),
+    }
+    row["scan_extra"] = row["pass2_with_pixels"] - row["pass2_without_pixels"]
+    row["extra_vs_bare"] = row["scan_extra"] / row["bare_loop"]
+    row["run_vs_bare"] = row["bare_loop"] / row["pass2_with_pixels"]
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--patients", type=int, default=3, help="patients in the 3000x2500 corpus")
@@ -120,11 +186,7 @@ def main() -> None:
             transfer_syntaxes=SYNTAXES,
             burned_in_text=True,
         )
-        source = Location(str(root))
-        files = list_files(source)
-        records = inventory.scan_partition(((i, k, s) for i, (k, s) in enumerate(files)), source)
-        table = inventory.mark_duplicates(inventory.to_table(records))
-        ident = identity.extend(identity.IdentityMap(uid_key=b"bench-secret-0123456789"), table)
+        ident = _identity(root)
         rows = []
         planted_total = planted_hit = found_total = found_correct = 0
         for image in corpus.images:
@@ -140,6 +202,7 @@ def main() -> None:
                 has_decoy=any(p.kind == STRUCTURE for p in image.burned_in),
             )
             rows.append(row)
+        no_text = measure_no_text(Path(tmp), args.seed, args.repeats)
     stages = ("decode", "detect", "ocr", "encode", "pass2_with_pixels", "pass2_without_pixels")
     ocr_rows = [r for r in rows if r["ocr_regions"]]
     encode_rows = [r for r in rows if r["action"] == "cleaned"]
@@ -162,6 +225,7 @@ def main() -> None:
         planted_text_boxes=planted_total,
         detected_regions=found_total,
         per_image=rows,
+        no_text=no_text,
     )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "pixels.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -186,6 +250,18 @@ def main() -> None:
         f"detector recall {results['detector_recall']:.2f}, precision {results['detector_precision']:.2f} "
         f"({planted_hit}/{planted_total} planted boxes, {found_correct}/{found_total} regions)"
     )
+
+    print("no-text fast path, 3000x2500, per transfer syntax (s/image; extra = pass 2 with scanning - without):")
+    print(
+        f"{'syntax':44} {'MB':>5} {'bare loop':>9} {'without':>8} {'with':>8} {'extra':>8} "
+        f"{'extra/bare':>10} {'run/bare':>8}  action"
+    )
+    for r in no_text:
+        print(
+            f"{r['syntax'][:44]:44} {r['megabytes']:>5.1f} {r['bare_loop']:>9.4f} {r['pass2_without_pixels']:>8.4f} "
+            f"{r['pass2_with_pixels']:>8.4f} {r['scan_extra']:>8.4f} {r['extra_vs_bare']:>10.2f} "
+            f"{r['run_vs_bare']:>8.2f}  {r['action']}"
+        )
 
 
 if __name__ == "__main__":

@@ -498,3 +498,124 @@ def test_a_marker_on_the_same_line_as_a_name_survives_its_redaction():
     pixels.redact_region(work, region, keep, black=0)
     assert np.array_equal(work[:, :marker_right][ink[:, :marker_right]], arr[:, :marker_right][ink[:, :marker_right]])
     assert (work[:, name_left:][ink[:, name_left:]] == 0).all()
+
+
+def test_native_pixels_are_a_view_equal_to_pydicoms_decode(cleaned):
+    native = [r for r in cleaned["results"] if r[0].transfer_syntax in pixels.NATIVE_LITTLE_ENDIAN]
+    assert {r[0].transfer_syntax for r in native} == set(pixels.NATIVE_LITTLE_ENDIAN)
+    for image, source, *_ in native:
+        view = pixels.decode(source)
+        assert not view.flags.writeable and view.base is not None, image.transfer_syntax
+        reference = pydicom.dcmread(cleaned["root"] / image.relpath).pixel_array
+        assert view.dtype == reference.dtype and np.array_equal(view, reference), image.transfer_syntax
+
+
+def test_native_pixels_with_unused_high_bits_set_go_through_pydicom(cleaned):
+    image, *_ = _first(cleaned, lambda r: r[0].transfer_syntax == pydicom.uid.ExplicitVRLittleEndian)
+    ds = pydicom.dcmread(cleaned["root"] / image.relpath)
+    assert int(ds.BitsAllocated) == 16
+    ds.BitsStored, ds.HighBit = 12, 11
+    raw = np.frombuffer(ds.PixelData, dtype="<u2") & 0x0FFF
+    ds.PixelData = raw.tobytes()
+    assert pixels.native_view(ds) is not None
+    raw[7] |= 1 << 15  # an overlay bit left in the high bits: not part of the stored value
+    ds.PixelData = raw.tobytes()
+    assert pixels.native_view(ds) is None
+    decoded = pixels.decode(ds)
+    assert decoded.flat[7] == raw[7] & ((1 << int(ds.BitsStored)) - 1)
+    big = pydicom.dcmread(cleaned["root"] / image.relpath)
+    big.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.2"
+    assert pixels.native_view(big) is None
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16])
+def test_fast_pooling_and_top_hat_equal_the_reference_computation(dtype):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype)
+    for shape, factor, size in [((61, 47), 3, 11), ((30, 31), 1, 5), ((100, 90), 4, 11), ((9, 13), 2, 13)]:
+        arr = rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
+        high, low = pixels._pool(arr, factor)
+        rows, columns = (shape[0] // factor) * factor, (shape[1] // factor) * factor
+        blocks = arr[:rows, :columns].reshape(rows // factor, factor, columns // factor, factor)
+        assert np.array_equal(high, blocks.max(axis=(1, 3))) and np.array_equal(low, blocks.min(axis=(1, 3)))
+        assert np.array_equal(pixels._opening(arr, size), ndimage.grey_opening(arr, size=size, mode="nearest"))
+        assert np.array_equal(pixels._closing(arr, size), ndimage.grey_closing(arr, size=size, mode="nearest"))
+
+
+def test_jpeg2000_preview_screen_skips_the_full_decode_only_without_text(tmp_path):
+    """Half-resolution JPEG 2000 screen: every image the full detector flags is flagged by it too."""
+    from pydicom.uid import JPEG2000Lossless
+
+    corpus = synthesize(
+        str(tmp_path),
+        patients=2,
+        seed=8,
+        rows=2048,
+        columns=1024,
+        transfer_syntaxes=(JPEG2000Lossless,),
+        burned_in_text=True,
+    )
+    screened = skipped = 0
+    for image in corpus.images:
+        ds = pydicom.dcmread(Path(corpus.root) / image.relpath)
+        preview = pixels.j2k_preview(ds)
+        assert preview is not None and preview[1] == 1 and preview[0].shape == (1024, 512)
+        candidates = pixels.preview_has_candidates(*preview, 2048, 1024)
+        text = [p for p in image.burned_in if p.kind != STRUCTURE]
+        full = pixels.detect(pixels.decode(ds))
+        assert candidates or not full, image.relpath  # the screen never drops what the detector finds
+        assert candidates or not text, image.relpath
+        result = pixels.clean(pydicom.dcmread(Path(corpus.root) / image.relpath), PixelOptions())
+        screened += "screen" in result.report.timings
+        if not candidates:
+            skipped += 1
+            assert result.report.action == "untouched" and "decode" not in result.report.timings
+    assert screened == len(corpus.images) and skipped >= 1
+
+
+def test_jpeg2000_screen_sees_small_text_the_detector_sees(tmp_path):
+    """12-18 pixel text painted black and white into a plain image: flagged at half resolution too."""
+    from PIL import ImageDraw, ImageFont
+    from pydicom.uid import JPEG2000Lossless
+
+    corpus = synthesize(str(tmp_path), patients=1, seed=3, rows=2048, columns=1024)
+    source = Path(corpus.root) / corpus.images[0].relpath
+    plain = pydicom.dcmread(source).pixel_array
+    top = (1 << int(pydicom.dcmread(source).BitsStored)) - 1
+    seen = 0
+    for font, size, value, (x0, y0) in [
+        ("liberation2/LiberationSans-Regular.ttf", 18, 0, (300, 1000)),
+        ("dejavu/DejaVuSans.ttf", 12, top, (40, 60)),
+        ("dejavu/DejaVuSans.ttf", 12, 0, (300, 1000)),
+        ("liberation2/LiberationSans-Regular.ttf", 18, top, (100, 1900)),
+    ]:
+        mask = Image.new("L", (600, 40), 0)
+        ImageDraw.Draw(mask).text(
+            (2, 2),
+            "SMITH JOHN 12/03/1961",
+            fill=255,
+            font=ImageFont.truetype(f"/usr/share/fonts/truetype/{font}", size),
+        )
+        alpha = np.asarray(mask, dtype=np.float32) / 255
+        arr = plain.copy()
+        patch = arr[y0 : y0 + 40, x0 : x0 + 600].astype(np.float32)
+        arr[y0 : y0 + 40, x0 : x0 + 600] = np.round(patch * (1 - alpha) + value * alpha).astype(arr.dtype)
+        ds = pydicom.dcmread(source)
+        ds.compress(JPEG2000Lossless, arr, encoding_plugin="pylibjpeg", generate_instance_uid=False)
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        ds = pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+        if pixels.detect(pixels.decode(ds)):
+            seen += 1
+            assert pixels.preview_has_candidates(*pixels.j2k_preview(ds), 2048, 1024), (font, size, value)
+    assert seen >= 2  # the painted text is there for the full-resolution detector
+
+
+def test_screen_counts_strokes_the_detector_rejects_by_shape():
+    """The screen must be a superset: a line merged into one wide component still counts there."""
+    arr = np.full((600, 600), 100, dtype=np.uint16)
+    arr[300:304, 100:400] = 4000  # wider than 12 times its height: a ruler bar to the detector
+    assert pixels.detect(arr) == []
+    assert pixels._glyph_boxes(arr, 1, pixels.PREVIEW_SENSITIVITY)

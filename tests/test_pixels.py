@@ -567,7 +567,9 @@ def test_jpeg2000_preview_screen_skips_the_full_decode_only_without_text(tmp_pat
         full = pixels.detect(pixels.decode(ds))
         assert candidates or not full, image.relpath  # the screen never drops what the detector finds
         assert candidates or not text, image.relpath
-        result = pixels.clean(pydicom.dcmread(Path(corpus.root) / image.relpath), PixelOptions())
+        result = pixels.clean(pydicom.dcmread(Path(corpus.root) / image.relpath), PixelOptions(jpeg2000_preview=True))
+        default = pixels.clean(pydicom.dcmread(Path(corpus.root) / image.relpath), PixelOptions())
+        assert "screen" not in default.report.timings and "decode" in default.report.timings  # opt-in only
         screened += "screen" in result.report.timings
         if not candidates:
             skipped += 1

@@ -717,9 +717,9 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
         return PixelResult(report)
     check_supported(ds)
     rule = options.rule_for(*_device(ds), int(ds.Rows), int(ds.Columns))
-    if rule is None:
-        # JPEG 2000: screen a reduced-resolution decode first; no candidate stroke there
-        # means no text, and the full decode (four times the time) is skipped.
+    if rule is None and options.jpeg2000_preview:
+        # JPEG 2000, when asked: screen a reduced-resolution decode first; no candidate
+        # stroke there means no text, and the full decode (four times the time) is skipped.
         preview = j2k_preview(ds)
         if preview is not None:
             found = preview_has_candidates(preview[0], preview[1], int(ds.Rows), int(ds.Columns))

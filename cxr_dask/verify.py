@@ -517,6 +517,9 @@ def check_dicom(
         audit.add("unreadable_output", path)
         audit.search("phi_in_bytes", path, "bytes", data.decode("latin-1"))
         return None
+    # Before the walk: decoding the elements turns the raw PixelData element (which knows
+    # where its value lies in the file) into a plain one, and the pixels would be searched.
+    searchable = searchable_bytes(data, ds).decode("latin-1")
     seen: set = set()
     for elem in _walk(ds):
         name = _tag_name(elem)
@@ -537,7 +540,7 @@ def check_dicom(
             continue  # binary (OB/OW/...): covered by the raw byte search
         for value in _values(elem.value):
             audit.search("phi_in_element", path, name, value, seen)
-    audit.search("phi_in_bytes", path, "bytes", searchable_bytes(data, ds).decode("latin-1"), seen)
+    audit.search("phi_in_bytes", path, "bytes", searchable, seen)
     if _text(ds, "PatientIdentityRemoved") != "YES":
         audit.add("not_marked_deidentified", path, "PatientIdentityRemoved")
     _check_ids(audit, path, ds, identity, dicom_to_sop, inputs)

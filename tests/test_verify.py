@@ -238,3 +238,24 @@ def test_ocr_hook_searches_cleaned_images_and_skips_explicitly_otherwise(clean_r
     clean = _Audit(needles)
     _ocr_outputs(clean, Location(str(output)), [key], lambda ds: "PORTABLE AP UPRIGHT")
     assert clean.report.findings == []
+
+
+@pytest.mark.parametrize("syntax", [pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.DeflatedExplicitVRLittleEndian])
+def test_pixel_samples_are_not_searched_as_text(clean_run, corpus, tmp_path, syntax):
+    """Samples that happen to spell an input's date are image data: OCR judges pixels.
+
+    (Found on a 200-patient run: decoding every element before cutting the pixel data
+    out of the raw bytes searched the samples of a deflated file.)
+    """
+    output = tmp_path / "dataset"
+    shutil.copytree(clean_run["output"], output)
+    image = next(i for i in corpus.images if i.transfer_syntax == str(syntax))
+    date = image.study_date.strftime("%Y%m%d").encode()
+
+    def spell_the_date(ds):
+        samples = bytearray(ds.PixelData)
+        samples[64 : 64 + len(date) + 2] = b" " + date + b" "
+        ds.PixelData = bytes(samples)
+
+    _edit_dicom(output_of(clean_run, output, image), spell_the_date)
+    assert audit(clean_run, output).findings == []

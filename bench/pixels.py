@@ -234,17 +234,31 @@ NO_TEXT_TARGET = {str(ExplicitVRLittleEndian): 0.5, str(ImplicitVRLittleEndian):
                   str(DeflatedExplicitVRLittleEndian): 0.5}  # fmt: skip
 
 
+_SHORT_NAMES = {
+    "Explicit VR Little Endian": "explicit VR LE",
+    "Implicit VR Little Endian": "implicit VR LE",
+    "Deflated Explicit VR Little Endian": "deflated",
+    "RLE Lossless": "RLE",
+    "JPEG-LS Lossless Image Compression": "JPEG-LS lossless",
+    "JPEG 2000 Image Compression (Lossless Only)": "JPEG 2000 lossless",
+}
+
+
+def _short(syntax_name: str) -> str:
+    return _SHORT_NAMES.get(syntax_name, syntax_name[:16])
+
+
 def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Table rows for bench/run.py: stage costs, detector score, the no-text path per syntax."""
     corpus = f"3000x2500 text ({result['images']} images)"
     m = result["median_seconds"]
     out: list[dict[str, Any]] = [
-        {"section": "pixels", "corpus": corpus, "what": f"{label} ms/image (median)", "value": 1000 * m[key]}
+        {"section": "pixels", "corpus": corpus, "what": f"ms/image {label}", "value": 1000 * m[key]}
         for label, key in (
             ("decode", "decode"),
             ("detect", "detect"),
-            ("OCR, images read", "ocr_when_read"),
-            ("encode, images cleaned", "encode_when_cleaned"),
+            ("OCR (lines read)", "ocr_when_read"),
+            ("encode (cleaned)", "encode_when_cleaned"),
             ("pass 2, pixels on", "pass2_with_pixels"),
             ("pass 2, pixels off", "pass2_without_pixels"),
         )
@@ -260,7 +274,7 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             {
                 "section": "pixels",
                 "corpus": f"3000x2500 no text, {r['megabytes']:.0f} MB",
-                "what": f"scan on vs bare: {r['syntax'][:20]}",
+                "what": f"scan on / bare: {_short(r['syntax'])}",
                 "files_s": 1 / r["pass2_with_pixels"],
                 "mb_s": r["megabytes"] / r["pass2_with_pixels"],
                 "ratio": r["run_vs_bare"],

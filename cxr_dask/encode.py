@@ -156,12 +156,12 @@ def _write_dataset(
         return
     encodings = convert_encodings(dataset.get("SpecificCharacterSet", parent_encoding) or [default_encoding])
     write = fp.write
-    for tag in sorted(elements):
+    # plain ints: pydicom's BaseTag compares in Python, ints in C
+    for tag, elem in sorted([(int(tag), elem) for tag, elem in elements.items()]):
         if (tag & 0xFFFF == 0 and tag >> 16 > 6) or tag == skip:
             continue  # retired group lengths are not written (PS3.5 7.2)
-        elem = elements[tag]
         if elem.__class__ is RawDataElement:
-            header = _raw_header(elem, implicit)
+            header = _raw_header(tag, elem, implicit)
             if header is not None:
                 write(header)
                 write(elem.value)
@@ -170,18 +170,18 @@ def _write_dataset(
                 continue
         elif elem.__class__ is DataElement:
             if elem.VR == "SQ":
-                _write_sequence(fp, elem, encodings)
+                _write_sequence(fp, tag, elem, encodings)
                 continue
-            if _write_decoded(fp, elem, encodings):
+            if _write_decoded(fp, tag, elem, encodings):
                 continue
         write_data_element(fp, dataset.get_item(tag), encodings)
 
 
-def _write_decoded(fp: DicomBytesIO, elem: DataElement, encodings: list[str]) -> bool:
+def _write_decoded(fp: DicomBytesIO, tag: int, elem: DataElement, encodings: list[str]) -> bool:
     """A decoded, non-sequence element as ``write_data_element`` writes it; False (nothing
     written) for the cases it treats specially: pixel data, a buffered value, an unknown or
     ambiguous VR, a value too long for a 16-bit length."""
-    vr, tag = elem.VR, elem.tag
+    vr = elem.VR
     implicit = fp.is_implicit_VR
     if tag == PIXEL_DATA or vr not in _PLAIN_VRS or elem.is_buffered:
         return False
@@ -214,10 +214,10 @@ def _write_decoded(fp: DicomBytesIO, elem: DataElement, encodings: list[str]) ->
     return True
 
 
-def _raw_header(elem: RawDataElement, implicit: bool) -> bytes | None:
+def _raw_header(tag: int, elem: RawDataElement, implicit: bool) -> bytes | None:
     """Tag, VR and length of a raw element as ``write_data_element`` writes them, or None
     for the cases it treats specially (pixel data, a deferred value, an odd VR or length)."""
-    value, tag = elem.value, elem.tag
+    value = elem.value
     if not isinstance(value, bytes) or tag == PIXEL_DATA:
         return None
     undefined = elem.length == _UNDEFINED
@@ -235,9 +235,8 @@ def _raw_header(elem: RawDataElement, implicit: bool) -> bytes | None:
     return _pack_tag_vr_us(group, element, vr.encode(), length)
 
 
-def _write_sequence(fp: DicomBytesIO, elem: DataElement, encodings: list[str]) -> None:
+def _write_sequence(fp: DicomBytesIO, tag: int, elem: DataElement, encodings: list[str]) -> None:
     """A decoded SQ element as ``write_data_element`` + ``write_sequence_item`` write it."""
-    tag = elem.tag
     body = DicomBytesIO()
     body.is_implicit_VR, body.is_little_endian = fp.is_implicit_VR, fp.is_little_endian
     if not elem.is_empty:

@@ -496,10 +496,10 @@ class _Walker:
         """Collect phrases from an item that is removed as a whole."""
         if depth > MAX_DEPTH:
             raise QuarantineError("sequence_too_deep")
-        for tag in list(item.keys()):
+        for tag, raw in [(int(tag), raw) for tag, raw in item._dict.items()]:
             if (tag >> 16) & 1:
                 continue
-            vr = _element_vr(tag, item.get_item(tag, keep_deferred=True))
+            vr = _element_vr(tag, raw)
             if vr == "SQ":
                 for sub in self.element(item, tag).value or ():
                     self.collect_dataset(sub, depth + 1)
@@ -525,20 +525,21 @@ class _Walker:
             # pydicom decodes it by itself whenever a sequence is set in this dataset:
             # decode it here first, so a damaged value quarantines instead of crashing
             self.element(ds, _PIXEL_REPRESENTATION)
-        decide, profile = _decide, self.profile
-        for tag in list(ds.keys()):
+        decide, profile, report = _decide, self.profile, self.report
+        # the elements as stored (raw or decoded), tags as plain ints: pydicom's BaseTag
+        # compares in Python, and every set or cache lookup below compares tags
+        for tag, raw in [(int(tag), raw) for tag, raw in ds._dict.items()]:
             if (tag >> 16) & 1:
                 del ds[tag]
-                self.report.private_removed += 1
+                report.private_removed += 1
                 continue
-            raw = ds.get_item(tag, keep_deferred=True)
             vr = _element_vr(tag, raw)
             if _oversized(raw, vr):
                 raise QuarantineError("oversized_element", _tag_name(tag))
             if depth == 0 and tag in _REPLACED:
                 self.collect(ds, tag, vr)
                 del ds[tag]  # set afresh after the walk, whatever VR the input gave it
-                self.report.dummied += 1
+                report.dummied += 1
                 continue
             action = decide(profile, tag, vr)
             self.apply(ds, tag, vr, action, depth)

@@ -38,7 +38,7 @@ from pydicom.datadict import (
     dictionary_VR,
     repeater_has_tag,
 )
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -225,6 +225,7 @@ _DT = re.compile(
     r"(?P<time>\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?)?)?)?(?P<tz>[+-]\d{4})?$"
 )
 _PN_SPLIT = re.compile(r"[\^=\s]+")
+_TWO_DIGITS = re.compile(r"\d\d")
 
 
 @dataclass(frozen=True)
@@ -462,6 +463,8 @@ class _Walker:
         self.report = HeaderReport()
         self.phrases: set[str] = set()
         self.to_clean: list[tuple[Dataset, int]] = []
+        #: removed values not decoded yet: (dataset, tag, VR, kind, raw element)
+        self.pending: list[tuple[Dataset, int, str, str, RawDataElement]] = []
 
     # -- reading values, fail closed
     def element(self, ds: Dataset, tag: int) -> DataElement:
@@ -476,21 +479,68 @@ class _Walker:
 
     # -- phrase collection
     def collect(self, ds: Dataset, tag: int, vr: str) -> None:
-        """Remember the identifying text of an element that is about to go."""
-        if vr == "PN" or (vr in _STRING_VRS and _dictionary_vr(tag) == "PN"):  # a name, whatever its VR
-            for value in self.values(ds, tag):
+        """Remember the identifying text of an element that is about to go.
+
+        A plain ASCII value still raw is only noted (``pending``): ``clean_all`` decodes it
+        when a kept descriptor could hold one of its phrases, which is rare, and decoding
+        is most of what a removal costs.
+        """
+        kind = _collect_kind(tag, vr)
+        if kind is None:
+            return
+        if kind != "sequence":
+            raw = ds._dict.get(tag)
+            if raw.__class__ is RawDataElement and _plain_ascii(raw.value):
+                self.pending.append((ds, tag, vr, kind, raw))
+                return
+            self.collect_values(kind, vr, self.values(ds, tag))
+            return
+        for item in self.element(ds, tag).value or ():
+            self.collect_dataset(item)
+
+    def collect_values(self, kind: str, vr: str, values: list[str]) -> None:
+        if kind == "name":
+            for value in values:
                 self.add_phrase(value)
                 for token in _PN_SPLIT.split(value):
                     self.add_phrase(token)
-        elif vr in ("DA", "DT"):
-            for value in self.values(ds, tag):
+        elif kind == "date":
+            for value in values:
                 self.add_date(value, vr)
-        elif vr == "SQ":
-            for item in self.element(ds, tag).value or ():
-                self.collect_dataset(item)
-        elif _keyword(tag) in _PHRASE_KEYWORDS and vr in _STRING_VRS:
-            for value in self.values(ds, tag):
+        else:
+            for value in values:
                 self.add_phrase(value)
+
+    def collect_pending(self, descriptor_texts: list[str] | None) -> None:
+        """Decode the noted values whose phrases could occur in ``descriptor_texts``.
+
+        Every phrase of a plain ASCII value is a substring (3+ characters) of its bytes,
+        lower-cased, so a value sharing no 3-character run with any descriptor has no
+        phrase that could be found there. A date's phrases are renderings of the first 8
+        digits of a value, which are 8 adjacent digits of its bytes once dots are dropped:
+        when no rendering of any such run occurs, none of the date's can. None: decode all.
+        """
+        grams: set[str] = set()
+        joined = "\n".join(descriptor_texts or ())
+        if descriptor_texts is not None:
+            for text in descriptor_texts:
+                grams.update(text[i : i + 3] for i in range(len(text) - 2))
+        for ds, tag, vr, kind, raw in self.pending:
+            if descriptor_texts is not None:
+                if kind == "date":
+                    if not _TWO_DIGITS.search(joined) or not _date_could_occur(raw.value, joined):
+                        continue
+                else:
+                    lowered = raw.value.decode("latin-1").lower()
+                    if not any(lowered[i : i + 3] in grams for i in range(len(lowered) - 2)):
+                        continue
+            try:
+                charset = ds.original_character_set or ds._character_set  # as Dataset.__getitem__
+                value = convert_raw_data_element(raw, encoding=charset, ds=ds).value
+            except Exception:
+                raise QuarantineError("undecodable_value", _tag_name(tag)) from None
+            self.collect_values(kind, vr, _values(value))
+        self.pending.clear()
 
     def collect_dataset(self, item: Dataset, depth: int = 0) -> None:
         """Collect phrases from an item that is removed as a whole."""
@@ -643,6 +693,10 @@ class _Walker:
     # -- clean descriptors, after the walk
     def clean_all(self) -> None:
         """Delete collected phrases from the kept descriptors and free text."""
+        if not self.to_clean:
+            return  # phrases are only ever looked for in these
+        if self.pending:
+            self.collect_pending(self.descriptor_texts())
         if not self.phrases:
             return
         phrases = sorted(self.phrases, key=len, reverse=True)
@@ -661,6 +715,51 @@ class _Walker:
             if cleaned != values:
                 _set_values(elem, cleaned)
                 self.report.descriptors_cleaned += 1
+
+    def descriptor_texts(self) -> list[str] | None:
+        """Every kept descriptor's text, lower-cased, for ``collect_pending``; None when one
+        is not plain ASCII (its decoded text need not be a run of its bytes)."""
+        texts = []
+        for ds, tag in self.to_clean:
+            raw = ds.get_item(tag)
+            if raw.__class__ is RawDataElement:
+                if not _plain_ascii(raw.value):
+                    return None
+                texts.append(raw.value.decode("latin-1").lower())
+            else:
+                texts.append("\\".join(_values(self.element(ds, tag).value)).lower())
+        return texts
+
+
+def _date_could_occur(value: bytes, text: str) -> bool:
+    """Whether a rendering of any 8-digit run of ``value`` (dots dropped) occurs in ``text``."""
+    digits = value.decode("latin-1").replace(".", "")
+    for start in range(len(digits) - 7):
+        run = digits[start : start + 8]
+        if run.isdigit() and any(rendering in text for rendering in date_renderings(run)):
+            return True
+    return False
+
+
+def _plain_ascii(value: object) -> bool:
+    """Bytes that decode to the same characters in every DICOM character set: ASCII
+    without ESC (which switches ISO 2022 code sets)."""
+    return isinstance(value, bytes) and value.isascii() and b"\x1b" not in value
+
+
+@lru_cache(maxsize=16384)
+def _collect_kind(tag: int, vr: str) -> str | None:
+    """What a removed element's value adds to the phrases: a name, a date, a sequence's
+    contents, an identifying phrase, or nothing."""
+    if vr == "PN" or (vr in _STRING_VRS and _dictionary_vr(tag) == "PN"):  # a name, whatever its VR
+        return "name"
+    if vr in ("DA", "DT"):
+        return "date"
+    if vr == "SQ":
+        return "sequence"
+    if _keyword(tag) in _PHRASE_KEYWORDS and vr in _STRING_VRS:
+        return "phrase"
+    return None
 
 
 def clean_text(text: str, phrases: list[str]) -> str:

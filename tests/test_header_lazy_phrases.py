@@ -62,7 +62,7 @@ def test_values_no_descriptor_could_hold_are_not_decoded(monkeypatch: pytest.Mon
         if elem.keyword in ("CodeValue", "CodingSchemeDesignator", "CodeMeaning"):
             elem.value = "XR"
     out, _, report = deidentify(ds)
-    # names, ids, addresses, dates: none shares a 3-character run with the kept texts
+    # names, ids, addresses, dates: no value or name token occurs in the kept texts
     # ("xr", "acme", "us", ...) and none of those holds two adjacent digits
     assert decoded == []
     assert out.PatientName == str(IDENTITY.subject_id) and report.removed > 10
@@ -70,3 +70,15 @@ def test_values_no_descriptor_could_hold_are_not_decoded(monkeypatch: pytest.Mon
     ds.StudyDescription = "XR Quixbury"  # now the patient's surname could be there
     out, _, _ = deidentify(ds)
     assert 0x00100010 in decoded and out.StudyDescription == "XR"
+
+
+@pytest.mark.parametrize(("lead", "trail"), [("\x1c", "\x1c"), ("", "\x00"), (" \t", " "), ("\x0b\x1f", "\x1e")])
+def test_phrases_with_control_padding_are_still_found(lead: str, trail: str) -> None:
+    """str.strip() drops every ASCII whitespace character (\\x1c-\\x1f too), pydicom trailing
+    NULs: the check before decoding must drop them as well."""
+    ds = make_dx()
+    ds.InstitutionName = f"{lead}Saint Quimby Memorial{trail}"
+    ds.StationName = f"{lead}XRAYROOM7Q{trail}"
+    ds.StudyDescription = "CHEST saint quimby memorial xrayroom7q"
+    out, _, _ = deidentify(ds)
+    assert out.StudyDescription == "CHEST"

@@ -226,6 +226,11 @@ _DT = re.compile(
 )
 _PN_SPLIT = re.compile(r"[\^=\s]+")
 _TWO_DIGITS = re.compile(r"\d\d")
+#: How the raw bytes of a removed value split into runs that each phrase contains one of.
+_VALUE_RUNS = re.compile(r"\\")
+_NAME_RUNS = re.compile(r"[\\^=\s]+")
+#: What ``str.strip()`` drops from ASCII text (\x1c-\x1f too), and NUL padding.
+_PADDING = "".join(c for c in map(chr, range(128)) if c.isspace()) + "\x00"
 
 
 @dataclass(frozen=True)
@@ -514,25 +519,26 @@ class _Walker:
     def collect_pending(self, descriptor_texts: list[str] | None) -> None:
         """Decode the noted values whose phrases could occur in ``descriptor_texts``.
 
-        Every phrase of a plain ASCII value is a substring (3+ characters) of its bytes,
-        lower-cased, so a value sharing no 3-character run with any descriptor has no
-        phrase that could be found there. A date's phrases are renderings of the first 8
-        digits of a value, which are 8 adjacent digits of its bytes once dots are dropped:
-        when no rendering of any such run occurs, none of the date's can. None: decode all.
+        A phrase of a plain ASCII value is its text (each value of a multi-valued one) or,
+        for a name, one of its tokens, stripped and lower-cased; pydicom's decoding only
+        drops padding (spaces, NULs) at the ends. So each phrase contains the fully
+        stripped core of one of the runs the raw bytes split into (at backslashes, and for
+        names at name separators too): when no such core occurs in any descriptor, no
+        phrase can. A date's phrases are renderings of the first 8 digits of a value,
+        which are 8 adjacent digits of its bytes once dots are dropped: when no rendering
+        of any such run occurs, none of the date's can. None: decode them all.
         """
-        grams: set[str] = set()
         joined = "\n".join(descriptor_texts or ())
-        if descriptor_texts is not None:
-            for text in descriptor_texts:
-                grams.update(text[i : i + 3] for i in range(len(text) - 2))
         for ds, tag, vr, kind, raw in self.pending:
             if descriptor_texts is not None:
+                lowered = raw.value.decode("latin-1").lower()
                 if kind == "date":
-                    if not _TWO_DIGITS.search(joined) or not _date_could_occur(raw.value, joined):
+                    if not _TWO_DIGITS.search(joined) or not _date_could_occur(lowered, joined):
                         continue
                 else:
-                    lowered = raw.value.decode("latin-1").lower()
-                    if not any(lowered[i : i + 3] in grams for i in range(len(lowered) - 2)):
+                    runs = (_NAME_RUNS if kind == "name" else _VALUE_RUNS).split(lowered)
+                    cores = [core for core in (run.strip(_PADDING) for run in runs) if core]
+                    if cores and not any(core in joined for core in cores):
                         continue
             try:
                 charset = ds.original_character_set or ds._character_set  # as Dataset.__getitem__
@@ -701,14 +707,20 @@ class _Walker:
             return
         phrases = sorted(self.phrases, key=len, reverse=True)
         ascii_only = all(phrase.isascii() for phrase in phrases)
+        # ASCII is encoded as itself in every DICOM character set (ESC aside, which switches
+        # ISO 2022 code sets and may sit inside a word), so a phrase absent from the raw
+        # bytes is absent from the text: such a descriptor is not decoded. The phrases are
+        # first narrowed to those found in any descriptor's bytes at all.
+        lowered_raw: list[str | None] = []
         for ds, tag in self.to_clean:
             raw = ds.get_item(tag)
-            if ascii_only and isinstance(raw, RawDataElement) and isinstance(raw.value, bytes):
-                # ASCII is encoded as itself in every DICOM character set, so a phrase
-                # absent from the raw bytes is absent from the text: skip decoding
-                lowered = raw.value.decode("latin-1").lower()
-                if not any(phrase in lowered for phrase in phrases):
-                    continue
+            plain = ascii_only and raw.__class__ is RawDataElement and isinstance(raw.value, bytes)
+            lowered_raw.append(raw.value.decode("latin-1").lower() if plain and b"\x1b" not in raw.value else None)
+        joined = "\n".join(text for text in lowered_raw if text is not None)
+        candidates = [phrase for phrase in phrases if phrase in joined]
+        for (ds, tag), lowered in zip(self.to_clean, lowered_raw, strict=True):
+            if lowered is not None and not any(phrase in lowered for phrase in candidates):
+                continue
             elem = self.element(ds, tag)
             values = _values(elem.value)
             cleaned = [clean_text(v, phrases) for v in values]
@@ -731,11 +743,13 @@ class _Walker:
         return texts
 
 
-def _date_could_occur(value: bytes, text: str) -> bool:
+def _date_could_occur(value: str, text: str) -> bool:
     """Whether a rendering of any 8-digit run of ``value`` (dots dropped) occurs in ``text``."""
-    digits = value.decode("latin-1").replace(".", "")
+    digits = value.replace(".", "")
     for start in range(len(digits) - 7):
         run = digits[start : start + 8]
+        if run[4:6] not in text or run[6:8] not in text:
+            continue  # every rendering holds the month and the day as they are
         if run.isdigit() and any(rendering in text for rendering in date_renderings(run)):
             return True
     return False

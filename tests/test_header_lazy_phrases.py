@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import pytest
-from test_header import IDENTITY, deidentify, make_dx
+from pydicom.dataelem import RawDataElement
+from test_header import IDENTITY, deidentify, make_dx, read, remap, to_bytes
 
 from cxr_dask.deid import header
-from cxr_dask.deid.header import date_renderings
+from cxr_dask.deid.header import date_renderings, deidentify_header
+from cxr_dask.deid.profile import ProfileOptions
 
 BIRTH = "19470312"  # make_dx's PatientBirthDate: emptied, so collected as a phrase
 
@@ -82,3 +84,43 @@ def test_phrases_with_control_padding_are_still_found(lead: str, trail: str) -> 
     ds.StudyDescription = "CHEST saint quimby memorial xrayroom7q"
     out, _, _ = deidentify(ds)
     assert out.StudyDescription == "CHEST"
+
+
+MARKERS = (
+    "PatientName",
+    "PatientID",
+    "AccessionNumber",
+    "StudyID",
+    "PatientIdentityRemoved",
+    "DeidentificationMethod",
+    "LongitudinalTemporalInformationModified",
+)
+
+
+def _markers(ds) -> list:
+    codes = [(i.CodeValue, i.CodingSchemeDesignator, i.CodeMeaning) for i in ds.DeidentificationMethodCodeSequence]
+    return [(ds[k].VR, str(ds[k].value)) for k in MARKERS] + [codes, ds["DeidentificationMethodCodeSequence"].VR]
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"])
+@pytest.mark.parametrize(
+    "options",
+    [ProfileOptions(), ProfileOptions(retain_modified_dates=False, clean_descriptors=frozenset())],
+    ids=["default", "no-options"],
+)
+def test_markers_added_raw_decode_as_the_ones_built_in_memory(syntax: str, options: ProfileOptions) -> None:
+    """The raw-encoded markers (a file read from bytes) equal those pydicom builds (a dataset
+    made in memory), read back from the written file, in every little-endian syntax."""
+    ds = make_dx()
+    ds.file_meta.TransferSyntaxUID = syntax
+    from_file = read(to_bytes(ds))
+    assert from_file.original_encoding[1] is True
+    in_memory = make_dx()
+    in_memory.file_meta.TransferSyntaxUID = syntax
+    in_memory.set_original_encoding(None, None, "iso8859")  # as a Dataset never read from bytes
+    deidentify_header(from_file, IDENTITY, remap, options)
+    assert isinstance(from_file.get_item("DeidentificationMethodCodeSequence"), RawDataElement)
+    deidentify_header(in_memory, IDENTITY, remap, options)
+    assert not isinstance(in_memory.get_item("DeidentificationMethodCodeSequence"), RawDataElement)
+    assert _markers(read(to_bytes(from_file))) == _markers(read(to_bytes(in_memory)))
+    assert _markers(from_file) == _markers(in_memory)  # read in place, before any writing

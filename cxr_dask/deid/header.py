@@ -315,6 +315,15 @@ def _vr_contradicts_dictionary(tag: int, vr: str) -> bool:
     return vr not in dictionary_VR(tag).split(" or ")
 
 
+_MAX_DECISIONS = 65536
+
+
+@lru_cache(maxsize=16)
+def _decisions(profile: Profile) -> dict[tuple[int, str | None], tuple[str, Action]]:
+    """The walk's (VR, action) per (tag, stored VR), filled as tags are met; one per profile."""
+    return {}
+
+
 @lru_cache(maxsize=16384)
 def _decide(profile: Profile, tag: int, vr: str) -> Action:
     """The action for a public (even group) element; cached per (profile, tag, VR)."""
@@ -584,6 +593,7 @@ class _Walker:
             # decode it here first, so a damaged value quarantines instead of crashing
             self.element(ds, _PIXEL_REPRESENTATION)
         decide, profile, report = _decide, self.profile, self.report
+        decisions = _decisions(profile)
         # the elements as stored (raw or decoded), tags as plain ints: pydicom's BaseTag
         # compares in Python, and every set or cache lookup below compares tags
         for tag, raw in [(int(tag), raw) for tag, raw in ds._dict.items()]:
@@ -591,7 +601,15 @@ class _Walker:
                 del ds[tag]
                 report.private_removed += 1
                 continue
-            vr = _element_vr(tag, raw)
+            # (VR, action) depend on the tag and the stored VR only: resolved once per process
+            decision = decisions.get((tag, raw.VR))
+            if decision is None:
+                vr = _element_vr(tag, raw)  # raises for a VR that is no VR: never stored
+                decision = (vr, decide(profile, tag, vr))
+                if len(decisions) > _MAX_DECISIONS:
+                    decisions.clear()  # fuzzed or damaged input can make up any number of tags
+                decisions[(tag, raw.VR)] = decision
+            vr, action = decision
             if _oversized(raw, vr):
                 raise QuarantineError("oversized_element", _tag_name(tag))
             if depth == 0 and tag in _REPLACED:
@@ -599,7 +617,8 @@ class _Walker:
                 del ds[tag]  # set afresh after the walk, whatever VR the input gave it
                 report.dummied += 1
                 continue
-            action = decide(profile, tag, vr)
+            if action is Action.KEEP and vr != "SQ":
+                continue  # the common case, without a call
             self.apply(ds, tag, vr, action, depth)
 
     def apply(self, ds: Dataset, tag: int, vr: str, action: Action, depth: int) -> None:

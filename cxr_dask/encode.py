@@ -280,7 +280,7 @@ def _passthrough_pixels(ds: pydicom.Dataset) -> tuple[DataElement | RawDataEleme
     syntax = UID(str(meta.TransferSyntaxUID))
     if not syntax.is_little_endian or syntax.is_deflated:
         return None
-    if max(ds.keys()) != PIXEL_DATA:
+    if max(ds._dict, key=int) != PIXEL_DATA:  # int keys: BaseTag compares in Python
         return None
     element = ds.get_item(PIXEL_DATA)
     value = element.value

@@ -107,3 +107,38 @@ def test_deidentified_pydicom_test_files_encode_byte_for_byte():
         assert b"".join(encode.encode_parts(ds)) == expected, Path(path).name
         written += 1
     assert written >= 50
+
+
+def test_pydicom_test_files_as_read_encode_byte_for_byte():
+    """Raw elements of every kind (undefined-length sequences, odd VRs, big endian, deflate)."""
+    from pydicom.data import get_testdata_files
+
+    written = 0
+    for path in get_testdata_files():
+        if not path.endswith(".dcm") or Path(path).stat().st_size > 1_000_000:
+            continue
+        try:
+            ds = pydicom.dcmread(path)
+            expected = _saved(ds)
+        except Exception:
+            continue
+        assert b"".join(encode.encode_parts(ds)) == expected, Path(path).name
+        written += 1
+    assert written >= 50
+
+
+@pytest.mark.parametrize("syntax", [pydicom.uid.ImplicitVRLittleEndian, pydicom.uid.ExplicitVRLittleEndian])
+def test_raw_undefined_length_element_keeps_its_delimiter(corpus, syntax):
+    """pydicom keeps a non-sequence element of undefined length raw (value up to the
+    delimiter, which it writes back): so must the fast writer."""
+    ds = pydicom.dcmread(_files(corpus)[0])
+    ds.file_meta.TransferSyntaxUID = syntax
+    item = b"\xfe\xff\x00\xe0" + (4).to_bytes(4, "little") + b"DOC1"
+    ds.add_new(0x00420011, "OB", item)  # Encapsulated Document, as items
+    ds[0x00420011].is_undefined_length = True
+    buffer = io.BytesIO()
+    ds.save_as(buffer, implicit_vr=syntax.is_implicit_VR, little_endian=True, enforce_file_format=True)
+    again = pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+    raw = again.get_item(0x00420011)
+    assert raw.is_raw and raw.length == 0xFFFFFFFF
+    assert b"".join(encode.encode_parts(again)) == _saved(again)

@@ -5,6 +5,14 @@ copied three times and its buffers grown and freed on every file; that cost more
 header work itself. Here pydicom encodes everything but the pixel data (a few KB), and
 the pixel element's value follows as a view of the bytes already in memory. The result
 is byte for byte what ``Dataset.save_as(..., enforce_file_format=True)`` writes.
+
+The header itself is written by ``_write_dataset``, a transcription of pydicom's
+``write_dataset`` for the one case de-identification produces (little endian, the
+encoding and character set the file was read with): an element still raw (read, never
+decoded) is written as its tag, VR, length and original value bytes, as pydicom does, but
+without pydicom's per-element buffers; every decoded element goes through pydicom's own
+``write_data_element``. Any other case (big endian, deflate, a dataset built from
+scratch, a changed character set) takes ``save_as`` itself.
 """
 
 from __future__ import annotations
@@ -13,8 +21,13 @@ import io
 import struct
 
 import pydicom
+from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.uid import UID
+from pydicom.dataset import Dataset, validate_file_meta
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element, write_dataset, writers
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR, EXPLICIT_VR_LENGTH_32
 
 Buffer = bytes | memoryview
 
@@ -52,9 +65,203 @@ def size(parts: list[Buffer]) -> int:
 
 
 def _save(ds: pydicom.Dataset) -> memoryview:
+    fast = _fast_save(ds)
+    if fast is not None:
+        return fast
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getbuffer()  # a view, not getvalue()'s copy
+
+
+_EXPLICIT_32 = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
+#: VRs with a value writer of their own: not SQ, not ambiguous ('US or SS').
+_PLAIN_VRS = frozenset(str(vr) for vr in writers if vr != "SQ" and " or " not in str(vr))
+_META_GROUP_LENGTH = 0x00020000
+_ITEM = b"\xfe\xff\x00\xe0"
+_ITEM_DELIMITER = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
+_pack_tag_ul = struct.Struct("<HHI").pack
+_pack_tag_vr_us = struct.Struct("<HH2sH").pack
+_pack_tag_vr_ul = struct.Struct("<HH2sHI").pack
+_pack_ul = struct.Struct("<I").pack
+
+
+def _fast_save(ds: pydicom.Dataset) -> memoryview | None:
+    """``save_as(enforce_file_format=True)``'s bytes for a little-endian file written in the
+    encoding it was read with, or None when ``save_as`` itself must do it.
+
+    Mirrors ``dcmwrite``: the same checks (in the cases it does not raise for), the same
+    File Meta (pydicom writes it), the same body element by element.
+    """
+    meta = getattr(ds, "file_meta", None)
+    if meta is None or any(tag >> 16 in (0, 2) for tag in ds._dict):
+        return None  # dcmwrite raises, or makes up a file meta: let it
+    syntax = meta.get("TransferSyntaxUID")
+    if syntax is None or not isinstance(syntax, UID) or syntax.is_private or not syntax.is_transfer_syntax:
+        return None
+    if not syntax.is_little_endian or syntax == DeflatedExplicitVRLittleEndian:
+        return None
+    encoding = (syntax.is_implicit_VR, True)
+    if ds.original_encoding != encoding or ds.original_character_set != ds._character_set:
+        return None  # pydicom would re-encode raw elements: let it
+    if PIXEL_DATA in ds._dict:
+        return None  # dcmwrite re-flags PixelData's length (decoding it): let it
+    preamble = getattr(ds, "preamble", None)
+    if preamble and len(preamble) != 128:
+        return None  # dcmwrite raises
+    meta_class = meta.get("MediaStorageSOPClassUID", None)
+    ds_class = ds.get("SOPClassUID", None)
+    meta_instance = meta.get("MediaStorageSOPInstanceUID", None)
+    ds_instance = ds.get("SOPInstanceUID", None)
+    if meta_class is None or (ds_class and ds_class != meta_class):
+        return None  # dcmwrite writes the dataset's UID into (a copy of) the meta: let it
+    if meta_instance is None or (ds_instance and ds_instance != meta_instance):
+        return None
+    group_length = meta._dict.get(_META_GROUP_LENGTH)
+    if group_length is not None and (group_length.__class__ is not DataElement or group_length.VR != "UL"):
+        return None
+    # adds what a conformant meta must hold and is missing, as dcmwrite does to its copy
+    validate_file_meta(meta, enforce_standard=True)
+    fp = DicomBytesIO()
+    fp.is_implicit_VR, fp.is_little_endian = encoding
+    fp.write(preamble or b"\x00" * 128)
+    fp.write(b"DICM")
+    # write_file_meta_info: explicit VR little endian, led by the group's length
+    elements = DicomBytesIO()
+    elements.is_implicit_VR, elements.is_little_endian = False, True
+    _write_dataset(elements, meta, "iso8859", skip=_META_GROUP_LENGTH)
+    fp.write(_pack_tag_vr_us(2, 0, b"UL", 4) + _pack_ul(elements.tell()))
+    fp.write(elements.getvalue())
+    _write_dataset(fp, ds, "iso8859")
+    return fp.parent.getbuffer()
+
+
+def _write_dataset(
+    fp: DicomBytesIO, dataset: Dataset, parent_encoding: str | list[str], skip: int | None = None
+) -> None:
+    """pydicom's ``write_dataset``: raw elements written straight from their bytes, decoded
+    ones by pydicom's own value writers.
+
+    A dataset read in another encoding or character set than ``fp``'s is handed to pydicom
+    whole, which converts and corrects its elements; so is an item built in memory, unless
+    it holds only plain decoded elements (no raw, sequence or ambiguous-VR element), for
+    which pydicom's conversion and correction change nothing.
+    """
+    implicit = fp.is_implicit_VR
+    elements = dataset._dict
+    as_read = (implicit, fp.is_little_endian) == dataset.original_encoding and (
+        dataset.original_character_set == dataset._character_set
+    )
+    if not as_read and not all(e.__class__ is DataElement and e.VR in _PLAIN_VRS for e in elements.values()):
+        write_dataset(fp, dataset, parent_encoding)
+        return
+    encodings = convert_encodings(dataset.get("SpecificCharacterSet", parent_encoding) or [default_encoding])
+    write = fp.write
+    # plain ints: pydicom's BaseTag compares in Python, ints in C
+    for tag, elem in sorted([(int(tag), elem) for tag, elem in elements.items()]):
+        if (tag & 0xFFFF == 0 and tag >> 16 > 6) or tag == skip:
+            continue  # retired group lengths are not written (PS3.5 7.2)
+        if elem.__class__ is RawDataElement:
+            header = _raw_header(tag, elem, implicit)
+            if header is not None:
+                write(header)
+                write(elem.value)
+                if elem.length == _UNDEFINED:
+                    write(_SEQUENCE_DELIMITER)
+                continue
+        elif elem.__class__ is DataElement:
+            if elem.VR == "SQ":
+                _write_sequence(fp, tag, elem, encodings)
+                continue
+            if _write_decoded(fp, tag, elem, encodings):
+                continue
+        write_data_element(fp, dataset.get_item(tag), encodings)
+
+
+def _write_decoded(fp: DicomBytesIO, tag: int, elem: DataElement, encodings: list[str]) -> bool:
+    """A decoded, non-sequence element as ``write_data_element`` writes it; False (nothing
+    written) for the cases it treats specially: pixel data, a buffered value, an unknown or
+    ambiguous VR, a value too long for a 16-bit length."""
+    vr = elem.VR
+    implicit = fp.is_implicit_VR
+    if tag == PIXEL_DATA or vr not in _PLAIN_VRS or elem.is_buffered:
+        return False
+    buffer = DicomBytesIO()
+    buffer.is_little_endian = fp.is_little_endian
+    buffer.is_implicit_VR = implicit
+    if not elem.is_empty:
+        fn, param = writers[vr]
+        if vr in CUSTOMIZABLE_CHARSET_VR:
+            fn(buffer, elem, encodings=encodings)
+        elif param is not None:
+            fn(buffer, elem, param)
+        else:
+            fn(buffer, elem)
+    value = buffer.getvalue()
+    undefined = elem.is_undefined_length
+    group, element = tag >> 16, tag & 0xFFFF
+    if implicit:
+        header = _pack_tag_ul(group, element, _UNDEFINED if undefined else len(value))
+    elif vr in _EXPLICIT_32:
+        header = _pack_tag_vr_ul(group, element, vr.encode(), 0, _UNDEFINED if undefined else len(value))
+    elif undefined or len(value) > 0xFFFF:
+        return False
+    else:
+        header = _pack_tag_vr_us(group, element, vr.encode(), len(value))
+    fp.write(header)
+    fp.write(value)
+    if undefined:
+        fp.write(_SEQUENCE_DELIMITER)
+    return True
+
+
+def _raw_header(tag: int, elem: RawDataElement, implicit: bool) -> bytes | None:
+    """Tag, VR and length of a raw element as ``write_data_element`` writes them, or None
+    for the cases it treats specially (pixel data, a deferred value, an odd VR or length)."""
+    value = elem.value
+    if not isinstance(value, bytes) or tag == PIXEL_DATA:
+        return None
+    undefined = elem.length == _UNDEFINED
+    length = _UNDEFINED if undefined else len(value)
+    group, element = tag >> 16, tag & 0xFFFF
+    if implicit:
+        return _pack_tag_ul(group, element, length)
+    vr = elem.VR
+    if not isinstance(vr, str) or len(vr) != 2 or not vr.isascii():
+        return None
+    if vr in _EXPLICIT_32:
+        return _pack_tag_vr_ul(group, element, vr.encode(), 0, length)
+    if undefined or length > 0xFFFF:
+        return None  # pydicom's own handling (a 16-bit length that cannot hold it)
+    return _pack_tag_vr_us(group, element, vr.encode(), length)
+
+
+def _write_sequence(fp: DicomBytesIO, tag: int, elem: DataElement, encodings: list[str]) -> None:
+    """A decoded SQ element as ``write_data_element`` + ``write_sequence_item`` write it."""
+    body = DicomBytesIO()
+    body.is_implicit_VR, body.is_little_endian = fp.is_implicit_VR, fp.is_little_endian
+    if not elem.is_empty:
+        for item in elem.value:
+            body.write(_ITEM)
+            length_at = body.tell()
+            body.write(b"\xff\xff\xff\xff")
+            _write_dataset(body, item, encodings)
+            if getattr(item, "is_undefined_length_sequence_item", False):
+                body.write(_ITEM_DELIMITER)
+            else:
+                end = body.tell()
+                body.seek(length_at)
+                body.write(_pack_ul(end - length_at - 4))
+                body.seek(end)
+    undefined = elem.is_undefined_length
+    length = _UNDEFINED if undefined else body.tell()
+    group, element = tag >> 16, tag & 0xFFFF
+    if fp.is_implicit_VR:
+        fp.write(_pack_tag_ul(group, element, length))
+    else:
+        fp.write(_pack_tag_vr_ul(group, element, b"SQ", 0, length))
+    fp.write(body.getvalue())
+    if undefined:
+        fp.write(_SEQUENCE_DELIMITER)
 
 
 def _vr(element: DataElement | RawDataElement) -> str:
@@ -73,7 +280,7 @@ def _passthrough_pixels(ds: pydicom.Dataset) -> tuple[DataElement | RawDataEleme
     syntax = UID(str(meta.TransferSyntaxUID))
     if not syntax.is_little_endian or syntax.is_deflated:
         return None
-    if max(ds.keys()) != PIXEL_DATA:
+    if max(ds._dict, key=int) != PIXEL_DATA:  # int keys: BaseTag compares in Python
         return None
     element = ds.get_item(PIXEL_DATA)
     value = element.value

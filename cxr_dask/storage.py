@@ -63,7 +63,26 @@ class Location:
         return isinstance(self.fs, LocalFileSystem)
 
 
+#: Resolved local locations: parsing a URL costs more than a small file's write. Only the
+#: stateless local filesystem is kept here; remote ones are fsspec's to cache (per process
+#: and thread, with their connections).
+_LOCAL_RESOLVED: dict[tuple[str, tuple[tuple[str, Any], ...]], tuple[fsspec.AbstractFileSystem, str]] = {}
+
+
 def _resolve(url: str, storage_options: dict[str, Any]) -> tuple[fsspec.AbstractFileSystem, str]:
+    try:
+        key = (url, tuple(sorted(storage_options.items())))
+        found = _LOCAL_RESOLVED.get(key)
+    except TypeError:  # unhashable options (nested dicts): resolved afresh each time
+        return _resolve_uncached(url, storage_options)
+    if found is None:
+        found = _resolve_uncached(url, storage_options)
+        if isinstance(found[0], LocalFileSystem) and len(_LOCAL_RESOLVED) < 256:
+            _LOCAL_RESOLVED[key] = found
+    return found
+
+
+def _resolve_uncached(url: str, storage_options: dict[str, Any]) -> tuple[fsspec.AbstractFileSystem, str]:
     fs, root = fsspec.core.url_to_fs(url, **storage_options)
     return fs, root.rstrip("/") or "/"
 
@@ -243,16 +262,28 @@ def write_atomic(location: Location, key: str, data: bytes | Sequence[bytes | me
         location.fs.pipe_file(path, parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts))
         return
     staging = location.path(PARTIALS_DIR)
-    os.makedirs(staging, exist_ok=True)
-    os.makedirs(posixpath.dirname(path), exist_ok=True)
     tmp = posixpath.join(staging, f"{uuid.uuid4().hex}.tmp")
+    # Folders are made when missing, not checked first: most writes go to existing ones,
+    # and a file system call per folder and file is a measurable share of a small file.
     try:
-        with open(tmp, "wb") as handle:
+        handle = open(tmp, "wb")  # noqa: SIM115 - closed by the with below
+    except FileNotFoundError:
+        os.makedirs(staging, exist_ok=True)
+        handle = open(tmp, "wb")  # noqa: SIM115
+    moved = False
+    try:
+        with handle:
             handle.writelines(parts)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except FileNotFoundError:
+            os.makedirs(posixpath.dirname(path), exist_ok=True)
+            os.replace(tmp, path)
+        moved = True
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if not moved:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
 
 
 def remove_partials(location: Location) -> None:

@@ -40,7 +40,20 @@ def test_local_write_leaves_no_partial_file_when_it_fails(tmp_path, monkeypatch)
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError):
         storage.write_atomic(location, "a/b.dcm", b"data")
-    assert list((tmp_path / "a").iterdir()) == []
+    assert not (tmp_path / "a").exists() or list((tmp_path / "a").iterdir()) == []
+    assert list((tmp_path / storage.PARTIALS_DIR).iterdir()) == []  # the staged file is gone too
+
+
+def test_local_write_makes_missing_folders_and_staging(tmp_path):
+    location = Location(str(tmp_path))
+    storage.write_atomic(location, "p1/s2/i3.dcm", [b"ab", memoryview(b"cd")])
+    storage.remove_partials(location)  # as a run start does: the next write recreates it
+    storage.write_atomic(location, "p1/s2/i4.dcm", b"ef")
+    storage.write_atomic(location, "p1/s5/i6.dcm", b"gh")
+    assert (tmp_path / "p1/s2/i3.dcm").read_bytes() == b"abcd"
+    assert (tmp_path / "p1/s2/i4.dcm").read_bytes() == b"ef"
+    assert (tmp_path / "p1/s5/i6.dcm").read_bytes() == b"gh"
+    assert list((tmp_path / storage.PARTIALS_DIR).iterdir()) == []
 
 
 def test_header_reads_stop_early(tmp_path):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -38,10 +39,11 @@ from pydicom.datadict import (
     dictionary_VR,
     repeater_has_tag,
 )
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 from pydicom.uid import UID, UID_dictionary
 from pydicom.valuerep import VR
 
@@ -225,6 +227,12 @@ _DT = re.compile(
     r"(?P<time>\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?)?)?)?(?P<tz>[+-]\d{4})?$"
 )
 _PN_SPLIT = re.compile(r"[\^=\s]+")
+_TWO_DIGITS = re.compile(r"\d\d")
+#: How the raw bytes of a removed value split into runs that each phrase contains one of.
+_VALUE_RUNS = re.compile(r"\\")
+_NAME_RUNS = re.compile(r"[\\^=\s]+")
+#: What ``str.strip()`` drops from ASCII text (\x1c-\x1f too), and NUL padding.
+_PADDING = "".join(c for c in map(chr, range(128)) if c.isspace()) + "\x00"
 
 
 @dataclass(frozen=True)
@@ -305,6 +313,15 @@ def _vr_contradicts_dictionary(tag: int, vr: str) -> bool:
     if vr in ("UN", "SQ") or not _known(tag):
         return False
     return vr not in dictionary_VR(tag).split(" or ")
+
+
+_MAX_DECISIONS = 65536
+
+
+@lru_cache(maxsize=16)
+def _decisions(profile: Profile) -> dict[tuple[int, str | None], tuple[str, Action]]:
+    """The walk's (VR, action) per (tag, stored VR), filled as tags are met; one per profile."""
+    return {}
 
 
 @lru_cache(maxsize=16384)
@@ -462,6 +479,8 @@ class _Walker:
         self.report = HeaderReport()
         self.phrases: set[str] = set()
         self.to_clean: list[tuple[Dataset, int]] = []
+        #: removed values not decoded yet: (dataset, tag, VR, kind, raw element)
+        self.pending: list[tuple[Dataset, int, str, str, RawDataElement]] = []
 
     # -- reading values, fail closed
     def element(self, ds: Dataset, tag: int) -> DataElement:
@@ -476,30 +495,78 @@ class _Walker:
 
     # -- phrase collection
     def collect(self, ds: Dataset, tag: int, vr: str) -> None:
-        """Remember the identifying text of an element that is about to go."""
-        if vr == "PN" or (vr in _STRING_VRS and _dictionary_vr(tag) == "PN"):  # a name, whatever its VR
-            for value in self.values(ds, tag):
+        """Remember the identifying text of an element that is about to go.
+
+        A plain ASCII value still raw is only noted (``pending``): ``clean_all`` decodes it
+        when a kept descriptor could hold one of its phrases, which is rare, and decoding
+        is most of what a removal costs.
+        """
+        kind = _collect_kind(tag, vr)
+        if kind is None:
+            return
+        if kind != "sequence":
+            raw = ds._dict.get(tag)
+            if raw.__class__ is RawDataElement and _plain_ascii(raw.value):
+                self.pending.append((ds, tag, vr, kind, raw))
+                return
+            self.collect_values(kind, vr, self.values(ds, tag))
+            return
+        for item in self.element(ds, tag).value or ():
+            self.collect_dataset(item)
+
+    def collect_values(self, kind: str, vr: str, values: list[str]) -> None:
+        if kind == "name":
+            for value in values:
                 self.add_phrase(value)
                 for token in _PN_SPLIT.split(value):
                     self.add_phrase(token)
-        elif vr in ("DA", "DT"):
-            for value in self.values(ds, tag):
+        elif kind == "date":
+            for value in values:
                 self.add_date(value, vr)
-        elif vr == "SQ":
-            for item in self.element(ds, tag).value or ():
-                self.collect_dataset(item)
-        elif _keyword(tag) in _PHRASE_KEYWORDS and vr in _STRING_VRS:
-            for value in self.values(ds, tag):
+        else:
+            for value in values:
                 self.add_phrase(value)
+
+    def collect_pending(self, descriptor_texts: list[str] | None) -> None:
+        """Decode the noted values whose phrases could occur in ``descriptor_texts``.
+
+        A phrase of a plain ASCII value is its text (each value of a multi-valued one) or,
+        for a name, one of its tokens, stripped and lower-cased; pydicom's decoding only
+        drops padding (spaces, NULs) at the ends. So each phrase contains the fully
+        stripped core of one of the runs the raw bytes split into (at backslashes, and for
+        names at name separators too): when no such core occurs in any descriptor, no
+        phrase can. A date's phrases are renderings of the first 8 digits of a value,
+        which are 8 adjacent digits of its bytes once dots are dropped: when no rendering
+        of any such run occurs, none of the date's can. None: decode them all.
+        """
+        joined = "\n".join(descriptor_texts or ())
+        for ds, tag, vr, kind, raw in self.pending:
+            if descriptor_texts is not None:
+                lowered = raw.value.decode("latin-1").lower()
+                if kind == "date":
+                    if not _TWO_DIGITS.search(joined) or not _date_could_occur(lowered, joined):
+                        continue
+                else:
+                    runs = (_NAME_RUNS if kind == "name" else _VALUE_RUNS).split(lowered)
+                    cores = [core for core in (run.strip(_PADDING) for run in runs) if core]
+                    if cores and not any(core in joined for core in cores):
+                        continue
+            try:
+                charset = ds.original_character_set or ds._character_set  # as Dataset.__getitem__
+                value = convert_raw_data_element(raw, encoding=charset, ds=ds).value
+            except Exception:
+                raise QuarantineError("undecodable_value", _tag_name(tag)) from None
+            self.collect_values(kind, vr, _values(value))
+        self.pending.clear()
 
     def collect_dataset(self, item: Dataset, depth: int = 0) -> None:
         """Collect phrases from an item that is removed as a whole."""
         if depth > MAX_DEPTH:
             raise QuarantineError("sequence_too_deep")
-        for tag in list(item.keys()):
+        for tag, raw in [(int(tag), raw) for tag, raw in item._dict.items()]:
             if (tag >> 16) & 1:
                 continue
-            vr = _element_vr(tag, item.get_item(tag, keep_deferred=True))
+            vr = _element_vr(tag, raw)
             if vr == "SQ":
                 for sub in self.element(item, tag).value or ():
                     self.collect_dataset(sub, depth + 1)
@@ -525,22 +592,33 @@ class _Walker:
             # pydicom decodes it by itself whenever a sequence is set in this dataset:
             # decode it here first, so a damaged value quarantines instead of crashing
             self.element(ds, _PIXEL_REPRESENTATION)
-        decide, profile = _decide, self.profile
-        for tag in list(ds.keys()):
+        decide, profile, report = _decide, self.profile, self.report
+        decisions = _decisions(profile)
+        # the elements as stored (raw or decoded), tags as plain ints: pydicom's BaseTag
+        # compares in Python, and every set or cache lookup below compares tags
+        for tag, raw in [(int(tag), raw) for tag, raw in ds._dict.items()]:
             if (tag >> 16) & 1:
                 del ds[tag]
-                self.report.private_removed += 1
+                report.private_removed += 1
                 continue
-            raw = ds.get_item(tag, keep_deferred=True)
-            vr = _element_vr(tag, raw)
+            # (VR, action) depend on the tag and the stored VR only: resolved once per process
+            decision = decisions.get((tag, raw.VR))
+            if decision is None:
+                vr = _element_vr(tag, raw)  # raises for a VR that is no VR: never stored
+                decision = (vr, decide(profile, tag, vr))
+                if len(decisions) > _MAX_DECISIONS:
+                    decisions.clear()  # fuzzed or damaged input can make up any number of tags
+                decisions[(tag, raw.VR)] = decision
+            vr, action = decision
             if _oversized(raw, vr):
                 raise QuarantineError("oversized_element", _tag_name(tag))
             if depth == 0 and tag in _REPLACED:
                 self.collect(ds, tag, vr)
                 del ds[tag]  # set afresh after the walk, whatever VR the input gave it
-                self.report.dummied += 1
+                report.dummied += 1
                 continue
-            action = decide(profile, tag, vr)
+            if action is Action.KEEP and vr != "SQ":
+                continue  # the common case, without a call
             self.apply(ds, tag, vr, action, depth)
 
     def apply(self, ds: Dataset, tag: int, vr: str, action: Action, depth: int) -> None:
@@ -642,24 +720,81 @@ class _Walker:
     # -- clean descriptors, after the walk
     def clean_all(self) -> None:
         """Delete collected phrases from the kept descriptors and free text."""
+        if not self.to_clean:
+            return  # phrases are only ever looked for in these
+        if self.pending:
+            self.collect_pending(self.descriptor_texts())
         if not self.phrases:
             return
         phrases = sorted(self.phrases, key=len, reverse=True)
         ascii_only = all(phrase.isascii() for phrase in phrases)
+        # ASCII is encoded as itself in every DICOM character set (ESC aside, which switches
+        # ISO 2022 code sets and may sit inside a word), so a phrase absent from the raw
+        # bytes is absent from the text: such a descriptor is not decoded. The phrases are
+        # first narrowed to those found in any descriptor's bytes at all.
+        lowered_raw: list[str | None] = []
         for ds, tag in self.to_clean:
             raw = ds.get_item(tag)
-            if ascii_only and isinstance(raw, RawDataElement) and isinstance(raw.value, bytes):
-                # ASCII is encoded as itself in every DICOM character set, so a phrase
-                # absent from the raw bytes is absent from the text: skip decoding
-                lowered = raw.value.decode("latin-1").lower()
-                if not any(phrase in lowered for phrase in phrases):
-                    continue
+            plain = ascii_only and raw.__class__ is RawDataElement and isinstance(raw.value, bytes)
+            lowered_raw.append(raw.value.decode("latin-1").lower() if plain and b"\x1b" not in raw.value else None)
+        joined = "\n".join(text for text in lowered_raw if text is not None)
+        candidates = [phrase for phrase in phrases if phrase in joined]
+        for (ds, tag), lowered in zip(self.to_clean, lowered_raw, strict=True):
+            if lowered is not None and not any(phrase in lowered for phrase in candidates):
+                continue
             elem = self.element(ds, tag)
             values = _values(elem.value)
             cleaned = [clean_text(v, phrases) for v in values]
             if cleaned != values:
                 _set_values(elem, cleaned)
                 self.report.descriptors_cleaned += 1
+
+    def descriptor_texts(self) -> list[str] | None:
+        """Every kept descriptor's text, lower-cased, for ``collect_pending``; None when one
+        is not plain ASCII (its decoded text need not be a run of its bytes)."""
+        texts = []
+        for ds, tag in self.to_clean:
+            raw = ds.get_item(tag)
+            if raw.__class__ is RawDataElement:
+                if not _plain_ascii(raw.value):
+                    return None
+                texts.append(raw.value.decode("latin-1").lower())
+            else:
+                texts.append("\\".join(_values(self.element(ds, tag).value)).lower())
+        return texts
+
+
+def _date_could_occur(value: str, text: str) -> bool:
+    """Whether a rendering of any 8-digit run of ``value`` (dots dropped) occurs in ``text``."""
+    digits = value.replace(".", "")
+    for start in range(len(digits) - 7):
+        run = digits[start : start + 8]
+        if run[4:6] not in text or run[6:8] not in text:
+            continue  # every rendering holds the month and the day as they are
+        if run.isdigit() and any(rendering in text for rendering in date_renderings(run)):
+            return True
+    return False
+
+
+def _plain_ascii(value: object) -> bool:
+    """Bytes that decode to the same characters in every DICOM character set: ASCII
+    without ESC (which switches ISO 2022 code sets)."""
+    return isinstance(value, bytes) and value.isascii() and b"\x1b" not in value
+
+
+@lru_cache(maxsize=16384)
+def _collect_kind(tag: int, vr: str) -> str | None:
+    """What a removed element's value adds to the phrases: a name, a date, a sequence's
+    contents, an identifying phrase, or nothing."""
+    if vr == "PN" or (vr in _STRING_VRS and _dictionary_vr(tag) == "PN"):  # a name, whatever its VR
+        return "name"
+    if vr in ("DA", "DT"):
+        return "date"
+    if vr == "SQ":
+        return "sequence"
+    if _keyword(tag) in _PHRASE_KEYWORDS and vr in _STRING_VRS:
+        return "phrase"
+    return None
 
 
 def clean_text(text: str, phrases: list[str]) -> str:
@@ -697,17 +832,102 @@ def _method(options: ProfileOptions) -> tuple[list[str], list[tuple[str, str]]]:
     return texts, codes
 
 
-def _mark_deidentified(ds: Dataset, identity: FileIdentity, options: ProfileOptions) -> None:
-    """Research ids and the PS3.15 E.1.1 markers; all values are ASCII."""
-    ds.PatientName = str(identity.subject_id)
-    ds.PatientID = str(identity.subject_id)
-    ds.AccessionNumber = str(identity.study_id)
-    ds.StudyID = str(identity.study_id)
+_PATIENT_IDENTITY_REMOVED, _DEID_METHOD, _DEID_METHOD_CODES = 0x00120062, 0x00120063, 0x00120064
+_LONGITUDINAL_MODIFIED = 0x00280303
+_ITEM_TAG = b"\xfe\xff\x00\xe0"
+
+
+def _raw(tag: int, vr: str, value: bytes, implicit: bool) -> RawDataElement:
+    """An element as if read from the file (little endian): pydicom writes it back as is
+    and decodes it, like any other raw element, when someone reads it."""
+    return RawDataElement(BaseTag(tag), None if implicit else vr, len(value), value, 0, implicit, True)
+
+
+def _encoded(tag: int, vr: str, value: bytes, implicit: bool) -> bytes:
+    """One little-endian element's bytes, as pydicom's writer lays them out."""
+    if implicit:
+        return struct.pack("<HHI", tag >> 16, tag & 0xFFFF, len(value)) + value
+    if vr in ("SQ", "UT", "UC", "UR", "OB", "OW", "UN"):
+        return struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, vr.encode(), 0, len(value)) + value
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), len(value)) + value
+
+
+def _text(value: str) -> bytes:
+    """An ASCII text value padded to even length with a space, as pydicom writes it."""
+    data = value.encode("ascii")
+    return data + b" " if len(data) % 2 else data
+
+
+@lru_cache(maxsize=16)
+def _raw_markers(options: ProfileOptions, implicit: bool) -> tuple[RawDataElement, ...]:
+    """The PS3.15 E.1.1 markers for ``options``, encoded once per process."""
     texts, codes = _method(options)
-    ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = texts if len(texts) > 1 else texts[0]
-    ds.DeidentificationMethodCodeSequence = Sequence([_code_item(*code) for code in codes])
-    ds.LongitudinalTemporalInformationModified = "MODIFIED" if options.retain_modified_dates else "REMOVED"
+    items = b""
+    for value, meaning in codes:
+        body = (
+            _encoded(0x00080100, "SH", _text(value), implicit)
+            + _encoded(0x00080102, "SH", _text("DCM"), implicit)
+            + _encoded(0x00080104, "LO", _text(meaning), implicit)
+        )
+        items += _ITEM_TAG + struct.pack("<I", len(body)) + body
+    modified = "MODIFIED" if options.retain_modified_dates else "REMOVED"
+    return (
+        _raw(_PATIENT_IDENTITY_REMOVED, "CS", _text("YES"), implicit),
+        _raw(_DEID_METHOD, "LO", _text("\\".join(texts)), implicit),
+        _raw(_DEID_METHOD_CODES, "SQ", items, implicit),
+        _raw(_LONGITUDINAL_MODIFIED, "CS", _text(modified), implicit),
+    )
+
+
+def _mark_deidentified(ds: Dataset, identity: FileIdentity, options: ProfileOptions) -> None:
+    """Research ids and the PS3.15 E.1.1 markers; all values are ASCII.
+
+    In a dataset read from a little-endian file, each marker the walk did not leave in
+    place is added as a raw element, encoded once per process (``_raw_markers``) rather
+    than built as Datasets for every file; one still present keeps its own VR and gets
+    its value set, as in a dataset built in memory.
+    """
+    implicit, little = ds.original_encoding
+    raw: dict[int, RawDataElement] = {}
+    if little is True and implicit is not None:
+        subject, study = _text(str(identity.subject_id)), _text(str(identity.study_id))
+        for tag, vr, value in (
+            (_PATIENT_NAME, "PN", subject),
+            (_PATIENT_ID, "LO", subject),
+            (_ACCESSION, "SH", study),
+            (_STUDY_ID, "SH", study),
+        ):
+            raw[tag] = _raw(tag, vr, value, implicit)
+        raw.update((int(element.tag), element) for element in _raw_markers(options, implicit))
+    texts, codes = _method(options)
+    values: dict[str, Callable[[], object]] = {
+        "PatientName": lambda: str(identity.subject_id),
+        "PatientID": lambda: str(identity.subject_id),
+        "AccessionNumber": lambda: str(identity.study_id),
+        "StudyID": lambda: str(identity.study_id),
+        "PatientIdentityRemoved": lambda: "YES",
+        "DeidentificationMethod": lambda: texts if len(texts) > 1 else texts[0],
+        "DeidentificationMethodCodeSequence": lambda: Sequence([_code_item(*code) for code in codes]),
+        "LongitudinalTemporalInformationModified": lambda: "MODIFIED" if options.retain_modified_dates else "REMOVED",
+    }
+    for (keyword, value), tag in zip(values.items(), _MARKER_TAGS, strict=True):
+        if tag in raw and tag not in ds._dict:
+            ds[tag] = raw[tag]
+        else:
+            setattr(ds, keyword, value())
+
+
+#: The tags of ``_mark_deidentified``'s keywords, in its order.
+_MARKER_TAGS = (
+    _PATIENT_NAME,
+    _PATIENT_ID,
+    _ACCESSION,
+    _STUDY_ID,
+    _PATIENT_IDENTITY_REMOVED,
+    _DEID_METHOD,
+    _DEID_METHOD_CODES,
+    _LONGITUDINAL_MODIFIED,
+)
 
 
 def _fix_file_meta(ds: Dataset, report: HeaderReport) -> None:

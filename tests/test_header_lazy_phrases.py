@@ -1,0 +1,126 @@
+"""Removed values are decoded for phrases only when a kept descriptor could hold one
+(deid/header.py, ``collect_pending``): whatever is skipped must never have been a hit."""
+
+from __future__ import annotations
+
+import pytest
+from pydicom.dataelem import RawDataElement
+from test_header import IDENTITY, deidentify, make_dx, read, remap, to_bytes
+
+from cxr_dask.deid import header
+from cxr_dask.deid.header import date_renderings, deidentify_header
+from cxr_dask.deid.profile import ProfileOptions
+
+BIRTH = "19470312"  # make_dx's PatientBirthDate: emptied, so collected as a phrase
+
+
+@pytest.mark.parametrize("rendering", date_renderings(BIRTH))
+def test_every_rendering_of_a_removed_date_is_cleaned(rendering: str) -> None:
+    ds = make_dx()
+    ds.StudyDescription = f"CHEST {rendering} PA"
+    out, data, _ = deidentify(ds)
+    assert out.StudyDescription == "CHEST PA"
+    assert rendering.encode() not in data
+
+
+def test_a_removed_datetime_is_cleaned_from_a_code_meaning() -> None:
+    ds = make_dx()  # AcquisitionDateTime 20190314081530...: shifted, its date collected
+    ds.InstitutionName = "Saint Quimby Memorial"
+    ds.ProcedureCodeSequence[0].CodeMeaning = "XR 03/14/2019 CHEST"
+    out, _, _ = deidentify(ds)
+    assert out.ProcedureCodeSequence[0].CodeMeaning == "XR CHEST"
+
+
+def test_name_tokens_and_ids_are_cleaned_wherever_they_sit() -> None:
+    ds = make_dx()
+    ds.StudyDescription = "CHEST zelphine MRN99887766"  # a PN component and the patient id
+    ds.SeriesDescription = "PA saint quimby memorial"  # the institution, another case
+    out, _, _ = deidentify(ds)
+    assert out.StudyDescription == "CHEST"
+    assert out.SeriesDescription == "PA"
+
+
+def test_non_ascii_values_and_descriptors_are_decoded_and_cleaned() -> None:
+    ds = make_dx()  # ISO_IR 100
+    ds.PatientName = "Quixbury^Zoë"
+    ds.StudyDescription = "CHEST ZOË PA"  # only the decoded, lower-cased texts match
+    out, data, _ = deidentify(ds)
+    assert out.StudyDescription == "CHEST PA"
+    assert "zoë".encode("latin-1") not in data.lower() and "ZOË".encode("latin-1") not in data
+
+
+def test_values_no_descriptor_could_hold_are_not_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    decoded = []
+    convert = header.convert_raw_data_element
+
+    def counting(raw, **kwargs):
+        decoded.append(raw.tag)
+        return convert(raw, **kwargs)
+
+    monkeypatch.setattr(header, "convert_raw_data_element", counting)
+    ds = make_dx()
+    ds.StudyDescription = ds.SeriesDescription = ds.PerformedProcedureStepDescription = "XR"
+    for elem in ds.iterall():  # every code, at every depth
+        if elem.keyword in ("CodeValue", "CodingSchemeDesignator", "CodeMeaning"):
+            elem.value = "XR"
+    out, _, report = deidentify(ds)
+    # names, ids, addresses, dates: no value or name token occurs in the kept texts
+    # ("xr", "acme", "us", ...) and none of those holds two adjacent digits
+    assert decoded == []
+    assert out.PatientName == str(IDENTITY.subject_id) and report.removed > 10
+    decoded.clear()
+    ds.StudyDescription = "XR Quixbury"  # now the patient's surname could be there
+    out, _, _ = deidentify(ds)
+    assert 0x00100010 in decoded and out.StudyDescription == "XR"
+
+
+@pytest.mark.parametrize(("lead", "trail"), [("\x1c", "\x1c"), ("", "\x00"), (" \t", " "), ("\x0b\x1f", "\x1e")])
+def test_phrases_with_control_padding_are_still_found(lead: str, trail: str) -> None:
+    """str.strip() drops every ASCII whitespace character (\\x1c-\\x1f too), pydicom trailing
+    NULs: the check before decoding must drop them as well."""
+    ds = make_dx()
+    ds.InstitutionName = f"{lead}Saint Quimby Memorial{trail}"
+    ds.StationName = f"{lead}XRAYROOM7Q{trail}"
+    ds.StudyDescription = "CHEST saint quimby memorial xrayroom7q"
+    out, _, _ = deidentify(ds)
+    assert out.StudyDescription == "CHEST"
+
+
+MARKERS = (
+    "PatientName",
+    "PatientID",
+    "AccessionNumber",
+    "StudyID",
+    "PatientIdentityRemoved",
+    "DeidentificationMethod",
+    "LongitudinalTemporalInformationModified",
+)
+
+
+def _markers(ds) -> list:
+    codes = [(i.CodeValue, i.CodingSchemeDesignator, i.CodeMeaning) for i in ds.DeidentificationMethodCodeSequence]
+    return [(ds[k].VR, str(ds[k].value)) for k in MARKERS] + [codes, ds["DeidentificationMethodCodeSequence"].VR]
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"])
+@pytest.mark.parametrize(
+    "options",
+    [ProfileOptions(), ProfileOptions(retain_modified_dates=False, clean_descriptors=frozenset())],
+    ids=["default", "no-options"],
+)
+def test_markers_added_raw_decode_as_the_ones_built_in_memory(syntax: str, options: ProfileOptions) -> None:
+    """The raw-encoded markers (a file read from bytes) equal those pydicom builds (a dataset
+    made in memory), read back from the written file, in every little-endian syntax."""
+    ds = make_dx()
+    ds.file_meta.TransferSyntaxUID = syntax
+    from_file = read(to_bytes(ds))
+    assert from_file.original_encoding[1] is True
+    in_memory = make_dx()
+    in_memory.file_meta.TransferSyntaxUID = syntax
+    in_memory.set_original_encoding(None, None, "iso8859")  # as a Dataset never read from bytes
+    deidentify_header(from_file, IDENTITY, remap, options)
+    assert isinstance(from_file.get_item("DeidentificationMethodCodeSequence"), RawDataElement)
+    deidentify_header(in_memory, IDENTITY, remap, options)
+    assert not isinstance(in_memory.get_item("DeidentificationMethodCodeSequence"), RawDataElement)
+    assert _markers(read(to_bytes(from_file))) == _markers(read(to_bytes(in_memory)))
+    assert _markers(from_file) == _markers(in_memory)  # read in place, before any writing

@@ -587,3 +587,31 @@ def test_preamble_is_zeroed() -> None:
     data = to_bytes(original)
     assert data[:128] == b"\x00" * 128 and data[128:132] == b"DICM"
     assert b"smithers" not in data.lower()
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [b"\x00Quixbury^Zelphine", b"Quixbury^Zelphine\x00", b"Quixbury\x00Zelphine ", b"\x00\x00Quixbury Zelphin"],
+    ids=["leading-nul", "trailing-nul", "nul-separated", "two-leading-nuls"],
+)
+def test_nul_padded_name_is_still_cleaned_from_descriptions(stored: bytes) -> None:
+    """NUL is padding or a separator for the cleaner: a leading NUL once hid the name."""
+    ds = make_dx()
+    ds.PatientName = "Quixbury^Zelphine"
+    ds.StudyDescription = "CHEST QUIXBURY PA"
+    data = to_bytes(ds)
+    assert data.count(b"Quixbury^Zelphine ") == 1
+    out, written, _ = deidentify(read(data.replace(b"Quixbury^Zelphine ", stored)))
+    assert b"quixbury" not in written.lower()
+    assert out.StudyDescription.split() == ["CHEST", "PA"]
+
+
+def test_nul_led_id_is_still_cleaned_from_descriptions() -> None:
+    ds = make_dx()
+    ds.PatientID = "QX8073021"  # stored padded: "QX8073021 "
+    ds.StudyDescription = "CHEST/QX8073021/PA"
+    data = to_bytes(ds)
+    assert data.count(b"QX8073021 ") == 1
+    out, written, _ = deidentify(read(data.replace(b"QX8073021 ", b"\x00QX8073021")))
+    assert "PatientID" in out
+    assert b"qx8073021" not in written.lower()

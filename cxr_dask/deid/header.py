@@ -229,8 +229,9 @@ _DT = re.compile(
 _PN_SPLIT = re.compile(r"[\^=\s]+")
 _TWO_DIGITS = re.compile(r"\d\d")
 #: How the raw bytes of a removed value split into runs that each phrase contains one of.
-_VALUE_RUNS = re.compile(r"\\")
-_NAME_RUNS = re.compile(r"[\\^=\s]+")
+#: NUL counts as a separator everywhere: devices pad (and sometimes lead) values with it.
+_VALUE_RUNS = re.compile(r"[\\\x00]")
+_NAME_RUNS = re.compile(r"[\\^=\s\x00]+")
 #: What ``str.strip()`` drops from ASCII text (\x1c-\x1f too), and NUL padding.
 _PADDING = "".join(c for c in map(chr, range(128)) if c.isspace()) + "\x00"
 
@@ -518,7 +519,7 @@ class _Walker:
         if kind == "name":
             for value in values:
                 self.add_phrase(value)
-                for token in _PN_SPLIT.split(value):
+                for token in _PN_SPLIT.split(value.replace("\x00", " ")):
                     self.add_phrase(token)
         elif kind == "date":
             for value in values:
@@ -574,7 +575,7 @@ class _Walker:
                 self.collect(item, tag, vr)
 
     def add_phrase(self, text: str) -> None:
-        phrase = text.strip().lower()
+        phrase = text.replace("\x00", " ").strip().lower()
         if len(phrase) >= _MIN_PHRASE and phrase not in _STOP_WORDS:
             self.phrases.add(phrase)
 

@@ -120,7 +120,10 @@ def string_value(draw, vr: str, tracked: bool, plan: Plan) -> str:
     if vr == "PN":
         parts = draw(st.lists(tracked_token, min_size=1, max_size=4))
         plan.tracked.update(parts)
-        return "^".join(p.capitalize() for p in parts)
+        # devices pad with NUL, and some lead or separate with it
+        separator = draw(st.sampled_from(["^", "^", "^", "\x00"]))
+        lead, tail = draw(st.sampled_from(["", "", "", "\x00"])), draw(st.sampled_from(["", "", "\x00"]))
+        return lead + separator.join(p.capitalize() for p in parts) + tail
     if vr == "AS":
         return f"{draw(st.integers(0, 120)):03d}Y"
     if vr == "TM":

@@ -108,26 +108,26 @@ def scan_file(location: Location, key: str, key_index: int, size: int) -> dict[s
             # (A deflated dataset is inflated whole, so there the position says nothing.)
             deflated = ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
             reached_end = handle.tell() >= size and not deflated
+        reason = classify_header(ds)
+        if reached_end and reason not in _NO_PIXELS_EXPECTED:
+            reason = "truncated_or_no_pixel_data"
+        record.update(
+            error=reason,
+            sop_class_uid=_text(ds, "SOPClassUID") or None,
+            sop_instance_uid=_text(ds, "SOPInstanceUID") or None,
+            patient_id=_text(ds, "PatientID") or None,
+            issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
+            accession_number=_text(ds, "AccessionNumber"),
+            study_instance_uid=_text(ds, "StudyInstanceUID") or None,
+            series_instance_uid=_text(ds, "SeriesInstanceUID") or None,
+            anchor_date=_anchor_date(ds),
+        )
     except InvalidDicomError:
         record["error"] = "not_dicom"
-        return record
     except Exception:
+        # Values are decoded lazily: a damaged one fails here, and its message could quote
+        # it, so only the reason class is kept (fail closed, never a crash of the task).
         record["error"] = "unreadable_header"
-        return record
-    reason = classify_header(ds)
-    if reached_end and reason not in _NO_PIXELS_EXPECTED:
-        reason = "truncated_or_no_pixel_data"
-    record["error"] = reason
-    record.update(
-        sop_class_uid=_text(ds, "SOPClassUID") or None,
-        sop_instance_uid=_text(ds, "SOPInstanceUID") or None,
-        patient_id=_text(ds, "PatientID") or None,
-        issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
-        accession_number=_text(ds, "AccessionNumber"),
-        study_instance_uid=_text(ds, "StudyInstanceUID") or None,
-        series_instance_uid=_text(ds, "SeriesInstanceUID") or None,
-        anchor_date=_anchor_date(ds),
-    )
     return record
 
 

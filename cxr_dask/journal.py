@@ -77,30 +77,39 @@ class RunJournal:
         storage.write_atomic(self.private, stem + AUDIT_SUFFIX, _table_bytes(audit_rows, metadata.AUDIT_SCHEMA))
 
     # -- resume and commit (client) -----------------------------------------------------
-    def _part_keys(self, suffix: str) -> list[str]:
-        return [key for key in storage.list_keys(self.private, self.parts_folder) if key.endswith(suffix)]
+    def _part_keys(self) -> tuple[list[str], list[str]]:
+        """The audit parts and the metadata parts, from one listing of the parts folder."""
+        keys = storage.list_keys(self.private, self.parts_folder)
+        return [k for k in keys if k.endswith(AUDIT_SUFFIX)], [k for k in keys if k.endswith(METADATA_SUFFIX)]
+
+    def _audit_rows(self, audit_keys: list[str]) -> dict[int, dict[str, Any]]:
+        """One row per key; a key covered by two parts (a task re-run after its worker died)
+        keeps one."""
+        by_key: dict[int, dict[str, Any]] = {}
+        for blob in storage.read_many(self.private, audit_keys).values():
+            for row in pq.read_table(io.BytesIO(blob)).to_pylist():
+                by_key[row["key_index"]] = row
+        return by_key
 
     def read_parts(self) -> tuple[list[dict[str, Any]], pa.Table]:
         """Every finished task's audit rows (one per key) and metadata rows (one per image).
 
-        A key covered by two parts (a task re-run after its worker died) keeps one row.
+        Metadata parts count only beside their audit part: the task that wrote them finished.
         """
-        audit_blobs = storage.read_many(self.private, self._part_keys(AUDIT_SUFFIX))
-        audit_by_key: dict[int, dict[str, Any]] = {}
-        for blob in audit_blobs.values():
-            for row in pq.read_table(io.BytesIO(blob)).to_pylist():
-                audit_by_key[row["key_index"]] = row
-        done_stems = {key.removesuffix(AUDIT_SUFFIX) for key in audit_blobs}
-        metadata_keys = [k for k in self._part_keys(METADATA_SUFFIX) if k.removesuffix(METADATA_SUFFIX) in done_stems]
-        tables = [pq.read_table(io.BytesIO(b)) for b in storage.read_many(self.private, metadata_keys).values()]
-        rows = pa.concat_tables([t.cast(metadata.METADATA_SCHEMA) for t in tables]) if tables else None
-        if rows is None:
-            rows = metadata.METADATA_SCHEMA.empty_table()
-        return list(audit_by_key.values()), _unique_by_dicom_id(rows)
+        audit_keys, metadata_keys = self._part_keys()
+        done_stems = {key.removesuffix(AUDIT_SUFFIX) for key in audit_keys}
+        finished = [key for key in metadata_keys if key.removesuffix(METADATA_SUFFIX) in done_stems]
+        tables = [
+            pq.read_table(io.BytesIO(blob)).cast(metadata.METADATA_SCHEMA)
+            for blob in storage.read_many(self.private, finished).values()
+        ]
+        rows = pa.concat_tables(tables) if tables else metadata.METADATA_SCHEMA.empty_table()
+        return list(self._audit_rows(audit_keys).values()), _unique_by_dicom_id(rows)
 
     def done_key_indexes(self) -> set[int]:
-        audit, _ = self.read_parts()
-        return {row["key_index"] for row in audit}
+        """Keys a finished task covers: a resumed run skips them."""
+        audit_keys, _ = self._part_keys()
+        return set(self._audit_rows(audit_keys))
 
     def save_audit(self, rows: list[dict[str, Any]]) -> None:
         storage.write_atomic(self.private, f"{self.folder}/audit.parquet", _table_bytes(rows, metadata.AUDIT_SCHEMA))

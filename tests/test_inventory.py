@@ -119,3 +119,19 @@ def test_duplicates_after_the_first_are_quarantined():
     ]
     table = inventory.mark_duplicates(inventory.to_table(rows))
     assert table.column("error").to_pylist() == [None, None, "duplicate_sop_instance_uid", "not_dicom"]
+
+
+def test_damaged_value_is_a_reason_class_not_a_crash(tmp_path):
+    """A VR damaged to two bogus bytes raises only when the value is read (after the file
+    is read): still a reason class, and no exception that could quote a header value."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientID = "QX80730215"
+    path = tmp_path / "damaged.dcm"
+    ds.save_as(path, implicit_vr=False, little_endian=True, enforce_file_format=True)
+    data = path.read_bytes()
+    marker = b"\x10\x00\x20\x00LO\x0a\x00QX80730215"  # (0010,0020) PatientID, explicit VR
+    assert data.count(marker) == 1
+    path.write_bytes(data.replace(marker, b"\x10\x00\x20\x00L\x00\x0a\x00QX80730215"))
+    record = scan(path)
+    assert record["error"] == "unreadable_header"
+    assert record["patient_id"] is None

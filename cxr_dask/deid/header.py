@@ -532,8 +532,9 @@ class _Walker:
         """Decode the noted values whose phrases could occur in ``descriptor_texts``.
 
         A phrase of a plain ASCII value is its text (each value of a multi-valued one) or,
-        for a name, one of its tokens, stripped and lower-cased; pydicom's decoding only
-        drops padding (spaces, NULs) at the ends. So each phrase contains the fully
+        for a name, one of its tokens, with NUL read as a space, stripped and lower-cased;
+        pydicom's decoding only drops padding (spaces, NULs) at the ends. So each phrase
+        contains the fully
         stripped core of one of the runs the raw bytes split into (at backslashes, and for
         names at name separators too): when no such core occurs in any descriptor, no
         phrase can. A date's phrases are renderings of the first 8 digits of a value,

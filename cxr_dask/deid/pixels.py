@@ -707,8 +707,9 @@ def _device(ds: Dataset) -> tuple[str, str]:
 def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
     """Decode, find and judge burned-in text; the redacted array when anything changed.
 
-    Run on the header as received (the known-region rules match its Manufacturer and
-    model). Raises QuarantineError when the pixels cannot be decoded.
+    Runs after the header step: what it reads (Manufacturer and model for the known-region
+    rules, size, photometric interpretation) is kept by the profile. Raises
+    QuarantineError when the pixels cannot be decoded.
     """
     started = time.perf_counter()
     report = PixelReport()

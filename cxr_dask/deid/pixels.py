@@ -154,6 +154,25 @@ class Word:
     allowed: bool
 
 
+#: What a region of an image was judged to be; the review page and the audit use these.
+REGION_CLASSES = ("text", "marker", "rule", "strict", "flagged")
+
+
+@dataclass(frozen=True)
+class RegionRecord:
+    """One judged region, in image coordinates (x0, y0, x1, y1), end-exclusive.
+
+    ``kind`` is one of REGION_CLASSES: ``text`` blanked on evidence that it is text,
+    ``marker`` kept (allow-listed or too small to identify anyone), ``rule`` blanked by a
+    known-region rule, ``strict`` blanked by strict mode, ``flagged`` left in place but
+    uncertain (for a human look). ``why`` is a short fixed phrase, never the words read.
+    """
+
+    box: tuple[int, int, int, int]
+    kind: str
+    why: str
+
+
 @dataclass
 class PixelReport:
     """One image's pixel work, as audit columns: counts, a rule name, seconds; never text."""
@@ -167,6 +186,11 @@ class PixelReport:
     timings: dict[str, float] = field(default_factory=dict)
     #: Rectangles blanked (x0, y0, x1, y1), allow-listed words inside them excepted.
     boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
+    #: Every judged region with its class and reason (for the review page).
+    regions: list[RegionRecord] = field(default_factory=list)
+
+    def count(self, kind: str) -> int:
+        return sum(1 for r in self.regions if r.kind == kind)
 
     def as_audit(self) -> dict[str, object]:
         return {
@@ -185,6 +209,9 @@ class PixelResult:
 
     report: PixelReport
     array: np.ndarray | None = None
+    #: The decoded stored values before any change, when any region was judged (the
+    #: review page's "before"); None when nothing was found or pixels were not decoded.
+    source: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------- decode
@@ -739,6 +766,7 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
         for x, y, w, h in rule.regions:
             work[y : y + h, x : x + w] = black
             report.boxes.append((x, y, x + w, y + h))
+            report.regions.append(RegionRecord((x, y, x + w, y + h), "rule", "known-region rule"))
         report.rule = rule.name
 
     mark = time.perf_counter()
@@ -755,10 +783,16 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
             report.rule = report.rule or "strict"
         for region, found in zip(regions, words, strict=True):
             redact, keep = decide(region, found, options)
+            box = (region.x0, region.y0, region.x1, region.y1)
             if not redact:
                 report.regions_kept += 1
+                report.regions.append(RegionRecord(box, "marker", "allow-listed" if found else "too small to identify"))
                 continue
             report.regions_redacted += 1
+            if options.strict:
+                report.regions.append(RegionRecord(box, "strict", "strict mode"))
+            else:
+                report.regions.append(RegionRecord(box, "text", "words read" if found else "unread candidate"))
             if work is None:
                 work = np.array(arr, copy=True)
             redact_region(work, region, keep, black)
@@ -768,7 +802,7 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
     else:
         work = None
     report.seconds = time.perf_counter() - started
-    return PixelResult(report, work)
+    return PixelResult(report, work, arr if report.regions else None)
 
 
 # --------------------------------------------------------------------------- re-encode

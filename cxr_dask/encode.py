@@ -23,7 +23,7 @@ import struct
 import pydicom
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset, validate_file_meta
+from pydicom.dataset import Dataset, FileMetaDataset, validate_file_meta
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_dataset, writers
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
@@ -32,13 +32,41 @@ from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR, EXPLICIT_VR_LENGTH_32
 Buffer = bytes | memoryview
 
 PIXEL_DATA = 0x7FE00010
+#: A fixed UUID-derived UID for this implementation (PS3.5 B.2).
+IMPLEMENTATION_CLASS_UID = "2.25.197761165848946462553633906214575003321"
+IMPLEMENTATION_VERSION_NAME = "CXR_DASK_0_1"
 #: (FFFE,E0DD) with length 0: ends encapsulated (undefined length) pixel data.
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _UNDEFINED = 0xFFFFFFFF
 
 
+def standard_file_meta(ds: pydicom.Dataset) -> FileMetaDataset:
+    """A file meta built afresh (PS3.10 7.1), never copied: the standard's elements only,
+    with the standard version, this implementation's identity, the SOP class and instance
+    of the data set itself and the transfer syntax of ``ds``'s current meta. Nothing else
+    of the input's group 2 (its version bytes, AE titles, private information) survives."""
+    old = getattr(ds, "file_meta", None)
+    syntax = old.get("TransferSyntaxUID") if old is not None else None
+    meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    sop_class = str(ds.get("SOPClassUID", "") or "").strip()
+    if sop_class:
+        meta.MediaStorageSOPClassUID = UID(sop_class)
+    sop_instance = str(ds.get("SOPInstanceUID", "") or "").strip()
+    if sop_instance:
+        meta.MediaStorageSOPInstanceUID = UID(sop_instance)
+    if syntax is not None and str(syntax).strip():
+        meta.TransferSyntaxUID = UID(str(syntax).strip())
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    return meta
+
+
 def encode_parts(ds: pydicom.Dataset) -> list[Buffer]:
-    """The file ``ds`` makes, as buffers to write one after the other."""
+    """The file ``ds`` makes, as buffers to write one after the other (its file meta
+    rebuilt by ``standard_file_meta`` first, whichever writer runs)."""
+    if getattr(ds, "file_meta", None) is not None:
+        ds.file_meta = standard_file_meta(ds)
     passthrough = _passthrough_pixels(ds)
     if passthrough is None:
         return [_save(ds)]

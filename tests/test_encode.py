@@ -13,6 +13,9 @@ from cxr_dask import encode
 
 
 def _saved(ds: pydicom.Dataset) -> bytes:
+    """What ``save_as`` writes, with the file meta ``encode_parts`` rebuilds (issue 12)."""
+    if getattr(ds, "file_meta", None) is not None:
+        ds.file_meta = encode.standard_file_meta(ds)
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()

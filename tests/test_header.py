@@ -338,11 +338,11 @@ def test_descriptors_cleaned_and_kept(result: tuple[FileDataset, bytes, HeaderRe
     assert out.SeriesDescription == "CHEST PA"
     assert out.PerformedProcedureStepDescription == "CHEST PA AND LAT"
     assert out.ProcedureCodeSequence[0].CodeMeaning == "XR CHEST 2 VIEWS"
-    protocol = out.ViewCodeSequence[0].ViewModifierCodeSequence[0].ScheduledProtocolCodeSequence
-    assert protocol[0].CodeMeaning == "protocol"
+    # a scheduled-step sequence is outside Table E.1-1 and the keep-list: removed (issue 12)
+    assert "ScheduledProtocolCodeSequence" not in out.ViewCodeSequence[0].ViewModifierCodeSequence[0]
     assert out.ViewCodeSequence[0].CodeMeaning == "postero-anterior"
     assert out.ViewPosition == "PA" and out.BodyPartExamined == "CHEST"
-    assert report.descriptors_cleaned == 3
+    assert report.descriptors_cleaned == 2
 
 
 def test_descriptors_not_cleaned_without_the_option() -> None:

@@ -40,20 +40,29 @@ from pydicom.datadict import (
     repeater_has_tag,
 )
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, UID_dictionary
 from pydicom.valuerep import VR
 
-from cxr_dask.deid.profile import Action, Profile, ProfileOptions, get_profile, required_type
+from cxr_dask import encode
+from cxr_dask.deid.profile import (
+    Action,
+    Profile,
+    ProfileOptions,
+    get_profile,
+    load_defined_terms,
+    load_keep_list,
+    load_type2_requirements,
+    required_type,
+)
 from cxr_dask.errors import QuarantineError
 
 TOOL_NAME = "cxr-dask 0.1"
-#: A fixed UUID-derived UID for this implementation (PS3.5 B.2).
-IMPLEMENTATION_CLASS_UID = "2.25.197761165848946462553633906214575003321"
-IMPLEMENTATION_VERSION_NAME = "CXR_DASK_0_1"
+IMPLEMENTATION_CLASS_UID = encode.IMPLEMENTATION_CLASS_UID
+IMPLEMENTATION_VERSION_NAME = encode.IMPLEMENTATION_VERSION_NAME
 
 #: Deeper nesting than this is not seen in real images: quarantine rather than recurse.
 MAX_DEPTH = 32
@@ -64,17 +73,6 @@ MAX_VALUE_BYTES = 1 << 20
 _BASIC_CODE = ("113100", "Basic Application Confidentiality Profile")
 _CLEAN_DESC_CODE = ("113105", "Clean Descriptors Option")
 _MODIFIED_DATES_CODE = ("113107", "Retain Longitudinal Temporal Information Modified Dates Option")
-
-#: File meta elements that survive; everything else in group 2 (AE titles, private
-#: information) is dropped.
-_META_KEEP = frozenset(
-    {
-        0x00020001,  # FileMetaInformationVersion
-        0x00020002,  # MediaStorageSOPClassUID
-        0x00020003,  # MediaStorageSOPInstanceUID
-        0x00020010,  # TransferSyntaxUID
-    }
-)
 
 #: Top-level attributes replaced by the research ids after the walk.
 _PATIENT_ID, _PATIENT_NAME, _ACCESSION, _STUDY_ID = 0x00100020, 0x00100010, 0x00080050, 0x00200010
@@ -258,6 +256,8 @@ class HeaderReport:
     private_removed: int = 0
     descriptors_cleaned: int = 0
     dates_out_of_range: int = 0
+    #: kept CS, IS, DS, TM or UI values that broke their VR's syntax or defined terms
+    invalid_values: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -340,22 +340,99 @@ def _decide(profile: Profile, tag: int, vr: str) -> Action:
         return Action.EMPTY if required_type(_keyword(tag)) else Action.REMOVE
     if action is not None:
         return action
-    if not _known(tag):
-        return Action.REMOVE
+    kept = load_keep_list().get(tag)
+    if kept is None:  # outside the table and not kept on purpose: retired, unknown, free text
+        return Action.EMPTY if required_type(_keyword(tag)) else Action.REMOVE
     options = profile.options
-    if vr == "PN":
-        return Action.EMPTY
+    if vr == "PN" or _vr_contradicts_dictionary(tag, vr):
+        return Action.EMPTY if required_type(_keyword(tag)) else Action.REMOVE
     if vr in ("DA", "DT"):
         if options.retain_modified_dates:
             return Action.SHIFT_DATE
         return Action.EMPTY if required_type(_keyword(tag)) else Action.REMOVE
     if vr == "UI":
         return Action.UID
-    if _vr_contradicts_dictionary(tag, vr):
-        return Action.EMPTY if required_type(_keyword(tag)) else Action.REMOVE
-    if vr in _TEXT_VRS and options.clean_descriptors:
+    if vr in _TEXT_VRS and options.clean_descriptors and not kept.verbatim:
         return Action.CLEAN
     return Action.KEEP
+
+
+#: VRs whose values have a syntax (PS3.5 6.2) that a kept value must match.
+_SYNTAX_VRS = frozenset({"CS", "IS", "DS", "TM", "DA", "DT", "UI"})
+_VALUE_SYNTAX = {
+    "CS": re.compile(r"[A-Z0-9 _]{0,16}"),
+    "IS": re.compile(r"[+-]?\d{1,11}"),
+    "DS": re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"),
+    "TM": re.compile(r"(?:[01]\d|2[0-3])(?:[0-5]\d(?:(?:[0-5]\d|60)(?:\.\d{1,6})?)?)?"),
+    "UI": re.compile(r"(?=.{1,64}$)\d+(?:\.\d+)*"),
+}
+#: An IS value with more digits than this is no count or index a device writes (an
+#: MRN or a date typed into SeriesNumber is): it is not kept.
+MAX_INTEGER_DIGITS = 6
+#: Multi-valued coded attributes whose values are positional: the values before the
+#: first one that is not a defined term are kept (ImageType's "ORIGINAL\\PRIMARY").
+_PREFIX_KEPT = frozenset({0x00080008})
+#: Attributes read by the pixel step: a VR that contradicts the dictionary there cannot be
+#: re-read by the dictionary's VR (numbers stored as text) and quarantines the file.
+_PIXEL_MODULE = frozenset(
+    {0x00280002, 0x00280006, 0x00280010, 0x00280011, 0x00280100, 0x00280101, 0x00280102, 0x00280103}
+)
+
+
+@lru_cache(maxsize=16384)
+def _read_as(tag: int, stored_vr: str) -> str:
+    """The VR an element is read and judged by.
+
+    Its own VR, unless that contradicts the dictionary and the dictionary's VR has a
+    syntax that can judge the same bytes (SOPInstanceUID written as LO, a name written
+    into StudyTime): then the dictionary's VR, whose syntax check keeps or drops it.
+    Raises ``vr_mismatch`` for a pixel-module attribute that cannot be read that way.
+    """
+    if not _vr_contradicts_dictionary(tag, stored_vr):
+        return stored_vr
+    wanted = _dictionary_vr(tag).split(" or ")[0]
+    if wanted in _SYNTAX_VRS and stored_vr not in ("SQ",):
+        return wanted
+    if tag in _PIXEL_MODULE:
+        raise QuarantineError("vr_mismatch", _tag_name(tag))
+    return stored_vr
+
+
+def _valid_value(tag: int, vr: str, value: str) -> bool:
+    """One value (padding stripped) matches its VR's syntax and the attribute's terms."""
+    if not value:
+        return True
+    syntax = _VALUE_SYNTAX.get(vr)
+    if syntax is not None and not syntax.fullmatch(value):
+        return False
+    if vr == "IS" and len(value.lstrip("+-").lstrip("0")) > MAX_INTEGER_DIGITS:
+        return False
+    if vr == "DS" and len(value) > 16:
+        return False
+    if vr == "CS":
+        terms = load_defined_terms().get(tag)
+        return terms is None or terms.allows(value)
+    return True
+
+
+@lru_cache(maxsize=65536)
+def _kept_values(tag: int, vr: str, values: tuple[str, ...]) -> tuple[str, ...] | None:
+    """None when every value is valid, else the values to keep (possibly none)."""
+    stripped = [value.strip(_PADDING) for value in values]
+    valid = [_valid_value(tag, vr, value) for value in stripped]
+    if all(valid):
+        return None
+    if tag in _PREFIX_KEPT:
+        return tuple(stripped[: valid.index(False)])
+    return ()
+
+
+@lru_cache(maxsize=65536)
+def _kept_raw(tag: int, vr: str, value: bytes) -> tuple[str, ...] | None:
+    """``_kept_values`` of an undecoded value: these VRs hold ASCII only (PS3.5 6.2)."""
+    if not value.isascii():
+        return ()
+    return _kept_values(tag, vr, tuple(value.decode("ascii").split("\\")))
 
 
 # ------------------------------------------------------------------------------- dates
@@ -606,7 +683,8 @@ class _Walker:
             # (VR, action) depend on the tag and the stored VR only: resolved once per process
             decision = decisions.get((tag, raw.VR))
             if decision is None:
-                vr = _element_vr(tag, raw)  # raises for a VR that is no VR: never stored
+                # raise for a VR that is no VR, or one that cannot be read: never stored
+                vr = _read_as(tag, _element_vr(tag, raw))
                 decision = (vr, decide(profile, tag, vr))
                 if len(decisions) > _MAX_DECISIONS:
                     decisions.clear()  # fuzzed or damaged input can make up any number of tags
@@ -619,15 +697,58 @@ class _Walker:
                 del ds[tag]  # set afresh after the walk, whatever VR the input gave it
                 report.dummied += 1
                 continue
+            if vr in _SYNTAX_VRS and raw.VR not in (None, "UN") and vr != raw.VR:
+                raw = self.reread(ds, tag, raw, vr)  # read by the dictionary's VR
             if action is Action.KEEP and vr != "SQ":
+                if vr in _SYNTAX_VRS:
+                    self.check_kept(ds, tag, vr, raw)
                 continue  # the common case, without a call
             self.apply(ds, tag, vr, action, depth)
+
+    def reread(self, ds: Dataset, tag: int, raw: DataElement | RawDataElement, vr: str) -> DataElement | RawDataElement:
+        """The element stored again with the VR it is read by (``_read_as``): the same
+        bytes, judged and written under the dictionary's VR."""
+        if raw.__class__ is RawDataElement:
+            element: DataElement | RawDataElement = raw._replace(VR=vr)
+        else:
+            value = raw.value
+            if not isinstance(value, (str, bytes)):
+                raise QuarantineError("vr_mismatch", _tag_name(tag))
+            element = DataElement(tag, vr, value.decode("latin-1") if isinstance(value, bytes) else value)
+        ds._dict[BaseTag(tag)] = element
+        return element
+
+    def check_kept(self, ds: Dataset, tag: int, vr: str, raw: DataElement | RawDataElement) -> None:
+        """A kept value must match its VR's syntax and, when coded, its defined terms;
+        otherwise only its valid values stay (or none: emptied when the IOD needs it)."""
+        value = raw.value
+        if raw.__class__ is RawDataElement and isinstance(value, bytes):
+            kept = _kept_raw(tag, vr, value)
+        else:
+            kept = _kept_values(tag, vr, tuple(self.values(ds, tag)))
+        if kept is None:
+            return
+        self.report.invalid_values += 1
+        if kept:
+            ds[tag] = DataElement(tag, vr, list(kept) if len(kept) > 1 else kept[0])
+        elif required_type(_keyword(tag)):
+            ds[tag] = DataElement(tag, vr, _empty_value(vr))
+            self.report.emptied += 1
+        else:
+            del ds[tag]
+            self.report.removed += 1
 
     def apply(self, ds: Dataset, tag: int, vr: str, action: Action, depth: int) -> None:
         """Carry out one element's action."""
         if vr == "SQ" and action in (Action.KEEP, Action.CLEAN, Action.DUMMY, Action.UID):
-            for item in self.element(ds, tag).value or ():
+            items = self.element(ds, tag).value or ()
+            coded = [_has_code(item) for item in items]
+            for item in items:
                 self.walk(item, depth + 1)
+            lost = [i for i, item in enumerate(items) if coded[i] and not _has_code(item)]
+            for index in reversed(lost):  # a code item without its code breaks the IOD
+                del items[index]
+                self.report.removed += 1
         elif action is Action.KEEP:
             return
         elif action is Action.REMOVE:
@@ -701,6 +822,11 @@ class _Walker:
             return
         elem = self.element(ds, tag)
         values = _values(elem.value)
+        if required_type(_keyword(tag)) != 1 and _kept_values(tag, vr, tuple(values)) is not None:
+            # not a UID (a Type 1 UID is remapped whatever it holds: its key, never lost)
+            self.report.invalid_values += 1
+            self.apply(ds, tag, vr, Action.EMPTY if required_type(_keyword(tag)) else Action.REMOVE, 0)
+            return
         new = [v if (not v or v in UID_dictionary) else self.remap_uid(v) for v in values]
         if new != values:
             _set_values(elem, new)
@@ -764,6 +890,28 @@ class _Walker:
             else:
                 texts.append("\\".join(_values(self.element(ds, tag).value)).lower())
         return texts
+
+
+_CODE_VALUES = (0x00080100, 0x00080119, 0x00080120)  # CodeValue, LongCodeValue, URNCodeValue
+_CODING_SCHEME = 0x00080102
+
+
+def _present(item: Dataset, tag: int) -> bool:
+    """The element is there and holds more than padding (checked without decoding it)."""
+    element = item._dict.get(tag)
+    if element is None:
+        return False
+    value = element.value
+    if isinstance(value, bytes):
+        return bool(value.strip(b" \x00"))
+    return bool(str(value or "").strip(_PADDING))
+
+
+def _has_code(item: Dataset) -> bool:
+    """A Code Sequence macro item with its coded value and scheme (PS3.3 8.8)."""
+    if _present(item, 0x00080120):
+        return True
+    return _present(item, _CODING_SCHEME) and any(_present(item, tag) for tag in _CODE_VALUES[:2])
 
 
 def _date_could_occur(value: str, text: str) -> bool:
@@ -933,19 +1081,31 @@ _MARKER_TAGS = (
 
 
 def _fix_file_meta(ds: Dataset, report: HeaderReport) -> None:
-    """Keep only the meta elements a reader needs; point them at the new instance."""
+    """Rebuild the file meta from the cleaned data set (``encode.standard_file_meta``):
+    nothing of the input's group 2 but its transfer syntax survives."""
     meta = getattr(ds, "file_meta", None)
-    if meta is None:
-        meta = ds.file_meta = FileMetaDataset()
-    for tag in list(meta.keys()):
-        if tag not in _META_KEEP and tag != 0x00020000:
-            del meta[tag]
-            report.removed += 1
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    if "SOPClassUID" in ds and str(ds.SOPClassUID).strip():
-        meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    before = len(meta) if meta is not None else 0
+    ds.file_meta = encode.standard_file_meta(ds)
+    # everything else the input had in group 2 (AE titles, private information, ...)
+    report.removed += max(0, before - len(ds.file_meta))
+
+
+def _restore_type2(ds: Dataset, before: set[int], report: HeaderReport) -> None:
+    """Empty, rather than remove, the Type 2 attributes this data set's IOD requires
+    (``type2-required.json``; PS3.15 E.1.1 allows Z where X would break the IOD)."""
+    missing = before - {int(tag) for tag in ds._dict}
+    if not missing:
+        return
+    sop_class = str(ds.get("SOPClassUID", "") or "").strip()
+    animal = 0x00102201 in ds._dict or 0x00102202 in ds._dict  # species description or code
+    for requirement in load_type2_requirements():
+        if not requirement.applies(sop_class, animal):
+            continue
+        for tag in sorted(requirement.tags & missing - _REPLACED):
+            vr = _dictionary_vr(tag).split(" or ")[0]
+            ds[tag] = DataElement(tag, vr, _empty_value(vr))
+            report.removed -= 1
+            report.emptied += 1
 
 
 def _check_encoding(ds: Dataset) -> None:
@@ -997,7 +1157,9 @@ def deidentify_header(
     _check_sop_instance(ds)
     _check_encoding(ds)
     walker = _Walker(get_profile(options), identity, remap_uid)
+    before = {int(tag) for tag in ds._dict}
     walker.walk(ds, 0)
+    _restore_type2(ds, before, walker.report)
     walker.clean_all()
     _mark_deidentified(ds, identity, options)
     _fix_file_meta(ds, walker.report)

@@ -17,11 +17,17 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from pydicom.datadict import dictionary_has_tag, dictionary_keyword, dictionary_VR
+from pydicom.datadict import dictionary_has_tag, dictionary_keyword, dictionary_VR, tag_for_keyword
 
 from cxr_dask.deid.rules import PixelOptions
 
 TABLE_RESOURCE = "ps3.15-table-e.1-1.json"
+#: Attributes outside Table E.1-1 kept on purpose, each group with its reason.
+KEEP_LIST_RESOURCE = "keep-list.json"
+#: Defined terms (or a pattern) for every coded string (CS) attribute that is kept.
+DEFINED_TERMS_RESOURCE = "defined-terms.json"
+#: Type 2 attributes an IOD needs present where the table would remove them.
+TYPE2_REQUIRED_RESOURCE = "type2-required.json"
 
 #: MIMIC-CXR keeps these descriptors (cleaned); every other cleanDescOpt row follows
 #: the basic profile.
@@ -104,6 +110,91 @@ def load_table() -> tuple[dict[str, Any], ...]:
     """The table rows as shipped (read once per process)."""
     text = resources.files("cxr_dask.data").joinpath(TABLE_RESOURCE).read_text("utf-8")
     return tuple(json.loads(text))
+
+
+def _data(resource: str) -> Any:
+    return json.loads(resources.files("cxr_dask.data").joinpath(resource).read_text("utf-8"))
+
+
+@dataclass(frozen=True)
+class KeptAttribute:
+    """One attribute outside the table that is kept, and why."""
+
+    keyword: str
+    reason: str
+    verbatim: bool  # text kept as it is (coded values), not cleaned as a descriptor
+
+
+@lru_cache(maxsize=1)
+def load_keep_list() -> dict[int, KeptAttribute]:
+    """Tag -> kept attribute, from the shipped keep-list (read once per process)."""
+    kept: dict[int, KeptAttribute] = {}
+    for group in _data(KEEP_LIST_RESOURCE)["groups"]:
+        for keyword in group["attributes"]:
+            tag = tag_for_keyword(keyword)
+            if tag is None:
+                raise ValueError(f"keep-list: unknown keyword {keyword}")
+            kept[tag] = KeptAttribute(keyword, group["reason"], bool(group.get("verbatim")))
+    return kept
+
+
+@dataclass(frozen=True)
+class DefinedTerms:
+    """The values a coded attribute may keep: listed terms, or a full-match pattern."""
+
+    terms: frozenset[str]
+    pattern: re.Pattern[str] | None
+
+    def allows(self, value: str) -> bool:
+        value = value.strip(" \x00")
+        if not value:
+            return True  # an empty value holds nothing
+        return value in self.terms or bool(self.pattern and self.pattern.fullmatch(value))
+
+
+@lru_cache(maxsize=1)
+def load_defined_terms() -> dict[int, DefinedTerms]:
+    """Tag -> defined terms of the coded attributes that are kept (read once per process)."""
+    table: dict[int, DefinedTerms] = {}
+    for keyword, entry in _data(DEFINED_TERMS_RESOURCE)["terms"].items():
+        tag = tag_for_keyword(keyword)
+        if tag is None:
+            raise ValueError(f"defined terms: unknown keyword {keyword}")
+        pattern = re.compile(entry["pattern"]) if "pattern" in entry else None
+        table[tag] = DefinedTerms(frozenset(entry.get("terms", ())), pattern)
+    return table
+
+
+@dataclass(frozen=True)
+class Type2Requirement:
+    """Attributes emptied instead of removed when ``when`` holds for the data set."""
+
+    when: str | frozenset[str]  # "always", "animal", or SOP Class UIDs
+    tags: frozenset[int]
+
+    def applies(self, sop_class: str, animal: bool) -> bool:
+        if self.when == "always":
+            return True
+        if self.when == "animal":
+            return animal
+        return sop_class in self.when
+
+
+@lru_cache(maxsize=1)
+def load_type2_requirements() -> tuple[Type2Requirement, ...]:
+    """The shipped table of Type 2 attributes that IODs need present (read once)."""
+    requirements = []
+    for entry in _data(TYPE2_REQUIRED_RESOURCE)["requirements"]:
+        tags = []
+        for keyword in entry["attributes"]:
+            tag = tag_for_keyword(keyword)
+            if tag is None:
+                raise ValueError(f"type 2 table: unknown keyword {keyword}")
+            tags.append(tag)
+        when = entry["when"]
+        condition = when if isinstance(when, str) else frozenset(when["sop_class"])
+        requirements.append(Type2Requirement(condition, frozenset(tags)))
+    return tuple(requirements)
 
 
 def required_type(keyword: str) -> int | None:

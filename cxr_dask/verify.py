@@ -573,7 +573,7 @@ def _check_ids(
         ("AccessionNumber", study),
         ("StudyID", study),
     ):
-        if _text(ds, keyword) != str(expected):
+        if _text(ds, keyword).rstrip("^") != str(expected):  # PatientName: "<subject>^"
             audit.add("id_mismatch", path, keyword)
     sop_out = _text(ds, "SOPInstanceUID")
     if sop_out in audit.sop_paths:

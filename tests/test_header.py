@@ -5,14 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
-import re
-import shutil
-import subprocess
 import warnings
 from pathlib import Path
 
 import pydicom
 import pytest
+from dciodvfy import new_messages
 from pydicom.data import get_testdata_files
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
@@ -310,7 +308,8 @@ def test_uids_remapped_consistently(result: tuple[FileDataset, bytes, HeaderRepo
 
 def test_replacements_and_markers(result: tuple[FileDataset, bytes, HeaderReport]) -> None:
     out, _, _ = result
-    assert out.PatientID == out.PatientName == str(IDENTITY.subject_id)
+    # the family name component (a bare "<id>" is PN's retired form to dciodvfy)
+    assert out.PatientID == str(IDENTITY.subject_id) and out.PatientName == f"{IDENTITY.subject_id}^"
     assert out.AccessionNumber == out.StudyID == str(IDENTITY.study_id)
     assert out.PatientIdentityRemoved == "YES"
     assert out.LongitudinalTemporalInformationModified == "MODIFIED"
@@ -448,20 +447,11 @@ def test_clean_text_whole_tokens_only() -> None:
 # ------------------------------------------------------------------- dciodvfy
 
 
-def _normalized_errors(path: Path) -> set[str]:
-    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
-    lines = (run.stdout + run.stderr).splitlines()
-    errors = {line for line in lines if line.startswith("Error")}
-    return {re.sub(r"(value[s]? ?=? ?)<[^>]*>|\d+", "#", line) for line in errors}
-
-
-def test_dciodvfy_no_new_errors(tmp_path: Path) -> None:
-    assert shutil.which("dciodvfy"), "dciodvfy (Debian's dicom3tools) is missing: `make setup` installs it"
+def test_dciodvfy_no_new_errors_or_warnings(tmp_path: Path) -> None:
     before, after = tmp_path / "before.dcm", tmp_path / "after.dcm"
     before.write_bytes(to_bytes(make_dx()))
     after.write_bytes(deidentify(make_dx())[1])
-    new_errors = _normalized_errors(after) - _normalized_errors(before)
-    assert new_errors == set()
+    assert new_messages(before, after) == set()
 
 
 # -------------------------------------------------------- pydicom's test files
@@ -562,7 +552,7 @@ def test_replaced_attribute_with_a_wrong_vr_gets_the_research_id() -> None:
     ds = make_dx()
     ds[0x00100010] = DataElement(0x00100010, "LO", "Quixbury Zelphine")
     out, data, _ = deidentify(ds)
-    assert out["PatientName"].VR == "PN" and str(out.PatientName) == str(IDENTITY.subject_id)
+    assert out["PatientName"].VR == "PN" and str(out.PatientName) == f"{IDENTITY.subject_id}^"
     assert b"quixbury" not in data.lower()
 
 

@@ -67,7 +67,7 @@ def test_values_no_descriptor_could_hold_are_not_decoded(monkeypatch: pytest.Mon
     # names, ids, addresses, dates: no value or name token occurs in the kept texts
     # ("xr", "acme", "us", ...) and none of those holds two adjacent digits
     assert decoded == []
-    assert out.PatientName == str(IDENTITY.subject_id) and report.removed > 10
+    assert out.PatientName == f"{IDENTITY.subject_id}^" and report.removed > 10
     decoded.clear()
     ds.StudyDescription = "XR Quixbury"  # now the patient's surname could be there
     out, _, _ = deidentify(ds)

@@ -371,7 +371,7 @@ _VALUE_SYNTAX = {
 MAX_INTEGER_DIGITS = 6
 #: Multi-valued coded attributes whose values are positional: the values before the
 #: first one that is not a defined term are kept (ImageType's "ORIGINAL\\PRIMARY").
-_PREFIX_KEPT = frozenset({0x00080008})
+_PREFIX_KEPT = frozenset({0x00080008, 0x00089007})  # ImageType, FrameType
 #: Attributes read by the pixel step: a VR that contradicts the dictionary there cannot be
 #: re-read by the dictionary's VR (numbers stored as text) and quarantines the file.
 _PIXEL_MODULE = frozenset(
@@ -1042,7 +1042,7 @@ def _mark_deidentified(ds: Dataset, identity: FileIdentity, options: ProfileOpti
     if little is True and implicit is not None:
         subject, study = _text(str(identity.subject_id)), _text(str(identity.study_id))
         for tag, vr, value in (
-            (_PATIENT_NAME, "PN", subject),
+            (_PATIENT_NAME, "PN", _text(f"{identity.subject_id}^")),
             (_PATIENT_ID, "LO", subject),
             (_ACCESSION, "SH", study),
             (_STUDY_ID, "SH", study),
@@ -1051,7 +1051,7 @@ def _mark_deidentified(ds: Dataset, identity: FileIdentity, options: ProfileOpti
         raw.update((int(element.tag), element) for element in _raw_markers(options, implicit))
     texts, codes = _method(options)
     values: dict[str, Callable[[], object]] = {
-        "PatientName": lambda: str(identity.subject_id),
+        "PatientName": lambda: f"{identity.subject_id}^",
         "PatientID": lambda: str(identity.subject_id),
         "AccessionNumber": lambda: str(identity.study_id),
         "StudyID": lambda: str(identity.study_id),
@@ -1103,9 +1103,13 @@ def _restore_type2(ds: Dataset, before: set[int], report: HeaderReport) -> None:
             continue
         for tag in sorted(requirement.tags & missing - _REPLACED):
             vr = _dictionary_vr(tag).split(" or ")[0]
-            ds[tag] = DataElement(tag, vr, _empty_value(vr))
             report.removed -= 1
-            report.emptied += 1
+            if requirement.type == 1:
+                ds[tag] = DataElement(tag, vr, _DUMMY_BY_VR.get(vr, _empty_value(vr)))
+                report.dummied += 1
+            else:
+                ds[tag] = DataElement(tag, vr, _empty_value(vr))
+                report.emptied += 1
 
 
 def _check_encoding(ds: Dataset) -> None:

@@ -171,6 +171,7 @@ class Type2Requirement:
 
     when: str | frozenset[str]  # "always", "animal", or SOP Class UIDs
     tags: frozenset[int]
+    type: int = 2  # 2: emptied; 1: a dummy value (D), as a zero-length value is invalid
 
     def applies(self, sop_class: str, animal: bool) -> bool:
         if self.when == "always":
@@ -193,7 +194,7 @@ def load_type2_requirements() -> tuple[Type2Requirement, ...]:
             tags.append(tag)
         when = entry["when"]
         condition = when if isinstance(when, str) else frozenset(when["sop_class"])
-        requirements.append(Type2Requirement(condition, frozenset(tags)))
+        requirements.append(Type2Requirement(condition, frozenset(tags), int(entry.get("type", 2))))
     return tuple(requirements)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import struct
 import warnings
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pydicom
 import pytest
 from dciodvfy import new_messages
 from pydicom.data import get_testdata_files
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
@@ -29,7 +32,7 @@ from cxr_dask.deid.header import (
     shift_da,
     shift_dt,
 )
-from cxr_dask.deid.profile import ProfileOptions
+from cxr_dask.deid.profile import ProfileOptions, load_defined_terms
 from cxr_dask.errors import QuarantineError
 
 SHIFT = 7 * 5300  # about a century, a whole number of weeks
@@ -605,3 +608,118 @@ def test_nul_led_id_is_still_cleaned_from_descriptions() -> None:
     out, written, _ = deidentify(read(data.replace(b"QX8073021 ", b"\x00QX8073021")))
     assert "PatientID" in out
     assert b"qx8073021" not in written.lower()
+
+
+# ------------------------------------------- keep-list, VR syntax, defined terms (issue 12)
+
+
+@pytest.mark.parametrize("view", sorted(load_defined_terms()[0x00185101].terms))
+def test_every_valid_view_position_survives(view: str) -> None:
+    ds = make_dx()
+    ds.ViewPosition = view
+    out, _, report = deidentify(ds)
+    assert out.ViewPosition == view and report.invalid_values == 0
+
+
+def test_attributes_outside_table_and_keep_list_are_removed() -> None:
+    ds = make_dx()
+    ds.add_new(0x00201020, "LO", "Quixbury")  # Reference, retired
+    ds.add_new(0x00410010, "LO", "Quixbury")  # unknown public group
+    ds.WindowCenterWidthExplanation = "Quixbury"
+    ds.KVP = "120"
+    out, data, _ = deidentify(ds)
+    assert 0x00201020 not in out and 0x00410010 not in out and "WindowCenterWidthExplanation" not in out
+    assert out.KVP == "120"  # on the keep-list (acquisition)
+    assert b"Quixbury" not in data
+
+
+@pytest.mark.parametrize(
+    ("keyword", "vr", "value", "kept"),
+    [
+        ("StudyTime", "TM", "Zelphine", ""),  # Type 2: emptied
+        ("StudyTime", "TM", "101530.25", "101530.25"),
+        ("SeriesNumber", "IS", "MRN99887766", ""),  # Type 2: emptied
+        ("SeriesNumber", "IS", "99887766", ""),  # more digits than a count has
+        ("SeriesNumber", "IS", "12", "12"),
+        ("KVP", "DS", "12O", None),
+        ("BodyPartExamined", "CS", "ZELPHINE", None),  # syntax fine, not a defined term
+        ("BodyPartExamined", "CS", "chest", None),  # not CS syntax
+        ("Laterality", "CS", "R", "R"),
+        ("PatientOrientation", "CS", "P\\F", "P\\F"),
+        ("PatientOrientation", "CS", "P\\ZELPHINE", ""),  # Type 2C in DX: emptied
+    ],
+)
+def test_kept_values_match_their_vr_and_terms(keyword: str, vr: str, value: str, kept: str | None) -> None:
+    ds = make_dx()
+    tag = tag_for_keyword(keyword)
+    ds.add(DataElement(tag, "LO", value))  # pydicom refuses to build an invalid IS or DS
+    header = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
+    data = to_bytes(ds).replace(header + b"LO", header + vr.encode(), 1)  # as a device wrote it
+    out, _, report = deidentify(read(data))
+    if kept is None:
+        assert keyword not in out
+    else:
+        element = out[keyword]
+        text = "" if element.is_empty else "\\".join(str(v) for v in element.value) if element.VM > 1 else element.value
+        assert str(text) == kept
+    assert report.invalid_values == (0 if kept == value else 1)
+
+
+def test_a_non_uid_in_a_uid_attribute_is_not_kept() -> None:
+    ds = make_dx()
+    ds.ReferencedSOPClassUID = "Quixbury Zelphine"  # not a UID: not remapped as if it were
+    ds.FrameOfReferenceUID = "1.2.3.Quixbury"
+    out, data, report = deidentify(ds)
+    assert "ReferencedSOPClassUID" not in out and "FrameOfReferenceUID" not in out
+    assert report.invalid_values == 2 and b"Quixbury" not in data
+
+
+def test_uids_stored_as_lo_are_read_as_uids_and_remapped() -> None:
+    ds = make_dx()
+    ds[0x00080018] = DataElement(0x00080018, "LO", SOP_UID)
+    ds[0x0020000D] = DataElement(0x0020000D, "LO", STUDY_UID)
+    out, _, _ = deidentify(ds)
+    assert out["SOPInstanceUID"].VR == out["StudyInstanceUID"].VR == "UI"
+    assert out.SOPInstanceUID == remap(SOP_UID) and out.StudyInstanceUID == remap(STUDY_UID)
+    assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
+
+
+def test_pixel_attribute_with_a_contradicting_vr_is_quarantined_as_vr_mismatch() -> None:
+    ds = read(to_bytes(make_dx()))
+    ds[0x00280010] = DataElement(0x00280010, "LO", "64")  # Rows written as text
+    again = read(to_bytes(ds))
+    with pytest.raises(QuarantineError) as caught:
+        deidentify_header(again, IDENTITY, remap)
+    assert caught.value.reason == "vr_mismatch" and caught.value.detail == "Rows"
+
+
+def test_code_items_keep_their_codes_or_go_whole() -> None:
+    ds = make_dx()
+    ds.ProcedureCodeSequence = Sequence([code("IMG1234", "99LOCAL", "XR CHEST"), code("", "99LOCAL", "XR")])
+    ds.ProcedureCodeSequence[1][0x00080100] = DataElement(0x00080100, "SH", "Quixbury")
+    ds.ProcedureCodeSequence[1].CodeValue = "Q1"
+    ds.ProcedureCodeSequence[1][0x00080102] = DataElement(0x00080102, "UT", "not a scheme")  # wrong VR: goes
+    out, _, _ = deidentify(ds)
+    items = out.ProcedureCodeSequence
+    assert len(items) == 1 and items[0].CodeValue == "IMG1234" and items[0].CodingSchemeDesignator == "99LOCAL"
+
+
+def test_file_meta_is_rebuilt_with_standard_values() -> None:
+    ds = make_dx()
+    ds.file_meta.FileMetaInformationVersion = b"Quixbury"
+    ds.file_meta.SourceApplicationEntityTitle = "HOSP_AE_TITLE"
+    ds.file_meta.PrivateInformationCreatorUID = "1.2.3.4"
+    ds.file_meta.PrivateInformation = b"Zelphine"
+    out, data, _ = deidentify(ds)
+    meta = out.file_meta
+    assert meta.FileMetaInformationVersion == b"\x00\x01"
+    assert sorted(int(t) for t in meta.keys() if int(t) != 0x00020000) == [
+        0x00020001,
+        0x00020002,
+        0x00020003,
+        0x00020010,
+        0x00020012,
+        0x00020013,
+    ]
+    assert meta.MediaStorageSOPClassUID == out.SOPClassUID and meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
+    assert b"Quixbury" not in data and b"Zelphine" not in data and b"HOSP_AE" not in data

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from cxr_dask.deid.profile import (
     Action,
     ProfileOptions,
     action_for,
     get_profile,
+    load_defined_terms,
+    load_keep_list,
     load_table,
+    load_type2_requirements,
     resolve_combined,
 )
 
@@ -114,3 +117,38 @@ def test_every_row_resolves_for_both_option_sets() -> None:
         profile = get_profile(options)
         assert len(profile.exact) + len(profile.patterns) == 620  # + the private-groups row
         assert all(isinstance(action, Action) for action in profile.exact.values())
+
+
+# ------------------------------------------------------- keep-list, defined terms, type 2
+
+
+def test_keep_list_is_outside_the_table_and_every_entry_has_a_reason() -> None:
+    kept = load_keep_list()
+    assert len(kept) > 100
+    profile = get_profile()
+    assert [k.keyword for tag, k in kept.items() if profile.action_for(tag) is not None] == []
+    assert all(len(k.reason) > 20 for k in kept.values())
+    assert load_keep_list() is kept  # read once per process
+
+
+def test_every_kept_coded_attribute_has_defined_terms() -> None:
+    """A CS value passes its syntax with a name in capitals: only defined terms stay."""
+    terms = load_defined_terms()
+    missing = [k.keyword for tag, k in load_keep_list().items() if dictionary_VR(tag) == "CS" and tag not in terms]
+    assert missing == []
+
+
+def test_type2_table_loads_and_conditions_apply() -> None:
+    requirements = load_type2_requirements()
+    rt_image = "1.2.840.10008.5.1.4.1.1.481.1"
+    operators = tag("OperatorsName")
+    assert any(r.applies(rt_image, False) and operators in r.tags for r in requirements)
+    assert not any(r.applies("1.2.840.10008.5.1.4.1.1.1", False) and operators in r.tags for r in requirements)
+    responsible = tag("ResponsiblePerson")
+    assert any(r.applies("", True) and responsible in r.tags for r in requirements)
+    assert not any(r.applies("", False) and responsible in r.tags for r in requirements)
+
+
+@pytest.mark.parametrize("value", sorted(load_defined_terms()[0x00185101].terms))
+def test_every_defined_view_position_is_kept(value: str) -> None:
+    assert load_defined_terms()[tag("ViewPosition")].allows(value)

@@ -147,7 +147,9 @@ CASES: tuple[Case, ...] = (
     _case("filename_in_container", 208, ("Wolstenholme", "19520817"), _filename_in_container),
     _case("icc_profile_text", 209, ("Calloway", "Brightwater", "19450302"), _icc_profile),
     _case("elements_after_pixel_data", 210, ("Pennyfeather", "Duckworth", "Spratt"), _after_pixel_data),
-    _case("retired_with_names", 211, ("Horatio", "Fenwick", "Cressida", "Marchbank", "Ollerenshaw"), _retired_with_names),
+    _case(
+        "retired_with_names", 211, ("Horatio", "Fenwick", "Cressida", "Marchbank", "Ollerenshaw"), _retired_with_names
+    ),
     _case("hl7_message_birth_date", 212, ("8877123", "Gravesend", "Philippa", "19390521"), _hl7_message),
     _case("name_in_view_position", 213, ("FOTHERINGAY",), _name_in_view_position),
     _case("name_in_image_type", 214, ("ABERNATHY",), _name_in_image_type),

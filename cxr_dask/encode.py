@@ -21,11 +21,13 @@ import io
 import struct
 
 import pydicom
+from pydicom import config
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset, validate_file_meta
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_dataset, writers
+from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR, EXPLICIT_VR_LENGTH_32
 
@@ -35,6 +37,9 @@ PIXEL_DATA = 0x7FE00010
 #: A fixed UUID-derived UID for this implementation (PS3.5 B.2).
 IMPLEMENTATION_CLASS_UID = "2.25.197761165848946462553633906214575003321"
 IMPLEMENTATION_VERSION_NAME = "CXR_DASK_0_1"
+_META_VERSION = b"\x00\x01"  # PS3.10 7.1: version 1 of the File Meta Information
+#: The group length (written by the writer) and the elements ``standard_file_meta`` sets.
+_STANDARD_META = frozenset({0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013})
 #: (FFFE,E0DD) with length 0: ends encapsulated (undefined length) pixel data.
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _UNDEFINED = 0xFFFFFFFF
@@ -46,26 +51,38 @@ def standard_file_meta(ds: pydicom.Dataset) -> FileMetaDataset:
     of the data set itself and the transfer syntax of ``ds``'s current meta. Nothing else
     of the input's group 2 (its version bytes, AE titles, private information) survives."""
     old = getattr(ds, "file_meta", None)
-    syntax = old.get("TransferSyntaxUID") if old is not None else None
+    syntax = str(old.get("TransferSyntaxUID", "") or "").strip() if old is not None else ""
     meta = FileMetaDataset()
-    meta.FileMetaInformationVersion = b"\x00\x01"
-    sop_class = str(ds.get("SOPClassUID", "") or "").strip()
-    if sop_class:
-        meta.MediaStorageSOPClassUID = UID(sop_class)
-    sop_instance = str(ds.get("SOPInstanceUID", "") or "").strip()
-    if sop_instance:
-        meta.MediaStorageSOPInstanceUID = UID(sop_instance)
-    if syntax is not None and str(syntax).strip():
-        meta.TransferSyntaxUID = UID(str(syntax).strip())
-    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    for tag, vr, value in (
+        (0x00020001, "OB", _META_VERSION),
+        (0x00020002, "UI", str(ds.get("SOPClassUID", "") or "").strip()),
+        (0x00020003, "UI", str(ds.get("SOPInstanceUID", "") or "").strip()),
+        (0x00020010, "UI", syntax),
+        (0x00020012, "UI", IMPLEMENTATION_CLASS_UID),
+        (0x00020013, "SH", IMPLEMENTATION_VERSION_NAME),
+    ):
+        if value:  # values known to be valid: pydicom's per-value checks cost more than the rest
+            meta._dict[BaseTag(tag)] = DataElement(tag, vr, value, validation_mode=config.IGNORE)
     return meta
+
+
+def _is_standard(ds: pydicom.Dataset) -> bool:
+    """The file meta is what ``standard_file_meta`` would build (it was built for ``ds``)."""
+    meta = ds.file_meta
+    if not set(meta._dict) <= _STANDARD_META or meta.get("FileMetaInformationVersion") != _META_VERSION:
+        return False
+    return (
+        meta.get("MediaStorageSOPInstanceUID") == ds.get("SOPInstanceUID")
+        and meta.get("MediaStorageSOPClassUID") == ds.get("SOPClassUID")
+        and meta.get("ImplementationClassUID") == IMPLEMENTATION_CLASS_UID
+        and meta.get("ImplementationVersionName") == IMPLEMENTATION_VERSION_NAME
+    )
 
 
 def encode_parts(ds: pydicom.Dataset) -> list[Buffer]:
     """The file ``ds`` makes, as buffers to write one after the other (its file meta
     rebuilt by ``standard_file_meta`` first, whichever writer runs)."""
-    if getattr(ds, "file_meta", None) is not None:
+    if getattr(ds, "file_meta", None) is not None and not _is_standard(ds):
         ds.file_meta = standard_file_meta(ds)
     passthrough = _passthrough_pixels(ds)
     if passthrough is None:

@@ -713,7 +713,7 @@ def test_file_meta_is_rebuilt_with_standard_values() -> None:
     out, data, _ = deidentify(ds)
     meta = out.file_meta
     assert meta.FileMetaInformationVersion == b"\x00\x01"
-    assert sorted(int(t) for t in meta.keys() if int(t) != 0x00020000) == [
+    assert sorted(int(e.tag) for e in meta if e.tag != 0x00020000) == [
         0x00020001,
         0x00020002,
         0x00020003,

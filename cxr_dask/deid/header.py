@@ -559,6 +559,8 @@ class _Walker:
         self.to_clean: list[tuple[Dataset, int]] = []
         #: removed values not decoded yet: (dataset, tag, VR, kind, raw element)
         self.pending: list[tuple[Dataset, int, str, str, RawDataElement]] = []
+        #: ids of the items where the walk removed, emptied or cut a coded value
+        self.code_changed: set[int] = set()
 
     # -- reading values, fail closed
     def element(self, ds: Dataset, tag: int) -> DataElement:
@@ -729,6 +731,8 @@ class _Walker:
         if kept is None:
             return
         self.report.invalid_values += 1
+        if tag in _CODE_TAGS:
+            self.code_changed.add(id(ds))
         if kept:
             ds[tag] = DataElement(tag, vr, list(kept) if len(kept) > 1 else kept[0])
         elif required_type(_keyword(tag)):
@@ -742,20 +746,25 @@ class _Walker:
         """Carry out one element's action."""
         if vr == "SQ" and action in (Action.KEEP, Action.CLEAN, Action.DUMMY, Action.UID):
             items = self.element(ds, tag).value or ()
-            coded = [_has_code(item) for item in items]
             for item in items:
                 self.walk(item, depth + 1)
-            lost = [i for i, item in enumerate(items) if coded[i] and not _has_code(item)]
-            for index in reversed(lost):  # a code item without its code breaks the IOD
-                del items[index]
-                self.report.removed += 1
+            if self.code_changed:
+                # a code item whose code the walk took out breaks the IOD: the item goes
+                lost = [i for i, item in enumerate(items) if id(item) in self.code_changed and not _has_code(item)]
+                for index in reversed(lost):
+                    del items[index]
+                    self.report.removed += 1
         elif action is Action.KEEP:
             return
         elif action is Action.REMOVE:
             self.collect(ds, tag, vr)
             del ds[tag]
             self.report.removed += 1
+            if tag in _CODE_TAGS:
+                self.code_changed.add(id(ds))
         elif action is Action.EMPTY:
+            if tag in _CODE_TAGS:
+                self.code_changed.add(id(ds))
             self.collect(ds, tag, vr)
             ds[tag] = DataElement(tag, vr, _empty_value(vr))
             self.report.emptied += 1
@@ -894,6 +903,7 @@ class _Walker:
 
 _CODE_VALUES = (0x00080100, 0x00080119, 0x00080120)  # CodeValue, LongCodeValue, URNCodeValue
 _CODING_SCHEME = 0x00080102
+_CODE_TAGS = frozenset({*_CODE_VALUES, _CODING_SCHEME})
 
 
 def _present(item: Dataset, tag: int) -> bool:
@@ -1090,10 +1100,17 @@ def _fix_file_meta(ds: Dataset, report: HeaderReport) -> None:
     report.removed += max(0, before - len(ds.file_meta))
 
 
-def _restore_type2(ds: Dataset, before: set[int], report: HeaderReport) -> None:
-    """Empty, rather than remove, the Type 2 attributes this data set's IOD requires
-    (``type2-required.json``; PS3.15 E.1.1 allows Z where X would break the IOD)."""
-    missing = before - {int(tag) for tag in ds._dict}
+@lru_cache(maxsize=1)
+def _required_tags() -> tuple[int, ...]:
+    """Every tag of the Type 1/2 requirements table but the research ids."""
+    return tuple(sorted(set().union(*(r.tags for r in load_type2_requirements())) - _REPLACED))
+
+
+def _restore_type2(ds: Dataset, before: list[int], report: HeaderReport) -> None:
+    """Empty (Type 2) or dummy (Type 1), rather than remove, the attributes this data
+    set's IOD requires (``type2-required.json``; PS3.15 E.1.1 allows Z or D where X
+    would break the IOD). ``before``: the table's tags the input had."""
+    missing = {tag for tag in before if tag not in ds._dict}
     if not missing:
         return
     sop_class = str(ds.get("SOPClassUID", "") or "").strip()
@@ -1101,7 +1118,8 @@ def _restore_type2(ds: Dataset, before: set[int], report: HeaderReport) -> None:
     for requirement in load_type2_requirements():
         if not requirement.applies(sop_class, animal):
             continue
-        for tag in sorted(requirement.tags & missing - _REPLACED):
+        for tag in sorted(requirement.tags & missing):
+            missing.discard(tag)
             vr = _dictionary_vr(tag).split(" or ")[0]
             report.removed -= 1
             if requirement.type == 1:
@@ -1161,7 +1179,7 @@ def deidentify_header(
     _check_sop_instance(ds)
     _check_encoding(ds)
     walker = _Walker(get_profile(options), identity, remap_uid)
-    before = {int(tag) for tag in ds._dict}
+    before = [tag for tag in _required_tags() if tag in ds._dict]
     walker.walk(ds, 0)
     _restore_type2(ds, before, walker.report)
     walker.clean_all()

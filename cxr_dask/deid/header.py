@@ -14,7 +14,9 @@ data dictionary (a name written into StudyTime) is not judged by the attribute's
 but removed, or emptied when the IOD requires it; a text or number value over
 MAX_VALUE_BYTES quarantines (``oversized_element``).
 
-Clean Descriptors rule (option 113105): while walking, the values of the identifying
+Clean Descriptors rule (option 113105), two layers. First the archive's vocabulary
+(``deid.freetext``): every token of a kept descriptor or free-text string that is not
+known safe becomes ``___``. Then, as an extra layer: while walking, the values of the identifying
 attributes being removed or replaced (name components, IDs, accession, institution,
 addresses, original dates in several renderings) are collected as phrases. After the
 walk, every kept descriptor (the option's set) and every kept free-text string that
@@ -47,6 +49,8 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID, UID_dictionary
 from pydicom.valuerep import VR
 
+from cxr_dask.deid import freetext
+from cxr_dask.deid.freetext import Vocabulary
 from cxr_dask.deid.profile import Action, Profile, ProfileOptions, get_profile, required_type
 from cxr_dask.errors import QuarantineError
 
@@ -473,8 +477,10 @@ class _Walker:
         profile: Profile,
         identity: FileIdentity,
         remap_uid: Callable[[str], str],
+        vocabulary: Vocabulary | None = None,
     ) -> None:
         self.profile = profile
+        self.vocabulary = vocabulary
         self.shift_days = identity.shift_days
         self.remap_uid = remap_uid
         self.report = HeaderReport()
@@ -724,6 +730,8 @@ class _Walker:
         """Delete collected phrases from the kept descriptors and free text."""
         if not self.to_clean:
             return  # phrases are only ever looked for in these
+        if self.vocabulary is not None:
+            self.clean_words(self.vocabulary)
         if self.pending:
             self.collect_pending(self.descriptor_texts())
         if not self.phrases:
@@ -747,6 +755,17 @@ class _Walker:
             elem = self.element(ds, tag)
             values = _values(elem.value)
             cleaned = [clean_text(v, phrases) for v in values]
+            if cleaned != values:
+                _set_values(elem, cleaned)
+                self.report.descriptors_cleaned += 1
+
+    def clean_words(self, vocabulary: Vocabulary) -> None:
+        """Replace every token of the kept descriptors that ``vocabulary`` does not hold."""
+        for ds, tag in self.to_clean:
+            elem = self.element(ds, tag)
+            values = _values(elem.value)
+            limit = freetext.MAX_CHARS.get(elem.VR)
+            cleaned = [freetext.clean_value(value, vocabulary, limit) for value in values]
             if cleaned != values:
                 _set_values(elem, cleaned)
                 self.report.descriptors_cleaned += 1
@@ -809,6 +828,101 @@ def clean_text(text: str, phrases: list[str]) -> str:
         pattern = r"(?<!\w)" + re.escape(phrase) + r"(?!\w)"
         text = re.sub(pattern, "", text, flags=re.IGNORECASE)
     return " ".join(text.split())
+
+
+# ------------------------------------------------- pass 1: the words of the free text
+
+#: Attributes whose every token is identifying wherever they appear (besides any PN):
+#: ids, addresses, telephone numbers, institutions, stations, devices.
+_IDENTIFYING_KEYWORDS = _PHRASE_KEYWORDS | frozenset(
+    {
+        "ReferringPhysicianAddress",
+        "ReferringPhysicianTelephoneNumbers",
+        "PersonAddress",
+        "PersonTelephoneNumbers",
+        "PersonTelecomInformation",
+        "PatientTelecomInformation",
+        "ResponsibleOrganization",
+        "CountryOfResidence",
+        "CurrentPatientLocation",
+        "PatientInstitutionResidence",
+        "ScheduledPatientInstitutionResidence",
+        "PerformedStationName",
+        "PerformedLocation",
+        "ScheduledStationName",
+        "ScheduledProcedureStepLocation",
+        "RequestedProcedureLocation",
+        "DeviceSerialNumber",
+        "PlateID",
+        "DetectorID",
+        "MilitaryRank",
+        "BranchOfService",
+        "Occupation",
+        "InsurancePlanIdentification",
+        "OtherPatientIDs",
+    }
+)
+#: Sequences whose text describes a person or an institution (identification code
+#: sequences, institution codes): every string inside them is identifying.
+_IDENTIFYING_SEQUENCE = re.compile(r"Physician|Operator|Person|Institution|Observer|Organization|Patient.*ID")
+_ID_SUFFIX = re.compile(r"(ID|IDs|Number|Numbers|Address|Telephone|Name|Names)$")
+
+
+@lru_cache(maxsize=16384)
+def _word_role(profile: Profile, tag: int, vr: str, identifying: bool) -> str | None:
+    """What pass 1 does with an element: count its tokens (``descriptor``), deny them
+    (``identifying``), walk it (``sequence``) or nothing."""
+    if vr == "SQ":
+        return "sequence"
+    if vr not in _STRING_VRS or vr in ("DA", "DT", "TM", "UI", "DS", "IS", "AS"):
+        return None
+    if vr == "PN" or _dictionary_vr(tag) == "PN":
+        return "identifying"
+    keyword = _keyword(tag)
+    descriptor = vr in _TEXT_VRS and _decide(profile, tag, vr) is Action.CLEAN
+    if descriptor and not identifying:
+        return "descriptor"
+    if identifying or keyword in _IDENTIFYING_KEYWORDS or (vr != "CS" and _ID_SUFFIX.search(keyword)):
+        return "identifying"
+    return None
+
+
+def descriptor_words(ds: Dataset, options: ProfileOptions = ProfileOptions()) -> tuple[set[str], set[str]]:  # noqa: B008
+    """Pass 1's share of the free-text rule for one header: the folded tokens of every
+    value the profile keeps under Clean Descriptors (at any depth), and every identifying
+    key (``freetext.identifying_keys``) of the names, ids, addresses and institutions.
+
+    Private elements are skipped (pass 2 removes them). Raises whatever decoding a
+    damaged value raises; the caller then counts nothing for the file.
+    """
+    profile = get_profile(options)
+    words: set[str] = set()
+    denied: set[str] = set()
+
+    def walk(item: Dataset, depth: int, identifying: bool) -> None:
+        if depth > MAX_DEPTH:
+            raise QuarantineError("sequence_too_deep")
+        for tag, raw in [(int(tag), raw) for tag, raw in item._dict.items()]:
+            if (tag >> 16) & 1 or (tag >> 16) == 2:
+                continue
+            role = _word_role(profile, tag, _element_vr(tag, raw), identifying)
+            if role is None:
+                continue
+            value = item[tag].value
+            if role == "sequence":
+                inside = identifying or bool(_IDENTIFYING_SEQUENCE.search(_keyword(tag)))
+                for sub in value or ():
+                    walk(sub, depth + 1, inside)
+                continue
+            for text in _values(value):
+                text = str(text)
+                if role == "descriptor":
+                    words.update(freetext.keys(text))
+                else:
+                    denied.update(freetext.identifying_keys(text))
+
+    walk(ds, 0, False)
+    return words, denied
 
 
 # --------------------------------------------------------------------------- top level
@@ -988,15 +1102,19 @@ def deidentify_header(
     identity: FileIdentity,
     remap_uid: Callable[[str], str],
     options: ProfileOptions = ProfileOptions(),  # noqa: B008 - frozen, immutable default
+    vocabulary: Vocabulary | None = None,
 ) -> HeaderReport:
     """De-identify ``ds`` (and its file meta) in place; returns the action counts.
+
+    ``vocabulary``: the tokens free text may keep (``deid.freetext``); the pipeline always
+    passes the archive's. None cleans descriptors by the phrase layer alone.
 
     Raises QuarantineError (reason class and keyword only) when the outcome would be
     uncertain; ``ds`` must then be discarded, as it may be half processed.
     """
     _check_sop_instance(ds)
     _check_encoding(ds)
-    walker = _Walker(get_profile(options), identity, remap_uid)
+    walker = _Walker(get_profile(options), identity, remap_uid, vocabulary)
     walker.walk(ds, 0)
     walker.clean_all()
     _mark_deidentified(ds, identity, options)

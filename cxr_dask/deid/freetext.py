@@ -10,7 +10,7 @@ becomes ``___`` (MIMIC-CXR's mark for removed PHI). A token is safe when
 - pass 1 saw it, in the descriptors the profile keeps, with at least ``k`` distinct
   patients (k = 10 by default), and it holds no digit; or it is in the shipped radiology
   vocabulary (``data/radiology_vocabulary.txt``), or on the user's own keep list;
-- and it is no token of any person name, id, address or institution seen anywhere in
+- and it is no month name, nor any token of any person name, id, address or institution seen anywhere in
   the archive's headers (a physician on 500 patients' studies is frequent, not safe).
   Single Latin letters and digits are never denied: a middle initial ``L`` would
   otherwise remove every laterality mark.
@@ -40,6 +40,13 @@ MARK = "___"
 #: Patients a token must be seen with before it is kept (``freetext.min_patients``).
 DEFAULT_MIN_PATIENTS = 10
 VOCABULARY_RESOURCE = "radiology_vocabulary.txt"
+
+#: Never kept by frequency: months are an element of a date (HIPAA Safe Harbor), and in
+#: an archive whose descriptions carry dates every month name is frequent.
+MONTHS = frozenset(
+    "january february march april may june july august september october november december"
+    " jan feb mar apr jun jul aug sep sept oct nov dec".split()
+)
 
 #: Longest value per VR, in characters (PS3.5 6.2); a cleaned value is cut to it.
 MAX_CHARS = {"SH": 16, "LO": 64, "ST": 1024, "LT": 10240}
@@ -257,7 +264,8 @@ def build_vocabulary(
     keep: Iterable[str] = (),
     shipped: Iterable[str] | None = None,
 ) -> Vocabulary:
-    """(frequent letter tokens | shipped words) minus identifying keys, plus ``keep``.
+    """(frequent letter tokens | shipped words) minus identifying keys and month names,
+    plus ``keep``.
 
     ``keep`` is the user's own list (``freetext.keep``): words the site vouches for even
     when some name in the archive has them as a part.
@@ -265,7 +273,7 @@ def build_vocabulary(
     frequent = {word for word in counts.frequent(min_patients) if not any(c.isdigit() for c in word)}
     base = frequent | set(shipped_words() if shipped is None else (w for s in shipped for w in keys(s)))
     user = {word for entry in keep for word in keys(entry)}
-    return Vocabulary(frozenset((base - counts.denied) | user))
+    return Vocabulary(frozenset((base - counts.denied - MONTHS) | user))
 
 
 # ------------------------------------------------------------------- pass 2: cleaning

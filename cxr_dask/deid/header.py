@@ -760,9 +760,11 @@ class _Walker:
                 self.report.descriptors_cleaned += 1
 
     def clean_words(self, vocabulary: Vocabulary) -> None:
-        """Replace every token of the kept descriptors that ``vocabulary`` does not hold."""
+        """Replace every token of the kept free text that ``vocabulary`` does not hold."""
         for ds, tag in self.to_clean:
             elem = self.element(ds, tag)
+            if not is_free_text(self.profile, tag, elem.VR):
+                continue
             values = _values(elem.value)
             limit = freetext.MAX_CHARS.get(elem.VR)
             cleaned = [freetext.clean_value(value, vocabulary, limit) for value in values]
@@ -868,6 +870,22 @@ _IDENTIFYING_SEQUENCE = re.compile(r"Physician|Operator|Person|Institution|Obser
 _ID_SUFFIX = re.compile(r"(ID|IDs|Number|Numbers|Address|Telephone|Name|Names)$")
 
 
+#: Free text outside the Clean Descriptors rows: a code's meaning, an SR TEXT item.
+_FREE_TEXT_KEYWORDS = frozenset({"CodeMeaning", "TextValue"})
+_FREE_TEXT_VRS = frozenset({"ST", "LT", "UT"})
+
+
+@lru_cache(maxsize=16384)
+def is_free_text(profile: Profile, tag: int, vr: str) -> bool:
+    """Whether a kept-and-cleaned element is free text that the vocabulary rule cleans: a
+    Clean Descriptors row of the table, CodeMeaning, TextValue, or any ST/LT/UT. Other
+    cleaned values (codes, versions, model names) keep the phrase layer only: replacing
+    their tokens would break codes, and they are not where people write sentences."""
+    if vr not in _TEXT_VRS or _decide(profile, tag, vr) is not Action.CLEAN:
+        return False
+    return profile.action_for(tag) is Action.CLEAN or _keyword(tag) in _FREE_TEXT_KEYWORDS or vr in _FREE_TEXT_VRS
+
+
 @lru_cache(maxsize=16384)
 def _word_role(profile: Profile, tag: int, vr: str, identifying: bool) -> str | None:
     """What pass 1 does with an element: count its tokens (``descriptor``), deny them
@@ -879,7 +897,7 @@ def _word_role(profile: Profile, tag: int, vr: str, identifying: bool) -> str | 
     if vr == "PN" or _dictionary_vr(tag) == "PN":
         return "identifying"
     keyword = _keyword(tag)
-    descriptor = vr in _TEXT_VRS and _decide(profile, tag, vr) is Action.CLEAN
+    descriptor = is_free_text(profile, tag, vr)
     if descriptor and not identifying:
         return "descriptor"
     if identifying or keyword in _IDENTIFYING_KEYWORDS or (vr != "CS" and _ID_SUFFIX.search(keyword)):

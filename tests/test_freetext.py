@@ -11,9 +11,8 @@ import pydicom
 import pytest
 
 from cxr_dask import inventory, pipeline
-from cxr_dask.adversarial import find_planted
+from cxr_dask.adversarial import base_image, find_planted
 from cxr_dask.adversarial import freetext as cases
-from cxr_dask.adversarial import base_image
 from cxr_dask.config import build_config
 from cxr_dask.deid import freetext
 from cxr_dask.deid.freetext import (

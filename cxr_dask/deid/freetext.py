@@ -43,10 +43,8 @@ VOCABULARY_RESOURCE = "radiology_vocabulary.txt"
 
 #: Never kept by frequency: months are an element of a date (HIPAA Safe Harbor), and in
 #: an archive whose descriptions carry dates every month name is frequent.
-MONTHS = frozenset(
-    "january february march april may june july august september october november december"
-    " jan feb mar apr jun jul aug sep sept oct nov dec".split()
-)
+_MONTH_NAMES = "january february march april may june july august september october november december"
+MONTHS = frozenset((_MONTH_NAMES + " jan feb mar apr jun jul aug sep sept oct nov dec").split())
 
 #: Longest value per VR, in characters (PS3.5 6.2); a cleaned value is cut to it.
 MAX_CHARS = {"SH": 16, "LO": 64, "ST": 1024, "LT": 10240}

@@ -148,9 +148,10 @@ def tokens(text: str) -> list[Token]:
     return [token for token in found if token.key]
 
 
-def keys(text: str) -> set[str]:
-    """The folded tokens of ``text`` (what pass 1 counts)."""
-    return {token.key for token in tokens(text)}
+@lru_cache(maxsize=65536)
+def keys(text: str) -> frozenset[str]:
+    """The folded tokens of ``text`` (what pass 1 counts); cached, as descriptions repeat."""
+    return frozenset(token.key for token in tokens(text))
 
 
 def _deniable(key: str) -> bool:
@@ -158,7 +159,8 @@ def _deniable(key: str) -> bool:
     return not (len(key) == 1 and key.isascii())
 
 
-def identifying_keys(text: str) -> set[str]:
+@lru_cache(maxsize=65536)
+def identifying_keys(text: str) -> frozenset[str]:
     """Every form a name, id or address may take in free text, folded.
 
     Its tokens; each part between separators written without its punctuation
@@ -178,7 +180,7 @@ def identifying_keys(text: str) -> set[str]:
                 joined = "".join(token.key for token in tokens(chunk))
                 if joined:
                     found.add(joined)
-    return {key for key in found if _deniable(key)}
+    return frozenset(key for key in found if _deniable(key))
 
 
 @lru_cache(maxsize=1)

@@ -905,6 +905,24 @@ def _word_role(profile: Profile, tag: int, vr: str, identifying: bool) -> str | 
     return None
 
 
+@lru_cache(maxsize=16)
+def _roles(profile: Profile) -> dict[tuple[int, str | None, bool], str | None]:
+    """Pass 1's role per (tag, stored VR, inside an identifying sequence), filled as met."""
+    return {}
+
+
+def _has_digit(key: str) -> bool:
+    return any(c.isdigit() for c in key)
+
+
+def _decoded(item: Dataset, raw: DataElement | RawDataElement) -> DataElement:
+    """The element decoded without storing it back (storing re-checks the dataset)."""
+    if raw.__class__ is not RawDataElement:
+        return raw
+    charset = item.original_character_set or item._character_set
+    return convert_raw_data_element(raw, encoding=charset, ds=item)
+
+
 def descriptor_words(ds: Dataset, options: ProfileOptions = ProfileOptions()) -> tuple[set[str], set[str]]:  # noqa: B008
     """Pass 1's share of the free-text rule for one header: the folded tokens of every
     value the profile keeps under Clean Descriptors (at any depth), and every identifying
@@ -914,30 +932,45 @@ def descriptor_words(ds: Dataset, options: ProfileOptions = ProfileOptions()) ->
     damaged value raises; the caller then counts nothing for the file.
     """
     profile = get_profile(options)
+    roles = _roles(profile)
     words: set[str] = set()
     denied: set[str] = set()
 
     def walk(item: Dataset, depth: int, identifying: bool) -> None:
         if depth > MAX_DEPTH:
             raise QuarantineError("sequence_too_deep")
-        for tag, raw in [(int(tag), raw) for tag, raw in item._dict.items()]:
-            if (tag >> 16) & 1 or (tag >> 16) == 2:
-                continue
-            role = _word_role(profile, tag, _element_vr(tag, raw), identifying)
+        for tag, raw in list(item._dict.items()):
+            # the role depends on the tag, the stored VR and the context only: one lookup
+            decision = (tag, raw.VR, identifying)
+            role = roles.get(decision, "")
+            if role == "":
+                role = None
+                if not ((tag >> 16) & 1 or (tag >> 16) == 2):
+                    role = _word_role(profile, int(tag), _element_vr(int(tag), raw), identifying)
+                if len(roles) > _MAX_DECISIONS:
+                    roles.clear()
+                roles[decision] = role
             if role is None:
                 continue
-            value = item[tag].value
+            tag = int(tag)
             if role == "sequence":
                 inside = identifying or bool(_IDENTIFYING_SEQUENCE.search(_keyword(tag)))
-                for sub in value or ():
+                for sub in _decoded(item, raw).value or ():
                     walk(sub, depth + 1, inside)
                 continue
-            for text in _values(value):
-                text = str(text)
+            if raw.__class__ is RawDataElement and _plain_ascii(raw.value):
+                # pydicom's conversion is most of the cost: ASCII is itself in every
+                # character set, and only padding (spaces, NULs) is dropped at the ends
+                texts = [part.strip(_PADDING) for part in raw.value.decode("ascii").split("\\")]
+            else:
+                texts = _values(_decoded(item, raw).value)
+            for text in texts:
                 if role == "descriptor":
                     words.update(freetext.keys(text))
-                else:
-                    denied.update(freetext.identifying_keys(text))
+                elif text:
+                    # a key with a digit is never kept by frequency: denying it is moot,
+                    # and ids would make the client's set grow with the archive
+                    denied.update(key for key in freetext.identifying_keys(text) if not _has_digit(key))
 
     walk(ds, 0, False)
     return words, denied

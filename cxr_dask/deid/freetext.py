@@ -29,6 +29,7 @@ client and on the workers, and in PRIVATE for resuming; never in an output or a 
 from __future__ import annotations
 
 import hashlib
+import re
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -181,6 +182,17 @@ def identifying_keys(text: str) -> frozenset[str]:
                 if joined:
                     found.add(joined)
     return frozenset(key for key in found if _deniable(key))
+
+
+_DIGIT = re.compile(r"\d")
+
+
+@lru_cache(maxsize=65536)
+def deniable_keys(text: str) -> frozenset[str]:
+    """``identifying_keys`` without those holding a digit: such a key is never kept by
+    frequency, so denying it is moot, and ids would make the client's set grow with the
+    archive (every MRN and accession number)."""
+    return frozenset(key for key in identifying_keys(text) if not _DIGIT.search(key))
 
 
 @lru_cache(maxsize=1)

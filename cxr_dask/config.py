@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from cxr_dask.deid.freetext import FreeTextOptions, freetext_options_from
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.deid.rules import pixel_options_from
 from cxr_dask.errors import ConfigError
@@ -39,6 +40,8 @@ class RunConfig:
     # May hold keys (s3fs ``key``/``secret``): never in repr, so never in a log line.
     storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
     profile: ProfileOptions = field(default_factory=ProfileOptions)
+    #: ``[freetext]``: k of the k-patient rule and the site's own keep list (deid/freetext.py).
+    freetext: FreeTextOptions = field(default_factory=FreeTextOptions)
 
     def __post_init__(self) -> None:
         for name in ("input", "output", "private"):
@@ -109,6 +112,8 @@ def build_config(file_settings: dict[str, Any], flags: dict[str, Any]) -> RunCon
     merged.update({k: v for k, v in flags.items() if v is not None})
     if "pixels" in merged:
         merged["profile"] = ProfileOptions(pixels=pixel_options_from(merged.pop("pixels")))
+    if "freetext" in merged:
+        merged["freetext"] = freetext_options_from(merged["freetext"])
     try:
         return RunConfig(**merged)
     except TypeError as error:

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cxr_dask import storage
+from cxr_dask.deid.freetext import Vocabulary
 from cxr_dask.errors import ConfigError
 from cxr_dask.storage import Location
 
@@ -91,6 +92,9 @@ class IdentityMap:
     first_dates: dict[str, dt.date | None] = field(default_factory=dict)
     studies: dict[str, tuple[int, int]] = field(default_factory=dict)  # -> (subject, study)
     images: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # -> (dicom, s, st)
+    #: The tokens free text may keep (deid/freetext.py), built by the run from pass 1 and
+    #: broadcast with the map; None: a file is cleaned with the shipped vocabulary alone.
+    vocabulary: Vocabulary | None = None
 
     def remap_uid(self, uid: str) -> str:
         """The same original UID always gives the same new ``2.25.`` UID (keyed hash)."""

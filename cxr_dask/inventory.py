@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -15,6 +16,10 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from cxr_dask.deid.freetext import WordCounts, patient_hash
+from cxr_dask.deid.header import descriptor_words
+from cxr_dask.deid.profile import ProfileOptions
+from cxr_dask.identity import patient_key
 from cxr_dask.privacy import quiet_pydicom
 from cxr_dask.storage import Location, open_for_header
 
@@ -93,8 +98,19 @@ def classify_header(ds: pydicom.Dataset) -> str | None:
     return None
 
 
-def scan_file(location: Location, key: str, key_index: int, size: int) -> dict[str, Any]:
-    """One inventory record; a file that cannot be used carries an ``error`` reason class."""
+def scan_file(
+    location: Location,
+    key: str,
+    key_index: int,
+    size: int,
+    words: WordCounts | None = None,
+    options: ProfileOptions | None = None,
+) -> dict[str, Any]:
+    """One inventory record; a file that cannot be used carries an ``error`` reason class.
+
+    With ``words``, the whole header is read and its free-text tokens are counted under
+    the file's patient, its names, ids and addresses denied (``_count_words``).
+    """
     record: dict[str, Any] = {name: None for name in INVENTORY_SCHEMA.names}
     record.update(key_index=key_index, key=key, size=size)
     if size == 0:
@@ -102,7 +118,8 @@ def scan_file(location: Location, key: str, key_index: int, size: int) -> dict[s
         return record
     try:
         with open_for_header(location, key, size) as handle:
-            ds = pydicom.dcmread(handle, stop_before_pixels=True, specific_tags=_SCAN_TAGS)
+            tags = None if words is not None else _SCAN_TAGS
+            ds = pydicom.dcmread(handle, stop_before_pixels=True, specific_tags=tags)
             # stop_before_pixels halts at the pixel data tag; reaching the end of the file
             # instead means the object was cut short (or has no pixels to de-identify).
             # (A deflated dataset is inflated whole, so there the position says nothing.)
@@ -122,6 +139,8 @@ def scan_file(location: Location, key: str, key_index: int, size: int) -> dict[s
             series_instance_uid=_text(ds, "SeriesInstanceUID") or None,
             anchor_date=_anchor_date(ds),
         )
+        if words is not None:
+            _count_words(ds, record, words, options or ProfileOptions())
     except InvalidDicomError:
         record["error"] = "not_dicom"
     except Exception:
@@ -129,6 +148,22 @@ def scan_file(location: Location, key: str, key_index: int, size: int) -> dict[s
         # it, so only the reason class is kept (fail closed, never a crash of the task).
         record["error"] = "unreadable_header"
     return record
+
+
+def _count_words(ds: pydicom.Dataset, record: dict[str, Any], words: WordCounts, options: ProfileOptions) -> None:
+    """Add one header's descriptor tokens (files pass 2 will write) and identifying keys.
+
+    A value that cannot be decoded leaves the file's tokens uncounted: they are then
+    not frequent, which can only remove more text, never keep more.
+    """
+    try:
+        found, denied = descriptor_words(ds, options)
+    except Exception:
+        return
+    words.denied |= denied
+    if record["error"] is None:
+        patient = patient_hash(patient_key(record["patient_id"], record["issuer_of_patient_id"]))
+        words.add(found, patient)
 
 
 def _anchor_date(ds: pydicom.Dataset) -> dt.date | None:
@@ -143,6 +178,25 @@ def scan_partition(items: Iterable[tuple[int, str, int]], location: Location) ->
     """Scan a partition of ``(key_index, key, size)`` items (the pass-1 task)."""
     quiet_pydicom()
     return [scan_file(location, key, key_index, size) for key_index, key, size in items]
+
+
+@dataclass
+class ScanPart:
+    """What a pass-1 task returns when free text is counted: its records and its words."""
+
+    records: list[dict[str, Any]]
+    words: WordCounts
+
+
+def scan_partition_with_words(
+    items: Iterable[tuple[int, str, int]], location: Location, options: ProfileOptions, min_patients: int
+) -> list[ScanPart]:
+    """The pass-1 task with word counting: one ``ScanPart`` for the whole partition, its
+    (token, patient) pairs deduplicated and capped at ``min_patients`` patients a token."""
+    quiet_pydicom()
+    words = WordCounts(cap=min_patients)
+    records = [scan_file(location, key, key_index, size, words, options) for key_index, key, size in items]
+    return [ScanPart(records, words)]
 
 
 def to_table(records: Iterable[dict[str, Any]]) -> pa.Table:

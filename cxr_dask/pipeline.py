@@ -10,6 +10,7 @@ list -> pass 1 (bag: header-only scan) -> identity map (client) -> broadcast
 from __future__ import annotations
 
 import io
+import json
 import logging
 import time
 from collections import Counter
@@ -30,6 +31,7 @@ from cxr_dask import inventory, lock, metadata, process, storage
 from cxr_dask.broadcast import IdentityRef, broadcast_identity, resolve
 from cxr_dask.cluster import total_threads
 from cxr_dask.config import RunConfig
+from cxr_dask.deid import freetext
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.errors import ConfigError
 from cxr_dask.identity import IdentityMap, parquet_bytes
@@ -106,11 +108,51 @@ def _each_partition(
 
 
 def scan_bag(config: RunConfig, files: list[tuple[str, int]], partition_size: int) -> db.Bag:
-    """Pass 1's graph: one header-only inventory record per key."""
+    """Pass 1's graph: one header-only inventory record per key, and per partition the
+    free-text tokens counted by patient (one ``inventory.ScanPart`` a partition)."""
     items = [(index, key, size) for index, (key, size) in enumerate(files)]
     return db.from_sequence(items, partition_size=partition_size).map_partitions(
-        inventory.scan_partition, config.input_location
+        inventory.scan_partition_with_words,
+        config.input_location,
+        config.profile,
+        config.freetext.min_patients,
     )
+
+
+VOCABULARY_FILE = "vocabulary.json"
+
+
+def _scan(client: Client, config: RunConfig, files: list[tuple[str, int]], partition_size: int):
+    """Run pass 1: the inventory records and the run's free-text vocabulary.
+
+    Each task returns its (token, patient) pairs deduplicated and capped at k patients a
+    token, so the client holds at most k patients per distinct token.
+    """
+    sizes = [len(chunk) for chunk in partitions(files, partition_size)]
+    words = freetext.WordCounts(cap=config.freetext.min_patients)
+    records: list[dict[str, Any]] = []
+    for _, future in _each_partition(
+        client, scan_bag(config, files, partition_size), sizes, "pass 1: scan headers", config
+    ):
+        for part in future.result():
+            records.extend(part.records)
+            words.merge(part.words)
+    vocabulary = freetext.build_vocabulary(words, config.freetext.min_patients, config.freetext.keep)
+    return records, vocabulary
+
+
+def _save_vocabulary(journal: RunJournal, vocabulary: freetext.Vocabulary) -> None:
+    """Kept in PRIVATE beside the inventory, so a resumed run cleans text the same way."""
+    data = json.dumps(sorted(vocabulary.safe), ensure_ascii=False).encode("utf-8")
+    storage.write_atomic(journal.private, f"{journal.folder}/{VOCABULARY_FILE}", data)
+
+
+def _load_vocabulary(journal: RunJournal) -> freetext.Vocabulary:
+    key = f"{journal.folder}/{VOCABULARY_FILE}"
+    if not storage.exists(journal.private, key):
+        log.warning("resumed run has no saved vocabulary: free text is kept from the shipped vocabulary only")
+        return freetext.shipped_vocabulary()
+    return freetext.Vocabulary(frozenset(json.loads(storage.read_bytes(journal.private, key).decode("utf-8"))))
 
 
 def partitions(items: list[T], partition_size: int) -> list[list[T]]:
@@ -234,21 +276,19 @@ def run(client: Client, config: RunConfig) -> RunSummary:
             files = storage.list_files(source)
             partition_size = config.partition_size_for(len(files), threads)
             log.info("pass 1: %d files in partitions of %d", len(files), partition_size)
-            sizes = [len(chunk) for chunk in partitions(files, partition_size)]
-            bag = scan_bag(config, files, partition_size)
-            records = [
-                record
-                for _, future in _each_partition(client, bag, sizes, "pass 1: scan headers", config)
-                for record in future.result()
-            ]
+            records, vocabulary = _scan(client, config, files, partition_size)
             table = inventory.mark_duplicates(inventory.to_table(records))
+            _save_vocabulary(journal, vocabulary)  # before the inventory, which marks pass 1 done
             journal.save_inventory(table)
+        else:
+            vocabulary = _load_vocabulary(journal)
         summary.files_seen = table.num_rows
         summary.bytes_in = sum(size or 0 for size in table.column("size").to_pylist())
 
         secret = identity_mod.load_or_create_secret(private)
         identity = identity_mod.extend(identity_mod.load_crosswalk(private, secret), table)
         identity_mod.save_crosswalk(private, identity)
+        identity.vocabulary = vocabulary  # broadcast with the map, never saved with the crosswalk
 
         valid = table.filter(pc.is_null(table.column("error")))
         done = journal.done_key_indexes() if resumed else set()

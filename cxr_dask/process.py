@@ -21,6 +21,7 @@ from pydicom.uid import UID
 
 from cxr_dask import encode, storage
 from cxr_dask.deid import pixels
+from cxr_dask.deid.freetext import shipped_vocabulary
 from cxr_dask.deid.header import FileIdentity, HeaderReport, deidentify_header
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.errors import QuarantineError
@@ -129,7 +130,8 @@ def deidentify_bytes(data: bytes | IO[bytes], identity: IdentityMap, options: Pr
         raise QuarantineError("no_pixel_data")
     ids = file_identity(ds, identity)
     source_syntax = str(ds.file_meta.get("TransferSyntaxUID", "")).strip()
-    report = deidentify_header(ds, ids, identity.remap_uid, options)
+    vocabulary = identity.vocabulary or shipped_vocabulary()
+    report = deidentify_header(ds, ids, identity.remap_uid, options, vocabulary)
     check_pixel_data(ds)
     cleaned = pixels.clean(ds, options.pixels)
     if cleaned.array is not None:

@@ -20,7 +20,8 @@ header step and before the burned-in text step, so the detector sees what is wri
   dropped), a JP2 wrapper replaced by its codestream (PS3.5 A.4.4 wants the bare
   codestream), bytes after EOI/EOC dropped; a second codestream after the first, or
   more fragments than frames (RLE), is ``extra_frames``; a codestream that does not
-  parse, or fewer frames than announced, is ``undecodable_pixel_data``; an encapsulated
+  parse is ``undecodable_pixels``, broken items or fewer frames than announced are
+  ``undecodable_pixel_data``; an encapsulated
   syntax that cannot be parsed here is ``unsupported_pixels``. Changed frames are
   encapsulated again, one fragment per frame, with a basic offset table that matches.
 
@@ -30,7 +31,6 @@ Nothing here logs or returns a value read from the pixels: reports hold action n
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,10 +62,6 @@ J2K_SYNTAXES = frozenset(
 )
 RLE_SYNTAX = "1.2.840.10008.1.2.5"
 
-#: End of a JPEG scan: 0xFF followed by anything but stuffing (00), fill (FF) or RSTn.
-_JPEG_SCAN_END = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
-#: End of a JPEG-LS scan: in its entropy-coded data a 0xFF is followed by a byte < 0x80.
-_JPEG_LS_SCAN_END = re.compile(rb"\xff[\x80-\xcf\xd8-\xfe]")
 _SOI, _EOI = b"\xff\xd8", b"\xff\xd9"
 _J2K_SOC = b"\xff\x4f\xff\x51"  # SOC then SIZ: how every JPEG 2000 codestream starts
 _JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
@@ -127,6 +123,34 @@ def sanitise(ds: Dataset) -> ContainerReport:
     return report
 
 
+def sanitised_pixel_data(ds: Dataset) -> bytes:
+    """The PixelData ``sanitise`` would leave in ``ds``, computed on a copy (for checks)."""
+    copy = Dataset()
+    copy.file_meta = ds.file_meta
+    for keyword in _READS:
+        if keyword in ds:
+            setattr(copy, keyword, ds[keyword].value)
+    element = ds["PixelData"]
+    copy.add_new(0x7FE00010, element.VR, element.value)
+    copy["PixelData"].is_undefined_length = element.is_undefined_length
+    sanitise(copy)
+    return copy.PixelData
+
+
+#: What ``sanitise`` reads of the header.
+_READS = (
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "NumberOfFrames",
+)
+
+
 # --------------------------------------------------------------------------- native
 
 
@@ -167,7 +191,7 @@ def _sanitise_native(ds: Dataset, value: bytes, frames: int, little: bool, repor
         report.add("trailing_bytes_cut")
     cleared = _clear_high_bits(ds, new, expected, little)
     if cleared is not None:
-        new = cleared + new[expected:]
+        new = cleared + new[expected:] if len(new) > expected else cleared
         report.add("high_bits_cleared")
     if new is not value:
         ds.PixelData = new
@@ -226,10 +250,15 @@ def _sanitise_encapsulated(ds: Dataset, value: bytes, frames: int, syntax: str, 
         strip, next_start = strip_j2k, _J2K_SOC
     else:
         raise QuarantineError("unsupported_pixels", "TransferSyntaxUID")
-    try:
-        originals = list(generate_frames(value, number_of_frames=frames))
-    except Exception:
-        raise QuarantineError("undecodable_pixel_data", "PixelData") from None
+    first = 8 + 4 * len(offsets)
+    if len(items) == frames and all(length for _, length in items):  # one fragment a frame: views, no copies
+        view = memoryview(value)
+        originals: list[bytes | memoryview] = [view[first + o + 8 : first + o + 8 + n] for o, n in items]
+    else:
+        try:
+            originals = list(generate_frames(value, number_of_frames=frames))
+        except Exception:
+            raise QuarantineError("undecodable_pixel_data", "PixelData") from None
     if len(originals) != frames or not all(originals):
         raise QuarantineError("undecodable_pixel_data", "PixelData")
     cleaned = []
@@ -237,8 +266,8 @@ def _sanitise_encapsulated(ds: Dataset, value: bytes, frames: int, syntax: str, 
         try:
             stream, removed, end = strip(frame)
         except CodestreamError:
-            raise QuarantineError("undecodable_pixel_data", "PixelData") from None
-        trailer = frame[end:]
+            raise QuarantineError("undecodable_pixels", "PixelData") from None  # the codestream does not parse
+        trailer = bytes(frame[end:])
         if next_start in trailer or _SOI in trailer:
             raise QuarantineError("extra_frames", "PixelData")  # a second image behind the first
         if trailer.strip(b"\x00"):
@@ -257,7 +286,7 @@ def _sanitise_encapsulated(ds: Dataset, value: bytes, frames: int, syntax: str, 
         return
     if not consistent:
         report.add("offset_table_rebuilt")
-    ds.PixelData = encapsulate(cleaned, has_bot=True)
+    ds.PixelData = encapsulate([bytes(f) for f in cleaned], has_bot=True)
     element = ds["PixelData"]
     element.is_undefined_length = True
     element.VR = "OB"
@@ -291,17 +320,18 @@ def _fragment_items(value: bytes, start: int) -> list[tuple[int, int]]:
 # --------------------------------------------------------------------------- JPEG, JPEG-LS
 
 
-def strip_jpeg(data: bytes, *, ls: bool = False) -> tuple[bytes, int, int]:
+def strip_jpeg(data: bytes | memoryview, *, ls: bool = False) -> tuple[bytes | memoryview, int, int]:
     """A JPEG (or JPEG-LS) codestream without COM and APPn segments, unchanged otherwise.
 
     Returns (codestream ending with EOI, segments removed or rewritten, offset just after
-    EOI in ``data``). Segments are walked by their lengths; entropy-coded data after each
-    SOS is copied up to the next marker (found with one regular-expression search).
+    EOI in ``data``); with nothing removed, the codestream is a slice of ``data`` itself.
+    Segments are walked by their lengths; entropy-coded data after each SOS is copied up
+    to the next marker (``_scan_ends``).
     """
     if data[:2] != _SOI:
         raise CodestreamError("no SOI")
-    scan_end = _JPEG_LS_SCAN_END if ls else _JPEG_SCAN_END
-    out = [_SOI]
+    markers: np.ndarray | None = None
+    out: list[bytes | memoryview] = [_SOI]
     removed = 0
     position, size = 2, len(data)
     while True:
@@ -315,7 +345,7 @@ def strip_jpeg(data: bytes, *, ls: bool = False) -> tuple[bytes, int, int]:
         position += 1
         if marker == 0xD9:
             out.append(_EOI)
-            return b"".join(out), removed, position
+            return (b"".join(out) if removed else data[:position]), removed, position
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM, RSTn: no length
             out.append(bytes((0xFF, marker)))
             continue
@@ -324,7 +354,7 @@ def strip_jpeg(data: bytes, *, ls: bool = False) -> tuple[bytes, int, int]:
         length = int.from_bytes(data[position : position + 2], "big")
         if length < 2 or position + length > size:
             raise CodestreamError("bad length")
-        segment = data[position - 2 : position + length]
+        segment = bytes(data[position - 2 : position + length])
         position += length
         if marker == 0xFE or 0xE0 <= marker <= 0xEF:
             kept = _kept_application_segment(segment)
@@ -335,11 +365,30 @@ def strip_jpeg(data: bytes, *, ls: bool = False) -> tuple[bytes, int, int]:
             continue
         out.append(segment)
         if marker == 0xDA:  # SOS: entropy-coded data up to the next marker
-            found = scan_end.search(data, position)
-            if found is None:
+            if markers is None:
+                markers = _scan_ends(data, ls)
+            index = int(np.searchsorted(markers, position))
+            if index == len(markers):
                 raise CodestreamError("scan without end")
-            out.append(data[position : found.start()])
-            position = found.start()
+            end = int(markers[index])
+            out.append(memoryview(data)[position:end])
+            position = end
+
+
+def _scan_ends(data: bytes, ls: bool) -> np.ndarray:
+    """Sorted offsets of every 0xFF that starts a marker able to end a scan.
+
+    In JPEG entropy-coded data a 0xFF is followed by 00 (stuffing) or a restart marker
+    (D0-D7); in JPEG-LS by a byte below 0x80. Anything else after a 0xFF (fill bytes
+    aside) is a marker. One vectorised pass over the frame: a Python or regular-expression
+    loop stops at every 0xFF, hundreds of thousands in a large frame.
+    """
+    raw = np.frombuffer(data, dtype=np.uint8)
+    ff = np.flatnonzero(raw[:-1] == 0xFF)
+    after = raw[ff + 1]
+    ends = (after != 0xFF) & ((after < 0xD0) | (after > 0xD7))
+    ends &= after >= 0x80 if ls else after != 0x00
+    return ff[ends]
 
 
 def _kept_application_segment(segment: bytes) -> bytes:
@@ -363,12 +412,13 @@ def _kept_application_segment(segment: bytes) -> bytes:
 _J2K_COM, _J2K_TLM, _J2K_SOT, _J2K_SOD, _J2K_EOC = 0x64, 0x55, 0x90, 0x93, 0xD9
 
 
-def strip_j2k(data: bytes) -> tuple[bytes, int, int]:
+def strip_j2k(data: bytes | memoryview) -> tuple[bytes | memoryview, int, int]:
     """A JPEG 2000 codestream without COM markers (main and tile-part headers).
 
     A JP2 file is replaced by the codestream of its ``jp2c`` box (its other boxes, XML and
     UUID ones included, are dropped). Returns (codestream ending with EOC, markers or boxes
-    removed, offset just after the codestream in ``data``). Tile-parts are walked by their
+    removed, offset just after the codestream in ``data``); with nothing removed, the
+    codestream is a slice of ``data`` itself. Tile-parts are walked by their
     Psot lengths; a tile-part whose header lost a COM gets its Psot reduced, and a TLM
     marker (optional tile-part lengths) is dropped when any length changed.
     """
@@ -379,7 +429,7 @@ def strip_j2k(data: bytes) -> tuple[bytes, int, int]:
     if data[:4] != _J2K_SOC:
         raise CodestreamError("no SOC")
     size = len(data)
-    main: list[bytes] = [data[:2]]
+    main: list[bytes | memoryview] = [data[:2]]
     position, removed = 2, 0
     tlm: list[int] = []
     while True:  # main header, up to the first SOT
@@ -394,7 +444,7 @@ def strip_j2k(data: bytes) -> tuple[bytes, int, int]:
                 tlm.append(len(main))
             main.append(segment)
         position += 2 + length
-    parts: list[bytes] = []
+    parts: list[bytes | memoryview] = []
     lengths_changed = False
     while True:
         if data[position : position + 2] == _EOI:
@@ -424,8 +474,8 @@ def strip_j2k(data: bytes) -> tuple[bytes, int, int]:
         if psot:
             end = start + psot
         else:  # the last tile-part runs to EOC (no 0xFFD9 pair inside packet data)
-            found = data.find(_EOI, position)
-            end = found if found >= 0 else -1
+            found = bytes(data[position:]).find(_EOI)
+            end = position + found if found >= 0 else -1
         if end < position or end > size:
             raise CodestreamError("bad Psot")
         if dropped and psot:
@@ -433,11 +483,13 @@ def strip_j2k(data: bytes) -> tuple[bytes, int, int]:
             lengths_changed = True
         parts.extend(bytes(h) for h in header)
         parts.append(b"\xff\x93")
-        parts.append(data[position:end])
+        parts.append(memoryview(data)[position:end])
         position = end
     if lengths_changed and tlm:
         main = [segment for i, segment in enumerate(main) if i not in tlm]
         removed += len(tlm)
+    if not removed:
+        return data[:position], 0, position
     return b"".join(main) + b"".join(parts), removed, position
 
 

@@ -254,6 +254,18 @@ def test_unknown_encapsulated_syntax_and_extra_rle_fragments() -> None:
     assert caught.value.reason == "extra_frames"
 
 
+def test_rle_header_unused_offsets_are_zeroed() -> None:
+    ds = base_image(26, rows=16, columns=16, syntax=pydicom.uid.RLELossless)
+    source = ds.pixel_array.copy()
+    (frame,) = generate_frames(ds.PixelData, number_of_frames=1)
+    count = int.from_bytes(frame[:4], "little")
+    hidden = b"Doe Jane MRN 4401".ljust(60 - 4 * count, b" ")
+    ds.PixelData = encapsulate([frame[: 4 + 4 * count] + hidden + frame[64:]])
+    report = containers.sanitise(ds)
+    assert report.actions == ["segments_removed"] and b"Doe" not in ds.PixelData
+    np.testing.assert_array_equal(ds.pixel_array, source)
+
+
 # --------------------------------------------------------------------------- tiny images
 
 

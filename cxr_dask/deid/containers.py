@@ -18,10 +18,10 @@ header step and before the burned-in text step, so the detector sees what is wri
   colour transform from them), JPEG 2000 COM markers removed from the main and
   tile-part headers (tile-part lengths adjusted; a TLM marker, optional and then stale,
   dropped), a JP2 wrapper replaced by its codestream (PS3.5 A.4.4 wants the bare
-  codestream), bytes after EOI/EOC dropped; a second codestream after the first, or
-  more fragments than frames (RLE), is ``extra_frames``; a codestream that does not
-  parse is ``undecodable_pixels``, broken items or fewer frames than announced are
-  ``undecodable_pixel_data``; an encapsulated
+  codestream), bytes after EOI/EOC dropped, unused offsets of an RLE header zeroed; a
+  second codestream after the first, or more fragments than frames (RLE), is
+  ``extra_frames``; a codestream that does not parse is ``undecodable_pixels``, broken
+  items or fewer frames than announced are ``undecodable_pixel_data``; an encapsulated
   syntax that cannot be parsed here is ``unsupported_pixels``. Changed frames are
   encapsulated again, one fragment per frame, with a basic offset table that matches.
 
@@ -31,6 +31,7 @@ Nothing here logs or returns a value read from the pixels: reports hold action n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -243,8 +244,9 @@ def _sanitise_encapsulated(ds: Dataset, value: bytes, frames: int, syntax: str, 
         fragments = sum(1 for _, length in items if length)
         if fragments != frames:  # one fragment per frame (PS3.5 A.4.2)
             raise QuarantineError("extra_frames" if fragments > frames else "undecodable_pixel_data", "PixelData")
-        return
-    if syntax in JPEG_SYNTAXES or syntax in JPEG_LS_SYNTAXES:
+        strip: Callable[[bytes | memoryview], tuple[bytes | memoryview, int, int]] = strip_rle_header
+        next_start = _SOI  # (an RLE frame runs to its fragment's end: it has no trailer)
+    elif syntax in JPEG_SYNTAXES or syntax in JPEG_LS_SYNTAXES:
         strip, next_start = (lambda d: strip_jpeg(d, ls=syntax in JPEG_LS_SYNTAXES)), _SOI
     elif syntax in J2K_SYNTAXES:
         strip, next_start = strip_j2k, _J2K_SOC
@@ -315,6 +317,31 @@ def _fragment_items(value: bytes, start: int) -> list[tuple[int, int]]:
         items.append((position - start, length))
         position += 8 + length
     return items
+
+
+# --------------------------------------------------------------------------- RLE
+
+
+def strip_rle_header(data: bytes | memoryview) -> tuple[bytes | memoryview, int, int]:
+    """An RLE frame whose header's unused segment offsets are zero (PS3.5 G.5).
+
+    The 64-byte header holds the segment count and 15 offsets; offsets past the count are
+    unused and must be 0, so 56 bytes of text could sit there unseen by any decoder. They
+    are zeroed. (Bytes after a segment's last run are not looked for: that needs a decode.)
+    """
+    if len(data) < 64:
+        raise CodestreamError("short RLE header")
+    count = int.from_bytes(data[:4], "little")
+    offsets = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "little") for i in range(15)]
+    if not 1 <= count <= 15 or offsets[0] != 64:
+        raise CodestreamError("bad RLE header")
+    used = offsets[:count]
+    if used != sorted(used) or used[-1] >= len(data):
+        raise CodestreamError("bad RLE offsets")
+    if not any(offsets[count:]):
+        return data, 0, len(data)
+    header = bytes(data[: 4 + 4 * count]) + b"\x00" * (60 - 4 * count)
+    return header + bytes(data[64:]), 1, len(data)
 
 
 # --------------------------------------------------------------------------- JPEG, JPEG-LS

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
-from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit
+from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, JPEGLSLossless
 
 from cxr_dask.adversarial import Case, base_image, save
 
@@ -33,6 +33,7 @@ _HIDDEN = (
     ("Abernathy-Quist Leopold", "MRN 92736405"),
     ("Throckmorton Evangeline", "MRN 10394857"),
     ("Przybyszewski Adalbert", "MRN 21485960"),
+    ("Ljungqvist-Marchetti Ottoline", "MRN 32596071"),
 )
 
 
@@ -157,6 +158,18 @@ def _write_j2k_comment(folder: Path) -> None:
     save(ds, folder / "j2k_comment.dcm")
 
 
+def _write_jpeg_ls_comment(folder: Path) -> None:
+    name, mrn = _HIDDEN[8]
+    ds = base_image(112, rows=64, columns=64, syntax=JPEGLSLossless)
+    (frame,) = generate_frames(ds.PixelData, number_of_frames=1)
+    text = f"{name} {mrn}".encode()
+    comment = b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text
+    frame = frame[:2] + comment + frame[2:]
+    ds.PixelData = encapsulate([frame + b"\x00" * (len(frame) % 2)], has_bot=False)
+    ds["PixelData"].is_undefined_length = True
+    save(ds, folder / "jpeg_ls_comment.dcm")
+
+
 def _write_hidden_frame_native(folder: Path) -> None:
     name, mrn = _HIDDEN[5]
     ds = base_image(106, rows=64, columns=64)
@@ -192,12 +205,16 @@ def _write_symlinked(folder: Path) -> None:
 
 
 def _case(
-    name: str, writer: Callable[[Path], None], seed: int | None, hidden: int | None, reason: str | None = None
+    name: str,
+    writer: Callable[[Path], None],
+    seeds: int | tuple[int, ...],
+    hidden: int | None,
+    reason: str | None = None,
 ) -> Case:
     planted: tuple[str, ...] = _HIDDEN[hidden] if hidden is not None else ()
-    if seed is not None:
+    for seed in (seeds,) if isinstance(seeds, int) else seeds:
         planted += _header_phi(base_image(seed, rows=8, columns=8))
-    return Case(name, "containers", planted, writer, reason)
+    return Case(name, "containers", tuple(dict.fromkeys(planted)), writer, reason)
 
 
 CASES: tuple[Case, ...] = (
@@ -206,8 +223,9 @@ CASES: tuple[Case, ...] = (
     _case("jpeg_comment_and_trailer", _write_jpeg_comment, 103, 2),
     _case("jpeg_jfif_exif_thumbnail", _write_jpeg_thumbnail, 104, 3),
     _case("j2k_comment", _write_j2k_comment, 105, 4),
+    _case("jpeg_ls_comment", _write_jpeg_ls_comment, 112, 8),
     _case("hidden_frame_native", _write_hidden_frame_native, 106, 5, "extra_frames"),
     _case("hidden_frame_jpeg", _write_hidden_frame_jpeg, 107, 6, "extra_frames"),
-    _case("tiny_images", _write_tiny, 108, None),
+    _case("tiny_images", _write_tiny, (108, 109, 110), None),
     _case("symlinked_folder", _write_symlinked, 111, None),
 )

@@ -94,8 +94,8 @@ def list_files(location: Location) -> list[tuple[str, int]]:
     order the backend lists in. Local folders are walked following symbolic links to
     folders, as a user expects of a folder they point at; each folder's real path is
     visited once, so a link loop (or a second link to the same folder) lists nothing
-    twice. A link to a file is listed as a file; a dangling link with size 0 (its read
-    then quarantines it with a reason, rather than losing it silently).
+    twice. A link to a file is listed as a file; a dangling link with size 0 (audited as
+    ``empty_file`` rather than lost silently).
     """
     require_folder(location)
     fs, root = location.fs, location.root

@@ -60,6 +60,8 @@ AUDIT_SCHEMA = pa.schema(
         *[(name, pa.int64()) for name in AUDIT_COUNTS],
         # burned-in text (deid/pixels.py): counts and a rule's name, never the text read
         ("pixel_action", pa.string()),  # untouched | cleaned | disabled
+        # pixel containers (deid/containers.py): untouched, or the actions taken, comma-separated
+        ("pixel_container", pa.string()),
         ("pixel_regions_found", pa.int64()),
         ("pixel_regions_kept", pa.int64()),  # allow-listed markers
         ("pixel_regions_redacted", pa.int64()),

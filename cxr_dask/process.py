@@ -16,11 +16,9 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import pydicom
-from pydicom.encaps import generate_frames
-from pydicom.uid import UID
 
 from cxr_dask import encode, storage
-from cxr_dask.deid import pixels
+from cxr_dask.deid import containers, pixels
 from cxr_dask.deid.freetext import shipped_vocabulary
 from cxr_dask.deid.header import FileIdentity, HeaderReport, deidentify_header
 from cxr_dask.deid.profile import ProfileOptions
@@ -41,6 +39,7 @@ class DeidentifiedFile:
     report: HeaderReport
     metadata: dict[str, Any]
     pixels: pixels.PixelReport
+    container: containers.ContainerReport
 
     @property
     def data(self) -> bytes:
@@ -81,39 +80,11 @@ def file_identity(ds: pydicom.Dataset, identity: IdentityMap) -> FileIdentity:
     return FileIdentity(subject_id=subject_id, study_id=study_id, dicom_id=dicom_id, shift_days=shift_days)
 
 
-def check_pixel_data(ds: pydicom.Dataset) -> None:
-    """Fail closed on pixel data that cannot be what the header says it is.
-
-    Native pixel data must hold every frame (not cut short); encapsulated pixel data must
-    parse into the frames it announces. Nothing is decoded here: that is the pixel
-    module's job, and a file that passes only guarantees well-formed containers.
-    """
-    if "PixelData" not in ds:
-        return
-    try:
-        value = ds.PixelData
-        syntax = UID(str(ds.file_meta.TransferSyntaxUID))
-        frames = int(ds.get("NumberOfFrames") or 1)
-        if syntax.is_encapsulated:
-            found = sum(1 for frame in generate_frames(value, number_of_frames=frames) if frame)
-            complete = found == frames
-        else:
-            rows, columns, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
-            samples = int(ds.get("SamplesPerPixel") or 1)
-            needed = rows * columns * samples * frames * bits
-            if str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
-                needed = needed * 2 // 3  # two chroma samples shared by each pair of pixels
-            complete = len(value) * 8 >= needed
-    except Exception:
-        complete = False
-    if not complete:
-        raise QuarantineError("undecodable_pixel_data", "PixelData")
-
-
 def deidentify_bytes(data: bytes | IO[bytes], identity: IdentityMap, options: ProfileOptions) -> DeidentifiedFile:
     """De-identify one DICOM file (its bytes, or an open binary file).
 
-    Header first (it validates the encoding and every value), then the pixel containers,
+    Header first (it validates the encoding and every value), then the pixel containers
+    (``deid.containers``: hidden bits, trailing bytes, codestream comments, extra frames),
     then the pixels: carried as raw bytes unless burned-in text had to be blacked out,
     then re-encoded (``deid.pixels``). What the pixel step reads of the header (device,
     size, photometric interpretation) is kept by the profile. Pixel bytes are written
@@ -132,7 +103,7 @@ def deidentify_bytes(data: bytes | IO[bytes], identity: IdentityMap, options: Pr
     source_syntax = str(ds.file_meta.get("TransferSyntaxUID", "")).strip()
     vocabulary = identity.vocabulary or shipped_vocabulary()
     report = deidentify_header(ds, ids, identity.remap_uid, options, vocabulary)
-    check_pixel_data(ds)
+    container = containers.sanitise(ds)  # every path: what the pixel step keeps is clean
     cleaned = pixels.clean(ds, options.pixels)
     if cleaned.array is not None:
         pixels.store(ds, cleaned.array, source_syntax)
@@ -142,7 +113,7 @@ def deidentify_bytes(data: bytes | IO[bytes], identity: IdentityMap, options: Pr
     except Exception:
         raise QuarantineError("unwritable") from None
     row = metadata_row(ds, ids.dicom_id, ids.subject_id, ids.study_id)
-    return DeidentifiedFile(parts, ids, report, row, cleaned.report)
+    return DeidentifiedFile(parts, ids, report, row, cleaned.report, container)
 
 
 def process_file(
@@ -180,6 +151,7 @@ def process_file(
         seconds=time.perf_counter() - started,
         **result.report.as_dict(),
         **result.pixels.as_audit(),
+        **result.container.as_audit(),
     )
     return row, result.metadata
 

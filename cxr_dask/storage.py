@@ -91,10 +91,34 @@ def list_files(location: Location) -> list[tuple[str, int]]:
     """Sorted ``(key, size)`` for every file below the root; keys are relative, '/'-separated.
 
     Sorting makes partitions, key indexes and id assignment order independent of the
-    order the backend lists in.
+    order the backend lists in. Local folders are walked following symbolic links to
+    folders, as a user expects of a folder they point at; each folder's real path is
+    visited once, so a link loop (or a second link to the same folder) lists nothing
+    twice. A link to a file is listed as a file; a dangling link with size 0 (audited as
+    ``empty_file`` rather than lost silently).
     """
     require_folder(location)
     fs, root = location.fs, location.root
+    if location.is_local:
+        local: list[tuple[str, int]] = []
+        seen = {os.path.realpath(root)}
+        for folder, subfolders, names in os.walk(root, followlinks=True):
+            kept = []
+            for name in sorted(subfolders):
+                real = os.path.realpath(os.path.join(folder, name))
+                if real not in seen:  # a loop, or a folder already reached another way
+                    seen.add(real)
+                    kept.append(name)
+            subfolders[:] = kept
+            for name in names:
+                path = os.path.join(folder, name)
+                try:
+                    size = os.stat(path).st_size
+                except OSError:  # a dangling link
+                    size = 0
+                local.append((posixpath.relpath(path, root).replace(os.sep, "/"), size))
+        local.sort()
+        return local
     found = fs.find(root, detail=True)
     files = []
     for path, info in found.items():

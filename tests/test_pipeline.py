@@ -19,6 +19,7 @@ from dciodvfy import new_messages
 
 from cxr_dask import pipeline
 from cxr_dask.config import RunConfig
+from cxr_dask.deid.containers import sanitised_pixel_data
 from cxr_dask.identity import load_crosswalk, load_or_create_secret
 from cxr_dask.journal import RunJournal
 from cxr_dask.synth import SynthCorpus
@@ -234,7 +235,7 @@ def test_pixel_data_is_copied_byte_for_byte(finished, corpus):
         source = pydicom.dcmread(Path(corpus.root) / image.relpath)
         out = by_sop[crosswalk.remap_uid(image.sop_instance_uid)]
         assert out.file_meta.TransferSyntaxUID == source.file_meta.TransferSyntaxUID
-        assert out.PixelData == source.PixelData
+        assert out.PixelData == sanitised_pixel_data(source)  # codestream comments removed
         seen_syntaxes.add(str(source.file_meta.TransferSyntaxUID))
     assert len(seen_syntaxes) >= 5
 

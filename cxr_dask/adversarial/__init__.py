@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 SUBMODULES = ("freetext", "attributes", "containers")
 
@@ -103,10 +103,24 @@ def _texts_of_file(path: Path) -> Iterator[str]:
         return
     for encoding in ("utf-8", "latin-1", "utf-16-le"):
         yield data.decode(encoding, "ignore")
-    try:  # a deflated body hides every value from a plain byte search
-        yield zlib.decompressobj(-15).decompress(data[data.find(b"\x02\x00\x10\x00") :]).decode("latin-1", "ignore")
-    except zlib.error:
-        pass
+    body = _deflated_body(data)
+    if body is not None:  # a deflated body hides every value from a plain byte search
+        yield body.decode("latin-1", "ignore")
+
+
+def _deflated_body(data: bytes) -> bytes | None:
+    """The inflated data set of a Deflated Explicit VR Little Endian file, else None."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    handle = io.BytesIO(data)
+    try:
+        read_preamble(handle, False)
+        meta = _read_file_meta_info(handle)
+        if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+            return None
+        return zlib.decompress(handle.read(), -15)
+    except Exception:
+        return None
 
 
 def find_planted(root: Path, planted: Iterable[str]) -> list[tuple[str, str]]:

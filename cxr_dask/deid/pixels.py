@@ -482,8 +482,11 @@ def detect(arr: np.ndarray) -> list[Region]:
     """
     rows, columns = arr.shape
     factor = max(1, math.ceil(max(rows, columns) / DETECTION_SIDE))
+    pooled = arr
+    if min(rows, columns) < factor:  # a line of pixels: pad (a small copy) to one whole block
+        pooled = np.pad(arr, ((0, max(0, factor - rows)), (0, max(0, factor - columns))), mode="edge")
     padded = []
-    for (x0, y0, x1, y1), glyphs, height in _group_lines(_glyph_boxes(arr, factor)):
+    for (x0, y0, x1, y1), glyphs, height in _group_lines(_glyph_boxes(pooled, factor)):
         pad = max(2, (y1 - y0) // 4)
         box = (max(0, (x0 - pad) * factor), max(0, (y0 - pad) * factor))
         box += (min(columns, (x1 + pad) * factor), min(rows, (y1 + pad) * factor))

@@ -61,6 +61,7 @@ from pydicom.uid import (
 )
 from scipy import ndimage
 
+from cxr_dask.deid import decoders
 from cxr_dask.deid.rules import PixelOptions
 from cxr_dask.errors import QuarantineError
 
@@ -263,7 +264,9 @@ def _decode_compressed(ds: Dataset) -> np.ndarray:
     try:
         return ds.pixel_array
     except Exception:
-        raise QuarantineError("undecodable_pixels", "PixelData") from None
+        if not decoders.can_decode(ds):
+            raise QuarantineError("undecodable_pixels", "PixelData") from None
+    return decoders.decode_with_dcmtk(ds)  # JPEG the plugins refuse (12-bit, retired processes)
 
 
 def native_view(ds: Dataset) -> np.ndarray | None:

@@ -329,6 +329,8 @@ def copies_to_hash(table: pa.Table) -> list[tuple[int, str]]:
 
 
 def _copies(table: pa.Table) -> list[dict[str, Any]]:
+    if "copy_of" not in table.column_names:  # an inventory saved before copies were ranked
+        return []
     return table.filter(pc.is_valid(table.column("copy_of"))).to_pylist()
 
 

@@ -221,7 +221,7 @@ def _try_next_copies(pass2: _Pass2, table: pa.Table, poison: list[int], threads:
     a resumed run carries on where the interrupted one stopped. Returns the poison keys.
     """
     found: list[int] = []
-    if not pc.any(pc.is_valid(table.column("copy_of"))).as_py():
+    if "copy_of" not in table.column_names or not pc.any(pc.is_valid(table.column("copy_of"))).as_py():
         return found
     while True:
         statuses = pass2.journal.statuses() | dict.fromkeys(poison + found, "quarantined")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
@@ -231,3 +232,48 @@ def test_the_next_copy_is_tried_until_one_is_written():
     assert inventory.next_copies(table, {0: "quarantined", 1: "written"}) == []
     assert inventory.written_copies(table, {0: "quarantined", 1: "written"}) == {0: 1, 2: 1}
     assert inventory.next_copies(table, {0: "quarantined", 1: "quarantined", 2: "quarantined"}) == []
+
+
+# --------------------------------------------------------------------------- a run, and a rerun
+
+
+@pytest.mark.cluster
+def test_a_broken_first_copy_gives_way_to_its_twin_and_a_rerun_keeps_the_choice(client, tmp_path):
+    from pydicom.uid import JPEG2000Lossless
+
+    from cxr_dask import pipeline
+    from cxr_dask.config import RunConfig
+    from cxr_dask.storage import list_files
+    from cxr_dask.synth import synthesize
+
+    raw = tmp_path / "raw"
+    corpus = synthesize(str(raw), patients=1, seed=7, rows=64, columns=64, transfer_syntaxes=[JPEG2000Lossless])
+    good = (raw / corpus.images[0].relpath).read_bytes()
+    soc = good.rindex(b"\xff\x4f\xff\x51")  # the codestream's SOC and SIZ markers
+    (raw / "0_broken_copy.dcm").write_bytes(good[: soc + 40] + b"\x00" * 64 + good[soc + 104 :])
+    (raw / "0_cut_copy.dcm").write_bytes(good[:-300])
+    keys = [key for key, _ in list_files(Location(str(raw)))]
+    config = RunConfig(str(raw), str(tmp_path / "out"), str(tmp_path / "private"), progress=False)
+
+    def audit_of_last_run() -> dict[str, dict]:
+        runs = sorted((tmp_path / "private" / "runs").iterdir())
+        table = pa.parquet.read_table(runs[-1] / "audit.parquet")
+        return {keys[row["key_index"]]: row for row in table.to_pylist()}
+
+    first = pipeline.run(client, config)
+    audit = audit_of_last_run()
+    assert first.written == len(corpus.images)
+    twin = audit[corpus.images[0].relpath]
+    assert twin["status"] == "written"
+    assert audit["0_broken_copy.dcm"]["reason"] == "undecodable_pixels"  # tried first (key order), failed
+    assert audit["0_cut_copy.dcm"]["reason"] == "duplicate_differing_copy"  # cut short: never tried
+    assert {keys[audit[k]["duplicate_of"]] for k in ("0_broken_copy.dcm", "0_cut_copy.dcm")} == {
+        corpus.images[0].relpath
+    }
+
+    second = pipeline.run(client, config)  # a later batch of the same files
+    again = audit_of_last_run()
+    assert second.written == first.written
+    assert again[corpus.images[0].relpath]["dicom_id"] == twin["dicom_id"]
+    rows = pa.parquet.read_table(tmp_path / "out" / "metadata.parquet")
+    assert rows.num_rows == len(corpus.images)

@@ -26,7 +26,7 @@ from cxr_dask.deid import decoders, pixels
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.errors import QuarantineError
 from cxr_dask.storage import Location
-from cxr_dask.synth import retired_jpeg
+from cxr_dask.synth import DCMCJPEG_OPTION, retired_jpeg
 
 
 def scan(path: Path, index: int = 0) -> dict:
@@ -277,3 +277,18 @@ def test_a_broken_first_copy_gives_way_to_its_twin_and_a_rerun_keeps_the_choice(
     assert again[corpus.images[0].relpath]["dicom_id"] == twin["dicom_id"]
     rows = pa.parquet.read_table(tmp_path / "out" / "metadata.parquet")
     assert rows.num_rows == len(corpus.images)
+
+
+@pytest.mark.parametrize("syntax", sorted(DCMCJPEG_OPTION))
+def test_old_jpeg_output_has_no_dciodvfy_error_its_input_lacks(tmp_path, syntax):
+    source, written = tmp_path / "in.dcm", tmp_path / "out.dcm"
+    source.write_bytes(retired_jpeg(syntax, seed=5, rows=128, columns=96))
+    written.write_bytes(deidentify(source).data)
+    assert dciodvfy_errors(written) - dciodvfy_errors(source) == set()
+
+
+def test_headerless_output_has_no_dciodvfy_error_the_part_10_original_lacks(tmp_path):
+    original = copy("CT_small.dcm", tmp_path)
+    written = tmp_path / "out.dcm"
+    written.write_bytes(deidentify(headerless(original, tmp_path / "raw")).data)
+    assert dciodvfy_errors(written) - dciodvfy_errors(original) == set()

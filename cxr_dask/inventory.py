@@ -328,8 +328,14 @@ def copies_to_hash(table: pa.Table) -> list[tuple[int, str]]:
     return sorted(wanted.items())
 
 
+def has_copies(table: pa.Table) -> bool:
+    """Whether any SOPInstanceUID has more than one usable copy (an inventory saved before
+    copies were ranked has none)."""
+    return "copy_of" in table.column_names and bool(pc.any(pc.is_valid(table.column("copy_of"))).as_py())
+
+
 def _copies(table: pa.Table) -> list[dict[str, Any]]:
-    if "copy_of" not in table.column_names:  # an inventory saved before copies were ranked
+    if not has_copies(table):
         return []
     return table.filter(pc.is_valid(table.column("copy_of"))).to_pylist()
 

@@ -221,7 +221,7 @@ def _try_next_copies(pass2: _Pass2, table: pa.Table, poison: list[int], threads:
     a resumed run carries on where the interrupted one stopped. Returns the poison keys.
     """
     found: list[int] = []
-    if "copy_of" not in table.column_names or not pc.any(pc.is_valid(table.column("copy_of"))).as_py():
+    if not inventory.has_copies(table):
         return found
     while True:
         statuses = pass2.journal.statuses() | dict.fromkeys(poison + found, "quarantined")
@@ -305,13 +305,14 @@ def run(client: Client, config: RunConfig) -> RunSummary:
         ]
         summary.already_done = len(done)
         poison: list[int] = []
-        with broadcast_identity(client, identity) as identity_ref:
-            pass2 = _Pass2(client, config, identity_ref, journal)
-            if items:
-                partition_size = config.partition_size_for(len(items), threads)
-                log.info("pass 2: %d files in partitions of %d", len(items), partition_size)
-                poison = pass2.run(items, partition_size)
-            poison += _try_next_copies(pass2, table, poison, threads)
+        if items or inventory.has_copies(table):
+            with broadcast_identity(client, identity) as identity_ref:
+                pass2 = _Pass2(client, config, identity_ref, journal)
+                if items:
+                    partition_size = config.partition_size_for(len(items), threads)
+                    log.info("pass 2: %d files in partitions of %d", len(items), partition_size)
+                    poison = pass2.run(items, partition_size)
+                poison += _try_next_copies(pass2, table, poison, threads)
 
         audit_rows, new_rows = journal.read_parts()
         tried = {row["key_index"] for row in audit_rows} | set(poison)

@@ -7,14 +7,23 @@ images, each patient's earliest date); pixel data is never read here.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pydicom
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from cxr_dask.deid.freetext import WordCounts, patient_hash
 from cxr_dask.deid.header import descriptor_words
@@ -36,6 +45,13 @@ _SCAN_TAGS = [
     "SeriesDate",
     "AcquisitionDate",
     "ContentDate",
+    "InstanceCreationDate",
+    "InstanceCreationTime",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "SamplesPerPixel",
+    "NumberOfFrames",
 ]
 
 #: Dates tried, in order, for a file's anchor date when StudyDate is absent or malformed.
@@ -59,6 +75,13 @@ INVENTORY_SCHEMA = pa.schema(
         ("series_instance_uid", pa.string()),
         ("anchor_date", pa.date32()),
         ("error", pa.string()),
+        # duplicates (``rank_copies``): whether the pixel data the header announces fits in
+        # the file, the instance creation date and time, and for every copy of a repeated
+        # SOPInstanceUID the key index of the first-ranked copy and this copy's rank
+        ("complete", pa.bool_()),
+        ("created", pa.string()),
+        ("copy_of", pa.int64()),
+        ("copy_rank", pa.int32()),
     ]
 )
 
@@ -98,6 +121,38 @@ def classify_header(ds: pydicom.Dataset) -> str | None:
     return None
 
 
+def read_dicom(handle: IO[bytes], **kwargs: Any) -> pydicom.Dataset:
+    """A Part 10 file, or a data set without the Part 10 header (no preamble, no meta: an
+    ACR-NEMA style export) that carries its SOP class and instance UIDs.
+
+    A headerless data set is read with ``force=True`` and given the transfer syntax its
+    body was found in, so it is de-identified and written as a proper Part 10 file; one
+    without both UIDs raises InvalidDicomError (``not_dicom``): ``force`` parses any
+    bytes, and nothing but the UIDs shows that they were a DICOM data set.
+    """
+    try:
+        return pydicom.dcmread(handle, **kwargs)
+    except InvalidDicomError:
+        handle.seek(0)
+    try:
+        ds = pydicom.dcmread(handle, force=True, **kwargs)
+        sop_class, sop_instance = _text(ds, "SOPClassUID"), _text(ds, "SOPInstanceUID")
+        implicit, little = ds.original_encoding
+    except Exception:
+        raise InvalidDicomError("not a DICOM data set") from None
+    if not (_is_uid(sop_class) and _is_uid(sop_instance)) or implicit is None:
+        raise InvalidDicomError("not a DICOM data set")
+    if not str(ds.file_meta.get("TransferSyntaxUID", "")).strip():
+        ds.file_meta.TransferSyntaxUID = (
+            ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+        )
+    return ds
+
+
+def _is_uid(text: str) -> bool:
+    return 0 < len(text) <= 64 and all(part.isdigit() for part in text.split("."))
+
+
 def scan_file(
     location: Location,
     key: str,
@@ -119,12 +174,13 @@ def scan_file(
     try:
         with open_for_header(location, key, size) as handle:
             tags = None if words is not None else _SCAN_TAGS
-            ds = pydicom.dcmread(handle, stop_before_pixels=True, specific_tags=tags)
+            ds = read_dicom(handle, stop_before_pixels=True, specific_tags=tags)
             # stop_before_pixels halts at the pixel data tag; reaching the end of the file
             # instead means the object was cut short (or has no pixels to de-identify).
             # (A deflated dataset is inflated whole, so there the position says nothing.)
             deflated = ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
             reached_end = handle.tell() >= size and not deflated
+            complete = None if deflated or reached_end else pixel_data_fits(handle, size, ds)
         reason = classify_header(ds)
         if reached_end and reason not in _NO_PIXELS_EXPECTED:
             reason = "truncated_or_no_pixel_data"
@@ -138,6 +194,8 @@ def scan_file(
             study_instance_uid=_text(ds, "StudyInstanceUID") or None,
             series_instance_uid=_text(ds, "SeriesInstanceUID") or None,
             anchor_date=_anchor_date(ds),
+            complete=complete is not False and not reached_end,
+            created=_created(ds),
         )
         if words is not None:
             _count_words(ds, record, words, options or ProfileOptions())
@@ -164,6 +222,66 @@ def _count_words(ds: pydicom.Dataset, record: dict[str, Any], words: WordCounts,
     if record["error"] is None:
         patient = patient_hash(patient_key(record["patient_id"], record["issuer_of_patient_id"]))
         words.add(found, patient)
+
+
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_ITEM_TAG = (0xFFFE, 0xE000)
+
+
+def pixel_data_fits(handle: IO[bytes], size: int, ds: pydicom.Dataset) -> bool | None:
+    """Whether the pixel data the header announces fits in the file's ``size`` bytes.
+
+    ``handle`` stands at the pixel data element (where ``stop_before_pixels`` halted), so
+    this reads a few bytes more of the block the header read already fetched: native
+    pixel data must hold Rows x Columns x samples x frames at BitsAllocated within the
+    file; encapsulated pixel data must hold its offset table and its first fragment (a
+    transfer cut short loses the end of the codestream). None when it cannot tell (not a
+    pixel data element). A damaged codestream of the right length passes: pass 2 finds
+    it, and the next copy is tried (``pipeline``).
+    """
+    implicit, little = ds.original_encoding
+    endian = "<" if little in (True, None) else ">"
+    start = handle.tell()
+    head = handle.read(12)
+    if len(head) < 8:
+        return False
+    if struct.unpack(endian + "HH", head[:4]) != (0x7FE0, 0x0010):
+        return None
+    if implicit:
+        (length,), value_at = struct.unpack(endian + "I", head[4:8]), start + 8
+    else:
+        if len(head) < 12:
+            return False
+        (length,), value_at = struct.unpack(endian + "I", head[8:12]), start + 12
+    if length != _UNDEFINED_LENGTH:
+        try:
+            bits = int(ds.BitsAllocated) * int(ds.Rows) * int(ds.Columns)
+            bits *= int(ds.get("SamplesPerPixel") or 1) * int(ds.get("NumberOfFrames") or 1)
+        except (AttributeError, TypeError, ValueError):
+            bits = 0
+        return length * 8 >= bits and value_at + length <= size
+    position = value_at
+    for _ in range(2):  # the basic offset table item, then the first fragment
+        handle.seek(position)
+        item = handle.read(8)
+        if len(item) < 8 or struct.unpack("<HH", item[:4]) != _ITEM_TAG:
+            return False
+        position += 8 + struct.unpack("<I", item[4:8])[0]
+        if position > size:
+            return False
+    return True
+
+
+def _created(ds: pydicom.Dataset) -> str | None:
+    """InstanceCreationDate and Time as one sortable text (``YYYYMMDDHHMMSS.ffffff``)."""
+    date = parse_da(ds.get("InstanceCreationDate"))
+    if date is None:
+        return None
+    digits = "".join(ch for ch in _text(ds, "InstanceCreationTime") if ch.isdigit() or ch == ".")
+    whole, _, fraction = digits.partition(".")
+    whole = (whole + "000000")[:6] if whole.isdigit() else "000000"
+    fraction = (fraction + "000000")[:6] if fraction.isdigit() else "000000"
+    return f"{date:%Y%m%d}{whole}.{fraction}"
 
 
 def _anchor_date(ds: pydicom.Dataset) -> dt.date | None:
@@ -205,19 +323,138 @@ def to_table(records: Iterable[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=INVENTORY_SCHEMA)
 
 
-def mark_duplicates(table: pa.Table) -> pa.Table:
-    """Quarantine every file after the first that repeats a SOPInstanceUID.
+DUPLICATE = "duplicate_sop_instance_uid"
+DIFFERING_DUPLICATE = "duplicate_differing_copy"
 
-    Two files with one SOPInstanceUID would get one dicom_id and one output path; the
-    first (in key order) wins and the rest are audited as duplicates, never lost silently.
+
+def _set_columns(table: pa.Table, **columns: list[Any]) -> pa.Table:
+    for name, values in columns.items():
+        index = table.schema.get_field_index(name)
+        table = table.set_column(index, table.schema.field(index), pa.array(values, table.schema.field(index).type))
+    return table
+
+
+def rank_copies(table: pa.Table) -> pa.Table:
+    """Rank the copies of every SOPInstanceUID that more than one usable file carries.
+
+    Two files with one SOPInstanceUID would get one dicom_id and one output path, so one
+    copy is written and the others are audited as its duplicates. The rule, in order:
+    a copy whose pixel data fits in the file (``complete``) before one cut short; then
+    the latest InstanceCreationDate/Time (a re-sent or corrected instance; none counts as
+    oldest); then key order. Rank 0 goes to pass 2; the others are quarantined as
+    ``duplicate_sop_instance_uid`` here and tried in rank order only when every copy
+    before them was quarantined in pass 2 (``next_copies``). The rule reads only what
+    pass 1 saved, so a resumed run or a rerun over the same files makes the same choice.
     """
-    seen: set[str] = set()
-    errors = table.column("error").to_pylist()
-    for i, (sop, error) in enumerate(zip(table.column("sop_instance_uid").to_pylist(), errors, strict=True)):
-        if error is not None or sop is None:
+    names = ("key_index", "sop_instance_uid", "error", "complete", "created")
+    key_index, sops, errors, complete, created = (table.column(name).to_pylist() for name in names)
+    groups: dict[str, list[int]] = {}
+    for row, (sop, error) in enumerate(zip(sops, errors, strict=True)):
+        if error is None and sop is not None:
+            groups.setdefault(sop, []).append(row)
+    copy_of: list[int | None] = [None] * table.num_rows
+    copy_rank: list[int | None] = [None] * table.num_rows
+    for rows in groups.values():
+        if len(rows) < 2:
             continue
-        if sop in seen:
-            errors[i] = "duplicate_sop_instance_uid"
-        seen.add(sop)
-    index = table.schema.get_field_index("error")
-    return table.set_column(index, "error", pa.array(errors, pa.string()))
+        rows.sort(key=lambda r: (complete[r] is False, _descending(created[r] or ""), key_index[r]))
+        for rank, row in enumerate(rows):
+            copy_of[row], copy_rank[row] = key_index[rows[0]], rank
+            if rank:
+                errors[row] = DUPLICATE
+    return _set_columns(table, error=errors, copy_of=copy_of, copy_rank=copy_rank)
+
+
+def _descending(text: str) -> tuple[int, ...]:
+    return (*(-ord(ch) for ch in text), 0)  # latest first; none after any date
+
+
+def copies_to_hash(table: pa.Table) -> list[tuple[int, str]]:
+    """``(key_index, key)`` of the copies whose size equals their first-ranked copy's, and
+    of those first-ranked copies: only these can be byte-identical, so only these are
+    read whole and hashed (``content_hash``); copies of another size differ."""
+    size_of = dict(zip(table.column("key_index").to_pylist(), table.column("size").to_pylist(), strict=True))
+    wanted: dict[int, str] = {}
+    for row in _copies(table):
+        if row["copy_rank"] and row["size"] == size_of[row["copy_of"]]:
+            wanted[row["key_index"]] = row["key"]
+            wanted[row["copy_of"]] = _key_of(table, row["copy_of"])
+    return sorted(wanted.items())
+
+
+def has_copies(table: pa.Table) -> bool:
+    """Whether any SOPInstanceUID has more than one usable copy (an inventory saved before
+    copies were ranked has none)."""
+    return "copy_of" in table.column_names and bool(pc.any(pc.is_valid(table.column("copy_of"))).as_py())
+
+
+def _copies(table: pa.Table) -> list[dict[str, Any]]:
+    if not has_copies(table):
+        return []
+    return table.filter(pc.is_valid(table.column("copy_of"))).to_pylist()
+
+
+def _key_of(table: pa.Table, key_index: int) -> str:
+    return table.filter(pc.equal(table.column("key_index"), key_index)).column("key")[0].as_py()
+
+
+def content_hash(location: Location, key: str) -> str:
+    """BLAKE2b of a whole file, read in 1 MiB blocks (duplicates of equal size only)."""
+    digest = hashlib.blake2b(digest_size=20)
+    with location.fs.open(location.path(key), "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def label_copies(table: pa.Table, hashes: dict[int, str]) -> pa.Table:
+    """Tell byte-identical copies (``duplicate_sop_instance_uid``) from copies that differ
+    from their first-ranked copy (``duplicate_differing_copy``): identical means the same
+    size and the same ``content_hash``."""
+    size_of = dict(zip(table.column("key_index").to_pylist(), table.column("size").to_pylist(), strict=True))
+    errors = table.column("error").to_pylist()
+    for row, (index, of, rank) in enumerate(
+        zip(*(table.column(name).to_pylist() for name in ("key_index", "copy_of", "copy_rank")), strict=True)
+    ):
+        if not rank:
+            continue
+        same = size_of[index] == size_of[of] and hashes.get(index) is not None and hashes.get(index) == hashes.get(of)
+        errors[row] = DUPLICATE if same else DIFFERING_DUPLICATE
+    return _set_columns(table, error=errors)
+
+
+def mark_duplicates(table: pa.Table, hashes: dict[int, str] | None = None) -> pa.Table:
+    """Rank the copies of repeated SOPInstanceUIDs and label the others (``rank_copies``,
+    ``label_copies``); without ``hashes`` every other copy is labelled by size alone."""
+    return label_copies(rank_copies(table), hashes or {})
+
+
+def next_copies(table: pa.Table, statuses: dict[int, str]) -> list[tuple[int, str]]:
+    """``(key_index, key)`` of the next copy to try for every repeated SOPInstanceUID none of
+    whose tried copies was written: ``statuses`` holds each tried key's audit status."""
+    groups: dict[int, list[dict[str, Any]]] = {}
+    for row in _copies(table):
+        groups.setdefault(row["copy_of"], []).append(row)
+    tries = []
+    for rows in groups.values():
+        rows.sort(key=lambda r: r["copy_rank"])
+        if any(statuses.get(r["key_index"]) == "written" for r in rows):
+            continue
+        untried = [r for r in rows if r["key_index"] not in statuses]
+        if untried:
+            tries.append((untried[0]["key_index"], untried[0]["key"]))
+    return sorted(tries)
+
+
+def written_copies(table: pa.Table, statuses: dict[int, str]) -> dict[int, int]:
+    """For every copy of a repeated SOPInstanceUID, the key index of the copy written (if
+    one was): the ``duplicate_of`` of its audit row."""
+    groups: dict[int, list[int]] = {}
+    for row in _copies(table):
+        groups.setdefault(row["copy_of"], []).append(row["key_index"])
+    out: dict[int, int] = {}
+    for members in groups.values():
+        written = [index for index in members if statuses.get(index) == "written"]
+        if written:
+            out.update({index: written[0] for index in members if index != written[0]})
+    return out

@@ -111,6 +111,12 @@ class RunJournal:
         audit_keys, _ = self._part_keys()
         return set(self._audit_rows(audit_keys))
 
+    def statuses(self) -> dict[int, str]:
+        """Each finished key's audit status (written or quarantined): which copy of a
+        repeated SOPInstanceUID to try next (``inventory.next_copies``)."""
+        audit_keys, _ = self._part_keys()
+        return {index: row["status"] for index, row in self._audit_rows(audit_keys).items()}
+
     def save_audit(self, rows: list[dict[str, Any]]) -> None:
         storage.write_atomic(self.private, f"{self.folder}/audit.parquet", _table_bytes(rows, metadata.AUDIT_SCHEMA))
 

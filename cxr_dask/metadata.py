@@ -69,6 +69,7 @@ AUDIT_SCHEMA = pa.schema(
         ("pixel_seconds", pa.float64()),
         ("seconds", pa.float64()),
         ("worker", pa.string()),  # host:pid of the process that handled the file
+        ("duplicate_of", pa.int64()),  # a copy of a repeated SOPInstanceUID: the key index written
     ]
 )
 

@@ -239,6 +239,51 @@ class _Pass2:
         return killed
 
 
+def _hash_copies(client: Client, config: RunConfig, table: pa.Table) -> dict[int, str]:
+    """Pass 1b: hash the copies of repeated SOPInstanceUIDs that could be byte-identical.
+
+    Pass 1 reads a header block only, so it cannot hash; copies of equal size (and the
+    copy ranked first) are read whole here, on the workers. Only duplicates pay for it.
+    """
+    wanted = inventory.copies_to_hash(table)
+    if not wanted:
+        return {}
+    bag = db.from_sequence(wanted, npartitions=min(len(wanted), 64)).map(
+        lambda item, location: (item[0], inventory.content_hash(location, item[1])), config.input_location
+    )
+    log.info("pass 1b: hashing %d copies of repeated SOPInstanceUIDs", len(wanted))
+    return dict(client.compute(bag).result())
+
+
+def _try_next_copies(pass2: _Pass2, table: pa.Table, poison: list[int], threads: int) -> list[int]:
+    """Pass 2b: while a repeated SOPInstanceUID has no written copy, try its next copy.
+
+    The copies share the SOPInstanceUID, so the identity map gives the next one the ids
+    the first would have had. Which copies were tried is read back from the journal, so
+    a resumed run carries on where the interrupted one stopped. Returns the poison keys.
+    """
+    found: list[int] = []
+    if not inventory.has_copies(table):
+        return found
+    while True:
+        statuses = pass2.journal.statuses() | dict.fromkeys(poison + found, "quarantined")
+        retry = inventory.next_copies(table, statuses)
+        if not retry:
+            return found
+        log.info("pass 2b: %d repeated images whose chosen copy was quarantined; trying the next copy", len(retry))
+        found += pass2.run(retry, pass2.config.partition_size_for(len(retry), threads))
+
+
+def _point_copies_at_the_written_one(table: pa.Table, audit_rows: list[dict[str, Any]]) -> None:
+    """Every copy of a written repeated image names the written copy's key index in its
+    audit row (``duplicate_of``), whether it was never tried or quarantined when tried."""
+    statuses = {row["key_index"]: row["status"] for row in audit_rows}
+    written = inventory.written_copies(table, statuses)
+    for row in audit_rows:
+        if row["key_index"] in written:
+            row["duplicate_of"] = written[row["key_index"]]
+
+
 def check_workers_reach_storage(client: Client, config: RunConfig) -> None:
     """Repeat the storage checks on a worker before any work is submitted.
 
@@ -277,7 +322,8 @@ def run(client: Client, config: RunConfig) -> RunSummary:
             partition_size = config.partition_size_for(len(files), threads)
             log.info("pass 1: %d files in partitions of %d", len(files), partition_size)
             records, vocabulary = _scan(client, config, files, partition_size)
-            table = inventory.mark_duplicates(inventory.to_table(records))
+            table = inventory.rank_copies(inventory.to_table(records))
+            table = inventory.label_copies(table, _hash_copies(client, config, table))
             _save_vocabulary(journal, vocabulary)  # before the inventory, which marks pass 1 done
             journal.save_inventory(table)
         else:
@@ -299,18 +345,24 @@ def run(client: Client, config: RunConfig) -> RunSummary:
         ]
         summary.already_done = len(done)
         poison: list[int] = []
-        if items:
-            partition_size = config.partition_size_for(len(items), threads)
-            log.info("pass 2: %d files in partitions of %d", len(items), partition_size)
+        if items or inventory.has_copies(table):
             with broadcast_identity(client, identity) as identity_ref:
-                poison = _Pass2(client, config, identity_ref, journal).run(items, partition_size)
+                pass2 = _Pass2(client, config, identity_ref, journal)
+                if items:
+                    partition_size = config.partition_size_for(len(items), threads)
+                    log.info("pass 2: %d files in partitions of %d", len(items), partition_size)
+                    poison = pass2.run(items, partition_size)
+                poison += _try_next_copies(pass2, table, poison, threads)
 
         audit_rows, new_rows = journal.read_parts()
+        tried = {row["key_index"] for row in audit_rows} | set(poison)
         audit_rows += [
             metadata.audit_row(r["key_index"], "quarantined", reason=r["error"], bytes_in=r["size"])
             for r in table.filter(pc.invert(pc.is_null(table.column("error")))).to_pylist()
+            if r["key_index"] not in tried
         ]
         audit_rows += [metadata.audit_row(index, "quarantined", reason="worker_crash") for index in poison]
+        _point_copies_at_the_written_one(table, audit_rows)
         audit_rows.sort(key=lambda row: row["key_index"])
         _commit(output, journal, audit_rows, new_rows)
         journal.finish()

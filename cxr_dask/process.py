@@ -16,15 +16,17 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRBigEndian
 
 from cxr_dask import encode, storage
-from cxr_dask.deid import containers, pixels
+from cxr_dask.deid import containers, decoders, pixels
 from cxr_dask.deid.freetext import shipped_vocabulary
 from cxr_dask.deid.header import FileIdentity, HeaderReport, deidentify_header
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.errors import QuarantineError
 from cxr_dask.identity import IdentityMap, patient_key, study_key
-from cxr_dask.inventory import classify_header
+from cxr_dask.inventory import classify_header, read_dicom
 from cxr_dask.metadata import audit_row, image_path, metadata_row
 from cxr_dask.privacy import quiet_pydicom
 from cxr_dask.storage import Location
@@ -91,9 +93,16 @@ def deidentify_bytes(data: bytes | IO[bytes], identity: IdentityMap, options: Pr
     back without copies (``encode.encode_parts``).
     """
     try:
-        ds = pydicom.dcmread(io.BytesIO(data) if isinstance(data, bytes) else data)
+        ds = read_dicom(io.BytesIO(data) if isinstance(data, bytes) else data)
+    except InvalidDicomError:
+        raise QuarantineError("not_dicom") from None
     except Exception:
         raise QuarantineError("unreadable") from None
+    if ds.original_encoding == (False, False) and ds.file_meta.get("TransferSyntaxUID") == ExplicitVRBigEndian:
+        try:
+            decoders.to_little_endian(ds)  # pydicom writes no other byte order than it read
+        except Exception:
+            raise QuarantineError("unreadable") from None
     reason = classify_header(ds)
     if reason:
         raise QuarantineError(reason)

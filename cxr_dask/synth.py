@@ -16,6 +16,7 @@ from typing import Any
 
 import fsspec
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
@@ -571,9 +572,12 @@ def bad_corpus(
     Truncated files, non-DICOM and empty files, a DICOMDIR, no PatientID, an unknown
     transfer syntax, pixel data cut short or not encapsulated as its syntax says, a damaged
     value, an absurdly large text value, a length field claiming gigabytes, a patient
-    whose dates are missing or malformed, and two files sharing one SOPInstanceUID. Folder
-    and file names carry PHI, as real archives' do. Every file name sorts after its good
-    twin, so the first of two duplicates is the good one.
+    whose dates are missing or malformed; repeated SOPInstanceUIDs (a byte-identical copy,
+    a differing copy, a copy cut short sorted before its intact twin, a broken codestream
+    sorted before its good twin); 12-bit JPEG Extended and the retired JPEG processes
+    (encoded by dcmtk's ``dcmcjpeg``), Explicit VR Big Endian and a data set without the
+    Part 10 header, with and without its UIDs. Folder and file names carry PHI, as real
+    archives' do.
     """
     from cxr_dask.privacy import quiet_pydicom
 
@@ -654,9 +658,37 @@ def bad_corpus(
     ds, first_phi = image(number=10)
     duplicate = ds.SOPInstanceUID
     write("duplicate_1.dcm", _encode(ds), None, first_phi)
+    write("duplicate_1_copy.dcm", _encode(ds), "duplicate_sop_instance_uid", first_phi)  # byte-identical
     ds, phi = image(view="LATERAL", number=11)
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = duplicate
-    write("duplicate_2.dcm", _encode(ds), "duplicate_sop_instance_uid", phi)
+    write("duplicate_2.dcm", _encode(ds), "duplicate_differing_copy", phi)  # created no later: loses
+
+    # a transfer retried: the copy cut short sorts BEFORE its intact twin, and loses
+    ds, phi = image(number=13)
+    data = _encode(ds)
+    write("retried_0_cut.dcm", data[: len(data) - rows * columns // 2], "duplicate_differing_copy", phi)
+    write("retried_1_whole.dcm", data, None, phi)
+
+    # a broken JPEG codestream sorted before its good twin: chosen, quarantined in pass 2,
+    # then the twin is written in the same run
+    ds, phi = image(number=14, syntax=JPEG2000Lossless)
+    good = _encode(ds)
+    frame = good.rindex(b"\xff\x4f\xff\x51")  # the codestream's SOC and SIZ markers
+    broken = good[: frame + 40] + b"\x00" * 64 + good[frame + 104 :]
+    write("twin_0_broken.dcm", broken, "undecodable_pixels", phi)
+    write("twin_1_good.dcm", good, None, phi)
+
+    # old codecs and encodings an old archive holds, all read and written
+    for number, syntax in enumerate(DCMCJPEG_OPTION, start=15):
+        ds, phi = image(number=number)
+        write(f"jpeg_{syntax.rsplit('.', 1)[-1]}.dcm", jpeg_with_dcmtk(ds, syntax), None, phi)
+    ds, phi = image(number=18)
+    write("big_endian.dcm", _big_endian(ds), None, phi)
+    ds, phi = image(number=19)
+    write("acr_nema_style", _headerless(ds), None, phi)
+    ds, phi = image(number=20)
+    del ds.SOPClassUID, ds.SOPInstanceUID
+    write("headerless_without_uids", _headerless(ds), "not_dicom", phi)
 
     # a second patient none of whose dates can be read: shifted from a fallback anchor
     patient = gen.patient()
@@ -668,6 +700,62 @@ def bad_corpus(
     folder = f"BAD_{patient.name.split('^')[0]}_{patient.patient_id}"
     write("malformed_dates.dcm", _encode(ds), None, [*phi, "2015-13-45"])
     return tuple(files)
+
+
+#: dcmcjpeg's option for each JPEG process it encodes (12-bit capable ones only).
+DCMCJPEG_OPTION = {
+    "1.2.840.10008.1.2.4.51": "+ee",  # JPEG Extended, 12-bit lossy
+    "1.2.840.10008.1.2.4.53": "+es",  # spectral selection, processes 6 & 8 (retired)
+    "1.2.840.10008.1.2.4.55": "+ep",  # full progression, processes 10 & 12 (retired)
+}
+
+
+def jpeg_with_dcmtk(ds: Dataset, syntax: str) -> bytes:
+    """``ds`` (16 bits allocated, native) as a 12-bit lossy JPEG file of ``syntax``, encoded
+    by dcmtk's ``dcmcjpeg`` (Debian ``dcmtk``): the old codecs no Python encoder writes.
+    The SOPInstanceUID is kept (``+un``) so a copy can still be someone's twin."""
+    import subprocess
+    import tempfile
+
+    arr = np.frombuffer(ds.PixelData, dtype="<u2") >> max(0, int(ds.BitsStored) - 12)
+    ds.BitsStored, ds.HighBit = 12, 11
+    ds.PixelData = arr.astype("<u2").tobytes()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    for keyword in ("WindowCenter", "WindowWidth"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    with tempfile.TemporaryDirectory(prefix="cxr-synth-") as folder:
+        source, target = f"{folder}/in.dcm", f"{folder}/out.dcm"
+        ds.save_as(source, enforce_file_format=True)
+        subprocess.run(["dcmcjpeg", DCMCJPEG_OPTION[syntax], "+un", source, target], check=True, timeout=120)
+        with open(target, "rb") as handle:
+            return handle.read()
+
+
+def retired_jpeg(syntax: str, *, seed: int = 0, rows: int = 64, columns: int = 64) -> bytes:
+    """One synthetic chest image in an old JPEG process (``DCMCJPEG_OPTION``)."""
+    gen = _Generator(seed)
+    patient, study = _bad_templates(gen)
+    ds, _, _ = _image(gen, patient, study, "PA", 1, rows, columns, ExplicitVRLittleEndian)
+    return jpeg_with_dcmtk(ds, syntax)
+
+
+def _big_endian(ds: Dataset) -> bytes:
+    """``ds`` written as Explicit VR Big Endian (retired, still in old archives)."""
+    arr = np.frombuffer(ds.PixelData, dtype="<u2")
+    ds.PixelData = arr.astype(">u2").tobytes()
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.2"
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, implicit_vr=False, little_endian=False, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _headerless(ds: Dataset) -> bytes:
+    """``ds``'s data set alone, implicit VR little endian: no preamble, no meta (ACR-NEMA style)."""
+    buffer = io.BytesIO()
+    ds.file_meta, ds.preamble = FileMetaDataset(), None
+    pydicom.dcmwrite(buffer, ds, implicit_vr=True, little_endian=True)
+    return buffer.getvalue()
 
 
 def _with_transfer_syntax(data: bytes, uid: bytes) -> bytes:

@@ -70,7 +70,7 @@ def test_every_bad_file_gets_its_reason_and_the_good_ones_are_written(bad_run, c
     expected = {bad.relpath: ("written" if bad.reason is None else "quarantined", bad.reason) for bad in bad_run["bad"]}
     assert got == expected
     assert {bad.reason for bad in bad_run["bad"]} == {
-        None,  # a file without StudyDate, a patient with malformed dates, the first of two duplicates
+        None,  # no StudyDate, malformed dates, the winning copies, old JPEG, big endian, no Part 10 header
         "truncated_or_no_pixel_data",  # cut in the header, or a length field claiming gigabytes
         "undecodable_pixel_data",  # cut in the pixels, too few pixels, native bytes under RLE
         "not_dicom",
@@ -80,7 +80,9 @@ def test_every_bad_file_gets_its_reason_and_the_good_ones_are_written(bad_run, c
         "unknown_transfer_syntax",
         "undecodable_value",
         "oversized_element",
-        "duplicate_sop_instance_uid",
+        "duplicate_sop_instance_uid",  # a byte-identical copy of a written image
+        "duplicate_differing_copy",  # a copy that lost the rule (cut short, or created no later)
+        "undecodable_pixels",  # a broken codestream, chosen first; its good twin is written
     }
     for image in corpus.images:
         assert audit[image.relpath]["status"] == "written"
@@ -104,3 +106,20 @@ def test_logs_hold_no_header_value_and_no_input_path(bad_run, corpus):
     needles |= {part for key in bad_run["keys"] for part in key.split("/")[:-1]}  # folders carry PHI
     leaked = sorted(needle for needle in needles if needle.lower() in logs.lower())
     assert leaked == []
+
+
+def test_every_copy_of_a_repeated_image_names_the_written_one(bad_run):
+    audit, keys = bad_run["audit"], bad_run["keys"]
+    folder = bad_run["bad"][0].relpath.split("/")[0]
+    winners = {
+        "duplicate_1_copy.dcm": "duplicate_1.dcm",
+        "duplicate_2.dcm": "duplicate_1.dcm",
+        "retried_0_cut.dcm": "retried_1_whole.dcm",  # sorted first, cut short: never chosen
+        "twin_0_broken.dcm": "twin_1_good.dcm",  # chosen, quarantined, the twin tried next
+    }
+    for loser, winner in winners.items():
+        row = audit[f"{folder}/{loser}"]
+        assert keys[row["duplicate_of"]] == f"{folder}/{winner}", loser
+    written = [row for row in audit.values() if row["status"] == "written"]
+    assert all(row["duplicate_of"] is None for row in written)
+    assert len({row["dicom_id"] for row in written}) == len(written)  # each image once

@@ -112,13 +112,16 @@ def test_header_scan_reads_only_the_header_of_a_15_mb_image(tmp_path, monkeypatc
     assert readers[0].bytes_read <= 64 * 1024
 
 
-def test_duplicates_after_the_first_are_quarantined():
+def test_identical_copies_after_the_first_are_quarantined_as_duplicates():
     rows = [
         {"key_index": i, "key": f"k{i}", "size": 1, "sop_instance_uid": sop, "error": error}
         for i, (sop, error) in enumerate([("1.1", None), ("1.2", None), ("1.1", None), ("1.3", "not_dicom")])
     ]
-    table = inventory.mark_duplicates(inventory.to_table(rows))
+    table = inventory.mark_duplicates(inventory.to_table(rows), hashes={0: "same", 2: "same"})
     assert table.column("error").to_pylist() == [None, None, "duplicate_sop_instance_uid", "not_dicom"]
+    assert table.column("copy_of").to_pylist() == [0, None, 0, None]
+    different = inventory.mark_duplicates(inventory.to_table(rows), hashes={0: "one", 2: "other"})
+    assert different.column("error").to_pylist() == [None, None, "duplicate_differing_copy", "not_dicom"]
 
 
 def test_damaged_value_is_a_reason_class_not_a_crash(tmp_path):

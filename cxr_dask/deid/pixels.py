@@ -61,6 +61,7 @@ from pydicom.uid import (
 )
 from scipy import ndimage
 
+from cxr_dask.deid import decoders
 from cxr_dask.deid.rules import PixelOptions
 from cxr_dask.errors import QuarantineError
 
@@ -83,6 +84,8 @@ LOSSLESS_SYNTAXES = frozenset(
 LOSSY_METHOD = {
     "1.2.840.10008.1.2.4.50": "ISO_10918_1",
     "1.2.840.10008.1.2.4.51": "ISO_10918_1",
+    "1.2.840.10008.1.2.4.53": "ISO_10918_1",  # retired JPEG processes, read by dcmdjpeg
+    "1.2.840.10008.1.2.4.55": "ISO_10918_1",
     "1.2.840.10008.1.2.4.81": "ISO_14495_1",
     "1.2.840.10008.1.2.4.91": "ISO_15444_1",
     "1.2.840.10008.1.2.4.203": "ISO_15444_15",
@@ -263,7 +266,9 @@ def _decode_compressed(ds: Dataset) -> np.ndarray:
     try:
         return ds.pixel_array
     except Exception:
-        raise QuarantineError("undecodable_pixels", "PixelData") from None
+        if not decoders.can_decode(ds):
+            raise QuarantineError("undecodable_pixels", "PixelData") from None
+    return decoders.decode_with_dcmtk(ds)  # JPEG the plugins refuse (12-bit, retired processes)
 
 
 def native_view(ds: Dataset) -> np.ndarray | None:

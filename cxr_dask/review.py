@@ -63,6 +63,8 @@ IMAGE_BYTES = 1_000_000
 #: A page holds at most this many images and this many bytes of HTML and images.
 PAGE_IMAGES = 20
 PAGE_BYTES = 4_000_000
+#: Flagged images the index lists one by one (the flagged pages list them all).
+INDEX_FLAGGED = 500
 #: Classes that blank pixels; ``marker`` is kept, ``flagged`` is left for a human look.
 REMOVED_CLASSES = ("text", "rule", "strict")
 #: Outline colours of the region classes on thumbnails and crops.
@@ -419,10 +421,9 @@ def _entry_html(entry: dict[str, Any]) -> str:
             f'<tr class="{html.escape(kind)}"><td>{crop}</td><td>{html.escape(kind)}</td>'
             f"<td>{html.escape(region['why'])}</td><td>{box}</td></tr>"
         )
-    anchor = f"k{int(entry['key_index']):09d}"
     return "\n".join(
         [
-            f'<section id="{anchor}">',
+            f'<section id="{_anchor(entry)}">',
             f'<h3 class="k">{html.escape(entry["path"])}</h3>',
             f"<p>key {int(entry['key_index'])} &middot; {int(entry['columns'])}x{int(entry['rows'])} &middot; "
             f"pixels {html.escape(entry['action'])} &middot; {html.escape(said)}</p>",
@@ -433,6 +434,10 @@ def _entry_html(entry: dict[str, Any]) -> str:
             "</table></section>",
         ]
     )
+
+
+def _anchor(entry: dict[str, Any]) -> str:
+    return f"k{int(entry['key_index']):09d}"
 
 
 def _page_name(kind: str, number: int) -> str:
@@ -470,11 +475,16 @@ def pages(
     )
     out: dict[str, bytes] = {}
     contents: dict[str, list[str]] = {}
+    flagged_links: list[str] = []
     for kind, listed in lists.items():
         paged = paginate(listed)
         contents[kind] = []
         for number, page in enumerate(paged, start=1):
             name = _page_name(kind, number)
+            if kind == "flagged":
+                flagged_links += [
+                    f'<li><a href="{name}#{_anchor(e)}" class="k">{html.escape(e["path"])}</a></li>' for e in page
+                ]
             nav = _nav(kind, number, len(paged))
             heading = f"{_HEADINGS[kind]}: page {number} of {len(paged)} (run {run_id})"
             body = [f"<h1>{html.escape(heading)}</h1>", nav, *(_entry_html(e) for e in page), nav]
@@ -484,11 +494,14 @@ def pages(
                 f'<li><a href="{name}">page {number}</a>: {len(page)} images, keys {first} to {last}</li>'
             )
             summary.pages.append(name)
-    out[INDEX] = _document(f"Review of run {run_id}", _index_body(summary, lists, contents))
+    body = _index_body(summary, lists, contents, flagged_links)
+    out[INDEX] = _document(f"Review of run {run_id}", body)
     return out, summary
 
 
-def _index_body(summary: ReviewSummary, lists: dict[str, list], contents: dict[str, list[str]]) -> list[str]:
+def _index_body(
+    summary: ReviewSummary, lists: dict[str, list], contents: dict[str, list[str]], flagged_links: list[str]
+) -> list[str]:
     totals = "".join(
         f"<tr><td>{_CLASS_LABEL[kind]}</td><td>{summary.regions.get(kind, 0)}</td></tr>" for kind in REGION_CLASSES
     )
@@ -502,6 +515,12 @@ def _index_body(summary: ReviewSummary, lists: dict[str, list], contents: dict[s
     for kind, listed in lists.items():
         body.append(f"<h2>{_HEADINGS[kind]} ({len(listed)})</h2>")
         body.append(f"<ol>{''.join(contents[kind])}</ol>" if listed else "<p>none</p>")
+    if flagged_links:
+        more = len(flagged_links) - INDEX_FLAGGED
+        body.append(f"<h2>{_HEADINGS['flagged']}, one by one</h2>")
+        body.append(f"<ol>{''.join(flagged_links[:INDEX_FLAGGED])}</ol>")
+        if more > 0:
+            body.append(f"<p>and {more} more on the pages above</p>")
     return body
 
 

@@ -78,7 +78,10 @@ def check_pages(folder: Path) -> dict[str, Links]:
         seen[name] = page
         for target in page.hrefs + page.srcs:
             assert "://" not in target and not target.startswith("/") and ".." not in target, target
-            assert (folder / target).is_file(), (name, target)
+            file, _, anchor = target.partition("#")
+            assert (folder / file).is_file(), (name, target)
+            if anchor:
+                assert anchor in parse(folder / file).sections, (name, target)
         weight = (folder / name).stat().st_size + sum((folder / src).stat().st_size for src in set(page.srcs))
         assert weight <= MB5, (name, weight)
         queue += [href for href in page.hrefs if href.endswith(".html")]
@@ -234,6 +237,13 @@ def test_pages_are_bounded_parse_as_html_and_link_only_existing_pictures(tmp_pat
     assert set(pages) - {"index.html"} == set(summary.pages)
     assert (summary.images, summary.changed, summary.flagged) == (47, 32, 31)
     assert summary.regions == {"text": 32, "marker": 47, "rule": 32, "strict": 32, "flagged": 31}
+    # the index lists every flagged image, linked to its place on a flagged page
+    flagged_paths = [e["path"] for e in entries if e["key_index"] in flagged]
+    assert [h for h in pages["index.html"].hrefs if "#" in h] == [
+        f"flagged-{1 + i // review.PAGE_IMAGES:04d}.html#k{k:09d}" for i, k in enumerate(flagged)
+    ]
+    index_text = " ".join(pages["index.html"].text)
+    assert all(path in index_text for path in flagged_paths)
     # previous/next chain each list in order
     assert pages["changed-0001.html"].rel == {"next": "changed-0002.html"}
     assert pages["changed-0002.html"].rel == {"prev": "changed-0001.html"}

@@ -1,4 +1,4 @@
-"""The ``cxr-dask`` command: ``run``, ``verify``, ``synth`` and ``demo`` (what ``make run`` does)."""
+"""The ``cxr-dask`` command: ``run``, ``verify``, ``review``, ``synth`` and ``demo`` (what ``make run`` does)."""
 
 from __future__ import annotations
 
@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--max-listed", type=_positive_int, default=50, help="findings listed (default 50)")
     verify.add_argument("--workers", type=_positive_int, help="read with a LocalCluster of N worker processes")
     verify.add_argument("--scheduler", help="read on an existing Dask cluster, e.g. tcp://host:8786")
+
+    review = commands.add_parser("review", help="where a run's review page is (PHI: in PRIVATE), and its counts")
+    review.add_argument("private", help="folder or URL given as --private to the run")
+    review.add_argument("--run", help="run id (default: the latest run with a review page)")
+    review.add_argument("--storage-options", type=_json_object, help="fsspec options as JSON")
 
     synth = commands.add_parser("synth", help="write a synthetic chest x-ray corpus with planted PHI")
     synth.add_argument("output", help="folder or URL to write to")
@@ -197,6 +202,16 @@ def command_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def command_review(args: argparse.Namespace) -> int:
+    """Print where the review page of a run is and what it lists; exit 2 when there is none."""
+    from cxr_dask import review
+    from cxr_dask.storage import Location
+
+    where, summary = review.locate(Location(args.private, args.storage_options or {}), args.run)
+    print("\n".join(summary.lines(where)), flush=True)
+    return 0
+
+
 def command_synth(args: argparse.Namespace) -> int:
     from cxr_dask.synth import synthesize
 
@@ -230,7 +245,13 @@ def command_demo(args: argparse.Namespace) -> int:
     return _execute(flags, {})
 
 
-COMMANDS = {"run": command_run, "verify": command_verify, "synth": command_synth, "demo": command_demo}
+COMMANDS = {
+    "run": command_run,
+    "verify": command_verify,
+    "review": command_review,
+    "synth": command_synth,
+    "demo": command_demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

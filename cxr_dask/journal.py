@@ -7,6 +7,8 @@ PRIVATE/runs/<run id>/parts/<first>-<last>.metadata.parquet   rows a pass-2 task
 PRIVATE/runs/<run id>/parts/<first>-<last>.audit.parquet      its audit rows, written last:
                                                               the task's completion mark
 PRIVATE/runs/<run id>/audit.parquet           every input key's row, at commit
+PRIVATE/runs/<run id>/review/parts/<first>-<last>.review.json  the task's review entries
+                                                              (before its audit part)
 ```
 
 Pass-2 tasks write their part files on the worker that made the rows, after the task's
@@ -29,7 +31,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cxr_dask import metadata, storage
+from cxr_dask import metadata, review, storage
 from cxr_dask.errors import ConfigError
 from cxr_dask.identity import parquet_bytes
 from cxr_dask.storage import Location
@@ -38,6 +40,7 @@ RUNS_DIR = "runs"
 ACTIVE_KEY = f"{RUNS_DIR}/active.json"
 AUDIT_SUFFIX = ".audit.parquet"
 METADATA_SUFFIX = ".metadata.parquet"
+REVIEW_SUFFIX = ".review.json"
 
 
 def new_run_id() -> str:
@@ -59,6 +62,14 @@ class RunJournal:
     def parts_folder(self) -> str:
         return f"{self.folder}/parts"
 
+    @property
+    def review_folder(self) -> str:
+        return f"{self.folder}/{review.REVIEW_DIR}"
+
+    @property
+    def review_parts_folder(self) -> str:
+        return f"{self.review_folder}/{review.PARTS_DIR}"
+
     # -- pass 1 -------------------------------------------------------------------------
     def save_inventory(self, table: pa.Table) -> None:
         storage.write_atomic(self.private, f"{self.folder}/inventory.parquet", parquet_bytes(table))
@@ -70,10 +81,21 @@ class RunJournal:
         return pq.read_table(io.BytesIO(storage.read_bytes(self.private, key)))
 
     # -- pass 2 (runs on workers) -------------------------------------------------------
-    def write_part(self, key_indexes: list[int], audit_rows: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
-        """Record one finished task: metadata rows first, then the audit rows that mark it done."""
-        stem = f"{self.parts_folder}/{min(key_indexes):09d}-{max(key_indexes):09d}"
+    def write_part(
+        self,
+        key_indexes: list[int],
+        audit_rows: list[dict[str, Any]],
+        rows: list[dict[str, Any]],
+        review_entries: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Record one finished task: metadata rows and review entries first, then the audit
+        rows that mark it done."""
+        name = f"{min(key_indexes):09d}-{max(key_indexes):09d}"
+        stem = f"{self.parts_folder}/{name}"
         storage.write_atomic(self.private, stem + METADATA_SUFFIX, _table_bytes(rows, metadata.METADATA_SCHEMA))
+        if review_entries:
+            path = f"{self.review_parts_folder}/{name}{REVIEW_SUFFIX}"
+            storage.write_atomic(self.private, path, review.part_bytes(review_entries))
         storage.write_atomic(self.private, stem + AUDIT_SUFFIX, _table_bytes(audit_rows, metadata.AUDIT_SCHEMA))
 
     # -- resume and commit (client) -----------------------------------------------------
@@ -105,6 +127,21 @@ class RunJournal:
         ]
         rows = pa.concat_tables(tables) if tables else metadata.METADATA_SCHEMA.empty_table()
         return list(self._audit_rows(audit_keys).values()), _unique_by_dicom_id(rows)
+
+    def read_review_entries(self) -> list[dict[str, Any]]:
+        """The review entries of every finished task (its audit part exists), one per key."""
+        audit_keys, _ = self._part_keys()
+        done = {key.removesuffix(AUDIT_SUFFIX).rsplit("/", 1)[-1] for key in audit_keys}
+        keys = [
+            key
+            for key in storage.list_keys(self.private, self.review_parts_folder)
+            if key.endswith(REVIEW_SUFFIX) and key.removesuffix(REVIEW_SUFFIX).rsplit("/", 1)[-1] in done
+        ]
+        by_key: dict[int, dict[str, Any]] = {}
+        for blob in storage.read_many(self.private, keys).values():
+            for entry in review.entries_from_part(blob):
+                by_key[entry["key_index"]] = entry
+        return list(by_key.values())
 
     def done_key_indexes(self) -> set[int]:
         """Keys a finished task covers: a resumed run skips them."""

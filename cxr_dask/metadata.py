@@ -14,6 +14,7 @@ import pyarrow as pa
 import pydicom
 
 from cxr_dask.deid.header import HeaderReport
+from cxr_dask.deid.pixels import REGION_CLASSES, PixelReport
 
 METADATA_SCHEMA = pa.schema(
     [
@@ -46,6 +47,11 @@ STUDY_LIST_SCHEMA = pa.schema([("subject_id", pa.int64()), ("study_id", pa.int64
 #: Counts reported by the header de-identifier, one audit column each.
 AUDIT_COUNTS = tuple(f.name for f in fields(HeaderReport))
 
+#: Burned-in text regions of an image by class (``deid.pixels.REGION_CLASSES``): text
+#: blanked, markers kept, blanked by a known-region rule, by strict mode, flagged for a
+#: human look. One audit column each; never the words.
+PIXEL_CLASS_COLUMNS = {kind: f"pixel_regions_{kind}" for kind in REGION_CLASSES}
+
 AUDIT_SCHEMA = pa.schema(
     [
         ("key_index", pa.int64()),
@@ -66,6 +72,7 @@ AUDIT_SCHEMA = pa.schema(
         ("pixel_regions_kept", pa.int64()),  # allow-listed markers
         ("pixel_regions_redacted", pa.int64()),
         ("pixel_rule", pa.string()),  # the known-region rule that fired, or "strict"
+        *[(column, pa.int64()) for column in PIXEL_CLASS_COLUMNS.values()],
         ("pixel_seconds", pa.float64()),
         ("seconds", pa.float64()),
         ("worker", pa.string()),  # host:pid of the process that handled the file
@@ -145,6 +152,13 @@ def study_list(metadata: pa.Table) -> pa.Table:
         [{"subject_id": s, "study_id": st, "path": study_folder(s, st)} for s, st in pairs],
         schema=STUDY_LIST_SCHEMA,
     )
+
+
+def pixel_class_counts(report: PixelReport) -> dict[str, int]:
+    """An image's region counts by class, as audit columns (none when pixels were off)."""
+    if report.action == "disabled":
+        return {}
+    return {column: report.count(kind) for kind, column in PIXEL_CLASS_COLUMNS.items()}
 
 
 def audit_row(key_index: int, status: str, **values: Any) -> dict[str, Any]:

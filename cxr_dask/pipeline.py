@@ -3,7 +3,7 @@
 ```
 list -> pass 1 (bag: header-only scan) -> identity map (client) -> broadcast
      -> pass 2 (bag: de-identify + write each file, record the task in the journal)
-     -> commit (Parquet tables + audit from the journal's parts)
+     -> commit (Parquet tables + audit from the journal's parts, the review page)
 ```
 """
 
@@ -27,7 +27,7 @@ from distributed.scheduler import KilledWorker
 from tqdm.auto import tqdm
 
 from cxr_dask import identity as identity_mod
-from cxr_dask import inventory, lock, metadata, process, storage
+from cxr_dask import inventory, lock, metadata, process, review, storage
 from cxr_dask.broadcast import IdentityRef, broadcast_identity, resolve
 from cxr_dask.cluster import total_threads
 from cxr_dask.config import RunConfig
@@ -67,6 +67,8 @@ class RunSummary:
     resumed: bool = False
     already_done: int = 0
     pixels_cleaned: int = 0
+    review_page: str = ""
+    pixels_flagged: int = 0
 
     @property
     def files_per_second(self) -> float:
@@ -85,6 +87,8 @@ class RunSummary:
             f"  dataset      {self.output}",
             f"  private      {self.private}  (crosswalk, secret, audit: PHI, keep apart)",
         ]
+        if self.review_page:
+            out.append(f"  review       {self.review_page}  ({self.pixels_flagged} images flagged for a human look)")
         return out
 
 
@@ -170,11 +174,17 @@ def deidentify_partition(
 ) -> int:
     """The pass-2 task: de-identify and write its files, then record them in the journal."""
     (items,) = chunks
-    outcomes = process.process_partition(items, source, destination, resolve(identity), options)
+    reviews: list[process.ReviewItem] = []
+    outcomes = process.process_partition(items, source, destination, resolve(identity), options, reviews)
+    entries = [
+        review.write_images(journal.private, journal.review_folder, r.key_index, r.dicom_id, r.path, r.rendered)
+        for r in reviews
+    ]
     journal.write_part(
         [index for index, _ in items],
         [audit for audit, _ in outcomes],
         [row for _, row in outcomes if row is not None],
+        review_entries=entries,
     )
     return len(items)
 
@@ -365,6 +375,9 @@ def run(client: Client, config: RunConfig) -> RunSummary:
         _point_copies_at_the_written_one(table, audit_rows)
         audit_rows.sort(key=lambda row: row["key_index"])
         _commit(output, journal, audit_rows, new_rows)
+        reviewed = review.build(
+            private, journal.review_folder, journal.run_id, journal.read_review_entries(), audit_rows
+        )
         journal.finish()
         storage.remove_partials(output)
 
@@ -373,6 +386,8 @@ def run(client: Client, config: RunConfig) -> RunSummary:
     summary.quarantined = sum(reasons.values())
     summary.written = new_rows.num_rows
     summary.pixels_cleaned = sum(row.get("pixel_action") == "cleaned" for row in audit_rows)
+    summary.pixels_flagged = reviewed.flagged
+    summary.review_page = review.index_location(private, journal.review_folder)
     summary.patients = len(set(new_rows.column("subject_id").to_pylist()))
     summary.studies = len(set(new_rows.column("study_id").to_pylist()))
     summary.seconds = time.perf_counter() - started

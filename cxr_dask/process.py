@@ -19,7 +19,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRBigEndian
 
-from cxr_dask import encode, storage
+from cxr_dask import encode, review, storage
 from cxr_dask.deid import containers, decoders, pixels
 from cxr_dask.deid.freetext import shipped_vocabulary
 from cxr_dask.deid.header import FileIdentity, HeaderReport, deidentify_header
@@ -27,7 +27,7 @@ from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.errors import QuarantineError
 from cxr_dask.identity import IdentityMap, patient_key, study_key
 from cxr_dask.inventory import classify_header, read_dicom
-from cxr_dask.metadata import audit_row, image_path, metadata_row
+from cxr_dask.metadata import audit_row, image_path, metadata_row, pixel_class_counts
 from cxr_dask.privacy import quiet_pydicom
 from cxr_dask.storage import Location
 
@@ -42,6 +42,9 @@ class DeidentifiedFile:
     metadata: dict[str, Any]
     pixels: pixels.PixelReport
     container: containers.ContainerReport
+    #: Thumbnails and crops for the review page, when asked for and the image has regions
+    #: to review (blanked or flagged); None otherwise.
+    review: review.Rendered | None = None
 
     @property
     def data(self) -> bytes:
@@ -55,6 +58,16 @@ class DeidentifiedFile:
     @property
     def path(self) -> str:
         return image_path(self.identity.subject_id, self.identity.study_id, self.identity.dicom_id)
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """A written image's review material, with the names the review page shows it by."""
+
+    key_index: int
+    dicom_id: str
+    path: str
+    rendered: review.Rendered
 
 
 def _text(ds: pydicom.Dataset, keyword: str) -> str:
@@ -82,7 +95,9 @@ def file_identity(ds: pydicom.Dataset, identity: IdentityMap) -> FileIdentity:
     return FileIdentity(subject_id=subject_id, study_id=study_id, dicom_id=dicom_id, shift_days=shift_days)
 
 
-def deidentify_bytes(data: bytes | IO[bytes], identity: IdentityMap, options: ProfileOptions) -> DeidentifiedFile:
+def deidentify_bytes(
+    data: bytes | IO[bytes], identity: IdentityMap, options: ProfileOptions, review_material: bool = False
+) -> DeidentifiedFile:
     """De-identify one DICOM file (its bytes, or an open binary file).
 
     Header first (it validates the encoding and every value), then the pixel containers
@@ -90,7 +105,8 @@ def deidentify_bytes(data: bytes | IO[bytes], identity: IdentityMap, options: Pr
     then the pixels: carried as raw bytes unless burned-in text had to be blacked out,
     then re-encoded (``deid.pixels``). What the pixel step reads of the header (device,
     size, photometric interpretation) is kept by the profile. Pixel bytes are written
-    back without copies (``encode.encode_parts``).
+    back without copies (``encode.encode_parts``). With ``review_material``, an image with
+    regions blanked or flagged also gets its review thumbnails and crops (``review.render``).
     """
     try:
         ds = read_dicom(io.BytesIO(data) if isinstance(data, bytes) else data)
@@ -114,6 +130,11 @@ def deidentify_bytes(data: bytes | IO[bytes], identity: IdentityMap, options: Pr
     report = deidentify_header(ds, ids, identity.remap_uid, options, vocabulary)
     container = containers.sanitise(ds)  # every path: what the pixel step keeps is clean
     cleaned = pixels.clean(ds, options.pixels)
+    rendered = None
+    if review_material and review.needs_review(cleaned):
+        mark = time.perf_counter()
+        rendered = review.render(cleaned, str(ds.get("PhotometricInterpretation", "")))
+        cleaned.report.timings["review"] = time.perf_counter() - mark
     if cleaned.array is not None:
         pixels.store(ds, cleaned.array, source_syntax)
         pixels.mark_cleaned(ds)
@@ -122,7 +143,7 @@ def deidentify_bytes(data: bytes | IO[bytes], identity: IdentityMap, options: Pr
     except Exception:
         raise QuarantineError("unwritable") from None
     row = metadata_row(ds, ids.dicom_id, ids.subject_id, ids.study_id)
-    return DeidentifiedFile(parts, ids, report, row, cleaned.report, container)
+    return DeidentifiedFile(parts, ids, report, row, cleaned.report, container, rendered)
 
 
 def process_file(
@@ -132,14 +153,19 @@ def process_file(
     key: str,
     identity: IdentityMap,
     options: ProfileOptions,
+    reviews: list[ReviewItem] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Read, de-identify and write one input key; returns its audit row and metadata row."""
+    """Read, de-identify and write one input key; returns its audit row and metadata row.
+
+    When ``reviews`` is a list, a written image with regions to review adds its review
+    material to it (a quarantined file adds nothing).
+    """
     started = time.perf_counter()
     bytes_in = None
     try:
         with storage.open_whole(source, key) as handle:
             bytes_in = storage.size_of(handle)
-            result = deidentify_bytes(handle, identity, options)
+            result = deidentify_bytes(handle, identity, options, review_material=reviews is not None)
         storage.write_atomic(destination, result.path, result.parts)
     except QuarantineError as error:
         row = audit_row(key_index, "quarantined", reason=error.reason, detail=error.detail or None)
@@ -161,7 +187,10 @@ def process_file(
         **result.report.as_dict(),
         **result.pixels.as_audit(),
         **result.container.as_audit(),
+        **pixel_class_counts(result.pixels),
     )
+    if reviews is not None and result.review is not None:
+        reviews.append(ReviewItem(key_index, result.identity.dicom_id, result.path, result.review))
     return row, result.metadata
 
 
@@ -175,11 +204,13 @@ def process_partition(
     destination: Location,
     identity: IdentityMap,
     options: ProfileOptions,
+    reviews: list[ReviewItem] | None = None,
 ) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
-    """The pass-2 task: every ``(key_index, key)`` of one partition."""
+    """The pass-2 task: every ``(key_index, key)`` of one partition (``reviews``: see
+    ``process_file``)."""
     quiet_pydicom()
     worker = _worker_name()
-    outcomes = [process_file(source, destination, i, key, identity, options) for i, key in items]
+    outcomes = [process_file(source, destination, i, key, identity, options, reviews) for i, key in items]
     for audit, _ in outcomes:
         audit["worker"] = worker
     return outcomes

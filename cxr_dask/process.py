@@ -26,7 +26,7 @@ from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.errors import QuarantineError
 from cxr_dask.identity import IdentityMap, patient_key, study_key
 from cxr_dask.inventory import classify_header
-from cxr_dask.metadata import audit_row, image_path, metadata_row
+from cxr_dask.metadata import STORAGE_ERROR, audit_row, image_path, metadata_row
 from cxr_dask.privacy import quiet_pydicom
 from cxr_dask.storage import Location
 
@@ -120,6 +120,10 @@ def deidentify_bytes(data: bytes | IO[bytes], identity: IdentityMap, options: Pr
     """
     try:
         ds = pydicom.dcmread(io.BytesIO(data) if isinstance(data, bytes) else data)
+    except OSError as error:
+        if error.errno is not None:  # the disk failed, not the content: retried by the next run
+            raise
+        raise QuarantineError("unreadable") from None
     except Exception:
         raise QuarantineError("unreadable") from None
     reason = classify_header(ds)
@@ -154,17 +158,26 @@ def process_file(
     """Read, de-identify and write one input key; returns its audit row and metadata row."""
     started = time.perf_counter()
     bytes_in = None
+    step = "read"
     try:
         with storage.open_whole(source, key) as handle:
             bytes_in = storage.size_of(handle)
+            step = "content"
             result = deidentify_bytes(handle, identity, options)
+        step = "write"
         storage.write_atomic(destination, result.path, result.parts)
     except QuarantineError as error:
         row = audit_row(key_index, "quarantined", reason=error.reason, detail=error.detail or None)
         row.update(bytes_in=bytes_in, seconds=time.perf_counter() - started)
         return row, None
     except Exception as error:
-        row = audit_row(key_index, "quarantined", reason="internal_error", detail=type(error).__name__)
+        # Fetching and writing bytes can only fail for the store's reasons: the key is
+        # not done and the next run retries it. Parsing fails for the content's, except
+        # a system call's own I/O error (it has an errno; a decoder's OSError has none).
+        if step != "content" or (isinstance(error, OSError) and error.errno is not None):
+            row = audit_row(key_index, STORAGE_ERROR, reason=STORAGE_ERROR, detail=type(error).__name__)
+        else:
+            row = audit_row(key_index, "quarantined", reason="internal_error", detail=type(error).__name__)
         row.update(bytes_in=bytes_in, seconds=time.perf_counter() - started)
         return row, None
     row = audit_row(

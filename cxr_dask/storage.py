@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import io
 import os
 import posixpath
@@ -89,7 +90,12 @@ def _resolve(url: str, storage_options: dict[str, Any]) -> tuple[fsspec.Abstract
 def _resolve_uncached(url: str, storage_options: dict[str, Any]) -> tuple[fsspec.AbstractFileSystem, str]:
     is_s3 = fsspec.core.split_protocol(url)[0] in S3_PROTOCOLS
     options = with_retry_policy(storage_options) if is_s3 else storage_options
+    s3fs_retries = options.get(S3FS_RETRIES)
+    if s3fs_retries is not None:
+        options = {k: v for k, v in options.items() if k != S3FS_RETRIES}
     fs, root = fsspec.core.url_to_fs(url, **options)
+    if s3fs_retries is not None:
+        fs.retries = max(1, int(s3fs_retries))  # an attribute, not a constructor argument, in s3fs
     return fs, root.rstrip("/") or "/"
 
 
@@ -100,6 +106,10 @@ S3_PROTOCOLS = ("s3", "s3a")
 #: timeouts with exponential backoff and jitter; "adaptive" adds client-side rate
 #: limiting. Users override it with ``config_kwargs.retries`` in the storage options.
 DEFAULT_RETRIES = {"mode": "standard", "max_attempts": 10}
+
+#: A storage option of ours: how many times s3fs tries each call (default 5) around
+#: botocore's attempts, for bodies cut short, payload and parser errors, and SlowDown.
+S3FS_RETRIES = "s3fs_retries"
 
 
 def with_retry_policy(storage_options: dict[str, Any]) -> dict[str, Any]:
@@ -135,6 +145,14 @@ def is_storage_error(error: BaseException) -> bool:
         current = current.__cause__ or current.__context__
         seen += 1
     return False
+
+
+class StorageError(OSError):
+    """A storage failure re-raised with the failing exception's type only, never its
+    message (which may quote a key, and keys may carry PHI)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(errno.EIO, f"storage failed after retries: {kind}")
 
 
 _STORAGE_OS_ERRORS = (
@@ -428,6 +446,7 @@ def remove(location: Location, key: str) -> None:
 def list_keys(location: Location, prefix: str) -> list[str]:
     """Sorted keys (relative to the root) of the files below ``prefix``; empty if none."""
     fs, folder = location.fs, location.path(prefix)
+    fs.invalidate_cache(folder)  # workers add keys here: a listing cached earlier is stale
     if not fs.exists(folder):
         return []
     root = location.root

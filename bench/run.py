@@ -10,6 +10,7 @@ A module that fails prints its error in the table and the others still run.
 - ``pixels``:  the pixel path per image (decode, detect, OCR, encode), when it exists
 - ``scaling``: 1 vs 2 workers, the 20,000-file run, worker peak memory (LocalCluster)
 - ``scale``:   400,000 inventory rows: identity map, broadcast size, graph tasks
+- ``scale_s3``: bucket to bucket through moto: files/s, requests per file, client peak RSS
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 import common
 
-MODULES = ("header", "pixels", "scaling", "scale")
+MODULES = ("header", "pixels", "scaling", "scale", "scale_s3")
 HERE = Path(__file__).parent
 
 

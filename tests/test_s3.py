@@ -234,6 +234,9 @@ def test_pass_1_reads_headers_only_and_pass_2_reads_each_object_once(s3_run):
             assert whole == [], "a quarantined file was read again in pass 2"
         else:
             assert len(whole) == 1 and whole[0].sent == size, key
+    objects = {f"archive/cxr/{key}" for key in s3_run["inputs"]}
+    heads = [r for r in requests if r.method == "HEAD" and r.bucket_key in objects]
+    assert heads == [], "the sizes come from the listing: no HEAD per object"
 
 
 def test_each_output_object_is_one_put_of_the_finished_bytes(s3_run):

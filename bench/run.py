@@ -12,6 +12,7 @@ A module that fails prints its error in the table and the others still run.
 - ``scaling``: 1 vs 2 workers, the 20,000-file run, worker peak memory (LocalCluster)
 - ``scale``:   400,000 inventory rows: identity map, broadcast size, graph tasks
 - ``freetext``: descriptors kept on a 200-patient corpus; word counting's share of pass 1
+- ``scale_s3``: bucket to bucket through moto: files/s, requests per file, client peak RSS
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 import common
 
-MODULES = ("header", "pixels", "old_jpeg", "scaling", "scale", "freetext")
+MODULES = ("header", "pixels", "old_jpeg", "scaling", "scale", "scale_s3", "freetext")
 HERE = Path(__file__).parent
 
 

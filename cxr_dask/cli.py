@@ -15,6 +15,8 @@ from cxr_dask.errors import ConfigError
 from cxr_dask.privacy import quiet_pydicom
 
 PROG = "cxr-dask"
+#: Exit status of a run the store failed (after its retries): rerunning the command resumes it.
+STORAGE_FAILURE = 3
 DEMO_PATIENTS = 40
 
 
@@ -128,6 +130,14 @@ def _execute(config_flags: dict[str, Any], file_settings: dict[str, Any], report
     print("\n".join(summary.lines()), flush=True)
     if report:
         print(f"performance report: {report}", flush=True)
+    if summary.storage_errors:
+        print(
+            f"{PROG}: {summary.storage_errors} files could not be read or written (storage errors after retries); "
+            "rerun the same command to retry them",
+            file=sys.stderr,
+            flush=True,
+        )
+        return STORAGE_FAILURE
     return 0
 
 
@@ -269,6 +279,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        from cxr_dask.storage import is_storage_error
+
+        if not is_storage_error(error):
+            raise
+        # The type only: a storage message can quote a key, and keys can carry PHI.
+        print(
+            f"{PROG}: storage failed after retries ({type(error).__name__}); nothing finished is lost: "
+            "rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return STORAGE_FAILURE
 
 
 if __name__ == "__main__":

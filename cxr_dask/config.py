@@ -66,7 +66,7 @@ class RunConfig:
 
     @property
     def private_location(self) -> Location:
-        return Location(self.private, self.storage_options)
+        return Location(self.private, self.storage_options, owner_only=True)
 
     def check_locations(self) -> None:
         """Refuse layouts that would leak or loop: PHI beside outputs, outputs re-scanned."""

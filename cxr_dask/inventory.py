@@ -29,8 +29,9 @@ from cxr_dask.deid.freetext import WordCounts, patient_hash
 from cxr_dask.deid.header import descriptor_words
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.identity import patient_key
+from cxr_dask.metadata import STORAGE_ERROR
 from cxr_dask.privacy import quiet_pydicom
-from cxr_dask.storage import Location, open_for_header
+from cxr_dask.storage import Location, is_storage_error, open_for_header
 
 #: The header attributes pass 1 needs; reading stops at pixel data anyway.
 _SCAN_TAGS = [
@@ -201,10 +202,12 @@ def scan_file(
             _count_words(ds, record, words, options or ProfileOptions())
     except InvalidDicomError:
         record["error"] = "not_dicom"
-    except Exception:
+    except Exception as error:
         # Values are decoded lazily: a damaged one fails here, and its message could quote
         # it, so only the reason class is kept (fail closed, never a crash of the task).
-        record["error"] = "unreadable_header"
+        # A read the store failed (after its retries) says nothing about the content: the
+        # key is rescanned by the next run of the same command.
+        record["error"] = STORAGE_ERROR if is_storage_error(error) else "unreadable_header"
     return record
 
 

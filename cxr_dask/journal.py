@@ -3,8 +3,8 @@
 ```
 PRIVATE/runs/active.json                      the unfinished run: id, input, output
 PRIVATE/runs/<run id>/inventory.parquet       pass 1's records (saved before pass 2)
-PRIVATE/runs/<run id>/parts/<first>-<last>.metadata.parquet   rows a pass-2 task made
-PRIVATE/runs/<run id>/parts/<first>-<last>.audit.parquet      its audit rows, written last:
+PRIVATE/runs/<run id>/parts/<first>-<last>-<token>.metadata.parquet   rows a pass-2 task made
+PRIVATE/runs/<run id>/parts/<first>-<last>-<token>.audit.parquet      its audit rows, written last:
                                                               the task's completion mark
 PRIVATE/runs/<run id>/audit.parquet           every input key's row, at commit
 PRIVATE/runs/<run id>/review/parts/<first>-<last>.review.json  the task's review entries
@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -89,8 +90,13 @@ class RunJournal:
         review_entries: list[dict[str, Any]] | None = None,
     ) -> None:
         """Record one finished task: metadata rows and review entries first, then the audit
-        rows that mark it done."""
-        name = f"{min(key_indexes):09d}-{max(key_indexes):09d}"
+        rows that mark it done.
+
+        The name carries a token: a later task over the same first and last keys (a resumed
+        run retrying a few keys) adds a part beside the old one, never overwrites it.
+        """
+        token = uuid.uuid4().hex[:8]
+        name = f"{min(key_indexes):09d}-{max(key_indexes):09d}-{token}"
         stem = f"{self.parts_folder}/{name}"
         storage.write_atomic(self.private, stem + METADATA_SUFFIX, _table_bytes(rows, metadata.METADATA_SCHEMA))
         if review_entries:
@@ -105,12 +111,15 @@ class RunJournal:
         return [k for k in keys if k.endswith(AUDIT_SUFFIX)], [k for k in keys if k.endswith(METADATA_SUFFIX)]
 
     def _audit_rows(self, audit_keys: list[str]) -> dict[int, dict[str, Any]]:
-        """One row per key; a key covered by two parts (a task re-run after its worker died)
-        keeps one."""
+        """One row per key; a key covered by two parts (a task re-run after its worker died,
+        a storage failure retried by a later run) keeps one, and a finished row (written or
+        quarantined) wins over a ``storage_error`` one whatever the order of the parts."""
         by_key: dict[int, dict[str, Any]] = {}
         for blob in storage.read_many(self.private, audit_keys).values():
             for row in pq.read_table(io.BytesIO(blob)).to_pylist():
-                by_key[row["key_index"]] = row
+                earlier = by_key.get(row["key_index"])
+                if earlier is None or earlier["status"] == metadata.STORAGE_ERROR:
+                    by_key[row["key_index"]] = row
         return by_key
 
     def read_parts(self) -> tuple[list[dict[str, Any]], pa.Table]:
@@ -144,9 +153,9 @@ class RunJournal:
         return list(by_key.values())
 
     def done_key_indexes(self) -> set[int]:
-        """Keys a finished task covers: a resumed run skips them."""
+        """Keys a finished task covers, but for storage failures: a resumed run skips them."""
         audit_keys, _ = self._part_keys()
-        return set(self._audit_rows(audit_keys))
+        return {index for index, row in self._audit_rows(audit_keys).items() if row["status"] != metadata.STORAGE_ERROR}
 
     def statuses(self) -> dict[int, str]:
         """Each finished key's audit status (written or quarantined): which copy of a

@@ -12,6 +12,7 @@ command of a killed run resumes it without manual clean-up.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -24,6 +25,8 @@ from dataclasses import asdict, dataclass
 from cxr_dask import storage
 from cxr_dask.errors import ConfigError
 from cxr_dask.storage import Location
+
+log = logging.getLogger(__name__)
 
 LOCK_KEY = "run.lock"
 LEASE_SECONDS = 600.0
@@ -97,7 +100,10 @@ class PrivateLock:
         if not storage.create_exclusive(self.private, LOCK_KEY, self._encoded()):
             holder = self.read()
             now = time.time()
-            if holder is not None and not holder.is_stale(now, self.lease_seconds):
+            # Our own record: the conditional PUT succeeded but its answer was lost and
+            # the retry found the object (a connection reset after the write).
+            mine = holder is not None and holder.owner == self.owner
+            if holder is not None and not mine and not holder.is_stale(now, self.lease_seconds):
                 raise ConfigError(
                     f"{self.private.url} is in use by another run ({holder.describe(now)}); "
                     "wait for it to finish, or run on another private location"
@@ -111,18 +117,30 @@ class PrivateLock:
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_seconds):
-            holder = self.read()
-            if holder is None or holder.owner != self.owner:
-                return
-            storage.write_atomic(self.private, LOCK_KEY, self._encoded())
+            try:
+                holder = self.read()
+                if holder is None or holder.owner != self.owner:
+                    return
+                storage.write_atomic(self.private, LOCK_KEY, self._encoded())
+            except Exception as error:
+                # A missed beat is retried at the next one; the lease outlasts several.
+                if not storage.is_storage_error(error):
+                    raise
+                log.warning("could not refresh the run lock (%s); trying again", type(error).__name__)
 
     def release(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        holder = self.read()
-        if holder is not None and holder.owner == self.owner:
-            storage.remove(self.private, LOCK_KEY)
+        try:
+            holder = self.read()
+            if holder is not None and holder.owner == self.owner:
+                storage.remove(self.private, LOCK_KEY)
+        except Exception as error:
+            # Left behind, the lock is stale (this pid ends) and the next run takes it over.
+            if not storage.is_storage_error(error):
+                raise
+            log.warning("could not remove the run lock (%s); the next run takes it over", type(error).__name__)
 
     def __enter__(self) -> PrivateLock:
         self.acquire()

@@ -44,6 +44,10 @@ RECORD_LIST_SCHEMA = pa.schema(
 
 STUDY_LIST_SCHEMA = pa.schema([("subject_id", pa.int64()), ("study_id", pa.int64()), ("path", pa.string())])
 
+#: The status and reason of a key whose read or write failed after the store's retries:
+#: not done, never written, and retried by the next run of the same command.
+STORAGE_ERROR = "storage_error"
+
 #: Counts reported by the header de-identifier, one audit column each.
 AUDIT_COUNTS = tuple(f.name for f in fields(HeaderReport))
 
@@ -55,7 +59,7 @@ PIXEL_CLASS_COLUMNS = {kind: f"pixel_regions_{kind}" for kind in REGION_CLASSES}
 AUDIT_SCHEMA = pa.schema(
     [
         ("key_index", pa.int64()),
-        ("status", pa.string()),  # written | quarantined
+        ("status", pa.string()),  # written | quarantined | storage_error (not done: retried by the next run)
         ("reason", pa.string()),  # a reason class, null when written
         ("detail", pa.string()),  # a DICOM keyword or tag at most, never a value
         ("dicom_id", pa.string()),

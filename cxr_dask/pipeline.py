@@ -69,6 +69,7 @@ class RunSummary:
     pixels_cleaned: int = 0
     review_page: str = ""
     pixels_flagged: int = 0
+    storage_errors: int = 0
 
     @property
     def files_per_second(self) -> float:
@@ -84,6 +85,11 @@ class RunSummary:
             f"burned-in text cleaned in {self.pixels_cleaned})",
             f"  quarantined  {self.quarantined}"
             + (f"  ({', '.join(f'{k}: {v}' for k, v in sorted(self.reasons.items()))})" if self.reasons else ""),
+            *(
+                [f"  not done     {self.storage_errors}  (storage errors after retries: rerun the same command)"]
+                if self.storage_errors
+                else []
+            ),
             f"  dataset      {self.output}",
             f"  private      {self.private}  (crosswalk, secret, audit: PHI, keep apart)",
         ]
@@ -176,16 +182,22 @@ def deidentify_partition(
     (items,) = chunks
     reviews: list[process.ReviewItem] = []
     outcomes = process.process_partition(items, source, destination, resolve(identity), options, reviews)
-    entries = [
-        review.write_images(journal.private, journal.review_folder, r.key_index, r.dicom_id, r.path, r.rendered)
-        for r in reviews
-    ]
-    journal.write_part(
-        [index for index, _ in items],
-        [audit for audit, _ in outcomes],
-        [row for _, row in outcomes if row is not None],
-        review_entries=entries,
-    )
+    try:
+        entries = [
+            review.write_images(journal.private, journal.review_folder, r.key_index, r.dicom_id, r.path, r.rendered)
+            for r in reviews
+        ]
+        journal.write_part(
+            [index for index, _ in items],
+            [audit for audit, _ in outcomes],
+            [row for _, row in outcomes if row is not None],
+            review_entries=entries,
+        )
+    except Exception as error:
+        if not storage.is_storage_error(error):
+            raise
+        # Dask reports a task's error with its message, which may quote a key: the type only.
+        raise storage.StorageError(type(error).__name__) from None
     return len(items)
 
 
@@ -220,6 +232,9 @@ class _Pass2:
     config: RunConfig
     identity: IdentityRef
     journal: RunJournal
+    #: Key indexes of tasks that could not record their work (the journal's store failed
+    #: after its retries): not done, so the next run retries them.
+    unrecorded: list[int] = field(default_factory=list)
 
     def run(self, items: list[Item], partition_size: int) -> list[int]:
         """Run pass 2; returns the key indexes of poison inputs, files that kill every worker.
@@ -244,6 +259,9 @@ class _Pass2:
         for i, future in _each_partition(self.client, bag, [len(c) for c in chunks], label, self.config):
             if future.status == "error" and isinstance(future.exception(), KilledWorker):
                 killed += chunks[i]
+            elif future.status == "error" and storage.is_storage_error(future.exception()):
+                log.warning("pass 2: a task could not record %d files (storage error)", len(chunks[i]))
+                self.unrecorded.extend(index for index, _ in chunks[i])
             else:
                 future.result()  # anything else (e.g. the journal's store is down) stops the run
         return killed
@@ -338,6 +356,9 @@ def run(client: Client, config: RunConfig) -> RunSummary:
             journal.save_inventory(table)
         else:
             vocabulary = _load_vocabulary(journal)
+            if storage_failed(table):
+                table = _rescan_storage_errors(client, config, table, threads)
+                journal.save_inventory(table)
         summary.files_seen = table.num_rows
         summary.bytes_in = sum(size or 0 for size in table.column("size").to_pylist())
 
@@ -355,6 +376,7 @@ def run(client: Client, config: RunConfig) -> RunSummary:
         ]
         summary.already_done = len(done)
         poison: list[int] = []
+        unrecorded: list[int] = []
         if items or inventory.has_copies(table):
             with broadcast_identity(client, identity) as identity_ref:
                 pass2 = _Pass2(client, config, identity_ref, journal)
@@ -363,22 +385,30 @@ def run(client: Client, config: RunConfig) -> RunSummary:
                     log.info("pass 2: %d files in partitions of %d", len(items), partition_size)
                     poison = pass2.run(items, partition_size)
                 poison += _try_next_copies(pass2, table, poison, threads)
+                unrecorded = pass2.unrecorded
 
         audit_rows, new_rows = journal.read_parts()
         tried = {row["key_index"] for row in audit_rows} | set(poison)
         audit_rows += [
-            metadata.audit_row(r["key_index"], "quarantined", reason=r["error"], bytes_in=r["size"])
+            metadata.audit_row(r["key_index"], _status_of(r["error"]), reason=r["error"], bytes_in=r["size"])
             for r in table.filter(pc.invert(pc.is_null(table.column("error")))).to_pylist()
             if r["key_index"] not in tried
         ]
         audit_rows += [metadata.audit_row(index, "quarantined", reason="worker_crash") for index in poison]
         _point_copies_at_the_written_one(table, audit_rows)
+        recorded = {row["key_index"] for row in audit_rows}
+        audit_rows += [
+            metadata.audit_row(index, metadata.STORAGE_ERROR, reason=metadata.STORAGE_ERROR, detail="journal")
+            for index in sorted(set(unrecorded) - recorded)
+        ]
         audit_rows.sort(key=lambda row: row["key_index"])
         _commit(output, journal, audit_rows, new_rows)
         reviewed = review.build(
             private, journal.review_folder, journal.run_id, journal.read_review_entries(), audit_rows
         )
-        journal.finish()
+        summary.storage_errors = sum(row["status"] == metadata.STORAGE_ERROR for row in audit_rows)
+        if not summary.storage_errors:
+            journal.finish()  # else the run stays unfinished: the same command resumes it
         storage.remove_partials(output)
 
     reasons = Counter(row["reason"] for row in audit_rows if row["status"] == "quarantined")
@@ -392,6 +422,50 @@ def run(client: Client, config: RunConfig) -> RunSummary:
     summary.studies = len(set(new_rows.column("study_id").to_pylist()))
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _status_of(inventory_error: str) -> str:
+    return metadata.STORAGE_ERROR if inventory_error == metadata.STORAGE_ERROR else "quarantined"
+
+
+def storage_failed(table: pa.Table) -> bool:
+    """True when pass 1 could not read some keys (the store failed after its retries)."""
+    return pc.any(pc.equal(table.column("error"), metadata.STORAGE_ERROR)).as_py() is True
+
+
+def _rescan_storage_errors(client: Client, config: RunConfig, table: pa.Table, threads: int) -> pa.Table:
+    """A resumed run's pass 1 over the keys the last run could not read, merged in place.
+
+    Every other record stays as it was (ids already minted from it must not move): a
+    rescanned file whose SOPInstanceUID an earlier record holds is the duplicate.
+    """
+    failed = table.filter(pc.equal(table.column("error"), metadata.STORAGE_ERROR))
+    files = list(zip(failed.column("key").to_pylist(), failed.column("size").to_pylist(), strict=True))
+    indexes = failed.column("key_index").to_pylist()
+    partition_size = config.partition_size_for(len(files), threads)
+    log.info("pass 1: rescanning %d files the last run could not read", len(files))
+    items = [(index, key, size) for index, (key, size) in zip(indexes, files, strict=True)]
+    bag = db.from_sequence(items, partition_size=partition_size).map_partitions(
+        inventory.scan_partition, config.input_location
+    )
+    sizes = [len(chunk) for chunk in partitions(items, partition_size)]
+    rescanned = {
+        record["key_index"]: record
+        for _, future in _each_partition(client, bag, sizes, "pass 1: rescan", config)
+        for record in future.result()
+    }
+    rows = table.to_pylist()
+    seen = {row["sop_instance_uid"] for row in rows if row["error"] is None and row["sop_instance_uid"]}
+    for i, row in enumerate(rows):
+        record = rescanned.get(row["key_index"])
+        if record is None:
+            continue
+        if record["error"] is None and record["sop_instance_uid"] in seen:
+            record["error"] = "duplicate_sop_instance_uid"
+        elif record["error"] is None:
+            seen.add(record["sop_instance_uid"])
+        rows[i] = record
+    return inventory.to_table(rows)
 
 
 def _commit(output: Location, journal: RunJournal, audit_rows: list[dict[str, Any]], fresh: pa.Table) -> None:

@@ -27,7 +27,7 @@ from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.errors import QuarantineError
 from cxr_dask.identity import IdentityMap, patient_key, study_key
 from cxr_dask.inventory import classify_header, read_dicom
-from cxr_dask.metadata import audit_row, image_path, metadata_row, pixel_class_counts
+from cxr_dask.metadata import STORAGE_ERROR, audit_row, image_path, metadata_row, pixel_class_counts
 from cxr_dask.privacy import quiet_pydicom
 from cxr_dask.storage import Location
 
@@ -112,6 +112,10 @@ def deidentify_bytes(
         ds = read_dicom(io.BytesIO(data) if isinstance(data, bytes) else data)
     except InvalidDicomError:
         raise QuarantineError("not_dicom") from None
+    except OSError as error:
+        if error.errno is not None:  # the disk failed, not the content: retried by the next run
+            raise
+        raise QuarantineError("unreadable") from None
     except Exception:
         raise QuarantineError("unreadable") from None
     if ds.original_encoding == (False, False) and ds.file_meta.get("TransferSyntaxUID") == ExplicitVRBigEndian:
@@ -162,17 +166,26 @@ def process_file(
     """
     started = time.perf_counter()
     bytes_in = None
+    step = "read"
     try:
         with storage.open_whole(source, key) as handle:
             bytes_in = storage.size_of(handle)
+            step = "content"
             result = deidentify_bytes(handle, identity, options, review_material=reviews is not None)
+        step = "write"
         storage.write_atomic(destination, result.path, result.parts)
     except QuarantineError as error:
         row = audit_row(key_index, "quarantined", reason=error.reason, detail=error.detail or None)
         row.update(bytes_in=bytes_in, seconds=time.perf_counter() - started)
         return row, None
     except Exception as error:
-        row = audit_row(key_index, "quarantined", reason="internal_error", detail=type(error).__name__)
+        # Fetching and writing bytes can only fail for the store's reasons: the key is
+        # not done and the next run retries it. Parsing fails for the content's, except
+        # a system call's own I/O error (it has an errno; a decoder's OSError has none).
+        if step != "content" or (isinstance(error, OSError) and error.errno is not None):
+            row = audit_row(key_index, STORAGE_ERROR, reason=STORAGE_ERROR, detail=type(error).__name__)
+        else:
+            row = audit_row(key_index, "quarantined", reason="internal_error", detail=type(error).__name__)
         row.update(bytes_in=bytes_in, seconds=time.perf_counter() - started)
         return row, None
     row = audit_row(

@@ -6,7 +6,9 @@ same code serves local folders, ``file://``, ``memory://`` and ``s3://`` buckets
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import io
 import os
 import posixpath
@@ -35,6 +37,9 @@ class Location:
     url: str
     # Options may hold credentials: kept out of repr, so out of logs and Dask's error reports.
     storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: PHI lives here (PRIVATE): on a local disk every file and folder this code creates
+    #: is the owner's alone (0600/0700), whatever the umask.
+    owner_only: bool = field(default=False, compare=False)
 
     @property
     def fs(self) -> fsspec.AbstractFileSystem:
@@ -56,7 +61,7 @@ class Location:
     def child(self, key: str) -> Location:
         """A Location for a sub-folder, keeping the storage options."""
         base = self.url.rstrip("/")
-        return Location(f"{base}/{key}", self.storage_options)
+        return Location(f"{base}/{key}", self.storage_options, self.owner_only)
 
     @property
     def is_local(self) -> bool:
@@ -83,8 +88,87 @@ def _resolve(url: str, storage_options: dict[str, Any]) -> tuple[fsspec.Abstract
 
 
 def _resolve_uncached(url: str, storage_options: dict[str, Any]) -> tuple[fsspec.AbstractFileSystem, str]:
-    fs, root = fsspec.core.url_to_fs(url, **storage_options)
+    is_s3 = fsspec.core.split_protocol(url)[0] in S3_PROTOCOLS
+    options = with_retry_policy(storage_options) if is_s3 else storage_options
+    s3fs_retries = options.get(S3FS_RETRIES)
+    if s3fs_retries is not None:
+        options = {k: v for k, v in options.items() if k != S3FS_RETRIES}
+    fs, root = fsspec.core.url_to_fs(url, **options)
+    if s3fs_retries is not None:
+        fs.retries = max(1, int(s3fs_retries))  # an attribute, not a constructor argument, in s3fs
     return fs, root.rstrip("/") or "/"
+
+
+S3_PROTOCOLS = ("s3", "s3a")
+
+#: botocore's retry policy for every S3 request of the client and the workers: "standard"
+#: mode retries throttling (503 SlowDown), 500/502/503/504, connection errors and read
+#: timeouts with exponential backoff and jitter; "adaptive" adds client-side rate
+#: limiting. Users override it with ``config_kwargs.retries`` in the storage options.
+DEFAULT_RETRIES = {"mode": "standard", "max_attempts": 10}
+
+#: A storage option of ours: how many times s3fs tries each call (default 5) around
+#: botocore's attempts, for bodies cut short, payload and parser errors, and SlowDown.
+S3FS_RETRIES = "s3fs_retries"
+
+
+def with_retry_policy(storage_options: dict[str, Any]) -> dict[str, Any]:
+    """The options with botocore's retry policy filled in where the user set none.
+
+    s3fs adds its own retries (``retries``, 5 by default) around each call for what
+    botocore does not retry: bodies cut short, payload and parser errors.
+    """
+    config_kwargs = dict(storage_options.get("config_kwargs") or {})
+    if "retries" in config_kwargs:
+        return storage_options
+    config_kwargs["retries"] = dict(DEFAULT_RETRIES)
+    return {**storage_options, "config_kwargs": config_kwargs}
+
+
+def is_storage_error(error: BaseException) -> bool:
+    """True for a failure of the store or the network (worth retrying later), not of content.
+
+    Storage: the OS's own errors (an errno, a timeout, a refused or reset connection, a
+    missing file or denied access: fsspec raises these for S3 too), and any error of
+    botocore, aiohttp or fsspec, also as the cause of another. Not storage: a decoder's
+    errno-less ``OSError`` (Pillow's "image file is truncated") or a parser's ValueError.
+    """
+    seen = 0
+    current: BaseException | None = error
+    while current is not None and seen < 8:
+        if isinstance(current, _STORAGE_OS_ERRORS) or (isinstance(current, OSError) and current.errno is not None):
+            return True
+        if isinstance(current, ConfigError):
+            return False
+        if any(cls.__module__.split(".")[0] in _STORAGE_MODULES for cls in type(current).__mro__):
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
+
+
+class StorageError(OSError):
+    """A storage failure re-raised with the failing exception's type only, never its
+    message (which may quote a key, and keys may carry PHI)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(errno.EIO, f"storage failed after retries: {kind}")
+
+
+_STORAGE_OS_ERRORS = (
+    TimeoutError,
+    asyncio.TimeoutError,
+    ConnectionError,
+    FileNotFoundError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
+
+
+#: Packages whose exceptions are storage failures (botocore's ClientError and
+#: BotoCoreError, aiohttp's ClientError, fsspec's FSTimeoutError, s3fs's own).
+_STORAGE_MODULES = frozenset({"botocore", "aiobotocore", "aiohttp", "fsspec", "s3fs", "urllib3", "requests"})
 
 
 def list_files(location: Location) -> list[tuple[str, int]]:
@@ -245,6 +329,9 @@ def open_for_header(location: Location, key: str, size: int | None = None) -> IO
 
 def read_bytes(location: Location, key: str) -> bytes:
     """The whole object, in one request where the backend allows it."""
+    if location.protocol == "s3":
+        # s3fs otherwise asks for the size first (a HEAD per object) to split the read.
+        return location.fs.cat_file(location.path(key), max_concurrency=1)
     return location.fs.cat_file(location.path(key))
 
 
@@ -290,10 +377,10 @@ def write_atomic(location: Location, key: str, data: bytes | Sequence[bytes | me
     # Folders are made when missing, not checked first: most writes go to existing ones,
     # and a file system call per folder and file is a measurable share of a small file.
     try:
-        handle = open(tmp, "wb")  # noqa: SIM115 - closed by the with below
+        handle = _create_file(location, tmp)
     except FileNotFoundError:
-        os.makedirs(staging, exist_ok=True)
-        handle = open(tmp, "wb")  # noqa: SIM115
+        make_folders(location, staging)
+        handle = _create_file(location, tmp)
     moved = False
     try:
         with handle:
@@ -301,13 +388,46 @@ def write_atomic(location: Location, key: str, data: bytes | Sequence[bytes | me
         try:
             os.replace(tmp, path)
         except FileNotFoundError:
-            os.makedirs(posixpath.dirname(path), exist_ok=True)
+            make_folders(location, posixpath.dirname(path))
             os.replace(tmp, path)
         moved = True
     finally:
         if not moved:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tmp)
+
+
+def _create_file(location: Location, path: str) -> IO[bytes]:
+    """A new local file open for writing; the owner's alone (0600) in an owner-only location."""
+    if not location.owner_only:
+        return open(path, "wb")
+    descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    os.fchmod(descriptor, 0o600)  # the umask may have taken bits away; never added any
+    return os.fdopen(descriptor, "wb")
+
+
+def make_folders(location: Location, folder: str) -> None:
+    """``os.makedirs``; in an owner-only location, every folder made from its root down is 0700.
+
+    ``os.makedirs`` applies its mode to the last folder only, and the umask to all: each
+    level is made and set here. Folders above the root are not PHI: the umask decides.
+    """
+    if not location.owner_only:
+        os.makedirs(folder, exist_ok=True)
+        return
+    root = location.root
+    relative = posixpath.relpath(folder, root)
+    if relative.startswith(".."):
+        raise ValueError("folder outside the location")
+    os.makedirs(posixpath.dirname(root) or "/", exist_ok=True)
+    current = root
+    for part in [""] + ([] if relative == "." else relative.split("/")):
+        current = posixpath.join(current, part) if part else root
+        try:
+            os.mkdir(current, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(current, 0o700)
 
 
 def remove_partials(location: Location) -> None:
@@ -324,11 +444,12 @@ def create_exclusive(location: Location, key: str, data: bytes) -> bool:
     """
     path = location.path(key)
     if location.is_local:
-        os.makedirs(posixpath.dirname(path), exist_ok=True)
+        make_folders(location, posixpath.dirname(path))
         try:
             descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         except FileExistsError:
             return False
+        os.fchmod(descriptor, 0o600)
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
         return True
@@ -352,6 +473,7 @@ def remove(location: Location, key: str) -> None:
 def list_keys(location: Location, prefix: str) -> list[str]:
     """Sorted keys (relative to the root) of the files below ``prefix``; empty if none."""
     fs, folder = location.fs, location.path(prefix)
+    fs.invalidate_cache(folder)  # workers add keys here: a listing cached earlier is stale
     if not fs.exists(folder):
         return []
     root = location.root

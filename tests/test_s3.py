@@ -234,6 +234,9 @@ def test_pass_1_reads_headers_only_and_pass_2_reads_each_object_once(s3_run):
             assert whole == [], "a quarantined file was read again in pass 2"
         else:
             assert len(whole) == 1 and whole[0].sent == size, key
+    objects = {f"archive/cxr/{key}" for key in s3_run["inputs"]}
+    heads = [r for r in requests if r.method == "HEAD" and r.bucket_key in objects]
+    assert heads == [], "the sizes come from the listing: no HEAD per object"
 
 
 def test_each_output_object_is_one_put_of_the_finished_bytes(s3_run):
@@ -368,3 +371,38 @@ def test_storage_options_flag_reaches_the_checks_without_echoing_keys(strict_end
     result = _cli(*RUN, "--storage-options", options, env={})
     _assert_refused_before_any_work(result, "access denied to the input location")
     assert "AKIAREVOKEDKEY000002" not in result.stderr
+
+
+# --- PHI at rest on object stores: server-side encryption on every write ---------------
+
+SSE_KMS = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "arn:aws:kms:us-east-1:123456789012:key/cxr-dask-test"}
+
+
+def sse_of(fs: s3fs.S3FileSystem, path: str) -> tuple[str | None, str | None]:
+    """The encryption moto recorded for an object, as its HEAD answers it."""
+    bucket, key = path.split("/", 1)
+    head = fs.call_s3("head_object", Bucket=bucket, Key=key)
+    return head.get("ServerSideEncryption"), head.get("SSEKMSKeyId")
+
+
+def test_sse_options_reach_every_kind_of_write(moto):
+    fs = _fresh(moto)
+    fs.mkdir("phi-vault")
+    options = storage_options(moto.endpoint) | {"s3_additional_kwargs": SSE_KMS}
+    vault = Location("s3://phi-vault/run1", options, owner_only=True)
+    storage.write_atomic(vault, "crosswalk/patients.parquet", b"p" * 10)
+    storage.write_atomic(vault, "runs/r/parts/0-1.audit.parquet", [b"a", memoryview(b"b")])
+    assert storage.create_exclusive(vault, "run.lock", b"{}")
+    with fs.open("phi-vault/plain", "wb") as handle:  # without the options: no encryption
+        handle.write(b"x")
+    found = {path: sse_of(fs, path) for path in fs.find("phi-vault/run1")}
+    expected = (SSE_KMS["ServerSideEncryption"], SSE_KMS["SSEKMSKeyId"])
+    assert found == dict.fromkeys(
+        [
+            "phi-vault/run1/crosswalk/patients.parquet",
+            "phi-vault/run1/runs/r/parts/0-1.audit.parquet",
+            "phi-vault/run1/run.lock",
+        ],
+        expected,
+    )
+    assert sse_of(fs, "phi-vault/plain") == (None, None)

@@ -77,3 +77,78 @@ def test_overlaps(tmp_path):
     assert storage.overlaps(out, out)
     assert not storage.overlaps(Location(str(tmp_path / "output2")), out)
     assert not storage.overlaps(Location("memory://out/x"), out)
+
+
+# --- PHI at rest: PRIVATE is the owner's alone on a local disk ---------------------------
+
+
+def _modes(root) -> dict[str, int]:
+    """Permission bits of the root and of every folder and file below it."""
+    found = {".": root.stat().st_mode & 0o777}
+    for path in root.rglob("*"):
+        found[str(path.relative_to(root))] = path.stat().st_mode & 0o777
+    return found
+
+
+@pytest.fixture
+def permissive_umask():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def test_owner_only_writes_ignore_a_permissive_umask(tmp_path, permissive_umask):
+    from cxr_dask.lock import PrivateLock
+
+    vault = Location(str(tmp_path / "above" / "vault"), owner_only=True)
+    storage.write_atomic(vault, "runs/r1/parts/0-1.audit.parquet", b"rows")
+    storage.write_atomic(vault, "secret.key", [b"ab", memoryview(b"cd")])
+    assert storage.create_exclusive(vault, "locks/lock.json", b"{}")
+    with PrivateLock(vault.child("lease")):
+        lock_mode = (tmp_path / "above/vault/lease/run.lock").stat().st_mode & 0o777
+    assert lock_mode == 0o600
+    modes = _modes(tmp_path / "above" / "vault")
+    folders = {name for name in modes if (tmp_path / "above/vault" / name).is_dir()}
+    assert {".", "runs", "runs/r1", "runs/r1/parts", storage.PARTIALS_DIR, "locks", "lease"} <= folders
+    assert {name: mode for name, mode in modes.items() if name in folders} == dict.fromkeys(folders, 0o700)
+    assert {name: mode for name, mode in modes.items() if name not in folders} == {
+        "runs/r1/parts/0-1.audit.parquet": 0o600,
+        "secret.key": 0o600,
+        "locks/lock.json": 0o600,
+    }
+    # Above PRIVATE, and in a location that is not owner-only, the umask decides.
+    assert (tmp_path / "above").stat().st_mode & 0o777 == 0o755
+    public = Location(str(tmp_path / "public"))
+    storage.write_atomic(public, "files/a.dcm", b"x")
+    assert (tmp_path / "public/files/a.dcm").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "public/files").stat().st_mode & 0o777 == 0o755
+
+
+@pytest.mark.cluster
+def test_a_run_leaves_every_private_file_owner_only(client, workspace, permissive_umask, monkeypatch):
+    """A whole run with umask 022 on the client and the workers: crosswalk, inventory,
+    audit, journal parts (written by workers), secret, run folders: 0600 and 0700."""
+    from cxr_dask import pipeline
+    from cxr_dask.config import RunConfig
+
+    monkeypatch.delenv("CXR_DASK_SECRET", raising=False)  # the secret file is made too
+    worker_umasks = client.run(os.umask, 0o022)
+    try:
+        config = RunConfig(str(workspace["input"]), str(workspace["output"]), str(workspace["private"]), progress=False)
+        summary = pipeline.run(client, config)
+    finally:
+        for address, previous in worker_umasks.items():
+            client.run(os.umask, previous, workers=[address])
+    assert summary.written > 0
+    private = workspace["private"]
+    modes = _modes(private)
+    kinds = {name: (private / name).is_dir() for name in modes}
+    names = sorted(modes)
+    assert "secret.key" in names and any(n.startswith("crosswalk/") and n.endswith(".parquet") for n in names)
+    assert any(n.endswith("/inventory.parquet") for n in names) and any(n.endswith("/audit.parquet") for n in names)
+    assert sum(n.endswith(".audit.parquet") and "/parts/" in n for n in names) >= 2  # parts from the workers
+    wrong = {name: oct(mode) for name, mode in modes.items() if mode != (0o700 if kinds[name] else 0o600)}
+    assert wrong == {}
+    # The research dataset is not PHI: the umask decides there.
+    some_output = next(path for path in workspace["output"].rglob("*.dcm"))
+    assert some_output.stat().st_mode & 0o777 == 0o644

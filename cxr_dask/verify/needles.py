@@ -27,6 +27,10 @@ from cxr_dask.verify.vocabulary import STOP_WORDS, date_renderings, name_renderi
 MIN_NEEDLE = 4
 MIN_NUMERIC_NEEDLE = 6
 
+#: When one value is several kinds of identifier, the report names the most specific.
+CATEGORY_RANK = {
+    c: i for i, c in enumerate(("name", "mrn", "accession", "date", "address", "telephone", "place", "uid"))
+}
 _TOKEN = re.compile(r"[^\W_]+")
 _UID_RUN = re.compile(r"[0-9]+(?:\.[0-9]+)+")
 _DATE_SHAPED = re.compile(r"\d{1,2}\.\d{1,2}\.\d{4}|\d{4}\.\d{1,2}\.\d{1,2}|\d{1,2}\.\d{1,2}\.\d{2}")
@@ -44,6 +48,10 @@ class Needle:
     category: str  # name, date, mrn, accession, address, id, uid, private
     index: int  # the first input key index that held it
     patients: set[int] = field(default_factory=set)
+
+
+def _specific(a: str, b: str) -> str:
+    return min(a, b, key=lambda c: CATEGORY_RANK.get(c, len(CATEGORY_RANK)))
 
 
 def tokens_of(text: str, minted: frozenset[str] | set[str] = frozenset()) -> list[str | None]:
@@ -91,8 +99,8 @@ class Needles:
             self.lengths.setdefault(tokens[0], set()).add(len(tokens))
         else:
             needle.patients.add(patient)
-            if index < needle.index:
-                needle.index, needle.category = index, category
+            needle.index = min(needle.index, index)
+            needle.category = _specific(needle.category, category)
 
     def add_name(self, value: str, index: int, patient: int) -> None:
         for rendering in name_renderings(value):
@@ -120,8 +128,8 @@ class Needles:
                 self.lengths.setdefault(tokens[0], set()).add(len(tokens))
                 continue
             mine.patients |= theirs.patients
-            if theirs.index < mine.index:
-                mine.index, mine.category = theirs.index, theirs.category
+            mine.index = min(mine.index, theirs.index)
+            mine.category = _specific(mine.category, theirs.category)
         for uid, theirs in other.uids.items():
             mine = self.uids.get(uid)
             if mine is None:

@@ -25,6 +25,8 @@ from scipy import ndimage
 SCREEN_SIDE = 1024
 #: A stroke: this much brighter or darker (of the frame's range) than its neighbourhood.
 STROKE_CONTRAST = 0.12
+#: Strokes are thinner than this (pixels of the screened frame).
+STROKE_WIDTH = 7
 MAX_REGIONS = 12
 #: Larger crops are scaled down to this height before OCR; smaller ones are scaled up.
 OCR_LINE_HEIGHT = 48
@@ -86,14 +88,17 @@ def frame_as_grey(pixels: np.ndarray, samples_per_pixel: int) -> np.ndarray:
 def screen(grey: np.ndarray) -> list[tuple[int, int, int, int]]:
     """Boxes ``(row, col, height, width)`` that look like lines of text.
 
-    Strokes are pixels far brighter or darker than a local mean; joined horizontally
+    Strokes are thin lines far brighter or darker than around them; joined horizontally
     they make wide, short blobs with many small holes, which is what a text line is
     and what anatomy, wires and edges mostly are not.
     """
     step = max(1, int(np.ceil(max(grey.shape) / SCREEN_SIDE)))
     small = grey[::step, ::step]
-    local = ndimage.uniform_filter(small, size=15)
-    strokes = np.abs(small - local) > STROKE_CONTRAST
+    # top-hats: what is thinner than the window and brighter (darker) than around it; a
+    # broad edge (collimation, a blanked band, the body's outline) gives nothing
+    bright = small - ndimage.grey_opening(small, size=(STROKE_WIDTH, STROKE_WIDTH))
+    dark = ndimage.grey_closing(small, size=(STROKE_WIDTH, STROKE_WIDTH)) - small
+    strokes = np.maximum(bright, dark) > STROKE_CONTRAST
     if not strokes.any():
         return []
     joined = ndimage.binary_closing(strokes, structure=np.ones((3, 9), bool))
@@ -108,7 +113,7 @@ def screen(grey: np.ndarray) -> list[tuple[int, int, int, int]]:
             continue
         area = height * width
         ink = strokes[found].sum() / area
-        if not 0.08 <= ink <= 0.75:
+        if not 0.08 <= ink <= 0.95:  # not a solid bar
             continue
         boxes.append((area, rows.start * step, cols.start * step, height * step, width * step))
     boxes.sort(reverse=True)

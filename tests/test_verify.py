@@ -336,3 +336,78 @@ def test_distributed_verify_finds_what_the_local_one_finds(mixed, client, tmp_pa
     assert sorted(distributed.findings, key=repr) == sorted(local.findings, key=repr)
     assert sorted(distributed.notes, key=repr) == sorted(local.notes, key=repr)
     assert (distributed.inputs_read, distributed.outputs) == (local.inputs_read, local.outputs)
+
+
+def test_pixel_containers_are_searched_and_flagged(mixed, tmp_path):
+    """An MRN in the bits above BitsStored and past the last frame: both places flagged and searched."""
+    image = next(i for i in mixed["corpus"].images if i.transfer_syntax == pydicom.uid.ExplicitVRLittleEndian)
+    output = _copy(mixed, tmp_path)
+    path = output_of(mixed, output, image.sop_instance_uid)
+    message = f" {image.patient_id} ".encode()
+
+    def hide(ds):
+        assert ds.BitsAllocated == 16
+        samples = np.frombuffer(ds.PixelData, "<u2").copy() >> max(0, int(ds.BitsStored) - 12)
+        ds.BitsStored, ds.HighBit = 12, 11  # a 12-bit image, as most detectors write
+        for at, byte in enumerate(message):
+            samples[2 * at] |= (byte >> 4) << 12
+            samples[2 * at + 1] |= (byte & 0xF) << 12
+        trailing = message + b"\0" * (len(message) % 2)
+        ds.PixelData = samples.tobytes() + trailing
+
+    _edit(path, hide)
+    report = verify(*locations(mixed, output), ocr=None)
+    kinds = {(f.kind, f.category, f.attribute) for f in report.findings}
+    assert kinds == {
+        ("hidden_pixel_bits", "", "PixelData"),
+        ("trailing_pixel_bytes", "", "PixelData"),
+        ("phi_in_pixel_container", "mrn", "PixelData high bits"),
+        ("phi_in_pixel_container", "mrn", "PixelData trailing bytes"),
+    }
+
+
+def test_codestream_comments_are_found_in_jpeg_and_jpeg_2000():
+    from cxr_dask.verify.pixels import j2k_comments, jpeg_segments
+
+    def segment(marker: int, payload: bytes) -> bytes:
+        return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+
+    jpeg = b"\xff\xd8" + segment(0xE0, b"JFIF\0rest") + segment(0xFE, b"Smith") + segment(0xE5, b"x") + b"\xff\xda"
+    assert jpeg_segments(jpeg) == [("JPEG APP0", b"JFIF\0rest"), ("JPEG COM", b"Smith"), ("JPEG APP5", b"x")]
+    siz = b"\xff\x51" + (8).to_bytes(2, "big") + b"\0" * 6
+    com = b"\xff\x64" + (9).to_bytes(2, "big") + b"\x00\x01Smith"
+    sot = b"\xff\x90" + (10).to_bytes(2, "big") + b"\0\0" + (24).to_bytes(4, "big") + b"\0\0"
+    tile_com = b"\xff\x64" + (8).to_bytes(2, "big") + b"\x00\x01John"
+    j2k = b"\xff\x4f" + siz + com + sot + tile_com + b"\xff\x93" + b"\0" * 4 + b"\xff\xd9"
+    assert j2k_comments(j2k) == [("J2K COM", b"Smith"), ("J2K COM", b"John")]
+
+
+def test_export_mappings_writes_what_the_midi_b_validator_reads(mixed, tmp_path, capsys):
+    import csv
+
+    dest = tmp_path / "mappings"
+    assert cli.main(["export-mappings", str(mixed["private"]), str(dest)]) == 0
+    with open(dest / "uid_mapping.csv", newline="") as handle:
+        uid_rows = list(csv.DictReader(handle))
+    with open(dest / "patid_mapping.csv", newline="") as handle:
+        patid_rows = list(csv.DictReader(handle))
+    assert set(uid_rows[0]) == set(patid_rows[0]) == {"id_old", "id_new"}
+    uids = {row["id_old"]: row["id_new"] for row in uid_rows}
+    patids = {row["id_old"]: row["id_new"] for row in patid_rows}
+    for image in mixed["corpus"].images:
+        written = pydicom.dcmread(output_of(mixed, mixed["output"], image.sop_instance_uid), stop_before_pixels=True)
+        assert uids[image.sop_instance_uid] == written.SOPInstanceUID
+        assert uids[image.study_instance_uid] == written.StudyInstanceUID
+        assert uids[image.series_instance_uid] == written.SeriesInstanceUID
+        assert patids[image.patient_id] == written.PatientID
+    assert (dest / "uid_mapping.csv").stat().st_mode & 0o077 == 0
+
+    capsys.readouterr()
+    inside = mixed["output"] / "mappings"
+    assert cli.main(["export-mappings", str(mixed["private"]), str(inside)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "inside the dataset" in error
+    assert not inside.exists()
+    elsewhere = tmp_path / "elsewhere"
+    args = ["export-mappings", str(mixed["private"]), str(elsewhere), "--output", str(elsewhere.parent)]
+    assert cli.main(args) == 2

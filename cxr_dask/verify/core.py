@@ -686,11 +686,12 @@ def hidden_bits(value: bytes, allocated: int, stored: int, signed: bool) -> byte
         wrong = high != 0
     if not wrong.any():
         return b""
-    bits = high[wrong]
-    per_sample = (bits & np.uint64(0xFF)).astype(np.uint8).tobytes()
-    nibbles = (bits & np.uint64(0xF)).astype(np.uint8)
-    packed = ((nibbles[0::2][: len(nibbles) // 2] << 4) | nibbles[1::2][: len(nibbles) // 2]).tobytes()
-    return per_sample + b"\n" + packed
+    per_sample = (high & np.uint64(0xFF)).astype(np.uint8).tobytes()
+    nibbles = (high & np.uint64(0xF)).astype(np.uint8)
+    packed = [  # two nibbles a byte, from an even or an odd sample
+        ((nibbles[start:-1:2] << 4) | nibbles[start + 1 :: 2][: len(nibbles[start:-1:2])]).tobytes() for start in (0, 1)
+    ]
+    return b"\n".join([per_sample, *packed])
 
 
 def _check_ids(audit: Audit, path: str, ds: Dataset, shared: Shared, record: InputRecord | None) -> None:

@@ -1,6 +1,6 @@
 """``cxr-dask verify`` as a release gate: silent on clean outputs of a mixed archive, loud on every leak.
 
-One mixed corpus per module: synthetic chest films, pydicom's real test files, and
+One mixed corpus per module: synthetic chest films, pydicom's and deid-data's real files, and
 synthetic patients whose identifiers coincide with another file's kept values (a
 patient named like a body part, an institution named like a manufacturer). A clean run
 gives no finding; every kind of planted leak is caught, and no report shows a value.
@@ -8,6 +8,7 @@ gives no finding; every kind of planted leak is caught, and no report shows a va
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 from collections.abc import Callable
@@ -32,6 +33,8 @@ from cxr_dask.verify.vocabulary import date_renderings, name_renderings
 
 #: pydicom's own test files with a PatientID and pixels (native, JPEG, JPEG 2000, RLE).
 PYDICOM_FILES = ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "SC_rgb_jpeg_dcmtk.dcm", "MR_small_RLE.dcm")
+#: deid-data's real files (JPEG baseline CT heads with a PatientID, a photo "cookie").
+DEID_DATA_FILES = ("humans/ctbrain1.dcm", "humans/ctbrain2.dcm", "dicom-cookies/image1.dcm")
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
 
 #: The synthetic patients of the mix whose identifiers are also ordinary header words.
@@ -63,6 +66,11 @@ def mixed(client, tmp_path_factory) -> dict:
         target = raw / "pydicom" / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(get_testdata_file(name), target)
+    deid_data = Path(importlib.import_module("deid_data").__file__).parent / "data"
+    for name in DEID_DATA_FILES:
+        target = raw / "deid-data" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(deid_data / name, target)
     native = next(i for i in corpus.images if i.transfer_syntax == pydicom.uid.ExplicitVRLittleEndian)
     film = raw / "synth" / native.relpath
 

@@ -226,7 +226,7 @@ def date_renderings(yyyymmdd: str) -> list[str]:
         f"{long} {di}, {y}",
         f"{y}{m}{d}"[2:],  # YYMMDD
     ]
-    return list(dict.fromkeys(out))
+    return out  # one entry per form, even where two forms coincide (05/12 and 5/12 differ; 12/25 not)
 
 
 _PN_GROUPS = re.compile(r"=")

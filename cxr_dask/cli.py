@@ -1,4 +1,4 @@
-"""The ``cxr-dask`` command: ``run``, ``verify``, ``synth`` and ``demo`` (what ``make run`` does)."""
+"""The ``cxr-dask`` command: ``run``, ``verify``, ``export-mappings``, ``synth``, ``demo`` (``make run``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ``cxr-dask`` command: ``run``, ``verify``, ``review``, ``synth`` and ``demo`` (what ``make run`` does)."""
+"""The ``cxr-dask`` command: ``run``, ``verify``, ``review``, ``export-mappings``, ``synth``, ``demo``."""
 
 from __future__ import annotations
 
@@ -83,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--max-listed", type=_positive_int, default=50, help="findings listed (default 50)")
     verify.add_argument("--workers", type=_positive_int, help="read with a LocalCluster of N worker processes")
     verify.add_argument("--scheduler", help="read on an existing Dask cluster, e.g. tcp://host:8786")
+    verify.add_argument("--json", metavar="FILE", help="also write the report (findings, notes, counts, files) as JSON")
+    mappings = commands.add_parser(
+        "export-mappings", help="write the run's UID and patient id mappings for the MIDI-B validator (PHI)"
+    )
+    mappings.add_argument("private", help="folder or URL holding the crosswalk and secret")
+    mappings.add_argument("dest", help="folder or URL for uid_mapping.csv and patid_mapping.csv (not inside OUTPUT)")
+    mappings.add_argument("--output", help="the dataset (OUTPUT), so a destination inside it is refused")
+    mappings.add_argument("--storage-options", type=_json_object, help="fsspec options as JSON")
 
     review = commands.add_parser("review", help="where a run's review page is (PHI: in PRIVATE), and its counts")
     review.add_argument("private", help="folder or URL given as --private to the run")
@@ -209,6 +217,8 @@ def command_verify(args: argparse.Namespace) -> int:
     else:
         report = verify(*locations)
     print("\n".join(report.lines(args.max_listed)), flush=True)
+    if args.json:
+        report.write_json(args.json)
     return 0 if report.ok else 1
 
 
@@ -219,6 +229,18 @@ def command_review(args: argparse.Namespace) -> int:
 
     where, summary = review.locate(Location(args.private, args.storage_options or {}), args.run)
     print("\n".join(summary.lines(where)), flush=True)
+    return 0
+
+
+def command_export_mappings(args: argparse.Namespace) -> int:
+    """The id mappings are PHI: a destination inside OUTPUT is refused (exit 2)."""
+    from cxr_dask.storage import Location
+    from cxr_dask.verify.mappings import export_mappings
+
+    options = args.storage_options or {}
+    output = Location(args.output, options) if args.output else None
+    uids, patients = export_mappings(Location(args.private, options), Location(args.dest, options), output)
+    print(f"wrote {uids} UIDs and {patients} patient ids to {args.dest} (PHI: keep it with PRIVATE)")
     return 0
 
 
@@ -259,6 +281,7 @@ COMMANDS = {
     "run": command_run,
     "verify": command_verify,
     "review": command_review,
+    "export-mappings": command_export_mappings,
     "synth": command_synth,
     "demo": command_demo,
 }

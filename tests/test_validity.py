@@ -23,7 +23,7 @@ from cxr_dask.adversarial import as_bytes, base_image
 from cxr_dask.deid.header import FileIdentity, deidentify_header
 from cxr_dask.errors import QuarantineError
 from cxr_dask.inventory import classify_header
-from cxr_dask.process import check_pixel_data
+from cxr_dask.deid.containers import sanitise
 
 
 def remap(uid: str) -> str:
@@ -53,7 +53,7 @@ def deidentified(path: Path) -> bytes | None:
             return None
         try:
             deidentify_header(ds, _identity(ds), remap)
-            check_pixel_data(ds)
+            sanitise(ds)
         except QuarantineError:
             return None
         return b"".join(encode.encode_parts(ds))

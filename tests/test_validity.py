@@ -20,10 +20,10 @@ from pydicom.data import get_testdata_files
 
 from cxr_dask import encode
 from cxr_dask.adversarial import as_bytes, base_image
+from cxr_dask.deid.containers import sanitise
 from cxr_dask.deid.header import FileIdentity, deidentify_header
 from cxr_dask.errors import QuarantineError
 from cxr_dask.inventory import classify_header
-from cxr_dask.deid.containers import sanitise
 
 
 def remap(uid: str) -> str:

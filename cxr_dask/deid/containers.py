@@ -48,6 +48,9 @@ JPEG_SYNTAXES = frozenset(
         "1.2.840.10008.1.2.4.57",  # lossless
         "1.2.840.10008.1.2.4.70",  # lossless SV1
     }
+    # The retired processes (4.52-4.56, 4.58-4.66) write the same marker syntax; dcmtk's
+    # dcmdjpeg reads them (``deid.decoders``), so their containers are sanitised too.
+    | {f"1.2.840.10008.1.2.4.{n}" for n in (*range(52, 57), *range(58, 67))}
 )
 JPEG_LS_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"})
 J2K_SYNTAXES = frozenset(

@@ -492,10 +492,10 @@ def test_a_marker_on_the_same_line_as_a_name_survives_its_redaction():
     options = PixelOptions()
     (region,) = pixels.detect(arr)
     (words,) = pixels.read_regions(arr, [region], options)
-    redact, keep = pixels.decide(region, words, options)
-    assert redact and len(keep) == 1
+    decision = pixels.decide(region, words, options, arr.shape)
+    assert decision.kind == "text" and len(decision.keep) == 1
     work = arr.copy()
-    pixels.redact_region(work, region, keep, black=0)
+    pixels.redact_boxes(work, decision.blank, decision.keep, black=0)
     assert np.array_equal(work[:, :marker_right][ink[:, :marker_right]], arr[:, :marker_right][ink[:, :marker_right]])
     assert (work[:, name_left:][ink[:, name_left:]] == 0).all()
 

@@ -145,13 +145,20 @@ class Region:
 
 @dataclass(frozen=True)
 class Word:
-    """One OCR word box in image coordinates; ``allowed`` says whether it may stay."""
+    """One OCR word box in image coordinates; ``allowed`` says whether it may stay.
+
+    ``confidence`` is Tesseract's (0-100); ``characters`` counts the letters and digits
+    read (never the text itself: nothing here keeps what was read).
+    """
 
     x0: int
     y0: int
     x1: int
     y1: int
     allowed: bool
+    confidence: float = 100.0
+    characters: int = 2
+    spaced: bool = False  # one letter of a letter-spaced word
 
 
 #: What a region of an image was judged to be; the review page and the audit use these.
@@ -687,6 +694,10 @@ def read_regions(arr: np.ndarray, regions: list[Region], options: PixelOptions) 
         if index is None:
             continue
         region, (_, scale) = regions[index], crops[index]
+        try:
+            confidence = float(row.get("conf", "0"))
+        except ValueError:
+            confidence = 0.0
         words[index].append(
             Word(
                 x0=region.x0 + max(0, math.floor((left - OCR_GAP) / scale)),
@@ -694,18 +705,123 @@ def read_regions(arr: np.ndarray, regions: list[Region], options: PixelOptions) 
                 x1=min(region.x1, region.x0 + math.ceil((left + w - OCR_GAP) / scale)),
                 y1=min(region.y1, region.y0 + math.ceil((top + h - offsets[index]) / scale)),
                 allowed=options.is_allowed(text),
+                confidence=confidence,
+                characters=sum(c.isalnum() for c in text),
             )
         )
-    return words
+    return [_letter_spaced(found) for found in words]
 
 
 # --------------------------------------------------------------------------- decide, redact
 
 
-def redact_region(arr: np.ndarray, region: Region, keep: list[Word], black: int) -> None:
-    """Black out ``region`` except the allow-listed words in it (restored from the original)."""
+#: Tesseract confidence (0-100) a word needs to count as evidence that a line is text.
+WORD_CONFIDENCE = 60.0
+#: At least this many one-character words in a row are one letter-spaced word (J O H N).
+LETTER_SPACED_RUN = 3
+#: A word read on a line that is text is blanked when its height is within this factor of
+#: the evidence words' (junk read on anatomy merged into the line is not).
+WORD_HEIGHT_RATIO = 2.0
+
+
+def _letter_spaced(words: list[Word]) -> list[Word]:
+    """Single letters in a row are a word spelled out, never a row of side markers.
+
+    A run of ``LETTER_SPACED_RUN`` or more one-character words on one line loses its
+    allow-listing (``L O R A`` is a name, not the marker L) and counts as read text.
+    """
+    ordered = sorted(words, key=lambda w: (w.x0, w.y0))
+    out: list[Word] = []
+    run: list[Word] = []
+
+    def flush() -> None:
+        if len(run) >= LETTER_SPACED_RUN:
+            out.extend(Word(w.x0, w.y0, w.x1, w.y1, False, w.confidence, w.characters, True) for w in run)
+        else:
+            out.extend(run)
+        run.clear()
+
+    for word in ordered:
+        same_line = run and min(run[-1].y1, word.y1) - max(run[-1].y0, word.y0) > 0
+        if word.characters == 1 and (not run or same_line):
+            run.append(word)
+            continue
+        flush()
+        if word.characters == 1:
+            run.append(word)
+        else:
+            out.append(word)
+    flush()
+    return out
+
+
+def is_evidence(word: Word) -> bool:
+    """A word read with confidence: two letters or digits, or one letter of a spaced word."""
+    return word.confidence >= WORD_CONFIDENCE and (word.characters >= 2 or (word.characters == 1 and word.spaced))
+
+
+def word_box(word: Word, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The word's box grown by a few pixels (anti-aliasing, OCR box jitter), inside the image."""
+    pad = 2 + (word.y1 - word.y0) // 10
+    return (max(0, word.x0 - pad), max(0, word.y0 - pad), min(shape[1], word.x1 + pad), min(shape[0], word.y1 + pad))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What happens to one candidate region: its class, a fixed reason, what is blanked."""
+
+    kind: str  # one of REGION_CLASSES
+    why: str
+    blank: tuple[tuple[int, int, int, int], ...] = ()
+    keep: tuple[Word, ...] = ()
+
+    @property
+    def redacts(self) -> bool:
+        return bool(self.blank)
+
+
+def decide(region: Region, words: list[Word], options: PixelOptions, shape: tuple[int, int]) -> Decision:
+    """Blank text, not strokes: only words on a line with evidence of text are blanked.
+
+    Strict mode blanks the whole region. A region with room for two characters at most is
+    a marker. A line where no word is read with confidence is ``flagged`` and left in
+    place (thin bright anatomy, wires and edges are what nobody can read); the second
+    stage (``textdet``) may still find text there. On a line that is text, every word
+    read that is not allow-listed is blanked, box by box, and allow-listed words stay.
+    """
+    box = (region.x0, region.y0, region.x1, region.y1)
+    if options.strict:
+        return Decision("strict", "strict mode", (box,))
+    if is_small(region):
+        return Decision("marker", "too small to identify")
+    evidence = [w for w in words if is_evidence(w)]
+    if not evidence:
+        return Decision("flagged", "unread candidate")
+    if all(w.allowed for w in evidence):
+        others = [w for w in words if not w.allowed and w.characters and w.confidence >= WORD_CONFIDENCE]
+        if not others:
+            return Decision("marker", "allow-listed", keep=tuple(w for w in words if w.allowed))
+    height = float(np.median([w.y1 - w.y0 for w in evidence]))
+    blank = tuple(
+        word_box(w, shape)
+        for w in words
+        if not w.allowed
+        and w.characters
+        and (is_evidence(w) or height / WORD_HEIGHT_RATIO <= w.y1 - w.y0 <= height * WORD_HEIGHT_RATIO)
+    )
+    if not blank:
+        return Decision("marker", "allow-listed", keep=tuple(w for w in words if w.allowed))
+    return Decision("text", "words read", blank, tuple(w for w in words if w.allowed))
+
+
+Box = tuple[int, int, int, int]
+
+
+def redact_boxes(arr: np.ndarray, boxes: tuple[Box, ...], keep: tuple[Word, ...], black: int) -> None:
+    """Black out ``boxes`` except the allow-listed words (restored from the original)."""
     original = [arr[w.y0 : w.y1, w.x0 : w.x1].copy() for w in keep]
-    arr[region.y0 : region.y1, region.x0 : region.x1] = black
+    for x0, y0, x1, y1 in boxes:
+        arr[y0:y1, x0:x1] = black
     for word, pixels in zip(keep, original, strict=True):
         arr[word.y0 : word.y1, word.x0 : word.x1] = pixels
 
@@ -715,16 +831,14 @@ def is_small(region: Region) -> bool:
     return region.width <= 1.6 * region.height
 
 
-def decide(region: Region, words: list[Word], options: PixelOptions) -> tuple[bool, list[Word]]:
-    """(redact?, words to keep): a line stays only when every word on it is allow-listed."""
-    if options.strict:
-        return True, []
-    if is_small(region):
-        return False, []
-    if not words:  # unreadable text-like strokes: blank them
-        return True, []
-    keep = [w for w in words if w.allowed]
-    return len(keep) != len(words), keep
+def confirm_text(regions: list[Region], arr: np.ndarray) -> list[list[tuple[int, int, int, int]]]:
+    """Second stage on regions OCR could not read: text boxes from a text detector, if any.
+
+    Without the detector's packages every region stays flagged (left in place).
+    """
+    from cxr_dask.deid import textdet
+
+    return textdet.text_boxes(arr, [(r.x0, r.y0, r.x1, r.y1) for r in regions], [r.line_height for r in regions])
 
 
 def _device(ds: Dataset) -> tuple[str, str]:
@@ -781,22 +895,25 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
         report.timings["ocr"] = time.perf_counter() - mark
         if options.strict:
             report.rule = report.rule or "strict"
-        for region, found in zip(regions, words, strict=True):
-            redact, keep = decide(region, found, options)
+        decisions = [decide(region, found, options, arr.shape) for region, found in zip(regions, words, strict=True)]
+        flagged = [i for i, d in enumerate(decisions) if d.kind == "flagged"]
+        if flagged:
+            mark = time.perf_counter()
+            for i, boxes in zip(flagged, confirm_text([regions[i] for i in flagged], arr), strict=True):
+                if boxes:
+                    decisions[i] = Decision("text", "text detector", tuple(boxes))
+            report.timings["second_stage"] = time.perf_counter() - mark
+        for region, decision in zip(regions, decisions, strict=True):
             box = (region.x0, region.y0, region.x1, region.y1)
-            if not redact:
+            report.regions.append(RegionRecord(box, decision.kind, decision.why))
+            if not decision.redacts:
                 report.regions_kept += 1
-                report.regions.append(RegionRecord(box, "marker", "allow-listed" if found else "too small to identify"))
                 continue
             report.regions_redacted += 1
-            if options.strict:
-                report.regions.append(RegionRecord(box, "strict", "strict mode"))
-            else:
-                report.regions.append(RegionRecord(box, "text", "words read" if found else "unread candidate"))
             if work is None:
                 work = np.array(arr, copy=True)
-            redact_region(work, region, keep, black)
-            report.boxes.append((region.x0, region.y0, region.x1, region.y1))
+            redact_boxes(work, decision.blank, decision.keep, black)
+            report.boxes.extend(decision.blank)
     if work is not None and not np.array_equal(work, arr):
         report.action = "cleaned"
     else:

@@ -31,6 +31,8 @@ UNCLIP_RATIO = 1.6
 MODEL_TEXT_HEIGHT = 24
 #: Longest side of a crop given to the model (bounds the cost of one call).
 MAX_SIDE = 1280
+#: A detector box lower than this (image pixels) is no readable text.
+MIN_TEXT_HEIGHT = 7
 MODEL_FILE = "PP-OCRv6_det_small.onnx"
 
 _session = None
@@ -145,7 +147,9 @@ def text_boxes(
                 min(x1, cx0 + int(np.ceil(bx1 * sx))),
                 min(y1, cy0 + int(np.ceil(by1 * sy))),
             )
-            if box[2] > box[0] and box[3] > box[1]:
-                found.append(box)
+            tall, wide = box[3] - box[1], box[2] - box[0]
+            if tall < MIN_TEXT_HEIGHT or tall > 2 * height or wide < 2.5 * tall:
+                continue  # not a line of text this size: a tall blob or a column of strokes
+            found.append(box)
         out.append(found)
     return out

@@ -8,6 +8,7 @@ A module that fails prints its error in the table and the others still run.
 
 - ``header``:  one core: cp, bare pydicom, cxr-dask header-only, the peers (bench/peers.py)
 - ``pixels``:  the pixel path per image (decode, detect, OCR, encode), when it exists
+- ``pixels_real``: the pixel path on real public files (false-positive area, text left)
 - ``scaling``: 1 vs 2 workers, the 20,000-file run, worker peak memory (LocalCluster)
 - ``scale``:   400,000 inventory rows: identity map, broadcast size, graph tasks
 """
@@ -25,7 +26,7 @@ from typing import Any
 
 import common
 
-MODULES = ("header", "pixels", "scaling", "scale")
+MODULES = ("header", "pixels", "pixels_real", "scaling", "scale")
 HERE = Path(__file__).parent
 
 

@@ -506,14 +506,18 @@ def detect(arr: np.ndarray, window: float | None = None) -> list[Region]:
     rows, columns = arr.shape
     factor = max(1, math.ceil(max(rows, columns) / DETECTION_SIDE))
     glyphs = _glyph_boxes(arr, factor, window=window)
+    lines = _group_lines(glyphs)
+    # Glyphs of narrow "lines" (one or two glyphs, or both polarities of one letter) may
+    # be letters of a vertical line: stacked close, one after the other.
+    narrow = [box for box, _, _ in lines if box[2] - box[0] <= 1.6 * (box[3] - box[1])]
+    loose = [g for g in glyphs if any(_inside(g, box) for box in narrow)]
     vertical = []
-    transposed = [(b[1], b[0], b[3], b[2]) for b in glyphs]
+    transposed = [(b[1], b[0], b[3], b[2]) for b in loose]
     for (y0, x0, y1, x1), count, height in _group_lines(transposed, VERTICAL_GAP, VERTICAL_OVERLAP):
         if count >= VERTICAL_GLYPHS and y1 - y0 >= 2.5 * (x1 - x0):
             vertical.append(((x0, y0, x1, y1), count, height))
-    inside = [any(v[0] <= g[0] and v[1] <= g[1] and g[2] <= v[2] and g[3] <= v[3] for v, _, _ in vertical)
-              for g in glyphs]
-    lines = _group_lines([g for g, used in zip(glyphs, inside, strict=True) if not used])
+    if vertical:
+        lines = [line for line in lines if not any(_inside(line[0], v[0]) for v in vertical)]
     padded = []
     for items, upright in ((lines, False), (vertical, True)):
         for (x0, y0, x1, y1), count, height in items:
@@ -525,8 +529,12 @@ def detect(arr: np.ndarray, window: float | None = None) -> list[Region]:
     return [r for r in regions if _line_like(r)]
 
 
+def _inside(box: tuple[int, int, int, int], outer: tuple[int, int, int, int]) -> bool:
+    return outer[0] <= box[0] and outer[1] <= box[1] and box[2] <= outer[2] and box[3] <= outer[3]
+
+
 def _line_like(region: Region) -> bool:
-    """A line's short side is a few glyph heights at most (a block of lines merges less)."""
+    """A line's short side is a few glyph heights at most (a few merged lines at most)."""
     short = region.width if region.vertical else region.height
     return short <= MAX_LINE_HEIGHTS * max(region.line_height, 1) + 8
 
@@ -772,8 +780,9 @@ def read_regions(arr: np.ndarray, regions: list[Region], options: PixelOptions) 
 WORD_CONFIDENCE = 60.0
 #: ... and a two-character word this much.
 SURE_CONFIDENCE = 85.0
-#: A merged line taller than this many glyph heights is anatomy strung together, not text.
-MAX_LINE_HEIGHTS = 4
+#: A merged block taller than this many glyph heights is anatomy strung together, not text
+#: (a block of a few text lines, which OCR reads line by line, stays well below).
+MAX_LINE_HEIGHTS = 12
 #: At least this many one-character words in a row are one letter-spaced word (J O H N).
 LETTER_SPACED_RUN = 3
 #: A word read on a line that is text is blanked when its height is within this factor of

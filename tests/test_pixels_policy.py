@@ -22,93 +22,10 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 
 from cxr_dask.deid import pixels
 from cxr_dask.deid.rules import PixelOptions
-from cxr_dask.synth_text import available_fonts
+from cxr_dask.synth_text import DECOYS, available_fonts, draw_mask, film
 
 SIZE = 1024
-HIGH = 4095
-
-
-def film(seed: int = 0, size: int = SIZE) -> np.ndarray:
-    """A 12-bit chest-like film: bright mediastinum, dark lungs, soft tissue, noise."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size] / size
-    body = 1800 + 900 * np.exp(-(((x - 0.5) / 0.12) ** 2))  # mediastinum
-    lungs = 700 * (np.exp(-(((x - 0.3) / 0.13) ** 2 + ((y - 0.45) / 0.28) ** 2)))
-    lungs += 700 * (np.exp(-(((x - 0.7) / 0.13) ** 2 + ((y - 0.45) / 0.28) ** 2)))
-    arr = body - lungs + 400 * y + rng.normal(0, 25, size=(size, size))
-    return arr.clip(0, HIGH).astype(np.uint16)
-
-
-def _draw(arr: np.ndarray, paint, value: float, blend: bool = False) -> np.ndarray:
-    """Paint with PIL on a mask and set (or add) ``value`` under it."""
-    mask = Image.new("L", (arr.shape[1], arr.shape[0]), 0)
-    paint(ImageDraw.Draw(mask))
-    ink = np.asarray(mask).astype(np.float64) / 255.0
-    out = arr.astype(np.float64)
-    out = out + ink * value if blend else out * (1 - ink) + ink * value
-    return out.clip(0, HIGH).astype(np.uint16)
-
-
-def _curve(x0: float, y0: float, x1: float, y1: float, wiggle: float, waves: float = 1.5):
-    t = np.linspace(0, 1, 200)
-    xs = x0 + (x1 - x0) * t + wiggle * np.sin(t * np.pi * waves)
-    ys = y0 + (y1 - y0) * t
-    return list(zip(xs.tolist(), ys.tolist(), strict=True))
-
-
-def with_wire(arr):
-    return _draw(arr, lambda d: d.line(_curve(520, 80, 480, 900, 60), fill=255, width=2), HIGH)
-
-
-def with_ecg_lead(arr):
-    def paint(d):
-        d.ellipse((700, 150, 736, 186), outline=255, width=3)
-        d.ellipse((712, 162, 724, 174), fill=255)
-        d.line(_curve(718, 186, 900, 600, 40), fill=255, width=2)
-
-    return _draw(arr, paint, HIGH)
-
-
-def with_catheter(arr):
-    def paint(d):
-        d.line(_curve(300, 0, 540, 620, -80, 1.0), fill=255, width=7)
-
-    tube = _draw(arr, paint, 900, blend=True)
-    return _draw(tube, lambda d: d.line(_curve(300, 0, 540, 620, -80, 1.0), fill=255, width=3), -500, blend=True)
-
-
-def with_rib_edges(arr):
-    def paint(d):
-        for k in range(6):
-            d.arc((120, 150 + 90 * k, 520, 330 + 90 * k), 190, 330, fill=255, width=14)
-
-    return _draw(arr, paint, 700, blend=True)
-
-
-def with_collimation(arr):
-    out = arr.copy()
-    out[:, :70] = 200
-    out[:, -55:] = 200
-    out[:60] = 200
-    return out
-
-
-def with_pacemaker(arr):
-    def paint(d):
-        d.rounded_rectangle((760, 120, 850, 180), radius=18, fill=255)
-        d.line(_curve(780, 180, 560, 640, 70), fill=255, width=3)
-
-    return _draw(arr, paint, HIGH)
-
-
-DECOYS = {
-    "wire": with_wire,
-    "ecg_lead": with_ecg_lead,
-    "catheter": with_catheter,
-    "rib_edges": with_rib_edges,
-    "collimation": with_collimation,
-    "pacemaker": with_pacemaker,
-}
+HIGH = 4095  # twelve bits, as synth_text.film
 
 
 def as_dataset(arr: np.ndarray, photometric: str = "MONOCHROME2", window: tuple[int, int] | None = None):
@@ -150,7 +67,7 @@ def _font(size: int) -> ImageFont.FreeTypeFont:
 
 
 def _text(arr, xy, text, size, value, blend=False):
-    return _draw(arr, lambda d: d.text(xy, text, fill=255, font=_font(size)), value, blend)
+    return draw_mask(arr, lambda d: d.text(xy, text, fill=255, font=_font(size)), value, blend)
 
 
 def _display(arr: np.ndarray, photometric: str = "MONOCHROME2", window: tuple[int, int] | None = None):
@@ -215,7 +132,7 @@ def test_low_contrast_text_goes():
 
 
 def test_dark_text_on_a_bright_label_goes():
-    arr = _draw(film(3), lambda d: d.rectangle((40, 860, 600, 930), fill=255), 3600)
+    arr = draw_mask(film(3), lambda d: d.rectangle((40, 860, 600, 930), fill=255), 3600)
     arr = _text(arr, (60, 875), PHI, 30, 300)
     _, out = _cleaned(arr)
     _assert_gone(arr, out, (50, 865, 590, 925))
@@ -276,7 +193,7 @@ def test_vertical_text_goes():
 def test_text_visible_only_in_the_viewer_window_goes():
     """A 12-bit image whose range is set by a bright implant; the window shows the text."""
     arr = (film(10) // 4 + 600).astype(np.uint16)  # anatomy in 600..1600
-    arr = _draw(arr, lambda d: d.rectangle((900, 40, 960, 200), fill=255), HIGH)  # metal: full range
+    arr = draw_mask(arr, lambda d: d.rectangle((900, 40, 960, 200), fill=255), HIGH)  # metal: full range
     arr = _text(arr, (60, 880), PHI, 30, 220, blend=True)
     window = (1100, 1000)
     _result, out = _cleaned(arr, window=window)
@@ -293,7 +210,7 @@ def test_glyphs_from_small_to_huge_go(size):
 
 
 def test_bold_text_goes():
-    arr = _draw(film(12), lambda d: d.text((60, 860), PHI, fill=255, font=_font(40), stroke_width=3), HIGH)
+    arr = draw_mask(film(12), lambda d: d.text((60, 860), PHI, fill=255, font=_font(40), stroke_width=3), HIGH)
     _, out = _cleaned(arr)
     assert not ({"HOLLOWAY", "AGATHA", "1950"} & readable_tokens(out, (50, 850, 800, 920)))
 

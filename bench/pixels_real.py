@@ -209,7 +209,10 @@ def synthetic_films(seeds: int = 3) -> list[dict[str, Any]]:
 def run(root: Path | None = None, repeats: int = 3, cache: Path = DEFAULT_CACHE) -> dict[str, Any]:
     """bench/run.py's entry point (``root``, its scratch folder, is not needed: files are read in place)."""
     labels = json.loads(LABELS.read_text())["images"] if LABELS.exists() else {}
-    rows = [measure(key, path, labels, repeats) for key, path in sources(cache).items()]
+    rows = []
+    for key, path in sources(cache).items():
+        rows.append(measure(key, path, labels, repeats))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress: real files can take seconds each
     rows = [r for r in rows if "skipped" not in r]
     free = [r for r in rows if not r["has_text"]]
     total = {

@@ -899,10 +899,14 @@ def redact_boxes(arr: np.ndarray, boxes: tuple[Box, ...], keep: tuple[Word, ...]
 
 
 def is_small(region: Region) -> bool:
-    """Room for two characters at most (a side marker, an arrow): identifies nobody, not OCRed."""
+    """Room for two characters at most (a side marker, an arrow): identifies nobody, not OCRed.
+
+    Measured in glyph heights, not the region's own height: a block of several short
+    lines (an ultrasound's settings column) is as narrow as a marker but holds words.
+    """
     if region.vertical:
-        return region.height <= 1.6 * region.width
-    return region.width <= 1.6 * region.height
+        return region.height <= 1.6 * max(region.line_height, region.width / 2)
+    return region.width <= 1.6 * max(region.line_height, region.height / 2)
 
 
 def confirm_text(regions: list[Region], arr: np.ndarray) -> list[list[tuple[int, int, int, int]]]:

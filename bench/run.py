@@ -9,6 +9,7 @@ A module that fails prints its error in the table and the others still run.
 - ``header``:  one core: cp, bare pydicom, cxr-dask header-only, the peers (bench/peers.py)
 - ``pixels``:  the pixel path per image (decode, detect, OCR, encode), when it exists
 - ``old_jpeg``: the dcmdjpeg fallback per 2000x2500 12-bit JPEG (Extended and retired processes)
+- ``pixels_real``: the pixel path on real public files (false-positive area, text left)
 - ``scaling``: 1 vs 2 workers, the 20,000-file run, worker peak memory (LocalCluster)
 - ``scale``:   400,000 inventory rows: identity map, broadcast size, graph tasks
 - ``freetext``: descriptors kept on a 200-patient corpus; word counting's share of pass 1
@@ -28,7 +29,7 @@ from typing import Any
 
 import common
 
-MODULES = ("header", "pixels", "old_jpeg", "scaling", "scale", "scale_s3", "freetext")
+MODULES = ("header", "pixels", "pixels_real", "old_jpeg", "scaling", "scale", "scale_s3", "freetext")
 HERE = Path(__file__).parent
 
 

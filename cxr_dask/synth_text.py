@@ -246,3 +246,93 @@ def burn_in(
         if markers and rng.random() < 0.5:  # a timestamp printed right under the position word
             canvas.place_text(phi[-1], PHI, size(), (rng.uniform(0.3, 0.7), 0.08), False)
     return tuple(canvas.planted)
+
+
+# --------------------------------------------------------------------------- decoy films
+#: What chest x-ray research studies and a text detector must never blank: a 12-bit
+#: chest-like film with one structure each (tests/test_pixels_policy.py, bench/pixels_real.py).
+
+FILM_HIGH = 4095
+
+
+def film(seed: int = 0, size: int = 1024) -> np.ndarray:
+    """A 12-bit chest-like film: bright mediastinum, dark lungs, soft tissue, noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    body = 1800 + 900 * np.exp(-(((x - 0.5) / 0.12) ** 2))  # mediastinum
+    lungs = 700 * (np.exp(-(((x - 0.3) / 0.13) ** 2 + ((y - 0.45) / 0.28) ** 2)))
+    lungs += 700 * (np.exp(-(((x - 0.7) / 0.13) ** 2 + ((y - 0.45) / 0.28) ** 2)))
+    arr = body - lungs + 400 * y + rng.normal(0, 25, size=(size, size))
+    return arr.clip(0, FILM_HIGH).astype(np.uint16)
+
+
+def draw_mask(arr: np.ndarray, paint, value: float, blend: bool = False) -> np.ndarray:
+    """Paint with PIL on a mask and set (or add) ``value`` under it."""
+    mask = Image.new("L", (arr.shape[1], arr.shape[0]), 0)
+    paint(ImageDraw.Draw(mask))
+    ink = np.asarray(mask).astype(np.float64) / 255.0
+    out = arr.astype(np.float64)
+    out = out + ink * value if blend else out * (1 - ink) + ink * value
+    return out.clip(0, FILM_HIGH).astype(np.uint16)
+
+
+def _curve(x0: float, y0: float, x1: float, y1: float, wiggle: float, waves: float = 1.5):
+    t = np.linspace(0, 1, 200)
+    xs = x0 + (x1 - x0) * t + wiggle * np.sin(t * np.pi * waves)
+    ys = y0 + (y1 - y0) * t
+    return list(zip(xs.tolist(), ys.tolist(), strict=True))
+
+
+def with_wire(arr):
+    return draw_mask(arr, lambda d: d.line(_curve(520, 80, 480, 900, 60), fill=255, width=2), FILM_HIGH)
+
+
+def with_ecg_lead(arr):
+    def paint(d):
+        d.ellipse((700, 150, 736, 186), outline=255, width=3)
+        d.ellipse((712, 162, 724, 174), fill=255)
+        d.line(_curve(718, 186, 900, 600, 40), fill=255, width=2)
+
+    return draw_mask(arr, paint, FILM_HIGH)
+
+
+def with_catheter(arr):
+    def paint(d):
+        d.line(_curve(300, 0, 540, 620, -80, 1.0), fill=255, width=7)
+
+    tube = draw_mask(arr, paint, 900, blend=True)
+    return draw_mask(tube, lambda d: d.line(_curve(300, 0, 540, 620, -80, 1.0), fill=255, width=3), -500, blend=True)
+
+
+def with_rib_edges(arr):
+    def paint(d):
+        for k in range(6):
+            d.arc((120, 150 + 90 * k, 520, 330 + 90 * k), 190, 330, fill=255, width=14)
+
+    return draw_mask(arr, paint, 700, blend=True)
+
+
+def with_collimation(arr):
+    out = arr.copy()
+    out[:, :70] = 200
+    out[:, -55:] = 200
+    out[:60] = 200
+    return out
+
+
+def with_pacemaker(arr):
+    def paint(d):
+        d.rounded_rectangle((760, 120, 850, 180), radius=18, fill=255)
+        d.line(_curve(780, 180, 560, 640, 70), fill=255, width=3)
+
+    return draw_mask(arr, paint, FILM_HIGH)
+
+
+DECOYS = {
+    "wire": with_wire,
+    "ecg_lead": with_ecg_lead,
+    "catheter": with_catheter,
+    "rib_edges": with_rib_edges,
+    "collimation": with_collimation,
+    "pacemaker": with_pacemaker,
+}

@@ -111,13 +111,19 @@ TOPHAT_SIZE = 11
 #: A glyph must have a stroke that stands out by this share of the image's dynamic range
 #: (text is burned in near white or black; anatomy rarely differs this much within a few
 #: pixels) and is grown over pixels that stand out by ``GROW_CONTRAST``.
-CONTRAST = 0.5
-GROW_CONTRAST = 0.25
+CONTRAST = 0.2
+GROW_CONTRAST = 0.1
 #: JPEG 2000 previews: at most this many resolution levels dropped, contrast thresholds
 #: scaled by this (a one-pixel stroke keeps at least a quarter of its contrast per level).
 PREVIEW_MAX_LEVEL = 1
 PREVIEW_SENSITIVITY = 0.5
 J2K_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"})
+#: Glyphs stacked in one column that make a vertical line of text.
+VERTICAL_GLYPHS = 3
+#: ... at most this share of their size apart (letters are close; ribs and rungs are not).
+VERTICAL_GAP = 0.5
+#: ... and overlap each other by at most this share (rib arcs and rungs do overlap).
+VERTICAL_OVERLAP = -0.25
 #: Text height Tesseract reads best (pixels); crops are scaled towards it.
 OCR_HEIGHT = 40
 OCR_GAP = 24
@@ -136,6 +142,7 @@ class Region:
     bright: bool  # strokes of higher stored values than their ground
     glyphs: int  # connected components at detection scale
     line_height: int  # typical glyph height, image pixels (sets the OCR scale)
+    vertical: bool = False  # glyphs stacked in a column (text written top-down or rotated)
 
     @property
     def height(self) -> int:
@@ -148,13 +155,21 @@ class Region:
 
 @dataclass(frozen=True)
 class Word:
-    """One OCR word box in image coordinates; ``allowed`` says whether it may stay."""
+    """One OCR word box in image coordinates; ``allowed`` says whether it may stay.
+
+    ``confidence`` is Tesseract's (0-100); ``characters`` counts the letters and digits
+    read (never the text itself: nothing here keeps what was read).
+    """
 
     x0: int
     y0: int
     x1: int
     y1: int
     allowed: bool
+    confidence: float = 100.0
+    characters: int = 2
+    spaced: bool = False  # one letter of a letter-spaced word
+    symbols: int = 0  # other characters read (junk reads of strokes are mostly symbols)
 
 
 #: What a region of an image was judged to be; the review page and the audit use these.
@@ -447,7 +462,9 @@ def _components(
     return boxes
 
 
-def _group_lines(boxes: list[tuple[int, int, int, int]]) -> list[tuple[tuple[int, int, int, int], int, int]]:
+def _group_lines(
+    boxes: list[tuple[int, int, int, int]], gap_ratio: float = 1.2, min_gap: float | None = None
+) -> list[tuple[tuple[int, int, int, int], int, int]]:
     """Merge glyph boxes that sit on one line close together: (box, glyphs, median height)."""
     parent = list(range(len(boxes)))
 
@@ -465,7 +482,10 @@ def _group_lines(boxes: list[tuple[int, int, int, int]]) -> list[tuple[tuple[int
             overlap = np.minimum(y1[i], y1) - np.maximum(y0[i], y0)
             gap = np.maximum(x0 - x1[i], x0[i] - x1)
             tall = np.maximum(h[i], h)
-            near = (overlap >= 0.4 * np.minimum(h[i], h)) & (gap <= 1.2 * tall) & (h <= 3 * h[i]) & (h[i] <= 3 * h)
+            near = (overlap >= 0.4 * np.minimum(h[i], h)) & (gap <= gap_ratio * tall)
+            near &= (h <= 3 * h[i]) & (h[i] <= 3 * h)
+            if min_gap is not None:  # glyphs in a column follow each other, they do not overlap
+                near &= gap >= min_gap * tall
             for j in np.nonzero(near)[0]:
                 parent[root(int(j))] = root(i)
     groups: dict[int, list[int]] = {}
@@ -479,27 +499,57 @@ def _group_lines(boxes: list[tuple[int, int, int, int]]) -> list[tuple[tuple[int
     return lines
 
 
-def detect(arr: np.ndarray) -> list[Region]:
+def detect(arr: np.ndarray, window: float | None = None) -> list[Region]:
     """Candidate text lines: thin high-contrast strokes of glyph size, grouped into lines.
 
     Works on a copy at most ``DETECTION_SIDE`` pixels a side; cheap enough to run on
-    every image so that only images with candidates pay for OCR.
+    every image so that only images with candidates pay for OCR. ``window`` (the
+    header's WindowWidth, stored values) narrows the contrast scale to what a viewer
+    shows: text that stands out only in the display window of a 12-bit image is found.
+    Glyphs left alone on their row but stacked in a column become a vertical line.
     """
     rows, columns = arr.shape
     factor = max(1, math.ceil(max(rows, columns) / DETECTION_SIDE))
     pooled = arr
     if min(rows, columns) < factor:  # a line of pixels: pad (a small copy) to one whole block
         pooled = np.pad(arr, ((0, max(0, factor - rows)), (0, max(0, factor - columns))), mode="edge")
+    glyphs = _glyph_boxes(pooled, factor, window=window)
+    lines = _group_lines(glyphs)
+    # Glyphs of narrow "lines" (one or two glyphs, or both polarities of one letter) may
+    # be letters of a vertical line: stacked close, one after the other.
+    narrow = [box for box, _, _ in lines if box[2] - box[0] <= 1.6 * (box[3] - box[1])]
+    loose = [g for g in glyphs if any(_inside(g, box) for box in narrow)]
+    vertical = []
+    transposed = [(b[1], b[0], b[3], b[2]) for b in loose]
+    for (y0, x0, y1, x1), count, height in _group_lines(transposed, VERTICAL_GAP, VERTICAL_OVERLAP):
+        if count >= VERTICAL_GLYPHS and y1 - y0 >= 2.5 * (x1 - x0):
+            vertical.append(((x0, y0, x1, y1), count, height))
+    if vertical:
+        lines = [line for line in lines if not any(_inside(line[0], v[0]) for v in vertical)]
     padded = []
-    for (x0, y0, x1, y1), glyphs, height in _group_lines(_glyph_boxes(pooled, factor)):
-        pad = max(2, (y1 - y0) // 4)
-        box = (max(0, (x0 - pad) * factor), max(0, (y0 - pad) * factor))
-        box += (min(columns, (x1 + pad) * factor), min(rows, (y1 + pad) * factor))
-        padded.append((box, glyphs, height * factor))
-    return [_region(arr, *item) for item in _merge_overlapping(padded)]
+    for items, upright in ((lines, False), (vertical, True)):
+        for (x0, y0, x1, y1), count, height in items:
+            pad = max(2, ((x1 - x0) if upright else (y1 - y0)) // 4)
+            box = (max(0, (x0 - pad) * factor), max(0, (y0 - pad) * factor))
+            box += (min(columns, (x1 + pad) * factor), min(rows, (y1 + pad) * factor))
+            padded.append((box, count, height * factor, upright))
+    regions = [_region(arr, *item) for item in _merge_overlapping(padded)]
+    return [r for r in regions if _line_like(r)]
 
 
-def _glyph_boxes(arr: np.ndarray, factor: int, sensitivity: float = 1.0) -> list[tuple[int, int, int, int]]:
+def _inside(box: tuple[int, int, int, int], outer: tuple[int, int, int, int]) -> bool:
+    return outer[0] <= box[0] and outer[1] <= box[1] and box[2] <= outer[2] and box[3] <= outer[3]
+
+
+def _line_like(region: Region) -> bool:
+    """A line's short side is a few glyph heights at most (a few merged lines at most)."""
+    short = region.width if region.vertical else region.height
+    return short <= MAX_LINE_HEIGHTS * max(region.line_height, 1) + 8
+
+
+def _glyph_boxes(
+    arr: np.ndarray, factor: int, sensitivity: float = 1.0, window: float | None = None
+) -> list[tuple[int, int, int, int]]:
     """Glyph-sized stroke components of both polarities, in pixels of ``arr`` pooled by ``factor``.
 
     ``sensitivity`` scales the contrast thresholds; below 1 (a screen on a reduced-resolution
@@ -512,11 +562,13 @@ def _glyph_boxes(arr: np.ndarray, factor: int, sensitivity: float = 1.0) -> list
         high, low = high.astype(np.float32), low.astype(np.float32)
     p_low, p_high = np.percentile(low[:: max(1, low.shape[0] // 256), :: max(1, low.shape[1] // 256)], (1, 99.5))
     span = max(float(p_high - p_low), 1.0)
+    if window and window > 1.0:
+        span = min(span, float(window))
     strong = CONTRAST * span * sensitivity  # a glyph needs one pixel of this top-hat response
     if _top_hat_bound(high, low, TOPHAT_SIZE) < strong:
         return []
     det_rows, det_columns = high.shape
-    max_height, max_width = max(8, int(0.12 * det_rows)), max(16, int(0.6 * det_columns))
+    max_height, max_width = max(8, int(0.2 * det_rows)), max(16, int(0.6 * det_columns))
     # Both polarities feed one grouping: white text also makes dark "gaps" between its
     # strokes, and the two halves of one line must become one region. Opening never
     # exceeds its input and closing never falls below it (no underflow in the image's own
@@ -589,36 +641,36 @@ def _mostly_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) 
     return width * height >= 0.5 * smaller
 
 
-def _merge_overlapping(
-    items: list[tuple[tuple[int, int, int, int], int, int]],
-) -> list[tuple[tuple[int, int, int, int], int, int]]:
-    """Union padded line boxes that mostly overlap, until none do."""
+def _merge_overlapping(items: list[tuple]) -> list[tuple]:
+    """Union padded line boxes that mostly overlap, until none do: (box, glyphs, height, upright)."""
     merged = list(items)
     changed = True
     while changed:
         changed = False
-        out: list[tuple[tuple[int, int, int, int], int, int]] = []
-        for box, glyphs, height in merged:
-            for k, (other, other_glyphs, other_height) in enumerate(out):
+        out: list[tuple] = []
+        for box, glyphs, height, upright in merged:
+            for k, (other, other_glyphs, other_height, other_upright) in enumerate(out):
                 if _mostly_overlap(box, other):
                     union = (min(box[0], other[0]), min(box[1], other[1]), max(box[2], other[2]), max(box[3], other[3]))
-                    out[k] = (union, max(glyphs, other_glyphs), max(height, other_height))
+                    keep_upright = upright if glyphs >= other_glyphs else other_upright
+                    out[k] = (union, max(glyphs, other_glyphs), max(height, other_height), keep_upright)
                     changed = True
                     break
             else:
-                out.append((box, glyphs, height))
+                out.append((box, glyphs, height, upright))
         merged = out
     return merged
 
 
-def _region(arr: np.ndarray, box: tuple[int, int, int, int], glyphs: int, height: int) -> Region:
+def _region(arr: np.ndarray, box: tuple[int, int, int, int], glyphs: int, height: int, upright: bool = False) -> Region:
     """A Region whose polarity comes from its border: the padding ring is background."""
     x0, y0, x1, y1 = box
     crop = arr[y0:y1, x0:x1].astype(np.float32)
     ring = np.concatenate([crop[0], crop[-1], crop[:, 0], crop[:, -1]])
     ground = float(np.median(ring))
     low, high = np.percentile(crop, (1, 99))
-    return Region(x0, y0, x1, y1, bright=bool(high - ground >= ground - low), glyphs=glyphs, line_height=max(1, height))
+    bright = bool(high - ground >= ground - low)
+    return Region(x0, y0, x1, y1, bright=bright, glyphs=glyphs, line_height=max(1, height), vertical=upright)
 
 
 # --------------------------------------------------------------------------- OCR
@@ -668,10 +720,17 @@ def tesseract_tsv(image: np.ndarray, psm: int = 6) -> list[dict[str, str]]:
 
 
 def read_regions(arr: np.ndarray, regions: list[Region], options: PixelOptions) -> list[list[Word]]:
-    """OCR every region in one Tesseract call; the words found in each, in image coordinates."""
+    """OCR every region in one Tesseract call; the words found in each, in image coordinates.
+
+    A vertical region goes in twice, turned a quarter each way (text runs up or down).
+    """
     if not regions:
         return []
-    crops = [_ocr_crop(arr, region) for region in regions]
+    entries = [(i, turn) for i, region in enumerate(regions) for turn in ((1, 3) if region.vertical else (0,))]
+    crops = []
+    for i, turn in entries:
+        crop, scale = _ocr_crop(arr, regions[i])
+        crops.append((np.ascontiguousarray(np.rot90(crop, turn)) if turn else crop, scale))
     width = max(c.shape[1] for c, _ in crops) + 2 * OCR_GAP
     height = sum(c.shape[0] + OCR_GAP for c, _ in crops) + OCR_GAP
     montage = np.full((height, width), 255, dtype=np.uint8)
@@ -688,51 +747,197 @@ def read_regions(arr: np.ndarray, regions: list[Region], options: PixelOptions) 
             continue
         left, top, w, h = (int(row[k]) for k in ("left", "top", "width", "height"))
         middle = top + h / 2
-        index = next(
-            (i for i, (c, _) in enumerate(crops) if offsets[i] <= middle < offsets[i] + c.shape[0]),
+        entry = next(
+            (k for k, (c, _) in enumerate(crops) if offsets[k] <= middle < offsets[k] + c.shape[0]),
             None,
         )
-        if index is None:
+        if entry is None:
             continue
-        region, (_, scale) = regions[index], crops[index]
+        index, turn = entries[entry]
+        region, (crop, scale) = regions[index], crops[entry]
+        # the word's box in the (turned) crop, then turned back: (rows, columns) end-exclusive
+        r0, r1 = top - offsets[entry], top + h - offsets[entry]
+        c0, c1 = left - OCR_GAP, left + w - OCR_GAP
+        if turn == 1:  # rot90 counter-clockwise: rot[i, j] = crop[j, W-1-i]
+            r0, r1, c0, c1 = c0, c1, crop.shape[0] - r1, crop.shape[0] - r0
+        elif turn == 3:  # clockwise: rot[i, j] = crop[H-1-j, i]
+            r0, r1, c0, c1 = crop.shape[1] - c1, crop.shape[1] - c0, r0, r1
+        try:
+            confidence = float(row.get("conf", "0"))
+        except ValueError:
+            confidence = 0.0
         words[index].append(
             Word(
-                x0=region.x0 + max(0, math.floor((left - OCR_GAP) / scale)),
-                y0=region.y0 + max(0, math.floor((top - offsets[index]) / scale)),
-                x1=min(region.x1, region.x0 + math.ceil((left + w - OCR_GAP) / scale)),
-                y1=min(region.y1, region.y0 + math.ceil((top + h - offsets[index]) / scale)),
+                x0=region.x0 + max(0, math.floor(c0 / scale)),
+                y0=region.y0 + max(0, math.floor(r0 / scale)),
+                x1=min(region.x1, region.x0 + math.ceil(c1 / scale)),
+                y1=min(region.y1, region.y0 + math.ceil(r1 / scale)),
                 allowed=options.is_allowed(text),
+                confidence=confidence,
+                characters=sum(c.isalnum() for c in text),
+                symbols=sum(not c.isalnum() for c in text),
             )
         )
-    return words
+    return [_letter_spaced(found) for found in words]
 
 
 # --------------------------------------------------------------------------- decide, redact
 
 
-def redact_region(arr: np.ndarray, region: Region, keep: list[Word], black: int) -> None:
-    """Black out ``region`` except the allow-listed words in it (restored from the original)."""
+#: Tesseract confidence (0-100) a word needs to count as evidence that a line is text.
+WORD_CONFIDENCE = 60.0
+#: ... and a two-character word this much.
+SURE_CONFIDENCE = 85.0
+#: A merged block taller than this many glyph heights is anatomy strung together, not text
+#: (a block of a few text lines, which OCR reads line by line, stays well below).
+MAX_LINE_HEIGHTS = 12
+#: At least this many one-character words in a row are one letter-spaced word (J O H N).
+LETTER_SPACED_RUN = 3
+#: A word read on a line that is text is blanked when its height is within this factor of
+#: the evidence words' (junk read on anatomy merged into the line is not).
+WORD_HEIGHT_RATIO = 2.0
+
+
+def _letter_spaced(words: list[Word]) -> list[Word]:
+    """Single letters in a row are a word spelled out, never a row of side markers.
+
+    A run of ``LETTER_SPACED_RUN`` or more one-character words on one line loses its
+    allow-listing (``L O R A`` is a name, not the marker L) and counts as read text.
+    """
+    ordered = sorted(words, key=lambda w: (w.x0, w.y0))
+    out: list[Word] = []
+    run: list[Word] = []
+
+    def flush() -> None:
+        if len(run) >= LETTER_SPACED_RUN:
+            out.extend(Word(w.x0, w.y0, w.x1, w.y1, False, w.confidence, w.characters, True, w.symbols) for w in run)
+        else:
+            out.extend(run)
+        run.clear()
+
+    for word in ordered:
+        same_line = run and min(run[-1].y1, word.y1) - max(run[-1].y0, word.y0) > 0
+        if word.characters == 1 and (not run or same_line):
+            run.append(word)
+            continue
+        flush()
+        if word.characters == 1:
+            run.append(word)
+        else:
+            out.append(word)
+    flush()
+    return out
+
+
+def is_evidence(word: Word) -> bool:
+    """A word read with confidence: three letters or digits (two when very sure), mostly
+    alphanumeric, or one letter of a spaced word. Tesseract reads junk on anatomy too,
+    short, symbol-laden and less sure."""
+    if word.confidence < WORD_CONFIDENCE or word.symbols * 3 > word.characters:
+        return False
+    if word.characters == 1:
+        return word.spaced
+    return word.characters >= 3 or word.confidence >= SURE_CONFIDENCE
+
+
+def word_box(word: Word, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The word's box grown by a few pixels (anti-aliasing, OCR box jitter), inside the image."""
+    pad = 2 + (word.y1 - word.y0) // 10
+    return (max(0, word.x0 - pad), max(0, word.y0 - pad), min(shape[1], word.x1 + pad), min(shape[0], word.y1 + pad))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What happens to one candidate region: its class, a fixed reason, what is blanked."""
+
+    kind: str  # one of REGION_CLASSES
+    why: str
+    blank: tuple[tuple[int, int, int, int], ...] = ()
+    keep: tuple[Word, ...] = ()
+
+    @property
+    def redacts(self) -> bool:
+        return bool(self.blank)
+
+
+def decide(region: Region, words: list[Word], options: PixelOptions, shape: tuple[int, int]) -> Decision:
+    """Blank text, not strokes: only words on a line with evidence of text are blanked.
+
+    Strict mode blanks the whole region. A region with room for two characters at most is
+    a marker. A line where no word is read with confidence is ``flagged`` and left in
+    place (thin bright anatomy, wires and edges are what nobody can read); the second
+    stage (``textdet``) may still find text there. On a line that is text, every word
+    read that is not allow-listed is blanked, box by box, and allow-listed words stay.
+    """
+    box = (region.x0, region.y0, region.x1, region.y1)
+    if options.strict:
+        return Decision("strict", "strict mode", (box,))
+    if is_small(region):
+        return Decision("marker", "too small to identify")
+    evidence = [w for w in words if is_evidence(w)]
+    if not evidence:
+        return Decision("flagged", "unread candidate")
+    if all(w.allowed for w in evidence):
+        others = [w for w in words if not w.allowed and w.characters and w.confidence >= WORD_CONFIDENCE]
+        if not others:
+            return Decision("marker", "allow-listed", keep=tuple(w for w in words if w.allowed))
+    height = float(np.median([w.y1 - w.y0 for w in evidence]))
+    blank = tuple(
+        word_box(w, shape)
+        for w in words
+        if not w.allowed
+        and w.characters
+        and (is_evidence(w) or height / WORD_HEIGHT_RATIO <= w.y1 - w.y0 <= height * WORD_HEIGHT_RATIO)
+    )
+    if not blank:
+        return Decision("marker", "allow-listed", keep=tuple(w for w in words if w.allowed))
+    return Decision("text", "words read", blank, tuple(w for w in words if w.allowed))
+
+
+Box = tuple[int, int, int, int]
+
+
+def redact_boxes(arr: np.ndarray, boxes: tuple[Box, ...], keep: tuple[Word, ...], black: int) -> None:
+    """Black out ``boxes`` except the allow-listed words (restored from the original)."""
     original = [arr[w.y0 : w.y1, w.x0 : w.x1].copy() for w in keep]
-    arr[region.y0 : region.y1, region.x0 : region.x1] = black
+    for x0, y0, x1, y1 in boxes:
+        arr[y0:y1, x0:x1] = black
     for word, pixels in zip(keep, original, strict=True):
         arr[word.y0 : word.y1, word.x0 : word.x1] = pixels
 
 
 def is_small(region: Region) -> bool:
-    """Room for two characters at most (a side marker, an arrow): identifies nobody, not OCRed."""
-    return region.width <= 1.6 * region.height
+    """Room for two characters at most (a side marker, an arrow): identifies nobody, not OCRed.
+
+    Measured in glyph heights, not the region's own height: a block of several short
+    lines (an ultrasound's settings column) is as narrow as a marker but holds words.
+    """
+    if region.vertical:
+        return region.height <= 1.6 * max(region.line_height, region.width / 2)
+    return region.width <= 1.6 * max(region.line_height, region.height / 2)
 
 
-def decide(region: Region, words: list[Word], options: PixelOptions) -> tuple[bool, list[Word]]:
-    """(redact?, words to keep): a line stays only when every word on it is allow-listed."""
-    if options.strict:
-        return True, []
-    if is_small(region):
-        return False, []
-    if not words:  # unreadable text-like strokes: blank them
-        return True, []
-    keep = [w for w in words if w.allowed]
-    return len(keep) != len(words), keep
+def confirm_text(regions: list[Region], arr: np.ndarray) -> list[list[tuple[int, int, int, int]]]:
+    """Second stage on regions OCR could not read: text boxes from a text detector, if any.
+
+    Without the detector's packages every region stays flagged (left in place).
+    """
+    from cxr_dask.deid import textdet
+
+    return textdet.text_boxes(arr, [(r.x0, r.y0, r.x1, r.y1) for r in regions], [r.line_height for r in regions])
+
+
+def _window_width(ds: Dataset) -> float | None:
+    """The first WindowWidth in stored values (RescaleSlope undone), or None."""
+    try:
+        width = ds.get("WindowWidth")
+        if width is None:
+            return None
+        width = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        return abs(width / slope) if width > 0 and slope else None
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 def _device(ds: Dataset) -> tuple[str, str]:
@@ -778,7 +983,7 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
         report.rule = rule.name
 
     mark = time.perf_counter()
-    regions = detect(arr)
+    regions = detect(arr, _window_width(ds))
     report.timings["detect"] = time.perf_counter() - mark
     report.regions_found = len(regions)
     if regions:
@@ -789,22 +994,26 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
         report.timings["ocr"] = time.perf_counter() - mark
         if options.strict:
             report.rule = report.rule or "strict"
-        for region, found in zip(regions, words, strict=True):
-            redact, keep = decide(region, found, options)
+        decisions = [decide(region, found, options, arr.shape) for region, found in zip(regions, words, strict=True)]
+        # the text detector sees horizontal lines; columns need words Tesseract reads
+        flagged = [i for i, d in enumerate(decisions) if d.kind == "flagged" and not regions[i].vertical]
+        if flagged:
+            mark = time.perf_counter()
+            for i, boxes in zip(flagged, confirm_text([regions[i] for i in flagged], arr), strict=True):
+                if boxes:
+                    decisions[i] = Decision("text", "text detector", tuple(boxes))
+            report.timings["second_stage"] = time.perf_counter() - mark
+        for region, decision in zip(regions, decisions, strict=True):
             box = (region.x0, region.y0, region.x1, region.y1)
-            if not redact:
+            report.regions.append(RegionRecord(box, decision.kind, decision.why))
+            if not decision.redacts:
                 report.regions_kept += 1
-                report.regions.append(RegionRecord(box, "marker", "allow-listed" if found else "too small to identify"))
                 continue
             report.regions_redacted += 1
-            if options.strict:
-                report.regions.append(RegionRecord(box, "strict", "strict mode"))
-            else:
-                report.regions.append(RegionRecord(box, "text", "words read" if found else "unread candidate"))
             if work is None:
                 work = np.array(arr, copy=True)
-            redact_region(work, region, keep, black)
-            report.boxes.append((region.x0, region.y0, region.x1, region.y1))
+            redact_boxes(work, decision.blank, decision.keep, black)
+            report.boxes.extend(decision.blank)
     if work is not None and not np.array_equal(work, arr):
         report.action = "cleaned"
     else:

@@ -1,0 +1,155 @@
+"""The second stage of burned-in text detection: a detector trained on text (PP-OCR det).
+
+The stroke screen in ``pixels.detect`` finds thin high-contrast strokes of glyph size;
+on real images most of them are edges, wires and bone. Tesseract reads the ones that are
+text. What Tesseract cannot read is shown here, crop by crop, to PaddleOCR's DB text
+detector (the ``PP-OCRv6_det_small`` ONNX model shipped inside the ``rapidocr`` wheel,
+run by ``onnxruntime`` on one CPU thread; nothing is downloaded at run time). Boxes it
+scores as text are evidence; a crop where it sees none stays flagged and untouched.
+
+Only the model file is taken from ``rapidocr`` (found without importing the package, so
+its start-up and logging stay out of workers); pre- and post-processing are the DB
+defaults (normalise to [-1, 1], sides a multiple of 32, probability > 0.3, box mean
+score >= 0.5, boxes grown by area * 1.6 / perimeter) written with numpy and scipy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+#: DB post-processing (PaddleOCR's defaults for this model).
+PROBABILITY = 0.3
+BOX_SCORE = 0.6
+UNCLIP_RATIO = 1.6
+#: Text height (model input pixels) crops are scaled towards; the model reads 10-60 best.
+MODEL_TEXT_HEIGHT = 24
+#: Longest side of a crop given to the model (bounds the cost of one call).
+MAX_SIDE = 1280
+#: A detector box lower than this (image pixels) is no readable text.
+MIN_TEXT_HEIGHT = 7
+MODEL_FILE = "PP-OCRv6_det_small.onnx"
+
+_session = None
+_lock = threading.Lock()
+
+
+def model_path() -> Path | None:
+    """The detector's ONNX file inside the installed ``rapidocr`` wheel, or None."""
+    spec = importlib.util.find_spec("rapidocr")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "models" / MODEL_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def available() -> bool:
+    return model_path() is not None and importlib.util.find_spec("onnxruntime") is not None
+
+
+def _get_session():
+    """One onnxruntime session per process, one thread (Dask runs one task per core)."""
+    global _session
+    with _lock:
+        if _session is None:
+            import onnxruntime
+
+            path = model_path()
+            if path is None:
+                raise RuntimeError("text detector model not installed")
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = 1
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            _session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return _session
+
+
+def _display8(crop: np.ndarray) -> np.ndarray:
+    """A crop stretched to 8 bits by its own 0.5 and 99.5 percentiles (local window)."""
+    values = crop.astype(np.float32)
+    low, high = np.percentile(values, (0.5, 99.5))
+    if high <= low:
+        high = low + 1.0
+    return (np.clip((values - low) / (high - low), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def probability_map(gray: np.ndarray) -> np.ndarray:
+    """The model's text probability for an 8-bit image (sides padded to multiples of 32)."""
+    rows, columns = gray.shape
+    padded_rows, padded_columns = max(32, -(-rows // 32) * 32), max(32, -(-columns // 32) * 32)
+    canvas = np.zeros((padded_rows, padded_columns), dtype=np.float32)
+    canvas[:rows, :columns] = gray.astype(np.float32) / 127.5 - 1.0
+    tensor = np.repeat(canvas[None, None], 3, axis=1)
+    session = _get_session()
+    (out,) = session.run(None, {session.get_inputs()[0].name: tensor})
+    return out[0, 0, :rows, :columns]
+
+
+def _boxes_from(prob: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """DB post-processing on axis-aligned boxes: components, mean score, unclip."""
+    labels, _ = ndimage.label(prob > PROBABILITY)
+    boxes = []
+    for index, found in enumerate(ndimage.find_objects(labels), start=1):
+        if found is None:
+            continue
+        ys, xs = found
+        h, w = ys.stop - ys.start, xs.stop - xs.start
+        if min(h, w) < 3:
+            continue
+        mask = labels[found] == index
+        if float(prob[found][mask].mean()) < BOX_SCORE:
+            continue
+        grow = round(h * w * UNCLIP_RATIO / (2 * (h + w)))
+        boxes.append((xs.start - grow, ys.start - grow, xs.stop + grow, ys.stop + grow))
+    return boxes
+
+
+def text_boxes(
+    arr: np.ndarray, regions: list[tuple[int, int, int, int]], line_heights: list[int] | None = None
+) -> list[list[tuple[int, int, int, int]]]:
+    """Text boxes (image coordinates, end-exclusive, clipped to each region) per region.
+
+    Each region is cropped with a margin of half its height, stretched to 8 bits, scaled
+    so its text is about ``MODEL_TEXT_HEIGHT`` high, and run through the detector. Empty
+    lists when the detector is not installed.
+    """
+    if not regions:
+        return []
+    if not available():
+        return [[] for _ in regions]
+    rows, columns = arr.shape
+    out: list[list[tuple[int, int, int, int]]] = []
+    for k, (x0, y0, x1, y1) in enumerate(regions):
+        height = (line_heights[k] if line_heights else 0) or max(1, (y1 - y0) // 2)
+        margin = max(4, (y1 - y0) // 2)
+        cx0, cy0 = max(0, x0 - margin), max(0, y0 - margin)
+        cx1, cy1 = min(columns, x1 + margin), min(rows, y1 + margin)
+        crop = _display8(arr[cy0:cy1, cx0:cx1])
+        scale = min(4.0, max(0.1, MODEL_TEXT_HEIGHT / height))
+        scale = min(scale, MAX_SIDE / max(crop.shape))
+        size = (max(8, round(crop.shape[1] * scale)), max(8, round(crop.shape[0] * scale)))
+        scaled = np.asarray(Image.fromarray(crop).resize(size, Image.BILINEAR))
+        found = []
+        sx, sy = crop.shape[1] / size[0], crop.shape[0] / size[1]
+        for bx0, by0, bx1, by1 in _boxes_from(probability_map(scaled)):
+            box = (
+                max(x0, cx0 + int(np.floor(bx0 * sx))),
+                max(y0, cy0 + int(np.floor(by0 * sy))),
+                min(x1, cx0 + int(np.ceil(bx1 * sx))),
+                min(y1, cy0 + int(np.ceil(by1 * sy))),
+            )
+            tall, wide = box[3] - box[1], box[2] - box[0]
+            if tall < MIN_TEXT_HEIGHT or tall > 2 * height or wide < 2.5 * tall:
+                continue  # not a line of text this size: a tall blob or a column of strokes
+            found.append(box)
+        out.append(found)
+    return out

@@ -813,4 +813,6 @@ def inventory_table(images: int, *, studies: int | None = None, patients: int | 
         "anchor_date": [study_dates[s] for s in s_of_i],
         "error": pa.nulls(images, pa.string()),
     }
+    for field in INVENTORY_SCHEMA:  # what pass 1 leaves empty for a unique, whole file
+        columns.setdefault(field.name, pa.nulls(images, field.type))
     return pa.table(columns, schema=INVENTORY_SCHEMA)

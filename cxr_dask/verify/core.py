@@ -622,7 +622,7 @@ def check_pixels(
     if ocr is None:
         return
     try:
-        grey = pixels.frame_as_grey(ds.pixel_array, int(ds.get("SamplesPerPixel", 1) or 1))
+        grey = pixels.frame_as_grey(pixels.stored_values(ds), int(ds.get("SamplesPerPixel", 1) or 1))
     except Exception:
         audit.add("pixel_check_failed", path, "PixelData", reason="the pixels could not be decoded")
         return

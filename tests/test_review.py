@@ -299,7 +299,8 @@ def test_journal_reads_review_entries_of_finished_tasks_only_once_each(tmp_path)
     run.write_part([0, 1], audit[:2], [], review_entries=entries[:2])
     run.write_part([1, 2], audit[1:3], [], review_entries=entries[1:3])  # a task re-run elsewhere
     run.write_part([3], audit[3:], [], review_entries=entries[3:])
-    (tmp_path / run.parts_folder / f"{3:09d}-{3:09d}{journal.AUDIT_SUFFIX}").unlink()  # died before its mark
+    (part,) = (tmp_path / run.parts_folder).glob(f"{3:09d}-{3:09d}-*{journal.AUDIT_SUFFIX}")
+    part.unlink()  # the task died before its mark
     read = run.read_review_entries()
     assert sorted(e["key_index"] for e in read) == [0, 1, 2]
     assert not list((tmp_path / run.parts_folder).glob("*review*"))  # review parts live below review/

@@ -625,3 +625,16 @@ def test_screen_counts_strokes_the_detector_rejects_by_shape():
     arr[300:304, 100:400] = 4000  # wider than 12 times its height: a ruler bar to the detector
     assert pixels.detect(arr) == []
     assert pixels._glyph_boxes(arr, 1, pixels.PREVIEW_SENSITIVITY)
+
+
+@pytest.mark.parametrize("size", [3, 4, 7, 12, 40])
+def test_ocr_crop_opening_equals_scipy_grey_opening(size):
+    """The OCR crops' background removal gives scipy's values, even windows and tiny crops too."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(size)
+    for shape in [(1, 1), (2, 50), (17, 9), (45, 300)]:
+        crop = rng.normal(0.0, 1000.0, shape).astype(np.float32)
+        for sign in (1.0, -1.0):
+            got = pixels._crop_opening(sign * crop, size)
+            assert np.array_equal(got, ndimage.grey_opening(sign * crop, size=(size, size)))

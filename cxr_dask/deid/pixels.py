@@ -24,7 +24,8 @@ edges, but side markers sit beside the lungs, so location is no filter.
 
 Doing each thing once keeps an image without text nearly free: uncompressed pixels are
 read as a view of the PixelData bytes (``native_view``), pooled in their own dtype, and
-the top-hats are skipped when an exact bound shows no pixel can reach glyph contrast;
+each top-hat is skipped when its erosion (dilation) shows no pixel can reach glyph
+contrast (OpenCV's square filters, exact, are the cheapest way to know);
 compressed pixels go to the fastest decoder measured; JPEG 2000 is screened at half
 resolution first (``j2k_preview``) and decoded in full only when the screen sees
 candidate strokes.
@@ -60,6 +61,13 @@ from pydicom.uid import (
     RLELossless,
 )
 from scipy import ndimage
+
+try:  # OpenCV comes with rapidocr (the text detector's model); the numpy filters stand in
+    import cv2
+
+    cv2.setNumThreads(1)  # one core per Dask task, as onnxruntime and Tesseract
+except ImportError:  # pragma: no cover - exercised only without OpenCV
+    cv2 = None
 
 from cxr_dask.deid import decoders
 from cxr_dask.deid.rules import PixelOptions
@@ -393,11 +401,31 @@ def _running(arr: np.ndarray, size: int, axis: int, op: np.ufunc) -> np.ndarray:
     return cut(current, 0, n)
 
 
+#: Dtypes OpenCV's morphology takes; it computes the same square min/max as ``_running``
+#: (replicated border = scipy's "nearest") three times faster on the detection image.
+_CV_DTYPES = frozenset({np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.int16), np.dtype(np.float32)})
+
+
+def _cv_morphology(arr: np.ndarray, size: int, dilate: bool) -> np.ndarray | None:
+    """A square min (max) filter by OpenCV, or None when OpenCV cannot take the array."""
+    if cv2 is None or arr.dtype not in _CV_DTYPES or arr.ndim != 2 or 0 in arr.shape:
+        return None
+    kernel = np.ones((size, size), dtype=np.uint8)
+    op = cv2.dilate if dilate else cv2.erode
+    return op(np.ascontiguousarray(arr), kernel, borderType=cv2.BORDER_REPLICATE)
+
+
 def _erode(arr: np.ndarray, size: int) -> np.ndarray:
+    out = _cv_morphology(arr, size, dilate=False)
+    if out is not None:
+        return out
     return _running(_running(arr, size, 0, np.minimum), size, 1, np.minimum)
 
 
 def _dilate(arr: np.ndarray, size: int) -> np.ndarray:
+    out = _cv_morphology(arr, size, dilate=True)
+    if out is not None:
+        return out
     return _running(_running(arr, size, 0, np.maximum), size, 1, np.maximum)
 
 
@@ -409,24 +437,6 @@ def _opening(arr: np.ndarray, size: int) -> np.ndarray:
 def _closing(arr: np.ndarray, size: int) -> np.ndarray:
     """Grey closing with a square window (max filter, then min filter)."""
     return _erode(_dilate(arr, size), size)
-
-
-def _top_hat_bound(high: np.ndarray, low: np.ndarray, size: int) -> float:
-    """An upper bound of both top-hat responses of ``detect``, from blocks of ``size`` pixels.
-
-    Every top-hat window (``size`` wide, centred) lies within a block and its eight
-    neighbours, and opening >= erosion (closing <= dilation), so
-    bright(p) <= max(block of p) - min(3x3 blocks around p), and symmetrically for dark.
-    Costs two small poolings; when it is below the glyph contrast, no pixel can seed a
-    glyph and the top-hats need not be computed at all.
-    """
-    rows, columns = high.shape
-    pad = ((0, -rows % size), (0, -columns % size))  # edges repeated, as the filters do
-    high_max, high_min = _pool(np.pad(high, pad, mode="edge"), size)
-    low_max, low_min = _pool(np.pad(low, pad, mode="edge"), size)
-    bright = high_max.astype(np.float64) - _erode(high_min, 3)
-    dark = _dilate(low_max, 3).astype(np.float64) - low_min
-    return float(max(bright.max(), dark.max()))
 
 
 def _components(
@@ -565,8 +575,6 @@ def _glyph_boxes(
     if window and window > 1.0:
         span = min(span, float(window))
     strong = CONTRAST * span * sensitivity  # a glyph needs one pixel of this top-hat response
-    if _top_hat_bound(high, low, TOPHAT_SIZE) < strong:
-        return []
     det_rows, det_columns = high.shape
     max_height, max_width = max(8, int(0.2 * det_rows)), max(16, int(0.6 * det_columns))
     # Both polarities feed one grouping: white text also makes dark "gaps" between its
@@ -676,13 +684,30 @@ def _region(arr: np.ndarray, box: tuple[int, int, int, int], glyphs: int, height
 # --------------------------------------------------------------------------- OCR
 
 
+def _crop_opening(crop: np.ndarray, size: int) -> np.ndarray:
+    """``ndimage.grey_opening(crop, size=(size, size))``, the same values, by OpenCV.
+
+    scipy centres an even window one pixel differently for its dilation (the structuring
+    element is mirrored); the anchors below do the same. Its "reflect" border and
+    OpenCV's replicated one give the same min and max: every reflected pixel is already in
+    the window. Ten times faster on OCR crops of flagged lines.
+    """
+    if cv2 is None or crop.dtype != np.float32 or crop.ndim != 2 or 0 in crop.shape:
+        return ndimage.grey_opening(crop, size=(size, size))
+    kernel = np.ones((size, size), dtype=np.uint8)
+    centre = size // 2
+    eroded = cv2.erode(np.ascontiguousarray(crop), kernel, anchor=(centre, centre), borderType=cv2.BORDER_REPLICATE)
+    mirrored = size - 1 - size // 2
+    return cv2.dilate(eroded, kernel, anchor=(mirrored, mirrored), borderType=cv2.BORDER_REPLICATE)
+
+
 def _ocr_crop(arr: np.ndarray, region: Region) -> tuple[np.ndarray, float]:
     """The region as dark text on white, background removed, scaled towards OCR_HEIGHT."""
     crop = arr[region.y0 : region.y1, region.x0 : region.x1].astype(np.float32)
     if not region.bright:
         crop = -crop
     window = max(3, int(region.line_height * 0.6))
-    strokes = crop - ndimage.grey_opening(crop, size=(window, window))
+    strokes = crop - _crop_opening(crop, window)
     top = float(np.percentile(strokes, 99.5)) or 1.0
     gray = 255.0 - np.clip(strokes / top, 0.0, 1.0) * 255.0
     scale = min(4.0, max(0.25, OCR_HEIGHT / region.line_height))

@@ -249,9 +249,17 @@ def check_locations(source: Location, output: Location, private: Location) -> No
     require_reachable(private, "private")
 
 
+#: The checks before any work try twice, not for a minute: a wrong endpoint or bucket is
+#: the user's to fix, and the run's own reads and writes keep the full retry policy.
+PROBE_RETRIES = {"mode": "standard", "max_attempts": 2}
+
+
 def _probe_bucket(location: Location, role: str) -> None:
     """One cheap LIST on the bucket: s3fs's ``exists`` swallows denied and unreachable alike."""
-    fs = location.fs
+    options = dict(location.storage_options)
+    options["config_kwargs"] = {**(options.get("config_kwargs") or {}), "retries": dict(PROBE_RETRIES)}
+    options[S3FS_RETRIES] = 1
+    fs = Location(location.url, options).fs
     bucket, _, prefix = location.root.partition("/")
     try:
         fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix, MaxKeys=1)

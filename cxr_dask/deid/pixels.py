@@ -37,6 +37,7 @@ logs or returns recognised text: reports hold counts, a rule's name and seconds.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import os
@@ -902,21 +903,23 @@ def decide(region: Region, words: list[Word], options: PixelOptions, shape: tupl
     evidence = [w for w in words if is_evidence(w)]
     if not evidence:
         return Decision("flagged", "unread candidate")
-    if all(w.allowed for w in evidence):
-        others = [w for w in words if not w.allowed and w.characters and w.confidence >= WORD_CONFIDENCE]
-        if not others:
-            return Decision("marker", "allow-listed", keep=tuple(w for w in words if w.allowed))
+    # A line read with confidence (an allow-listed word included) is text: every other word
+    # box of its glyph height on it is text too, however unsure its reading (a name beside
+    # PORTABLE, read at low confidence, stayed readable when only sure words were blanked).
     height = float(np.median([w.y1 - w.y0 for w in evidence]))
     blank = tuple(
         word_box(w, shape)
         for w in words
         if not w.allowed
-        and w.characters
+        and (w.characters or w.symbols)
         and (is_evidence(w) or height / WORD_HEIGHT_RATIO <= w.y1 - w.y0 <= height * WORD_HEIGHT_RATIO)
     )
-    if not blank:
+    if not blank and all(w.allowed for w in words if w.characters or w.symbols):
         return Decision("marker", "allow-listed", keep=tuple(w for w in words if w.allowed))
-    return Decision("text", "words read", blank, tuple(w for w in words if w.allowed))
+    # The line is text: the whole candidate line goes, allow-listed words restored. Word
+    # boxes alone left text OCR did not box (dark text on a bright label, a second line
+    # of a merged block) readable; the line's box is its glyphs plus a quarter height.
+    return Decision("text", "words read", (box, *blank), tuple(w for w in words if w.allowed))
 
 
 Box = tuple[int, int, int, int]
@@ -1020,6 +1023,14 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
         if options.strict:
             report.rule = report.rule or "strict"
         decisions = [decide(region, found, options, arr.shape) for region, found in zip(regions, words, strict=True)]
+        # A line nothing read is read once more in the other polarity: dark text on a
+        # bright label is found by the label's bright edges and read as bright strokes.
+        unread = [i for i, d in enumerate(decisions) if d.kind == "flagged" and regions[i] in read]
+        if unread:
+            flipped = [dataclasses.replace(regions[i], bright=not regions[i].bright) for i in unread]
+            for i, found in zip(unread, read_regions(arr, flipped, options), strict=True):
+                decisions[i] = decide(regions[i], found, options, arr.shape)
+            report.timings["ocr"] = time.perf_counter() - mark
         # the text detector sees horizontal lines; columns need words Tesseract reads
         flagged = [i for i, d in enumerate(decisions) if d.kind == "flagged" and not regions[i].vertical]
         if flagged:

@@ -926,12 +926,17 @@ Box = tuple[int, int, int, int]
 
 
 def redact_boxes(arr: np.ndarray, boxes: tuple[Box, ...], keep: tuple[Word, ...], black: int) -> None:
-    """Black out ``boxes`` except the allow-listed words (restored from the original)."""
-    original = [arr[w.y0 : w.y1, w.x0 : w.x1].copy() for w in keep]
+    """Black out ``boxes`` except the allow-listed words, restored from the original with
+    the margin of a blanked word (OCR boxes cut anti-aliased edges); the first box may be a
+    whole line, the others are words, which stay black wherever a margin overlaps them."""
+    kept = [word_box(w, arr.shape) for w in keep]
+    original = [arr[y0:y1, x0:x1].copy() for x0, y0, x1, y1 in kept]
     for x0, y0, x1, y1 in boxes:
         arr[y0:y1, x0:x1] = black
-    for word, pixels in zip(keep, original, strict=True):
-        arr[word.y0 : word.y1, word.x0 : word.x1] = pixels
+    for (x0, y0, x1, y1), pixels in zip(kept, original, strict=True):
+        arr[y0:y1, x0:x1] = pixels
+    for x0, y0, x1, y1 in boxes[1:] if keep else ():
+        arr[y0:y1, x0:x1] = black
 
 
 def is_small(region: Region) -> bool:

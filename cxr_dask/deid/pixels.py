@@ -1030,11 +1030,14 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
         decisions = [decide(region, found, options, arr.shape) for region, found in zip(regions, words, strict=True)]
         # A line nothing read is read once more in the other polarity: dark text on a
         # bright label is found by the label's bright edges and read as bright strokes.
+        # That second reading counts only when most of what it reads is text: edges read
+        # inverted give many junk words, one of them sure now and then.
         unread = [i for i, d in enumerate(decisions) if d.kind == "flagged" and regions[i] in read]
         if unread:
             flipped = [dataclasses.replace(regions[i], bright=not regions[i].bright) for i in unread]
             for i, found in zip(unread, read_regions(arr, flipped, options), strict=True):
-                decisions[i] = decide(regions[i], found, options, arr.shape)
+                if 2 * sum(is_evidence(w) for w in found) >= len(found) > 0:
+                    decisions[i] = decide(regions[i], found, options, arr.shape)
             report.timings["ocr"] = time.perf_counter() - mark
         # the text detector sees horizontal lines; columns need words Tesseract reads
         flagged = [i for i, d in enumerate(decisions) if d.kind == "flagged" and not regions[i].vertical]

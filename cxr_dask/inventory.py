@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -28,6 +29,7 @@ from pydicom.uid import (
 from cxr_dask.deid.freetext import WordCounts, patient_hash
 from cxr_dask.deid.header import descriptor_words
 from cxr_dask.deid.profile import ProfileOptions
+from cxr_dask.deid.wordscan import HeaderScan, scan_header
 from cxr_dask.identity import patient_key
 from cxr_dask.metadata import STORAGE_ERROR
 from cxr_dask.privacy import quiet_pydicom
@@ -54,6 +56,8 @@ _SCAN_TAGS = [
     "SamplesPerPixel",
     "NumberOfFrames",
 ]
+
+_SCAN_TAG_NUMBERS = frozenset(int(Tag(keyword)) for keyword in _SCAN_TAGS)
 
 #: Dates tried, in order, for a file's anchor date when StudyDate is absent or malformed.
 _ANCHOR_DATES = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
@@ -164,8 +168,9 @@ def scan_file(
 ) -> dict[str, Any]:
     """One inventory record; a file that cannot be used carries an ``error`` reason class.
 
-    With ``words``, the whole header is read and its free-text tokens are counted under
-    the file's patient, its names, ids and addresses denied (``_count_words``).
+    With ``words``, the header's bytes (up to the pixel data) are walked too, and its
+    free-text tokens counted under the file's patient, its names, ids and addresses
+    denied (``_count_words``); the record is the same either way.
     """
     record: dict[str, Any] = {name: None for name in INVENTORY_SCHEMA.names}
     record.update(key_index=key_index, key=key, size=size)
@@ -174,13 +179,23 @@ def scan_file(
         return record
     try:
         with open_for_header(location, key, size) as handle:
-            tags = None if words is not None else _SCAN_TAGS
-            ds = read_dicom(handle, stop_before_pixels=True, specific_tags=tags)
+            # with words, one walk of the header's bytes gives the record's elements and
+            # the words (``wordscan``); anything it does not read as pydicom would, pydicom reads
+            scanned = None
+            if words is not None:
+                scanned = scan_header(handle, size, _SCAN_TAG_NUMBERS, options or ProfileOptions())
+            if scanned is None:
+                handle.seek(0)
+                ds = read_dicom(handle, stop_before_pixels=True, specific_tags=_SCAN_TAGS)
+                header_end = handle.tell()
+            else:
+                ds, header_end = scanned.dataset, scanned.header_end
+                handle.seek(header_end)
             # stop_before_pixels halts at the pixel data tag; reaching the end of the file
             # instead means the object was cut short (or has no pixels to de-identify).
             # (A deflated dataset is inflated whole, so there the position says nothing.)
             deflated = ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
-            reached_end = handle.tell() >= size and not deflated
+            reached_end = header_end >= size and not deflated
             complete = None if deflated or reached_end else pixel_data_fits(handle, size, ds)
         reason = classify_header(ds)
         if reached_end and reason not in _NO_PIXELS_EXPECTED:
@@ -199,7 +214,7 @@ def scan_file(
             created=_created(ds),
         )
         if words is not None:
-            _count_words(ds, record, words, options or ProfileOptions())
+            _count_words(scanned, record, words, options or ProfileOptions(), location, key, size)
     except InvalidDicomError:
         record["error"] = "not_dicom"
     except Exception as error:
@@ -211,15 +226,32 @@ def scan_file(
     return record
 
 
-def _count_words(ds: pydicom.Dataset, record: dict[str, Any], words: WordCounts, options: ProfileOptions) -> None:
+def _count_words(
+    scanned: HeaderScan | None,
+    record: dict[str, Any],
+    words: WordCounts,
+    options: ProfileOptions,
+    location: Location,
+    key: str,
+    size: int,
+) -> None:
     """Add one header's descriptor tokens (files pass 2 will write) and identifying keys.
 
-    A value that cannot be decoded leaves the file's tokens uncounted: they are then
-    not frequent, which can only remove more text, never keep more.
+    They come from the walk of the header's bytes (``scanned``), or, for a header that
+    walk leaves to pydicom, from pydicom's whole Dataset (``descriptor_words``): the same
+    words either way. A value that cannot be decoded leaves the file's tokens uncounted:
+    they are then not frequent, which can only remove more text, never keep more.
     """
     try:
-        found, denied = descriptor_words(ds, options)
-    except Exception:
+        if scanned is not None:
+            found, denied = scanned.words, scanned.denied
+        else:
+            with open_for_header(location, key, size) as handle:
+                ds = read_dicom(handle, stop_before_pixels=True)
+            found, denied = descriptor_words(ds, options)
+    except Exception as error:
+        if is_storage_error(error):
+            raise  # the store failed, not the content: the key is scanned again next run
         return
     words.denied |= denied
     if record["error"] is None:

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import jpeg_ls
@@ -264,6 +265,41 @@ def test_rle_header_unused_offsets_are_zeroed() -> None:
     report = containers.sanitise(ds)
     assert report.actions == ["segments_removed"] and b"Doe" not in ds.PixelData
     np.testing.assert_array_equal(ds.pixel_array, source)
+
+
+def test_rle_segment_tails_are_cut_and_pixels_stay() -> None:
+    ds = base_image(27, rows=16, columns=16, syntax=pydicom.uid.RLELossless)
+    source = ds.pixel_array.copy()
+    (frame,) = generate_frames(ds.PixelData, number_of_frames=1)
+    assert containers.strip_rle(frame, 16 * 16, 2)[2] is False  # as encoded: nothing after the runs
+    ds.PixelData = encapsulate([cases.rle_with_tails(frame, [b"Doe Jane", b"MRN 4401"])])
+    report = containers.sanitise(ds)
+    assert report.actions == ["trailer_removed"]
+    assert b"Doe" not in ds.PixelData and b"4401" not in ds.PixelData
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pydicom warns of "non-conformant padding" when any is left
+        np.testing.assert_array_equal(ds.pixel_array, source)
+
+
+def test_rle_last_run_past_the_image_is_shortened_and_short_segments_fail() -> None:
+    def frame(*segments: bytes) -> bytes:
+        offsets, position = [], 64
+        for segment in segments:
+            offsets.append(position)
+            position += len(segment)
+        header = len(segments).to_bytes(4, "little") + b"".join(o.to_bytes(4, "little") for o in offsets)
+        return header.ljust(64, b"\x00") + b"".join(segments)
+
+    # 4 pixels: a literal run of 6 copies 2 bytes too many, a repeat of 6 repeats 2 too many
+    # (a segment rewritten is padded to an even length with a zero)
+    assert containers.strip_rle(frame(b"\x05abcdef"), 4, 1) == (frame(b"\x03abcd\x00"), 0, True)
+    assert containers.strip_rle(frame(b"\xfbX\x00"), 4, 1) == (frame(b"\xfdX"), 0, True)
+    assert containers.strip_rle(frame(b"\x01ab\xfeX"), 3, 1) == (frame(b"\x01ab\x00X\x00"), 0, True)
+    assert containers.strip_rle(frame(b"\x03abcd"), 4, 1) == (frame(b"\x03abcd"), 0, False)
+    with pytest.raises(CodestreamError):
+        containers.strip_rle(frame(b"\x02abc"), 4, 1)  # ends short
+    with pytest.raises(CodestreamError):
+        containers.strip_rle(frame(b"\x03abcd", b"\x03abcd"), 4, 1)  # a segment more than the image has
 
 
 # --------------------------------------------------------------------------- tiny images

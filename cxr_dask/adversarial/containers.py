@@ -2,7 +2,8 @@
 
 PHI hidden where a de-identifier that keeps untouched pixel bytes would copy it: text in
 bits above BitsStored, bytes after the last pixel, JPEG comment segments and trailers,
-JFIF and EXIF thumbnails, JPEG 2000 comment markers, a second frame behind
+JFIF and EXIF thumbnails, JPEG 2000 comment markers, bytes after an RLE segment's runs
+(between segments and after the last), a second frame behind
 NumberOfFrames 1; images one pixel high or wide; a folder reached through a symbolic link
 (with a link loop beside it). Every file's header carries its patient's PHI too (the
 base image's), so the planted strings are checked in the header path as well.
@@ -19,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
-from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, JPEGLSLossless
+from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, JPEGLSLossless, RLELossless
 
 from cxr_dask.adversarial import Case, base_image, save
 
@@ -34,6 +35,7 @@ _HIDDEN = (
     ("Throckmorton Evangeline", "MRN 10394857"),
     ("Przybyszewski Adalbert", "MRN 21485960"),
     ("Ljungqvist-Marchetti Ottoline", "MRN 32596071"),
+    ("Featherstonehaugh Cressida", "MRN 48151623"),
 )
 
 
@@ -170,6 +172,32 @@ def _write_jpeg_ls_comment(folder: Path) -> None:
     save(ds, folder / "jpeg_ls_comment.dcm")
 
 
+def rle_with_tails(frame: bytes, tails: list[bytes]) -> bytes:
+    """An RLE frame with ``tails[i]`` after segment i's runs, offsets rewritten to match:
+    decoders stop when a segment is complete, so the bytes are never shown."""
+    count = int.from_bytes(frame[:4], "little")
+    offsets = [int.from_bytes(frame[4 + 4 * i : 8 + 4 * i], "little") for i in range(count)]
+    segments = [frame[a:b] for a, b in zip(offsets, [*offsets[1:], len(frame)], strict=True)]
+    body, starts = b"", []
+    for segment, tail in zip(segments, tails, strict=True):
+        starts.append(64 + len(body))
+        body += segment + tail
+    header = count.to_bytes(4, "little") + b"".join(o.to_bytes(4, "little") for o in starts)
+    out = header.ljust(64, b"\x00") + body
+    return out + b"\x00" * (len(out) % 2)
+
+
+def _write_rle_segment_tails(folder: Path) -> None:
+    name, mrn = _HIDDEN[9]
+    ds = base_image(113, rows=64, columns=64, syntax=RLELossless)
+    (frame,) = generate_frames(ds.PixelData, number_of_frames=1)
+    count = int.from_bytes(frame[:4], "little")
+    tails = [f" {name} ".encode(), *([b""] * (count - 2)), f" {mrn} ".encode()]  # between and after
+    ds.PixelData = encapsulate([rle_with_tails(frame, tails)], has_bot=True)
+    ds["PixelData"].is_undefined_length = True
+    save(ds, folder / "rle_segment_tails.dcm")
+
+
 def _write_hidden_frame_native(folder: Path) -> None:
     name, mrn = _HIDDEN[5]
     ds = base_image(106, rows=64, columns=64)
@@ -224,6 +252,7 @@ CASES: tuple[Case, ...] = (
     _case("jpeg_jfif_exif_thumbnail", _write_jpeg_thumbnail, 104, 3),
     _case("j2k_comment", _write_j2k_comment, 105, 4),
     _case("jpeg_ls_comment", _write_jpeg_ls_comment, 112, 8),
+    _case("rle_segment_tails", _write_rle_segment_tails, 113, 9),
     _case("hidden_frame_native", _write_hidden_frame_native, 106, 5, "extra_frames"),
     _case("hidden_frame_jpeg", _write_hidden_frame_jpeg, 107, 6, "extra_frames"),
     _case("tiny_images", _write_tiny, (108, 109, 110), None),

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -243,11 +244,19 @@ def _sanitise_encapsulated(ds: Dataset, value: bytes, frames: int, syntax: str, 
         raise QuarantineError("undecodable_pixel_data", "PixelData") from None
     if len(offsets) > frames:
         raise QuarantineError("extra_frames", "PixelData")  # the offset table lists more frames
+    strip: Callable[[bytes | memoryview], tuple[bytes | memoryview, int, int]]
     if syntax == RLE_SYNTAX:
         fragments = sum(1 for _, length in items if length)
         if fragments != frames:  # one fragment per frame (PS3.5 A.4.2)
             raise QuarantineError("extra_frames" if fragments > frames else "undecodable_pixel_data", "PixelData")
-        strip: Callable[[bytes | memoryview], tuple[bytes | memoryview, int, int]] = strip_rle_header
+        pixels, planes = _rle_geometry(ds)
+
+        def strip(frame: bytes | memoryview) -> tuple[bytes | memoryview, int, int]:
+            stream, removed, cut = strip_rle(frame, pixels, planes)
+            if cut:
+                report.add("trailer_removed")
+            return stream, removed, len(frame)
+
         next_start = _SOI  # (an RLE frame runs to its fragment's end: it has no trailer)
     elif syntax in JPEG_SYNTAXES or syntax in JPEG_LS_SYNTAXES:
         strip, next_start = (lambda d: strip_jpeg(d, ls=syntax in JPEG_LS_SYNTAXES)), _SOI
@@ -330,7 +339,7 @@ def strip_rle_header(data: bytes | memoryview) -> tuple[bytes | memoryview, int,
 
     The 64-byte header holds the segment count and 15 offsets; offsets past the count are
     unused and must be 0, so 56 bytes of text could sit there unseen by any decoder. They
-    are zeroed. (Bytes after a segment's last run are not looked for: that needs a decode.)
+    are zeroed. (Bytes after a segment's last run: ``strip_rle``.)
     """
     if len(data) < 64:
         raise CodestreamError("short RLE header")
@@ -345,6 +354,88 @@ def strip_rle_header(data: bytes | memoryview) -> tuple[bytes | memoryview, int,
         return data, 0, len(data)
     header = bytes(data[: 4 + 4 * count]) + b"\x00" * (60 - 4 * count)
     return header + bytes(data[64:]), 1, len(data)
+
+
+def _rle_geometry(ds: Dataset) -> tuple[int, int]:
+    """(bytes each RLE segment decodes to, segments a frame has): one segment per byte of
+    each sample, Rows x Columns bytes each (PS3.5 G.2)."""
+    rows, columns = _int(ds, "Rows"), _int(ds, "Columns")
+    allocated, samples = _int(ds, "BitsAllocated"), _int(ds, "SamplesPerPixel", 1)
+    if rows <= 0 or columns <= 0 or samples <= 0 or allocated <= 0 or allocated % 8:
+        raise QuarantineError("unsupported_pixels", "BitsAllocated")
+    return rows * columns, samples * allocated // 8
+
+
+def strip_rle(data: bytes | memoryview, pixels: int, planes: int) -> tuple[bytes | memoryview, int, bool]:
+    """An RLE frame with nothing after each segment's runs: (frame, header fixes, cut).
+
+    A segment decodes to exactly ``pixels`` bytes (PS3.5 G.3); decoders stop there or
+    ignore the rest (pydicom warns of "non-conformant padding"), so bytes after the run
+    that completes it, up to the next segment or the frame's end, could hold text that
+    nothing shows. Each segment's runs are walked by their headers (no decode) to where it
+    is complete; anything after that but one zero pad byte is cut, a last run reaching
+    past the image is shortened, and the header's offsets are rewritten. ``cut`` says
+    whether anything was. A segment that ends short, or a segment count that is not one
+    per byte of each sample, is a ``CodestreamError``.
+    """
+    stream, removed, _ = strip_rle_header(data)
+    count = int.from_bytes(data[:4], "little")
+    if count != planes:
+        raise CodestreamError("RLE segment count")
+    starts = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "little") for i in range(count)]
+    bounds = [*starts, len(data)]
+    raw = bytes(data)
+    contents: list[bytes] = []
+    cut = False
+    for start, end in pairwise(bounds):
+        content_end, last_run = _rle_segment_end(raw, start, end, pixels)
+        tail = end - content_end
+        if last_run is not None or tail > 1 or (tail == 1 and raw[content_end] != 0):
+            cut = True
+        contents.append(raw[start:content_end] if last_run is None else last_run)
+    if not cut:
+        return stream, removed, False
+    offsets, position, body = [], 64, []
+    for content in contents:
+        segment = content + b"\x00" * (len(content) % 2)
+        offsets.append(position)
+        body.append(segment)
+        position += len(segment)
+    header = count.to_bytes(4, "little") + b"".join(o.to_bytes(4, "little") for o in offsets)
+    return header.ljust(64, b"\x00") + b"".join(body), removed, True
+
+
+#: Per PackBits header byte: bytes the run takes in the segment, and bytes it decodes to.
+_RLE_STEP = tuple(n + 2 if n < 128 else 1 if n == 128 else 2 for n in range(256))
+_RLE_OUTPUT = tuple(n + 1 if n < 128 else 0 if n == 128 else 257 - n for n in range(256))
+
+
+def _rle_segment_end(data: bytes, start: int, end: int, pixels: int) -> tuple[int, bytes | None]:
+    """(offset just after the run that completes the segment, None or that segment's bytes
+    up to and with its last run shortened when it reaches past ``pixels``).
+
+    One step per run (PackBits, PS3.5 G.3.1): a header byte n < 128 copies the next n + 1
+    bytes, n > 128 repeats the next byte 257 - n times, 128 does nothing.
+    """
+    position, produced, run = start, 0, start
+    steps, outputs = _RLE_STEP, _RLE_OUTPUT
+    while produced < pixels and position < end:
+        run = position
+        header = data[position]
+        produced += outputs[header]
+        position += steps[header]
+    if produced < pixels or position > end:
+        raise CodestreamError("RLE segment short")
+    excess = produced - pixels
+    if not excess:
+        return position, None
+    header = data[run]
+    if header < 128:  # a literal run: fewer bytes copied
+        last = bytes((header - excess,)) + data[run + 1 : run + 2 + header - excess]
+    else:  # a repeat run: fewer repeats (one repeat is written as a literal)
+        repeats = 257 - header - excess
+        last = bytes((0 if repeats == 1 else 257 - repeats, data[run + 1]))
+    return position, data[start:run] + last
 
 
 # --------------------------------------------------------------------------- JPEG, JPEG-LS

@@ -75,6 +75,10 @@ _IMPLICIT = struct.Struct("<HHI")
 _EXPLICIT = struct.Struct("<HH2sH")
 _LONG = struct.Struct("<I")
 _MISSING = object()
+#: Bytes of an explicit VR element's header, per VR (PS3.5 7.1.2).
+_HEADER_SIZES = {vr: 12 if vr in _LONG_VRS else 8 for vr in _VR_CODES}
+#: The role of a sequence inside which every string is identifying (``_IDENTIFYING_SEQUENCE``).
+_IDENTIFYING_ITEMS = "identifying sequence"
 #: Headers larger than this are left to pydicom (the walk reads them whole first).
 _MAX_HEADER = 64 * 1024 * 1024
 _MAX_CACHED = 65536
@@ -269,27 +273,26 @@ class _Walk:
             raise _Short("an item past the bytes read")
         self._check_encoding(pos, limit, top)
         previous = -1
-        while pos < limit:
-            if pos + 8 > size:
-                raise _Short("an element past the bytes read")
+        ascii_keys, header_sizes = _ASCII_KEYS, _HEADER_SIZES
+        while pos < limit:  # (reading past the bytes read raises struct.error: see scan_header)
+            start = pos
             if implicit:
                 group, element, length = _IMPLICIT.unpack_from(data, pos)
                 vr = None
-                start, pos = pos, pos + 8
+                pos += 8
             else:
                 group, element, vr, length = _EXPLICIT.unpack_from(data, pos)
-                start = pos
                 if group == 0xFFFE:
                     vr = None
                     (length,) = _LONG.unpack_from(data, pos + 4)
                     pos += 8
-                elif vr in _LONG_VRS:
-                    (length,) = _LONG.unpack_from(data, pos + 8)
-                    pos += 12
-                elif vr in _VR_CODES:
-                    pos += 8
                 else:
-                    raise Unusual("not a VR")
+                    header = header_sizes.get(vr)
+                    if header is None:
+                        raise Unusual("not a VR")
+                    if header == 12:
+                        (length,) = _LONG.unpack_from(data, pos + 8)
+                    pos += header
             tag = group << 16 | element
             if top:
                 if tag in _PIXEL_TAGS:
@@ -308,6 +311,8 @@ class _Walk:
                     if not (group & 1 or group == 2):
                         stored = _stored_vr(tag, vr.decode("ascii") if vr is not None else None)
                         role = _word_role(self.profile, tag, stored, identifying)
+                        if role == "sequence" and (identifying or _IDENTIFYING_SEQUENCE.search(_keyword(tag))):
+                            role = _IDENTIFYING_ITEMS  # its items' strings are all identifying
                     if len(roles) > _MAX_CACHED:
                         roles.clear()
                     roles[key] = role
@@ -316,10 +321,10 @@ class _Walk:
                 # unknown); other undefined-length values are left to it
                 if not (vr == b"SQ" or vr == b"UN" or (vr is None and _dictionary_vr(tag) in ("SQ", ""))):
                     raise Unusual("an undefined length that is no sequence")
-                if (role is not None and (role != "sequence" or vr == b"UN")) or (top and tag in tags):
+                sequence = role == "sequence" or role == _IDENTIFYING_ITEMS
+                if (role is not None and (not sequence or vr == b"UN")) or (top and tag in tags):
                     raise Unusual("a value read as a sequence")
-                inside = role == "sequence" and (identifying or bool(_IDENTIFYING_SEQUENCE.search(_keyword(tag))))
-                pos = self.items(pos, None, depth + 1, inside, role is not None)
+                pos = self.items(pos, None, depth + 1, role == _IDENTIFYING_ITEMS, role is not None)
                 continue
             if pos + length > limit:
                 raise _Short("a value past the bytes read")
@@ -328,15 +333,17 @@ class _Walk:
             if role is None:
                 pos += length
                 continue
-            if role == "sequence":
+            if role == "sequence" or role == _IDENTIFYING_ITEMS:
                 if vr is not None and vr != b"SQ":
                     raise Unusual("a sequence stored under another VR")
-                inside = identifying or bool(_IDENTIFYING_SEQUENCE.search(_keyword(tag)))
-                pos = self.items(pos, pos + length, depth + 1, inside, True)
+                pos = self.items(pos, pos + length, depth + 1, role == _IDENTIFYING_ITEMS, True)
                 continue
             value = data[pos : pos + length]
             pos += length
-            if value.isascii() and b"\x1b" not in value:
+            found = ascii_keys.get((role, value))
+            if found is not None:
+                pass
+            elif value.isascii() and b"\x1b" not in value:
                 # ASCII is itself in every character set; only padding goes at the ends
                 found = _ascii_keys(role, value)
             else:

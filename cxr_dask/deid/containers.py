@@ -18,9 +18,10 @@ header step and before the burned-in text step, so the detector sees what is wri
   colour transform from them), JPEG 2000 COM markers removed from the main and
   tile-part headers (tile-part lengths adjusted; a TLM marker, optional and then stale,
   dropped), a JP2 wrapper replaced by its codestream (PS3.5 A.4.4 wants the bare
-  codestream), bytes after EOI/EOC dropped, unused offsets of an RLE header zeroed; a
-  second codestream after the first, or more fragments than frames (RLE), is
-  ``extra_frames``; a codestream that does not parse is ``undecodable_pixels``, broken
+  codestream), bytes after EOI/EOC dropped, unused offsets of an RLE header zeroed and
+  bytes after each RLE segment's runs cut (one segment a sample byte, or the frame does
+  not parse); a second codestream after the first, or more fragments than frames (RLE),
+  is ``extra_frames``; a codestream that does not parse is ``undecodable_pixels``, broken
   items or fewer frames than announced are ``undecodable_pixel_data``; an encapsulated
   syntax that cannot be parsed here is ``unsupported_pixels``. Changed frames are
   encapsulated again, one fragment per frame, with a basic offset table that matches.

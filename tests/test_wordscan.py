@@ -16,7 +16,7 @@ from pydicom.sequence import Sequence
 
 from cxr_dask import inventory
 from cxr_dask.adversarial import all_cases, as_bytes, base_image
-from cxr_dask.deid.header import descriptor_words
+from cxr_dask.deid.header import MAX_VALUE_BYTES, descriptor_words
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.deid.wordscan import header_words
 from cxr_dask.privacy import quiet_pydicom
@@ -118,3 +118,13 @@ def test_unusual_encodings_are_left_to_pydicom() -> None:
     assert header_words(good[: at + 8 + length] + element + good[at + 8 + length :]) is None
     # not little endian, not Part 10
     assert header_words(good[:128] + b"DICX" + good[132:]) is None
+
+
+def test_an_oversized_value_is_not_tokenised_and_its_file_counts_no_word() -> None:
+    """Pass 2 quarantines a file with a text value beyond MAX_VALUE_BYTES; pass 1 does not
+    spend minutes tokenising megabytes of it, and counts none of the file's words."""
+    ds = base_image(32)
+    ds.ReferringPhysicianName = "QUENNELL^ALISTAIR"
+    ds.StudyDescription = "CHEST " * (MAX_VALUE_BYTES // 6 + 2)
+    words, denied = header_words(as_bytes(ds))
+    assert words == set() and {"quennell", "alistair"} <= denied

@@ -41,6 +41,7 @@ from cxr_dask.deid.header import (
     _IDENTIFYING_SEQUENCE,
     _PADDING,
     MAX_DEPTH,
+    MAX_VALUE_BYTES,
     _dictionary_vr,
     _keyword,
     _stored_vr,
@@ -184,7 +185,11 @@ def _scan(data: bytes, complete: bool, size: int, tags: frozenset[int], options:
     dataset.set_original_encoding(implicit, True, walk.charset)
     dataset.file_meta = FileMetaDataset(meta)
     header_end = size if deflated or end is None else end
-    return HeaderScan(walk.words, walk.denied, dataset, header_end, deflated)
+    # a file with an oversized text value is quarantined by pass 2 (``oversized_element``):
+    # its words are not counted (fewer counts can only remove more text), and that value,
+    # megabytes of it, is not tokenised; the file's other identifying keys are denied
+    words = set() if walk.oversized else walk.words
+    return HeaderScan(words, walk.denied, dataset, header_end, deflated)
 
 
 def _file_meta(data: bytes) -> tuple[str, int, dict[BaseTag, RawDataElement]]:
@@ -239,6 +244,7 @@ class _Walk:
         self.kept: dict[BaseTag, RawDataElement] = {}
         self.charset: str | list[str] = default_encoding
         self.decoded = False  # a value decoded with the character set known so far
+        self.oversized = False  # a value with a role beyond MAX_VALUE_BYTES
         self.words: set[str] = set()
         self.denied: set[str] = set()
 
@@ -337,6 +343,10 @@ class _Walk:
                 if vr is not None and vr != b"SQ":
                     raise Unusual("a sequence stored under another VR")
                 pos = self.items(pos, pos + length, depth + 1, role == _IDENTIFYING_ITEMS, True)
+                continue
+            if length > MAX_VALUE_BYTES:
+                self.oversized = True  # pass 2 quarantines the file: not worth tokenising
+                pos += length
                 continue
             value = data[pos : pos + length]
             pos += length

@@ -83,6 +83,7 @@ _IDENTIFYING_ITEMS = "identifying sequence"
 #: Headers larger than this are left to pydicom (the walk reads them whole first).
 _MAX_HEADER = 64 * 1024 * 1024
 _MAX_CACHED = 65536
+_MAX_CACHED_VALUE = 256
 
 
 @lru_cache(maxsize=16)
@@ -103,9 +104,10 @@ def _ascii_keys(role: str, value: bytes) -> frozenset[str]:
     if found is None:
         texts = [part.strip(_PADDING) for part in value.decode("ascii").split("\\")]
         found = _text_keys(role, texts)
-        if len(_ASCII_KEYS) > _MAX_CACHED:
-            _ASCII_KEYS.clear()
-        _ASCII_KEYS[(role, value)] = found
+        if len(value) <= _MAX_CACHED_VALUE:  # short values repeat; long texts would fill memory
+            if len(_ASCII_KEYS) > _MAX_CACHED:
+                _ASCII_KEYS.clear()
+            _ASCII_KEYS[(role, value)] = found
     return found
 
 

@@ -29,7 +29,7 @@ from pydicom.uid import (
 from cxr_dask.deid.freetext import WordCounts, patient_hash
 from cxr_dask.deid.header import descriptor_words
 from cxr_dask.deid.profile import ProfileOptions
-from cxr_dask.deid.wordscan import HeaderScan, scan_header
+from cxr_dask.deid.wordscan import scan_header
 from cxr_dask.identity import patient_key
 from cxr_dask.metadata import STORAGE_ERROR
 from cxr_dask.privacy import quiet_pydicom
@@ -197,6 +197,11 @@ def scan_file(
             deflated = ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
             reached_end = header_end >= size and not deflated
             complete = None if deflated or reached_end else pixel_data_fits(handle, size, ds)
+            found: tuple[set[str], set[str]] | None = None
+            if scanned is not None:
+                found = scanned.words, scanned.denied
+            elif words is not None:  # the walk left this header to pydicom: read it whole
+                found = _pydicom_words(handle, options or ProfileOptions())
         reason = classify_header(ds)
         if reached_end and reason not in _NO_PIXELS_EXPECTED:
             reason = "truncated_or_no_pixel_data"
@@ -214,7 +219,7 @@ def scan_file(
             created=_created(ds),
         )
         if words is not None:
-            _count_words(scanned, record, words, options or ProfileOptions(), location, key, size)
+            _count_words(found, record, words)
     except InvalidDicomError:
         record["error"] = "not_dicom"
     except Exception as error:
@@ -226,37 +231,34 @@ def scan_file(
     return record
 
 
-def _count_words(
-    scanned: HeaderScan | None,
-    record: dict[str, Any],
-    words: WordCounts,
-    options: ProfileOptions,
-    location: Location,
-    key: str,
-    size: int,
-) -> None:
-    """Add one header's descriptor tokens (files pass 2 will write) and identifying keys.
-
-    They come from the walk of the header's bytes (``scanned``), or, for a header that
-    walk leaves to pydicom, from pydicom's whole Dataset (``descriptor_words``): the same
-    words either way. A value that cannot be decoded leaves the file's tokens uncounted:
-    they are then not frequent, which can only remove more text, never keep more.
-    """
+def _pydicom_words(handle: IO[bytes], options: ProfileOptions) -> tuple[set[str], set[str]] | None:
+    """``descriptor_words`` of the header pydicom reads whole from ``handle`` (the block
+    the record's read fetched, so no second request); None when a value cannot be read
+    or decoded."""
     try:
-        if scanned is not None:
-            found, denied = scanned.words, scanned.denied
-        else:
-            with open_for_header(location, key, size) as handle:
-                ds = read_dicom(handle, stop_before_pixels=True)
-            found, denied = descriptor_words(ds, options)
+        handle.seek(0)
+        return descriptor_words(read_dicom(handle, stop_before_pixels=True), options)
     except Exception as error:
         if is_storage_error(error):
             raise  # the store failed, not the content: the key is scanned again next run
+        return None
+
+
+def _count_words(found: tuple[set[str], set[str]] | None, record: dict[str, Any], words: WordCounts) -> None:
+    """Add one header's descriptor tokens (files pass 2 will write) and identifying keys.
+
+    They come from the walk of the header's bytes (``wordscan``), or, for a header that
+    walk leaves to pydicom, from pydicom's whole Dataset (``descriptor_words``): the same
+    words either way. A value that cannot be decoded (``found`` None) leaves the file's
+    tokens uncounted: they are then not frequent, which can only remove more text, never
+    keep more.
+    """
+    if found is None:
         return
-    words.denied |= denied
+    words.denied |= found[1]
     if record["error"] is None:
         patient = patient_hash(patient_key(record["patient_id"], record["issuer_of_patient_id"]))
-        words.add(found, patient)
+        words.add(found[0], patient)
 
 
 _UNDEFINED_LENGTH = 0xFFFFFFFF

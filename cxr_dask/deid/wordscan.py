@@ -34,6 +34,7 @@ from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import RawDataElement, convert_raw_data_element, empty_value_for_VR
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import BaseTag
+from pydicom.uid import UID
 from pydicom.valuerep import VR
 
 from cxr_dask.deid import freetext
@@ -62,9 +63,6 @@ class _Short(Unusual):
 
 _UNDEFINED = 0xFFFFFFFF
 _PREAMBLE = 128
-_IMPLICIT_LE = "1.2.840.10008.1.2"
-_DEFLATED = "1.2.840.10008.1.2.1.99"
-_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 #: Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 _VR_CODES = frozenset(vr.encode("ascii") for vr in VR.__members__)
@@ -169,18 +167,14 @@ def scan_header(
 
 def _scan(data: bytes, complete: bool, size: int, tags: frozenset[int], options: ProfileOptions) -> HeaderScan:
     syntax, pos, meta = _file_meta(data)
-    deflated = syntax == _DEFLATED
+    uid = UID(syntax)
+    if not uid.is_transfer_syntax or not uid.is_little_endian:
+        raise Unusual("not a known little-endian syntax")  # pydicom guesses, or reads big endian
+    deflated, implicit = uid.is_deflated, uid.is_implicit_VR
     if deflated:
         if not complete:
             raise _Short("deflated: the whole file")
         data, pos, complete = zlib.decompress(data[pos:], -zlib.MAX_WBITS), 0, True  # as pydicom does
-        implicit = False
-    elif syntax == _IMPLICIT_LE:
-        implicit = True
-    elif syntax == _BIG_ENDIAN or not syntax.startswith("1.2.840.10008.1.2."):
-        raise Unusual("not a little-endian syntax")
-    else:
-        implicit = False  # every other standard syntax: Explicit VR Little Endian
     walk = _Walk(data, get_profile(options), implicit, complete, tags)
     end = walk.elements(pos, None, 0, False, top=True)
     dataset = Dataset(walk.kept)

@@ -71,6 +71,34 @@ def small_corpus(tmp_path_factory: pytest.TempPathFactory):
     return synthesize(str(root), patients=4, seed=3, rows=64, columns=48)
 
 
+@pytest.fixture(scope="session")
+def corpus_run(client: Client, corpus, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One run over a copy of ``corpus`` plus planted bad files (cut short, not DICOM, empty,
+    no PatientID, a byte-identical copy), in tasks of 2 files: the run whose outputs the
+    end-to-end assertions of several modules read (never write)."""
+    import pydicom
+    from utils import output_files, run
+
+    base = tmp_path_factory.mktemp("e2e")
+    workspace = {"input": base / "raw", "output": base / "dataset", "private": base / "private"}
+    shutil.copytree(corpus.root, workspace["input"])
+    bad = workspace["input"] / "BAD_DOE_JOHN"
+    bad.mkdir()
+    first = workspace["input"] / corpus.images[0].relpath
+    (bad / "truncated.dcm").write_bytes(first.read_bytes()[:700])
+    (bad / "notes.txt").write_bytes(b"Patient DOE JOHN MRN 12345678, not a DICOM file\n" * 20)
+    (bad / "empty.dcm").write_bytes(b"")
+    no_pid = pydicom.dcmread(first)
+    del no_pid.PatientID
+    no_pid.SOPInstanceUID = no_pid.SOPInstanceUID + ".999"
+    no_pid.save_as(bad / "no_patient_id.dcm")
+    duplicate = workspace["input"] / "zz_duplicate.dcm"
+    duplicate.write_bytes(first.read_bytes())
+
+    summary = run(client, workspace, partition_size=2)
+    return {"summary": summary, "workspace": workspace, "files": output_files(workspace["output"])}
+
+
 def _workspace(tmp_path: Path, corpus) -> dict[str, Path]:
     raw = tmp_path / "raw"
     shutil.copytree(corpus.root, raw)

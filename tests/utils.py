@@ -34,6 +34,11 @@ def run(client: Client, workspace: dict[str, Path], **overrides) -> pipeline.Run
     return pipeline.run(client, config)
 
 
+def output_files(output: Path) -> dict[str, bytes]:
+    """Every image a run wrote under ``output/files``, by relative path."""
+    return {str(p.relative_to(output)): p.read_bytes() for p in sorted((output / "files").rglob("*")) if p.is_file()}
+
+
 def audit_of(private: Path) -> list[dict]:
     """The audit rows of the one run a private folder holds."""
     (folder,) = (private / "runs").iterdir()

@@ -24,8 +24,6 @@ from cxr_dask import cli, pipeline
 from cxr_dask.config import RunConfig
 from cxr_dask.synth import synthesize
 
-pytestmark = pytest.mark.cluster
-
 SECRET = "faults-tests-secret-0123456789abcdef"
 ARCHIVE = "s3://archive/cxr"
 

@@ -40,7 +40,6 @@ from cxr_dask.errors import ConfigError
 from cxr_dask.storage import HEADER_BLOCK_SIZE, Location
 from cxr_dask.synth import synthesize
 
-pytestmark = pytest.mark.cluster
 SECRET = "0123456789abcdef-same-secret-for-local-and-s3"
 CLI = [sys.executable, "-m", "cxr_dask.cli"]
 
@@ -307,6 +306,7 @@ def _aws_env(endpoint: str, key: str = ACCESS_KEY, secret: str = SECRET_KEY) -> 
 RUN = ["run", "s3://archive/cxr", "s3://research/dataset", "--private", "s3://phi-vault/run1", "--no-progress"]
 
 
+@pytest.mark.cluster  # the command starts its own LocalCluster
 def test_cli_runs_bucket_to_bucket_with_aws_environment_variables(moto, tmp_path):
     fs = _fresh(moto)
     corpus = synthesize(str(tmp_path / "raw"), patients=2, seed=4, rows=32, columns=32)

@@ -36,7 +36,7 @@ run: setup
 	$(BIN)/cxr-dask demo --workdir out
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 # The peers (dicognito, deid, dicom-anonymizer) only for the benchmark: `make test` stays lean.
 BENCH_STAMP := $(VENV)/.bench-stamp

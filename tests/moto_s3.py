@@ -116,6 +116,18 @@ class CountingMotoServer(ThreadedMotoServer):
         self.log.clear()
 
 
+#: Server-side encryption with a KMS key, as the options a run passes to every write.
+SSE_KMS = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "arn:aws:kms:us-east-1:123456789012:key/cxr-dask-test"}
+
+
+def sse_of(fs: Any, path: str) -> tuple[str | None, str | None]:
+    """The encryption moto recorded for an object (``bucket/key`` on an s3fs file system),
+    as its HEAD answers it."""
+    bucket, key = path.split("/", 1)
+    head = fs.call_s3("head_object", Bucket=bucket, Key=key)
+    return head.get("ServerSideEncryption"), head.get("SSEKMSKeyId")
+
+
 def storage_options(endpoint: str) -> dict[str, Any]:
     return {"endpoint_url": endpoint, "key": ACCESS_KEY, "secret": SECRET_KEY}
 

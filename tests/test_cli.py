@@ -12,7 +12,6 @@ import pytest
 from cxr_dask.cli import build_parser
 from cxr_dask.synth import synthesize
 
-pytestmark = pytest.mark.cluster
 CLI = [sys.executable, "-m", "cxr_dask.cli"]
 
 
@@ -20,6 +19,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.cluster  # the command starts its own LocalCluster
 def test_synth_then_run_prints_a_summary_and_no_phi(tmp_path: Path):
     made = cli("synth", str(tmp_path / "raw"), "--patients", "3", "--seed", "5", "--size", "64x48")
     assert made.returncode == 0, made.stderr
@@ -69,6 +69,7 @@ def test_bad_flags_are_rejected_by_the_parser():
         parser.parse_args(["synth", "x", "--size", "axb"])
 
 
+@pytest.mark.cluster  # the command starts its own LocalCluster
 def test_demo_is_what_make_run_does(tmp_path: Path):
     result = cli("demo", "--workdir", str(tmp_path / "out"), "--patients", "2", "--workers", "1", "--no-progress")
     assert result.returncode == 0, result.stderr

@@ -18,14 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 from fault_proxy import NO_FAULTS, FaultPlan, FaultProxy, Seen
-from moto_s3 import CountingMotoServer, start_counting_server, storage_options
-from test_s3 import SSE_KMS, sse_of
+from moto_s3 import SSE_KMS, CountingMotoServer, sse_of, start_counting_server, storage_options
 
 from cxr_dask import cli, pipeline
 from cxr_dask.config import RunConfig
 from cxr_dask.synth import synthesize
-
-pytestmark = pytest.mark.cluster
 
 SECRET = "faults-tests-secret-0123456789abcdef"
 ARCHIVE = "s3://archive/cxr"

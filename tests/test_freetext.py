@@ -227,16 +227,14 @@ def test_one_vocabulary_on_every_worker(adversarial_run) -> None:
     assert "quennell" not in vocabulary and "dr" in vocabulary
 
 
-def test_descriptors_without_phi_survive_on_the_synthetic_corpus(client, corpus, tmp_path) -> None:
-    import shutil
-
-    shutil.copytree(corpus.root, tmp_path / "raw")
-    _run(client, tmp_path)
-    share = cases.kept_share(corpus, tmp_path / "dataset", tmp_path / "private")
+def test_descriptors_without_phi_survive_on_the_synthetic_corpus(corpus_run, corpus) -> None:
+    """On the session's run of the synthetic corpus (conftest's ``corpus_run``)."""
+    workspace = corpus_run["workspace"]
+    share = cases.kept_share(corpus, workspace["output"], workspace["private"])
     for keyword, (kept, total) in share.items():
         assert total >= len(corpus.images) // 2, keyword  # most values hold no PHI
         assert kept >= 0.95 * total, (keyword, kept, total)
-    metadata = pq.read_table(tmp_path / "dataset" / "metadata.parquet").column("PerformedProcedureStepDescription")
+    metadata = pq.read_table(workspace["output"] / "metadata.parquet").column("PerformedProcedureStepDescription")
     assert set(metadata.to_pylist()) <= {"CHEST (PA AND LAT)", "CHEST (PA)", "CHEST (PORTABLE AP)"}
 
 

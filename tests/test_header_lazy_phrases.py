@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import pytest
+from dx_header import IDENTITY, deidentify, make_dx, read, remap, to_bytes
 from pydicom.dataelem import RawDataElement
-from test_header import IDENTITY, deidentify, make_dx, read, remap, to_bytes
 
 from cxr_dask.deid import header
 from cxr_dask.deid.header import date_renderings, deidentify_header

@@ -8,8 +8,6 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-pytestmark = pytest.mark.cluster
-
 NOTEBOOK = Path(__file__).parent.parent / "notebooks" / "01-dashboard-run.ipynb"
 
 
@@ -20,6 +18,7 @@ def test_notebook_is_stored_without_outputs():
             assert cell.outputs == [] and cell.execution_count is None, cell.source[:60]
 
 
+@pytest.mark.cluster  # the notebook starts its own LocalCluster
 def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     monkeypatch.setenv("CXR_DASK_NOTEBOOK_WORKDIR", str(tmp_path))
     notebook = nbformat.read(NOTEBOOK, as_version=4)

@@ -16,33 +16,15 @@ import pyarrow.parquet as pq
 import pydicom
 import pytest
 from dciodvfy import new_messages
+from utils import LAYOUT, REMAPPED_UID, output_files, run
 
 from cxr_dask import pipeline
 from cxr_dask.config import RunConfig
 from cxr_dask.deid.containers import sanitised_pixel_data
 from cxr_dask.identity import load_crosswalk, load_or_create_secret
 from cxr_dask.journal import RunJournal
-from cxr_dask.synth import SynthCorpus
 
 pytestmark = pytest.mark.cluster
-
-REMAPPED_UID = re.compile(rb"2\.25\.\d{1,40}")
-LAYOUT = re.compile(r"^files/p(\d{2})/p(\d{8})/s(5\d{7})/([0-9a-f]{8}(?:-[0-9a-f]{8}){4})\.dcm$")
-
-
-def run(client, workspace, **overrides) -> pipeline.RunSummary:
-    config = RunConfig(
-        str(workspace["input"]),
-        str(workspace["output"]),
-        str(workspace["private"]),
-        progress=False,
-        **overrides,
-    )
-    return pipeline.run(client, config)
-
-
-def output_files(output: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(output)): p.read_bytes() for p in sorted((output / "files").rglob("*")) if p.is_file()}
 
 
 def without_pixel_data(data: bytes) -> bytes:
@@ -62,28 +44,10 @@ def without_pixel_data(data: bytes) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def finished(client, corpus: SynthCorpus, tmp_path_factory) -> dict:
-    """One run over the corpus plus planted bad files, shared by the assertions below."""
-    import shutil
-
-    base = tmp_path_factory.mktemp("e2e")
-    workspace = {"input": base / "raw", "output": base / "dataset", "private": base / "private"}
-    shutil.copytree(corpus.root, workspace["input"])
-    bad = workspace["input"] / "BAD_DOE_JOHN"
-    bad.mkdir()
-    first = workspace["input"] / corpus.images[0].relpath
-    (bad / "truncated.dcm").write_bytes(first.read_bytes()[:700])
-    (bad / "notes.txt").write_bytes(b"Patient DOE JOHN MRN 12345678, not a DICOM file\n" * 20)
-    (bad / "empty.dcm").write_bytes(b"")
-    no_pid = pydicom.dcmread(first)
-    del no_pid.PatientID
-    no_pid.SOPInstanceUID = no_pid.SOPInstanceUID + ".999"
-    no_pid.save_as(bad / "no_patient_id.dcm")
-    duplicate = workspace["input"] / "zz_duplicate.dcm"
-    duplicate.write_bytes(first.read_bytes())
-
-    summary = run(client, workspace, partition_size=2)
-    return {"summary": summary, "workspace": workspace, "files": output_files(workspace["output"])}
+def finished(corpus_run: dict) -> dict:
+    """One run over the corpus plus planted bad files (the session's ``corpus_run``),
+    shared by the assertions below."""
+    return corpus_run
 
 
 def test_every_image_is_written_once_in_the_mimic_layout(finished, corpus):
@@ -292,7 +256,8 @@ def test_broadcast_map_travels_once_not_per_task(client, tmp_path):
     assert not any(ref.name in names for names in client.run(_installed_maps).values())
 
 
-def test_rerun_is_idempotent(client, workspace):
+def test_rerun_is_idempotent(client, small_workspace):
+    workspace = small_workspace
     first = run(client, workspace)
     before = {p: hashlib.sha256(d).hexdigest() for p, d in output_files(workspace["output"]).items()}
     meta_before = pq.read_table(workspace["output"] / "metadata.parquet").to_pylist()

@@ -9,7 +9,7 @@ import pytest
 
 from cxr_dask.synth import synthesize
 
-pytestmark = pytest.mark.cluster
+pytestmark = pytest.mark.cluster  # the command starts its own LocalCluster
 
 
 def test_report_is_dask_performance_report_of_the_run(tmp_path):

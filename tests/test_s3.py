@@ -24,13 +24,15 @@ import s3fs
 from moto_s3 import (
     ACCESS_KEY,
     SECRET_KEY,
+    SSE_KMS,
     CountingMotoServer,
     authenticating_server,
     free_port,
+    sse_of,
     start_counting_server,
     storage_options,
 )
-from test_pipeline import LAYOUT, REMAPPED_UID
+from utils import LAYOUT, REMAPPED_UID
 
 from cxr_dask import inventory, pipeline, storage
 from cxr_dask.config import RunConfig
@@ -38,7 +40,6 @@ from cxr_dask.errors import ConfigError
 from cxr_dask.storage import HEADER_BLOCK_SIZE, Location
 from cxr_dask.synth import synthesize
 
-pytestmark = pytest.mark.cluster
 SECRET = "0123456789abcdef-same-secret-for-local-and-s3"
 CLI = [sys.executable, "-m", "cxr_dask.cli"]
 
@@ -305,6 +306,7 @@ def _aws_env(endpoint: str, key: str = ACCESS_KEY, secret: str = SECRET_KEY) -> 
 RUN = ["run", "s3://archive/cxr", "s3://research/dataset", "--private", "s3://phi-vault/run1", "--no-progress"]
 
 
+@pytest.mark.cluster  # the command starts its own LocalCluster
 def test_cli_runs_bucket_to_bucket_with_aws_environment_variables(moto, tmp_path):
     fs = _fresh(moto)
     corpus = synthesize(str(tmp_path / "raw"), patients=2, seed=4, rows=32, columns=32)
@@ -374,15 +376,6 @@ def test_storage_options_flag_reaches_the_checks_without_echoing_keys(strict_end
 
 
 # --- PHI at rest on object stores: server-side encryption on every write ---------------
-
-SSE_KMS = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "arn:aws:kms:us-east-1:123456789012:key/cxr-dask-test"}
-
-
-def sse_of(fs: s3fs.S3FileSystem, path: str) -> tuple[str | None, str | None]:
-    """The encryption moto recorded for an object, as its HEAD answers it."""
-    bucket, key = path.split("/", 1)
-    head = fs.call_s3("head_object", Bucket=bucket, Key=key)
-    return head.get("ServerSideEncryption"), head.get("SSEKMSKeyId")
 
 
 def test_sse_options_reach_every_kind_of_write(moto):

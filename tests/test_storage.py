@@ -125,9 +125,10 @@ def test_owner_only_writes_ignore_a_permissive_umask(tmp_path, permissive_umask)
 
 
 @pytest.mark.cluster
-def test_a_run_leaves_every_private_file_owner_only(client, workspace, permissive_umask, monkeypatch):
+def test_a_run_leaves_every_private_file_owner_only(client, small_workspace, permissive_umask, monkeypatch):
     """A whole run with umask 022 on the client and the workers: crosswalk, inventory,
     audit, journal parts (written by workers), secret, run folders: 0600 and 0700."""
+    workspace = small_workspace
     from cxr_dask import pipeline
     from cxr_dask.config import RunConfig
 

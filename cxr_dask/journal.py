@@ -110,7 +110,12 @@ class RunJournal:
                 yield key, pq.read_table(io.BytesIO(blob), columns=columns)
 
     def save_inventory(self, table: pa.Table) -> None:
+        """Save the merged inventory (pass 1 is done), then drop the parts it was merged from,
+        those of an interrupted pass 1 included: PHI is kept once."""
         storage.write_atomic(self.private, f"{self.folder}/inventory.parquet", parquet_bytes(table))
+        folder = self.private.path(self.inventory_parts_folder)
+        if self.private.fs.exists(folder):
+            self.private.fs.rm(folder, recursive=True)
 
     def load_inventory(self) -> pa.Table | None:
         key = f"{self.folder}/inventory.parquet"

@@ -1,7 +1,8 @@
 """The client's peak memory against the archive's size: does it stay flat per file?
 
-``cxr-dask run`` over small files (re-identified copies of a synthetic 64x64 corpus, as
-``scaling`` makes them) on local disk, at each size of ``$CXR_BENCH_CLIENT_FILES``
+``cxr-dask run`` header-only (pixel scanning off: it costs the workers, not the client)
+over small files (re-identified copies of a synthetic 64x64 corpus, as ``scaling`` makes
+them) on local disk, at each size of ``$CXR_BENCH_CLIENT_FILES``
 (20,000 and 100,000 by default), against one LocalCluster of 2 workers (``--scheduler``:
 the scheduler and the workers live in this process and its children, so the peak RSS is
 the client's alone). Reported per size: the client's peak RSS and that over the number of
@@ -18,6 +19,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,9 +60,19 @@ def run(root: Path, repeats: int = 1, sizes: list[int] | None = None) -> dict[st
             files = root / f"client-files-{n}"
             replicate(base, files, n)
             work = root / f"client-run-{n}"
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            settings = work / "header-only.json"  # the client's memory does not depend on pixel work
+            settings.write_text(json.dumps({"pixels": {"enabled": False}}))
             measured = _cli_run(
-                str(files), str(work / "dataset"), str(work / "private"), cluster.scheduler_address, None
+                str(files),
+                str(work / "dataset"),
+                str(work / "private"),
+                cluster.scheduler_address,
+                None,
+                ["--config", str(settings)],
             )
+            shutil.rmtree(work, ignore_errors=True)
             runs.append({"files": n, **measured})
     small, large = runs[0], runs[-1]
     slope = (

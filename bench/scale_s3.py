@@ -51,10 +51,12 @@ def kind_of(request: Request) -> str:
     return request.method if request.method in KINDS else "other"
 
 
-def _cli_run(source: str, output: str, private: str, scheduler: str, options: dict | None) -> dict[str, Any]:
+def _cli_run(
+    source: str, output: str, private: str, scheduler: str, options: dict | None, extra: list[str] | None = None
+) -> dict[str, Any]:
     """``cxr-dask run`` in its own process; its wall time and peak RSS (it has no children)."""
     command = [sys.executable, "-m", "cxr_dask.cli", "run", source, output, "--private", private]
-    command += ["--scheduler", scheduler, "--no-progress"]
+    command += ["--scheduler", scheduler, "--no-progress", *(extra or [])]
     if options:
         command += ["--storage-options", json.dumps(options)]
     script = (

@@ -113,9 +113,8 @@ class RunJournal:
         """Save the merged inventory (pass 1 is done), then drop the parts it was merged from,
         those of an interrupted pass 1 included: PHI is kept once."""
         storage.write_atomic(self.private, f"{self.folder}/inventory.parquet", parquet_bytes(table))
-        folder = self.private.path(self.inventory_parts_folder)
-        if self.private.fs.exists(folder):
-            self.private.fs.rm(folder, recursive=True)
+        for key in storage.list_keys(self.private, self.inventory_parts_folder):
+            storage.remove(self.private, key)  # one DELETE a part (a pass-1 task), never a bulk POST
 
     def load_inventory(self) -> pa.Table | None:
         key = f"{self.folder}/inventory.parquet"

@@ -64,7 +64,9 @@ def run(root: Path | None = None, repeats: int = 1) -> dict[str, Any]:
     files = [(key, 15_000_000) for key in keys]
     items = list(enumerate(keys))
     started = time.perf_counter()
-    scan = pipeline.scan_bag(config, files, partition_size)
+    scan = pipeline.scan_bag(
+        config, pipeline.scan_items(files), partition_size, RunJournal(config.private_location, "run")
+    )
     deidentify = pipeline.deidentify_bag(
         config, items, IdentityRef("identity"), partition_size, RunJournal(config.private_location, "run")
     )

@@ -2,7 +2,8 @@
 
 ```
 PRIVATE/runs/active.json                      the unfinished run: id, input, output
-PRIVATE/runs/<run id>/inventory.parquet       pass 1's records (saved before pass 2)
+PRIVATE/runs/<run id>/inventory/<first>-<last>-<token>.parquet   records a pass-1 task made
+PRIVATE/runs/<run id>/inventory.parquet       pass 1's records, merged (saved before pass 2)
 PRIVATE/runs/<run id>/parts/<first>-<last>-<token>.metadata.parquet   rows a pass-2 task made
 PRIVATE/runs/<run id>/parts/<first>-<last>-<token>.audit.parquet      its audit rows, written last:
                                                               the task's completion mark
@@ -11,10 +12,12 @@ PRIVATE/runs/<run id>/review/parts/<first>-<last>.review.json  the task's review
                                                               (before its audit part)
 ```
 
-Pass-2 tasks write their part files on the worker that made the rows, after the task's
-DICOMs are written. Rerunning the same command finds ``active.json``, reuses the saved
-inventory and crosswalk (so every id is the same), skips every key an audit part covers
-and commits from all parts: the outputs are those of a run that was never interrupted.
+Pass-1 and pass-2 tasks write their part files on the worker that made the rows (pass 2
+after the task's DICOMs are written), so no row per file travels back to the client; the
+client merges the parts as Arrow tables, read a batch of parts at a time. Rerunning the
+same command finds ``active.json``, reuses the saved inventory and crosswalk (so every id
+is the same), skips every key an audit part covers and commits from all parts: the
+outputs are those of a run that was never interrupted.
 Parts are named by the key indexes they cover, so a resumed run may partition the rest
 differently.
 """
@@ -25,16 +28,19 @@ import datetime as dt
 import io
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cxr_dask import metadata, review, storage
 from cxr_dask.errors import ConfigError
 from cxr_dask.identity import parquet_bytes
+from cxr_dask.inventory import INVENTORY_SCHEMA
 from cxr_dask.storage import Location
 
 RUNS_DIR = "runs"
@@ -42,6 +48,8 @@ ACTIVE_KEY = f"{RUNS_DIR}/active.json"
 AUDIT_SUFFIX = ".audit.parquet"
 METADATA_SUFFIX = ".metadata.parquet"
 REVIEW_SUFFIX = ".review.json"
+#: Parts read per request batch at the commit: bounds the raw bytes held at once.
+READ_BATCH = 256
 
 
 def new_run_id() -> str:
@@ -71,9 +79,42 @@ class RunJournal:
     def review_parts_folder(self) -> str:
         return f"{self.review_folder}/{review.PARTS_DIR}"
 
+    @property
+    def inventory_parts_folder(self) -> str:
+        return f"{self.folder}/inventory"
+
     # -- pass 1 -------------------------------------------------------------------------
+    def write_inventory_part(self, key_indexes: list[int], records: list[dict[str, Any]]) -> str:
+        """Record one pass-1 task's inventory records (on the worker); returns the part's key.
+
+        The client reads exactly the parts its finished tasks name, so a part left by an
+        interrupted pass 1 or by a task re-run after its worker died is never read twice.
+        """
+        token = uuid.uuid4().hex[:8]
+        key = f"{self.inventory_parts_folder}/{min(key_indexes):09d}-{max(key_indexes):09d}-{token}.parquet"
+        storage.write_atomic(self.private, key, _table_bytes(records, INVENTORY_SCHEMA))
+        return key
+
+    def read_inventory_parts(self, keys: list[str]) -> pa.Table:
+        """The records of the named pass-1 parts as one Arrow table sorted by key index."""
+        tables = [table.cast(INVENTORY_SCHEMA) for _, table in self._read_tables(keys)]
+        table = pa.concat_tables(tables) if tables else INVENTORY_SCHEMA.empty_table()
+        return table.sort_by("key_index")
+
+    def _read_tables(self, keys: list[str], columns: list[str] | None = None) -> Iterator[tuple[str, pa.Table]]:
+        """Each part as an Arrow table, fetched ``READ_BATCH`` parts at a time (concurrently
+        on object stores): the raw bytes of one batch are held at once, never all."""
+        for start in range(0, len(keys), READ_BATCH):
+            batch = storage.read_many(self.private, keys[start : start + READ_BATCH])
+            for key, blob in batch.items():
+                yield key, pq.read_table(io.BytesIO(blob), columns=columns)
+
     def save_inventory(self, table: pa.Table) -> None:
+        """Save the merged inventory (pass 1 is done), then drop the parts it was merged from,
+        those of an interrupted pass 1 included: PHI is kept once."""
         storage.write_atomic(self.private, f"{self.folder}/inventory.parquet", parquet_bytes(table))
+        for key in storage.list_keys(self.private, self.inventory_parts_folder):
+            storage.remove(self.private, key)  # one DELETE a part (a pass-1 task), never a bulk POST
 
     def load_inventory(self) -> pa.Table | None:
         key = f"{self.folder}/inventory.parquet"
@@ -110,19 +151,25 @@ class RunJournal:
         keys = storage.list_keys(self.private, self.parts_folder)
         return [k for k in keys if k.endswith(AUDIT_SUFFIX)], [k for k in keys if k.endswith(METADATA_SUFFIX)]
 
-    def _audit_rows(self, audit_keys: list[str]) -> dict[int, dict[str, Any]]:
-        """One row per key; a key covered by two parts (a task re-run after its worker died,
-        a storage failure retried by a later run) keeps one, and a finished row (written or
-        quarantined) wins over a ``storage_error`` one whatever the order of the parts."""
-        by_key: dict[int, dict[str, Any]] = {}
-        for blob in storage.read_many(self.private, audit_keys).values():
-            for row in pq.read_table(io.BytesIO(blob)).to_pylist():
-                earlier = by_key.get(row["key_index"])
-                if earlier is None or earlier["status"] == metadata.STORAGE_ERROR:
-                    by_key[row["key_index"]] = row
-        return by_key
+    def _audit_table(self, audit_keys: list[str], columns: list[str] | None = None) -> pa.Table:
+        """One row per key, as Arrow columns; a key covered by two parts (a task re-run after
+        its worker died, a storage failure retried by a later run) keeps one, and a finished
+        row (written or quarantined) wins over a ``storage_error`` one whatever the order of
+        the parts (else the first part's row)."""
+        tables = [
+            t.cast(metadata.AUDIT_SCHEMA if columns is None else _subschema(columns))
+            for _, t in self._read_tables(audit_keys, columns)
+        ]
+        schema = metadata.AUDIT_SCHEMA if columns is None else _subschema(columns)
+        table = pa.concat_tables(tables) if tables else schema.empty_table()
+        return unique_keys(table)
 
-    def read_parts(self) -> tuple[list[dict[str, Any]], pa.Table]:
+    def read_audit(self, columns: list[str] | None = None) -> pa.Table:
+        """Every finished task's audit rows, one per key, sorted by key index."""
+        audit_keys, _ = self._part_keys()
+        return self._audit_table(audit_keys, columns)
+
+    def read_parts(self) -> tuple[pa.Table, pa.Table]:
         """Every finished task's audit rows (one per key) and metadata rows (one per image).
 
         Metadata parts count only beside their audit part: the task that wrote them finished.
@@ -130,12 +177,9 @@ class RunJournal:
         audit_keys, metadata_keys = self._part_keys()
         done_stems = {key.removesuffix(AUDIT_SUFFIX) for key in audit_keys}
         finished = [key for key in metadata_keys if key.removesuffix(METADATA_SUFFIX) in done_stems]
-        tables = [
-            pq.read_table(io.BytesIO(blob)).cast(metadata.METADATA_SCHEMA)
-            for blob in storage.read_many(self.private, finished).values()
-        ]
+        tables = [table.cast(metadata.METADATA_SCHEMA) for _, table in self._read_tables(finished)]
         rows = pa.concat_tables(tables) if tables else metadata.METADATA_SCHEMA.empty_table()
-        return list(self._audit_rows(audit_keys).values()), _unique_by_dicom_id(rows)
+        return self._audit_table(audit_keys), _unique_by_dicom_id(rows)
 
     def read_review_entries(self) -> list[dict[str, Any]]:
         """The review entries of every finished task (its audit part exists), one per key."""
@@ -152,19 +196,24 @@ class RunJournal:
                 by_key[entry["key_index"]] = entry
         return list(by_key.values())
 
-    def done_key_indexes(self) -> set[int]:
+    def done_key_indexes(self) -> pa.Array:
         """Keys a finished task covers, but for storage failures: a resumed run skips them."""
-        audit_keys, _ = self._part_keys()
-        return {index for index, row in self._audit_rows(audit_keys).items() if row["status"] != metadata.STORAGE_ERROR}
+        audit = self.read_audit(["key_index", "status"])
+        return (
+            audit.filter(pc.not_equal(audit.column("status"), metadata.STORAGE_ERROR))
+            .column("key_index")
+            .combine_chunks()
+        )
 
-    def statuses(self) -> dict[int, str]:
-        """Each finished key's audit status (written or quarantined): which copy of a
-        repeated SOPInstanceUID to try next (``inventory.next_copies``)."""
-        audit_keys, _ = self._part_keys()
-        return {index: row["status"] for index, row in self._audit_rows(audit_keys).items()}
+    def statuses(self, key_indexes: Iterable[int]) -> dict[int, str]:
+        """The audit status (written or quarantined) of each of ``key_indexes`` a finished task
+        covers: which copy of a repeated SOPInstanceUID to try next (``inventory.next_copies``)."""
+        audit = self.read_audit(["key_index", "status"])
+        audit = audit.filter(pc.is_in(audit.column("key_index"), value_set=pa.array(list(key_indexes), pa.int64())))
+        return dict(zip(audit.column("key_index").to_pylist(), audit.column("status").to_pylist(), strict=True))
 
-    def save_audit(self, rows: list[dict[str, Any]]) -> None:
-        storage.write_atomic(self.private, f"{self.folder}/audit.parquet", _table_bytes(rows, metadata.AUDIT_SCHEMA))
+    def save_audit(self, table: pa.Table) -> None:
+        storage.write_atomic(self.private, f"{self.folder}/audit.parquet", parquet_bytes(table))
 
     def finish(self) -> None:
         """The run is committed: the next run with this PRIVATE starts afresh."""
@@ -203,12 +252,29 @@ def _table_bytes(rows: Iterable[dict[str, Any]], schema: pa.Schema) -> bytes:
     return parquet_bytes(pa.Table.from_pylist(list(rows), schema=schema))
 
 
+def _subschema(columns: list[str]) -> pa.Schema:
+    return pa.schema([metadata.AUDIT_SCHEMA.field(name) for name in columns])
+
+
+def unique_keys(audit: pa.Table) -> pa.Table:
+    """One audit row per key index, sorted by it: a finished row before a ``storage_error``
+    one, else the earliest row (columnar: no Python object per row)."""
+    if audit.num_rows == 0:
+        return audit
+    order = pa.array(np.arange(audit.num_rows))
+    failed = pc.fill_null(pc.equal(audit.column("status"), metadata.STORAGE_ERROR), False)
+    ranked = pa.table({"key_index": audit.column("key_index"), "failed": failed, "order": order})
+    ranked = ranked.sort_by([("key_index", "ascending"), ("failed", "ascending"), ("order", "ascending")])
+    keys = ranked.column("key_index").to_numpy()
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = keys[1:] != keys[:-1]
+    return audit.take(ranked.column("order").filter(pa.array(first)))
+
+
 def _unique_by_dicom_id(table: pa.Table) -> pa.Table:
+    """The first row of each dicom_id (a task re-run elsewhere wrote its rows twice)."""
     if table.num_rows == 0:
         return table
-    seen: set[str] = set()
-    keep = []
-    for dicom_id in table.column("dicom_id").to_pylist():
-        keep.append(dicom_id not in seen)
-        seen.add(dicom_id)
-    return table.filter(pa.array(keep))
+    numbered = pa.table({"dicom_id": table.column("dicom_id"), "order": pa.array(np.arange(table.num_rows))})
+    first = numbered.group_by("dicom_id", use_threads=False).aggregate([("order", "min")]).column("order_min")
+    return table.take(pa.array(np.sort(first.to_numpy())))

@@ -11,6 +11,7 @@ from dataclasses import fields
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pydicom
 
 from cxr_dask.deid.header import HeaderReport
@@ -139,23 +140,31 @@ def _str_or_none(value: object) -> str | None:
     return text or None
 
 
+def _padded(ids: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    return pc.utf8_lpad(pc.cast(ids, pa.string()), 8, "0")
+
+
+def _study_folders(subject_ids: pa.ChunkedArray, study_ids: pa.ChunkedArray) -> pa.ChunkedArray:
+    """``study_folder`` over columns (no Python object per row)."""
+    subject = _padded(subject_ids)
+    return pc.binary_join_element_wise(
+        "files/p", pc.utf8_slice_codeunits(subject, 0, 2), "/p", subject, "/s", _padded(study_ids), ""
+    )
+
+
 def record_list(metadata: pa.Table) -> pa.Table:
     """One row per written image, with its path below OUTPUT."""
-    rows = metadata.select(["subject_id", "study_id", "dicom_id"]).to_pylist()
-    for row in rows:
-        row["path"] = image_path(row["subject_id"], row["study_id"], row["dicom_id"])
-    return pa.Table.from_pylist(rows, schema=RECORD_LIST_SCHEMA)
+    subject, study, dicom = (metadata.column(name) for name in ("subject_id", "study_id", "dicom_id"))
+    path = pc.binary_join_element_wise(_study_folders(subject, study), "/", dicom, ".dcm", "")
+    return pa.Table.from_arrays([subject, study, dicom, path], schema=RECORD_LIST_SCHEMA)
 
 
 def study_list(metadata: pa.Table) -> pa.Table:
     """One row per study that has at least one written image."""
-    pairs = sorted(
-        set(zip(metadata.column("subject_id").to_pylist(), metadata.column("study_id").to_pylist(), strict=True))
-    )
-    return pa.Table.from_pylist(
-        [{"subject_id": s, "study_id": st, "path": study_folder(s, st)} for s, st in pairs],
-        schema=STUDY_LIST_SCHEMA,
-    )
+    pairs = metadata.select(["subject_id", "study_id"]).group_by(["subject_id", "study_id"], use_threads=False)
+    pairs = pairs.aggregate([]).sort_by([("subject_id", "ascending"), ("study_id", "ascending")])
+    subject, study = pairs.column("subject_id"), pairs.column("study_id")
+    return pa.Table.from_arrays([subject, study, _study_folders(subject, study)], schema=STUDY_LIST_SCHEMA)
 
 
 def pixel_class_counts(report: PixelReport) -> dict[str, int]:

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -117,38 +117,82 @@ def _each_partition(
             bar.update(sizes[i])
 
 
-def scan_bag(config: RunConfig, files: list[tuple[str, int]], partition_size: int) -> db.Bag:
-    """Pass 1's graph: one header-only inventory record per key, and per partition the
-    free-text tokens counted by patient (one ``inventory.ScanPart`` a partition)."""
-    items = [(index, key, size) for index, (key, size) in enumerate(files)]
+@dataclass(frozen=True)
+class ScanSummary:
+    """What a pass-1 task sends back: the key of the inventory part it wrote to the
+    journal, its file count and its capped word counts. No row per file travels back:
+    the client reads the parts as Arrow tables."""
+
+    part: str | None
+    files: int
+    words: freetext.WordCounts
+
+
+def scan_partition_to_journal(
+    items: Iterable[tuple[int, str, int]],
+    location: Location,
+    options: ProfileOptions,
+    min_patients: int,
+    journal: RunJournal,
+) -> list[ScanSummary]:
+    """The pass-1 task: scan a partition's headers, write its records as an inventory part."""
+    items = list(items)
+    (scanned,) = inventory.scan_partition_with_words(items, location, options, min_patients)
+    if not items:
+        return [ScanSummary(None, 0, scanned.words)]
+    try:
+        part = journal.write_inventory_part([index for index, _, _ in items], scanned.records)
+    except Exception as error:
+        if not storage.is_storage_error(error):
+            raise
+        raise storage.StorageError(type(error).__name__) from None  # the type only: keys may be PHI
+    return [ScanSummary(part, len(items), scanned.words)]
+
+
+def scan_bag(config: RunConfig, items: list[tuple[int, str, int]], partition_size: int, journal: RunJournal) -> db.Bag:
+    """Pass 1's graph over ``(key_index, key, size)`` items: per partition one inventory
+    part in the journal and the free-text tokens counted by patient (a ``ScanSummary``)."""
     return db.from_sequence(items, partition_size=partition_size).map_partitions(
-        inventory.scan_partition_with_words,
+        scan_partition_to_journal,
         config.input_location,
         config.profile,
         config.freetext.min_patients,
+        journal,
     )
+
+
+def scan_items(files: list[tuple[str, int]]) -> list[tuple[int, str, int]]:
+    """``(key_index, key, size)`` for every listed file: the index is its place in the listing."""
+    return [(index, key, size) for index, (key, size) in enumerate(files)]
 
 
 VOCABULARY_FILE = "vocabulary.json"
 
 
-def _scan(client: Client, config: RunConfig, files: list[tuple[str, int]], partition_size: int):
-    """Run pass 1: the inventory records and the run's free-text vocabulary.
+def _scan(
+    client: Client,
+    config: RunConfig,
+    items: list[tuple[int, str, int]],
+    partition_size: int,
+    journal: RunJournal,
+    label: str = "pass 1: scan headers",
+) -> tuple[pa.Table, freetext.WordCounts]:
+    """Run pass 1 over ``items``: the inventory as an Arrow table and the word counts.
 
-    Each task returns its (token, patient) pairs deduplicated and capped at k patients a
-    token, so the client holds at most k patients per distinct token.
+    Each task writes its records to the journal and returns its (token, patient) pairs
+    deduplicated and capped at k patients a token, so the client holds at most k patients
+    per distinct token and never a Python object per file; the table is read from the
+    parts the finished tasks name.
     """
-    sizes = [len(chunk) for chunk in partitions(files, partition_size)]
+    sizes = [len(chunk) for chunk in partitions(items, partition_size)]
     words = freetext.WordCounts(cap=config.freetext.min_patients)
-    records: list[dict[str, Any]] = []
-    for _, future in _each_partition(
-        client, scan_bag(config, files, partition_size), sizes, "pass 1: scan headers", config
-    ):
-        for part in future.result():
-            records.extend(part.records)
-            words.merge(part.words)
-    vocabulary = freetext.build_vocabulary(words, config.freetext.min_patients, config.freetext.keep)
-    return records, vocabulary
+    parts: list[str] = []
+    for _, future in _each_partition(client, scan_bag(config, items, partition_size, journal), sizes, label, config):
+        for summary in future.result():
+            if summary.part is not None:
+                parts.append(summary.part)
+            words.merge(summary.words)
+    return journal.read_inventory_parts(parts), words
 
 
 def _save_vocabulary(journal: RunJournal, vocabulary: freetext.Vocabulary) -> None:
@@ -293,8 +337,9 @@ def _try_next_copies(pass2: _Pass2, table: pa.Table, poison: list[int], threads:
     found: list[int] = []
     if not inventory.has_copies(table):
         return found
+    copies = table.filter(pc.is_valid(table.column("copy_of"))).column("key_index").to_pylist()
     while True:
-        statuses = pass2.journal.statuses() | dict.fromkeys(poison + found, "quarantined")
+        statuses = pass2.journal.statuses(copies) | dict.fromkeys(poison + found, "quarantined")
         retry = inventory.next_copies(table, statuses)
         if not retry:
             return found
@@ -302,14 +347,94 @@ def _try_next_copies(pass2: _Pass2, table: pa.Table, poison: list[int], threads:
         found += pass2.run(retry, pass2.config.partition_size_for(len(retry), threads))
 
 
-def _point_copies_at_the_written_one(table: pa.Table, audit_rows: list[dict[str, Any]]) -> None:
-    """Every copy of a written repeated image names the written copy's key index in its
-    audit row (``duplicate_of``), whether it was never tried or quarantined when tried."""
-    statuses = {row["key_index"]: row["status"] for row in audit_rows}
+def _audit_table(n: int, **columns: Any) -> pa.Table:
+    """``n`` audit rows with the given columns (arrays or lists), every other column null."""
+    arrays = [
+        pa.array(columns[f.name], f.type) if f.name in columns else pa.nulls(n, f.type) for f in metadata.AUDIT_SCHEMA
+    ]
+    return pa.Table.from_arrays(arrays, schema=metadata.AUDIT_SCHEMA)
+
+
+def _complete_audit(table: pa.Table, audit: pa.Table, poison: list[int], unrecorded: list[int]) -> pa.Table:
+    """Every input key's audit row, sorted by key index, as Arrow columns.
+
+    The parts' rows; then keys pass 1 already turned away (their inventory error), poison
+    inputs (``worker_crash``), and keys whose task could not record its work
+    (``storage_error``: retried by the next run). Every copy of a written repeated image
+    names the written copy's key index (``duplicate_of``), whether it was never tried or
+    quarantined when tried.
+    """
+    tried = pa.concat_arrays([audit.column("key_index").combine_chunks(), pa.array(poison, pa.int64())])
+    turned_away = table.filter(pc.is_valid(table.column("error")))
+    turned_away = turned_away.filter(pc.invert(pc.is_in(turned_away.column("key_index"), value_set=tried)))
+    error = turned_away.column("error").combine_chunks()
+    crashed = len(poison)
+    audit = pa.concat_tables(
+        [
+            audit,
+            _audit_table(
+                turned_away.num_rows,
+                key_index=turned_away.column("key_index").combine_chunks(),
+                status=pc.if_else(pc.equal(error, metadata.STORAGE_ERROR), metadata.STORAGE_ERROR, "quarantined"),
+                reason=error,
+                bytes_in=turned_away.column("size").combine_chunks(),
+            ),
+            _audit_table(
+                crashed, key_index=poison, status=["quarantined"] * crashed, reason=["worker_crash"] * crashed
+            ),
+        ]
+    )
+    audit = _point_copies_at_the_written_one(table, audit)
+    if unrecorded:
+        known = pc.is_in(pa.array(unrecorded, pa.int64()), value_set=audit.column("key_index")).to_pylist()
+        missing = sorted({index for index, seen in zip(unrecorded, known, strict=True) if not seen})
+        n = len(missing)
+        audit = pa.concat_tables(
+            [
+                audit,
+                _audit_table(
+                    n,
+                    key_index=missing,
+                    status=[metadata.STORAGE_ERROR] * n,
+                    reason=[metadata.STORAGE_ERROR] * n,
+                    detail=["journal"] * n,
+                ),
+            ]
+        )
+    return audit.sort_by("key_index")
+
+
+def _point_copies_at_the_written_one(table: pa.Table, audit: pa.Table) -> pa.Table:
+    """Set ``duplicate_of`` on every copy of a written repeated image: the written copy's
+    key index. Only the copies' statuses are pulled out of the columns."""
+    if not inventory.has_copies(table):
+        return audit
+    copies = table.filter(pc.is_valid(table.column("copy_of"))).column("key_index")
+    mine = audit.filter(pc.is_in(audit.column("key_index"), value_set=copies))
+    statuses = dict(zip(mine.column("key_index").to_pylist(), mine.column("status").to_pylist(), strict=True))
     written = inventory.written_copies(table, statuses)
-    for row in audit_rows:
-        if row["key_index"] in written:
-            row["duplicate_of"] = written[row["key_index"]]
+    if not written:
+        return audit
+    at = pc.index_in(audit.column("key_index"), value_set=pa.array(list(written), pa.int64()))
+    pointer = pc.take(pa.array(list(written.values()), pa.int64()), at)
+    column = audit.schema.get_field_index("duplicate_of")
+    return audit.set_column(column, "duplicate_of", pc.coalesce(pointer, audit.column("duplicate_of")))
+
+
+def _review_inputs(journal: RunJournal, audit: pa.Table) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The review entries, and the audit rows the review page reads: the entries' keys and
+    rows with pixel regions counted (every other row adds nothing to its counts)."""
+    entries = journal.read_review_entries()
+    counts = list(metadata.PIXEL_CLASS_COLUMNS.values())
+    wanted = pc.is_in(audit.column("key_index"), value_set=pa.array([e["key_index"] for e in entries], pa.int64()))
+    for column in counts:
+        wanted = pc.or_(wanted, pc.fill_null(pc.greater(audit.column(column), 0), False))
+    return entries, audit.filter(wanted).select(["key_index", "status", "dicom_id", *counts]).to_pylist()
+
+
+def _value_counts(values: pa.ChunkedArray) -> tuple[list[Any], list[int]]:
+    counts = pc.value_counts(values)
+    return counts.field("values").to_pylist(), counts.field("counts").to_pylist()
 
 
 def check_workers_reach_storage(client: Client, config: RunConfig) -> None:
@@ -349,18 +474,20 @@ def run(client: Client, config: RunConfig) -> RunSummary:
             files = storage.list_files(source)
             partition_size = config.partition_size_for(len(files), threads)
             log.info("pass 1: %d files in partitions of %d", len(files), partition_size)
-            records, vocabulary = _scan(client, config, files, partition_size)
-            table = inventory.rank_copies(inventory.to_table(records))
+            scanned, words = _scan(client, config, scan_items(files), partition_size, journal)
+            del files
+            vocabulary = freetext.build_vocabulary(words, config.freetext.min_patients, config.freetext.keep)
+            table = inventory.rank_copies(scanned)
             table = inventory.label_copies(table, _hash_copies(client, config, table))
             _save_vocabulary(journal, vocabulary)  # before the inventory, which marks pass 1 done
             journal.save_inventory(table)
         else:
             vocabulary = _load_vocabulary(journal)
             if storage_failed(table):
-                table = _rescan_storage_errors(client, config, table, threads)
+                table = _rescan_storage_errors(client, config, table, threads, journal)
                 journal.save_inventory(table)
         summary.files_seen = table.num_rows
-        summary.bytes_in = sum(size or 0 for size in table.column("size").to_pylist())
+        summary.bytes_in = pc.sum(table.column("size")).as_py() or 0
 
         secret = identity_mod.load_or_create_secret(private)
         identity = identity_mod.extend(identity_mod.load_crosswalk(private, secret), table)
@@ -368,13 +495,12 @@ def run(client: Client, config: RunConfig) -> RunSummary:
         identity.vocabulary = vocabulary  # broadcast with the map, never saved with the crosswalk
 
         valid = table.filter(pc.is_null(table.column("error")))
-        done = journal.done_key_indexes() if resumed else set()
-        items = [
-            (index, key)
-            for index, key in zip(valid.column("key_index").to_pylist(), valid.column("key").to_pylist(), strict=True)
-            if index not in done
-        ]
-        summary.already_done = len(done)
+        if resumed:
+            done = journal.done_key_indexes()
+            valid = valid.filter(pc.invert(pc.is_in(valid.column("key_index"), value_set=done)))
+            summary.already_done = len(done)
+        items = list(zip(valid.column("key_index").to_pylist(), valid.column("key").to_pylist(), strict=True))
+        del valid
         poison: list[int] = []
         unrecorded: list[int] = []
         if items or inventory.has_copies(table):
@@ -387,45 +513,28 @@ def run(client: Client, config: RunConfig) -> RunSummary:
                 poison += _try_next_copies(pass2, table, poison, threads)
                 unrecorded = pass2.unrecorded
 
-        audit_rows, new_rows = journal.read_parts()
-        tried = {row["key_index"] for row in audit_rows} | set(poison)
-        audit_rows += [
-            metadata.audit_row(r["key_index"], _status_of(r["error"]), reason=r["error"], bytes_in=r["size"])
-            for r in table.filter(pc.invert(pc.is_null(table.column("error")))).to_pylist()
-            if r["key_index"] not in tried
-        ]
-        audit_rows += [metadata.audit_row(index, "quarantined", reason="worker_crash") for index in poison]
-        _point_copies_at_the_written_one(table, audit_rows)
-        recorded = {row["key_index"] for row in audit_rows}
-        audit_rows += [
-            metadata.audit_row(index, metadata.STORAGE_ERROR, reason=metadata.STORAGE_ERROR, detail="journal")
-            for index in sorted(set(unrecorded) - recorded)
-        ]
-        audit_rows.sort(key=lambda row: row["key_index"])
-        _commit(output, journal, audit_rows, new_rows)
-        reviewed = review.build(
-            private, journal.review_folder, journal.run_id, journal.read_review_entries(), audit_rows
-        )
-        summary.storage_errors = sum(row["status"] == metadata.STORAGE_ERROR for row in audit_rows)
+        audit, new_rows = journal.read_parts()
+        audit = _complete_audit(table, audit, poison, unrecorded)
+        _commit(output, journal, audit, new_rows)
+        reviewed = review.build(private, journal.review_folder, journal.run_id, *_review_inputs(journal, audit))
+        status = audit.column("status")
+        summary.storage_errors = pc.sum(pc.equal(status, metadata.STORAGE_ERROR)).as_py() or 0
         if not summary.storage_errors:
             journal.finish()  # else the run stays unfinished: the same command resumes it
         storage.remove_partials(output)
 
-    reasons = Counter(row["reason"] for row in audit_rows if row["status"] == "quarantined")
+    quarantined = audit.filter(pc.equal(audit.column("status"), "quarantined")).column("reason")
+    reasons = Counter(dict(zip(*_value_counts(quarantined), strict=True)))
     summary.reasons = dict(reasons)
     summary.quarantined = sum(reasons.values())
     summary.written = new_rows.num_rows
-    summary.pixels_cleaned = sum(row.get("pixel_action") == "cleaned" for row in audit_rows)
+    summary.pixels_cleaned = pc.sum(pc.equal(audit.column("pixel_action"), "cleaned")).as_py() or 0
     summary.pixels_flagged = reviewed.flagged
     summary.review_page = review.index_location(private, journal.review_folder)
-    summary.patients = len(set(new_rows.column("subject_id").to_pylist()))
-    summary.studies = len(set(new_rows.column("study_id").to_pylist()))
+    summary.patients = pc.count_distinct(new_rows.column("subject_id")).as_py()
+    summary.studies = pc.count_distinct(new_rows.column("study_id")).as_py()
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-def _status_of(inventory_error: str) -> str:
-    return metadata.STORAGE_ERROR if inventory_error == metadata.STORAGE_ERROR else "quarantined"
 
 
 def storage_failed(table: pa.Table) -> bool:
@@ -433,48 +542,44 @@ def storage_failed(table: pa.Table) -> bool:
     return pc.any(pc.equal(table.column("error"), metadata.STORAGE_ERROR)).as_py() is True
 
 
-def _rescan_storage_errors(client: Client, config: RunConfig, table: pa.Table, threads: int) -> pa.Table:
+def _rescan_storage_errors(
+    client: Client, config: RunConfig, table: pa.Table, threads: int, journal: RunJournal
+) -> pa.Table:
     """A resumed run's pass 1 over the keys the last run could not read, merged in place.
 
     Every other record stays as it was (ids already minted from it must not move): a
     rescanned file whose SOPInstanceUID an earlier record holds is the duplicate.
     """
     failed = table.filter(pc.equal(table.column("error"), metadata.STORAGE_ERROR))
-    files = list(zip(failed.column("key").to_pylist(), failed.column("size").to_pylist(), strict=True))
-    indexes = failed.column("key_index").to_pylist()
-    partition_size = config.partition_size_for(len(files), threads)
-    log.info("pass 1: rescanning %d files the last run could not read", len(files))
-    items = [(index, key, size) for index, (key, size) in zip(indexes, files, strict=True)]
-    bag = db.from_sequence(items, partition_size=partition_size).map_partitions(
-        inventory.scan_partition, config.input_location
-    )
-    sizes = [len(chunk) for chunk in partitions(items, partition_size)]
-    rescanned = {
-        record["key_index"]: record
-        for _, future in _each_partition(client, bag, sizes, "pass 1: rescan", config)
-        for record in future.result()
-    }
-    rows = table.to_pylist()
-    seen = {row["sop_instance_uid"] for row in rows if row["error"] is None and row["sop_instance_uid"]}
-    for i, row in enumerate(rows):
-        record = rescanned.get(row["key_index"])
-        if record is None:
-            continue
-        if record["error"] is None and record["sop_instance_uid"] in seen:
-            record["error"] = "duplicate_sop_instance_uid"
-        elif record["error"] is None:
-            seen.add(record["sop_instance_uid"])
-        rows[i] = record
-    return inventory.to_table(rows)
+    items = list(zip(*(failed.column(name).to_pylist() for name in ("key_index", "key", "size")), strict=True))
+    partition_size = config.partition_size_for(len(items), threads)
+    log.info("pass 1: rescanning %d files the last run could not read", len(items))
+    rescanned, _ = _scan(client, config, items, partition_size, journal, "pass 1: rescan")
+    kept = table.filter(pc.invert(pc.is_in(table.column("key_index"), value_set=rescanned.column("key_index"))))
+    held = kept.filter(pc.and_(pc.is_null(kept.column("error")), pc.is_valid(kept.column("sop_instance_uid"))))
+    sops = rescanned.column("sop_instance_uid")
+    taken = pc.is_in(sops, value_set=held.column("sop_instance_uid")).to_pylist()
+    errors = rescanned.column("error").to_pylist()
+    seen: set[str] = set()
+    for i, sop in enumerate(sops.to_pylist()):
+        if errors[i] is None and (taken[i] or sop in seen):
+            errors[i] = inventory.DUPLICATE
+        elif errors[i] is None:
+            seen.add(sop)
+    at = rescanned.schema.get_field_index("error")
+    rescanned = rescanned.set_column(at, "error", pa.array(errors, pa.string()))
+    rescanned = rescanned.select(table.schema.names).cast(table.schema)
+    return pa.concat_tables([kept, rescanned]).sort_by("key_index")
 
 
-def _commit(output: Location, journal: RunJournal, audit_rows: list[dict[str, Any]], fresh: pa.Table) -> None:
+def _commit(output: Location, journal: RunJournal, audit: pa.Table, fresh: pa.Table) -> None:
     """Write the run's audit, then merge its rows into the dataset's tables.
 
     Rows are merged by dicom_id, so a rerun, a resumed commit or a later batch leaves
-    each image once; every table is replaced in one atomic write.
+    each image once; every table is replaced in one atomic write. Arrow columns
+    throughout: no Python object per row.
     """
-    journal.save_audit(audit_rows)
+    journal.save_audit(audit)
     merged = _merge_by_dicom_id(read_table(output, METADATA_FILE), fresh)
     storage.write_atomic(output, METADATA_FILE, parquet_bytes(merged))
     storage.write_atomic(output, RECORD_LIST_FILE, parquet_bytes(metadata.record_list(merged)))

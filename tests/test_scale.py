@@ -61,7 +61,9 @@ def test_pass_graphs_for_400k_keys_stay_small(tmp_path, threads):
     config = RunConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out"), private=str(tmp_path / "private"))
     files = [(f"p{i // 6:06d}/s{i // 2:07d}/{i:07d}.dcm", 15_000_000) for i in range(N_KEYS)]
     partition_size = config.partition_size_for(N_KEYS, threads)
-    scan = pipeline.scan_bag(config, files, partition_size)
+    scan = pipeline.scan_bag(
+        config, pipeline.scan_items(files), partition_size, RunJournal(config.private_location, "run")
+    )
     # the real run passes the broadcast's name (an IdentityRef), as here
     items = [(index, key) for index, (key, _) in enumerate(files)]
     deidentify = pipeline.deidentify_bag(

@@ -1,0 +1,145 @@
+"""The client's peak memory against the archive's size: does it stay flat per file?
+
+``cxr-dask run`` header-only (pixel scanning off: it costs the workers, not the client)
+over small files (re-identified copies of a synthetic 64x64 corpus, as ``scaling`` makes
+them) on local disk, at each size of ``$CXR_BENCH_CLIENT_FILES``
+(20,000 and 100,000 by default), against one LocalCluster of 2 workers (``--scheduler``:
+the scheduler and the workers live in this process and its children, so the peak RSS is
+the client's alone). Reported per size: the client's peak RSS and that over the number of
+files; between the smallest and the largest size, the slope (what one more file costs,
+the identity map included) and from it the projection to 1 and 10 million files. The
+target: at 100,000 files at most half of the 10 KB a file measured before pass 1 and the
+commit streamed through the journal's parts. Run alone: ``python bench/client_memory.py
+--files 20000,100000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from distributed import LocalCluster
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+
+from scale_s3 import _cli_run  # noqa: E402
+from scaling import replicate  # noqa: E402
+
+from cxr_dask.synth import synthesize  # noqa: E402
+
+DEFAULT_SIZES = (20_000, 100_000)
+#: Client peak RSS per file at 100,000 files before this work (issue 15): 1.0 GB.
+BEFORE_KB_PER_FILE = 10.0
+PROJECTED = (1_000_000, 10_000_000)
+
+
+def _sizes() -> list[int]:
+    text = os.environ.get("CXR_BENCH_CLIENT_FILES")
+    return sorted(int(n) for n in text.split(",")) if text else list(DEFAULT_SIZES)
+
+
+def run(root: Path, repeats: int = 1, sizes: list[int] | None = None) -> dict[str, Any]:
+    del repeats  # one run a size: minutes each, and a peak, not a time
+    sizes = sizes or _sizes()
+    base = root / "s3-base"  # the corpus scale_s3 copies, so a make bench makes it once
+    if not base.exists():
+        synthesize(str(base), patients=20, seed=9, rows=64, columns=64)
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    runs = []
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="4GiB"
+    ) as cluster:
+        for n in sizes:
+            files = root / f"client-files-{n}"
+            replicate(base, files, n)
+            work = root / f"client-run-{n}"
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            settings = work / "header-only.json"  # the client's memory does not depend on pixel work
+            settings.write_text(json.dumps({"pixels": {"enabled": False}}))
+            measured = _cli_run(
+                str(files),
+                str(work / "dataset"),
+                str(work / "private"),
+                cluster.scheduler_address,
+                None,
+                ["--config", str(settings)],
+            )
+            shutil.rmtree(work, ignore_errors=True)
+            runs.append({"files": n, **measured})
+    small, large = runs[0], runs[-1]
+    slope = (
+        (large["client_peak_mb"] - small["client_peak_mb"]) / (large["files"] - small["files"])
+        if large["files"] > small["files"]
+        else None
+    )
+    result: dict[str, Any] = {"runs": runs, "slope_kb_per_file": slope * 1000 if slope is not None else None}
+    if slope is not None:
+        intercept = large["client_peak_mb"] - slope * large["files"]
+        result["intercept_mb"] = intercept
+        result["projected_mb"] = {str(n): intercept + slope * n for n in PROJECTED}
+    return result
+
+
+def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for measured in result["runs"]:
+        n = measured["files"]
+        per_file = 1000 * measured["client_peak_mb"] / n
+        row = {
+            "section": "client",
+            "corpus": f"{n:,} small files, local",
+            "what": f"client peak RSS {measured['client_peak_mb']:.0f} MB: KB/file",
+            "value": per_file,
+        }
+        if n >= 100_000:
+            row["limit"] = BEFORE_KB_PER_FILE / 2
+        out.append(row)
+    if result.get("slope_kb_per_file") is not None:
+        sizes = f"{result['runs'][0]['files']:,} to {result['runs'][-1]['files']:,}"
+        out.append(
+            {
+                "section": "client",
+                "corpus": sizes,
+                "what": "slope: KB per more file",
+                "value": result["slope_kb_per_file"],
+            }
+        )
+        for n, mb in result["projected_mb"].items():
+            out.append(
+                {
+                    "section": "client",
+                    "corpus": f"{int(n):,} files (projected)",
+                    "what": "client peak RSS MB",
+                    "value": mb,
+                }
+            )
+    return out
+
+
+def main() -> None:
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", help="comma-separated archive sizes (default 20000,100000)")
+    parser.add_argument("--workdir", help="keep the corpora here (default: a temporary folder)")
+    args = parser.parse_args()
+    sizes = sorted(int(n) for n in args.files.split(",")) if args.files else None
+    with tempfile.TemporaryDirectory(prefix="cxr-bench-client-") as tmp:
+        root = Path(args.workdir) if args.workdir else Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        result = run(root, sizes=sizes)
+    print(json.dumps(result, indent=2))
+    for row in rows(result):
+        print(row)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The client holds no Python object per file: pass 1 and pass 2 send back summaries, the
+journal's parts are merged as Arrow columns. Counts, never times or bytes of RSS."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pyarrow as pa
+
+from cxr_dask import journal, metadata, pipeline
+from cxr_dask.config import build_config
+from cxr_dask.deid.freetext import WordCounts
+from cxr_dask.storage import Location
+
+
+def _items(root: str) -> list[tuple[int, str, int]]:
+    files = sorted((str(p.relative_to(root)), p.stat().st_size) for p in Path(root).rglob("*.dcm"))
+    return pipeline.scan_items(files)
+
+
+def test_a_pass_one_task_writes_its_records_and_sends_back_a_summary(corpus, tmp_path) -> None:
+    items = _items(corpus.root)
+    private = tmp_path / "private"
+    config = build_config({}, {"input": corpus.root, "output": str(tmp_path / "out"), "private": str(private)})
+    run = journal.RunJournal(Location(str(private)), "R1")
+    (summary,) = pipeline.scan_partition_to_journal(items, config.input_location, config.profile, 10, run)
+    assert summary.files == len(items) > 20
+    # what travels back besides the capped word counts is the same few bytes for any partition
+    bare = len(pickle.dumps(pipeline.ScanSummary(summary.part, summary.files, WordCounts(cap=10))))
+    assert bare < 300
+    assert all(len(seen) <= 10 for seen in summary.words.patients.values())
+    table = run.read_inventory_parts([summary.part])
+    assert table.column("key_index").to_pylist() == [index for index, _, _ in items]
+    assert table.schema.names[:3] == ["key_index", "key", "size"]
+    run.save_inventory(table)
+    assert not list((private / run.inventory_parts_folder).glob("*"))  # merged: the records are kept once
+
+
+def test_the_journal_keeps_one_audit_row_per_key_and_a_finished_one_first(tmp_path) -> None:
+    run = journal.RunJournal(Location(str(tmp_path)), "R2")
+    failed = metadata.audit_row(1, metadata.STORAGE_ERROR, reason=metadata.STORAGE_ERROR)
+    run.write_part([0, 1], [metadata.audit_row(0, "written"), failed], [])
+    run.write_part([1, 2], [metadata.audit_row(1, "written"), metadata.audit_row(2, "quarantined")], [])
+    run.write_part([2], [metadata.audit_row(2, "written")], [])  # a task re-run elsewhere
+    audit = run.read_audit()
+    assert isinstance(audit, pa.Table)
+    assert audit.column("key_index").to_pylist() == [0, 1, 2]
+    assert audit.column("status").to_pylist()[:2] == ["written", "written"]
+    assert run.done_key_indexes().to_pylist() == [0, 1, 2]
+    assert run.statuses([1]) == {1: "written"}
+
+
+def test_the_review_page_gets_only_the_rows_it_reads(tmp_path) -> None:
+    run = journal.RunJournal(Location(str(tmp_path)), "R3")
+    rows = [metadata.audit_row(i, "written", dicom_id=f"d{i}") for i in range(50)]
+    rows[7]["pixel_regions_text"] = 2
+    run.write_part(list(range(50)), rows, [])
+    entries, pulled = pipeline._review_inputs(run, run.read_audit())
+    assert entries == [] and [row["key_index"] for row in pulled] == [7]
+
+
+def test_record_and_study_lists_match_the_paths_of_one_image(tmp_path) -> None:
+    table = pa.table(
+        {"dicom_id": ["b", "a", "c"], "subject_id": [12345678, 12345678, 10000001], "study_id": [50000002, 50000001, 5]}
+    )
+    records = metadata.record_list(table).to_pylist()
+    assert [r["path"] for r in records] == [
+        metadata.image_path(r["subject_id"], r["study_id"], r["dicom_id"]) for r in table.to_pylist()
+    ]
+    studies = metadata.study_list(table).to_pylist()
+    assert [s["path"] for s in studies] == [
+        metadata.study_folder(s, st) for s, st in [(10000001, 5), (12345678, 50000001), (12345678, 50000002)]
+    ]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import TracebackType
 from typing import Any
 
 import dask
@@ -40,6 +42,28 @@ def worker_environ() -> dict[str, str]:
     return env
 
 
+#: Imported by every worker as it starts (distributed's ``preload``): the modules of both
+#: passes, so a worker pays its ~0.5-1 s of imports while the client is still importing
+#: and checking, not at the first task of pass 1.
+WORKER_PRELOAD = ("cxr_dask.pipeline",)
+
+
+def _local_cluster(config: RunConfig, preload: tuple[str, ...] = ()) -> LocalCluster:
+    # The scheduler runs in this process and would log every worker's coming and going;
+    # follow the root logger's level (INFO only with --verbose).
+    logging.getLogger("distributed").setLevel(max(logging.getLogger().getEffectiveLevel(), logging.INFO))
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ()}):
+        return LocalCluster(
+            n_workers=config.workers,
+            threads_per_worker=config.threads_per_worker,
+            processes=True,
+            memory_limit=config.memory_limit,
+            dashboard_address=config.dashboard_address,
+            silence_logs=logging.ERROR,
+            preload=list(preload),
+        )
+
+
 @contextmanager
 def connect(config: RunConfig) -> Iterator[Client]:
     """A client for the run: ``--scheduler`` if given, else a LocalCluster of processes.
@@ -47,24 +71,60 @@ def connect(config: RunConfig) -> Iterator[Client]:
     Worker processes (not threads) because pydicom and the pixel work hold the GIL; they
     are spawned with ``worker_environ()``.
     """
-    if config.scheduler:
-        with Client(config.scheduler) as client:
-            yield client
-        return
-    # The scheduler runs in this process and would log every worker's coming and going;
-    # follow the root logger's level (INFO only with --verbose).
-    logging.getLogger("distributed").setLevel(max(logging.getLogger().getEffectiveLevel(), logging.INFO))
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ()}):
-        cluster = LocalCluster(
-            n_workers=config.workers,
-            threads_per_worker=config.threads_per_worker,
-            processes=True,
-            memory_limit=config.memory_limit,
-            dashboard_address=config.dashboard_address,
-            silence_logs=logging.ERROR,
-        )
-    with cluster, Client(cluster) as client:
-        yield client
+    with Starting(config) as starting:
+        yield starting.client()
+
+
+class Starting:
+    """A cluster being started in a background thread, and the client once it is up.
+
+    ``cxr-dask run`` starts its LocalCluster first and imports its passes, takes the
+    PRIVATE lock and checks the journal meanwhile: the worker processes' start-up (a
+    second or more of imports, on the other core) overlaps the client's instead of
+    following it. Leaving the block closes whatever was started, waiting for a cluster
+    still starting (a run refused by the lock stops its workers again).
+    """
+
+    def __init__(self, config: RunConfig, preload: tuple[str, ...] = ()) -> None:
+        self.config = config
+        self._cluster: LocalCluster | None = None
+        self._client: Client | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if not config.scheduler:
+            self._thread = threading.Thread(target=self._start, args=(preload,), name="cxr-dask-cluster", daemon=True)
+            self._thread.start()
+
+    def _start(self, preload: tuple[str, ...]) -> None:
+        try:
+            self._cluster = _local_cluster(self.config, preload)
+        except BaseException as error:  # raised again in the caller's thread by client()
+            self._error = error
+
+    def client(self) -> Client:
+        """The client, once the scheduler and every worker are up."""
+        if self._client is None:
+            if self._thread is None:
+                self._client = Client(self.config.scheduler)
+            else:
+                self._thread.join()
+                if self._error is not None:
+                    raise self._error
+                self._client = Client(self._cluster)
+        return self._client
+
+    def __enter__(self) -> Starting:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
 
 
 def total_threads(client: Client) -> int:

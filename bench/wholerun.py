@@ -7,7 +7,8 @@
   ``dcmread`` + ``save_as`` loop over the same files, itself a whole ``python`` process;
   on the small corpus (206 files of 256x256) and on 200 films of 3000x2500 at 16 bits
   (15 MB each, re-identified copies of the large corpus, ``$CXR_BENCH_WHOLE_FILES``);
-  then the same command with ``--workers 2`` on the 15 MB films (the speed-up);
+  then the same command with ``--workers 2`` on the 15 MB films (the speed-up); and over
+  one film, what the command costs around its work (start-up, cluster, tables, exit);
 - pass 2 in a worker vs in process: ``process.process_file`` over the 15 MB films in
   this process and inside a worker of the LocalCluster ``cxr-dask run`` starts
   (``cluster.Starting``), interleaved, median milliseconds per file: what running inside
@@ -140,7 +141,13 @@ def run(root: Path, repeats: int) -> dict[str, Any]:
     result: dict[str, Any] = {"repeats": repeats, "corpora": {}}
     header_only = root / "header-only.toml"
     header_only.write_text("[pixels]\nenabled = false\n")
+    one = root / "one-film"
+    if not one.exists():
+        first = min(films.rglob("*.dcm"))
+        (one / "a").mkdir(parents=True)
+        shutil.copy(first, one / "a" / first.name)
     runs = (
+        ("one film: start-up and end", one, (1,), ()),
         ("small, header only", small, (1,), ("--config", str(header_only))),
         ("films", films, (1, 2), ()),
     )
@@ -159,6 +166,12 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for name, data in result["corpora"].items():
         files, mb, seconds = data["files"], data["megabytes"], data["seconds"]
+        if files == 1:  # what the command costs around its work: start-up, cluster, tables, exit
+            value = f"{seconds['1 worker']:.2f} / {seconds['1 worker cpu']:.2f}"
+            out.append({"section": "whole", "corpus": name, "what": "cxr-dask run s: wall / CPU", "value": value})
+            value = f"{seconds['bare']:.2f} / {seconds['bare cpu']:.2f}"
+            out.append({"section": "whole", "corpus": name, "what": "bare loop s: wall / CPU", "value": value})
+            continue
         corpus = f"{name} ({files} files, {mb:,.0f} MB)"
         out.append(
             {

@@ -60,7 +60,8 @@ def _local_cluster(config: RunConfig, preload: tuple[str, ...] = ()) -> LocalClu
             memory_limit=config.memory_limit,
             dashboard_address=config.dashboard_address,
             silence_logs=logging.ERROR,
-            preload=list(preload),
+            # after any preload of the user's dask config, which a list given here replaces
+            preload=[*dask.config.get("distributed.worker.preload", default=[]), *preload],
         )
 
 

@@ -17,7 +17,7 @@ from cxr_dask.config import RunConfig
 #: What distributed's own configuration sets for every worker it spawns. Setting any of
 #: glibc's malloc parameters turns off its dynamic mmap threshold, so with this alone
 #: every buffer above 128 KiB (each 15 MB file, read and written) is a fresh ``mmap``
-#: given back with ``munmap`` when freed: ~3,700 page faults, zero-filled, per 15 MB
+#: given back with ``munmap`` when freed: 3,700-6,400 page faults, zero-filled, per 15 MB
 #: file, about 35 ms a file of system time (docs/scaling.md, "inside a worker").
 DISTRIBUTED_TRIM_DEFAULT = "65536"
 

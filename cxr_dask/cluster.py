@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,14 +32,20 @@ def worker_environ() -> dict[str, str]:
     """The environment a LocalCluster worker is spawned with (``nanny.pre-spawn-environ``).
 
     distributed's default trim threshold is replaced by ``WORKER_MALLOC_ENV``; a value the
-    user configured (dask config or ``DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON``) is kept.
-    Only the spawn environment works: glibc reads these when the process starts.
+    user chose (dask config, ``DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON``, or exported
+    in the shell, which the workers inherit) is kept. Only the spawn environment works:
+    glibc reads these when the process starts.
     """
     configured: dict[str, Any] = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
     env = {key: str(value) for key, value in configured.items()}
-    if env.get("MALLOC_TRIM_THRESHOLD_", DISTRIBUTED_TRIM_DEFAULT) == DISTRIBUTED_TRIM_DEFAULT:
-        env["MALLOC_TRIM_THRESHOLD_"] = WORKER_MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]
-        env.setdefault("MALLOC_MMAP_THRESHOLD_", WORKER_MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"])
+    if env.get("MALLOC_TRIM_THRESHOLD_", DISTRIBUTED_TRIM_DEFAULT) != DISTRIBUTED_TRIM_DEFAULT:
+        return env  # the user's dask config
+    # A nanny of an earlier cluster in this process leaves its value in os.environ too.
+    if os.environ.get("MALLOC_TRIM_THRESHOLD_", DISTRIBUTED_TRIM_DEFAULT) != DISTRIBUTED_TRIM_DEFAULT:
+        env.pop("MALLOC_TRIM_THRESHOLD_", None)  # the exported value reaches the workers
+        return env
+    env["MALLOC_TRIM_THRESHOLD_"] = WORKER_MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", WORKER_MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"])
     return env
 
 

@@ -42,9 +42,12 @@ def test_workers_reuse_large_buffers_instead_of_faulting_them_in(tmp_path):
     assert faults < 1_000
 
 
-def test_a_trim_threshold_the_user_configured_is_kept():
+def test_a_trim_threshold_the_user_chose_is_kept(monkeypatch):
     import dask
 
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)  # a nanny earlier in this process sets it
     with dask.config.set({"distributed.nanny.pre-spawn-environ": {"MALLOC_TRIM_THRESHOLD_": 0}}):
         assert cluster.worker_environ() == {"MALLOC_TRIM_THRESHOLD_": "0"}
     assert cluster.worker_environ()["MALLOC_MMAP_THRESHOLD_"] == str(32 * 2**20)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")  # exported in the shell: the workers inherit it
+    assert "MALLOC_TRIM_THRESHOLD_" not in cluster.worker_environ()

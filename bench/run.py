@@ -11,6 +11,7 @@ A module that fails prints its error in the table and the others still run.
 - ``old_jpeg``: the dcmdjpeg fallback per 2000x2500 12-bit JPEG (Extended and retired processes)
 - ``pixels_real``: the pixel path on real public files (false-positive area, text left)
 - ``scaling``: 1 vs 2 workers, the 20,000-file run, worker peak memory (LocalCluster)
+- ``wholerun``: ``cxr-dask run`` as a user runs it beside the bare loop; pass 2 in a worker
 - ``scale``:   400,000 inventory rows: identity map, broadcast size, graph tasks
 - ``freetext``: descriptors kept on a 200-patient corpus; word counting's share of pass 1
 - ``scale_s3``: bucket to bucket through moto: files/s, requests per file, client peak RSS
@@ -30,7 +31,9 @@ from typing import Any
 
 import common
 
-MODULES = ("header", "pixels", "pixels_real", "old_jpeg", "scaling", "scale", "scale_s3", "client_memory", "freetext")
+MODULES = (
+    "header", "pixels", "pixels_real", "old_jpeg", "scaling", "wholerun", "scale", "scale_s3", "client_memory", "freetext",
+)
 HERE = Path(__file__).parent
 
 
@@ -65,7 +68,9 @@ def print_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> None:
     print(f"pydicom {machine['pydicom']}; load average at start {machine['load_average']}")
     print("ratio: 1 core = cxr-dask's (header-only) throughput over that row's, or for the pixel-scan row its")
     print("       throughput over the bare loop's; cluster = speed-up of 2 workers,")
-    print("       or the cxr-dask run's throughput over the 2-process bare loop")
+    print("       or the cxr-dask run's throughput over the 2-process bare loop; whole = the whole")
+    print("       command's throughput over the bare loop's (both whole processes), 2 workers over 1,")
+    print("       pass 2 in a worker's throughput over in process")
     header = (
         f"{'section':8} {'corpus':28} {'what':32} {'files/s':>9} {'MB/s':>8} "
         f"{'ratio/value':>12} {'target':>10} {'met':>4}"

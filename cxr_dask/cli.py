@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -122,19 +123,26 @@ def _run_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _execute(config_flags: dict[str, Any], file_settings: dict[str, Any], report: str | None = None) -> int:
-    from cxr_dask import cluster, journal, lock, pipeline, storage
+    from cxr_dask import cluster, lock, storage
     from cxr_dask.config import build_config
 
     config = build_config(file_settings, config_flags)
-    # Everything that can refuse the run does so before a cluster starts: a missing
-    # bucket, a wrong endpoint or refused credentials, a PRIVATE in use by another run.
+    # What can refuse the run before any worker starts does: a missing bucket, a wrong
+    # endpoint or refused credentials, a PRIVATE in use by another run. The workers then
+    # start in the background while this process imports the passes and checks the
+    # journal (an unfinished run of other locations refuses, and stops them again).
     storage.check_locations(config.input_location, config.output_location, config.private_location)
-    with lock.hold(config.private_location):
+    with (
+        lock.hold(config.private_location),
+        cluster.Starting(config, preload=cluster.WORKER_PRELOAD) as starting,
+    ):
+        from cxr_dask import journal, pipeline
+
         journal.refuse_other_unfinished(config.private_location, config.input, config.output)
-        with cluster.connect(config) as client:
-            print(f"dashboard: {client.dashboard_link}", flush=True)
-            with _performance_report(report, config.storage_options):
-                summary = pipeline.run(client, config)
+        client = starting.client()
+        print(f"dashboard: {client.dashboard_link}", flush=True)
+        with _performance_report(report, config.storage_options):
+            summary = pipeline.run(client, config)
     print("\n".join(summary.lines()), flush=True)
     if report:
         print(f"performance report: {report}", flush=True)
@@ -288,6 +296,19 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command. As the program itself (no ``argv``), a finished command ends the process
+    without tearing the interpreter down: every output is written and closed by then, and
+    the teardown (some 200,000 objects, Dask's and Arrow's thread pools) is ~0.5 s of CPU."""
+    code = _main(argv)
+    if argv is None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

@@ -3,39 +3,136 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import TracebackType
+from typing import Any
 
+import dask
 from distributed import Client, LocalCluster
 
 from cxr_dask.config import RunConfig
 
+#: What distributed's own configuration sets for every worker it spawns. Setting any of
+#: glibc's malloc parameters turns off its dynamic mmap threshold, so with this alone
+#: every buffer above 128 KiB (each 15 MB file, read and written) is a fresh ``mmap``
+#: given back with ``munmap`` when freed: 3,700-6,400 page faults, zero-filled, per 15 MB
+#: file, about 35 ms a file of system time (docs/scaling.md, "inside a worker").
+DISTRIBUTED_TRIM_DEFAULT = "65536"
 
-@contextmanager
-def connect(config: RunConfig) -> Iterator[Client]:
-    """A client for the run: ``--scheduler`` if given, else a LocalCluster of processes.
+#: The allocator settings of the workers ``connect`` starts: buffers up to 32 MiB (glibc's
+#: largest mmap threshold; a CXR image is 5-30 MB) come from the heap and are reused file
+#: after file, and up to 64 MiB of free heap is kept rather than given back each time.
+WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(64 * 2**20)}
 
-    Worker processes (not threads) because pydicom and the pixel work hold the GIL.
+
+def worker_environ() -> dict[str, str]:
+    """The environment a LocalCluster worker is spawned with (``nanny.pre-spawn-environ``).
+
+    distributed's default trim threshold is replaced by ``WORKER_MALLOC_ENV``; a value the
+    user chose (dask config, ``DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON``, or exported
+    in the shell, which the workers inherit) is kept. Only the spawn environment works:
+    glibc reads these when the process starts.
     """
-    if config.scheduler:
-        with Client(config.scheduler) as client:
-            yield client
-        return
+    configured: dict[str, Any] = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
+    env = {key: str(value) for key, value in configured.items()}
+    if env.get("MALLOC_TRIM_THRESHOLD_", DISTRIBUTED_TRIM_DEFAULT) != DISTRIBUTED_TRIM_DEFAULT:
+        return env  # the user's dask config
+    # A nanny of an earlier cluster in this process leaves its value in os.environ too.
+    if os.environ.get("MALLOC_TRIM_THRESHOLD_", DISTRIBUTED_TRIM_DEFAULT) != DISTRIBUTED_TRIM_DEFAULT:
+        env.pop("MALLOC_TRIM_THRESHOLD_", None)  # the exported value reaches the workers
+        return env
+    env["MALLOC_TRIM_THRESHOLD_"] = WORKER_MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", WORKER_MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"])
+    return env
+
+
+#: Imported by every worker as it starts (distributed's ``preload``): the modules of both
+#: passes, so a worker pays its ~0.5-1 s of imports while the client is still importing
+#: and checking, not at the first task of pass 1.
+WORKER_PRELOAD = ("cxr_dask.pipeline",)
+
+
+def _local_cluster(config: RunConfig, preload: tuple[str, ...] = ()) -> LocalCluster:
     # The scheduler runs in this process and would log every worker's coming and going;
     # follow the root logger's level (INFO only with --verbose).
     logging.getLogger("distributed").setLevel(max(logging.getLogger().getEffectiveLevel(), logging.INFO))
-    with (
-        LocalCluster(
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ()}):
+        return LocalCluster(
             n_workers=config.workers,
             threads_per_worker=config.threads_per_worker,
             processes=True,
             memory_limit=config.memory_limit,
             dashboard_address=config.dashboard_address,
             silence_logs=logging.ERROR,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
+            # after any preload of the user's dask config, which a list given here replaces
+            preload=[*dask.config.get("distributed.worker.preload", default=[]), *preload],
+        )
+
+
+@contextmanager
+def connect(config: RunConfig) -> Iterator[Client]:
+    """A client for the run: ``--scheduler`` if given, else a LocalCluster of processes.
+
+    Worker processes (not threads) because pydicom and the pixel work hold the GIL; they
+    are spawned with ``worker_environ()``.
+    """
+    with Starting(config) as starting:
+        yield starting.client()
+
+
+class Starting:
+    """A cluster being started in a background thread, and the client once it is up.
+
+    ``cxr-dask run`` starts its LocalCluster first and imports its passes, takes the
+    PRIVATE lock and checks the journal meanwhile: the worker processes' start-up (a
+    second or more of imports, on the other core) overlaps the client's instead of
+    following it. Leaving the block closes whatever was started, waiting for a cluster
+    still starting (a run refused by the lock stops its workers again).
+    """
+
+    def __init__(self, config: RunConfig, preload: tuple[str, ...] = ()) -> None:
+        self.config = config
+        self._cluster: LocalCluster | None = None
+        self._client: Client | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if not config.scheduler:
+            self._thread = threading.Thread(target=self._start, args=(preload,), name="cxr-dask-cluster", daemon=True)
+            self._thread.start()
+
+    def _start(self, preload: tuple[str, ...]) -> None:
+        try:
+            self._cluster = _local_cluster(self.config, preload)
+        except BaseException as error:  # raised again in the caller's thread by client()
+            self._error = error
+
+    def client(self) -> Client:
+        """The client, once the scheduler and every worker are up."""
+        if self._client is None:
+            if self._thread is None:
+                self._client = Client(self.config.scheduler)
+            else:
+                self._thread.join()
+                if self._error is not None:
+                    raise self._error
+                self._client = Client(self._cluster)
+        return self._client
+
+    def __enter__(self) -> Starting:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
 
 
 def total_threads(client: Client) -> int:

@@ -17,6 +17,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import dask.config
 import jsonschema
 import kubernetes_validate
 import pytest
@@ -26,6 +27,7 @@ from distributed.cli.dask_scheduler import main as dask_scheduler_cli
 from distributed.cli.dask_worker import main as dask_worker_cli
 
 from cxr_dask.cli import build_parser
+from cxr_dask.cluster import WORKER_MALLOC_ENV
 
 ROOT = Path(__file__).parent.parent
 CLUSTER = ROOT / "cluster"
@@ -202,9 +204,23 @@ def test_worker_and_scheduler_commands_parse_with_dask_own_parsers(daskjob):
     assert threads == int(limits["cpu"])
     assert memory < _quantity(limits["memory"])  # room for the nanny and the process itself
     assert worker["resources"]["requests"] == limits  # Guaranteed QoS: not the first evicted
+    assert _pre_spawn_environ(worker["env"]) == _pre_spawn_environ(HELM_WORKER_ENV)
     scheduler = _container(daskjob["spec"]["cluster"]["spec"]["scheduler"]["spec"], "scheduler")
     assert scheduler["args"][:2] == ["dask", "scheduler"]
     dask_scheduler_cli.make_context("dask scheduler", scheduler["args"][2:])
+
+
+HELM_WORKER_ENV = yaml.safe_load((CLUSTER / "helm" / "dask-values.yaml").read_text())["worker"]["env"]
+
+
+def _pre_spawn_environ(env: list[dict[str, str]]) -> dict[str, str]:
+    """The environment the nanny spawns a worker with, as dask reads it from the pod's:
+    the allocator settings of the LocalCluster ``cxr-dask run`` starts (cluster.py)."""
+    (value,) = [item["value"] for item in env if item["name"] == "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON"]
+    read = dask.config.collect_env({"DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON": value})
+    environ = dask.config.get("distributed.nanny.pre-spawn-environ", config=read)
+    assert {key: environ[key] for key in WORKER_MALLOC_ENV} == WORKER_MALLOC_ENV
+    return environ
 
 
 def _quantity(text: str) -> int:

@@ -61,7 +61,6 @@ from pydicom.uid import (
     JPEGLSLossless,
     RLELossless,
 )
-from scipy import ndimage
 
 try:  # OpenCV comes with rapidocr (the text detector's model); the numpy filters stand in
     import cv2
@@ -451,6 +450,8 @@ def _components(
     strong = response >= CONTRAST * span * sensitivity
     if not strong.any():
         return []
+    from scipy import ndimage  # here: 0.3 s to import, and a text-free image never gets here
+
     labels, count = ndimage.label(response > GROW_CONTRAST * span * sensitivity, structure=np.ones((3, 3), dtype=bool))
     if not count:
         return []
@@ -694,6 +695,8 @@ def _crop_opening(crop: np.ndarray, size: int) -> np.ndarray:
     the window. Ten times faster on OCR crops of flagged lines.
     """
     if cv2 is None or crop.dtype != np.float32 or crop.ndim != 2 or 0 in crop.shape:
+        from scipy import ndimage
+
         return ndimage.grey_opening(crop, size=(size, size))
     kernel = np.ones((size, size), dtype=np.uint8)
     centre = size // 2

@@ -32,7 +32,16 @@ from typing import Any
 import common
 
 MODULES = (
-    "header", "pixels", "pixels_real", "old_jpeg", "scaling", "wholerun", "scale", "scale_s3", "client_memory", "freetext",
+    "header",
+    "pixels",
+    "pixels_real",
+    "old_jpeg",
+    "scaling",
+    "wholerun",
+    "scale",
+    "scale_s3",
+    "client_memory",
+    "freetext",
 )
 HERE = Path(__file__).parent
 

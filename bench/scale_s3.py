@@ -75,7 +75,8 @@ def _cli_run(
     return {"seconds": float(seconds), "client_peak_mb": int(peak_kb) / 1024}
 
 
-def run(root: Path, repeats: int = 1, n_files: int | None = None) -> dict[str, Any]:
+def run(root: Path, repeats: int = 1, n_files: int | None = None, header_only: bool = False) -> dict[str, Any]:
+    """``header_only``: pixel scanning off (requests per file do not depend on it; time does)."""
     del repeats  # one run each: minutes, not a micro-benchmark
     n_files = n_files or int(os.environ.get("CXR_BENCH_S3_FILES", DEFAULT_FILES))
     base = root / "s3-base"
@@ -95,13 +96,22 @@ def run(root: Path, repeats: int = 1, n_files: int | None = None) -> dict[str, A
         for bucket in ("archive", "research", "phi-vault"):
             fs.mkdir(bucket)
         fs.put(str(files) + "/", "archive/cxr/", recursive=True)
+        extra: list[str] = []
+        if header_only:
+            settings = root / "s3-header-only.json"
+            settings.write_text(json.dumps({"pixels": {"enabled": False}}))
+            extra = ["--config", str(settings)]
         with LocalCluster(
             n_workers=WORKERS, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="4GiB"
         ) as cluster:
             scheduler = cluster.scheduler_address
-            local = _cli_run(str(files), str(root / "s3-out-local"), str(root / "s3-private-local"), scheduler, None)
+            local = _cli_run(
+                str(files), str(root / "s3-out-local"), str(root / "s3-private-local"), scheduler, None, extra
+            )
             server.log.clear()
-            remote = _cli_run("s3://archive/cxr", "s3://research/dataset", "s3://phi-vault/run", scheduler, options)
+            remote = _cli_run(
+                "s3://archive/cxr", "s3://research/dataset", "s3://phi-vault/run", scheduler, options, extra
+            )
         requests = server.log.snapshot()
     finally:
         server.stop()
@@ -113,6 +123,7 @@ def run(root: Path, repeats: int = 1, n_files: int | None = None) -> dict[str, A
     partition = RunConfig("a", "b", "c").partition_size_for(n_files, WORKERS)
     return {
         "files": n_files,
+        "header_only": header_only,
         "mb": total_bytes / 1e6,
         "local": local,
         "s3": remote,
@@ -148,7 +159,12 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     ]
     # Journal: one inventory part per pass-1 task, metadata and audit parts per pass-2 task,
     # plus a handful of objects per run.
-    limits = {"LIST": 0.01, "ranged GET": 1, "GET": 1 + journal_per_file, "PUT": 1 + journal_per_file + 0.01}
+    limits = {
+        "LIST": 0.01,
+        "ranged GET": 1,
+        "GET": 1 + journal_per_file + 0.01,
+        "PUT": 1 + journal_per_file + 0.01,
+    }
     for kind in KINDS:
         limit = limits.get(kind, 0.01)
         out.append(
@@ -172,11 +188,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=DEFAULT_FILES, help="objects in the archive bucket")
     parser.add_argument("--workdir", help="keep the corpus here (default: a temporary folder)")
+    parser.add_argument("--header-only", action="store_true", help="pixel scanning off (same requests, less CPU)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cxr-bench-s3-") as tmp:
         root = Path(args.workdir) if args.workdir else Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        result = run(root, n_files=args.files)
+        result = run(root, n_files=args.files, header_only=args.header_only)
     print(json.dumps(result, indent=2))
     for row in rows(result):
         print(row)

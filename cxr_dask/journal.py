@@ -110,11 +110,9 @@ class RunJournal:
                 yield key, pq.read_table(io.BytesIO(blob), columns=columns)
 
     def save_inventory(self, table: pa.Table) -> None:
-        """Save the merged inventory (pass 1 is done), then drop the parts it was merged from,
-        those of an interrupted pass 1 included: PHI is kept once."""
+        """Save the merged inventory: pass 1 is done. Its parts stay, as pass 2's do (removing
+        them would cost a HEAD and a DELETE a part on object stores)."""
         storage.write_atomic(self.private, f"{self.folder}/inventory.parquet", parquet_bytes(table))
-        for key in storage.list_keys(self.private, self.inventory_parts_folder):
-            storage.remove(self.private, key)  # one DELETE a part (a pass-1 task), never a bulk POST
 
     def load_inventory(self) -> pa.Table | None:
         key = f"{self.folder}/inventory.parquet"

@@ -33,8 +33,6 @@ def test_a_pass_one_task_writes_its_records_and_sends_back_a_summary(corpus, tmp
     table = run.read_inventory_parts([summary.part])
     assert table.column("key_index").to_pylist() == [index for index, _, _ in items]
     assert table.schema.names[:3] == ["key_index", "key", "size"]
-    run.save_inventory(table)
-    assert not list((private / run.inventory_parts_folder).glob("*"))  # merged: the records are kept once
 
 
 def test_the_journal_keeps_one_audit_row_per_key_and_a_finished_one_first(tmp_path) -> None:

@@ -31,22 +31,28 @@ WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THR
 def worker_environ() -> dict[str, str]:
     """The environment a LocalCluster worker is spawned with (``nanny.pre-spawn-environ``).
 
-    distributed's default trim threshold is replaced by ``WORKER_MALLOC_ENV``; a value the
-    user chose (dask config, ``DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON``, or exported
-    in the shell, which the workers inherit) is kept. Only the spawn environment works:
-    glibc reads these when the process starts.
+    distributed's trim threshold is replaced by ``WORKER_MALLOC_ENV``; a value the user
+    chose is kept: in the dask config (or ``DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON``),
+    or exported in the shell, which distributed prefers to its config. Only the spawn
+    environment works: glibc reads these when the process starts.
     """
     configured: dict[str, Any] = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
     env = {key: str(value) for key, value in configured.items()}
-    if env.get("MALLOC_TRIM_THRESHOLD_", DISTRIBUTED_TRIM_DEFAULT) != DISTRIBUTED_TRIM_DEFAULT:
-        return env  # the user's dask config
-    # A nanny of an earlier cluster in this process leaves its value in os.environ too.
-    if os.environ.get("MALLOC_TRIM_THRESHOLD_", DISTRIBUTED_TRIM_DEFAULT) != DISTRIBUTED_TRIM_DEFAULT:
-        env.pop("MALLOC_TRIM_THRESHOLD_", None)  # the exported value reaches the workers
-        return env
-    env["MALLOC_TRIM_THRESHOLD_"] = WORKER_MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]
-    env.setdefault("MALLOC_MMAP_THRESHOLD_", WORKER_MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"])
+    chosen = os.environ.get("MALLOC_TRIM_THRESHOLD_") or env.get("MALLOC_TRIM_THRESHOLD_", DISTRIBUTED_TRIM_DEFAULT)
+    if chosen == DISTRIBUTED_TRIM_DEFAULT:
+        env["MALLOC_TRIM_THRESHOLD_"] = WORKER_MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", WORKER_MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"])
     return env
+
+
+def _spawn_with(env: dict[str, str]) -> None:
+    """Put the allocator settings into this process's environment as well.
+
+    A nanny takes a variable from ``os.environ`` over its config, and every nanny writes
+    its settings there (an earlier cluster of this process leaves distributed's trim
+    threshold behind); it would write these there itself when it spawns.
+    """
+    os.environ.update({key: value for key, value in env.items() if key.startswith("MALLOC_")})
 
 
 #: Imported by every worker as it starts (distributed's ``preload``): the modules of both
@@ -59,7 +65,9 @@ def _local_cluster(config: RunConfig, preload: tuple[str, ...] = ()) -> LocalClu
     # The scheduler runs in this process and would log every worker's coming and going;
     # follow the root logger's level (INFO only with --verbose).
     logging.getLogger("distributed").setLevel(max(logging.getLogger().getEffectiveLevel(), logging.INFO))
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ()}):
+    env = worker_environ()
+    _spawn_with(env)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
         return LocalCluster(
             n_workers=config.workers,
             threads_per_worker=config.threads_per_worker,

@@ -6,6 +6,7 @@ import os
 import resource
 
 import pytest
+from distributed import LocalCluster
 
 from cxr_dask import cluster
 from cxr_dask.config import RunConfig
@@ -30,11 +31,16 @@ def _malloc_environ() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key.startswith("MALLOC_")}
 
 
-def test_workers_reuse_large_buffers_instead_of_faulting_them_in(tmp_path):
+def test_workers_reuse_large_buffers_instead_of_faulting_them_in(tmp_path, monkeypatch):
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     config = RunConfig(
         str(tmp_path / "in"), str(tmp_path / "out"), str(tmp_path / "private"), workers=1, dashboard_address=None
     )
-    with cluster.connect(config) as client:
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None),  # distributed's settings
+        cluster.connect(config) as client,
+    ):
         (faults,) = client.run(_page_faults_of_reused_buffers).values()
         (env,) = client.run(_malloc_environ).values()
     assert env == cluster.WORKER_MALLOC_ENV
@@ -49,5 +55,7 @@ def test_a_trim_threshold_the_user_chose_is_kept(monkeypatch):
     with dask.config.set({"distributed.nanny.pre-spawn-environ": {"MALLOC_TRIM_THRESHOLD_": 0}}):
         assert cluster.worker_environ() == {"MALLOC_TRIM_THRESHOLD_": "0"}
     assert cluster.worker_environ()["MALLOC_MMAP_THRESHOLD_"] == str(32 * 2**20)
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")  # exported in the shell: the workers inherit it
-    assert "MALLOC_TRIM_THRESHOLD_" not in cluster.worker_environ()
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")  # exported in the shell: distributed prefers it
+    assert "MALLOC_MMAP_THRESHOLD_" not in cluster.worker_environ()
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", cluster.DISTRIBUTED_TRIM_DEFAULT)  # left by an earlier nanny
+    assert cluster.worker_environ()["MALLOC_TRIM_THRESHOLD_"] == str(64 * 2**20)

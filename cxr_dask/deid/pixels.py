@@ -543,11 +543,8 @@ def detect(arr: np.ndarray, window: float | None = None, dense: bool = False) ->
     if min(rows, columns) < factor:  # a line of pixels: pad (a small copy) to one whole block
         pooled = np.pad(arr, ((0, max(0, factor - rows)), (0, max(0, factor - columns))), mode="edge")
     ratio = DENSE_HEIGHT_RATIO if dense else 3.0
-    big: list[tuple[int, int, int, int]] | None = None if dense else []
-    glyphs = _glyph_boxes(pooled, factor, window=window, max_glyph=DENSE_MAX_GLYPH if dense else None, coarse=big)
+    glyphs = _glyph_boxes(pooled, factor, window=window, max_glyph=DENSE_MAX_GLYPH if dense else None)
     lines = _group_lines(glyphs, height_ratio=ratio)
-    # huge glyphs (found on a coarser copy) make lines of their own, beside the others
-    lines += [line for line in _group_lines(big or []) if line[1] >= 2]
     # Glyphs of narrow "lines" (one or two glyphs, or both polarities of one letter) may
     # be letters of a vertical line: stacked close, one after the other.
     narrow = [box for box, _, _ in lines if box[2] - box[0] <= 1.6 * (box[3] - box[1])]
@@ -586,7 +583,6 @@ def _glyph_boxes(
     sensitivity: float = 1.0,
     window: float | None = None,
     max_glyph: int | None = None,
-    coarse: list[tuple[int, int, int, int]] | None = None,
 ) -> list[tuple[int, int, int, int]]:
     """Glyph-sized stroke components of both polarities, in pixels of ``arr`` pooled by ``factor``.
 
@@ -619,35 +615,7 @@ def _glyph_boxes(
     dilated = _dilate(low, TOPHAT_SIZE)
     if (dilated - low).max() >= strong:
         boxes += _components(_erode(dilated, TOPHAT_SIZE) - low, span, max_height, max_width, sensitivity)
-    if coarse is not None and min(high.shape) >= COARSE * TOPHAT_SIZE:
-        coarse += _coarse_glyphs(high, low, span, max_height, max_width)
     return boxes
-
-
-#: Huge glyphs (strokes wider than the top-hat window: 150-pixel letters on a 1024-pixel
-#: image) are looked for once more on a copy pooled by this factor, where their strokes
-#: are thin; only components at least ``COARSE_MIN_HEIGHT`` high there are taken.
-COARSE = 3
-COARSE_MIN_HEIGHT = 12
-
-
-def _coarse_glyphs(
-    high: np.ndarray, low: np.ndarray, span: float, max_height: int, max_width: int
-) -> list[tuple[int, int, int, int]]:
-    """Glyph boxes too big for the top-hat at detection scale, in detection pixels."""
-    coarse_high, coarse_low = _pool(high, COARSE)[0], _pool(low, COARSE)[1]
-    strong = CONTRAST * span
-    boxes = []
-    limit_h, limit_w = max_height // COARSE, max_width // COARSE
-    eroded = _erode(coarse_high, TOPHAT_SIZE)
-    if (coarse_high - eroded).max() >= strong:
-        boxes += _components(coarse_high - _dilate(eroded, TOPHAT_SIZE), span, limit_h, limit_w)
-    dilated = _dilate(coarse_low, TOPHAT_SIZE)
-    if (dilated - coarse_low).max() >= strong:
-        boxes += _components(_erode(dilated, TOPHAT_SIZE) - coarse_low, span, limit_h, limit_w)
-    return [
-        (x0 * COARSE, y0 * COARSE, x1 * COARSE, y1 * COARSE) for x0, y0, x1, y1 in boxes if y1 - y0 >= COARSE_MIN_HEIGHT
-    ]
 
 
 # --------------------------------------------------------------------------- JPEG 2000 preview

@@ -336,3 +336,82 @@ DECOYS = {
     "collimation": with_collimation,
     "pacemaker": with_pacemaker,
 }
+
+
+# --------------------------------------------------------------------------- film scans
+#: A printed film of several CT slices, each panel framed by dense annotation blocks (the
+#: NEMA WG04 ``SC1`` class): small text beside skulls, bone fragments and rulers, where a
+#: line-grouping that joins glyphs to bigger components strings text and anatomy together.
+
+_SCAN_LEFT = ("GE ADVANTAGE", "Ex:{exam}", "AX {ax}.5", "Im:{image}", "DFOV 23cm")
+_SCAN_RIGHT = ("{name}", "{mrn}", "{date}", "07:{minute}", "512x512")
+_SCAN_BOTTOM = ("kV 120", "mA 200", "Tilt 6", "07:{minute}:{second}")
+_SCAN_NAMES = ("HOLLOWAY", "PRENDERGAST", "WHITLOCK", "FAIRBANKS")
+
+
+def film_scan(seed: int = 0, size: int = 1024, glyph: int = 14) -> tuple[np.ndarray, list[PlantedText]]:
+    """A 12-bit film scan of 2x2 CT panels with dense annotations; the planted lines.
+
+    Each panel has a bright skull (a thick rim with bone fragments of two to four glyph
+    heights inside and on its edge), a scale ruler, side markers (R, L) and three
+    annotation blocks touching the skull's bounding box; the right block's first lines
+    hold a name and a record number (``phi``), the other lines settings and times.
+    """
+    rng = random.Random(seed)
+    noise = np.random.default_rng(seed)
+    arr = 60 + noise.normal(0, 8, size=(size, size))
+    font_path = next((p for p in available_fonts() if "Mono-Bold" in p), available_fonts()[0])
+    font = _font(font_path, glyph)
+    planted: list[PlantedText] = []
+    panel = size // 2
+    mask = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(mask)
+    for row in range(2):
+        for column in range(2):
+            px, py = column * panel, row * panel
+            cx, cy = px + panel // 2, py + panel // 2 + glyph
+            rx, ry = int(panel * 0.16), int(panel * 0.19)
+            draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=150)
+            draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), outline=255, width=max(4, glyph // 2))
+            for _ in range(14):  # bone fragments: pieces of two to four glyph heights inside the rim
+                angle = rng.uniform(0, 2 * np.pi)
+                reach = rng.uniform(0.4, 0.8)
+                bx, by = cx + reach * rx * np.cos(angle), cy + reach * ry * np.sin(angle)
+                half = rng.uniform(1.0, 2.0) * glyph
+                draw.ellipse((bx - half, by - half / 2, bx + half, by + half / 2), fill=255)
+            ruler_y = cy + ry + glyph // 2
+            draw.line((cx - 3 * glyph, ruler_y, cx + 3 * glyph, ruler_y), fill=255, width=2)
+            for k in range(7):
+                tick = cx - 3 * glyph + k * glyph
+                draw.line((tick, ruler_y - glyph // 2, tick, ruler_y), fill=255, width=2)
+            values = {
+                "name": _SCAN_NAMES[(2 * row + column) % len(_SCAN_NAMES)],
+                "mrn": str(rng.randint(100000, 999999)),
+                "date": f"{rng.randint(1, 12)}/{rng.randint(1, 28)}/19{rng.randint(40, 99)}",
+                "exam": f"{rng.randint(10000, 99999)}",
+                "ax": str(rng.randint(5, 90)),
+                "image": str(2 * row + column + 1),
+                "minute": f"{rng.randint(10, 59)}",
+                "second": f"{rng.randint(10, 59)}",
+            }
+            step = int(glyph * 1.5)
+            blocks = (
+                (_SCAN_LEFT, px + glyph, py + 2 * glyph, False),
+                (_SCAN_RIGHT, cx + rx - 6 * glyph, cy - ry - 5 * glyph, True),
+                (_SCAN_BOTTOM, cx - rx - 5 * glyph, cy + ry - 2 * step, False),
+            )
+            for lines, x, y, right in blocks:
+                for k, template in enumerate(lines):
+                    text = template.format(**values)
+                    left, top, width, height = font.getbbox(text)
+                    x0 = x + (9 * glyph - (width - left) if right else 0)
+                    draw.text((x0 - left, y + k * step - top), text, fill=255, font=font)
+                    kind = PHI if right and k < 3 else STRUCTURE
+                    top_y = y + k * step
+                    planted.append(PlantedText(text, kind, (x0, top_y, x0 + width - left, top_y + height - top)))
+            for letter, x in (("R", px + glyph), ("L", cx + rx + 4 * glyph)):
+                draw.text((x, cy), letter, fill=255, font=_font(font_path, int(glyph * 1.4)))
+                planted.append(PlantedText(letter, MARKER, (x, cy, x + glyph, cy + int(glyph * 1.4))))
+    ink = np.asarray(mask, dtype=np.float64) / 255.0
+    arr = arr * (1 - ink) + ink * 3600 + noise.normal(0, 30, size=(size, size)) * (ink > 0.5) * (ink < 1.0)
+    return arr.clip(0, FILM_HIGH).astype(np.uint16), planted

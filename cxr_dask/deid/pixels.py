@@ -132,6 +132,19 @@ VERTICAL_GLYPHS = 3
 VERTICAL_GAP = 0.5
 #: ... and overlap each other by at most this share (rib arcs and rungs do overlap).
 VERTICAL_OVERLAP = -0.25
+#: Dense pages (film scans of several panels, each framed by annotation blocks): glyphs
+#: join a line only when within this factor of each other's height (capitals, lower case,
+#: digits), and line boxes merge only when their heights are (the two polarities of one
+#: line). Looser grouping (3, any) strings small text, bone fragments and skull rims into
+#: one region whose "line height" is the skull's, and the text in it is never read.
+DENSE_HEIGHT_RATIO = 2.0
+#: ... and a glyph is at most this many image pixels high (text up to 150 pixels high
+#: with room; a whole skull on a film scan is a component of "glyph" size otherwise).
+DENSE_MAX_GLYPH = 200
+#: ... a region of a dense page is read when it is a block of this many lines at most (a
+#: taller one is anatomy cut into pieces; read at a mixed scale in one montage, it spoils
+#: Tesseract's reading of the lines around it).
+DENSE_LINES = 4
 #: Text height Tesseract reads best (pixels); crops are scaled towards it.
 OCR_HEIGHT = 40
 OCR_GAP = 24
@@ -475,7 +488,10 @@ def _components(
 
 
 def _group_lines(
-    boxes: list[tuple[int, int, int, int]], gap_ratio: float = 1.2, min_gap: float | None = None
+    boxes: list[tuple[int, int, int, int]],
+    gap_ratio: float = 1.2,
+    min_gap: float | None = None,
+    height_ratio: float = 3.0,
 ) -> list[tuple[tuple[int, int, int, int], int, int]]:
     """Merge glyph boxes that sit on one line close together: (box, glyphs, median height)."""
     parent = list(range(len(boxes)))
@@ -495,7 +511,7 @@ def _group_lines(
             gap = np.maximum(x0 - x1[i], x0[i] - x1)
             tall = np.maximum(h[i], h)
             near = (overlap >= 0.4 * np.minimum(h[i], h)) & (gap <= gap_ratio * tall)
-            near &= (h <= 3 * h[i]) & (h[i] <= 3 * h)
+            near &= (h <= height_ratio * h[i]) & (h[i] <= height_ratio * h)
             if min_gap is not None:  # glyphs in a column follow each other, they do not overlap
                 near &= gap >= min_gap * tall
             for j in np.nonzero(near)[0]:
@@ -511,7 +527,7 @@ def _group_lines(
     return lines
 
 
-def detect(arr: np.ndarray, window: float | None = None) -> list[Region]:
+def detect(arr: np.ndarray, window: float | None = None, dense: bool = False) -> list[Region]:
     """Candidate text lines: thin high-contrast strokes of glyph size, grouped into lines.
 
     Works on a copy at most ``DETECTION_SIDE`` pixels a side; cheap enough to run on
@@ -519,21 +535,24 @@ def detect(arr: np.ndarray, window: float | None = None) -> list[Region]:
     header's WindowWidth, stored values) narrows the contrast scale to what a viewer
     shows: text that stands out only in the display window of a 12-bit image is found.
     Glyphs left alone on their row but stacked in a column become a vertical line.
+    ``dense`` groups strictly by glyph height (``DENSE_HEIGHT_RATIO``): the lines of a
+    page of annotations beside anatomy, for a second look at an image known to hold text.
     """
     rows, columns = arr.shape
     factor = max(1, math.ceil(max(rows, columns) / DETECTION_SIDE))
     pooled = arr
     if min(rows, columns) < factor:  # a line of pixels: pad (a small copy) to one whole block
         pooled = np.pad(arr, ((0, max(0, factor - rows)), (0, max(0, factor - columns))), mode="edge")
-    glyphs = _glyph_boxes(pooled, factor, window=window)
-    lines = _group_lines(glyphs)
+    ratio = DENSE_HEIGHT_RATIO if dense else 3.0
+    glyphs = _glyph_boxes(pooled, factor, window=window, max_glyph=DENSE_MAX_GLYPH if dense else None)
+    lines = _group_lines(glyphs, height_ratio=ratio)
     # Glyphs of narrow "lines" (one or two glyphs, or both polarities of one letter) may
     # be letters of a vertical line: stacked close, one after the other.
     narrow = [box for box, _, _ in lines if box[2] - box[0] <= 1.6 * (box[3] - box[1])]
     loose = [g for g in glyphs if any(_inside(g, box) for box in narrow)]
     vertical = []
     transposed = [(b[1], b[0], b[3], b[2]) for b in loose]
-    for (y0, x0, y1, x1), count, height in _group_lines(transposed, VERTICAL_GAP, VERTICAL_OVERLAP):
+    for (y0, x0, y1, x1), count, height in _group_lines(transposed, VERTICAL_GAP, VERTICAL_OVERLAP, ratio):
         if count >= VERTICAL_GLYPHS and y1 - y0 >= 2.5 * (x1 - x0):
             vertical.append(((x0, y0, x1, y1), count, height))
     if vertical:
@@ -545,7 +564,7 @@ def detect(arr: np.ndarray, window: float | None = None) -> list[Region]:
             box = (max(0, (x0 - pad) * factor), max(0, (y0 - pad) * factor))
             box += (min(columns, (x1 + pad) * factor), min(rows, (y1 + pad) * factor))
             padded.append((box, count, height * factor, upright))
-    regions = [_region(arr, *item) for item in _merge_overlapping(padded)]
+    regions = [_region(arr, *item) for item in _merge_overlapping(padded, ratio if dense else None)]
     return [r for r in regions if _line_like(r)]
 
 
@@ -560,7 +579,11 @@ def _line_like(region: Region) -> bool:
 
 
 def _glyph_boxes(
-    arr: np.ndarray, factor: int, sensitivity: float = 1.0, window: float | None = None
+    arr: np.ndarray,
+    factor: int,
+    sensitivity: float = 1.0,
+    window: float | None = None,
+    max_glyph: int | None = None,
 ) -> list[tuple[int, int, int, int]]:
     """Glyph-sized stroke components of both polarities, in pixels of ``arr`` pooled by ``factor``.
 
@@ -579,6 +602,8 @@ def _glyph_boxes(
     strong = CONTRAST * span * sensitivity  # a glyph needs one pixel of this top-hat response
     det_rows, det_columns = high.shape
     max_height, max_width = max(8, int(0.2 * det_rows)), max(16, int(0.6 * det_columns))
+    if max_glyph is not None:  # image pixels: the same glyph limit whatever the pooling
+        max_height = max(8, min(max_height, max_glyph // factor))
     # Both polarities feed one grouping: white text also makes dark "gaps" between its
     # strokes, and the two halves of one line must become one region. Opening never
     # exceeds its input and closing never falls below it (no underflow in the image's own
@@ -651,8 +676,11 @@ def _mostly_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) 
     return width * height >= 0.5 * smaller
 
 
-def _merge_overlapping(items: list[tuple]) -> list[tuple]:
-    """Union padded line boxes that mostly overlap, until none do: (box, glyphs, height, upright)."""
+def _merge_overlapping(items: list[tuple], height_ratio: float | None = None) -> list[tuple]:
+    """Union padded line boxes that mostly overlap, until none do: (box, glyphs, height, upright).
+
+    With ``height_ratio``, only boxes of about the same line height merge.
+    """
     merged = list(items)
     changed = True
     while changed:
@@ -660,7 +688,9 @@ def _merge_overlapping(items: list[tuple]) -> list[tuple]:
         out: list[tuple] = []
         for box, glyphs, height, upright in merged:
             for k, (other, other_glyphs, other_height, other_upright) in enumerate(out):
-                if _mostly_overlap(box, other):
+                if _mostly_overlap(box, other) and (
+                    height_ratio is None or max(height, other_height) <= height_ratio * min(height, other_height)
+                ):
                     union = (min(box[0], other[0]), min(box[1], other[1]), max(box[2], other[2]), max(box[3], other[3]))
                     keep_upright = upright if glyphs >= other_glyphs else other_upright
                     out[k] = (union, max(glyphs, other_glyphs), max(height, other_height), keep_upright)
@@ -963,6 +993,77 @@ def confirm_text(regions: list[Region], arr: np.ndarray) -> list[list[tuple[int,
     return textdet.text_boxes(arr, [(r.x0, r.y0, r.x1, r.y1) for r in regions], [r.line_height for r in regions])
 
 
+def dense_lines(
+    arr: np.ndarray, window: float | None, options: PixelOptions, regions: list[Region], decisions: list[Decision]
+) -> list[tuple[Region, Decision]]:
+    """A second look at an image known to hold text: its lines grouped strictly by height.
+
+    A film scan's annotation blocks sit beside skulls, bone fragments and rulers; the
+    screen's grouping strings them into regions whose line height is the anatomy's, which
+    OCR reads at the wrong scale or never. Here each line of glyphs of one height is a
+    region. Lines the first pass blanked, or left as they are (the same box), are left
+    out (on a chest film with a name that is nearly all of them: no second OCR).
+    The others are read in one Tesseract call; a line counts only when most of the words
+    read on it are evidence (anatomy cut into lines reads as junk with a sure word now
+    and then). Lines OCR cannot read go to the text detector at their own scale. Unread
+    lines are not recorded: they lie in regions the first pass judged already.
+    """
+    blanked = np.zeros(arr.shape, dtype=bool)
+    for decision in decisions:
+        if decision.kind == "text":
+            for x0, y0, x1, y1 in decision.blank:
+                blanked[y0:y1, x0:x1] = True
+    found = [
+        r
+        for r in detect(arr, window, dense=True)
+        if not is_small(r)
+        and not r.vertical
+        and r.height <= DENSE_LINES * r.line_height + 8
+        and blanked[r.y0 : r.y1, r.x0 : r.x1].mean() < 0.9
+        and not any(_judged(r, first) for first, d in zip(regions, decisions, strict=True) if d.kind != "text")
+    ]
+    out = []
+    unread = []
+    for region, words in zip(found, _read_in_chunks(arr, found, options), strict=True):
+        decision = decide(region, words, options, arr.shape)
+        if decision.kind == "text" and 2 * sum(is_evidence(w) for w in words) >= len(words):
+            out.append((region, dataclasses.replace(decision, why="words read on a dense page")))
+        elif decision.kind in ("flagged", "text"):
+            unread.append(region)
+    # what OCR could not read, the text detector sees at the line's own scale
+    for region, boxes in zip(unread, confirm_text(unread, arr), strict=True):
+        if boxes:
+            out.append((region, Decision("text", "text detector on a dense page", tuple(boxes))))
+    return out
+
+
+#: Rows of one OCR montage at most (Tesseract refuses images over 32767 pixels a side).
+MONTAGE_ROWS = 20000
+
+
+def _read_in_chunks(arr: np.ndarray, regions: list[Region], options: PixelOptions) -> list[list[Word]]:
+    """``read_regions`` in montages of at most ``MONTAGE_ROWS`` (a page holds hundreds of lines)."""
+    out: list[list[Word]] = []
+    chunk: list[Region] = []
+    rows = 0
+    for region in regions:
+        tall = region.height * min(4.0, max(0.25, OCR_HEIGHT / region.line_height)) + OCR_GAP
+        if chunk and rows + tall > MONTAGE_ROWS:
+            out += read_regions(arr, chunk, options)
+            chunk, rows = [], 0
+        chunk.append(region)
+        rows += tall
+    return out + read_regions(arr, chunk, options)
+
+
+def _judged(line: Region, first: Region) -> bool:
+    """Whether a first-pass region was about ``line`` itself (read and judged as it is)."""
+    width = min(line.x1, first.x1) - max(line.x0, first.x0)
+    height = min(line.y1, first.y1) - max(line.y0, first.y0)
+    common = max(0, width) * max(0, height)
+    return common >= 0.8 * line.width * line.height and common >= 0.8 * first.width * first.height
+
+
 def _window_width(ds: Dataset) -> float | None:
     """The first WindowWidth in stored values (RescaleSlope undone), or None."""
     try:
@@ -1019,7 +1120,8 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
         report.rule = rule.name
 
     mark = time.perf_counter()
-    regions = detect(arr, _window_width(ds))
+    window = _window_width(ds)
+    regions = detect(arr, window)
     report.timings["detect"] = time.perf_counter() - mark
     report.regions_found = len(regions)
     if regions:
@@ -1050,6 +1152,13 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
                 if boxes:
                     decisions[i] = Decision("text", "text detector", tuple(boxes))
             report.timings["second_stage"] = time.perf_counter() - mark
+        if not options.strict and any(d.kind == "text" for d in decisions):
+            mark = time.perf_counter()
+            for region, decision in dense_lines(arr, window, options, list(regions), decisions):
+                regions.append(region)
+                decisions.append(decision)
+                report.regions_found += 1
+            report.timings["dense"] = time.perf_counter() - mark
         for region, decision in zip(regions, decisions, strict=True):
             box = (region.x0, region.y0, region.x1, region.y1)
             report.regions.append(RegionRecord(box, decision.kind, decision.why))

@@ -59,3 +59,14 @@ def test_a_trim_threshold_the_user_chose_is_kept(monkeypatch):
     assert "MALLOC_MMAP_THRESHOLD_" not in cluster.worker_environ()
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", cluster.DISTRIBUTED_TRIM_DEFAULT)  # left by an earlier nanny
     assert cluster.worker_environ()["MALLOC_TRIM_THRESHOLD_"] == str(64 * 2**20)
+
+
+def test_a_cluster_a_notebook_starts_gets_the_same_workers(monkeypatch):
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    with (
+        cluster.local_cluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as local,
+        local.get_client() as client,
+    ):
+        (env,) = client.run(_malloc_environ).values()
+    assert env == cluster.WORKER_MALLOC_ENV

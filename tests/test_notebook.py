@@ -40,3 +40,9 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     assert len(widgets) >= 2  # a live progress bar for each pass
     assert (tmp_path / "dataset" / "metadata.parquet").exists()
     assert (tmp_path / "private" / "crosswalk" / "patients.parquet").exists()
+
+
+def test_notebook_starts_its_cluster_with_the_runs_worker_settings():
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    assert "local_cluster(" in code and "LocalCluster(" not in code

@@ -589,7 +589,7 @@ def detect(arr: np.ndarray, window: float | None = None, dense: bool = False) ->
     merged = [
         item
         for item in _merge_overlapping(padded, ratio if dense else None)
-        if any(item[0][0] <= x < item[0][2] and item[0][1] <= y < item[0][3] for x, y in centres)
+        if dense or any(item[0][0] <= x < item[0][2] and item[0][1] <= y < item[0][3] for x, y in centres)
     ]
     regions = [_region(arr, *item) for item in merged]
     return [r for r in regions if _line_like(r)]

@@ -121,16 +121,6 @@ TOPHAT_SIZE = 11
 #: pixels) and is grown over pixels that stand out by ``GROW_CONTRAST``.
 CONTRAST = 0.2
 GROW_CONTRAST = 0.1
-#: A candidate line needs one glyph whose stroke is strong along its length: at least
-#: this many of its pixels reach ``CONTRAST``, and this share of the pixels grown around
-#: them. On synthetic films noise spikes on rib ridges and lung edges, and the body's
-#: fall-off at the top and bottom edge, reach it in one or two pixels of a component, or
-#: in a few scattered over a long band (measured: 1-2 of 20-150, 13-33 of 270-520); text
-#: strokes reach it in most of theirs. Weak components still group and merge as before
-#: (dropping them there un-merged anatomy into new candidates on real images and lost
-#: glyphs of small text on a film scan); only lines made of weak ones alone are dropped.
-MIN_STRONG = 3
-STRONG_SHARE = 0.15
 #: JPEG 2000 previews: at most this many resolution levels dropped, contrast thresholds
 #: scaled by this (a one-pixel stroke keeps at least a quarter of its contrast per level).
 PREVIEW_MAX_LEVEL = 1
@@ -463,19 +453,12 @@ def _closing(arr: np.ndarray, size: int) -> np.ndarray:
 
 
 def _components(
-    response: np.ndarray,
-    span: float,
-    max_height: int,
-    max_width: int,
-    sensitivity: float = 1.0,
-    sure: list[tuple[int, int, int, int]] | None = None,
+    response: np.ndarray, span: float, max_height: int, max_width: int, sensitivity: float = 1.0
 ) -> list[tuple[int, int, int, int]]:
     """Boxes of connected components the size and shape of glyphs (or a few merged glyphs).
 
     A component counts when one of its pixels reaches ``CONTRAST``; an image without such
-    a pixel has no glyph at all and is not labelled (the common no-text case). Boxes of
-    components strong along their length (``MIN_STRONG``, ``STRONG_SHARE``) also go to
-    ``sure`` when given.
+    a pixel has no glyph at all and is not labelled (the common no-text case).
     """
     strong = response >= CONTRAST * span * sensitivity
     if not strong.any():
@@ -485,11 +468,11 @@ def _components(
     labels, count = ndimage.label(response > GROW_CONTRAST * span * sensitivity, structure=np.ones((3, 3), dtype=bool))
     if not count:
         return []
-    peaks = np.bincount(labels[strong], minlength=count + 1)
-    sizes = np.bincount(labels.ravel(), minlength=count + 1) if sure is not None else peaks
+    peaked = np.zeros(count + 1, dtype=bool)
+    peaked[labels[strong]] = True
     boxes = []
     for index, found in enumerate(ndimage.find_objects(labels), start=1):
-        if found is None or not peaks[index]:
+        if found is None or not peaked[index]:
             continue
         ys, xs = found
         h, w = ys.stop - ys.start, xs.stop - xs.start
@@ -501,8 +484,6 @@ def _components(
         if h * w < 6:
             continue
         boxes.append((xs.start, ys.start, xs.stop, ys.stop))
-        if sure is not None and peaks[index] >= max(MIN_STRONG, STRONG_SHARE * sizes[index]):
-            sure.append(boxes[-1])
     return boxes
 
 
@@ -563,8 +544,7 @@ def detect(arr: np.ndarray, window: float | None = None, dense: bool = False) ->
     if min(rows, columns) < factor:  # a line of pixels: pad (a small copy) to one whole block
         pooled = np.pad(arr, ((0, max(0, factor - rows)), (0, max(0, factor - columns))), mode="edge")
     ratio = DENSE_HEIGHT_RATIO if dense else 3.0
-    sure: list[tuple[int, int, int, int]] = []
-    glyphs = _glyph_boxes(pooled, factor, window=window, max_glyph=DENSE_MAX_GLYPH if dense else None, sure=sure)
+    glyphs = _glyph_boxes(pooled, factor, window=window, max_glyph=DENSE_MAX_GLYPH if dense else None)
     lines = _group_lines(glyphs, height_ratio=ratio)
     # Glyphs of narrow "lines" (one or two glyphs, or both polarities of one letter) may
     # be letters of a vertical line: stacked close, one after the other.
@@ -584,14 +564,7 @@ def detect(arr: np.ndarray, window: float | None = None, dense: bool = False) ->
             box = (max(0, (x0 - pad) * factor), max(0, (y0 - pad) * factor))
             box += (min(columns, (x1 + pad) * factor), min(rows, (y1 + pad) * factor))
             padded.append((box, count, height * factor, upright))
-    # a line of weak components only (noise on a ridge, a ramp at the border) is no text
-    centres = [((x0 + x1) * factor // 2, (y0 + y1) * factor // 2) for x0, y0, x1, y1 in sure]
-    merged = [
-        item
-        for item in _merge_overlapping(padded, ratio if dense else None)
-        if dense or any(item[0][0] <= x < item[0][2] and item[0][1] <= y < item[0][3] for x, y in centres)
-    ]
-    regions = [_region(arr, *item) for item in merged]
+    regions = [_region(arr, *item) for item in _merge_overlapping(padded, ratio if dense else None)]
     return [r for r in regions if _line_like(r)]
 
 
@@ -611,7 +584,6 @@ def _glyph_boxes(
     sensitivity: float = 1.0,
     window: float | None = None,
     max_glyph: int | None = None,
-    sure: list[tuple[int, int, int, int]] | None = None,
 ) -> list[tuple[int, int, int, int]]:
     """Glyph-sized stroke components of both polarities, in pixels of ``arr`` pooled by ``factor``.
 
@@ -640,10 +612,10 @@ def _glyph_boxes(
     boxes = []
     eroded = _erode(high, TOPHAT_SIZE)
     if (high - eroded).max() >= strong:
-        boxes += _components(high - _dilate(eroded, TOPHAT_SIZE), span, max_height, max_width, sensitivity, sure)
+        boxes += _components(high - _dilate(eroded, TOPHAT_SIZE), span, max_height, max_width, sensitivity)
     dilated = _dilate(low, TOPHAT_SIZE)
     if (dilated - low).max() >= strong:
-        boxes += _components(_erode(dilated, TOPHAT_SIZE) - low, span, max_height, max_width, sensitivity, sure)
+        boxes += _components(_erode(dilated, TOPHAT_SIZE) - low, span, max_height, max_width, sensitivity)
     return boxes
 
 

@@ -42,7 +42,9 @@ def client() -> Iterator[Client]:
 @pytest.fixture
 def fragile_client(client: Client) -> Iterator[Client]:
     """The session cluster, where a task may take part in one worker death, not two
-    (``distributed.scheduler.allowed-failures`` = 1 for the test, restored after)."""
+    (``distributed.scheduler.allowed-failures`` = 1 for the test, restored after). The
+    test may kill workers: the next test gets both back (tests that need a patient split
+    across two workers would otherwise see one)."""
     scheduler = client.cluster.scheduler
     allowed = scheduler.allowed_failures
     scheduler.allowed_failures = 1
@@ -50,6 +52,7 @@ def fragile_client(client: Client) -> Iterator[Client]:
         yield client
     finally:
         scheduler.allowed_failures = allowed
+        client.wait_for_workers(len(client.cluster.workers), timeout=120)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from distributed import Client, LocalCluster
 
@@ -29,14 +30,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def client() -> Iterator[Client]:
-    """Two worker processes, as the issue asks: one patient's files land on both."""
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="4GiB"
-        ) as cluster,
-        Client(cluster) as dask_client,
-    ):
+    """Two worker processes, as the issue asks: one patient's files land on both.
+
+    Closed with a bound: after the tests that kill workers, a nanny may never answer the
+    close (seen once in a whole suite), and a hung teardown would hold CI for its limit.
+    """
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="4GiB"
+    )
+    dask_client = Client(cluster)
+    try:
         yield dask_client
+    finally:
+        dask_client.close(timeout=30)
+        try:
+            cluster.close(timeout=60)
+        except Exception:
+            for child in psutil.Process().children(recursive=True):
+                child.kill()
 
 
 @pytest.fixture

@@ -147,14 +147,7 @@ def scan_header(
         complete = len(data) >= size
         try:
             return _scan(data, complete, size, tags, options)
-        except _Short:
-            if complete or len(data) >= _MAX_HEADER:
-                return None
-            more = handle.read(len(data))
-            if not more:
-                return None
-            data += more
-        except struct.error:  # unpacking past the end of what was read
+        except (_Short, struct.error):  # struct.error: unpacking past the end of what was read
             if complete or len(data) >= _MAX_HEADER:
                 return None
             more = handle.read(len(data))

@@ -111,9 +111,9 @@ def contenders(corpus: Path, scratch: Path, runners: dict[str, peers.Runner]) ->
     }
 
 
+@quiet_pydicom()
 def run(root: Path, repeats: int) -> dict[str, Any]:
     """Measure every contender on both corpora; the result is what header.json holds."""
-    quiet_pydicom()
     runners, missing = peers.available()
     result: dict[str, Any] = {"repeats": repeats, "unavailable": missing, "corpora": {}}
     for name in common.CORPORA:

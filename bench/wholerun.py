@@ -7,7 +7,10 @@
   ``dcmread`` + ``save_as`` loop over the same files, itself a whole ``python`` process;
   on the small corpus (206 files of 256x256) and on 200 films of 3000x2500 at 16 bits
   (15 MB each, re-identified copies of the large corpus, ``$CXR_BENCH_WHOLE_FILES``);
-  then the same command with ``--workers 2`` on the 15 MB films (the speed-up); and over
+  then the same command with ``--workers 2`` on the 15 MB films (the speed-up), beside the
+  bare loop split over two processes (what two cores and the disk allow: on a disk slower
+  than two cores' writing, neither speeds up, so the corpora belong on a RAM disk,
+  ``--workdir /dev/shm/...``, to measure the cores); and over
   one film, what the command costs around its work (start-up, cluster, tables, exit);
 - pass 2 in a worker vs in process: ``process.process_file`` over the 15 MB films in
   this process and inside a worker of the LocalCluster ``cxr-dask run`` starts
@@ -43,13 +46,23 @@ TARGET_TWO_WORKERS = 1.8
 BARE_LOOP = """
 import os, sys, pydicom
 source, target = sys.argv[1], sys.argv[2]
-os.makedirs(target)
+shard, shards = (int(sys.argv[3]), int(sys.argv[4])) if len(sys.argv) > 4 else (0, 1)
+os.makedirs(target, exist_ok=True)
 index = 0
 for folder, _, names in sorted(os.walk(source)):
     for name in sorted(names):
-        pydicom.dcmread(os.path.join(folder, name)).save_as(os.path.join(target, f"{index}.dcm"))
+        if index % shards == shard:
+            pydicom.dcmread(os.path.join(folder, name)).save_as(os.path.join(target, f"{index}.dcm"))
         index += 1
 """
+
+
+def _bare_in_two(source: Path, target: Path) -> list[str]:
+    """The bare loop as two processes, every other file each: what two cores (and the disk)
+    allow the same work, the ceiling for ``--workers 2``."""
+    one = f'"{sys.executable}" -c "$0" "$1" "$2"'
+    script = f"{one} 0 2 & first=$!; {one} 1 2 & second=$!; wait $first && wait $second"
+    return ["sh", "-c", script, BARE_LOOP, str(source), str(target)]
 
 
 def _timed(command: list[str]) -> tuple[float, float]:
@@ -80,6 +93,8 @@ def whole_runs(
         ]  # fmt: skip
 
     contenders = {"bare": [sys.executable, "-c", BARE_LOOP, str(corpus), str(work / "bare")]}
+    if 2 in worker_counts:
+        contenders["bare x2"] = _bare_in_two(corpus, work / "bare")
     contenders |= {f"{n} worker{'s' * (n > 1)}": ours(n) for n in worker_counts}
     times: dict[str, list[float]] = {key: [] for name in contenders for key in (name, f"{name} cpu")}
     for _ in range(repeats):
@@ -94,9 +109,9 @@ def whole_runs(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+@quiet_pydicom()
 def _pass_two(source: str, files: list[tuple[str, int]], target: str, ident: identity.IdentityMap) -> list[float]:
     """Seconds of ``process_file`` per file (default settings), wherever this runs."""
-    quiet_pydicom()
     shutil.rmtree(target, ignore_errors=True)
     seconds = []
     for index, (key, _) in enumerate(files):
@@ -214,6 +229,17 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                     "mb_s": mb / two,
                     "ratio": one / two,
                     "target": TARGET_TWO_WORKERS,
+                }
+            )
+            out.append(
+                {
+                    "section": "whole",
+                    "corpus": corpus,
+                    "what": "bare loop, 2 processes (x 1): the ceiling",
+                    "files_s": files / seconds["bare x2"],
+                    "mb_s": mb / seconds["bare x2"],
+                    "ratio": seconds["bare"] / seconds["bare x2"],
+                    "target": None,
                 }
             )
     p = result["pass2"]

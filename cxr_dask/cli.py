@@ -314,9 +314,9 @@ def _main(argv: Sequence[str] | None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    quiet_pydicom()
     try:
-        return COMMANDS[args.command](args)
+        with quiet_pydicom():
+            return COMMANDS[args.command](args)
     except ConfigError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ import dask
 from distributed import Client, LocalCluster
 
 from cxr_dask.config import RunConfig
+from cxr_dask.privacy import QUIET_PLUGIN, QuietPydicom
 
 #: What distributed's own configuration sets for every worker it spawns. Setting any of
 #: glibc's malloc parameters turns off its dynamic mmap threshold, so with this alone
@@ -106,7 +107,9 @@ class Starting:
     PRIVATE lock and checks the journal meanwhile: the worker processes' start-up (a
     second or more of imports, on the other core) overlaps the client's instead of
     following it. Leaving the block closes whatever was started, waiting for a cluster
-    still starting (a run refused by the lock stops its workers again).
+    still starting (a run refused by the lock stops its workers again). While the client
+    is held, every worker keeps pydicom quiet (``privacy.QuietPydicom``); a cluster given
+    by ``--scheduler`` gets its workers' settings back at the end.
     """
 
     def __init__(self, config: RunConfig, preload: tuple[str, ...] = ()) -> None:
@@ -135,6 +138,7 @@ class Starting:
                 if self._error is not None:
                     raise self._error
                 self._client = Client(self._cluster)
+            self._client.register_plugin(QuietPydicom(), name=QUIET_PLUGIN)
         return self._client
 
     def __enter__(self) -> Starting:
@@ -146,6 +150,8 @@ class Starting:
         if self._thread is not None:
             self._thread.join()
         if self._client is not None:
+            if self._cluster is None and self._client.status == "running":
+                self._client.unregister_worker_plugin(QUIET_PLUGIN)
             self._client.close()
         if self._cluster is not None:
             self._cluster.close()

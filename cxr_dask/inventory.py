@@ -158,6 +158,7 @@ def _is_uid(text: str) -> bool:
     return 0 < len(text) <= 64 and all(part.isdigit() for part in text.split("."))
 
 
+@quiet_pydicom()
 def scan_file(
     location: Location,
     key: str,
@@ -329,9 +330,9 @@ def _anchor_date(ds: pydicom.Dataset) -> dt.date | None:
     return None
 
 
+@quiet_pydicom()
 def scan_partition(items: Iterable[tuple[int, str, int]], location: Location) -> list[dict[str, Any]]:
     """Scan a partition of ``(key_index, key, size)`` items (the pass-1 task)."""
-    quiet_pydicom()
     return [scan_file(location, key, key_index, size) for key_index, key, size in items]
 
 
@@ -343,12 +344,12 @@ class ScanPart:
     words: WordCounts
 
 
+@quiet_pydicom()
 def scan_partition_with_words(
     items: Iterable[tuple[int, str, int]], location: Location, options: ProfileOptions, min_patients: int
 ) -> list[ScanPart]:
     """The pass-1 task with word counting: one ``ScanPart`` for the whole partition, its
     (token, patient) pairs deduplicated and capped at ``min_patients`` patients a token."""
-    quiet_pydicom()
     words = WordCounts(cap=min_patients)
     records = [scan_file(location, key, key_index, size, words, options) for key_index, key, size in items]
     return [ScanPart(records, words)]

@@ -150,6 +150,7 @@ def deidentify_bytes(
     return DeidentifiedFile(parts, ids, report, row, cleaned.report, container, rendered)
 
 
+@quiet_pydicom()
 def process_file(
     source: Location,
     destination: Location,
@@ -211,6 +212,7 @@ def _worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+@quiet_pydicom()
 def process_partition(
     items: list[tuple[int, str]],
     source: Location,
@@ -221,7 +223,6 @@ def process_partition(
 ) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
     """The pass-2 task: every ``(key_index, key)`` of one partition (``reviews``: see
     ``process_file``)."""
-    quiet_pydicom()
     worker = _worker_name()
     outcomes = [process_file(source, destination, i, key, identity, options, reviews) for i, key in items]
     for audit, _ in outcomes:

@@ -30,6 +30,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from cxr_dask.privacy import quiet_pydicom
 from cxr_dask.synth_text import PHI, STRUCTURE, PlantedText, burn_in, phi_lines
 
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
@@ -579,9 +580,13 @@ def bad_corpus(
     Part 10 header, with and without its UIDs. Folder and file names carry PHI, as real
     archives' do.
     """
-    from cxr_dask.privacy import quiet_pydicom
+    with quiet_pydicom():  # pydicom would log the planted malformed values it is asked to write
+        return _write_bad_corpus(out, seed, rows, columns, huge_value_bytes, storage_options)
 
-    quiet_pydicom()  # pydicom would log the planted malformed values it is asked to write
+
+def _write_bad_corpus(
+    out: str, seed: int, rows: int, columns: int, huge_value_bytes: int, storage_options: dict[str, Any] | None
+) -> tuple[BadFile, ...]:
     gen = _Generator(seed)
     fs, root = fsspec.core.url_to_fs(out, **(storage_options or {}))
     root = root.rstrip("/")

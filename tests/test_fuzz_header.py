@@ -305,8 +305,8 @@ def test_random_headers_never_leak_and_never_crash() -> None:
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     @given(dicom_file())
+    @quiet_pydicom()
     def never_leaks(generated: tuple[bytes, Plan]) -> None:
-        quiet_pydicom()
         data, plan = generated
         output = deidentify(data)
         if output is None:
@@ -321,11 +321,11 @@ def test_random_headers_never_leak_and_never_crash() -> None:
 
 @settings(max_examples=200, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 @given(dicom_file(), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=8))
+@quiet_pydicom()
 def test_corrupted_bytes_are_quarantined_or_deidentified_never_crash(
     generated: tuple[bytes, Plan], flips: list[tuple[int, int]]
 ) -> None:
     """Random byte damage after the file meta: a quarantine reason, or a readable output."""
-    quiet_pydicom()
     data, _ = generated
     body = bytearray(data)
     start = 132 + 12 + int.from_bytes(data[140:144], "little")  # after the file meta group

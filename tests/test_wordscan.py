@@ -37,11 +37,11 @@ def _pydicom_words(data: bytes) -> tuple[set[str], set[str]] | None:
 def corpora(corpus, tmp_path_factory) -> dict[str, Path]:
     """The session's synthetic corpus, the bad-input corpus (small values) and every
     adversarial case, each in its own folder."""
-    quiet_pydicom()
     root = tmp_path_factory.mktemp("wordscan")
     bad_corpus(str(root / "bad"), seed=5, huge_value_bytes=4096)
-    for case in all_cases():
-        case.write(root / "adversarial" / case.kind / case.name.replace("/", "_"))
+    with quiet_pydicom():
+        for case in all_cases():
+            case.write(root / "adversarial" / case.kind / case.name.replace("/", "_"))
     return {"synth": Path(corpus.root), "bad": root / "bad", "adversarial": root / "adversarial"}
 
 

@@ -209,9 +209,9 @@ class Harvest:
     unreadable: int = 0
 
 
+@quiet_pydicom()
 def harvest_partition(items: Iterable[tuple[int, str, int]], source: Location) -> Harvest:
     """Harvest the headers of ``(key_index, key, size)`` items (one task, or the whole run)."""
-    quiet_pydicom()
     result = Harvest(Needles(), {}, [])
     for index, key, size in items:
         sop = ""
@@ -862,11 +862,11 @@ def _column_problem(name: str, value: object) -> str | None:
 # ---------------------------------------------------------------------------------- run
 
 
+@quiet_pydicom()
 def check_partition(keys: Iterable[str], output: Location, shared: Shared | Any) -> Audit:
     """Every check on a run of output keys (one task, or the whole output); each read once."""
     from cxr_dask.broadcast import resolve
 
-    quiet_pydicom()
     shared = resolve(shared)
     audit = Audit(shared.needles)
     for key in keys:
@@ -907,6 +907,7 @@ def accounted_keys(private: Location) -> tuple[set[str], list[str]]:
     return keys, read
 
 
+@quiet_pydicom()
 def verify(
     source: Location,
     output: Location,
@@ -921,7 +922,6 @@ def verify(
     the CLI always runs it. With ``client``, inputs and outputs are read by Dask bag
     tasks of ``partition_size`` keys.
     """
-    quiet_pydicom()
     storage.require_folder(source)
     storage.require_folder(output)
     identity = load_crosswalk(private, b"")  # the UID key is not needed: nothing is minted here

@@ -2,20 +2,18 @@
 
 The crops are stacked into one montage, background removed and upscaled to a size
 Tesseract reads well; the words come back as boxes in image coordinates. Tesseract
-itself is run by ``cxr_dask.tesseract`` (the one call, shared with ``verify``); a
+itself is run by ``cxr_dask.tools`` (the one call, shared with ``verify``); a
 Tesseract that is missing, fails or times out quarantines the image.
 """
 
 from __future__ import annotations
 
-import io
 import math
-import os
-import subprocess
 
 import numpy as np
 from PIL import Image
 
+from cxr_dask import tools
 from cxr_dask.deid.pixels.morphology import _crop_opening
 from cxr_dask.deid.pixels.policy import _letter_spaced
 from cxr_dask.deid.pixels.types import Region, Word
@@ -46,26 +44,17 @@ def _ocr_crop(arr: np.ndarray, region: Region) -> tuple[np.ndarray, float]:
 
 
 def tesseract_tsv(image: np.ndarray, psm: int = 6) -> list[dict[str, str]]:
-    """Run the Debian ``tesseract`` on an 8-bit image; its TSV rows (words at level 5)."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    env = {**os.environ, "OMP_THREAD_LIMIT": "1"}  # one core per worker thread
+    """Run the Debian ``tesseract`` on an 8-bit image; its TSV rows (words at level 5).
+
+    An image with candidate text that cannot be read is quarantined (fail closed).
+    """
     try:
-        result = subprocess.run(
-            ["tesseract", "stdin", "stdout", "-l", "eng", "--psm", str(psm), "tsv"],
-            input=buffer.getvalue(),
-            capture_output=True,
-            env=env,
-            check=False,
-            timeout=OCR_TIMEOUT,
-        )
-    except FileNotFoundError:
-        raise QuarantineError("ocr_unavailable", "tesseract") from None
-    except subprocess.TimeoutExpired:
-        raise QuarantineError("ocr_failed", "timeout") from None
-    if result.returncode != 0:  # an image with candidate text that cannot be read: fail closed
-        raise QuarantineError("ocr_failed", "tesseract")
-    lines = result.stdout.decode("utf-8", "replace").splitlines()
+        out = tools.tesseract(image, ["-l", "eng", "--psm", str(psm), "tsv"], OCR_TIMEOUT)
+    except tools.ToolFailure as failure:
+        if failure.kind in ("missing", "unstartable"):
+            raise QuarantineError("ocr_unavailable", "tesseract") from None
+        raise QuarantineError("ocr_failed", "timeout" if failure.kind == "timeout" else "tesseract") from None
+    lines = out.splitlines()
     if not lines:
         return []
     header = lines[0].split("\t")

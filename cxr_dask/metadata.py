@@ -69,7 +69,7 @@ AUDIT_SCHEMA = pa.schema(
         ("bytes_in", pa.int64()),
         ("bytes_out", pa.int64()),
         *[(name, pa.int64()) for name in AUDIT_COUNTS],
-        # burned-in text (deid/pixels.py): counts and a rule's name, never the text read
+        # burned-in text (deid/pixels/): counts and a rule's name, never the text read
         ("pixel_action", pa.string()),  # untouched | cleaned | disabled
         # pixel containers (deid/containers.py): untouched, or the actions taken, comma-separated
         ("pixel_container", pa.string()),

@@ -126,8 +126,7 @@ def deidentify_bytes(
     reason = classify_header(ds)
     if reason:
         raise QuarantineError(reason)
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise QuarantineError("no_pixel_data")
+    pixels.require_pixel_data(ds)
     ids = file_identity(ds, identity)
     source_syntax = str(ds.file_meta.get("TransferSyntaxUID", "")).strip()
     vocabulary = identity.vocabulary or shipped_vocabulary()

@@ -46,7 +46,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cxr_dask import storage
-from cxr_dask.deid.pixels import REGION_CLASSES, PixelResult, RegionRecord
+from cxr_dask.deid.pixels import REGION_CLASSES, Box, PixelResult, RegionRecord
 from cxr_dask.errors import ConfigError
 from cxr_dask.metadata import PIXEL_CLASS_COLUMNS
 from cxr_dask.storage import Location
@@ -182,9 +182,7 @@ def _block_means(arr: np.ndarray, factor: int) -> np.ndarray:
     return by_rows.reshape(rows // factor, columns // factor, factor).sum(axis=2) / (factor * factor)
 
 
-def _reduce_within(
-    small: np.ndarray, changed: np.ndarray, factor: int, boxes: list[tuple[int, int, int, int]]
-) -> np.ndarray:
+def _reduce_within(small: np.ndarray, changed: np.ndarray, factor: int, boxes: list[Box]) -> np.ndarray:
     """``small`` with the blocks that overlap ``boxes`` recomputed from ``changed``."""
     if small.shape[0] * factor > changed.shape[0] or small.shape[1] * factor > changed.shape[1]:
         return _reduce(changed, max(small.shape) if factor == 1 else THUMB_SIDE)[0]  # a sampled sliver
@@ -209,7 +207,7 @@ def _window(values: np.ndarray, low: float, high: float, invert: bool) -> np.nda
     return 255 - scaled if invert else scaled
 
 
-def _scaled(box: tuple[int, int, int, int], factor: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
+def _scaled(box: Box, factor: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
     """An end-exclusive image box as an inclusive outline rectangle on a reduced picture."""
     width, height = size
     x0, y0, x1, y1 = box

@@ -4,10 +4,13 @@ journal's parts are merged as Arrow columns. Counts, never times or bytes of RSS
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
 
+import cxr_dask
 from cxr_dask import journal, metadata, pipeline
 from cxr_dask.config import build_config
 from cxr_dask.deid.freetext import WordCounts
@@ -70,3 +73,20 @@ def test_record_and_study_lists_match_the_paths_of_one_image(tmp_path) -> None:
     assert [s["path"] for s in studies] == [
         metadata.study_folder(s, st) for s, st in [(10000001, 5), (12345678, 50000001), (12345678, 50000002)]
     ]
+
+
+def test_the_client_modules_load_no_image_libraries() -> None:
+    """Importing what the client runs (pipeline, metadata, review, cli) loads neither OpenCV,
+    scipy's image filters nor onnxruntime: only the workers' pixel modules need them."""
+    code = (
+        "import sys, cxr_dask.pipeline, cxr_dask.review, cxr_dask.metadata, cxr_dask.cli\n"
+        "from cxr_dask.deid.pixels import REGION_CLASSES, PixelReport, PixelResult, RegionRecord\n"
+        "print(sorted(m for m in ('cv2', 'scipy.ndimage', 'onnxruntime') if m in sys.modules))"
+    )
+    root = str(Path(cxr_dask.__file__).parents[1])  # this checkout's package, not an installed one
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.strip() == "[]"
+    # and the worker's entry point does load them, so the check above can fail
+    code = "import sys\nfrom cxr_dask.deid import pixels\npixels.clean\nprint('cv2' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.strip() == "True"

@@ -24,6 +24,7 @@ from cxr_dask import identity, inventory, process
 from cxr_dask.config import build_config, read_config_file
 from cxr_dask.deid import pixels
 from cxr_dask.deid.containers import sanitised_pixel_data
+from cxr_dask.deid.pixels import detection, morphology
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.deid.rules import PixelOptions, RegionRule, pixel_options_from
 from cxr_dask.errors import ConfigError, QuarantineError
@@ -529,12 +530,12 @@ def test_fast_pooling_and_top_hat_equal_the_reference_computation(dtype):
     info = np.iinfo(dtype)
     for shape, factor, size in [((61, 47), 3, 11), ((30, 31), 1, 5), ((100, 90), 4, 11), ((9, 13), 2, 13)]:
         arr = rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
-        high, low = pixels._pool(arr, factor)
+        high, low = morphology._pool(arr, factor)
         rows, columns = (shape[0] // factor) * factor, (shape[1] // factor) * factor
         blocks = arr[:rows, :columns].reshape(rows // factor, factor, columns // factor, factor)
         assert np.array_equal(high, blocks.max(axis=(1, 3))) and np.array_equal(low, blocks.min(axis=(1, 3)))
-        assert np.array_equal(pixels._opening(arr, size), ndimage.grey_opening(arr, size=size, mode="nearest"))
-        assert np.array_equal(pixels._closing(arr, size), ndimage.grey_closing(arr, size=size, mode="nearest"))
+        assert np.array_equal(morphology._opening(arr, size), ndimage.grey_opening(arr, size=size, mode="nearest"))
+        assert np.array_equal(morphology._closing(arr, size), ndimage.grey_closing(arr, size=size, mode="nearest"))
 
 
 def test_jpeg2000_preview_screen_skips_the_full_decode_only_without_text(tmp_path):
@@ -614,7 +615,7 @@ def test_screen_counts_strokes_the_detector_rejects_by_shape():
     arr = np.full((600, 600), 100, dtype=np.uint16)
     arr[300:304, 100:400] = 4000  # wider than 12 times its height: a ruler bar to the detector
     assert pixels.detect(arr) == []
-    assert pixels._glyph_boxes(arr, 1, pixels.PREVIEW_SENSITIVITY)
+    assert detection._glyph_boxes(arr, 1, pixels.PREVIEW_SENSITIVITY)
 
 
 @pytest.mark.parametrize("size", [3, 4, 7, 12, 40])
@@ -626,5 +627,5 @@ def test_ocr_crop_opening_equals_scipy_grey_opening(size):
     for shape in [(1, 1), (2, 50), (17, 9), (45, 300)]:
         crop = rng.normal(0.0, 1000.0, shape).astype(np.float32)
         for sign in (1.0, -1.0):
-            got = pixels._crop_opening(sign * crop, size)
+            got = morphology._crop_opening(sign * crop, size)
             assert np.array_equal(got, ndimage.grey_opening(sign * crop, size=(size, size)))

@@ -17,7 +17,6 @@ the expected native image fails closed (``undecodable_pixels``).
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 
 import numpy as np
@@ -25,6 +24,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
+from cxr_dask import tools
 from cxr_dask.errors import QuarantineError
 
 #: The JPEG transfer syntaxes dcmtk's dcmdjpeg decodes (dcmjpeg's registered decoders).
@@ -80,17 +80,11 @@ def decode_with_dcmtk(ds: Dataset) -> np.ndarray:
         source, target = os.path.join(folder, "in.dcm"), os.path.join(folder, "out.dcm")
         minimal.save_as(source, enforce_file_format=True)
         try:
-            result = subprocess.run(
-                ["dcmdjpeg", "--quiet", source, target],
-                capture_output=True,
-                check=False,
-                timeout=DCMDJPEG_TIMEOUT,
-            )
-        except FileNotFoundError:
-            raise QuarantineError("undecodable_pixels", "dcmdjpeg") from None
-        except subprocess.TimeoutExpired:
-            raise QuarantineError("undecodable_pixels", "timeout") from None
-        if result.returncode != 0 or not os.path.exists(target):
+            tools.run_tool(["dcmdjpeg", "--quiet", source, target], DCMDJPEG_TIMEOUT)
+        except tools.ToolFailure as failure:
+            detail = {"missing": "dcmdjpeg", "unstartable": "dcmdjpeg", "timeout": "timeout"}.get(failure.kind)
+            raise QuarantineError("undecodable_pixels", detail or "PixelData") from None
+        if not os.path.exists(target):
             raise QuarantineError("undecodable_pixels", "PixelData")
         try:
             decoded = pydicom.dcmread(target)

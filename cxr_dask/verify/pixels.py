@@ -3,8 +3,10 @@
 Independent of ``cxr_dask.deid.pixels``: every output image is screened whatever its
 header says was done to it, and only the regions the screen flags are read (one
 Tesseract call per flagged image, on a mosaic of its regions), which keeps the check
-cheap on a large dataset. An OCR that is missing, crashes, exits non-zero or times out
-raises :class:`OcrFailure`; the caller reports it as a finding, never as a pass.
+cheap on a large dataset. The call itself is ``cxr_dask.tools``, the one the
+de-identifier makes (running a tool is no judgement; what is screened and what counts
+as identifying is verify's own). An OCR that is missing, crashes, exits non-zero or
+times out raises :class:`OcrFailure`; the caller reports it as a finding, never a pass.
 
 The pixel *containers* are searched as bytes: the bits above BitsStored, the bytes past
 the last frame, and the comment and application segments of JPEG (COM, APPn) and JPEG
@@ -14,7 +16,6 @@ the last frame, and the comment and application segments of JPEG (COM, APPn) and
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 from dataclasses import dataclass
 
@@ -22,6 +23,8 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from scipy import ndimage
+
+from cxr_dask import tools
 
 #: Longest side the screen works on (larger frames are subsampled first).
 SCREEN_SIDE = 1024
@@ -50,28 +53,20 @@ class OcrSettings:
         run_checked([self.command, "--version"], self.timeout)
 
     def read(self, image: np.ndarray) -> str:
-        """The text Tesseract reads in an 8-bit grey image (PGM: no imaging library needed)."""
-        with tempfile.TemporaryDirectory(prefix="cxr-dask-verify-") as folder:
-            path = os.path.join(folder, "regions.pgm")
-            with open(path, "wb") as handle:
-                handle.write(f"P5 {image.shape[1]} {image.shape[0]} 255\n".encode())
-                handle.write(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
-            return run_checked([self.command, path, "stdout", "--psm", "11"], self.timeout)
+        """The text Tesseract reads in an 8-bit grey image (``cxr_dask.tools``, the call the
+        de-identifier makes too; what counts as identifying stays verify's own)."""
+        try:
+            return tools.tesseract(image, ["--psm", "11"], self.timeout, self.command)
+        except tools.ToolFailure as failure:
+            raise OcrFailure(f"OCR {failure}") from None
 
 
 def run_checked(command: list[str], timeout: float) -> str:
     """stdout of ``command``; :class:`OcrFailure` when it cannot start, fails or times out."""
     try:
-        result = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
-    except FileNotFoundError:
-        raise OcrFailure("OCR command not found") from None
-    except subprocess.TimeoutExpired:
-        raise OcrFailure(f"OCR timed out after {timeout:g} s") from None
-    except OSError as error:
-        raise OcrFailure(f"OCR could not start ({type(error).__name__})") from None
-    if result.returncode != 0:
-        raise OcrFailure(f"OCR exited with status {result.returncode}")
-    return result.stdout.decode("utf-8", "replace")
+        return tools.run_tool(command, timeout).decode("utf-8", "replace")
+    except tools.ToolFailure as failure:
+        raise OcrFailure(f"OCR {failure}") from None
 
 
 #: Transfer syntaxes no Python plugin may read (12-bit JPEG Extended, the retired JPEG

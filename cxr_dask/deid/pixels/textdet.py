@@ -1,6 +1,6 @@
 """The second stage of burned-in text detection: a detector trained on text (PP-OCR det).
 
-The stroke screen in ``pixels.detect`` finds thin high-contrast strokes of glyph size;
+The stroke screen in ``detection.detect`` finds thin high-contrast strokes of glyph size;
 on real images most of them are edges, wires and bone. Tesseract reads the ones that are
 text. What Tesseract cannot read is shown here, crop by crop, to PaddleOCR's DB text
 detector (the ``PP-OCRv6_det_small`` ONNX model shipped inside the ``rapidocr`` wheel,
@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+
+from cxr_dask.deid.pixels.types import Box
 
 #: DB post-processing (PaddleOCR's defaults for this model).
 PROBABILITY = 0.3
@@ -94,7 +96,7 @@ def probability_map(gray: np.ndarray) -> np.ndarray:
     return out[0, 0, :rows, :columns]
 
 
-def _boxes_from(prob: np.ndarray) -> list[tuple[int, int, int, int]]:
+def _boxes_from(prob: np.ndarray) -> list[Box]:
     """DB post-processing on axis-aligned boxes: components, mean score, unclip."""
     labels, _ = ndimage.label(prob > PROBABILITY)
     boxes = []
@@ -113,9 +115,7 @@ def _boxes_from(prob: np.ndarray) -> list[tuple[int, int, int, int]]:
     return boxes
 
 
-def text_boxes(
-    arr: np.ndarray, regions: list[tuple[int, int, int, int]], line_heights: list[int] | None = None
-) -> list[list[tuple[int, int, int, int]]]:
+def text_boxes(arr: np.ndarray, regions: list[Box], line_heights: list[int] | None = None) -> list[list[Box]]:
     """Text boxes (image coordinates, end-exclusive, clipped to each region) per region.
 
     Each region is cropped with a margin of half its height, stretched to 8 bits, scaled
@@ -127,7 +127,7 @@ def text_boxes(
     if not available():
         return [[] for _ in regions]
     rows, columns = arr.shape
-    out: list[list[tuple[int, int, int, int]]] = []
+    out: list[list[Box]] = []
     for k, (x0, y0, x1, y1) in enumerate(regions):
         height = (line_heights[k] if line_heights else 0) or max(1, (y1 - y0) // 2)
         margin = max(4, (y1 - y0) // 2)

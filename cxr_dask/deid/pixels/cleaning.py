@@ -1,0 +1,204 @@
+"""``clean``: one image through screen, decode, detect, OCR, text detector and policy.
+
+The order keeps an image without text nearly free: a JPEG 2000 may be screened at half
+resolution first, the detector runs on a downscaled copy, OCR and the text detector only
+on candidates, the dense-page second look only on an image known to hold text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from cxr_dask.deid.pixels.checks import check_supported
+from cxr_dask.deid.pixels.decoding import decode, j2k_preview, photometric_black
+from cxr_dask.deid.pixels.detection import detect, preview_has_candidates
+from cxr_dask.deid.pixels.ocr import _read_in_chunks, read_regions
+from cxr_dask.deid.pixels.policy import Decision, decide, is_evidence, is_small, redact_boxes
+from cxr_dask.deid.pixels.types import Box, PixelReport, PixelResult, Region, RegionRecord, box_from_xywh
+from cxr_dask.deid.rules import PixelOptions
+
+#: A region of a dense page is read when it is a block of this many lines at most (a
+#: taller one is anatomy cut into pieces; read at a mixed scale in one montage, it spoils
+#: Tesseract's reading of the lines around it).
+DENSE_LINES = 4
+
+
+def confirm_text(regions: list[Region], arr: np.ndarray) -> list[list[Box]]:
+    """Second stage on regions OCR could not read: text boxes from a text detector, if any.
+
+    Without the detector's packages every region stays flagged (left in place).
+    """
+    from cxr_dask.deid.pixels import textdet
+
+    return textdet.text_boxes(arr, [r.box for r in regions], [r.line_height for r in regions])
+
+
+def dense_lines(
+    arr: np.ndarray, window: float | None, options: PixelOptions, regions: list[Region], decisions: list[Decision]
+) -> list[tuple[Region, Decision]]:
+    """A second look at an image known to hold text: its lines grouped strictly by height.
+
+    A film scan's annotation blocks sit beside skulls, bone fragments and rulers; the
+    screen's grouping strings them into regions whose line height is the anatomy's, which
+    OCR reads at the wrong scale or never. Here each line of glyphs of one height is a
+    region. Lines the first pass blanked, or left as they are (the same box), are left
+    out (on a chest film with a name that is nearly all of them: no second OCR).
+    The others are read in one Tesseract call; a line counts only when most of the words
+    read on it are evidence (anatomy cut into lines reads as junk with a sure word now
+    and then). Lines OCR cannot read go to the text detector at their own scale. Unread
+    lines are not recorded: they lie in regions the first pass judged already.
+    """
+    blanked = np.zeros(arr.shape, dtype=bool)
+    for decision in decisions:
+        if decision.kind == "text":
+            for x0, y0, x1, y1 in decision.blank:
+                blanked[y0:y1, x0:x1] = True
+    found = [
+        r
+        for r in detect(arr, window, dense=True)
+        if not is_small(r)
+        and not r.vertical
+        and r.height <= DENSE_LINES * r.line_height + 8
+        and blanked[r.y0 : r.y1, r.x0 : r.x1].mean() < 0.9
+        and not any(_judged(r, first) for first, d in zip(regions, decisions, strict=True) if d.kind != "text")
+    ]
+    out = []
+    unread = []
+    for region, words in zip(found, _read_in_chunks(arr, found, options), strict=True):
+        decision = decide(region, words, options, arr.shape)
+        if decision.kind == "text" and 2 * sum(is_evidence(w) for w in words) >= len(words):
+            out.append((region, dataclasses.replace(decision, why="words read on a dense page")))
+        elif decision.kind in ("flagged", "text"):
+            unread.append(region)
+    # what OCR could not read, the text detector sees at the line's own scale
+    for region, boxes in zip(unread, confirm_text(unread, arr), strict=True):
+        if boxes:
+            out.append((region, Decision("text", "text detector on a dense page", tuple(boxes))))
+    return out
+
+
+def _judged(line: Region, first: Region) -> bool:
+    """Whether a first-pass region was about ``line`` itself (read and judged as it is)."""
+    width = min(line.x1, first.x1) - max(line.x0, first.x0)
+    height = min(line.y1, first.y1) - max(line.y0, first.y0)
+    common = max(0, width) * max(0, height)
+    return common >= 0.8 * line.width * line.height and common >= 0.8 * first.width * first.height
+
+
+def _window_width(ds: Dataset) -> float | None:
+    """The first WindowWidth in stored values (RescaleSlope undone), or None."""
+    try:
+        width = ds.get("WindowWidth")
+        if width is None:
+            return None
+        width = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        return abs(width / slope) if width > 0 and slope else None
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _device(ds: Dataset) -> tuple[str, str]:
+    return str(ds.get("Manufacturer", "") or ""), str(ds.get("ManufacturerModelName", "") or "")
+
+
+def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
+    """Decode, find and judge burned-in text; the redacted array when anything changed.
+
+    Runs after the header step: what it reads (Manufacturer and model for the known-region
+    rules, size, photometric interpretation) is kept by the profile. Raises
+    QuarantineError when the pixels cannot be decoded.
+    """
+    started = time.perf_counter()
+    report = PixelReport()
+    if not options.enabled:
+        report.action = "disabled"
+        return PixelResult(report)
+    check_supported(ds)
+    rule = options.rule_for(*_device(ds), int(ds.Rows), int(ds.Columns))
+    if rule is None and options.jpeg2000_preview:
+        # JPEG 2000, when asked: screen a reduced-resolution decode first; no candidate
+        # stroke there means no text, and the full decode (four times the time) is skipped.
+        preview = j2k_preview(ds)
+        if preview is not None:
+            found = preview_has_candidates(preview[0], preview[1], int(ds.Rows), int(ds.Columns))
+            report.timings["screen"] = time.perf_counter() - started
+            if not found:
+                report.seconds = time.perf_counter() - started
+                return PixelResult(report)
+    mark = time.perf_counter()
+    arr = decode(ds)
+    report.timings["decode"] = time.perf_counter() - mark
+    black = photometric_black(ds)
+    work: np.ndarray | None = None
+
+    if rule is not None:
+        work = np.array(arr, copy=True)
+        for box in (box_from_xywh(*xywh) for xywh in rule.regions):
+            x0, y0, x1, y1 = box
+            work[y0:y1, x0:x1] = black
+            report.boxes.append(box)
+            report.regions.append(RegionRecord(box, "rule", "known-region rule"))
+        report.rule = rule.name
+
+    mark = time.perf_counter()
+    window = _window_width(ds)
+    regions = detect(arr, window)
+    report.timings["detect"] = time.perf_counter() - mark
+    report.regions_found = len(regions)
+    if regions:
+        mark = time.perf_counter()
+        to_read = [] if options.strict else [r for r in regions if not is_small(r)]
+        read = dict(zip(to_read, read_regions(arr, to_read, options), strict=True))
+        words = [read.get(region, []) for region in regions]
+        report.timings["ocr"] = time.perf_counter() - mark
+        if options.strict:
+            report.rule = report.rule or "strict"
+        decisions = [decide(region, found, options, arr.shape) for region, found in zip(regions, words, strict=True)]
+        # A line nothing read is read once more in the other polarity: dark text on a
+        # bright label is found by the label's bright edges and read as bright strokes.
+        # That second reading counts only when most of what it reads is text: edges read
+        # inverted give many junk words, one of them sure now and then.
+        unread = [i for i, d in enumerate(decisions) if d.kind == "flagged" and regions[i] in read]
+        if unread:
+            flipped = [dataclasses.replace(regions[i], bright=not regions[i].bright) for i in unread]
+            for i, found in zip(unread, read_regions(arr, flipped, options), strict=True):
+                if 2 * sum(is_evidence(w) for w in found) >= len(found) > 0:
+                    decisions[i] = decide(regions[i], found, options, arr.shape)
+            report.timings["ocr"] = time.perf_counter() - mark
+        # the text detector sees horizontal lines; columns need words Tesseract reads
+        flagged = [i for i, d in enumerate(decisions) if d.kind == "flagged" and not regions[i].vertical]
+        if flagged:
+            mark = time.perf_counter()
+            for i, boxes in zip(flagged, confirm_text([regions[i] for i in flagged], arr), strict=True):
+                if boxes:
+                    decisions[i] = Decision("text", "text detector", tuple(boxes))
+            report.timings["second_stage"] = time.perf_counter() - mark
+        if not options.strict and any(d.kind == "text" for d in decisions):
+            mark = time.perf_counter()
+            for region, decision in dense_lines(arr, window, options, list(regions), decisions):
+                regions.append(region)
+                decisions.append(decision)
+                report.regions_found += 1
+            report.timings["dense"] = time.perf_counter() - mark
+        for region, decision in zip(regions, decisions, strict=True):
+            report.regions.append(RegionRecord(region.box, decision.kind, decision.why))
+            if not decision.redacts:
+                report.regions_kept += 1
+                continue
+            report.regions_redacted += 1
+            if work is None:
+                work = np.array(arr, copy=True)
+            redact_boxes(work, decision.blank, decision.keep, black)
+            report.boxes.extend(decision.blank)
+    if work is not None and not np.array_equal(work, arr):
+        report.action = "cleaned"
+    else:
+        work = None
+    report.seconds = time.perf_counter() - started
+    return PixelResult(report, work, arr if report.regions else None)

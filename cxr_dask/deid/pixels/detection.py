@@ -1,0 +1,276 @@
+"""Detect: candidate text lines, from thin high-contrast strokes of glyph size.
+
+A cheap detector on a downscaled copy (block max for bright text, block min for dark
+text, so one-pixel strokes survive the downscale). A morphological top-hat keeps thin
+high-contrast strokes and drops smooth anatomy; connected components of glyph size are
+grouped into text lines. Wires, ECG leads and ruler bars are one long component each and
+fail the glyph-size test. Where the text is does not matter: modalities print in corners
+and along edges, but side markers sit beside the lungs, so location is no filter.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cxr_dask.deid.pixels.morphology import _dilate, _erode, _pool
+from cxr_dask.deid.pixels.types import Box, Region
+
+#: The detector works on images of at most this many pixels a side.
+DETECTION_SIDE = 1024
+#: Top-hat window (detection pixels): wider than any stroke, narrower than anatomy.
+TOPHAT_SIZE = 11
+#: A glyph must have a stroke that stands out by this share of the image's dynamic range
+#: (text is burned in near white or black; anatomy rarely differs this much within a few
+#: pixels) and is grown over pixels that stand out by ``GROW_CONTRAST``.
+CONTRAST = 0.2
+GROW_CONTRAST = 0.1
+#: JPEG 2000 previews (``decoding.j2k_preview``): contrast thresholds scaled by this (a
+#: one-pixel stroke keeps at least a quarter of its contrast per resolution level dropped).
+PREVIEW_SENSITIVITY = 0.5
+#: Glyphs stacked in one column that make a vertical line of text.
+VERTICAL_GLYPHS = 3
+#: ... at most this share of their size apart (letters are close; ribs and rungs are not).
+VERTICAL_GAP = 0.5
+#: ... and overlap each other by at most this share (rib arcs and rungs do overlap).
+VERTICAL_OVERLAP = -0.25
+#: Dense pages (film scans of several panels, each framed by annotation blocks): glyphs
+#: join a line only when within this factor of each other's height (capitals, lower case,
+#: digits), and line boxes merge only when their heights are (the two polarities of one
+#: line). Looser grouping (3, any) strings small text, bone fragments and skull rims into
+#: one region whose "line height" is the skull's, and the text in it is never read.
+DENSE_HEIGHT_RATIO = 2.0
+#: ... and a glyph is at most this many image pixels high (text up to 150 pixels high
+#: with room; a whole skull on a film scan is a component of "glyph" size otherwise).
+DENSE_MAX_GLYPH = 200
+#: A merged block taller than this many glyph heights is anatomy strung together, not text
+#: (a block of a few text lines, which OCR reads line by line, stays well below).
+MAX_LINE_HEIGHTS = 12
+
+
+def _components(
+    response: np.ndarray, span: float, max_height: int, max_width: int, sensitivity: float = 1.0
+) -> list[Box]:
+    """Boxes of connected components the size and shape of glyphs (or a few merged glyphs).
+
+    A component counts when one of its pixels reaches ``CONTRAST``; an image without such
+    a pixel has no glyph at all and is not labelled (the common no-text case).
+    """
+    strong = response >= CONTRAST * span * sensitivity
+    if not strong.any():
+        return []
+    from scipy import ndimage  # here: 0.3 s to import, and a text-free image never gets here
+
+    labels, count = ndimage.label(response > GROW_CONTRAST * span * sensitivity, structure=np.ones((3, 3), dtype=bool))
+    if not count:
+        return []
+    peaked = np.zeros(count + 1, dtype=bool)
+    peaked[labels[strong]] = True
+    boxes = []
+    for index, found in enumerate(ndimage.find_objects(labels), start=1):
+        if found is None or not peaked[index]:
+            continue
+        ys, xs = found
+        h, w = ys.stop - ys.start, xs.stop - xs.start
+        if sensitivity < 1.0:  # a screen: any strong stroke counts, merged lines and bars too
+            boxes.append((xs.start, ys.start, xs.stop, ys.stop))
+            continue
+        if h < 3 or h > max_height or w > max_width or w > 12 * h:
+            continue  # speckle, anatomy, or a wire/ruler bar
+        if h * w < 6:
+            continue
+        boxes.append((xs.start, ys.start, xs.stop, ys.stop))
+    return boxes
+
+
+def _group_lines(
+    boxes: list[Box],
+    gap_ratio: float = 1.2,
+    min_gap: float | None = None,
+    height_ratio: float = 3.0,
+) -> list[tuple[Box, int, int]]:
+    """Merge glyph boxes that sit on one line close together: (box, glyphs, median height)."""
+    parent = list(range(len(boxes)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    if boxes:
+        b = np.asarray(boxes, dtype=np.int64)
+        x0, y0, x1, y1 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+        h = y1 - y0
+        for i in range(len(boxes)):
+            overlap = np.minimum(y1[i], y1) - np.maximum(y0[i], y0)
+            gap = np.maximum(x0 - x1[i], x0[i] - x1)
+            tall = np.maximum(h[i], h)
+            near = (overlap >= 0.4 * np.minimum(h[i], h)) & (gap <= gap_ratio * tall)
+            near &= (h <= height_ratio * h[i]) & (h[i] <= height_ratio * h)
+            if min_gap is not None:  # glyphs in a column follow each other, they do not overlap
+                near &= gap >= min_gap * tall
+            for j in np.nonzero(near)[0]:
+                parent[root(int(j))] = root(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(boxes)):
+        groups.setdefault(root(i), []).append(i)
+    lines = []
+    for members in groups.values():
+        xs0, ys0, xs1, ys1 = zip(*(boxes[m] for m in members), strict=True)
+        height = int(np.median([b - a for a, b in zip(ys0, ys1, strict=True)]))
+        lines.append(((min(xs0), min(ys0), max(xs1), max(ys1)), len(members), height))
+    return lines
+
+
+def detect(arr: np.ndarray, window: float | None = None, dense: bool = False) -> list[Region]:
+    """Candidate text lines: thin high-contrast strokes of glyph size, grouped into lines.
+
+    Works on a copy at most ``DETECTION_SIDE`` pixels a side; cheap enough to run on
+    every image so that only images with candidates pay for OCR. ``window`` (the
+    header's WindowWidth, stored values) narrows the contrast scale to what a viewer
+    shows: text that stands out only in the display window of a 12-bit image is found.
+    Glyphs left alone on their row but stacked in a column become a vertical line.
+    ``dense`` groups strictly by glyph height (``DENSE_HEIGHT_RATIO``): the lines of a
+    page of annotations beside anatomy, for a second look at an image known to hold text.
+    """
+    rows, columns = arr.shape
+    factor = max(1, math.ceil(max(rows, columns) / DETECTION_SIDE))
+    pooled = arr
+    if min(rows, columns) < factor:  # a line of pixels: pad (a small copy) to one whole block
+        pooled = np.pad(arr, ((0, max(0, factor - rows)), (0, max(0, factor - columns))), mode="edge")
+    ratio = DENSE_HEIGHT_RATIO if dense else 3.0
+    glyphs = _glyph_boxes(pooled, factor, window=window, max_glyph=DENSE_MAX_GLYPH if dense else None)
+    lines = _group_lines(glyphs, height_ratio=ratio)
+    # Glyphs of narrow "lines" (one or two glyphs, or both polarities of one letter) may
+    # be letters of a vertical line: stacked close, one after the other.
+    narrow = [box for box, _, _ in lines if box[2] - box[0] <= 1.6 * (box[3] - box[1])]
+    loose = [g for g in glyphs if any(_inside(g, box) for box in narrow)]
+    vertical = []
+    transposed = [(b[1], b[0], b[3], b[2]) for b in loose]
+    for (y0, x0, y1, x1), count, height in _group_lines(transposed, VERTICAL_GAP, VERTICAL_OVERLAP, ratio):
+        if count >= VERTICAL_GLYPHS and y1 - y0 >= 2.5 * (x1 - x0):
+            vertical.append(((x0, y0, x1, y1), count, height))
+    if vertical:
+        lines = [line for line in lines if not any(_inside(line[0], v[0]) for v in vertical)]
+    padded = []
+    for items, upright in ((lines, False), (vertical, True)):
+        for (x0, y0, x1, y1), count, height in items:
+            pad = max(2, ((x1 - x0) if upright else (y1 - y0)) // 4)
+            box = (max(0, (x0 - pad) * factor), max(0, (y0 - pad) * factor))
+            box += (min(columns, (x1 + pad) * factor), min(rows, (y1 + pad) * factor))
+            padded.append((box, count, height * factor, upright))
+    regions = [_region(arr, *item) for item in _merge_overlapping(padded, ratio if dense else None)]
+    return [r for r in regions if _line_like(r)]
+
+
+def _inside(box: Box, outer: Box) -> bool:
+    return outer[0] <= box[0] and outer[1] <= box[1] and box[2] <= outer[2] and box[3] <= outer[3]
+
+
+def _line_like(region: Region) -> bool:
+    """A line's short side is a few glyph heights at most (a few merged lines at most)."""
+    short = region.width if region.vertical else region.height
+    return short <= MAX_LINE_HEIGHTS * max(region.line_height, 1) + 8
+
+
+def _glyph_boxes(
+    arr: np.ndarray,
+    factor: int,
+    sensitivity: float = 1.0,
+    window: float | None = None,
+    max_glyph: int | None = None,
+) -> list[Box]:
+    """Glyph-sized stroke components of both polarities, in pixels of ``arr`` pooled by ``factor``.
+
+    ``sensitivity`` scales the contrast thresholds; below 1 (a screen on a reduced-resolution
+    preview whose thin strokes the wavelet low-pass has dimmed, and whose lower grow
+    threshold merges glyphs into lines) every component with a strong pixel counts,
+    whatever its size and shape.
+    """
+    high, low = _pool(arr, factor)
+    if high.dtype.kind != "u":  # signed or float: differences need room
+        high, low = high.astype(np.float32), low.astype(np.float32)
+    p_low, p_high = np.percentile(low[:: max(1, low.shape[0] // 256), :: max(1, low.shape[1] // 256)], (1, 99.5))
+    span = max(float(p_high - p_low), 1.0)
+    if window and window > 1.0:
+        span = min(span, float(window))
+    strong = CONTRAST * span * sensitivity  # a glyph needs one pixel of this top-hat response
+    det_rows, det_columns = high.shape
+    max_height, max_width = max(8, int(0.2 * det_rows)), max(16, int(0.6 * det_columns))
+    if max_glyph is not None:  # image pixels: the same glyph limit whatever the pooling
+        max_height = max(8, min(max_height, max_glyph // factor))
+    # Both polarities feed one grouping: white text also makes dark "gaps" between its
+    # strokes, and the two halves of one line must become one region. Opening never
+    # exceeds its input and closing never falls below it (no underflow in the image's own
+    # unsigned dtype); each is skipped when the erosion (dilation) it starts from already
+    # shows no pixel that could reach ``strong``.
+    boxes = []
+    eroded = _erode(high, TOPHAT_SIZE)
+    if (high - eroded).max() >= strong:
+        boxes += _components(high - _dilate(eroded, TOPHAT_SIZE), span, max_height, max_width, sensitivity)
+    dilated = _dilate(low, TOPHAT_SIZE)
+    if (dilated - low).max() >= strong:
+        boxes += _components(_erode(dilated, TOPHAT_SIZE) - low, span, max_height, max_width, sensitivity)
+    return boxes
+
+
+def preview_has_candidates(preview: np.ndarray, level: int, rows: int, columns: int) -> bool:
+    """Whether the reduced-resolution screen sees any stroke that could be a glyph.
+
+    Pooled to a detection scale at least as fine as the full-resolution detector's, with
+    contrast thresholds scaled by ``PREVIEW_SENSITIVITY`` (the wavelet low-pass of one
+    level leaves a one-pixel line at a quarter of its contrast). Erring towards yes only
+    costs a full decode.
+    """
+    full_factor = max(1, math.ceil(max(rows, columns) / DETECTION_SIDE))
+    factor = max(1, full_factor >> level)
+    return bool(_glyph_boxes(preview, factor, PREVIEW_SENSITIVITY))
+
+
+def _mostly_overlap(a: Box, b: Box) -> bool:
+    """Half the smaller box lies in the other: the two polarities of one line, not two lines."""
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0 or height <= 0:
+        return False
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return width * height >= 0.5 * smaller
+
+
+def _merge_overlapping(items: list[tuple], height_ratio: float | None = None) -> list[tuple]:
+    """Union padded line boxes that mostly overlap, until none do: (box, glyphs, height, upright).
+
+    With ``height_ratio``, only boxes of about the same line height merge.
+    """
+    merged = list(items)
+    changed = True
+    while changed:
+        changed = False
+        out: list[tuple] = []
+        for box, glyphs, height, upright in merged:
+            for k, (other, other_glyphs, other_height, other_upright) in enumerate(out):
+                if _mostly_overlap(box, other) and (
+                    height_ratio is None or max(height, other_height) <= height_ratio * min(height, other_height)
+                ):
+                    union = (min(box[0], other[0]), min(box[1], other[1]), max(box[2], other[2]), max(box[3], other[3]))
+                    keep_upright = upright if glyphs >= other_glyphs else other_upright
+                    out[k] = (union, max(glyphs, other_glyphs), max(height, other_height), keep_upright)
+                    changed = True
+                    break
+            else:
+                out.append((box, glyphs, height, upright))
+        merged = out
+    return merged
+
+
+def _region(arr: np.ndarray, box: Box, glyphs: int, height: int, upright: bool = False) -> Region:
+    """A Region whose polarity comes from its border: the padding ring is background."""
+    x0, y0, x1, y1 = box
+    crop = arr[y0:y1, x0:x1].astype(np.float32)
+    ring = np.concatenate([crop[0], crop[-1], crop[:, 0], crop[:, -1]])
+    ground = float(np.median(ring))
+    low, high = np.percentile(crop, (1, 99))
+    bright = bool(high - ground >= ground - low)
+    return Region(x0, y0, x1, y1, bright=bright, glyphs=glyphs, line_height=max(1, height), vertical=upright)

@@ -1,0 +1,136 @@
+"""Square grey-level filters: min, max, opening, closing; by OpenCV when it is installed.
+
+OpenCV comes with rapidocr (the text detector's model) and computes the same values as
+the numpy fallbacks here and scipy's filters, several times faster. Only the worker-side
+modules (``detection``, ``ocr``) import this one: the client never loads OpenCV.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:  # OpenCV comes with rapidocr (the text detector's model); the numpy filters stand in
+    import cv2
+
+    cv2.setNumThreads(1)  # one core per Dask task, as onnxruntime and Tesseract
+except ImportError:  # pragma: no cover - exercised only without OpenCV
+    cv2 = None
+
+
+def _pool(arr: np.ndarray, factor: int, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Block max and block min: thin strokes survive in one of them whatever their polarity.
+
+    Rows first (elementwise max/min of the ``factor`` rows of each block, contiguous),
+    then columns on the ``factor`` times smaller result, ``chunk`` output rows at a time
+    so a band is still in cache for its second statistic: the image is read once, in its
+    own dtype, with no float copy (measured 25% faster than whole-image passes).
+    """
+    if factor == 1:
+        return arr, arr
+    rows, columns = (arr.shape[0] // factor) * factor, (arr.shape[1] // factor) * factor
+    out_rows = rows // factor
+    high_out = np.empty((out_rows, columns // factor), dtype=arr.dtype)
+    low_out = np.empty_like(high_out)
+    band_high = np.empty((min(chunk, out_rows), columns), dtype=arr.dtype)
+    band_low = np.empty_like(band_high)
+    for start in range(0, out_rows, chunk):
+        n = min(chunk, out_rows - start)
+        block = arr[start * factor : (start + n) * factor, :columns]
+        high, low = band_high[:n], band_low[:n]
+        np.maximum(block[0::factor], block[1::factor], out=high)
+        np.minimum(block[0::factor], block[1::factor], out=low)
+        for i in range(2, factor):
+            np.maximum(high, block[i::factor], out=high)
+            np.minimum(low, block[i::factor], out=low)
+        out_high, out_low = high_out[start : start + n], low_out[start : start + n]
+        np.maximum(high[:, 0::factor], high[:, 1::factor], out=out_high)
+        np.minimum(low[:, 0::factor], low[:, 1::factor], out=out_low)
+        for j in range(2, factor):
+            np.maximum(out_high, high[:, j::factor], out=out_high)
+            np.minimum(out_low, low[:, j::factor], out=out_low)
+    return high_out, low_out
+
+
+def _running(arr: np.ndarray, size: int, axis: int, op: np.ufunc) -> np.ndarray:
+    """A centred running max/min of odd ``size`` along ``axis``, edges repeated.
+
+    Equal to ``scipy.ndimage.maximum_filter1d``/``minimum_filter1d`` with mode "nearest",
+    built by window doubling (a handful of contiguous elementwise ops instead of a
+    per-element sliding window), several times faster on the detection image.
+    """
+    half = size // 2
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (half, half)
+    padded = np.pad(arr, pad, mode="edge")
+    n = arr.shape[axis]
+
+    def cut(a: np.ndarray, start: int, length: int) -> np.ndarray:
+        return a[start : start + length] if axis == 0 else a[:, start : start + length]
+
+    window, current = 1, padded
+    total = padded.shape[axis]
+    while window * 2 <= size:
+        length = total - 2 * window + 1
+        current = op(cut(current, 0, length), cut(current, window, length))
+        window *= 2
+    if window < size:
+        length = total - size + 1
+        current = op(cut(current, 0, length), cut(current, size - window, length))
+    return cut(current, 0, n)
+
+
+#: Dtypes OpenCV's morphology takes; it computes the same square min/max as ``_running``
+#: (replicated border = scipy's "nearest") three times faster on the detection image.
+_CV_DTYPES = frozenset({np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.int16), np.dtype(np.float32)})
+
+
+def _cv_morphology(arr: np.ndarray, size: int, dilate: bool) -> np.ndarray | None:
+    """A square min (max) filter by OpenCV, or None when OpenCV cannot take the array."""
+    if cv2 is None or arr.dtype not in _CV_DTYPES or arr.ndim != 2 or 0 in arr.shape:
+        return None
+    kernel = np.ones((size, size), dtype=np.uint8)
+    op = cv2.dilate if dilate else cv2.erode
+    return op(np.ascontiguousarray(arr), kernel, borderType=cv2.BORDER_REPLICATE)
+
+
+def _erode(arr: np.ndarray, size: int) -> np.ndarray:
+    out = _cv_morphology(arr, size, dilate=False)
+    if out is not None:
+        return out
+    return _running(_running(arr, size, 0, np.minimum), size, 1, np.minimum)
+
+
+def _dilate(arr: np.ndarray, size: int) -> np.ndarray:
+    out = _cv_morphology(arr, size, dilate=True)
+    if out is not None:
+        return out
+    return _running(_running(arr, size, 0, np.maximum), size, 1, np.maximum)
+
+
+def _opening(arr: np.ndarray, size: int) -> np.ndarray:
+    """Grey opening with a square window (min filter, then max filter)."""
+    return _dilate(_erode(arr, size), size)
+
+
+def _closing(arr: np.ndarray, size: int) -> np.ndarray:
+    """Grey closing with a square window (max filter, then min filter)."""
+    return _erode(_dilate(arr, size), size)
+
+
+def _crop_opening(crop: np.ndarray, size: int) -> np.ndarray:
+    """``ndimage.grey_opening(crop, size=(size, size))``, the same values, by OpenCV.
+
+    scipy centres an even window one pixel differently for its dilation (the structuring
+    element is mirrored); the anchors below do the same. Its "reflect" border and
+    OpenCV's replicated one give the same min and max: every reflected pixel is already in
+    the window. Ten times faster on OCR crops of flagged lines.
+    """
+    if cv2 is None or crop.dtype != np.float32 or crop.ndim != 2 or 0 in crop.shape:
+        from scipy import ndimage
+
+        return ndimage.grey_opening(crop, size=(size, size))
+    kernel = np.ones((size, size), dtype=np.uint8)
+    centre = size // 2
+    eroded = cv2.erode(np.ascontiguousarray(crop), kernel, anchor=(centre, centre), borderType=cv2.BORDER_REPLICATE)
+    mirrored = size - 1 - size // 2
+    return cv2.dilate(eroded, kernel, anchor=(mirrored, mirrored), borderType=cv2.BORDER_REPLICATE)

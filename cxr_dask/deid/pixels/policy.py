@@ -1,0 +1,150 @@
+"""Policy: what is blanked. Text, not strokes; markers kept; rules and strict mode.
+
+``decide`` keeps allow-listed words (``rules.PixelOptions``), blanks every candidate line
+where words are read with confidence, blanks whole lines in strict mode and leaves lines
+nothing reads in place, flagged for review. A region with room for two characters at
+most (a side marker, an arrow) is kept without OCR: it cannot identify anybody, and
+Tesseract reads lone letters poorly. Blanking uses the photometric minimum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cxr_dask.deid.pixels.types import Box, Region, Word
+from cxr_dask.deid.rules import PixelOptions
+
+#: Tesseract confidence (0-100) a word needs to count as evidence that a line is text.
+WORD_CONFIDENCE = 60.0
+#: ... and a two-character word this much.
+SURE_CONFIDENCE = 85.0
+#: At least this many one-character words in a row are one letter-spaced word (J O H N).
+LETTER_SPACED_RUN = 3
+#: A word read on a line that is text is blanked when its height is within this factor of
+#: the evidence words' (junk read on anatomy merged into the line is not).
+WORD_HEIGHT_RATIO = 2.0
+
+
+def _letter_spaced(words: list[Word]) -> list[Word]:
+    """Single letters in a row are a word spelled out, never a row of side markers.
+
+    A run of ``LETTER_SPACED_RUN`` or more one-character words on one line loses its
+    allow-listing (``L O R A`` is a name, not the marker L) and counts as read text.
+    """
+    ordered = sorted(words, key=lambda w: (w.x0, w.y0))
+    out: list[Word] = []
+    run: list[Word] = []
+
+    def flush() -> None:
+        if len(run) >= LETTER_SPACED_RUN:
+            out.extend(Word(w.x0, w.y0, w.x1, w.y1, False, w.confidence, w.characters, True, w.symbols) for w in run)
+        else:
+            out.extend(run)
+        run.clear()
+
+    for word in ordered:
+        same_line = run and min(run[-1].y1, word.y1) - max(run[-1].y0, word.y0) > 0
+        if word.characters == 1 and (not run or same_line):
+            run.append(word)
+            continue
+        flush()
+        if word.characters == 1:
+            run.append(word)
+        else:
+            out.append(word)
+    flush()
+    return out
+
+
+def is_evidence(word: Word) -> bool:
+    """A word read with confidence: three letters or digits (two when very sure), mostly
+    alphanumeric, or one letter of a spaced word. Tesseract reads junk on anatomy too,
+    short, symbol-laden and less sure."""
+    if word.confidence < WORD_CONFIDENCE or word.symbols * 3 > word.characters:
+        return False
+    if word.characters == 1:
+        return word.spaced
+    return word.characters >= 3 or word.confidence >= SURE_CONFIDENCE
+
+
+def word_box(word: Word, shape: tuple[int, int]) -> Box:
+    """The word's box grown by a few pixels (anti-aliasing, OCR box jitter), inside the image."""
+    pad = 2 + (word.y1 - word.y0) // 10
+    return (max(0, word.x0 - pad), max(0, word.y0 - pad), min(shape[1], word.x1 + pad), min(shape[0], word.y1 + pad))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What happens to one candidate region: its class, a fixed reason, what is blanked."""
+
+    kind: str  # one of REGION_CLASSES
+    why: str
+    blank: tuple[Box, ...] = ()
+    keep: tuple[Word, ...] = ()
+
+    @property
+    def redacts(self) -> bool:
+        return bool(self.blank)
+
+
+def decide(region: Region, words: list[Word], options: PixelOptions, shape: tuple[int, int]) -> Decision:
+    """Blank text, not strokes: only words on a line with evidence of text are blanked.
+
+    Strict mode blanks the whole region. A region with room for two characters at most is
+    a marker. A line where no word is read with confidence is ``flagged`` and left in
+    place (thin bright anatomy, wires and edges are what nobody can read); the second
+    stage (``textdet``) may still find text there. On a line that is text, every word
+    read that is not allow-listed is blanked, box by box, and allow-listed words stay.
+    """
+    box = region.box
+    if options.strict:
+        return Decision("strict", "strict mode", (box,))
+    if is_small(region):
+        return Decision("marker", "too small to identify")
+    evidence = [w for w in words if is_evidence(w)]
+    if not evidence:
+        return Decision("flagged", "unread candidate")
+    # A line read with confidence (an allow-listed word included) is text: every other word
+    # box of its glyph height on it is text too, however unsure its reading (a name beside
+    # PORTABLE, read at low confidence, stayed readable when only sure words were blanked).
+    height = float(np.median([w.y1 - w.y0 for w in evidence]))
+    blank = tuple(
+        word_box(w, shape)
+        for w in words
+        if not w.allowed
+        and (w.characters or w.symbols)
+        and (is_evidence(w) or height / WORD_HEIGHT_RATIO <= w.y1 - w.y0 <= height * WORD_HEIGHT_RATIO)
+    )
+    if not blank and all(w.allowed for w in words if w.characters or w.symbols):
+        return Decision("marker", "allow-listed", keep=tuple(w for w in words if w.allowed))
+    # The line is text: the whole candidate line goes, allow-listed words restored. Word
+    # boxes alone left text OCR did not box (dark text on a bright label, a second line
+    # of a merged block) readable; the line's box is its glyphs plus a quarter height.
+    return Decision("text", "words read", (box, *blank), tuple(w for w in words if w.allowed))
+
+
+def redact_boxes(arr: np.ndarray, boxes: tuple[Box, ...], keep: tuple[Word, ...], black: int) -> None:
+    """Black out ``boxes`` except the allow-listed words, restored from the original with
+    the margin of a blanked word (OCR boxes cut anti-aliased edges); the first box may be a
+    whole line, the others are words, which stay black wherever a margin overlaps them."""
+    kept = [word_box(w, arr.shape) for w in keep]
+    original = [arr[y0:y1, x0:x1].copy() for x0, y0, x1, y1 in kept]
+    for x0, y0, x1, y1 in boxes:
+        arr[y0:y1, x0:x1] = black
+    for (x0, y0, x1, y1), pixels in zip(kept, original, strict=True):
+        arr[y0:y1, x0:x1] = pixels
+    for x0, y0, x1, y1 in boxes[1:] if keep else ():
+        arr[y0:y1, x0:x1] = black
+
+
+def is_small(region: Region) -> bool:
+    """Room for two characters at most (a side marker, an arrow): identifies nobody, not OCRed.
+
+    Measured in glyph heights, not the region's own height: a block of several short
+    lines (an ultrasound's settings column) is as narrow as a marker but holds words.
+    """
+    if region.vertical:
+        return region.height <= 1.6 * max(region.line_height, region.width / 2)
+    return region.width <= 1.6 * max(region.line_height, region.height / 2)

@@ -10,10 +10,13 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cxr_dask.errors import ConfigError
 from cxr_dask.privacy import quiet_pydicom
+
+if TYPE_CHECKING:
+    from cxr_dask.config import RunConfig, VerifyConfig
 
 PROG = "cxr-dask"
 #: Exit status of a run the store failed (after its retries): rerunning the command resumes it.
@@ -57,7 +60,7 @@ def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads-per-worker", type=_positive_int, help="threads per worker (default 1)")
     parser.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://host:8786")
     parser.add_argument("--partition-size", type=_positive_int, help="files per task (default: automatic)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, help="show a progress bar (default: yes)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,10 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="de-identify INPUT into OUTPUT (MIMIC-CXR layout)")
-    run.add_argument("input", help="folder or URL of the DICOM archive (read only)")
-    run.add_argument("output", help="folder or URL of the research dataset")
-    run.add_argument("--private", required=True, help="folder or URL for the crosswalk, secret and audit (PHI)")
-    run.add_argument("--config", help="TOML or JSON file with run settings (flags win)")
+    run.add_argument("input", nargs="?", help="folder or URL of the DICOM archive (read only)")
+    run.add_argument("output", nargs="?", help="folder or URL of the research dataset")
+    run.add_argument("--private", help="folder or URL for the crosswalk, secret and audit (PHI)")
+    run.add_argument("--config", help="TOML or JSON file with the settings (arguments and flags win)")
     run.add_argument(
         "--storage-options", type=_json_object, help='fsspec options as JSON, e.g. \'{"endpoint_url": "http://..."}\''
     )
@@ -77,11 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_flags(run)
 
     verify = commands.add_parser("verify", help="audit OUTPUT for PHI of INPUT; exit 1 on any finding")
-    verify.add_argument("input", help="folder or URL of the DICOM archive the dataset was made from")
-    verify.add_argument("output", help="folder or URL of the research dataset")
-    verify.add_argument("--private", required=True, help="folder or URL holding the crosswalk")
+    verify.add_argument("input", nargs="?", help="folder or URL of the DICOM archive the dataset was made from")
+    verify.add_argument("output", nargs="?", help="folder or URL of the research dataset")
+    verify.add_argument("--private", help="folder or URL holding the crosswalk")
+    verify.add_argument("--config", help="the run's TOML or JSON file: its locations and [verify] (flags win)")
     verify.add_argument("--storage-options", type=_json_object, help="fsspec options as JSON")
-    verify.add_argument("--max-listed", type=_positive_int, default=50, help="findings listed (default 50)")
+    verify.add_argument("--max-listed", type=_positive_int, help="findings listed (default 50)")
     verify.add_argument("--workers", type=_positive_int, help="read with a LocalCluster of N worker processes")
     verify.add_argument("--scheduler", help="read on an existing Dask cluster, e.g. tcp://host:8786")
     verify.add_argument("--json", metavar="FILE", help="also write the report (findings, notes, counts, files) as JSON")
@@ -118,15 +122,43 @@ def _run_flags(args: argparse.Namespace) -> dict[str, Any]:
         "threads_per_worker": args.threads_per_worker,
         "scheduler": args.scheduler,
         "partition_size": args.partition_size,
-        "progress": False if args.no_progress else None,
+        "progress": args.progress,
     }
 
 
-def _execute(config_flags: dict[str, Any], file_settings: dict[str, Any], report: str | None = None) -> int:
-    from cxr_dask import cluster, lock, storage
-    from cxr_dask.config import build_config
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """``run``'s settings: the ``--config`` file's, then every argument and flag given over them."""
+    from cxr_dask.config import build_config, read_config_file
 
-    config = build_config(file_settings, config_flags)
+    settings = read_config_file(args.config) if args.config else {}
+    flags = _run_flags(args) | {
+        "input": args.input,
+        "output": args.output,
+        "private": args.private,
+        "storage_options": args.storage_options,
+        "report": args.report,
+    }
+    return build_config(settings, flags, source=args.config or "")
+
+
+def verify_config(args: argparse.Namespace) -> VerifyConfig:
+    """``verify``'s settings: the file's locations, storage options and ``[verify]``, then the flags."""
+    from cxr_dask.config import build_verify_config, read_config_file
+
+    settings = read_config_file(args.config) if args.config else {}
+    locations = {
+        "input": args.input,
+        "output": args.output,
+        "private": args.private,
+        "storage_options": args.storage_options,
+    }
+    flags = {"max_listed": args.max_listed, "workers": args.workers, "scheduler": args.scheduler, "json": args.json}
+    return build_verify_config(settings, locations, flags, source=args.config or "")
+
+
+def _execute(config: RunConfig) -> int:
+    from cxr_dask import cluster, lock, storage
+
     # What can refuse the run before any worker starts does: a missing bucket, a wrong
     # endpoint or refused credentials, a PRIVATE in use by another run. The workers then
     # start in the background while this process imports the passes and checks the
@@ -141,11 +173,11 @@ def _execute(config_flags: dict[str, Any], file_settings: dict[str, Any], report
         journal.refuse_other_unfinished(config.private_location, config.input, config.output)
         client = starting.client()
         print(f"dashboard: {client.dashboard_link}", flush=True)
-        with _performance_report(report, config.storage_options):
+        with _performance_report(config.report, config.storage_options):
             summary = pipeline.run(client, config)
     print("\n".join(summary.lines()), flush=True)
-    if report:
-        print(f"performance report: {report}", flush=True)
+    if config.report:
+        print(f"performance report: {config.report}", flush=True)
     if summary.storage_errors:
         print(
             f"{PROG}: {summary.storage_errors} files could not be read or written (storage errors after retries); "
@@ -188,45 +220,39 @@ def _performance_report(target: str | None, storage_options: dict[str, Any]) -> 
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from cxr_dask.config import read_config_file
-
-    settings = read_config_file(args.config) if args.config else {}
-    flags = _run_flags(args) | {
-        "input": args.input,
-        "output": args.output,
-        "private": args.private,
-        "storage_options": args.storage_options,
-    }
-    return _execute(flags, settings, report=args.report)
+    return _execute(run_config(args))
 
 
 def command_verify(args: argparse.Namespace) -> int:
     """Exit 0 when clean, 1 on any finding; the report never prints a PHI value."""
     from cxr_dask.storage import Location
-    from cxr_dask.verify import verify
+    from cxr_dask.verify import OcrSettings, verify
 
-    options = args.storage_options or {}
-    locations = (Location(args.input, options), Location(args.output, options), Location(args.private, options))
-    if args.workers or args.scheduler:
+    config = verify_config(args)
+    settings, options = config.settings, config.storage_options
+    locations = (Location(config.input, options), Location(config.output, options), Location(config.private, options))
+    ocr = OcrSettings(command=settings.ocr_command, timeout=settings.ocr_timeout)
+    if settings.workers or settings.scheduler:
         from cxr_dask import cluster
         from cxr_dask.config import RunConfig
 
-        settings = RunConfig(
-            args.input,
-            args.output,
-            args.private,
-            workers=args.workers or 2,
-            scheduler=args.scheduler,
+        cluster_settings = RunConfig(
+            config.input,
+            config.output,
+            config.private,
+            workers=settings.workers or 2,
+            threads_per_worker=settings.threads_per_worker,
+            scheduler=settings.scheduler,
             dashboard_address=None,
             progress=False,
         )
-        with cluster.connect(settings) as client:
-            report = verify(*locations, client=client)
+        with cluster.connect(cluster_settings) as client:
+            report = verify(*locations, ocr=ocr, client=client, partition_size=settings.partition_size)
     else:
-        report = verify(*locations)
-    print("\n".join(report.lines(args.max_listed)), flush=True)
-    if args.json:
-        report.write_json(args.json)
+        report = verify(*locations, ocr=ocr)
+    print("\n".join(report.lines(settings.max_listed)), flush=True)
+    if settings.json:
+        report.write_json(settings.json)
     return 0 if report.ok else 1
 
 
@@ -277,12 +303,14 @@ def command_demo(args: argparse.Namespace) -> int:
     if not raw.exists():
         corpus = synthesize(str(raw), patients=args.patients, seed=7, burned_in_text=True)
         print(f"synthesized {len(corpus.images)} images of {args.patients} patients into {raw}")
+    from cxr_dask.config import build_config
+
     flags = _run_flags(args) | {
         "input": str(raw),
         "output": str(workdir / "dataset"),
         "private": str(workdir / "private"),
     }
-    return _execute(flags, {})
+    return _execute(build_config({}, flags))
 
 
 COMMANDS = {

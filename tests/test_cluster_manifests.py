@@ -189,7 +189,7 @@ def test_job_command_parses_with_the_cli_parser_and_the_image_runs_it(daskjob):
     assert parsed.command == "run"
     assert parsed.input.startswith("s3://") and parsed.output.startswith("s3://") and parsed.private.startswith("s3://")
     assert parsed.scheduler == OPERATOR_ENV["DASK_SCHEDULER_ADDRESS"]
-    assert parsed.report and parsed.no_progress
+    assert parsed.report and parsed.progress is False
     env_from = {source.get("configMapRef", source.get("secretRef"))["name"] for source in job["envFrom"]}
     assert env_from == {"cxr-dask-params", "cxr-dask-aws"}
 

@@ -45,7 +45,7 @@ def test_config_file_then_flags(tmp_path):
 def test_unknown_config_keys_are_an_error(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text("wrokers = 3\n")
-    with pytest.raises(ConfigError, match=r"unknown config keys.*wrokers"):
+    with pytest.raises(ConfigError, match=r"unknown key 'wrokers' \(did you mean 'workers'\?\)"):
         read_config_file(str(path))
     with pytest.raises(ConfigError, match="not found"):
         read_config_file(str(tmp_path / "missing.toml"))

@@ -131,9 +131,11 @@ def test_clean_mixed_run_has_zero_findings_and_notes_explain_coincidences(mixed,
     if pydicom.dcmread(ct, stop_before_pixels=True).get("Manufacturer") == "GE MEDICAL SYSTEMS":
         assert any(n.attribute == "Manufacturer" and n.category == "place" for n in report.notes)
 
-    report_file = tmp_path / "report.json"
-    args = ["verify", *map(str, (mixed["input"], mixed["output"])), "--private", str(mixed["private"])]
-    assert cli.main([*args, "--json", str(report_file)]) == 0
+    report_file = tmp_path / "report.json"  # the locations and the JSON report from the run's config file
+    settings = tmp_path / "run.toml"
+    locations_of = "".join(f"{key} = {json.dumps(str(mixed[key]))}\n" for key in ("input", "output", "private"))
+    settings.write_text(f"{locations_of}[verify]\njson = {json.dumps(str(report_file))}\n")
+    assert cli.main(["verify", "--config", str(settings)]) == 0
     printed = capsys.readouterr().out
     assert "findings: 0" in printed
     data = json.loads(report_file.read_text())

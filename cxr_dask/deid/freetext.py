@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
+from cxr_dask.settings import doc
+
 #: What a removed token becomes (MIMIC-CXR's reports mark removed PHI this way).
 MARK = "___"
 #: Patients a token must be seen with before it is kept (``freetext.min_patients``).
@@ -338,32 +340,12 @@ def clean_value(text: str, vocabulary: Vocabulary, max_chars: int | None = None)
 
 @dataclass(frozen=True)
 class FreeTextOptions:
-    """``[freetext]`` in a run's config file.
+    """``[freetext]`` in a run's config file (checked against these fields by ``cxr_dask.settings``)."""
 
-    ``min_patients``: k, the patients a token must be seen with to be kept;
-    ``keep``: words the site vouches for, kept even when a name in the archive has them.
-    """
-
-    min_patients: int = DEFAULT_MIN_PATIENTS
-    keep: tuple[str, ...] = ()
-
-
-_OPTION_KEYS = {"min_patients", "keep"}
-
-
-def freetext_options_from(settings: object) -> FreeTextOptions:
-    """``FreeTextOptions`` from the config file's table; unknown keys are an error."""
-    from cxr_dask.errors import ConfigError
-
-    if not isinstance(settings, dict):
-        raise ConfigError("freetext must be a table")
-    unknown = sorted(set(settings) - _OPTION_KEYS)
-    if unknown:
-        raise ConfigError(f"unknown keys in freetext: {', '.join(unknown)}")
-    k = settings.get("min_patients", DEFAULT_MIN_PATIENTS)
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ConfigError("freetext.min_patients must be a whole number of at least 1")
-    keep = settings.get("keep", [])
-    if isinstance(keep, str) or not isinstance(keep, list) or not all(isinstance(w, str) for w in keep):
-        raise ConfigError("freetext.keep must be a list of words")
-    return FreeTextOptions(min_patients=k, keep=tuple(keep))
+    min_patients: int = field(
+        default=DEFAULT_MIN_PATIENTS,
+        metadata=doc("k: distinct patients a token must be seen with to be kept", minimum=1),
+    )
+    keep: tuple[str, ...] = field(
+        default=(), metadata=doc("words the site vouches for, kept even when a name in the archive has them")
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 from pydicom.datadict import dictionary_has_tag, dictionary_keyword, dictionary_VR, tag_for_keyword
 
 from cxr_dask.deid.rules import PixelOptions
+from cxr_dask.settings import doc
 
 TABLE_RESOURCE = "ps3.15-table-e.1-1.json"
 #: Attributes outside Table E.1-1 kept on purpose, each group with its reason.
@@ -84,12 +85,26 @@ class Action(enum.Enum):
     SHIFT_DATE = "S"  # Modified Dates option: shift DA/DT by the patient's offset
 
 
+def _keywords_complaint(keywords: frozenset[str]) -> str | None:
+    unknown = sorted(k for k in keywords if tag_for_keyword(k) is None)
+    return f"not a DICOM keyword: {unknown[0]}" if unknown else None
+
+
 @dataclass(frozen=True)
 class ProfileOptions:
     """The PS3.15 options applied on top of the basic profile."""
 
-    retain_modified_dates: bool = True
-    clean_descriptors: frozenset[str] = DEFAULT_CLEAN_DESCRIPTORS
+    retain_modified_dates: bool = field(
+        default=True,
+        metadata=doc("Retain Longitudinal Temporal Information with Modified Dates: shift dates (false: remove them)"),
+    )
+    clean_descriptors: frozenset[str] = field(
+        default=DEFAULT_CLEAN_DESCRIPTORS,
+        metadata=doc(
+            "keywords the Clean Descriptors option keeps, cleaned (others follow the basic profile)",
+            check=_keywords_complaint,
+        ),
+    )
     #: Clean Pixel Data option (113101): burned-in text found and blacked out.
     pixels: PixelOptions = PixelOptions()  # noqa: RUF009 - frozen, immutable default
 

@@ -13,11 +13,10 @@ Everything here is hashable, so ``PixelOptions`` can sit inside the frozen
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from cxr_dask.errors import ConfigError
+from cxr_dask.settings import doc
 
 #: Annotations that stay in the pixels (compared upper-case, punctuation stripped).
 DEFAULT_ALLOWED = frozenset(
@@ -57,6 +56,14 @@ def normalize_token(token: str) -> str:
     return _STRIP.sub("", token.strip()).upper()
 
 
+def _pattern_complaint(pattern: str) -> str | None:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return "not a valid regular expression"
+    return None
+
+
 @dataclass(frozen=True)
 class RegionRule:
     """Blank ``regions`` (x, y, width, height in pixels) on images from one device.
@@ -66,12 +73,24 @@ class RegionRule:
     image size, as CTP's pixel-anonymizer scripts do. An empty pattern matches anything.
     """
 
-    name: str
-    regions: tuple[tuple[int, int, int, int], ...]
-    manufacturer: str = ""
-    model: str = ""
-    rows: int | None = None
-    columns: int | None = None
+    name: str = field(metadata=doc("the rule's name, in the audit's `rule` column"))
+    regions: tuple[tuple[int, int, int, int], ...] = field(
+        metadata=doc("rectangles to blank, each `[x, y, width, height]` in pixels")
+    )
+    manufacturer: str = field(
+        default="", metadata=doc("regular expression searched in Manufacturer", check=_pattern_complaint)
+    )
+    model: str = field(
+        default="", metadata=doc("regular expression searched in ManufacturerModelName", check=_pattern_complaint)
+    )
+    rows: int | None = field(default=None, metadata=doc("only images of this many rows", minimum=1))
+    columns: int | None = field(default=None, metadata=doc("only images of this many columns", minimum=1))
+
+    def __post_init__(self) -> None:
+        if not self.regions:
+            raise ConfigError("needs at least one region")
+        if any(x < 0 or y < 0 or w < 1 or h < 1 for x, y, w, h in self.regions):
+            raise ConfigError("regions: a negative offset or an empty region")
 
     def matches(self, manufacturer: str, model: str, rows: int, columns: int) -> bool:
         if self.manufacturer and not re.search(self.manufacturer, manufacturer, re.IGNORECASE):
@@ -94,11 +113,25 @@ class PixelOptions:
     but a faint one-pixel stroke loses contrast at half size, so it is off by default.
     """
 
-    enabled: bool = True
-    strict: bool = False
-    jpeg2000_preview: bool = False
-    allowed: frozenset[str] = DEFAULT_ALLOWED
-    rules: tuple[RegionRule, ...] = field(default_factory=tuple)
+    enabled: bool = field(default=True, metadata=doc("false: no text search (containers are still sanitised)"))
+    strict: bool = field(default=False, metadata=doc("blank every detected text region, markers included, without OCR"))
+    jpeg2000_preview: bool = field(
+        default=False, metadata=doc("screen big JPEG 2000 images at half resolution first (faster, less sensitive)")
+    )
+    allowed: frozenset[str] = field(
+        default=DEFAULT_ALLOWED,
+        metadata=doc(
+            "words that may stay in the pixels (replaces the default list)",
+            shown=f"{len(DEFAULT_ALLOWED)} words: `L`, `R`, `AP`, `PA`, `PORTABLE`, `SUPINE`, ...",
+        ),
+    )
+    rules: tuple[RegionRule, ...] = field(
+        default_factory=tuple, metadata=doc("known regions blanked whatever OCR reads (CTP-style)")
+    )
+
+    def __post_init__(self) -> None:
+        # Compared with normalised tokens, so stored normalised ("Portable" -> "PORTABLE").
+        object.__setattr__(self, "allowed", frozenset(normalize_token(word) for word in self.allowed))
 
     def is_allowed(self, token: str) -> bool:
         """True for an allow-listed word or a short symbol-only marker such as an arrow."""
@@ -112,57 +145,3 @@ class PixelOptions:
     def rule_for(self, manufacturer: str, model: str, rows: int, columns: int) -> RegionRule | None:
         """The first rule that matches the device and size, if any."""
         return next((r for r in self.rules if r.matches(manufacturer, model, rows, columns)), None)
-
-
-_OPTION_KEYS = {"enabled", "strict", "jpeg2000_preview", "allowed", "rules"}
-_RULE_KEYS = {"name", "regions", "manufacturer", "model", "rows", "columns"}
-
-
-def _rule_from(entry: Mapping[str, Any], index: int) -> RegionRule:
-    if not isinstance(entry, Mapping):
-        raise ConfigError(f"pixels.rules[{index}] must be a table")
-    unknown = sorted(set(entry) - _RULE_KEYS)
-    if unknown:
-        raise ConfigError(f"unknown keys in pixels.rules[{index}]: {', '.join(unknown)}")
-    regions = []
-    for region in entry.get("regions") or []:
-        if not (isinstance(region, list | tuple) and len(region) == 4 and all(isinstance(v, int) for v in region)):
-            raise ConfigError(f"pixels.rules[{index}].regions: each region is [x, y, width, height] in pixels")
-        x, y, w, h = region
-        if x < 0 or y < 0 or w < 1 or h < 1:
-            raise ConfigError(f"pixels.rules[{index}].regions: negative offset or empty region")
-        regions.append((x, y, w, h))
-    if not regions:
-        raise ConfigError(f"pixels.rules[{index}] needs at least one region")
-    for key in ("manufacturer", "model"):
-        try:
-            re.compile(str(entry.get(key, "")))
-        except re.error:
-            raise ConfigError(f"pixels.rules[{index}].{key} is not a valid regular expression") from None
-    return RegionRule(
-        name=str(entry.get("name") or f"rule{index}"),
-        regions=tuple(regions),
-        manufacturer=str(entry.get("manufacturer", "")),
-        model=str(entry.get("model", "")),
-        rows=entry.get("rows"),
-        columns=entry.get("columns"),
-    )
-
-
-def pixel_options_from(settings: Mapping[str, Any]) -> PixelOptions:
-    """``PixelOptions`` from a config file's ``[pixels]`` table; unknown keys are an error."""
-    if not isinstance(settings, Mapping):
-        raise ConfigError("pixels must be a table")
-    unknown = sorted(set(settings) - _OPTION_KEYS)
-    if unknown:
-        raise ConfigError(f"unknown keys in pixels: {', '.join(unknown)}")
-    allowed: Iterable[str] = settings.get("allowed", DEFAULT_ALLOWED)
-    if isinstance(allowed, str) or not all(isinstance(word, str) for word in allowed):
-        raise ConfigError("pixels.allowed must be a list of words")
-    return PixelOptions(
-        enabled=bool(settings.get("enabled", True)),
-        strict=bool(settings.get("strict", False)),
-        jpeg2000_preview=bool(settings.get("jpeg2000_preview", False)),
-        allowed=frozenset(normalize_token(word) for word in allowed),
-        rules=tuple(_rule_from(entry, i) for i, entry in enumerate(settings.get("rules") or [])),
-    )

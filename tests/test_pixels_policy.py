@@ -225,6 +225,23 @@ def test_text_visible_only_in_the_viewer_window_goes():
     _assert_gone(arr, out, (50, 870, 560, 920), window=window)
 
 
+@pytest.mark.parametrize("windowed", [False, True])
+def test_small_faint_text_goes(windowed):
+    """12-pixel glyphs at a quarter of the range (or 0.22 of the viewer's window): thin
+    anti-aliased strokes are where a glyph is weakest, and a line, like a word read on
+    it, needs one glyph whose stroke reaches glyph contrast along its length."""
+    window = (1100, 1000) if windowed else None
+    if windowed:
+        base = (film(10) // 4 + 600).astype(np.uint16)
+        base = draw_mask(base, lambda d: d.rectangle((900, 40, 960, 200), fill=255), HIGH)
+        arr = _text(base, (60, 880), PHI, 12, 220, blend=True)
+    else:
+        arr = _text(film(5), (60, 880), PHI, 12, HIGH // 4, blend=True)
+    result, out = _cleaned(arr, window=window)
+    assert result.report.count("text"), result.report.regions
+    _assert_gone(arr, out, (50, 870, 300, 900), window=window)
+
+
 @pytest.mark.parametrize("size", [10, 16, 60, 110])
 def test_glyphs_from_small_to_huge_go(size):
     text = "HOLLOWAY" if size > 60 else PHI

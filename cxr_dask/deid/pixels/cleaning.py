@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 
 from cxr_dask.deid.pixels.checks import check_supported
 from cxr_dask.deid.pixels.decoding import decode, j2k_preview, photometric_black
-from cxr_dask.deid.pixels.detection import detect, preview_has_candidates
+from cxr_dask.deid.pixels.detection import detect, preview_has_candidates, stroke_span
 from cxr_dask.deid.pixels.ocr import _read_in_chunks, read_regions
 from cxr_dask.deid.pixels.policy import Decision, decide, is_evidence, is_small, redact_boxes
 from cxr_dask.deid.pixels.types import Box, PixelReport, PixelResult, Region, RegionRecord, box_from_xywh
@@ -69,7 +69,7 @@ def dense_lines(
     ]
     out = []
     unread = []
-    for region, words in zip(found, _read_in_chunks(arr, found, options), strict=True):
+    for region, words in zip(found, _read_in_chunks(arr, found, options, stroke_span(arr, window)), strict=True):
         decision = decide(region, words, options, arr.shape)
         if decision.kind == "text" and 2 * sum(is_evidence(w) for w in words) >= len(words):
             out.append((region, dataclasses.replace(decision, why="words read on a dense page")))
@@ -154,7 +154,8 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
     if regions:
         mark = time.perf_counter()
         to_read = [] if options.strict else [r for r in regions if not is_small(r)]
-        read = dict(zip(to_read, read_regions(arr, to_read, options), strict=True))
+        span = stroke_span(arr, window)
+        read = dict(zip(to_read, read_regions(arr, to_read, options, span), strict=True))
         words = [read.get(region, []) for region in regions]
         report.timings["ocr"] = time.perf_counter() - mark
         if options.strict:
@@ -167,7 +168,7 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
         unread = [i for i, d in enumerate(decisions) if d.kind == "flagged" and regions[i] in read]
         if unread:
             flipped = [dataclasses.replace(regions[i], bright=not regions[i].bright) for i in unread]
-            for i, found in zip(unread, read_regions(arr, flipped, options), strict=True):
+            for i, found in zip(unread, read_regions(arr, flipped, options, span), strict=True):
                 if 2 * sum(is_evidence(w) for w in found) >= len(found) > 0:
                     decisions[i] = decide(regions[i], found, options, arr.shape)
             report.timings["ocr"] = time.perf_counter() - mark

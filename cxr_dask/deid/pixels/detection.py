@@ -26,6 +26,16 @@ TOPHAT_SIZE = 11
 #: pixels) and is grown over pixels that stand out by ``GROW_CONTRAST``.
 CONTRAST = 0.2
 GROW_CONTRAST = 0.1
+#: A candidate line needs one glyph whose stroke is strong along its length: at least
+#: this many of its pixels reach ``CONTRAST``, and this share of the pixels grown around
+#: them. On synthetic films noise spikes on rib ridges and lung edges, and the body's
+#: fall-off at the top and bottom edge, reach it in one or two pixels of a component, or
+#: in a few scattered over a long band (measured: 1-2 of 20-150, 13-33 of 270-520); text
+#: strokes reach it in most of theirs. Weak components still group and merge as before
+#: (dropping them there un-merged anatomy into new candidates on real images and lost
+#: glyphs of small text on a film scan); only lines made of weak ones alone are dropped.
+MIN_STRONG = 3
+STRONG_SHARE = 0.15
 #: JPEG 2000 previews (``decoding.j2k_preview``): contrast thresholds scaled by this (a
 #: one-pixel stroke keeps at least a quarter of its contrast per resolution level dropped).
 PREVIEW_SENSITIVITY = 0.5
@@ -50,12 +60,19 @@ MAX_LINE_HEIGHTS = 12
 
 
 def _components(
-    response: np.ndarray, span: float, max_height: int, max_width: int, sensitivity: float = 1.0
+    response: np.ndarray,
+    span: float,
+    max_height: int,
+    max_width: int,
+    sensitivity: float = 1.0,
+    sure: list[Box] | None = None,
 ) -> list[Box]:
     """Boxes of connected components the size and shape of glyphs (or a few merged glyphs).
 
     A component counts when one of its pixels reaches ``CONTRAST``; an image without such
-    a pixel has no glyph at all and is not labelled (the common no-text case).
+    a pixel has no glyph at all and is not labelled (the common no-text case). Boxes of
+    components strong along their length (``MIN_STRONG``, ``STRONG_SHARE``) also go to
+    ``sure`` when given.
     """
     strong = response >= CONTRAST * span * sensitivity
     if not strong.any():
@@ -65,11 +82,11 @@ def _components(
     labels, count = ndimage.label(response > GROW_CONTRAST * span * sensitivity, structure=np.ones((3, 3), dtype=bool))
     if not count:
         return []
-    peaked = np.zeros(count + 1, dtype=bool)
-    peaked[labels[strong]] = True
-    boxes = []
+    peaks = np.bincount(labels[strong], minlength=count + 1)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1) if sure is not None else peaks
+    boxes: list[Box] = []
     for index, found in enumerate(ndimage.find_objects(labels), start=1):
-        if found is None or not peaked[index]:
+        if found is None or not peaks[index]:
             continue
         ys, xs = found
         h, w = ys.stop - ys.start, xs.stop - xs.start
@@ -81,6 +98,8 @@ def _components(
         if h * w < 6:
             continue
         boxes.append((xs.start, ys.start, xs.stop, ys.stop))
+        if sure is not None and peaks[index] >= max(MIN_STRONG, STRONG_SHARE * sizes[index]):
+            sure.append(boxes[-1])
     return boxes
 
 
@@ -141,7 +160,8 @@ def detect(arr: np.ndarray, window: float | None = None, dense: bool = False) ->
     if min(rows, columns) < factor:  # a line of pixels: pad (a small copy) to one whole block
         pooled = np.pad(arr, ((0, max(0, factor - rows)), (0, max(0, factor - columns))), mode="edge")
     ratio = DENSE_HEIGHT_RATIO if dense else 3.0
-    glyphs = _glyph_boxes(pooled, factor, window=window, max_glyph=DENSE_MAX_GLYPH if dense else None)
+    sure: list[Box] = []
+    glyphs = _glyph_boxes(pooled, factor, window=window, max_glyph=DENSE_MAX_GLYPH if dense else None, sure=sure)
     lines = _group_lines(glyphs, height_ratio=ratio)
     # Glyphs of narrow "lines" (one or two glyphs, or both polarities of one letter) may
     # be letters of a vertical line: stacked close, one after the other.
@@ -161,8 +181,24 @@ def detect(arr: np.ndarray, window: float | None = None, dense: bool = False) ->
             box = (max(0, (x0 - pad) * factor), max(0, (y0 - pad) * factor))
             box += (min(columns, (x1 + pad) * factor), min(rows, (y1 + pad) * factor))
             padded.append((box, count, height * factor, upright))
-    regions = [_region(arr, *item) for item in _merge_overlapping(padded, ratio if dense else None)]
+    # a line of weak components only (noise on a ridge, a ramp at the border) is no text
+    centres = [((x0 + x1) * factor // 2, (y0 + y1) * factor // 2) for x0, y0, x1, y1 in sure]
+    merged = [
+        item
+        for item in _merge_overlapping(padded, ratio if dense else None)
+        if dense or any(item[0][0] <= x < item[0][2] and item[0][1] <= y < item[0][3] for x, y in centres)
+    ]
+    regions = [_region(arr, *item) for item in merged]
     return [r for r in regions if _line_like(r)]
+
+
+def stroke_span(arr: np.ndarray, window: float | None = None) -> float:
+    """The contrast scale glyph contrast is measured against, as the screen measures it:
+    the image's 1-99.5 percentile range, narrowed to the display window when given."""
+    step = (max(1, arr.shape[0] // 256), max(1, arr.shape[1] // 256))
+    p_low, p_high = np.percentile(arr[:: step[0], :: step[1]], (1, 99.5))
+    span = max(float(p_high - p_low), 1.0)
+    return min(span, float(window)) if window and window > 1.0 else span
 
 
 def _inside(box: Box, outer: Box) -> bool:
@@ -181,6 +217,7 @@ def _glyph_boxes(
     sensitivity: float = 1.0,
     window: float | None = None,
     max_glyph: int | None = None,
+    sure: list[Box] | None = None,
 ) -> list[Box]:
     """Glyph-sized stroke components of both polarities, in pixels of ``arr`` pooled by ``factor``.
 
@@ -209,10 +246,10 @@ def _glyph_boxes(
     boxes = []
     eroded = _erode(high, TOPHAT_SIZE)
     if (high - eroded).max() >= strong:
-        boxes += _components(high - _dilate(eroded, TOPHAT_SIZE), span, max_height, max_width, sensitivity)
+        boxes += _components(high - _dilate(eroded, TOPHAT_SIZE), span, max_height, max_width, sensitivity, sure)
     dilated = _dilate(low, TOPHAT_SIZE)
     if (dilated - low).max() >= strong:
-        boxes += _components(_erode(dilated, TOPHAT_SIZE) - low, span, max_height, max_width, sensitivity)
+        boxes += _components(_erode(dilated, TOPHAT_SIZE) - low, span, max_height, max_width, sensitivity, sure)
     return boxes
 
 

@@ -9,6 +9,7 @@ Tesseract reads lone letters poorly. Blanking uses the photometric minimum.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +40,7 @@ def _letter_spaced(words: list[Word]) -> list[Word]:
 
     def flush() -> None:
         if len(run) >= LETTER_SPACED_RUN:
-            out.extend(Word(w.x0, w.y0, w.x1, w.y1, False, w.confidence, w.characters, True, w.symbols) for w in run)
+            out.extend(dataclasses.replace(w, allowed=False, spaced=True) for w in run)
         else:
             out.extend(run)
         run.clear()
@@ -60,9 +61,9 @@ def _letter_spaced(words: list[Word]) -> list[Word]:
 
 def is_evidence(word: Word) -> bool:
     """A word read with confidence: three letters or digits (two when very sure), mostly
-    alphanumeric, or one letter of a spaced word. Tesseract reads junk on anatomy too,
-    short, symbol-laden and less sure."""
-    if word.confidence < WORD_CONFIDENCE or word.symbols * 3 > word.characters:
+    alphanumeric, or one letter of a spaced word, on strokes of glyph contrast. Tesseract
+    reads junk on anatomy too, short, symbol-laden and less sure, and words in noise."""
+    if not word.stroked or word.confidence < WORD_CONFIDENCE or word.symbols * 3 > word.characters:
         return False
     if word.characters == 1:
         return word.spaced

@@ -66,6 +66,7 @@ class Word:
     characters: int = 2
     spaced: bool = False  # one letter of a letter-spaced word
     symbols: int = 0  # other characters read (junk reads of strokes are mostly symbols)
+    stroked: bool = True  # its box holds strokes of glyph contrast (``ocr._stroked``)
 
     @property
     def box(self) -> Box:

@@ -27,7 +27,7 @@ from pydicom.uid import (
 )
 
 from cxr_dask.deid.freetext import WordCounts, patient_hash
-from cxr_dask.deid.header import descriptor_words
+from cxr_dask.deid.header import descriptor_words, get_value
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.deid.wordscan import scan_header
 from cxr_dask.identity import patient_key
@@ -103,7 +103,7 @@ def parse_da(value: object) -> dt.date | None:
 
 
 def _text(ds: pydicom.Dataset, keyword: str) -> str:
-    value = ds.get(keyword, "")
+    value = get_value(ds, keyword, "")
     return str(value).strip() if value is not None else ""
 
 

@@ -40,13 +40,14 @@ from pydicom.datadict import (
     dictionary_keyword,
     dictionary_VR,
     repeater_has_tag,
+    tag_for_keyword,
 )
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element, empty_value_for_VR
 from pydicom.dataset import Dataset
 from pydicom.filereader import ENCODED_VR
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.tag import BaseTag
+from pydicom.tag import _LUT_DESCRIPTOR_TAGS, BaseTag
 from pydicom.uid import UID, UID_dictionary
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 
@@ -576,7 +577,8 @@ def _pydicom_defaults() -> bool:
 
 def _fast_element(tag: int, raw: RawDataElement, ds: Dataset) -> DataElement | None:
     """The element ``convert_raw_data_element`` makes of a plain ASCII value (no ESC) of
-    a ``_FAST_VRS`` or ``_TEXT_VRS`` VR, or None for anything else (pydicom converts it).
+    a ``_FAST_VRS`` or ``_TEXT_VRS`` VR, or of a little-endian US value, or None for
+    anything else (pydicom converts it).
 
     Text VRs are decoded with the character set's first encoding when no ESC is present,
     as pydicom's ``decode_bytes`` does; ``_ascii_safe`` checks that it reads ASCII as
@@ -585,17 +587,24 @@ def _fast_element(tag: int, raw: RawDataElement, ds: Dataset) -> DataElement | N
     ``convert_single_string`` do.
     """
     value = raw.value
-    if value.__class__ is not bytes or not value or raw.length != len(value) or not value.isascii():
+    if value.__class__ is not bytes or not value or raw.length != len(value):
         return None
     vr = raw.VR
     if vr is None:  # implicit: the dictionary's VR, as pydicom's lookup
         vr = _dictionary_vr(tag)
+    if vr != "US" and not value.isascii():
+        return None
     if vr in _FAST_VRS:
         items = value.decode("ascii").rstrip(" \x00").split("\\")
         if vr == "UI":
             converted: object = UID(items[0]) if len(items) == 1 else MultiValue(UID, items)
         else:
             converted = items[0] if len(items) == 1 else MultiValue(str, items)
+    elif vr == "US":
+        if len(value) % 2 or not raw.is_little_endian or tag in _LUT_DESCRIPTOR_TAGS:
+            return None  # pydicom's own handling (a wrong length, a LUT descriptor's sign)
+        numbers = struct.unpack(f"<{len(value) // 2}H", value)
+        converted = numbers[0] if len(numbers) == 1 else list(numbers)
     elif vr in _TEXT_VRS:
         if b"\x1b" in value:
             return None
@@ -612,6 +621,24 @@ def _fast_element(tag: int, raw: RawDataElement, ds: Dataset) -> DataElement | N
     else:
         return None
     return DataElement(raw.tag, vr, converted, raw.value_tell, False, already_converted=True)
+
+
+def get_value(ds: Dataset, keyword: str, default: object = None) -> object:
+    """``ds.get(keyword, default)`` for a data set's own element: the same value, and the
+    same decoded element left in ``ds``, decoded by ``_fast_element`` where it can be."""
+    tag = _keyword_tag(keyword)
+    raw = ds._dict.get(tag) if tag is not None else None
+    if raw.__class__ is RawDataElement and raw.VR != "SQ" and not (tag >> 16) & 1 and _pydicom_defaults():
+        elem = _fast_element(tag, raw, ds)
+        if elem is not None:
+            ds._dict[raw.tag] = elem  # all ``ds[tag]`` does for a public non-SQ element
+            return elem.value
+    return ds.get(keyword, default)
+
+
+@lru_cache(maxsize=1024)
+def _keyword_tag(keyword: str) -> int | None:
+    return tag_for_keyword(keyword)
 
 
 @lru_cache(maxsize=64)

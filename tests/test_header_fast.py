@@ -9,6 +9,7 @@ import io
 import random
 from pathlib import Path
 
+import pydicom
 import pytest
 from dx_header import IDENTITY, make_dx, remap, to_bytes
 
@@ -107,3 +108,32 @@ def test_character_sets_give_the_same_output(charset: str | list[str], monkeypat
     data = to_bytes(ds)
     for options in OPTIONS:
         assert _outcome(data, True, options, monkeypatch) == _outcome(data, False, options, monkeypatch)
+
+
+def _elements(ds) -> list[tuple]:
+    """Each element as stored: tag, class, VR, raw length, value (a sequence: its size)."""
+    out = []
+    for tag, elem in ds._dict.items():
+        value = elem.value
+        shown = value if value is None or isinstance(value, (bytes, str, int)) else len(value)
+        out.append((int(tag), type(elem).__name__, elem.VR, getattr(elem, "length", None), shown))
+    return out
+
+
+def test_fast_read_is_dcmreads_dataset(files) -> None:
+    """``header.fast_read`` gives what ``dcmread`` gives (elements as stored, encoding,
+    character set, preamble, file meta) or nothing, for the common files nearly always."""
+    read = 0
+    for path in files:
+        with open(path, "rb") as handle:
+            ds = header.fast_read(handle)
+            assert ds is not None or handle.tell() == 0
+        if ds is None:
+            continue
+        read += 1
+        reference = pydicom.dcmread(path)
+        assert _elements(ds) == _elements(reference), path.name
+        assert ds.original_encoding == reference.original_encoding
+        assert ds.original_character_set == reference.original_character_set
+        assert (ds.preamble, ds.file_meta) == (reference.preamble, reference.file_meta)
+    assert read > 200

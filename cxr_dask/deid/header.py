@@ -33,8 +33,10 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from typing import IO
 
 import pydicom
+from pydicom.charset import convert_encodings
 from pydicom.datadict import (
     dictionary_has_tag,
     dictionary_keyword,
@@ -43,13 +45,14 @@ from pydicom.datadict import (
     tag_for_keyword,
 )
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element, empty_value_for_VR
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileDataset
 from pydicom.filereader import ENCODED_VR
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import _LUT_DESCRIPTOR_TAGS, BaseTag
-from pydicom.uid import UID, UID_dictionary
+from pydicom.uid import UID, ExplicitVRLittleEndian, UID_dictionary
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
+from pydicom.values import convert_string
 
 from cxr_dask import encode
 from cxr_dask.deid import freetext
@@ -751,6 +754,89 @@ def _fast_elements(data: bytes, pos: int, end: int | None, encodings: list[str],
     if pos != end:
         raise ValueError("an element overruns its item")
     return elements, pos
+
+
+#: Files up to this size may be read by ``fast_read`` (read whole, then sliced: a large
+#: file keeps pydicom's reader, which reads its pixel data into one buffer).
+FAST_READ_MAX_BYTES = 4 << 20
+
+
+def fast_read(fileobj: IO[bytes]) -> FileDataset | None:
+    """``dcmread(fileobj)`` of a small explicit VR little-endian Part 10 file: the same
+    FileDataset, its preamble, file meta and command set read by pydicom's own functions
+    and its body by ``_fast_dataset``; None (``fileobj`` back where it was) for anything
+    else, or anything the body's reader would treat specially, or a customized pydicom."""
+    from pydicom.filereader import _read_command_set_elements, _read_file_meta_info, read_preamble
+
+    start = fileobj.tell()
+    if not _pydicom_defaults():
+        return None
+    try:
+        preamble = read_preamble(fileobj, False)
+        file_meta = _read_file_meta_info(fileobj)
+        command_set = _read_command_set_elements(fileobj)
+        if command_set or file_meta.get("TransferSyntaxUID") != ExplicitVRLittleEndian:
+            raise ValueError("not the common case")
+        base = fileobj.tell()
+        data = fileobj.read(FAST_READ_MAX_BYTES + 1)
+        if not data or len(data) > FAST_READ_MAX_BYTES:
+            raise ValueError("empty or large")
+        elements, encoding = _fast_dataset(data, base)
+    except Exception:
+        fileobj.seek(start)
+        return None
+    dataset = Dataset(elements)
+    dataset.set_original_encoding(False, True, encoding)
+    ds = FileDataset(fileobj, dataset, preamble, file_meta, False, True)
+    ds.set_original_encoding(False, True, dataset._character_set)
+    return ds
+
+
+def _fast_dataset(data: bytes, base: int) -> tuple[dict, str | list[str]]:
+    """A data set's elements as pydicom's ``read_dataset`` reads them from ``data`` (which
+    starts at file position ``base``) and its encoding; ValueError where it would differ."""
+    elements: dict = {}
+    unpack = struct.unpack_from
+    size, pos = len(data), 0
+    encoding: str | list[str] = pydicom.charset.default_encoding
+    while size - pos >= 8:
+        group, element = unpack("<HH", data, pos)
+        tag = group << 16 | element
+        if group == 0xFFFE:
+            raise ValueError("an item or delimiter tag")
+        vr = _ENCODED_VRS.get(data[pos + 4 : pos + 6])
+        if vr is None:
+            raise ValueError("no known VR")
+        if vr in _LONG_LENGTH_VRS:
+            (length,) = unpack("<I", data, pos + 8)
+            pos += 12
+        else:
+            (length,) = unpack("<H", data, pos + 6)
+            pos += 8
+        key = BaseTag(tag)
+        if length == _UNDEFINED:
+            if vr != "SQ":
+                raise ValueError("an undefined length that is not a sequence")
+            value_tell = base + pos
+            items, pos = _fast_items(data, pos, None, encoding, base)
+            sequence = Sequence(items)
+            sequence.is_undefined_length = True
+            elements[key] = DataElement(key, vr, sequence, value_tell, is_undefined_length=True)
+            continue
+        if pos + length > size:
+            raise ValueError("a value past the end")
+        value = data[pos : pos + length] if length else empty_value_for_VR(vr, raw=True)
+        if tag == 0x00080005:
+            encoding = convert_encodings(convert_string(value or b"", True))
+        elements[key] = RawDataElement(key, vr, length, value, base + pos, False, True)
+        pos += length
+    if pos != size:
+        raise ValueError("bytes after the last element")  # pydicom ignores them: not here
+    charset = elements.get(0x00080005)
+    final: str | list[str] = pydicom.charset.default_encoding
+    if charset is not None:
+        final = convert_encodings(convert_raw_data_element(charset).value)
+    return elements, final
 
 
 # ---------------------------------------------------------------------------- the walk

@@ -28,6 +28,7 @@ only shorten a value, so the VR length limit always holds.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import re
 import struct
 from collections.abc import Callable, Iterable
@@ -778,9 +779,13 @@ def fast_read(fileobj: IO[bytes]) -> FileDataset | None:
         if command_set or file_meta.get("TransferSyntaxUID") != ExplicitVRLittleEndian:
             raise ValueError("not the common case")
         base = fileobj.tell()
-        data = fileobj.read(FAST_READ_MAX_BYTES + 1)
-        if not data or len(data) > FAST_READ_MAX_BYTES:
+        end = fileobj.seek(0, io.SEEK_END)
+        fileobj.seek(base)
+        if not base < end <= base + FAST_READ_MAX_BYTES:
             raise ValueError("empty or large")
+        data = fileobj.read(end - base)  # sized: a read of more allocates that much
+        if len(data) != end - base:
+            raise ValueError("the file changed")
         elements, encoding = _fast_dataset(data, base)
     except Exception:
         fileobj.seek(start)

@@ -3,7 +3,11 @@
 One walk over the dataset, recursing into every sequence item: each element gets the
 action the resolved table (``profile``) or the fallback rules below give it. Elements
 whose value does not matter to the decision are never decoded (they stay raw and are
-written back byte for byte), and PixelData is never touched.
+written back byte for byte), and PixelData is never touched. Values and sequences that
+are decoded are, in the common cases, decoded here from their bytes into the very
+elements pydicom's conversion makes (``_fast_element``, ``_fast_sequence``; small files
+are read the same way, ``fast_read``), pydicom's generic machinery being most of a small
+file's cost; anything else is left to pydicom (tests/test_header_fast.py).
 
 Nothing here puts a header value into an exception message or a log: a
 ``QuarantineError`` carries a reason class and at most a keyword or tag.

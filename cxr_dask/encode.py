@@ -27,6 +27,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset, validate_file_meta
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_dataset, writers
+from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR, EXPLICIT_VR_LENGTH_32
@@ -230,18 +231,20 @@ def _write_decoded(fp: DicomBytesIO, tag: int, elem: DataElement, encodings: lis
     implicit = fp.is_implicit_VR
     if tag == PIXEL_DATA or vr not in _PLAIN_VRS or elem.is_buffered:
         return False
-    buffer = DicomBytesIO()
-    buffer.is_little_endian = fp.is_little_endian
-    buffer.is_implicit_VR = implicit
-    if not elem.is_empty:
-        fn, param = writers[vr]
-        if vr in CUSTOMIZABLE_CHARSET_VR:
-            fn(buffer, elem, encodings=encodings)
-        elif param is not None:
-            fn(buffer, elem, param)
-        else:
-            fn(buffer, elem)
-    value = buffer.getvalue()
+    value = _ascii_string(vr, elem.value, encodings) if not elem.is_empty else b""
+    if value is None:
+        buffer = DicomBytesIO()
+        buffer.is_little_endian = fp.is_little_endian
+        buffer.is_implicit_VR = implicit
+        if not elem.is_empty:
+            fn, param = writers[vr]
+            if vr in CUSTOMIZABLE_CHARSET_VR:
+                fn(buffer, elem, encodings=encodings)
+            elif param is not None:
+                fn(buffer, elem, param)
+            else:
+                fn(buffer, elem)
+        value = buffer.getvalue()
     undefined = elem.is_undefined_length
     group, element = tag >> 16, tag & 0xFFFF
     if implicit:
@@ -257,6 +260,37 @@ def _write_decoded(fp: DicomBytesIO, tag: int, elem: DataElement, encodings: lis
     if undefined:
         fp.write(_SEQUENCE_DELIMITER)
     return True
+
+
+#: VRs pydicom writes with ``write_string`` (DA, DT, TM: when their values are strings),
+#: encoded in the default encoding whatever the character set; UI is padded with NUL.
+_DEFAULT_STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI"})
+#: Text VRs (``write_text``), and the first encodings in which ``encode_string`` writes
+#: ASCII text as itself (plain codecs: no custom encoder, no escape sequence added).
+_TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UC", "UT"})
+_PLAIN_ENCODINGS = frozenset({"iso8859", "latin_1", "UTF8", "utf_8", "ascii"})
+
+
+def _ascii_string(vr: str, value: object, encodings: list[str]) -> bytes | None:
+    """The value bytes pydicom's writer makes of ASCII string values of the VRs above
+    (values joined by backslashes, padded to even length), or None: the writer runs."""
+    if vr in _DEFAULT_STRING_VRS:
+        pad = "\x00" if vr == "UI" else " "
+    elif vr in _TEXT_VRS and encodings and encodings[0] in _PLAIN_ENCODINGS:
+        pad = " "
+    else:
+        return None
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, (MultiValue, list, tuple)) and all(isinstance(item, str) for item in value):
+        text = "\\".join(value)
+    else:
+        return None
+    if not text.isascii():
+        return None
+    if len(text) % 2:
+        text += pad
+    return text.encode("ascii")
 
 
 def _raw_header(tag: int, elem: RawDataElement, implicit: bool) -> bytes | None:

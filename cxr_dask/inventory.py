@@ -27,7 +27,7 @@ from pydicom.uid import (
 )
 
 from cxr_dask.deid.freetext import WordCounts, patient_hash
-from cxr_dask.deid.header import descriptor_words
+from cxr_dask.deid.header import descriptor_words, fast_read, get_value
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.deid.wordscan import scan_header
 from cxr_dask.identity import patient_key
@@ -103,7 +103,7 @@ def parse_da(value: object) -> dt.date | None:
 
 
 def _text(ds: pydicom.Dataset, keyword: str) -> str:
-    value = ds.get(keyword, "")
+    value = get_value(ds, keyword, "")
     return str(value).strip() if value is not None else ""
 
 
@@ -135,6 +135,10 @@ def read_dicom(handle: IO[bytes], **kwargs: Any) -> pydicom.Dataset:
     without both UIDs raises InvalidDicomError (``not_dicom``): ``force`` parses any
     bytes, and nothing but the UIDs shows that they were a DICOM data set.
     """
+    if not kwargs:
+        ds = fast_read(handle)  # a small explicit VR little-endian file, as dcmread reads it
+        if ds is not None:
+            return ds
     try:
         return pydicom.dcmread(handle, **kwargs)
     except InvalidDicomError:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pydicom
 
-from cxr_dask.deid.header import HeaderReport
+from cxr_dask.deid.header import HeaderReport, get_value
 from cxr_dask.deid.pixels import REGION_CLASSES, PixelReport
 
 METADATA_SCHEMA = pa.schema(
@@ -123,12 +123,12 @@ def metadata_row(ds: pydicom.Dataset, dicom_id: str, subject_id: int, study_id: 
         "dicom_id": dicom_id,
         "subject_id": subject_id,
         "study_id": study_id,
-        "PerformedProcedureStepDescription": _str_or_none(ds.get("PerformedProcedureStepDescription")),
-        "ViewPosition": _str_or_none(ds.get("ViewPosition")),
-        "Rows": _int_or_none(ds.get("Rows")),
-        "Columns": _int_or_none(ds.get("Columns")),
-        "StudyDate": _int_or_none(ds.get("StudyDate")),
-        "StudyTime": _float_or_none(ds.get("StudyTime")),
+        "PerformedProcedureStepDescription": _str_or_none(get_value(ds, "PerformedProcedureStepDescription")),
+        "ViewPosition": _str_or_none(get_value(ds, "ViewPosition")),
+        "Rows": _int_or_none(get_value(ds, "Rows")),
+        "Columns": _int_or_none(get_value(ds, "Columns")),
+        "StudyDate": _int_or_none(get_value(ds, "StudyDate")),
+        "StudyTime": _float_or_none(get_value(ds, "StudyTime")),
         "ProcedureCodeSequence_CodeMeaning": _first_code_meaning(ds, "ProcedureCodeSequence"),
         "ViewCodeSequence_CodeMeaning": _first_code_meaning(ds, "ViewCodeSequence"),
         "PatientOrientationCodeSequence_CodeMeaning": _first_code_meaning(ds, "PatientOrientationCodeSequence"),

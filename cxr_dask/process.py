@@ -22,7 +22,7 @@ from pydicom.uid import ExplicitVRBigEndian
 from cxr_dask import encode, review, storage
 from cxr_dask.deid import containers, decoders, pixels
 from cxr_dask.deid.freetext import shipped_vocabulary
-from cxr_dask.deid.header import FileIdentity, HeaderReport, deidentify_header
+from cxr_dask.deid.header import FileIdentity, HeaderReport, deidentify_header, get_value
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.errors import QuarantineError
 from cxr_dask.identity import IdentityMap, patient_key, study_key
@@ -71,7 +71,7 @@ class ReviewItem:
 
 
 def _text(ds: pydicom.Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
+    value = get_value(ds, keyword)
     return str(value).strip() if value is not None else ""
 
 

@@ -41,6 +41,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import UID
 
+from cxr_dask.deid.header import get_value
 from cxr_dask.errors import QuarantineError
 
 JPEG_SYNTAXES = frozenset(
@@ -161,7 +162,7 @@ _READS = (
 
 
 def _int(ds: Dataset, keyword: str, default: int | None = None) -> int:
-    value = ds.get(keyword)
+    value = get_value(ds, keyword)
     if value is None or value == "":
         if default is None:
             raise QuarantineError("undecodable_pixel_data", keyword)
@@ -179,7 +180,7 @@ def native_lengths(ds: Dataset, frames: int) -> tuple[int, int]:
     if rows <= 0 or columns <= 0 or samples <= 0 or allocated <= 0:
         raise QuarantineError("undecodable_pixel_data", "Rows")
     frame_bits = rows * columns * samples * allocated
-    if str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
+    if str(get_value(ds, "PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
         frame_bits = frame_bits * 2 // 3  # two chroma samples shared by each pair of pixels
     return (frame_bits * frames + 7) // 8, (frame_bits + 7) // 8
 
@@ -211,10 +212,10 @@ def _clear_high_bits(ds: Dataset, data: bytes, expected: int, little: bool) -> b
         return None
     if stored <= 0:
         raise QuarantineError("undecodable_pixel_data", "BitsStored")
-    high_bit = ds.get("HighBit")
+    high_bit = get_value(ds, "HighBit")
     if high_bit not in (None, "") and int(high_bit) != stored - 1:
         raise QuarantineError("unsupported_pixels", "HighBit")  # values not in the low bits
-    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    signed = int(get_value(ds, "PixelRepresentation", 0) or 0) == 1
     order = "<" if little else ">"
     unsigned_type = np.dtype(f"{order}u{allocated // 8}")
     view = np.frombuffer(data, dtype=unsigned_type, count=expected // unsigned_type.itemsize)

@@ -3,7 +3,11 @@
 One walk over the dataset, recursing into every sequence item: each element gets the
 action the resolved table (``profile``) or the fallback rules below give it. Elements
 whose value does not matter to the decision are never decoded (they stay raw and are
-written back byte for byte), and PixelData is never touched.
+written back byte for byte), and PixelData is never touched. Values and sequences that
+are decoded are, in the common cases, decoded here from their bytes into the very
+elements pydicom's conversion makes (``_fast_element``, ``_fast_sequence``; small files
+are read the same way, ``fast_read``), pydicom's generic machinery being most of a small
+file's cost; anything else is left to pydicom (tests/test_header_fast.py).
 
 Nothing here puts a header value into an exception message or a log: a
 ``QuarantineError`` carries a reason class and at most a keyword or tag.
@@ -28,26 +32,32 @@ only shorten a value, so the VR length limit always holds.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import re
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from typing import IO
 
 import pydicom
+from pydicom.charset import convert_encodings
 from pydicom.datadict import (
     dictionary_has_tag,
     dictionary_keyword,
     dictionary_VR,
     repeater_has_tag,
+    tag_for_keyword,
 )
-from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
-from pydicom.dataset import Dataset
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element, empty_value_for_VR
+from pydicom.dataset import Dataset, FileDataset
+from pydicom.filereader import ENCODED_VR
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.tag import BaseTag
-from pydicom.uid import UID, UID_dictionary
-from pydicom.valuerep import VR
+from pydicom.tag import _LUT_DESCRIPTOR_TAGS, BaseTag
+from pydicom.uid import UID, ExplicitVRLittleEndian, UID_dictionary
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
+from pydicom.values import convert_string
 
 from cxr_dask import encode
 from cxr_dask.deid import freetext
@@ -543,6 +553,301 @@ def _empty_value(vr: str) -> object:
     return None
 
 
+# ------------------------------------------------------------- decoding without pydicom
+
+#: VRs whose values pydicom decodes with its default encoding whatever the character
+#: set, as ``multi_string`` does (``convert_string``, ``convert_UI``): trailing spaces and
+#: NULs dropped, split at backslashes. Date and time conversion stays off (pydicom's
+#: default), so DA, DT and TM values are plain strings too.
+_FAST_VRS = frozenset({"AS", "CS", "DA", "DT", "TM", "UI"})
+#: The VRs pydicom's reader knows, by their bytes, and those with a 32-bit length.
+_ENCODED_VRS = {vr: vr.decode() for vr in ENCODED_VR if len(vr) == 2}
+_LONG_LENGTH_VRS = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+
+
+def _pydicom_defaults() -> bool:
+    """pydicom decodes as the fast paths assume: no callback or hook of its own replaced,
+    no date/time objects, empty text as ''. Anything else takes pydicom's conversion."""
+    from pydicom import config, hooks
+
+    return (
+        config.data_element_callback is None
+        and not config.datetime_conversion
+        and not config.use_none_as_empty_text_VR_value
+        and config.replace_un_with_known_vr
+        and hooks.hooks.raw_element_vr is hooks.raw_element_vr
+        and hooks.hooks.raw_element_value is hooks.raw_element_value
+        and not hooks.hooks.raw_element_kwargs
+        and config.settings.reading_validation_mode != config.RAISE
+    )
+
+
+def _fast_element(tag: int, raw: RawDataElement, ds: Dataset) -> DataElement | None:
+    """The element ``convert_raw_data_element`` makes of a plain ASCII value (no ESC) of
+    a ``_FAST_VRS`` or ``_TEXT_VRS`` VR, or of a little-endian US value, or None for
+    anything else (pydicom converts it).
+
+    Text VRs are decoded with the character set's first encoding when no ESC is present,
+    as pydicom's ``decode_bytes`` does; ``_ascii_safe`` checks that it reads ASCII as
+    itself. Multi-valued text is split at backslashes (LO, SH, UC) or not (ST, LT, UT),
+    and each value loses trailing spaces and NULs, as ``convert_text`` and
+    ``convert_single_string`` do.
+    """
+    value = raw.value
+    if value.__class__ is not bytes or not value or raw.length != len(value):
+        return None
+    vr = raw.VR
+    if vr is None:  # implicit: the dictionary's VR, as pydicom's lookup
+        vr = _dictionary_vr(tag)
+    if vr != "US" and not value.isascii():
+        return None
+    if vr in _FAST_VRS:
+        items = value.decode("ascii").rstrip(" \x00").split("\\")
+        if vr == "UI":
+            converted: object = UID(items[0]) if len(items) == 1 else MultiValue(UID, items)
+        else:
+            converted = items[0] if len(items) == 1 else MultiValue(str, items)
+    elif vr == "US":
+        if len(value) % 2 or not raw.is_little_endian or tag in _LUT_DESCRIPTOR_TAGS:
+            return None  # pydicom's own handling (a wrong length, a LUT descriptor's sign)
+        numbers = struct.unpack(f"<{len(value) // 2}H", value)
+        converted = numbers[0] if len(numbers) == 1 else list(numbers)
+    elif vr in _TEXT_VRS:
+        if b"\x1b" in value:
+            return None
+        encodings = ds.original_character_set or ds._character_set
+        first = encodings if isinstance(encodings, str) else (encodings or [pydicom.charset.default_encoding])[0]
+        if not _ascii_safe(first):
+            return None
+        text = value.decode("ascii")
+        if vr in ("ST", "LT", "UT"):
+            converted = text.rstrip("\x00 ")
+        else:
+            items = [item.rstrip("\x00 ") for item in text.split("\\")]
+            converted = items[0] if len(items) == 1 else MultiValue(str, items)
+    else:
+        return None
+    return DataElement(raw.tag, vr, converted, raw.value_tell, False, already_converted=True)
+
+
+def get_value(ds: Dataset, keyword: str, default: object = None) -> object:
+    """``ds.get(keyword, default)`` for a data set's own element: the same value, and the
+    same decoded element left in ``ds``, decoded by ``_fast_element`` where it can be."""
+    tag = _keyword_tag(keyword)
+    raw = ds._dict.get(tag) if tag is not None else None
+    if raw.__class__ is RawDataElement and raw.VR != "SQ" and not (tag >> 16) & 1 and _pydicom_defaults():
+        elem = _fast_element(tag, raw, ds)
+        if elem is not None:
+            ds._dict[raw.tag] = elem  # all ``ds[tag]`` does for a public non-SQ element
+            return elem.value
+    return ds.get(keyword, default)
+
+
+@lru_cache(maxsize=1024)
+def _keyword_tag(keyword: str) -> int | None:
+    return tag_for_keyword(keyword)
+
+
+@lru_cache(maxsize=64)
+def _ascii_safe(encoding: str) -> bool:
+    """Python's codec ``encoding`` reads every ASCII byte but ESC as that character."""
+    ascii_bytes = bytes(c for c in range(128) if c != 0x1B)
+    try:
+        return ascii_bytes.decode(encoding) == ascii_bytes.decode("ascii")
+    except (LookupError, UnicodeError):
+        return False
+
+
+def _fast_sequence(ds: Dataset, raw: RawDataElement) -> DataElement | None:
+    """The SQ element ``convert_raw_data_element`` makes of an explicit VR little-endian
+    sequence, its items read from the bytes without pydicom's file reader; None for
+    anything its reader would treat specially (an empty item, a delimiter inside a
+    defined length, an undefined-length value other than a sequence, an item's own
+    character set, an unknown VR): pydicom then reads it."""
+    value = raw.value
+    if raw.is_implicit_VR or not raw.is_little_endian or value.__class__ is not bytes:
+        return None
+    if not value or raw.length != len(value):
+        return None  # pydicom makes an empty list of an empty value
+    charset = ds.original_character_set or ds._character_set
+    encodings = charset or [pydicom.charset.default_encoding]
+    if isinstance(encodings, str):
+        encodings = [encodings]
+    try:
+        items, _ = _fast_items(value, 0, len(value), encodings, raw.value_tell)
+    except (ValueError, struct.error):
+        return None
+    sequence = Sequence(items)
+    sequence.is_undefined_length = False
+    return DataElement(raw.tag, "SQ", sequence, raw.value_tell, False, already_converted=True)
+
+
+def _fast_items(data: bytes, pos: int, end: int | None, encodings: list[str], offset: int) -> tuple[list, int]:
+    """A sequence's items as pydicom's ``read_sequence`` builds them (``end`` None:
+    undefined length, up to its delimiter); raises ValueError where it would differ."""
+    items = []
+    unpack = struct.unpack_from
+    while end is None or pos < end:
+        group, element, length = unpack("<HHI", data, pos)
+        tag, start = group << 16 | element, pos
+        pos += 8
+        if tag == _SEQUENCE_END:
+            if end is not None:
+                raise ValueError("a delimiter inside a defined length")
+            return items, pos
+        if tag != _ITEM or length == 0:
+            raise ValueError("not an item, or an empty one")
+        if length == _UNDEFINED:
+            elements, pos = _fast_elements(data, pos, None, encodings)
+        else:
+            elements, after = _fast_elements(data, pos, pos + length, encodings)
+            pos = after
+        item = Dataset(elements, parent_encoding=encodings)
+        item.set_original_encoding(False, True, encodings)
+        object.__setattr__(item, "is_undefined_length_sequence_item", length == _UNDEFINED)
+        object.__setattr__(item, "seq_item_tell", start + offset)
+        object.__setattr__(item, "file_tell", start + offset)
+        items.append(item)
+    if pos != end:
+        raise ValueError("an item overruns its sequence")
+    return items, pos
+
+
+def _fast_elements(data: bytes, pos: int, end: int | None, encodings: list[str], depth: int = 0) -> tuple[dict, int]:
+    """One item's elements (see ``_fast_items``): raw, as pydicom's reader yields them."""
+    if depth > MAX_DEPTH:
+        raise ValueError("too deep")
+    elements: dict = {}
+    unpack = struct.unpack_from
+    size = len(data)
+    first = True
+    while end is None or pos < end:
+        group, element = unpack("<HH", data, pos)
+        tag = group << 16 | element
+        if tag == _ITEM_END:
+            if end is not None or first:
+                raise ValueError("a delimiter inside a defined length, or an empty item")
+            return elements, pos + 8
+        if group == 0xFFFE or tag == 0x00080005:
+            raise ValueError("an item or delimiter tag, or the item's own character set")
+        vr = _ENCODED_VRS.get(data[pos + 4 : pos + 6])
+        if vr is None:
+            raise ValueError("no known VR")
+        if vr in _LONG_LENGTH_VRS:
+            (length,) = unpack("<I", data, pos + 8)
+            pos += 12
+        else:
+            (length,) = unpack("<H", data, pos + 6)
+            pos += 8
+        first = False
+        key = BaseTag(tag)
+        if length == _UNDEFINED:
+            if vr != "SQ":
+                raise ValueError("an undefined length that is not a sequence")
+            value_tell = pos
+            items, pos = _fast_items(data, pos, None, encodings, 0)
+            sequence = Sequence(items)
+            sequence.is_undefined_length = True
+            elements[key] = DataElement(key, vr, sequence, value_tell, is_undefined_length=True)
+            continue
+        if pos + length > size or vr == "UN":
+            raise ValueError("a value past the end, or an unknown one")
+        value = data[pos : pos + length] if length else empty_value_for_VR(vr, raw=True)
+        elements[key] = RawDataElement(key, vr, length, value, pos, False, True)
+        pos += length
+    if pos != end:
+        raise ValueError("an element overruns its item")
+    return elements, pos
+
+
+#: Files up to this size may be read by ``fast_read`` (read whole, then sliced: a large
+#: file keeps pydicom's reader, which reads its pixel data into one buffer).
+FAST_READ_MAX_BYTES = 4 << 20
+
+
+def fast_read(fileobj: IO[bytes]) -> FileDataset | None:
+    """``dcmread(fileobj)`` of a small explicit VR little-endian Part 10 file: the same
+    FileDataset, its preamble, file meta and command set read by pydicom's own functions
+    and its body by ``_fast_dataset``; None (``fileobj`` back where it was) for anything
+    else, or anything the body's reader would treat specially, or a customized pydicom."""
+    from pydicom.filereader import _read_command_set_elements, _read_file_meta_info, read_preamble
+
+    start = fileobj.tell()
+    if not _pydicom_defaults():
+        return None
+    try:
+        preamble = read_preamble(fileobj, False)
+        file_meta = _read_file_meta_info(fileobj)
+        command_set = _read_command_set_elements(fileobj)
+        if command_set or file_meta.get("TransferSyntaxUID") != ExplicitVRLittleEndian:
+            raise ValueError("not the common case")
+        base = fileobj.tell()
+        end = fileobj.seek(0, io.SEEK_END)
+        fileobj.seek(base)
+        if not base < end <= base + FAST_READ_MAX_BYTES:
+            raise ValueError("empty or large")
+        data = fileobj.read(end - base)  # sized: a read of more allocates that much
+        if len(data) != end - base:
+            raise ValueError("the file changed")
+        elements, encoding = _fast_dataset(data, base)
+    except Exception:
+        fileobj.seek(start)
+        return None
+    dataset = Dataset(elements)
+    dataset.set_original_encoding(False, True, encoding)
+    ds = FileDataset(fileobj, dataset, preamble, file_meta, False, True)
+    ds.set_original_encoding(False, True, dataset._character_set)
+    return ds
+
+
+def _fast_dataset(data: bytes, base: int) -> tuple[dict, str | list[str]]:
+    """A data set's elements as pydicom's ``read_dataset`` reads them from ``data`` (which
+    starts at file position ``base``) and its encoding; ValueError where it would differ."""
+    elements: dict = {}
+    unpack = struct.unpack_from
+    size, pos = len(data), 0
+    encoding: str | list[str] = pydicom.charset.default_encoding
+    while size - pos >= 8:
+        group, element = unpack("<HH", data, pos)
+        tag = group << 16 | element
+        if group == 0xFFFE:
+            raise ValueError("an item or delimiter tag")
+        vr = _ENCODED_VRS.get(data[pos + 4 : pos + 6])
+        if vr is None:
+            raise ValueError("no known VR")
+        if vr in _LONG_LENGTH_VRS:
+            (length,) = unpack("<I", data, pos + 8)
+            pos += 12
+        else:
+            (length,) = unpack("<H", data, pos + 6)
+            pos += 8
+        key = BaseTag(tag)
+        if length == _UNDEFINED:
+            if vr != "SQ":
+                raise ValueError("an undefined length that is not a sequence")
+            value_tell = base + pos
+            items, pos = _fast_items(data, pos, None, encoding, base)
+            sequence = Sequence(items)
+            sequence.is_undefined_length = True
+            elements[key] = DataElement(key, vr, sequence, value_tell, is_undefined_length=True)
+            continue
+        if pos + length > size:
+            raise ValueError("a value past the end")
+        value = data[pos : pos + length] if length else empty_value_for_VR(vr, raw=True)
+        if tag == 0x00080005:
+            encoding = convert_encodings(convert_string(value or b"", True))
+        elements[key] = RawDataElement(key, vr, length, value, base + pos, False, True)
+        pos += length
+    if pos != size:
+        raise ValueError("bytes after the last element")  # pydicom ignores them: not here
+    charset = elements.get(0x00080005)
+    final: str | list[str] = pydicom.charset.default_encoding
+    if charset is not None:
+        final = convert_encodings(convert_raw_data_element(charset).value)
+    return elements, final
+
+
 # ---------------------------------------------------------------------------- the walk
 
 
@@ -567,10 +872,31 @@ class _Walker:
         self.pending: list[tuple[Dataset, int, str, str, RawDataElement]] = []
         #: ids of the items where the walk removed, emptied or cut a coded value
         self.code_changed: set[int] = set()
+        #: pydicom is set up as ``_fast_element`` and ``_fast_sequence`` assume (per file:
+        #: callers and tests may change pydicom's settings)
+        self.fast = _pydicom_defaults()
 
     # -- reading values, fail closed
     def element(self, ds: Dataset, tag: int) -> DataElement:
-        """The decoded element; anything pydicom cannot convert quarantines the file."""
+        """The decoded element; anything pydicom cannot convert quarantines the file.
+
+        A raw element of the common kinds (``_fast_element``, ``_fast_sequence``) is
+        decoded here to the same element ``ds[tag]`` stores, without pydicom's generic
+        conversion; any other takes ``ds[tag]``.
+        """
+        raw = ds._dict.get(tag)
+        if raw.__class__ is RawDataElement and self.fast and not (tag >> 16) & 1:
+            if raw.VR == "SQ":
+                elem = _fast_sequence(ds, raw)
+                if elem is not None:
+                    ds[raw.tag] = elem  # as ``ds[tag]`` stores a converted sequence
+                    ds._set_pixel_representation(elem)
+                    return elem
+            else:
+                elem = _fast_element(tag, raw, ds)
+                if elem is not None:
+                    ds._dict[raw.tag] = elem  # all ``ds[tag]`` does for a public non-SQ element
+                    return elem
         try:
             return ds[tag]
         except Exception:

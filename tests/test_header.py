@@ -533,3 +533,17 @@ def test_file_meta_is_rebuilt_with_standard_values() -> None:
     ]
     assert meta.MediaStorageSOPClassUID == out.SOPClassUID and meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
     assert b"Quixbury" not in data and b"Zelphine" not in data and b"HOSP_AE" not in data
+
+
+def test_a_coded_value_holding_the_patient_s_name_or_id_goes_with_its_item() -> None:
+    """Coded values are kept verbatim, but a local code typed as free text can hold the
+    patient's name or id (found by fuzzing): it goes whole, with the item it coded, and
+    at the top level of the data set too; the other codes stay as they are."""
+    ds = make_dx()
+    ds.AnatomicRegionSequence = Sequence([code("QUIXBURY CHEST", "99LOCAL", "Chest"), code("T-D3000", "SRT", "Chest")])
+    ds.CodeValue = "MRN99887766"  # a coded value outside any item
+    out, data, _ = deidentify(ds)
+    assert [item.CodeValue for item in out.AnatomicRegionSequence] == ["T-D3000"]
+    assert "CodeValue" not in out
+    assert b"QUIXBURY" not in data.upper() and b"99887766" not in data
+    assert out.ProcedureCodeSequence[0].CodeValue == "CXR2V"  # no phrase in it: kept verbatim

@@ -35,7 +35,7 @@ import datetime as dt
 import io
 import re
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableSequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import IO
@@ -872,6 +872,10 @@ class _Walker:
         self.pending: list[tuple[Dataset, int, str, str, RawDataElement]] = []
         #: ids of the items where the walk removed, emptied or cut a coded value
         self.code_changed: set[int] = set()
+        #: kept coded values (dataset id, tag), looked at by Clean Descriptors as a whole
+        self.codes: set[tuple[int, int]] = set()
+        #: the items list each walked sequence item sits in, by the item's id
+        self.parents: dict[int, MutableSequence[Dataset]] = {}
         #: pydicom is set up as ``_fast_element`` and ``_fast_sequence`` assume (per file:
         #: callers and tests may change pydicom's settings)
         self.fast = _pydicom_defaults()
@@ -1036,6 +1040,9 @@ class _Walker:
             if action is Action.KEEP and vr != "SQ":
                 if vr in _SYNTAX_VRS:
                     self.check_kept(ds, tag, vr, raw)
+                elif tag in _CODE_VALUES and vr in _TEXT_VRS and profile.options.clean_descriptors:
+                    self.to_clean.append((ds, tag))  # looked at whole (``drop_code``)
+                    self.codes.add((id(ds), tag))
                 continue  # the common case, without a call
             self.apply(ds, tag, vr, action, depth)
 
@@ -1079,6 +1086,7 @@ class _Walker:
         if vr == "SQ" and action in (Action.KEEP, Action.CLEAN, Action.DUMMY, Action.UID):
             items = self.element(ds, tag).value or ()
             for item in items:
+                self.parents[id(item)] = items
                 self.walk(item, depth + 1)
             if self.code_changed:
                 # a code item whose code the walk took out breaks the IOD: the item goes
@@ -1216,9 +1224,27 @@ class _Walker:
             elem = self.element(ds, tag)
             values = _values(elem.value)
             cleaned = [clean_text(v, phrases) for v in values]
-            if cleaned != values:
+            if cleaned == values:
+                continue
+            if (id(ds), tag) in self.codes:
+                self.drop_code(ds, tag)
+            else:
                 _set_values(elem, cleaned)
                 self.report.descriptors_cleaned += 1
+
+    def drop_code(self, ds: Dataset, tag: int) -> None:
+        """A coded value holding the patient's name or ids (a local code typed as free
+        text) goes whole: a cleaned code would be another code. An item left without its
+        code breaks the IOD and goes with it, as in the walk."""
+        del ds[tag]
+        self.report.removed += 1
+        items = self.parents.get(id(ds))
+        if items is not None and not _has_code(ds):
+            for index, item in enumerate(items):
+                if item is ds:
+                    del items[index]
+                    self.report.removed += 1
+                    break
 
     def clean_words(self, vocabulary: Vocabulary) -> None:
         """Replace every token of the kept free text that ``vocabulary`` does not hold."""

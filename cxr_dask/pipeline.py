@@ -9,7 +9,6 @@ list -> pass 1 (bag: header-only scan) -> identity map (client) -> broadcast
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import time
@@ -21,7 +20,6 @@ from typing import Any, TypeVar
 import dask.bag as db
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from distributed import Client, Future, as_completed
 from distributed.scheduler import KilledWorker
 from tqdm.auto import tqdm
@@ -34,7 +32,7 @@ from cxr_dask.config import RunConfig
 from cxr_dask.deid import freetext
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.errors import ConfigError
-from cxr_dask.identity import IdentityMap, parquet_bytes
+from cxr_dask.identity import IdentityMap, parquet_bytes, read_parquet
 from cxr_dask.journal import RunJournal, start_or_resume
 from cxr_dask.storage import Location
 
@@ -590,7 +588,7 @@ def read_table(location: Location, key: str) -> pa.Table | None:
     """A Parquet table at ``key``, or None when it does not exist yet."""
     if not storage.exists(location, key):
         return None
-    return pq.read_table(io.BytesIO(storage.read_bytes(location, key)))
+    return read_parquet(storage.read_bytes(location, key))
 
 
 def _merge_by_dicom_id(existing: pa.Table | None, fresh: pa.Table) -> pa.Table:

@@ -212,8 +212,43 @@ def partitions(items: list[T], partition_size: int) -> list[list[T]]:
     return [items[start : start + partition_size] for start in range(0, len(items), partition_size)]
 
 
+#: Pass 2's work: ``(key_index, key)`` items, or the same as the columns of an Arrow table.
+Work = list[Item] | pa.Table
+#: One pass-2 task's share of the work: items, or their columns as Arrow IPC bytes.
+Chunk = list[Item] | bytes
+
+
+def work_chunks(work: Work, partition_size: int) -> list[Chunk]:
+    """The work in runs of ``partition_size``. A table's runs travel as Arrow IPC bytes, so
+    the client's graph holds a few bytes a file instead of a tuple, an int and a string."""
+    if isinstance(work, list):
+        return partitions(work, partition_size)
+    return [_ipc_bytes(work.slice(start, partition_size)) for start in range(0, work.num_rows, partition_size)]
+
+
+def chunk_sizes(work: Work, partition_size: int) -> list[int]:
+    n = len(work) if isinstance(work, list) else work.num_rows
+    return [min(partition_size, n - start) for start in range(0, n, partition_size)]
+
+
+def chunk_items(chunk: Chunk) -> list[Item]:
+    """A chunk's ``(key_index, key)`` items (decoded on the worker that runs it)."""
+    if not isinstance(chunk, bytes):
+        return chunk
+    table = pa.ipc.open_stream(chunk).read_all()
+    return list(zip(table.column("key_index").to_pylist(), table.column("key").to_pylist(), strict=True))
+
+
+def _ipc_bytes(table: pa.Table) -> bytes:
+    """A slice's rows alone (pickling a slice of an Arrow table would carry all of it)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
 def deidentify_partition(
-    chunks: list[list[Item]],
+    chunks: list[Chunk],
     source: Location,
     destination: Location,
     identity: IdentityRef | IdentityMap,
@@ -221,7 +256,8 @@ def deidentify_partition(
     journal: RunJournal,
 ) -> int:
     """The pass-2 task: de-identify and write its files, then record them in the journal."""
-    (items,) = chunks
+    (chunk,) = chunks
+    items = chunk_items(chunk)
     reviews: list[process.ReviewItem] = []
     outcomes = process.process_partition(items, source, destination, resolve(identity), options, reviews)
     try:
@@ -245,7 +281,7 @@ def deidentify_partition(
 
 def deidentify_bag(
     config: RunConfig,
-    items: list[Item],
+    items: Work,
     identity: IdentityRef | IdentityMap,
     partition_size: int,
     journal: RunJournal,
@@ -255,7 +291,7 @@ def deidentify_bag(
     ``identity`` is the broadcast reference: the graph holds its name, not the map, so
     the map travels once per worker however many tasks there are.
     """
-    chunks = partitions(items, partition_size)
+    chunks = work_chunks(items, partition_size)
     return db.from_sequence(chunks, npartitions=max(1, len(chunks))).map_partitions(
         deidentify_partition,
         config.input_location,
@@ -278,7 +314,7 @@ class _Pass2:
     #: after its retries): not done, so the next run retries them.
     unrecorded: list[int] = field(default_factory=list)
 
-    def run(self, items: list[Item], partition_size: int) -> list[int]:
+    def run(self, items: Work, partition_size: int) -> list[int]:
         """Run pass 2; returns the key indexes of poison inputs, files that kill every worker.
 
         A worker that dies takes its task elsewhere (the scheduler's ``allowed-failures``).
@@ -293,20 +329,29 @@ class _Pass2:
             suspects = self.killing_items(suspects, 1, "pass 2: retry")
         return [item[0] for item in suspects if self.killing_items([item], 1, "pass 2: isolate")]
 
-    def killing_items(self, items: list[Item], partition_size: int, label: str) -> list[Item]:
+    def killing_items(self, items: Work, partition_size: int, label: str) -> list[Item]:
         """Run ``items`` in tasks of ``partition_size``; the items of tasks that killed workers."""
-        chunks = partitions(items, partition_size)
+        sizes = chunk_sizes(items, partition_size)
         bag = deidentify_bag(self.config, items, self.identity, partition_size, self.journal)
         killed: list[Item] = []
-        for i, future in _each_partition(self.client, bag, [len(c) for c in chunks], label, self.config):
+        for i, future in _each_partition(self.client, bag, sizes, label, self.config):
             if future.status == "error" and isinstance(future.exception(), KilledWorker):
-                killed += chunks[i]
+                killed += _items_of_task(items, partition_size, i)
             elif future.status == "error" and storage.is_storage_error(future.exception()):
-                log.warning("pass 2: a task could not record %d files (storage error)", len(chunks[i]))
-                self.unrecorded.extend(index for index, _ in chunks[i])
+                log.warning("pass 2: a task could not record %d files (storage error)", sizes[i])
+                self.unrecorded.extend(index for index, _ in _items_of_task(items, partition_size, i))
             else:
                 future.result()  # anything else (e.g. the journal's store is down) stops the run
         return killed
+
+
+def _items_of_task(work: Work, partition_size: int, i: int) -> list[Item]:
+    """The items of the ``i``-th task of ``work`` cut in runs of ``partition_size``."""
+    start = i * partition_size
+    if isinstance(work, list):
+        return work[start : start + partition_size]
+    part = work.slice(start, partition_size)
+    return list(zip(part.column("key_index").to_pylist(), part.column("key").to_pylist(), strict=True))
 
 
 def _hash_copies(client: Client, config: RunConfig, table: pa.Table) -> dict[int, str]:
@@ -497,17 +542,18 @@ def run(client: Client, config: RunConfig) -> RunSummary:
             done = journal.done_key_indexes()
             valid = valid.filter(pc.invert(pc.is_in(valid.column("key_index"), value_set=done)))
             summary.already_done = len(done)
-        items = list(zip(valid.column("key_index").to_pylist(), valid.column("key").to_pylist(), strict=True))
+        # the work list stays Arrow columns: no Python object per file on the client
+        work = valid.select(["key_index", "key"])
         del valid
         poison: list[int] = []
         unrecorded: list[int] = []
-        if items or inventory.has_copies(table):
+        if work.num_rows or inventory.has_copies(table):
             with broadcast_identity(client, identity) as identity_ref:
                 pass2 = _Pass2(client, config, identity_ref, journal)
-                if items:
-                    partition_size = config.partition_size_for(len(items), threads)
-                    log.info("pass 2: %d files in partitions of %d", len(items), partition_size)
-                    poison = pass2.run(items, partition_size)
+                if work.num_rows:
+                    partition_size = config.partition_size_for(work.num_rows, threads)
+                    log.info("pass 2: %d files in partitions of %d", work.num_rows, partition_size)
+                    poison = pass2.run(work, partition_size)
                 poison += _try_next_copies(pass2, table, poison, threads)
                 unrecorded = pass2.unrecorded
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import dask.bag as db
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from distributed import Client, Future, as_completed
@@ -135,6 +136,8 @@ def scan_partition_to_journal(
 ) -> list[ScanSummary]:
     """The pass-1 task: scan a partition's headers, write its records as an inventory part."""
     items = list(items)
+    if len(items) == 1 and isinstance(items[0], bytes):  # one chunk of a listing table
+        items = _rows(pa.ipc.open_stream(items[0]).read_all(), ("key_index", "key", "size"))
     (scanned,) = inventory.scan_partition_with_words(items, location, options, min_patients)
     if not items:
         return [ScanSummary(None, 0, scanned.words)]
@@ -147,10 +150,19 @@ def scan_partition_to_journal(
     return [ScanSummary(part, len(items), scanned.words)]
 
 
-def scan_bag(config: RunConfig, items: list[tuple[int, str, int]], partition_size: int, journal: RunJournal) -> db.Bag:
-    """Pass 1's graph over ``(key_index, key, size)`` items: per partition one inventory
-    part in the journal and the free-text tokens counted by patient (a ``ScanSummary``)."""
-    return db.from_sequence(items, partition_size=partition_size).map_partitions(
+def scan_bag(
+    config: RunConfig, items: list[tuple[int, str, int]] | pa.Table, partition_size: int, journal: RunJournal
+) -> db.Bag:
+    """Pass 1's graph over ``(key_index, key, size)`` items (or those columns of a listing
+    table, each task's run then travelling as Arrow IPC bytes): per partition one
+    inventory part in the journal and the free-text tokens counted by patient (a
+    ``ScanSummary``)."""
+    if isinstance(items, pa.Table):
+        chunks = work_chunks(items, partition_size)
+        bag = db.from_sequence(chunks, npartitions=max(1, len(chunks)))
+    else:
+        bag = db.from_sequence(items, partition_size=partition_size)
+    return bag.map_partitions(
         scan_partition_to_journal,
         config.input_location,
         config.profile,
@@ -164,13 +176,29 @@ def scan_items(files: list[tuple[str, int]]) -> list[tuple[int, str, int]]:
     return [(index, key, size) for index, (key, size) in enumerate(files)]
 
 
+def listing_table(files: list[tuple[str, int]]) -> pa.Table:
+    """``scan_items`` as Arrow columns: the client keeps no Python object per listed file."""
+    keys, sizes = (list(column) for column in zip(*files, strict=True)) if files else ([], [])
+    return pa.table(
+        {
+            "key_index": pa.array(np.arange(len(files), dtype=np.int64)),
+            "key": pa.array(keys, pa.string()),
+            "size": pa.array(sizes, pa.int64()),
+        }
+    )
+
+
+def _rows(table: pa.Table, names: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    return list(zip(*(table.column(name).to_pylist() for name in names), strict=True))
+
+
 VOCABULARY_FILE = "vocabulary.json"
 
 
 def _scan(
     client: Client,
     config: RunConfig,
-    items: list[tuple[int, str, int]],
+    items: list[tuple[int, str, int]] | pa.Table,
     partition_size: int,
     journal: RunJournal,
     label: str = "pass 1: scan headers",
@@ -182,7 +210,7 @@ def _scan(
     per distinct token and never a Python object per file; the table is read from the
     parts the finished tasks name.
     """
-    sizes = [len(chunk) for chunk in partitions(items, partition_size)]
+    sizes = chunk_sizes(items, partition_size)
     words = freetext.WordCounts(cap=config.freetext.min_patients)
     parts: list[str] = []
     for _, future in _each_partition(client, scan_bag(config, items, partition_size, journal), sizes, label, config):
@@ -235,8 +263,7 @@ def chunk_items(chunk: Chunk) -> list[Item]:
     """A chunk's ``(key_index, key)`` items (decoded on the worker that runs it)."""
     if not isinstance(chunk, bytes):
         return chunk
-    table = pa.ipc.open_stream(chunk).read_all()
-    return list(zip(table.column("key_index").to_pylist(), table.column("key").to_pylist(), strict=True))
+    return _rows(pa.ipc.open_stream(chunk).read_all(), ("key_index", "key"))
 
 
 def _ipc_bytes(table: pa.Table) -> bytes:
@@ -350,8 +377,7 @@ def _items_of_task(work: Work, partition_size: int, i: int) -> list[Item]:
     start = i * partition_size
     if isinstance(work, list):
         return work[start : start + partition_size]
-    part = work.slice(start, partition_size)
-    return list(zip(part.column("key_index").to_pylist(), part.column("key").to_pylist(), strict=True))
+    return _rows(work.slice(start, partition_size), ("key_index", "key"))
 
 
 def _hash_copies(client: Client, config: RunConfig, table: pa.Table) -> dict[int, str]:
@@ -514,11 +540,11 @@ def run(client: Client, config: RunConfig) -> RunSummary:
 
         table = journal.load_inventory()
         if table is None:
-            files = storage.list_files(source)
-            partition_size = config.partition_size_for(len(files), threads)
-            log.info("pass 1: %d files in partitions of %d", len(files), partition_size)
-            scanned, words = _scan(client, config, scan_items(files), partition_size, journal)
-            del files
+            listing = listing_table(storage.list_files(source))
+            partition_size = config.partition_size_for(listing.num_rows, threads)
+            log.info("pass 1: %d files in partitions of %d", listing.num_rows, partition_size)
+            scanned, words = _scan(client, config, listing, partition_size, journal)
+            del listing
             vocabulary = freetext.build_vocabulary(words, config.freetext.min_patients, config.freetext.keep)
             table = inventory.rank_copies(scanned)
             table = inventory.label_copies(table, _hash_copies(client, config, table))

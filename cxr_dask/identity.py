@@ -216,6 +216,12 @@ class KeyTable(Mapping[str, Any]):
             for key, *value in zip(*batch, strict=True):
                 yield key, (value[0] if self._scalar else tuple(value))
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the columns and the index (pending entries not counted)."""
+        arrays = [*self._keys, *(a for store in self._columns for a in store)]
+        return sum(a.nbytes for a in arrays) + self._hashes.nbytes + self._order.nbytes
+
     def __getstate__(self) -> dict[str, Any]:
         self.compact()
         return dict(self.__dict__)

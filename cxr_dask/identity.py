@@ -404,8 +404,7 @@ def extend(identity: IdentityMap, inventory: pa.Table) -> IdentityMap:
     key = identity.uid_key
 
     # patients: first and last dates, then a subject and a shift for each new one
-    dates = keys.group_by("patient").aggregate([("anchor_date", "min"), ("anchor_date", "max")])
-    dates = _new_only(dates.sort_by("patient"), "patient", identity.patients)
+    dates = _new_only(_first_and_last_dates(keys).sort_by("patient"), "patient", identity.patients)
     taken_subjects = _Taken(_int_values(identity.patients, 0))
     minted: list[tuple[str, int, int, dt.date | None]] = []
     names = ("patient", "anchor_date_min", "anchor_date_max")
@@ -417,8 +416,7 @@ def extend(identity: IdentityMap, inventory: pa.Table) -> IdentityMap:
     _add_patients(identity, minted)
 
     # studies: the patient of each study's first row
-    studies = keys.group_by("study", use_threads=False).aggregate([("patient", "first")])
-    studies = _new_only(studies.sort_by("study"), "study", identity.studies)
+    studies = _new_only(_first_of(keys, "study", "patient").sort_by("study"), "study", identity.studies)
     subjects = _lookup_column(identity.patients, studies.column("patient_first"), 0)
     taken_studies = _Taken(_int_values(identity.studies, 1))
     study_ids = [
@@ -428,8 +426,7 @@ def extend(identity: IdentityMap, inventory: pa.Table) -> IdentityMap:
     del study_ids
 
     # images: the study of each SOPInstanceUID's first row
-    images = keys.group_by("sop", use_threads=False).aggregate([("study", "first")])
-    images = _new_only(images.sort_by("sop"), "sop", identity.images)
+    images = _new_only(_first_of(keys, "sop", "study").sort_by("sop"), "sop", identity.images)
     taken_images = _Taken(_image_prefixes(identity.images))
     for start in range(0, images.num_rows, _BATCH):
         batch = images.slice(start, _BATCH)
@@ -455,6 +452,42 @@ def _inventory_keys(valid: pa.Table) -> pa.Table:
         pc.binary_join_element_wise("uid", pc.fill_null(c("study_instance_uid"), "None"), _SEP),
     )
     return pa.table({"patient": patient, "study": study, "sop": c("sop_instance_uid"), "anchor_date": c("anchor_date")})
+
+
+def _groups(column: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """The distinct values (in order of first appearance), each row's group and each
+    group's first row. Compute kernels and numpy, not ``Table.group_by``: that loads
+    pyarrow's Acero and dataset libraries (~20 MB of the client's RSS)."""
+    distinct = pc.unique(column)
+    group = pc.index_in(column, value_set=distinct).to_numpy()
+    _, first_row = np.unique(group, return_index=True)
+    return distinct, group, first_row
+
+
+def _first_of(keys: pa.Table, by: str, value: str) -> pa.Table:
+    """Each distinct ``by`` and the ``value`` of its first row, as columns ``by`` and
+    ``{value}_first``."""
+    rows = keys.filter(pc.is_valid(keys.column(by)))
+    distinct, _, first_row = _groups(rows.column(by))
+    return pa.table({by: distinct, f"{value}_first": rows.column(value).take(pa.array(first_row))})
+
+
+def _first_and_last_dates(keys: pa.Table) -> pa.Table:
+    """Each patient with the first and last of its rows' anchor dates (null when none)."""
+    distinct, group, _ = _groups(keys.column("patient"))
+    days = pc.cast(keys.column("anchor_date"), pa.int32())
+    top, bottom = np.iinfo(np.int32).max, np.iinfo(np.int32).min
+    first = np.full(len(distinct), top, dtype=np.int32)
+    last = np.full(len(distinct), bottom, dtype=np.int32)
+    np.minimum.at(first, group, pc.fill_null(days, top).to_numpy())
+    np.maximum.at(last, group, pc.fill_null(days, bottom).to_numpy())
+    return pa.table(
+        {
+            "patient": distinct,
+            "anchor_date_min": pa.array(first, pa.int32(), mask=first == top).cast(pa.date32()),
+            "anchor_date_max": pa.array(last, pa.int32(), mask=last == bottom).cast(pa.date32()),
+        }
+    )
 
 
 def _new_only(table: pa.Table, column: str, known: Mapping[str, Any]) -> pa.Table:

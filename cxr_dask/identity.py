@@ -322,6 +322,8 @@ class _Taken:
     def __contains__(self, value: object) -> bool:
         if value in self._new:
             return True
+        if not len(self._existing):  # a first run: nothing minted before
+            return False
         at = int(np.searchsorted(self._existing, value))
         return at < len(self._existing) and int(self._existing[at]) == value
 

@@ -401,8 +401,11 @@ def extend(identity: IdentityMap, inventory: pa.Table) -> IdentityMap:
     Keys are built and grouped as Arrow columns; only the new keys become Python
     objects, a batch at a time, so the client's peak stays near the map's own size.
     """
-    valid = inventory.filter(pc.is_null(inventory.column("error")))
-    keys = _inventory_keys(valid)
+    # the columns minting reads, and only the rows without an error: a copy of these alone
+    error = inventory.column("error")
+    needed = inventory.select(list(_EXTEND_COLUMNS))
+    keys = _inventory_keys(needed if error.null_count == len(error) else needed.filter(pc.is_null(error)))
+    del needed
     key = identity.uid_key
 
     # patients: first and last dates, then a subject and a shift for each new one

@@ -105,23 +105,21 @@ class KeyTable(Mapping[str, Any]):
         self._hashes = np.empty(0, dtype=np.uint64)
         self._order = np.empty(0, dtype=np.int64)
         self._indexed = 0  # rows the index covers
-        self._lookup: tuple[pa.Array, list[pa.Array]] | None = None
         self._pending: dict[str, tuple[Any, ...]] = {}
 
     # -- building ---------------------------------------------------------------------
-    def append_columns(self, keys: pa.Array, columns: list[pa.Array]) -> None:
+    def append_columns(self, keys: pa.Array | pa.ChunkedArray, columns: list[pa.Array] | list[pa.ChunkedArray]) -> None:
         """Add entries whose keys are not in the table yet (the caller knows they are new)."""
         self._flush()
         self._append(keys, columns)
 
-    def _append(self, keys: pa.Array, columns: list[pa.Array]) -> None:
+    def _append(self, keys: pa.Array | pa.ChunkedArray, columns: list[pa.Array] | list[pa.ChunkedArray]) -> None:
         if not len(keys):
             return
         self._keys.append(_one_chunk(keys).cast(pa.string()))
         for store, column, kind in zip(self._columns, columns, self._types, strict=True):
             store.append(_one_chunk(column).cast(kind))
         self._rows += len(keys)
-        self._lookup = None
 
     def __setitem__(self, key: str, value: Any) -> None:
         if key in self:

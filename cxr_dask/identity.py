@@ -15,8 +15,11 @@ import io
 import os
 import secrets
 import uuid
+from collections.abc import ItemsView, Iterator, Mapping, ValuesView
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -83,15 +86,203 @@ def study_key(patient: str, accession: str | None, study_instance_uid: str) -> s
     return f"uid{_SEP}{study_instance_uid}"
 
 
+class KeyTable(Mapping[str, Any]):
+    """A read-mostly map from string keys to fixed-width tuples, held as Arrow columns.
+
+    The identity map holds one entry per image of the archive; as dicts of Python
+    tuples it cost ~400 bytes an image on the client (and on every worker). Here a key
+    costs its UTF-8 bytes, each value its Arrow width, and the index 16 bytes: a sorted
+    array of 64-bit keyed hashes and the row of each. New entries wait in a small dict
+    until ``compact`` folds them into the columns. Iteration follows insertion order.
+    """
+
+    def __init__(self, types: tuple[pa.DataType, ...], scalar: bool = False) -> None:
+        self._types = types
+        self._scalar = scalar  # one column, whose values are returned bare (not 1-tuples)
+        self._keys: list[pa.Array] = []
+        self._columns: list[list[pa.Array]] = [[] for _ in types]
+        self._rows = 0
+        self._hashes = np.empty(0, dtype=np.uint64)
+        self._order = np.empty(0, dtype=np.int64)
+        self._indexed = 0  # rows the index covers
+        self._pending: dict[str, tuple[Any, ...]] = {}
+
+    # -- building ---------------------------------------------------------------------
+    def append_columns(self, keys: pa.Array | pa.ChunkedArray, columns: list[pa.Array] | list[pa.ChunkedArray]) -> None:
+        """Add entries whose keys are not in the table yet (the caller knows they are new)."""
+        self._flush()
+        self._append(keys, columns)
+
+    def _append(self, keys: pa.Array | pa.ChunkedArray, columns: list[pa.Array] | list[pa.ChunkedArray]) -> None:
+        if not len(keys):
+            return
+        self._keys.append(_one_chunk(keys).cast(pa.string()))
+        for store, column, kind in zip(self._columns, columns, self._types, strict=True):
+            store.append(_one_chunk(column).cast(kind))
+        self._rows += len(keys)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in self:
+            raise KeyError(f"{key!r} is already in the table: a minted value never changes")
+        self._pending[key] = (value,) if self._scalar else tuple(value)
+        if len(self._pending) >= _PENDING_MAX:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        keys = pa.array(list(self._pending), pa.string())
+        values = list(zip(*self._pending.values(), strict=True))
+        self._pending = {}
+        self._append(keys, [pa.array(list(v), kind) for v, kind in zip(values, self._types, strict=True)])
+
+    def compact(self) -> KeyTable:
+        """Fold pending entries into the columns and index every row; returns self."""
+        self._flush()
+        if self._indexed < self._rows:
+            chunk = self._chunked_keys().slice(self._indexed)
+            hashes = np.fromiter((_key_hash(k) for k in _iter_values(chunk)), np.uint64, count=len(chunk))
+            rows = np.arange(self._indexed, self._rows, dtype=np.int64)
+            hashes = np.concatenate([self._hashes, hashes])
+            rows = np.concatenate([self._order, rows])
+            order = np.argsort(hashes, kind="stable")
+            self._hashes, self._order, self._indexed = hashes[order], rows[order], self._rows
+        if len(self._keys) > 1:  # one chunk each: cheap row access
+            self._keys = [pa.concat_arrays(self._keys)]
+            self._columns = [[pa.concat_arrays(store)] if store else [] for store in self._columns]
+        return self
+
+    # -- reading ----------------------------------------------------------------------
+    def _chunked_keys(self) -> pa.ChunkedArray:
+        return pa.chunked_array(self._keys, pa.string())
+
+    def column(self, i: int) -> pa.ChunkedArray:
+        """The ``i``-th value column over every entry, pending ones included."""
+        self._flush()
+        return pa.chunked_array(self._columns[i], self._types[i])
+
+    def keys_array(self) -> pa.ChunkedArray:
+        self._flush()
+        return self._chunked_keys()
+
+    def _row(self, key: str) -> int | None:
+        if self._indexed < self._rows:
+            self.compact()
+        h = np.uint64(_key_hash(key))
+        at = int(np.searchsorted(self._hashes, h, side="left"))
+        keys = self._keys[0] if self._keys else None
+        while at < len(self._hashes) and self._hashes[at] == h:
+            row = int(self._order[at])
+            if keys is not None and keys[row].as_py() == key:
+                return row
+            at += 1
+        return None
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._pending:
+            value = self._pending[key]
+        else:
+            row = self._row(key) if isinstance(key, str) else None
+            if row is None:
+                raise KeyError(key)
+            value = tuple(store[0][row].as_py() for store in self._columns)
+        return value[0] if self._scalar else value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._pending or (isinstance(key, str) and self._row(key) is not None)
+
+    def __len__(self) -> int:
+        return self._rows + len(self._pending)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from _iter_values(self._chunked_keys())
+        yield from list(self._pending)
+
+    def items(self) -> ItemsView[str, Any]:
+        return _Items(self)
+
+    def values(self) -> ValuesView[Any]:
+        return _Values(self)
+
+    def _iter_rows(self) -> Iterator[tuple[str, Any]]:
+        """(key, value) in insertion order, a batch of Python objects at a time."""
+        self._flush()
+        keys = self._chunked_keys()
+        columns = [pa.chunked_array(store, kind) for store, kind in zip(self._columns, self._types, strict=True)]
+        for start in range(0, self._rows, _BATCH):
+            batch = [c.slice(start, _BATCH).to_pylist() for c in (keys, *columns)]
+            for key, *value in zip(*batch, strict=True):
+                yield key, (value[0] if self._scalar else tuple(value))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the columns and the index (pending entries not counted)."""
+        arrays = [*self._keys, *(a for store in self._columns for a in store)]
+        return sum(a.nbytes for a in arrays) + self._hashes.nbytes + self._order.nbytes
+
+    def __getstate__(self) -> dict[str, Any]:
+        self.compact()
+        return dict(self.__dict__)
+
+
+class _Items(ItemsView):
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        yield from self._mapping._iter_rows()
+
+
+class _Values(ValuesView):
+    def __iter__(self) -> Iterator[Any]:
+        for _, value in self._mapping._iter_rows():
+            yield value
+
+
+#: Python objects a table or a minting loop holds at once before they become columns.
+_BATCH = 65_536
+_PENDING_MAX = _BATCH
+
+
+def _one_chunk(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def _key_hash(key: str) -> int:
+    """A 64-bit hash of a key that every process computes alike (``hash()`` is salted)."""
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "big")
+
+
+def _iter_values(column: pa.ChunkedArray) -> Iterator[Any]:
+    for start in range(0, len(column), _BATCH):
+        yield from column.slice(start, _BATCH).to_pylist()
+
+
+def _patients_table() -> KeyTable:
+    return KeyTable((pa.int64(), pa.int64()))  # -> (subject, shift days)
+
+
+def _first_dates_table() -> KeyTable:
+    return KeyTable((pa.date32(),), scalar=True)
+
+
+def _studies_table() -> KeyTable:
+    return KeyTable((pa.int64(), pa.int64()))  # -> (subject, study)
+
+
+def _images_table() -> KeyTable:
+    return KeyTable((pa.string(), pa.int64(), pa.int64()))  # -> (dicom_id, subject, study)
+
+
 @dataclass
 class IdentityMap:
-    """Real keys to research ids; built on the client, broadcast read-only to workers."""
+    """Real keys to research ids; built on the client, broadcast read-only to workers.
+
+    Each map is a ``KeyTable`` (Arrow columns); any ``Mapping`` with the same values works
+    too (tests build small ones as dicts)."""
 
     uid_key: bytes
-    patients: dict[str, tuple[int, int]] = field(default_factory=dict)
-    first_dates: dict[str, dt.date | None] = field(default_factory=dict)
-    studies: dict[str, tuple[int, int]] = field(default_factory=dict)  # -> (subject, study)
-    images: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # -> (dicom, s, st)
+    patients: Mapping[str, tuple[int, int]] = field(default_factory=_patients_table)
+    first_dates: Mapping[str, dt.date | None] = field(default_factory=_first_dates_table)
+    studies: Mapping[str, tuple[int, int]] = field(default_factory=_studies_table)  # -> (subject, study)
+    images: Mapping[str, tuple[str, int, int]] = field(default_factory=_images_table)  # -> (dicom, s, st)
     #: The tokens free text may keep (deid/freetext.py), built by the run from pass 1 and
     #: broadcast with the map; None: a file is cleaned with the shipped vocabulary alone.
     vocabulary: Vocabulary | None = None
@@ -105,13 +296,43 @@ class IdentityMap:
     def n_patients(self) -> int:
         return len(self.patients)
 
+    def compact(self) -> IdentityMap:
+        """Index every map (before a broadcast: workers then only read)."""
+        for table in (self.patients, self.first_dates, self.studies, self.images):
+            if isinstance(table, KeyTable):
+                table.compact()
+        return self
+
 
 def _digest(key: bytes, namespace: str, *parts: object) -> bytes:
     message = _SEP.join([namespace, *map(str, parts)]).encode("utf-8", "surrogateescape")
     return hmac.digest(key, message, hashlib.sha256)  # one-shot C path: ~2x hmac.new().digest()
 
 
-def _mint_int(key: bytes, namespace: str, real: str, bounds: tuple[int, int], taken: set[int]) -> int:
+class _Taken:
+    """The values already used in one id space: those of the map as a sorted array, those
+    minted now as a set. Quacks like the ``set`` ``_mint_int`` probes."""
+
+    def __init__(self, existing: np.ndarray) -> None:
+        self._existing = np.sort(existing.astype(np.int64))
+        self._new: set[int] = set()
+
+    def __contains__(self, value: object) -> bool:
+        if value in self._new:
+            return True
+        if not len(self._existing):  # a first run: nothing minted before
+            return False
+        at = int(np.searchsorted(self._existing, value))
+        return at < len(self._existing) and int(self._existing[at]) == value
+
+    def add(self, value: int) -> None:
+        self._new.add(value)
+
+    def __len__(self) -> int:
+        return len(self._existing) + len(self._new)
+
+
+def _mint_int(key: bytes, namespace: str, real: str, bounds: tuple[int, int], taken: set[int] | _Taken) -> int:
     low, high = bounds
     span = high - low + 1
     if len(taken) >= span:
@@ -131,14 +352,24 @@ def format_dicom_id(raw: bytes) -> str:
     return f"{t[:8]}-{t[8:16]}-{t[16:24]}-{t[24:32]}-{t[32:40]}"
 
 
-def _mint_dicom_id(key: bytes, sop_uid: str, taken: set[str]) -> str:
+def _mint_dicom_id(key: bytes, sop_uid: str, taken: set[int] | _Taken) -> str:
+    """``taken`` holds the first 64 bits of every dicom_id in use: distinct prefixes make
+    distinct ids, and the client holds 8 bytes an image instead of a 40-digit string."""
     attempt = 0
     while True:
-        value = format_dicom_id(_digest(key, "dicom", attempt, sop_uid))
-        if value not in taken:
-            taken.add(value)
-            return value
+        raw = _digest(key, "dicom", attempt, sop_uid)
+        prefix = int.from_bytes(raw[:8], "big", signed=True)
+        if prefix not in taken:
+            taken.add(prefix)
+            return format_dicom_id(raw)
         attempt += 1
+
+
+def _dicom_prefixes(dicom_ids: pa.ChunkedArray) -> np.ndarray:
+    """The first 64 bits of each dicom_id (``format_dicom_id``'s first 16 hex digits)."""
+    first, second = (pc.utf8_slice_codeunits(dicom_ids, a, b) for a, b in ((0, 8), (9, 17)))
+    head = pc.binary_join_element_wise(first, second, "")
+    return np.fromiter((int(h, 16) for h in _iter_values(head)), np.uint64, count=len(head)).view(np.int64)
 
 
 def shift_days_for(key: bytes, patient: str, first_date: dt.date | None, last_date: dt.date | None = None) -> int:
@@ -165,56 +396,160 @@ def extend(identity: IdentityMap, inventory: pa.Table) -> IdentityMap:
 
     Known keys keep their ids and shift (a later batch never moves an old patient);
     new keys are minted in sorted order so the result does not depend on partitioning.
+    Keys are built and grouped as Arrow columns; only the new keys become Python
+    objects, a batch at a time, so the client's peak stays near the map's own size.
     """
-    # Columns, not row dicts: at 400,000 rows ``to_pylist()`` of the table costs more than
-    # minting every id (see bench/scale.py).
-    valid = inventory.filter(pc.is_null(inventory.column("error")))
-    column = {name: valid.column(name).to_pylist() for name in _EXTEND_COLUMNS}
-    patients = [
-        patient_key(pid, issuer)
-        for pid, issuer in zip(column["patient_id"], column["issuer_of_patient_id"], strict=True)
-    ]
-    studies = [
-        study_key(pk, accession, uid)
-        for pk, accession, uid in zip(patients, column["accession_number"], column["study_instance_uid"], strict=True)
-    ]
+    # the columns minting reads, and only the rows without an error: a copy of these alone
+    error = inventory.column("error")
+    needed = inventory.select(list(_EXTEND_COLUMNS))
+    keys = _inventory_keys(needed if error.null_count == len(error) else needed.filter(pc.is_null(error)))
+    del needed
     key = identity.uid_key
-    first: dict[str, dt.date | None] = {}
-    last: dict[str, dt.date | None] = {}
-    for pk, date in zip(patients, column["anchor_date"], strict=True):
-        first.setdefault(pk, None)
-        last.setdefault(pk, None)
-        if date is not None:
-            first[pk] = min(first[pk] or date, date)
-            last[pk] = max(last[pk] or date, date)
 
-    taken_subjects = {subject for subject, _ in identity.patients.values()}
-    for pk in sorted(first):
-        if pk in identity.patients:
-            continue
+    # patients: first and last dates, then a subject and a shift for each new one
+    dates = _new_only(_first_and_last_dates(keys).sort_by("patient"), "patient", identity.patients)
+    taken_subjects = _Taken(_int_values(identity.patients, 0))
+    minted: list[tuple[str, int, int, dt.date | None]] = []
+    names = ("patient", "anchor_date_min", "anchor_date_max")
+    for pk, first, last in _iter_rows(dates, names):
         subject = _mint_int(key, "subject", pk, SUBJECT_ID_RANGE, taken_subjects)
-        identity.patients[pk] = (subject, shift_days_for(key, pk, first[pk], last[pk]))
-        identity.first_dates[pk] = first[pk]
+        minted.append((pk, subject, shift_days_for(key, pk, first, last), first))
+        if len(minted) >= _BATCH:
+            _add_patients(identity, minted)
+    _add_patients(identity, minted)
 
-    taken_studies = {study for _, study in identity.studies.values()}
-    taken_images = {dicom for dicom, _, _ in identity.images.values()}
-    by_study: dict[str, str] = {}
-    for sk, pk in zip(studies, patients, strict=True):
-        by_study.setdefault(sk, pk)
-    for sk in sorted(by_study):
-        if sk not in identity.studies:
-            subject = identity.patients[by_study[sk]][0]
-            identity.studies[sk] = (subject, _mint_int(key, "study", sk, STUDY_ID_RANGE, taken_studies))
+    # studies: the patient of each study's first row
+    studies = _new_only(_first_of(keys, "study", "patient").sort_by("study"), "study", identity.studies)
+    subjects = _lookup_column(identity.patients, studies.column("patient_first"), 0)
+    taken_studies = _Taken(_int_values(identity.studies, 1))
+    study_ids = [
+        _mint_int(key, "study", sk, STUDY_ID_RANGE, taken_studies) for sk in _iter_values(studies.column("study"))
+    ]
+    _append(identity, "studies", studies.column("study"), [subjects, pa.array(study_ids, pa.int64())])
+    del study_ids
 
-    study_of_image: dict[str, str] = {}
-    for sop, sk in zip(column["sop_instance_uid"], studies, strict=True):
-        study_of_image.setdefault(sop, sk)
-    for sop in sorted(study_of_image):
-        if sop in identity.images:
-            continue
-        subject, study = identity.studies[study_of_image[sop]]
-        identity.images[sop] = (_mint_dicom_id(key, sop, taken_images), subject, study)
-    return identity
+    # images: the study of each SOPInstanceUID's first row
+    images = _new_only(_first_of(keys, "sop", "study").sort_by("sop"), "sop", identity.images)
+    taken_images = _Taken(_image_prefixes(identity.images))
+    for start in range(0, images.num_rows, _BATCH):
+        batch = images.slice(start, _BATCH)
+        dicom_ids = [_mint_dicom_id(key, sop, taken_images) for sop in batch.column("sop").to_pylist()]
+        study_of = batch.column("study_first")
+        columns = [pa.array(dicom_ids, pa.string())] + [_lookup_column(identity.studies, study_of, i) for i in (0, 1)]
+        _append(identity, "images", batch.column("sop"), columns)
+    return identity.compact()
+
+
+def _inventory_keys(valid: pa.Table) -> pa.Table:
+    """The patient, study and image key of each row, as ``patient_key``/``study_key`` make
+    them (a null prints as ``None``, an absent issuer as empty), and its anchor date."""
+    c = valid.column
+    patient = pc.binary_join_element_wise(
+        pc.fill_null(c("issuer_of_patient_id"), ""), pc.fill_null(c("patient_id"), "None"), _SEP
+    )
+    accession = c("accession_number")
+    by_accession = pc.fill_null(pc.not_equal(accession, ""), False)
+    study = pc.if_else(
+        by_accession,
+        pc.binary_join_element_wise("acc", patient, pc.fill_null(accession, ""), _SEP),
+        pc.binary_join_element_wise("uid", pc.fill_null(c("study_instance_uid"), "None"), _SEP),
+    )
+    return pa.table({"patient": patient, "study": study, "sop": c("sop_instance_uid"), "anchor_date": c("anchor_date")})
+
+
+def _groups(column: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """The distinct values (in order of first appearance), each row's group and each
+    group's first row. Compute kernels and numpy, not ``Table.group_by``: that loads
+    pyarrow's Acero and dataset libraries (~20 MB of the client's RSS)."""
+    distinct = pc.unique(column)
+    group = pc.index_in(column, value_set=distinct).to_numpy()
+    _, first_row = np.unique(group, return_index=True)
+    return distinct, group, first_row
+
+
+def _first_of(keys: pa.Table, by: str, value: str) -> pa.Table:
+    """Each distinct ``by`` and the ``value`` of its first row, as columns ``by`` and
+    ``{value}_first``."""
+    rows = keys.filter(pc.is_valid(keys.column(by)))
+    distinct, _, first_row = _groups(rows.column(by))
+    return pa.table({by: distinct, f"{value}_first": rows.column(value).take(pa.array(first_row))})
+
+
+def _first_and_last_dates(keys: pa.Table) -> pa.Table:
+    """Each patient with the first and last of its rows' anchor dates (null when none)."""
+    distinct, group, _ = _groups(keys.column("patient"))
+    days = pc.cast(keys.column("anchor_date"), pa.int32())
+    top, bottom = np.iinfo(np.int32).max, np.iinfo(np.int32).min
+    first = np.full(len(distinct), top, dtype=np.int32)
+    last = np.full(len(distinct), bottom, dtype=np.int32)
+    np.minimum.at(first, group, pc.fill_null(days, top).to_numpy())
+    np.maximum.at(last, group, pc.fill_null(days, bottom).to_numpy())
+    return pa.table(
+        {
+            "patient": distinct,
+            "anchor_date_min": pa.array(first, pa.int32(), mask=first == top).cast(pa.date32()),
+            "anchor_date_max": pa.array(last, pa.int32(), mask=last == bottom).cast(pa.date32()),
+        }
+    )
+
+
+def _new_only(table: pa.Table, column: str, known: Mapping[str, Any]) -> pa.Table:
+    """The rows of ``table`` whose key ``known`` does not hold yet."""
+    if not len(known):
+        return table
+    if isinstance(known, KeyTable):
+        present = pc.is_in(table.column(column), value_set=known.keys_array())
+    else:
+        present = pa.array([k in known for k in _iter_values(table.column(column))], pa.bool_())
+    return table.filter(pc.invert(present))
+
+
+def _int_values(table: Mapping[str, Any], i: int) -> np.ndarray:
+    if isinstance(table, KeyTable):
+        return table.column(i).to_numpy()
+    return np.array([value[i] for value in table.values()], dtype=np.int64)
+
+
+def _image_prefixes(images: Mapping[str, tuple[str, int, int]]) -> np.ndarray:
+    if isinstance(images, KeyTable):
+        return _dicom_prefixes(images.column(0))
+    return _dicom_prefixes(pa.chunked_array([pa.array([d for d, _, _ in images.values()], pa.string())]))
+
+
+def _lookup_column(table: Mapping[str, Any], keys: pa.ChunkedArray, i: int) -> pa.Array:
+    """Value ``i`` of each key (every key is in ``table``)."""
+    if isinstance(table, KeyTable):
+        at = pc.index_in(keys, value_set=table.keys_array())
+        return pc.take(table.column(i), at).combine_chunks()
+    return pa.array([table[k][i] for k in _iter_values(keys)], pa.int64())
+
+
+def _append(identity: IdentityMap, name: str, keys: pa.ChunkedArray | pa.Array, columns: list[pa.Array]) -> None:
+    table = getattr(identity, name)
+    keys = _one_chunk(keys)
+    if isinstance(table, KeyTable):
+        table.append_columns(keys, columns)
+        table.compact()
+        return
+    for k, *value in zip(keys.to_pylist(), *(c.to_pylist() for c in columns), strict=True):
+        table[k] = value[0] if len(value) == 1 else tuple(value)  # a plain dict (tests)
+
+
+def _add_patients(identity: IdentityMap, minted: list[tuple[str, int, int, dt.date | None]]) -> None:
+    if not minted:
+        return
+    pk, subject, shift, first = (list(v) for v in zip(*minted, strict=True))
+    keys = pa.array(pk, pa.string())
+    _append(identity, "patients", keys, [pa.array(subject, pa.int64()), pa.array(shift, pa.int64())])
+    _append(identity, "first_dates", keys, [pa.array(first, pa.date32())])
+    minted.clear()
+
+
+def _iter_rows(table: pa.Table, names: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``table``'s ``names`` columns as tuples, a batch of Python objects at a time."""
+    for start in range(0, table.num_rows, _BATCH):
+        batch = table.slice(start, _BATCH)
+        yield from zip(*(batch.column(n).to_pylist() for n in names), strict=True)
 
 
 # --- the secret -------------------------------------------------------------------------
@@ -243,54 +578,81 @@ def load_or_create_secret(private: Location) -> bytes:
 
 
 def load_crosswalk(private: Location, secret: bytes) -> IdentityMap:
-    """The identity map persisted by earlier runs in PRIVATE (empty on the first run)."""
+    """The identity map persisted by earlier runs in PRIVATE (empty on the first run),
+    as Arrow columns straight from the Parquet files."""
     identity = IdentityMap(uid_key=secret)
     if not storage.exists(private, f"{CROSSWALK_DIR}/patients.parquet"):
         return identity
-    patients = _read_table(private, "patients")
-    for r in patients.to_pylist():
-        pk = patient_key(r["patient_id"], r["issuer_of_patient_id"])
-        identity.patients[pk] = (r["subject_id"], r["shift_days"])
-        identity.first_dates[pk] = r["first_date"]
-    for r in _read_table(private, "studies").to_pylist():
-        identity.studies[r["study_key"]] = (r["subject_id"], r["study_id"])
-    for r in _read_table(private, "images").to_pylist():
-        identity.images[r["sop_instance_uid"]] = (r["dicom_id"], r["subject_id"], r["study_id"])
-    return identity
+    patients = _read_table(private, "patients").cast(PATIENTS_SCHEMA)
+    keys = pc.binary_join_element_wise(
+        pc.fill_null(patients.column("issuer_of_patient_id"), ""), patients.column("patient_id"), _SEP
+    )
+    identity.patients.append_columns(keys, [patients.column("subject_id"), patients.column("shift_days")])
+    identity.first_dates.append_columns(keys, [patients.column("first_date")])
+    studies = _read_table(private, "studies").cast(STUDIES_SCHEMA)
+    identity.studies.append_columns(
+        studies.column("study_key"), [studies.column(n) for n in ("subject_id", "study_id")]
+    )
+    images = _read_table(private, "images").cast(IMAGES_SCHEMA)
+    columns = [images.column(n) for n in ("dicom_id", "subject_id", "study_id")]
+    identity.images.append_columns(images.column("sop_instance_uid"), columns)
+    return identity.compact()
 
 
 def save_crosswalk(private: Location, identity: IdentityMap) -> None:
     """Persist the map so later runs and batches keep every assignment."""
-    split = [pk.split(_SEP, 1) for pk in identity.patients]
+    patient_keys = _keys_of(identity.patients)
+    split = pc.split_pattern(patient_keys, _SEP, max_splits=1)
     patients = pa.table(
         {
-            "issuer_of_patient_id": [issuer for issuer, _ in split],
-            "patient_id": [pid for _, pid in split],
-            "subject_id": [v[0] for v in identity.patients.values()],
-            "shift_days": [v[1] for v in identity.patients.values()],
-            "first_date": [identity.first_dates.get(pk) for pk in identity.patients],
+            "issuer_of_patient_id": pc.list_element(split, 0),
+            "patient_id": pc.list_element(split, 1),
+            "subject_id": _column_of(identity.patients, 0, pa.int64()),
+            "shift_days": _column_of(identity.patients, 1, pa.int64()),
+            "first_date": _dates_of(identity, patient_keys),
         },
         schema=PATIENTS_SCHEMA,
     )
     studies = pa.table(
         {
-            "study_key": list(identity.studies),
-            "subject_id": [v[0] for v in identity.studies.values()],
-            "study_id": [v[1] for v in identity.studies.values()],
+            "study_key": _keys_of(identity.studies),
+            "subject_id": _column_of(identity.studies, 0, pa.int64()),
+            "study_id": _column_of(identity.studies, 1, pa.int64()),
         },
         schema=STUDIES_SCHEMA,
     )
     images = pa.table(
         {
-            "sop_instance_uid": list(identity.images),
-            "dicom_id": [v[0] for v in identity.images.values()],
-            "subject_id": [v[1] for v in identity.images.values()],
-            "study_id": [v[2] for v in identity.images.values()],
+            "sop_instance_uid": _keys_of(identity.images),
+            "dicom_id": _column_of(identity.images, 0, pa.string()),
+            "subject_id": _column_of(identity.images, 1, pa.int64()),
+            "study_id": _column_of(identity.images, 2, pa.int64()),
         },
         schema=IMAGES_SCHEMA,
     )
     for name, table in (("patients", patients), ("studies", studies), ("images", images)):
         storage.write_atomic(private, f"{CROSSWALK_DIR}/{name}.parquet", parquet_bytes(table))
+
+
+def _keys_of(table: Mapping[str, Any]) -> pa.ChunkedArray:
+    if isinstance(table, KeyTable):
+        return table.keys_array()
+    return pa.chunked_array([pa.array(list(table), pa.string())])
+
+
+def _column_of(table: Mapping[str, Any], i: int, kind: pa.DataType) -> pa.ChunkedArray:
+    if isinstance(table, KeyTable):
+        return table.column(i)
+    return pa.chunked_array([pa.array([value[i] for value in table.values()], kind)])
+
+
+def _dates_of(identity: IdentityMap, patient_keys: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Each patient's first date, in the patients' order (null where none is known)."""
+    dates = identity.first_dates
+    if isinstance(dates, KeyTable):
+        at = pc.index_in(patient_keys, value_set=dates.keys_array())
+        return pc.take(dates.column(0), at)
+    return pa.chunked_array([pa.array([dates.get(k) for k in _iter_values(patient_keys)], pa.date32())])
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -300,5 +662,14 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
+def read_parquet(data: bytes, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet file held in memory as a table.
+
+    ``pq.ParquetFile``, not ``pq.read_table``: the latter goes through ``pyarrow.dataset``,
+    whose import loads pandas too (some 35 MB of the client's RSS for nothing).
+    """
+    return pq.ParquetFile(pa.BufferReader(data)).read(columns=columns)
+
+
 def _read_table(private: Location, name: str) -> pa.Table:
-    return pq.read_table(io.BytesIO(storage.read_bytes(private, f"{CROSSWALK_DIR}/{name}.parquet")))
+    return read_parquet(storage.read_bytes(private, f"{CROSSWALK_DIR}/{name}.parquet"))

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pydicom
@@ -369,10 +370,14 @@ DUPLICATE = "duplicate_sop_instance_uid"
 DIFFERING_DUPLICATE = "duplicate_differing_copy"
 
 
-def _set_columns(table: pa.Table, **columns: list[Any]) -> pa.Table:
+def _set_columns(table: pa.Table, **columns: list[Any] | pa.Array | pa.ChunkedArray) -> pa.Table:
     for name, values in columns.items():
         index = table.schema.get_field_index(name)
-        table = table.set_column(index, table.schema.field(index), pa.array(values, table.schema.field(index).type))
+        field = table.schema.field(index)
+        column = (
+            values.cast(field.type) if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values, field.type)
+        )
+        table = table.set_column(index, field, column)
     return table
 
 
@@ -388,23 +393,44 @@ def rank_copies(table: pa.Table) -> pa.Table:
     before them was quarantined in pass 2 (``next_copies``). The rule reads only what
     pass 1 saved, so a resumed run or a rerun over the same files makes the same choice.
     """
-    names = ("key_index", "sop_instance_uid", "error", "complete", "created")
-    key_index, sops, errors, complete, created = (table.column(name).to_pylist() for name in names)
+    n = table.num_rows
+    sop_column = table.column("sop_instance_uid")
+    usable = pc.and_(pc.is_null(table.column("error")), pc.is_valid(sop_column))
+    counts = pc.value_counts(sop_column.filter(usable))
+    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    # Only the rows of repeated SOPInstanceUIDs become Python objects: the client holds
+    # nothing per file for an archive without copies.
+    rows = pc.indices_nonzero(pc.and_(usable, pc.is_in(sop_column, value_set=repeated))).to_pylist()
+    names = ("key_index", "sop_instance_uid", "complete", "created")
+    at = pa.array(rows, pa.int64())
+    key_index, sops, complete, created = (table.column(name).take(at).to_pylist() for name in names)
     groups: dict[str, list[int]] = {}
-    for row, (sop, error) in enumerate(zip(sops, errors, strict=True)):
-        if error is None and sop is not None:
-            groups.setdefault(sop, []).append(row)
-    copy_of: list[int | None] = [None] * table.num_rows
-    copy_rank: list[int | None] = [None] * table.num_rows
-    for rows in groups.values():
-        if len(rows) < 2:
-            continue
-        rows.sort(key=lambda r: (complete[r] is False, _descending(created[r] or ""), key_index[r]))
-        for rank, row in enumerate(rows):
-            copy_of[row], copy_rank[row] = key_index[rows[0]], rank
-            if rank:
-                errors[row] = DUPLICATE
-    return _set_columns(table, error=errors, copy_of=copy_of, copy_rank=copy_rank)
+    for at, sop in enumerate(sops):
+        groups.setdefault(sop, []).append(at)
+    copy_rows: list[int] = []
+    copy_of: list[int] = []
+    copy_rank: list[int] = []
+    for members in groups.values():
+        members.sort(key=lambda r: (complete[r] is False, _descending(created[r] or ""), key_index[r]))
+        for rank, at in enumerate(members):
+            copy_rows.append(rows[at])
+            copy_of.append(key_index[members[0]])
+            copy_rank.append(rank)
+    at_row = _scatter(n, copy_rows)
+    of = pc.take(pa.array(copy_of, pa.int64()), at_row)
+    ranks = pc.take(pa.array(copy_rank, pa.int32()), at_row)
+    errors = pc.if_else(pc.fill_null(pc.greater(ranks, 0), False), DUPLICATE, table.column("error"))
+    return _set_columns(table, error=errors, copy_of=of, copy_rank=ranks)
+
+
+def _scatter(n: int, rows: list[int]) -> pa.Array:
+    """For each of ``n`` rows, its position in ``rows`` (null where absent): ``pc.take``
+    of per-copy values with it gives a whole column without a Python object per row."""
+    values = np.zeros(n, dtype=np.int64)
+    values[rows] = np.arange(len(rows), dtype=np.int64)
+    absent = np.ones(n, dtype=bool)
+    absent[rows] = False
+    return pa.array(values, pa.int64(), mask=absent)
 
 
 def _descending(text: str) -> tuple[int, ...]:
@@ -415,12 +441,14 @@ def copies_to_hash(table: pa.Table) -> list[tuple[int, str]]:
     """``(key_index, key)`` of the copies whose size equals their first-ranked copy's, and
     of those first-ranked copies: only these can be byte-identical, so only these are
     read whole and hashed (``content_hash``); copies of another size differ."""
-    size_of = dict(zip(table.column("key_index").to_pylist(), table.column("size").to_pylist(), strict=True))
+    copies = _copies(table)
+    size_of = {row["key_index"]: row["size"] for row in copies}
+    key_of = {row["key_index"]: row["key"] for row in copies}
     wanted: dict[int, str] = {}
-    for row in _copies(table):
+    for row in copies:
         if row["copy_rank"] and row["size"] == size_of[row["copy_of"]]:
             wanted[row["key_index"]] = row["key"]
-            wanted[row["copy_of"]] = _key_of(table, row["copy_of"])
+            wanted[row["copy_of"]] = key_of[row["copy_of"]]
     return sorted(wanted.items())
 
 
@@ -436,10 +464,6 @@ def _copies(table: pa.Table) -> list[dict[str, Any]]:
     return table.filter(pc.is_valid(table.column("copy_of"))).to_pylist()
 
 
-def _key_of(table: pa.Table, key_index: int) -> str:
-    return table.filter(pc.equal(table.column("key_index"), key_index)).column("key")[0].as_py()
-
-
 def content_hash(location: Location, key: str) -> str:
     """BLAKE2b of a whole file, read in 1 MiB blocks (duplicates of equal size only)."""
     digest = hashlib.blake2b(digest_size=20)
@@ -453,15 +477,19 @@ def label_copies(table: pa.Table, hashes: dict[int, str]) -> pa.Table:
     """Tell byte-identical copies (``duplicate_sop_instance_uid``) from copies that differ
     from their first-ranked copy (``duplicate_differing_copy``): identical means the same
     size and the same ``content_hash``."""
-    size_of = dict(zip(table.column("key_index").to_pylist(), table.column("size").to_pylist(), strict=True))
-    errors = table.column("error").to_pylist()
-    for row, (index, of, rank) in enumerate(
-        zip(*(table.column(name).to_pylist() for name in ("key_index", "copy_of", "copy_rank")), strict=True)
-    ):
-        if not rank:
+    copies = _copies(table)
+    size_of = {row["key_index"]: row["size"] for row in copies}
+    label: dict[int, str] = {}
+    for row in copies:
+        index, of = row["key_index"], row["copy_of"]
+        if not row["copy_rank"]:
             continue
         same = size_of[index] == size_of[of] and hashes.get(index) is not None and hashes.get(index) == hashes.get(of)
-        errors[row] = DUPLICATE if same else DIFFERING_DUPLICATE
+        label[index] = DUPLICATE if same else DIFFERING_DUPLICATE
+    if not label:
+        return table
+    at = pc.index_in(table.column("key_index"), value_set=pa.array(list(label), pa.int64()))
+    errors = pc.coalesce(pc.take(pa.array(list(label.values()), pa.string()), at), table.column("error"))
     return _set_columns(table, error=errors)
 
 

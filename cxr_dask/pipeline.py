@@ -9,7 +9,6 @@ list -> pass 1 (bag: header-only scan) -> identity map (client) -> broadcast
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import time
@@ -19,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import dask.bag as db
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from distributed import Client, Future, as_completed
 from distributed.scheduler import KilledWorker
 from tqdm.auto import tqdm
@@ -34,7 +33,7 @@ from cxr_dask.config import RunConfig
 from cxr_dask.deid import freetext
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.errors import ConfigError
-from cxr_dask.identity import IdentityMap, parquet_bytes
+from cxr_dask.identity import IdentityMap, parquet_bytes, read_parquet
 from cxr_dask.journal import RunJournal, start_or_resume
 from cxr_dask.storage import Location
 
@@ -137,6 +136,8 @@ def scan_partition_to_journal(
 ) -> list[ScanSummary]:
     """The pass-1 task: scan a partition's headers, write its records as an inventory part."""
     items = list(items)
+    if len(items) == 1 and isinstance(items[0], bytes):  # one chunk of a listing table
+        items = _rows(pa.ipc.open_stream(items[0]).read_all(), ("key_index", "key", "size"))
     (scanned,) = inventory.scan_partition_with_words(items, location, options, min_patients)
     if not items:
         return [ScanSummary(None, 0, scanned.words)]
@@ -149,10 +150,19 @@ def scan_partition_to_journal(
     return [ScanSummary(part, len(items), scanned.words)]
 
 
-def scan_bag(config: RunConfig, items: list[tuple[int, str, int]], partition_size: int, journal: RunJournal) -> db.Bag:
-    """Pass 1's graph over ``(key_index, key, size)`` items: per partition one inventory
-    part in the journal and the free-text tokens counted by patient (a ``ScanSummary``)."""
-    return db.from_sequence(items, partition_size=partition_size).map_partitions(
+def scan_bag(
+    config: RunConfig, items: list[tuple[int, str, int]] | pa.Table, partition_size: int, journal: RunJournal
+) -> db.Bag:
+    """Pass 1's graph over ``(key_index, key, size)`` items (or those columns of a listing
+    table, each task's run then travelling as Arrow IPC bytes): per partition one
+    inventory part in the journal and the free-text tokens counted by patient (a
+    ``ScanSummary``)."""
+    if isinstance(items, pa.Table):
+        chunks = work_chunks(items, partition_size)
+        bag = db.from_sequence(chunks, npartitions=max(1, len(chunks)))
+    else:
+        bag = db.from_sequence(items, partition_size=partition_size)
+    return bag.map_partitions(
         scan_partition_to_journal,
         config.input_location,
         config.profile,
@@ -166,13 +176,29 @@ def scan_items(files: list[tuple[str, int]]) -> list[tuple[int, str, int]]:
     return [(index, key, size) for index, (key, size) in enumerate(files)]
 
 
+def listing_table(files: list[tuple[str, int]]) -> pa.Table:
+    """``scan_items`` as Arrow columns: the client keeps no Python object per listed file."""
+    keys, sizes = (list(column) for column in zip(*files, strict=True)) if files else ([], [])
+    return pa.table(
+        {
+            "key_index": pa.array(np.arange(len(files), dtype=np.int64)),
+            "key": pa.array(keys, pa.string()),
+            "size": pa.array(sizes, pa.int64()),
+        }
+    )
+
+
+def _rows(table: pa.Table, names: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    return list(zip(*(table.column(name).to_pylist() for name in names), strict=True))
+
+
 VOCABULARY_FILE = "vocabulary.json"
 
 
 def _scan(
     client: Client,
     config: RunConfig,
-    items: list[tuple[int, str, int]],
+    items: list[tuple[int, str, int]] | pa.Table,
     partition_size: int,
     journal: RunJournal,
     label: str = "pass 1: scan headers",
@@ -184,7 +210,7 @@ def _scan(
     per distinct token and never a Python object per file; the table is read from the
     parts the finished tasks name.
     """
-    sizes = [len(chunk) for chunk in partitions(items, partition_size)]
+    sizes = chunk_sizes(items, partition_size)
     words = freetext.WordCounts(cap=config.freetext.min_patients)
     parts: list[str] = []
     for _, future in _each_partition(client, scan_bag(config, items, partition_size, journal), sizes, label, config):
@@ -214,8 +240,42 @@ def partitions(items: list[T], partition_size: int) -> list[list[T]]:
     return [items[start : start + partition_size] for start in range(0, len(items), partition_size)]
 
 
+#: Pass 2's work: ``(key_index, key)`` items, or the same as the columns of an Arrow table.
+Work = list[Item] | pa.Table
+#: One pass-2 task's share of the work: items, or their columns as Arrow IPC bytes.
+Chunk = list[Item] | bytes
+
+
+def work_chunks(work: Work, partition_size: int) -> list[Chunk]:
+    """The work in runs of ``partition_size``. A table's runs travel as Arrow IPC bytes, so
+    the client's graph holds a few bytes a file instead of a tuple, an int and a string."""
+    if isinstance(work, list):
+        return partitions(work, partition_size)
+    return [_ipc_bytes(work.slice(start, partition_size)) for start in range(0, work.num_rows, partition_size)]
+
+
+def chunk_sizes(work: Work, partition_size: int) -> list[int]:
+    n = len(work) if isinstance(work, list) else work.num_rows
+    return [min(partition_size, n - start) for start in range(0, n, partition_size)]
+
+
+def chunk_items(chunk: Chunk) -> list[Item]:
+    """A chunk's ``(key_index, key)`` items (decoded on the worker that runs it)."""
+    if not isinstance(chunk, bytes):
+        return chunk
+    return _rows(pa.ipc.open_stream(chunk).read_all(), ("key_index", "key"))
+
+
+def _ipc_bytes(table: pa.Table) -> bytes:
+    """A slice's rows alone (pickling a slice of an Arrow table would carry all of it)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
 def deidentify_partition(
-    chunks: list[list[Item]],
+    chunks: list[Chunk],
     source: Location,
     destination: Location,
     identity: IdentityRef | IdentityMap,
@@ -223,7 +283,8 @@ def deidentify_partition(
     journal: RunJournal,
 ) -> int:
     """The pass-2 task: de-identify and write its files, then record them in the journal."""
-    (items,) = chunks
+    (chunk,) = chunks
+    items = chunk_items(chunk)
     reviews: list[process.ReviewItem] = []
     outcomes = process.process_partition(items, source, destination, resolve(identity), options, reviews)
     try:
@@ -247,7 +308,7 @@ def deidentify_partition(
 
 def deidentify_bag(
     config: RunConfig,
-    items: list[Item],
+    items: Work,
     identity: IdentityRef | IdentityMap,
     partition_size: int,
     journal: RunJournal,
@@ -257,7 +318,7 @@ def deidentify_bag(
     ``identity`` is the broadcast reference: the graph holds its name, not the map, so
     the map travels once per worker however many tasks there are.
     """
-    chunks = partitions(items, partition_size)
+    chunks = work_chunks(items, partition_size)
     return db.from_sequence(chunks, npartitions=max(1, len(chunks))).map_partitions(
         deidentify_partition,
         config.input_location,
@@ -280,7 +341,7 @@ class _Pass2:
     #: after its retries): not done, so the next run retries them.
     unrecorded: list[int] = field(default_factory=list)
 
-    def run(self, items: list[Item], partition_size: int) -> list[int]:
+    def run(self, items: Work, partition_size: int) -> list[int]:
         """Run pass 2; returns the key indexes of poison inputs, files that kill every worker.
 
         A worker that dies takes its task elsewhere (the scheduler's ``allowed-failures``).
@@ -295,20 +356,28 @@ class _Pass2:
             suspects = self.killing_items(suspects, 1, "pass 2: retry")
         return [item[0] for item in suspects if self.killing_items([item], 1, "pass 2: isolate")]
 
-    def killing_items(self, items: list[Item], partition_size: int, label: str) -> list[Item]:
+    def killing_items(self, items: Work, partition_size: int, label: str) -> list[Item]:
         """Run ``items`` in tasks of ``partition_size``; the items of tasks that killed workers."""
-        chunks = partitions(items, partition_size)
+        sizes = chunk_sizes(items, partition_size)
         bag = deidentify_bag(self.config, items, self.identity, partition_size, self.journal)
         killed: list[Item] = []
-        for i, future in _each_partition(self.client, bag, [len(c) for c in chunks], label, self.config):
+        for i, future in _each_partition(self.client, bag, sizes, label, self.config):
             if future.status == "error" and isinstance(future.exception(), KilledWorker):
-                killed += chunks[i]
+                killed += _items_of_task(items, partition_size, i)
             elif future.status == "error" and storage.is_storage_error(future.exception()):
-                log.warning("pass 2: a task could not record %d files (storage error)", len(chunks[i]))
-                self.unrecorded.extend(index for index, _ in chunks[i])
+                log.warning("pass 2: a task could not record %d files (storage error)", sizes[i])
+                self.unrecorded.extend(index for index, _ in _items_of_task(items, partition_size, i))
             else:
                 future.result()  # anything else (e.g. the journal's store is down) stops the run
         return killed
+
+
+def _items_of_task(work: Work, partition_size: int, i: int) -> list[Item]:
+    """The items of the ``i``-th task of ``work`` cut in runs of ``partition_size``."""
+    start = i * partition_size
+    if isinstance(work, list):
+        return work[start : start + partition_size]
+    return _rows(work.slice(start, partition_size), ("key_index", "key"))
 
 
 def _hash_copies(client: Client, config: RunConfig, table: pa.Table) -> dict[int, str]:
@@ -471,11 +540,11 @@ def run(client: Client, config: RunConfig) -> RunSummary:
 
         table = journal.load_inventory()
         if table is None:
-            files = storage.list_files(source)
-            partition_size = config.partition_size_for(len(files), threads)
-            log.info("pass 1: %d files in partitions of %d", len(files), partition_size)
-            scanned, words = _scan(client, config, scan_items(files), partition_size, journal)
-            del files
+            listing = listing_table(storage.list_files(source))
+            partition_size = config.partition_size_for(listing.num_rows, threads)
+            log.info("pass 1: %d files in partitions of %d", listing.num_rows, partition_size)
+            scanned, words = _scan(client, config, listing, partition_size, journal)
+            del listing
             vocabulary = freetext.build_vocabulary(words, config.freetext.min_patients, config.freetext.keep)
             table = inventory.rank_copies(scanned)
             table = inventory.label_copies(table, _hash_copies(client, config, table))
@@ -499,17 +568,18 @@ def run(client: Client, config: RunConfig) -> RunSummary:
             done = journal.done_key_indexes()
             valid = valid.filter(pc.invert(pc.is_in(valid.column("key_index"), value_set=done)))
             summary.already_done = len(done)
-        items = list(zip(valid.column("key_index").to_pylist(), valid.column("key").to_pylist(), strict=True))
+        # the work list stays Arrow columns: no Python object per file on the client
+        work = valid.select(["key_index", "key"])
         del valid
         poison: list[int] = []
         unrecorded: list[int] = []
-        if items or inventory.has_copies(table):
+        if work.num_rows or inventory.has_copies(table):
             with broadcast_identity(client, identity) as identity_ref:
                 pass2 = _Pass2(client, config, identity_ref, journal)
-                if items:
-                    partition_size = config.partition_size_for(len(items), threads)
-                    log.info("pass 2: %d files in partitions of %d", len(items), partition_size)
-                    poison = pass2.run(items, partition_size)
+                if work.num_rows:
+                    partition_size = config.partition_size_for(work.num_rows, threads)
+                    log.info("pass 2: %d files in partitions of %d", work.num_rows, partition_size)
+                    poison = pass2.run(work, partition_size)
                 poison += _try_next_copies(pass2, table, poison, threads)
                 unrecorded = pass2.unrecorded
 
@@ -590,7 +660,7 @@ def read_table(location: Location, key: str) -> pa.Table | None:
     """A Parquet table at ``key``, or None when it does not exist yet."""
     if not storage.exists(location, key):
         return None
-    return pq.read_table(io.BytesIO(storage.read_bytes(location, key)))
+    return read_parquet(storage.read_bytes(location, key))
 
 
 def _merge_by_dicom_id(existing: pa.Table | None, fresh: pa.Table) -> pa.Table:

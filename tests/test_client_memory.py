@@ -90,3 +90,36 @@ def test_the_client_modules_load_no_image_libraries() -> None:
     code = "import sys\nfrom cxr_dask.deid import pixels\npixels.clean\nprint('cv2' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert out.stdout.strip() == "True"
+
+
+def test_the_work_lists_travel_as_arrow_bytes_not_a_tuple_a_file() -> None:
+    files = [(f"c{i // 100:04d}/p{i}/s{i}/{i}.dcm", 15_000) for i in range(2_000)]
+    listing = pipeline.listing_table(files)
+    assert listing.column("key_index").to_pylist() == list(range(2_000))
+    chunks = pipeline.work_chunks(listing.select(["key_index", "key"]), 200)
+    assert len(chunks) == 10 and all(isinstance(chunk, bytes) for chunk in chunks)
+    per_file = sum(len(chunk) for chunk in chunks) / len(files)
+    assert per_file < 2 * len(files[-1][0])  # the key's bytes and two ints, not Python objects
+    assert pipeline.chunk_items(chunks[3]) == [(i, key) for i, (key, _) in enumerate(files)][600:800]
+    assert pipeline.chunk_sizes(listing, 600) == [600, 600, 600, 200]
+
+
+def test_the_cli_client_never_imports_pandas() -> None:
+    """pyarrow imports pandas on its first conversion unless told it is absent (~35 MB)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from cxr_dask import cli\n"
+        "cli._arrow_without_pandas()\n"
+        "from cxr_dask import identity, journal, pipeline\n"
+        "import pyarrow as pa\n"
+        "table = pipeline.listing_table([('a.dcm', 1), ('b.dcm', 2)])\n"
+        "identity.read_parquet(identity.parquet_bytes(pa.Table.from_pylist(table.to_pylist())))\n"
+        "assert 'pandas' not in sys.modules, 'pandas was imported'\n"
+        "import pandas\n"
+        "assert len(table.to_pandas()) == 2\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-500:]

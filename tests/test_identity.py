@@ -255,3 +255,42 @@ def test_secret_from_environment_wins_and_must_be_long(tmp_path, monkeypatch):
     monkeypatch.setenv(ident.SECRET_ENV, "short")
     with pytest.raises(ConfigError):
         ident.load_or_create_secret(private)
+
+
+def test_ids_and_shifts_of_a_key_never_change_with_the_map_s_form():
+    """Pinned from the dict-based map that minted the crosswalks already out there: a key
+    gets the same subject, shift, study and dicom_id from the Arrow-column map."""
+    identity = build(corpus(3))
+    pk = ident.patient_key("P1", "")
+    assert identity.patients[pk] == (18846335, 58163)
+    assert identity.studies[ident.study_key(pk, "AP1-0", "")] == (18846335, 58252664)
+    assert identity.images["1.2.3.1.0.1.P"] == ("3e61da6f-712f7e38-c4e3c7f3-d09c54ef-20d061b9", 18846335, 58252664)
+
+
+def test_key_table_finds_every_key_through_hash_collisions_and_pickles(monkeypatch):
+    import pickle
+
+    monkeypatch.setattr(ident, "_key_hash", lambda key: len(key) % 3)  # most keys collide
+    table = ident.KeyTable((pa.string(), pa.int64()))
+    table.append_columns(
+        pa.array([f"k{i}" for i in range(50)]), [pa.array([f"v{i}" for i in range(50)]), pa.array(range(50))]
+    )
+    table["extra"] = ("x", -1)  # pending until the next lookup compacts it
+    assert table["k7"] == ("v7", 7) and table["extra"] == ("x", -1) and "k50" not in table
+    with pytest.raises(KeyError):
+        table["k50"]
+    with pytest.raises(KeyError):
+        table["k3"] = ("again", 3)  # a minted value never changes
+    expected = {f"k{i}": (f"v{i}", i) for i in range(50)} | {"extra": ("x", -1)}
+    assert dict(table.items()) == expected and list(table) == list(expected) and len(table) == 51
+    assert table == expected
+    again = pickle.loads(pickle.dumps(table))
+    assert again["k49"] == ("v49", 49) and again == table
+
+
+def test_the_map_holds_about_150_bytes_an_image():
+    """As dicts of tuples it was ~400 bytes an image (key, tuple, dicom_id, dict slot)."""
+    identity = build(corpus(200, studies=5, images=10))  # 10,000 images, 1,000 studies
+    tables = (identity.patients, identity.first_dates, identity.studies, identity.images)
+    assert all(isinstance(table, ident.KeyTable) for table in tables)
+    assert sum(table.nbytes for table in tables) / len(identity.images) < 150

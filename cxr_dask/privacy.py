@@ -18,8 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ContextDecorator
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,16 +86,18 @@ def _leave() -> None:
             _saved = None
 
 
-@contextmanager
-def quiet_pydicom() -> Iterator[None]:
+class quiet_pydicom(ContextDecorator):
     """Stop pydicom from echoing header values to logs and warnings inside the block.
 
-    Re-entrant and shared by threads; usable as a decorator too.
+    Re-entrant and shared by threads; usable as a decorator too (``@quiet_pydicom()``),
+    and a decorated function pickles by value (no generator inside, unlike a
+    ``contextlib.contextmanager``), as a script's function sent to a worker does.
     """
-    _enter()
-    try:
-        yield
-    finally:
+
+    def __enter__(self) -> None:
+        _enter()
+
+    def __exit__(self, *exc: object) -> None:
         _leave()
 
 

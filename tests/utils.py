@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import time
 from collections.abc import Callable
@@ -58,3 +59,18 @@ def poll_for(condition: Callable[[], T], timeout: float = 120, interval: float =
         if time.monotonic() > deadline:
             raise TimeoutError(f"gave up waiting {timeout:.0f} s for {what or condition}")
         time.sleep(interval)
+
+
+def damaged(rng: random.Random, data: bytes) -> tuple[bytes, str]:
+    """``data`` cut short, or with 1-3 bits flipped or bytes replaced, inside the header
+    (after the preamble, before PixelData); and which of the three."""
+    out = bytearray(data)
+    end = out.find(b"\xe0\x7f\x10\x00")
+    end = end if end > 200 else len(out)
+    kind = rng.choice(("cut", "flip", "byte"))
+    if kind == "cut":
+        return bytes(out[: rng.randrange(132, end)]), kind
+    for _ in range(rng.randint(1, 3)):
+        at = rng.randrange(132, end)
+        out[at] = out[at] ^ (1 << rng.randrange(8)) if kind == "flip" else rng.randrange(256)
+    return bytes(out), kind

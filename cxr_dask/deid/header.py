@@ -731,15 +731,7 @@ def _fast_elements(data: bytes, pos: int, end: int | None, encodings: list[str],
             return elements, pos + 8
         if group == 0xFFFE or tag == 0x00080005:
             raise ValueError("an item or delimiter tag, or the item's own character set")
-        vr = _ENCODED_VRS.get(data[pos + 4 : pos + 6])
-        if vr is None:
-            raise ValueError("no known VR")
-        if vr in _LONG_LENGTH_VRS:
-            (length,) = unpack("<I", data, pos + 8)
-            pos += 12
-        else:
-            (length,) = unpack("<H", data, pos + 6)
-            pos += 8
+        vr, length, pos = _vr_and_length(data, pos)
         first = False
         key = BaseTag(tag)
         if length == _UNDEFINED:
@@ -759,6 +751,17 @@ def _fast_elements(data: bytes, pos: int, end: int | None, encodings: list[str],
     if pos != end:
         raise ValueError("an element overruns its item")
     return elements, pos
+
+
+def _vr_and_length(data: bytes, pos: int) -> tuple[str, int, int]:
+    """The VR and value length of the explicit VR little-endian element at ``pos``, and
+    where its value starts; ValueError for bytes that are no VR."""
+    vr = _ENCODED_VRS.get(data[pos + 4 : pos + 6])
+    if vr is None:
+        raise ValueError("no known VR")
+    if vr in _LONG_LENGTH_VRS:
+        return vr, struct.unpack_from("<I", data, pos + 8)[0], pos + 12
+    return vr, struct.unpack_from("<H", data, pos + 6)[0], pos + 8
 
 
 #: Files up to this size may be read by ``fast_read`` (read whole, then sliced: a large
@@ -813,15 +816,7 @@ def _fast_dataset(data: bytes, base: int) -> tuple[dict, str | list[str]]:
         tag = group << 16 | element
         if group == 0xFFFE:
             raise ValueError("an item or delimiter tag")
-        vr = _ENCODED_VRS.get(data[pos + 4 : pos + 6])
-        if vr is None:
-            raise ValueError("no known VR")
-        if vr in _LONG_LENGTH_VRS:
-            (length,) = unpack("<I", data, pos + 8)
-            pos += 12
-        else:
-            (length,) = unpack("<H", data, pos + 6)
-            pos += 8
+        vr, length, pos = _vr_and_length(data, pos)
         key = BaseTag(tag)
         if length == _UNDEFINED:
             if vr != "SQ":

@@ -7,15 +7,17 @@ reason class and, at most, a DICOM keyword or tag.
 
 from __future__ import annotations
 
+from cxr_dask.reasons import Reason
+
 
 class QuarantineError(Exception):
     """A file that cannot be fully de-identified; it is audited and never written.
 
-    ``reason`` is a short snake_case class such as ``not_dicom`` or
-    ``no_patient_id``; ``detail`` may name a DICOM keyword or tag, never a value.
+    ``reason`` is a ``Reason`` (``cxr_dask.reasons``: every class the audit can hold,
+    with its meaning); ``detail`` may name a DICOM keyword or tag, never a value.
     """
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: Reason, detail: str = "") -> None:
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}" if detail else reason)

@@ -34,6 +34,7 @@ from cxr_dask.deid.wordscan import scan_header
 from cxr_dask.identity import patient_key
 from cxr_dask.metadata import STORAGE_ERROR
 from cxr_dask.privacy import quiet_pydicom
+from cxr_dask.reasons import Reason
 from cxr_dask.storage import Location, is_storage_error, open_for_header
 
 #: The header attributes pass 1 needs; reading stops at pixel data anyway.
@@ -65,7 +66,7 @@ _ANCHOR_DATES = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 #: Reasons that already explain why a header is not followed by pixel data.
-_NO_PIXELS_EXPECTED = frozenset({"dicomdir", "unsupported_sop_class", "no_sop_class_uid"})
+_NO_PIXELS_EXPECTED = frozenset({Reason.DICOMDIR, Reason.UNSUPPORTED_SOP_CLASS, Reason.NO_SOP_CLASS_UID})
 
 INVENTORY_SCHEMA = pa.schema(
     [
@@ -108,22 +109,22 @@ def _text(ds: pydicom.Dataset, keyword: str) -> str:
     return str(value).strip() if value is not None else ""
 
 
-def classify_header(ds: pydicom.Dataset) -> str | None:
+def classify_header(ds: pydicom.Dataset) -> Reason | None:
     """The quarantine reason class for a header pass 2 could not process, else None."""
     file_meta = getattr(ds, "file_meta", None) or pydicom.Dataset()
     sop_class = _text(ds, "SOPClassUID") or _text(file_meta, "MediaStorageSOPClassUID")
     if sop_class == MEDIA_STORAGE_DIRECTORY:
-        return "dicomdir"
+        return Reason.DICOMDIR
     if not sop_class:
-        return "no_sop_class_uid"
+        return Reason.NO_SOP_CLASS_UID
     if "Image Storage" not in UID(sop_class).name:
-        return "unsupported_sop_class"
+        return Reason.UNSUPPORTED_SOP_CLASS
     if not _text(ds, "SOPInstanceUID"):
-        return "no_sop_instance_uid"
+        return Reason.NO_SOP_INSTANCE_UID
     if not _text(ds, "StudyInstanceUID"):
-        return "no_study_instance_uid"
+        return Reason.NO_STUDY_INSTANCE_UID
     if not _text(ds, "PatientID"):
-        return "no_patient_id"
+        return Reason.NO_PATIENT_ID
     return None
 
 
@@ -181,7 +182,7 @@ def scan_file(
     record: dict[str, Any] = {name: None for name in INVENTORY_SCHEMA.names}
     record.update(key_index=key_index, key=key, size=size)
     if size == 0:
-        record["error"] = "empty_file"
+        record["error"] = Reason.EMPTY_FILE
         return record
     try:
         with open_for_header(location, key, size) as handle:
@@ -210,7 +211,7 @@ def scan_file(
                 found = _pydicom_words(handle, options or ProfileOptions())
         reason = classify_header(ds)
         if reached_end and reason not in _NO_PIXELS_EXPECTED:
-            reason = "truncated_or_no_pixel_data"
+            reason = Reason.TRUNCATED_OR_NO_PIXEL_DATA
         record.update(
             error=reason,
             sop_class_uid=_text(ds, "SOPClassUID") or None,
@@ -227,13 +228,13 @@ def scan_file(
         if words is not None:
             _count_words(found, record, words)
     except InvalidDicomError:
-        record["error"] = "not_dicom"
+        record["error"] = Reason.NOT_DICOM
     except Exception as error:
         # Values are decoded lazily: a damaged one fails here, and its message could quote
         # it, so only the reason class is kept (fail closed, never a crash of the task).
         # A read the store failed (after its retries) says nothing about the content: the
         # key is rescanned by the next run of the same command.
-        record["error"] = STORAGE_ERROR if is_storage_error(error) else "unreadable_header"
+        record["error"] = STORAGE_ERROR if is_storage_error(error) else Reason.UNREADABLE_HEADER
     return record
 
 
@@ -366,8 +367,8 @@ def to_table(records: Iterable[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=INVENTORY_SCHEMA)
 
 
-DUPLICATE = "duplicate_sop_instance_uid"
-DIFFERING_DUPLICATE = "duplicate_differing_copy"
+DUPLICATE = Reason.DUPLICATE_SOP_INSTANCE_UID
+DIFFERING_DUPLICATE = Reason.DUPLICATE_DIFFERING_COPY
 
 
 def _set_columns(table: pa.Table, **columns: list[Any] | pa.Array | pa.ChunkedArray) -> pa.Table:

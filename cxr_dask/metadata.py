@@ -16,6 +16,7 @@ import pydicom
 
 from cxr_dask.deid.header import HeaderReport, get_value
 from cxr_dask.deid.pixels import REGION_CLASSES, PixelReport
+from cxr_dask.reasons import Reason
 
 METADATA_SCHEMA = pa.schema(
     [
@@ -47,7 +48,7 @@ STUDY_LIST_SCHEMA = pa.schema([("subject_id", pa.int64()), ("study_id", pa.int64
 
 #: The status and reason of a key whose read or write failed after the store's retries:
 #: not done, never written, and retried by the next run of the same command.
-STORAGE_ERROR = "storage_error"
+STORAGE_ERROR = Reason.STORAGE_ERROR
 
 #: Counts reported by the header de-identifier, one audit column each.
 AUDIT_COUNTS = tuple(f.name for f in fields(HeaderReport))

@@ -35,6 +35,7 @@ from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.errors import ConfigError
 from cxr_dask.identity import IdentityMap, parquet_bytes, read_parquet
 from cxr_dask.journal import RunJournal, start_or_resume
+from cxr_dask.reasons import Reason
 from cxr_dask.storage import Location
 
 #: A pass-2 work item: the key's index in the sorted listing, and the key.
@@ -449,7 +450,7 @@ def _complete_audit(table: pa.Table, audit: pa.Table, poison: list[int], unrecor
                 bytes_in=turned_away.column("size").combine_chunks(),
             ),
             _audit_table(
-                crashed, key_index=poison, status=["quarantined"] * crashed, reason=["worker_crash"] * crashed
+                crashed, key_index=poison, status=["quarantined"] * crashed, reason=[Reason.WORKER_CRASH] * crashed
             ),
         ]
     )

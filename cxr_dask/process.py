@@ -29,6 +29,7 @@ from cxr_dask.identity import IdentityMap, patient_key, study_key
 from cxr_dask.inventory import classify_header, read_dicom
 from cxr_dask.metadata import STORAGE_ERROR, audit_row, image_path, metadata_row, pixel_class_counts
 from cxr_dask.privacy import quiet_pydicom
+from cxr_dask.reasons import Reason
 from cxr_dask.storage import Location
 
 
@@ -89,9 +90,9 @@ def file_identity(ds: pydicom.Dataset, identity: IdentityMap) -> FileIdentity:
         study_subject, study_id = identity.studies[study]
         dicom_id, image_subject, image_study = identity.images[sop]
     except KeyError:
-        raise QuarantineError("not_in_inventory") from None
+        raise QuarantineError(Reason.NOT_IN_INVENTORY) from None
     if (image_subject, image_study) != (subject_id, study_id) or study_subject != subject_id:
-        raise QuarantineError("identity_conflict")
+        raise QuarantineError(Reason.IDENTITY_CONFLICT)
     return FileIdentity(subject_id=subject_id, study_id=study_id, dicom_id=dicom_id, shift_days=shift_days)
 
 
@@ -111,18 +112,18 @@ def deidentify_bytes(
     try:
         ds = read_dicom(io.BytesIO(data) if isinstance(data, bytes) else data)
     except InvalidDicomError:
-        raise QuarantineError("not_dicom") from None
+        raise QuarantineError(Reason.NOT_DICOM) from None
     except OSError as error:
         if error.errno is not None:  # the disk failed, not the content: retried by the next run
             raise
-        raise QuarantineError("unreadable") from None
+        raise QuarantineError(Reason.UNREADABLE) from None
     except Exception:
-        raise QuarantineError("unreadable") from None
+        raise QuarantineError(Reason.UNREADABLE) from None
     if ds.original_encoding == (False, False) and ds.file_meta.get("TransferSyntaxUID") == ExplicitVRBigEndian:
         try:
             decoders.to_little_endian(ds)  # pydicom writes no other byte order than it read
         except Exception:
-            raise QuarantineError("unreadable") from None
+            raise QuarantineError(Reason.UNREADABLE) from None
     reason = classify_header(ds)
     if reason:
         raise QuarantineError(reason)
@@ -144,7 +145,7 @@ def deidentify_bytes(
     try:
         parts = encode.encode_parts(ds)
     except Exception:
-        raise QuarantineError("unwritable") from None
+        raise QuarantineError(Reason.UNWRITABLE) from None
     row = metadata_row(ds, ids.dicom_id, ids.subject_id, ids.study_id)
     return DeidentifiedFile(parts, ids, report, row, cleaned.report, container, rendered)
 
@@ -185,7 +186,7 @@ def process_file(
         if step != "content" or (isinstance(error, OSError) and error.errno is not None):
             row = audit_row(key_index, STORAGE_ERROR, reason=STORAGE_ERROR, detail=type(error).__name__)
         else:
-            row = audit_row(key_index, "quarantined", reason="internal_error", detail=type(error).__name__)
+            row = audit_row(key_index, "quarantined", reason=Reason.INTERNAL_ERROR, detail=type(error).__name__)
         row.update(bytes_in=bytes_in, seconds=time.perf_counter() - started)
         return row, None
     row = audit_row(

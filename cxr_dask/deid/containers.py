@@ -43,6 +43,7 @@ from pydicom.uid import UID
 
 from cxr_dask.deid.header import get_value
 from cxr_dask.errors import QuarantineError
+from cxr_dask.reasons import Reason
 
 JPEG_SYNTAXES = frozenset(
     {
@@ -118,14 +119,14 @@ def sanitise(ds: Dataset) -> ContainerReport:
         frames = int(ds.get("NumberOfFrames") or 1)
         value = ds.PixelData
     except Exception:
-        raise QuarantineError("undecodable_pixel_data", "PixelData") from None
+        raise QuarantineError(Reason.UNDECODABLE_PIXEL_DATA, "PixelData") from None
     if frames < 1 or not isinstance(value, (bytes, bytearray)):
-        raise QuarantineError("undecodable_pixel_data", "NumberOfFrames" if frames < 1 else "PixelData")
+        raise QuarantineError(Reason.UNDECODABLE_PIXEL_DATA, "NumberOfFrames" if frames < 1 else "PixelData")
     if not syntax.is_encapsulated:
         _sanitise_native(ds, bytes(value), frames, syntax.is_little_endian, report)
         return report
     if not bytes(value[:4]) == b"\xfe\xff\x00\xe0":
-        raise QuarantineError("undecodable_pixel_data", "PixelData")  # not encapsulated as the syntax says
+        raise QuarantineError(Reason.UNDECODABLE_PIXEL_DATA, "PixelData")  # not encapsulated as the syntax says
     _sanitise_encapsulated(ds, bytes(value), frames, str(syntax), report)
     return report
 
@@ -165,12 +166,12 @@ def _int(ds: Dataset, keyword: str, default: int | None = None) -> int:
     value = get_value(ds, keyword)
     if value is None or value == "":
         if default is None:
-            raise QuarantineError("undecodable_pixel_data", keyword)
+            raise QuarantineError(Reason.UNDECODABLE_PIXEL_DATA, keyword)
         return default
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise QuarantineError("undecodable_pixel_data", keyword) from None
+        raise QuarantineError(Reason.UNDECODABLE_PIXEL_DATA, keyword) from None
 
 
 def native_lengths(ds: Dataset, frames: int) -> tuple[int, int]:
@@ -178,7 +179,7 @@ def native_lengths(ds: Dataset, frames: int) -> tuple[int, int]:
     rows, columns = _int(ds, "Rows"), _int(ds, "Columns")
     allocated, samples = _int(ds, "BitsAllocated"), _int(ds, "SamplesPerPixel", 1)
     if rows <= 0 or columns <= 0 or samples <= 0 or allocated <= 0:
-        raise QuarantineError("undecodable_pixel_data", "Rows")
+        raise QuarantineError(Reason.UNDECODABLE_PIXEL_DATA, "Rows")
     frame_bits = rows * columns * samples * allocated
     if str(get_value(ds, "PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
         frame_bits = frame_bits * 2 // 3  # two chroma samples shared by each pair of pixels
@@ -188,9 +189,9 @@ def native_lengths(ds: Dataset, frames: int) -> tuple[int, int]:
 def _sanitise_native(ds: Dataset, value: bytes, frames: int, little: bool, report: ContainerReport) -> None:
     expected, frame_bytes = native_lengths(ds, frames)
     if len(value) < expected:
-        raise QuarantineError("undecodable_pixel_data", "PixelData")  # cut short
+        raise QuarantineError(Reason.UNDECODABLE_PIXEL_DATA, "PixelData")  # cut short
     if len(value) - expected >= frame_bytes:
-        raise QuarantineError("extra_frames", "PixelData")  # room for a whole frame more
+        raise QuarantineError(Reason.EXTRA_FRAMES, "PixelData")  # room for a whole frame more
     padded = expected + expected % 2
     new = value
     if len(value) > padded or (padded > expected and value[expected:padded] != b"\x00"):
@@ -211,10 +212,10 @@ def _clear_high_bits(ds: Dataset, data: bytes, expected: int, little: bool) -> b
     if allocated not in (8, 16, 32) or stored >= allocated:
         return None
     if stored <= 0:
-        raise QuarantineError("undecodable_pixel_data", "BitsStored")
+        raise QuarantineError(Reason.UNDECODABLE_PIXEL_DATA, "BitsStored")
     high_bit = get_value(ds, "HighBit")
     if high_bit not in (None, "") and int(high_bit) != stored - 1:
-        raise QuarantineError("unsupported_pixels", "HighBit")  # values not in the low bits
+        raise QuarantineError(Reason.UNSUPPORTED_PIXELS, "HighBit")  # values not in the low bits
     signed = int(get_value(ds, "PixelRepresentation", 0) or 0) == 1
     order = "<" if little else ">"
     unsigned_type = np.dtype(f"{order}u{allocated // 8}")
@@ -243,14 +244,16 @@ def _sanitise_encapsulated(ds: Dataset, value: bytes, frames: int, syntax: str, 
         offsets = _basic_offsets(value)
         items = _fragment_items(value, 8 + 4 * len(offsets))
     except CodestreamError:
-        raise QuarantineError("undecodable_pixel_data", "PixelData") from None
+        raise QuarantineError(Reason.UNDECODABLE_PIXEL_DATA, "PixelData") from None
     if len(offsets) > frames:
-        raise QuarantineError("extra_frames", "PixelData")  # the offset table lists more frames
+        raise QuarantineError(Reason.EXTRA_FRAMES, "PixelData")  # the offset table lists more frames
     strip: Callable[[bytes | memoryview], tuple[bytes | memoryview, int, int]]
     if syntax == RLE_SYNTAX:
         fragments = sum(1 for _, length in items if length)
         if fragments != frames:  # one fragment per frame (PS3.5 A.4.2)
-            raise QuarantineError("extra_frames" if fragments > frames else "undecodable_pixel_data", "PixelData")
+            raise QuarantineError(
+                Reason.EXTRA_FRAMES if fragments > frames else Reason.UNDECODABLE_PIXEL_DATA, "PixelData"
+            )
         pixels, planes = _rle_geometry(ds)
 
         def strip(frame: bytes | memoryview) -> tuple[bytes | memoryview, int, int]:
@@ -265,7 +268,7 @@ def _sanitise_encapsulated(ds: Dataset, value: bytes, frames: int, syntax: str, 
     elif syntax in J2K_SYNTAXES:
         strip, next_start = strip_j2k, _J2K_SOC
     else:
-        raise QuarantineError("unsupported_pixels", "TransferSyntaxUID")
+        raise QuarantineError(Reason.UNSUPPORTED_PIXELS, "TransferSyntaxUID")
     first = 8 + 4 * len(offsets)
     if len(items) == frames and all(length for _, length in items):  # one fragment a frame: views, no copies
         view = memoryview(value)
@@ -274,18 +277,18 @@ def _sanitise_encapsulated(ds: Dataset, value: bytes, frames: int, syntax: str, 
         try:
             originals = list(generate_frames(value, number_of_frames=frames))
         except Exception:
-            raise QuarantineError("undecodable_pixel_data", "PixelData") from None
+            raise QuarantineError(Reason.UNDECODABLE_PIXEL_DATA, "PixelData") from None
     if len(originals) != frames or not all(originals):
-        raise QuarantineError("undecodable_pixel_data", "PixelData")
+        raise QuarantineError(Reason.UNDECODABLE_PIXEL_DATA, "PixelData")
     cleaned = []
     for frame in originals:
         try:
             stream, removed, end = strip(frame)
         except CodestreamError:
-            raise QuarantineError("undecodable_pixels", "PixelData") from None  # the codestream does not parse
+            raise QuarantineError(Reason.UNDECODABLE_PIXELS, "PixelData") from None  # the codestream does not parse
         trailer = bytes(frame[end:])
         if next_start in trailer or _SOI in trailer:
-            raise QuarantineError("extra_frames", "PixelData")  # a second image behind the first
+            raise QuarantineError(Reason.EXTRA_FRAMES, "PixelData")  # a second image behind the first
         if trailer.strip(b"\x00"):
             report.add("trailer_removed")
         if removed:
@@ -364,7 +367,7 @@ def _rle_geometry(ds: Dataset) -> tuple[int, int]:
     rows, columns = _int(ds, "Rows"), _int(ds, "Columns")
     allocated, samples = _int(ds, "BitsAllocated"), _int(ds, "SamplesPerPixel", 1)
     if rows <= 0 or columns <= 0 or samples <= 0 or allocated <= 0 or allocated % 8:
-        raise QuarantineError("unsupported_pixels", "BitsAllocated")
+        raise QuarantineError(Reason.UNSUPPORTED_PIXELS, "BitsAllocated")
     return rows * columns, samples * allocated // 8
 
 

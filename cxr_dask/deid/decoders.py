@@ -26,6 +26,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from cxr_dask import tools
 from cxr_dask.errors import QuarantineError
+from cxr_dask.reasons import Reason
 
 #: The JPEG transfer syntaxes dcmtk's dcmdjpeg decodes (dcmjpeg's registered decoders).
 DCMTK_JPEG_SYNTAXES = frozenset(
@@ -83,16 +84,16 @@ def decode_with_dcmtk(ds: Dataset) -> np.ndarray:
             tools.run_tool(["dcmdjpeg", "--quiet", source, target], DCMDJPEG_TIMEOUT)
         except tools.ToolFailure as failure:
             detail = {"missing": "dcmdjpeg", "unstartable": "dcmdjpeg", "timeout": "timeout"}.get(failure.kind)
-            raise QuarantineError("undecodable_pixels", detail or "PixelData") from None
+            raise QuarantineError(Reason.UNDECODABLE_PIXELS, detail or "PixelData") from None
         if not os.path.exists(target):
-            raise QuarantineError("undecodable_pixels", "PixelData")
+            raise QuarantineError(Reason.UNDECODABLE_PIXELS, "PixelData")
         try:
             decoded = pydicom.dcmread(target)
             if decoded.file_meta.TransferSyntaxUID != ExplicitVRLittleEndian:
                 raise ValueError("not decoded")
             arr = decoded.pixel_array
         except Exception:
-            raise QuarantineError("undecodable_pixels", "PixelData") from None
+            raise QuarantineError(Reason.UNDECODABLE_PIXELS, "PixelData") from None
     return arr
 
 

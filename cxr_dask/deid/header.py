@@ -73,6 +73,7 @@ from cxr_dask.deid.profile import (
     required_type,
 )
 from cxr_dask.errors import QuarantineError
+from cxr_dask.reasons import Reason
 
 TOOL_NAME = "cxr-dask 0.1"
 IMPLEMENTATION_CLASS_UID = encode.IMPLEMENTATION_CLASS_UID
@@ -306,7 +307,7 @@ def _element_vr(tag: int, raw: DataElement | RawDataElement) -> str:
         return "UN"
     vr = vr.split(" or ")[0]
     if vr not in _VALID_VRS:  # damaged bytes: no rule can be chosen, nor the value written back
-        raise QuarantineError("invalid_vr", _tag_name(tag))
+        raise QuarantineError(Reason.INVALID_VR, _tag_name(tag))
     return vr
 
 
@@ -408,7 +409,7 @@ def _read_as(tag: int, stored_vr: str) -> str:
     if wanted in _SYNTAX_VRS and stored_vr not in ("SQ",):
         return wanted
     if tag in _PIXEL_MODULE:
-        raise QuarantineError("vr_mismatch", _tag_name(tag))
+        raise QuarantineError(Reason.VR_MISMATCH, _tag_name(tag))
     return stored_vr
 
 
@@ -899,7 +900,7 @@ class _Walker:
         try:
             return ds[tag]
         except Exception:
-            raise QuarantineError("undecodable_value", _tag_name(tag)) from None
+            raise QuarantineError(Reason.UNDECODABLE_VALUE, _tag_name(tag)) from None
 
     def values(self, ds: Dataset, tag: int) -> list[str]:
         return _values(self.element(ds, tag).value)
@@ -967,14 +968,14 @@ class _Walker:
                 charset = ds.original_character_set or ds._character_set  # as Dataset.__getitem__
                 value = convert_raw_data_element(raw, encoding=charset, ds=ds).value
             except Exception:
-                raise QuarantineError("undecodable_value", _tag_name(tag)) from None
+                raise QuarantineError(Reason.UNDECODABLE_VALUE, _tag_name(tag)) from None
             self.collect_values(kind, vr, _values(value))
         self.pending.clear()
 
     def collect_dataset(self, item: Dataset, depth: int = 0) -> None:
         """Collect phrases from an item that is removed as a whole."""
         if depth > MAX_DEPTH:
-            raise QuarantineError("sequence_too_deep")
+            raise QuarantineError(Reason.SEQUENCE_TOO_DEEP)
         for tag, raw in [(int(tag), raw) for tag, raw in item._dict.items()]:
             if (tag >> 16) & 1:
                 continue
@@ -999,7 +1000,7 @@ class _Walker:
     def walk(self, ds: Dataset, depth: int) -> None:
         """Apply the profile to every element of ``ds`` and, recursively, its items."""
         if depth > MAX_DEPTH:
-            raise QuarantineError("sequence_too_deep")
+            raise QuarantineError(Reason.SEQUENCE_TOO_DEEP)
         if _PIXEL_REPRESENTATION in ds:
             # pydicom decodes it by itself whenever a sequence is set in this dataset:
             # decode it here first, so a damaged value quarantines instead of crashing
@@ -1024,7 +1025,7 @@ class _Walker:
                 decisions[(tag, raw.VR)] = decision
             vr, action = decision
             if _oversized(raw, vr):
-                raise QuarantineError("oversized_element", _tag_name(tag))
+                raise QuarantineError(Reason.OVERSIZED_ELEMENT, _tag_name(tag))
             if depth == 0 and tag in _REPLACED:
                 self.collect(ds, tag, vr)
                 del ds[tag]  # set afresh after the walk, whatever VR the input gave it
@@ -1049,7 +1050,7 @@ class _Walker:
         else:
             value = raw.value
             if not isinstance(value, (str, bytes)):
-                raise QuarantineError("vr_mismatch", _tag_name(tag))
+                raise QuarantineError(Reason.VR_MISMATCH, _tag_name(tag))
             element = DataElement(tag, vr, value.decode("latin-1") if isinstance(value, bytes) else value)
         ds._dict[BaseTag(tag)] = element
         return element
@@ -1113,7 +1114,7 @@ class _Walker:
             if vr in _TEXT_VRS:
                 self.to_clean.append((ds, tag))
         else:  # pragma: no cover - every Action is handled above
-            raise QuarantineError("unhandled_action", _tag_name(tag))
+            raise QuarantineError(Reason.UNHANDLED_ACTION, _tag_name(tag))
 
     def shift(self, ds: Dataset, tag: int, vr: str) -> None:
         """Shift every value; an unparseable one takes the whole element out."""
@@ -1523,7 +1524,7 @@ def descriptor_words(
 
     def walk(item: Dataset, depth: int, identifying: bool) -> None:
         if depth > MAX_DEPTH:
-            raise QuarantineError("sequence_too_deep")
+            raise QuarantineError(Reason.SEQUENCE_TOO_DEEP)
         for key, raw in list(item._dict.items()):
             # the role depends on the tag, the stored VR and the context only: one lookup
             tag = int(key)  # a plain int: pydicom's BaseTag compares in Python
@@ -1761,10 +1762,10 @@ def _check_encoding(ds: Dataset) -> None:
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     if not syntax or not str(syntax).strip():
-        raise QuarantineError("no_transfer_syntax", "TransferSyntaxUID")
+        raise QuarantineError(Reason.NO_TRANSFER_SYNTAX, "TransferSyntaxUID")
     syntax = UID(str(syntax).strip())
     if not syntax.is_transfer_syntax:
-        raise QuarantineError("unknown_transfer_syntax", "TransferSyntaxUID")
+        raise QuarantineError(Reason.UNKNOWN_TRANSFER_SYNTAX, "TransferSyntaxUID")
     implicit, little = ds.original_encoding
     # pydicom falls back to the encoding it finds in the body; raw elements record it
     elements = map(ds.get_item, ds.keys())
@@ -1775,19 +1776,19 @@ def _check_encoding(ds: Dataset) -> None:
         syntax.is_implicit_VR,
         syntax.is_little_endian,
     ):
-        raise QuarantineError("transfer_syntax_mismatch", "TransferSyntaxUID")
+        raise QuarantineError(Reason.TRANSFER_SYNTAX_MISMATCH, "TransferSyntaxUID")
 
 
 def _check_sop_instance(ds: Dataset) -> None:
     """A dataset without SOPInstanceUID cannot get a consistent new identity."""
     if _SOP_INSTANCE_UID not in ds:
-        raise QuarantineError("no_sop_instance_uid", "SOPInstanceUID")
+        raise QuarantineError(Reason.NO_SOP_INSTANCE_UID, "SOPInstanceUID")
     try:
         value = ds[_SOP_INSTANCE_UID].value
     except Exception:
-        raise QuarantineError("undecodable_value", "SOPInstanceUID") from None
+        raise QuarantineError(Reason.UNDECODABLE_VALUE, "SOPInstanceUID") from None
     if not isinstance(value, str) or not value.strip():
-        raise QuarantineError("no_sop_instance_uid", "SOPInstanceUID")
+        raise QuarantineError(Reason.NO_SOP_INSTANCE_UID, "SOPInstanceUID")
 
 
 def deidentify_header(

@@ -21,6 +21,7 @@ from cxr_dask.deid import decoders
 from cxr_dask.deid.pixels.checks import check_supported
 from cxr_dask.deid.pixels.detection import DETECTION_SIDE
 from cxr_dask.errors import QuarantineError
+from cxr_dask.reasons import Reason
 
 #: Decoding plugins measured fastest at 3000x2500 (bench/pixels.py, one core): pyjpegls
 #: 0.17 s vs gdcm 0.35 s (JPEG-LS), pylibjpeg-rle 0.010 s vs pydicom 0.027 s (RLE),
@@ -54,7 +55,7 @@ def decode(ds: Dataset) -> np.ndarray:
     if arr is None:
         arr = _decode_compressed(ds)
     if arr.ndim != 2 or arr.shape != (int(ds.Rows), int(ds.Columns)):
-        raise QuarantineError("undecodable_pixels", "PixelData")
+        raise QuarantineError(Reason.UNDECODABLE_PIXELS, "PixelData")
     return arr
 
 
@@ -76,7 +77,7 @@ def _decode_compressed(ds: Dataset) -> np.ndarray:
         return ds.pixel_array
     except Exception:
         if not decoders.can_decode(ds):
-            raise QuarantineError("undecodable_pixels", "PixelData") from None
+            raise QuarantineError(Reason.UNDECODABLE_PIXELS, "PixelData") from None
     return decoders.decode_with_dcmtk(ds)  # JPEG the plugins refuse (12-bit, retired processes)
 
 

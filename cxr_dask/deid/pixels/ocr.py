@@ -20,6 +20,7 @@ from cxr_dask.deid.pixels.policy import _letter_spaced
 from cxr_dask.deid.pixels.types import Region, Word
 from cxr_dask.deid.rules import PixelOptions
 from cxr_dask.errors import QuarantineError
+from cxr_dask.reasons import Reason
 
 #: Text height Tesseract reads best (pixels); crops are scaled towards it.
 OCR_HEIGHT = 40
@@ -68,8 +69,8 @@ def tesseract_tsv(image: np.ndarray, psm: int = 6) -> list[dict[str, str]]:
         out = tools.tesseract(image, ["-l", "eng", "--psm", str(psm), "tsv"], OCR_TIMEOUT)
     except tools.ToolFailure as failure:
         if failure.kind in ("missing", "unstartable"):
-            raise QuarantineError("ocr_unavailable", "tesseract") from None
-        raise QuarantineError("ocr_failed", "timeout" if failure.kind == "timeout" else "tesseract") from None
+            raise QuarantineError(Reason.OCR_UNAVAILABLE, "tesseract") from None
+        raise QuarantineError(Reason.OCR_FAILED, "timeout" if failure.kind == "timeout" else "tesseract") from None
     lines = out.splitlines()
     if not lines:
         return []

@@ -21,6 +21,7 @@ from pydicom.uid import (
 )
 
 from cxr_dask.errors import QuarantineError
+from cxr_dask.reasons import Reason
 
 #: Transfer syntaxes a cleaned image is written back into: lossless, with an encoder.
 REENCODE_IN_PLACE = frozenset(
@@ -71,7 +72,7 @@ def store(ds: Dataset, arr: np.ndarray, source_syntax: str) -> None:
     except QuarantineError:
         raise
     except Exception:
-        raise QuarantineError("unencodable_pixels", "PixelData") from None
+        raise QuarantineError(Reason.UNENCODABLE_PIXELS, "PixelData") from None
     if lossy:
         # The pixels went through a lossy codec once; say so, whatever the new syntax.
         if str(ds.get("LossyImageCompression", "")).strip() != "01":

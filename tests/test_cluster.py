@@ -70,3 +70,18 @@ def test_a_cluster_a_notebook_starts_gets_the_same_workers(monkeypatch):
     ):
         (env,) = client.run(_malloc_environ).values()
     assert env == cluster.WORKER_MALLOC_ENV
+
+
+def test_the_run_s_cluster_serves_its_dashboard(tmp_path):
+    """The dashboard is connected after the workers start (``cluster._local_cluster``): the
+    link printed at the start serves distributed's bokeh pages all the same."""
+    import urllib.request
+
+    config = RunConfig(
+        str(tmp_path / "in"), str(tmp_path / "out"), str(tmp_path / "private"), workers=1, dashboard_address=":0"
+    )
+    with cluster.connect(config) as client:
+        with urllib.request.urlopen(client.dashboard_link) as response:
+            page = response.read()
+        assert response.status == 200
+    assert b"bokeh" in page.lower()

@@ -186,7 +186,6 @@ def _arrow_without_pandas() -> None:
 
 
 def _execute(config: RunConfig, ends_process: bool = False) -> int:
-    _arrow_without_pandas()  # the CLI's process is the client: it holds only Arrow columns
     from cxr_dask import cluster, lock, storage
 
     # What can refuse the run before any worker starts does: a missing bucket, a wrong
@@ -198,6 +197,8 @@ def _execute(config: RunConfig, ends_process: bool = False) -> int:
         lock.hold(config.private_location),
         cluster.Starting(config, preload=cluster.WORKER_PRELOAD) as starting,
     ):
+        # pyarrow (~0.2 s) after the workers started spawning, not before
+        _arrow_without_pandas()  # the CLI's process is the client: it holds only Arrow columns
         from cxr_dask import journal, pipeline
 
         journal.refuse_other_unfinished(config.private_location, config.input, config.output)

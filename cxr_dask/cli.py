@@ -185,8 +185,7 @@ def _arrow_without_pandas() -> None:
         sys.meta_path.remove(finder)
 
 
-def _execute(config: RunConfig) -> int:
-    _arrow_without_pandas()  # the CLI's process is the client: it holds only Arrow columns
+def _execute(config: RunConfig, ends_process: bool = False) -> int:
     from cxr_dask import cluster, lock, storage
 
     # What can refuse the run before any worker starts does: a missing bucket, a wrong
@@ -198,10 +197,14 @@ def _execute(config: RunConfig) -> int:
         lock.hold(config.private_location),
         cluster.Starting(config, preload=cluster.WORKER_PRELOAD) as starting,
     ):
+        # pyarrow (~0.2 s) after the workers started spawning, not before
+        _arrow_without_pandas()  # the CLI's process is the client: it holds only Arrow columns
         from cxr_dask import journal, pipeline
 
         journal.refuse_other_unfinished(config.private_location, config.input, config.output)
         client = starting.client()
+        if ends_process:
+            starting.leave_to_exit()
         print(f"dashboard: {client.dashboard_link}", flush=True)
         with _performance_report(config.report, config.storage_options):
             summary = pipeline.run(client, config)
@@ -250,7 +253,7 @@ def _performance_report(target: str | None, storage_options: dict[str, Any]) -> 
 
 
 def command_run(args: argparse.Namespace) -> int:
-    return _execute(run_config(args))
+    return _execute(run_config(args), ends_process=args.ends_process)
 
 
 def command_verify(args: argparse.Namespace) -> int:
@@ -340,7 +343,7 @@ def command_demo(args: argparse.Namespace) -> int:
         "output": str(workdir / "dataset"),
         "private": str(workdir / "private"),
     }
-    return _execute(build_config({}, flags))
+    return _execute(build_config({}, flags), ends_process=args.ends_process)
 
 
 COMMANDS = {
@@ -368,6 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    args.ends_process = argv is None  # main() ends the process with os._exit when the command is done
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",

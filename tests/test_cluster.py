@@ -70,3 +70,57 @@ def test_a_cluster_a_notebook_starts_gets_the_same_workers(monkeypatch):
     ):
         (env,) = client.run(_malloc_environ).values()
     assert env == cluster.WORKER_MALLOC_ENV
+
+
+def test_the_run_s_cluster_serves_its_dashboard(tmp_path):
+    """The dashboard is connected after the workers start (``cluster._local_cluster``): the
+    link printed at the start serves distributed's bokeh pages all the same."""
+    import urllib.request
+
+    config = RunConfig(
+        str(tmp_path / "in"), str(tmp_path / "out"), str(tmp_path / "private"), workers=1, dashboard_address=":0"
+    )
+    with cluster.connect(config) as client:
+        with urllib.request.urlopen(client.dashboard_link) as response:
+            page = response.read()
+        assert response.status == 200
+    assert b"bokeh" in page.lower()
+
+
+_LEFT_TO_EXIT = """
+import os, sys
+from cxr_dask import cluster
+from cxr_dask.config import RunConfig
+
+if __name__ == "__main__":
+    config = RunConfig(sys.argv[1], sys.argv[2], sys.argv[3], workers=2, dashboard_address=None)
+    with cluster.Starting(config) as starting:
+        client = starting.client()
+        pids = client.run(os.getpid)
+        starting.leave_to_exit()
+    print(*pids.values(), flush=True)
+    os._exit(0)
+"""
+
+
+def test_workers_left_to_the_process_exit_end_with_it(tmp_path):
+    """The CLI leaves its LocalCluster to ``os._exit`` (``Starting.leave_to_exit``): no
+    worker process outlives the command."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    script = tmp_path / "left.py"
+    script.write_text(_LEFT_TO_EXIT)
+    places = [str(tmp_path / name) for name in ("in", "out", "private")]
+    done = subprocess.run([sys.executable, str(script), *places], capture_output=True, text=True, check=True)
+    pids = [int(pid) for pid in done.stdout.split()]
+    assert len(pids) == 2
+    for _ in range(100):  # each worker sees its parent's end and exits at once
+        alive = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+        if not alive:
+            break
+        time.sleep(0.1)
+    assert alive == []

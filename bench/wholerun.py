@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
@@ -65,13 +66,36 @@ def _bare_in_two(source: Path, target: Path) -> list[str]:
     return ["sh", "-c", script, BARE_LOOP, str(source), str(target)]
 
 
+def _become_subreaper() -> None:
+    """Adopt what the commands leave behind: ``cxr-dask run`` ends its process without
+    waiting for its workers (they end with it), so their CPU time reaches this process's
+    children's account only if they are reaped here (Linux ``PR_SET_CHILD_SUBREAPER``)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def _reap_orphans(timeout: float = 60.0) -> None:
+    """Wait for the adopted processes (the run's workers, ending with their parent)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.01)
+
+
 def _timed(command: list[str]) -> tuple[float, float]:
-    """Wall seconds of ``command``, and the CPU seconds of it and every process it waited
-    for (its workers): what a loaded machine cannot inflate."""
+    """Wall seconds of ``command`` (until it exits), and the CPU seconds of it and of every
+    process it started, its workers included: what a loaded machine cannot inflate."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - started
+    _reap_orphans()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"{command[2:4]} failed: {done.stderr.strip().splitlines()[-1:]}")
@@ -149,6 +173,7 @@ def run(root: Path, repeats: int) -> dict[str, Any]:
     from header import make_corpus
     from scaling import replicate
 
+    _become_subreaper()  # before any whole run: their workers' CPU counts
     small, large = make_corpus(root, "small"), make_corpus(root, "large")
     films = root / f"films-{FILMS}"
     replicate(large, films, FILMS)

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from cxr_dask import storage
 from cxr_dask.deid.freetext import Vocabulary
+from cxr_dask.dicom.layout import format_dicom_id
 from cxr_dask.errors import ConfigError
 from cxr_dask.storage import Location
 
@@ -344,12 +345,6 @@ def _mint_int(key: bytes, namespace: str, real: str, bounds: tuple[int, int], ta
             taken.add(value)
             return value
         attempt += 1
-
-
-def format_dicom_id(raw: bytes) -> str:
-    """40 hex digits as five dash-joined groups of 8, as MIMIC-CXR writes dicom_id."""
-    t = raw[:20].hex()
-    return f"{t[:8]}-{t[8:16]}-{t[16:24]}-{t[24:32]}-{t[32:40]}"
 
 
 def _mint_dicom_id(key: bytes, sop_uid: str, taken: set[int] | _Taken) -> str:

@@ -31,6 +31,7 @@ from cxr_dask.deid.freetext import WordCounts, patient_hash
 from cxr_dask.deid.header import descriptor_words, fast_read, get_value
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.deid.wordscan import scan_header
+from cxr_dask.dicom.dates import parse_da
 from cxr_dask.identity import patient_key
 from cxr_dask.metadata import STORAGE_ERROR
 from cxr_dask.privacy import quiet_pydicom
@@ -91,17 +92,6 @@ INVENTORY_SCHEMA = pa.schema(
         ("copy_rank", pa.int32()),
     ]
 )
-
-
-def parse_da(value: object) -> dt.date | None:
-    """A DICOM DA value as a date, or None when absent or malformed."""
-    text = str(value or "").strip().replace(".", "")
-    if len(text) != 8 or not text.isdigit():
-        return None
-    try:
-        return dt.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
-    except ValueError:
-        return None
 
 
 def _text(ds: pydicom.Dataset, keyword: str) -> str:

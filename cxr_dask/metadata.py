@@ -16,6 +16,7 @@ import pydicom
 
 from cxr_dask.deid.header import HeaderReport, get_value
 from cxr_dask.deid.pixels import REGION_CLASSES, PixelReport
+from cxr_dask.dicom.layout import study_folders
 from cxr_dask.reasons import Reason
 
 METADATA_SCHEMA = pa.schema(
@@ -87,17 +88,6 @@ AUDIT_SCHEMA = pa.schema(
 )
 
 
-def study_folder(subject_id: int, study_id: int) -> str:
-    """``files/pNN/pNNNNNNNN/sNNNNNNNN``: NN is the subject id's first two digits."""
-    subject = f"{subject_id:08d}"
-    return f"files/p{subject[:2]}/p{subject}/s{study_id:08d}"
-
-
-def image_path(subject_id: int, study_id: int, dicom_id: str) -> str:
-    """The output key of an image: a pure function of its ids, so reruns overwrite it."""
-    return f"{study_folder(subject_id, study_id)}/{dicom_id}.dcm"
-
-
 def _first_code_meaning(ds: pydicom.Dataset, keyword: str) -> str | None:
     sequence = ds.get(keyword)
     if not sequence:
@@ -141,22 +131,10 @@ def _str_or_none(value: object) -> str | None:
     return text or None
 
 
-def _padded(ids: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
-    return pc.utf8_lpad(pc.cast(ids, pa.string()), 8, "0")
-
-
-def _study_folders(subject_ids: pa.ChunkedArray, study_ids: pa.ChunkedArray) -> pa.ChunkedArray:
-    """``study_folder`` over columns (no Python object per row)."""
-    subject = _padded(subject_ids)
-    return pc.binary_join_element_wise(
-        "files/p", pc.utf8_slice_codeunits(subject, 0, 2), "/p", subject, "/s", _padded(study_ids), ""
-    )
-
-
 def record_list(metadata: pa.Table) -> pa.Table:
     """One row per written image, with its path below OUTPUT."""
     subject, study, dicom = (metadata.column(name) for name in ("subject_id", "study_id", "dicom_id"))
-    path = pc.binary_join_element_wise(_study_folders(subject, study), "/", dicom, ".dcm", "")
+    path = pc.binary_join_element_wise(study_folders(subject, study), "/", dicom, ".dcm", "")
     return pa.Table.from_arrays([subject, study, dicom, path], schema=RECORD_LIST_SCHEMA)
 
 
@@ -165,7 +143,7 @@ def study_list(metadata: pa.Table) -> pa.Table:
     pairs = metadata.select(["subject_id", "study_id"]).group_by(["subject_id", "study_id"], use_threads=False)
     pairs = pairs.aggregate([]).sort_by([("subject_id", "ascending"), ("study_id", "ascending")])
     subject, study = pairs.column("subject_id"), pairs.column("study_id")
-    return pa.Table.from_arrays([subject, study, _study_folders(subject, study)], schema=STUDY_LIST_SCHEMA)
+    return pa.Table.from_arrays([subject, study, study_folders(subject, study)], schema=STUDY_LIST_SCHEMA)
 
 
 def pixel_class_counts(report: PixelReport) -> dict[str, int]:

@@ -24,10 +24,11 @@ from cxr_dask.deid import containers, decoders, pixels
 from cxr_dask.deid.freetext import shipped_vocabulary
 from cxr_dask.deid.header import FileIdentity, HeaderReport, deidentify_header, get_value
 from cxr_dask.deid.profile import ProfileOptions
+from cxr_dask.dicom.layout import image_path
 from cxr_dask.errors import QuarantineError
 from cxr_dask.identity import IdentityMap, patient_key, study_key
 from cxr_dask.inventory import classify_header, read_dicom
-from cxr_dask.metadata import STORAGE_ERROR, audit_row, image_path, metadata_row, pixel_class_counts
+from cxr_dask.metadata import STORAGE_ERROR, audit_row, metadata_row, pixel_class_counts
 from cxr_dask.privacy import quiet_pydicom
 from cxr_dask.reasons import Reason
 from cxr_dask.storage import Location

@@ -14,6 +14,7 @@ import cxr_dask
 from cxr_dask import journal, metadata, pipeline
 from cxr_dask.config import build_config
 from cxr_dask.deid.freetext import WordCounts
+from cxr_dask.dicom import layout
 from cxr_dask.storage import Location
 
 
@@ -67,11 +68,11 @@ def test_record_and_study_lists_match_the_paths_of_one_image(tmp_path) -> None:
     )
     records = metadata.record_list(table).to_pylist()
     assert [r["path"] for r in records] == [
-        metadata.image_path(r["subject_id"], r["study_id"], r["dicom_id"]) for r in table.to_pylist()
+        layout.image_path(r["subject_id"], r["study_id"], r["dicom_id"]) for r in table.to_pylist()
     ]
     studies = metadata.study_list(table).to_pylist()
     assert [s["path"] for s in studies] == [
-        metadata.study_folder(s, st) for s, st in [(10000001, 5), (12345678, 50000001), (12345678, 50000002)]
+        layout.study_folder(s, st) for s, st in [(10000001, 5), (12345678, 50000001), (12345678, 50000002)]
     ]
 
 

@@ -8,8 +8,9 @@ from dx_header import IDENTITY, deidentify, make_dx, read, remap, to_bytes
 from pydicom.dataelem import RawDataElement
 
 from cxr_dask.deid import header
-from cxr_dask.deid.header import date_renderings, deidentify_header
+from cxr_dask.deid.header import deidentify_header
 from cxr_dask.deid.profile import ProfileOptions
+from cxr_dask.dicom.dates import date_renderings
 
 BIRTH = "19470312"  # make_dx's PatientBirthDate: emptied, so collected as a phrase
 

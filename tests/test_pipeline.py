@@ -21,6 +21,7 @@ from utils import LAYOUT, REMAPPED_UID, output_files, run
 from cxr_dask import pipeline
 from cxr_dask.config import RunConfig
 from cxr_dask.deid.containers import sanitised_pixel_data
+from cxr_dask.dicom import layout
 from cxr_dask.identity import load_crosswalk, load_or_create_secret
 from cxr_dask.journal import RunJournal
 
@@ -226,7 +227,7 @@ def test_dciodvfy_finds_no_error_or_warning_the_input_did_not_have(finished, cor
         out = tmp_path / f"{dicom_id}.dcm"
         source = tmp_path / f"in-{dicom_id}.dcm"
         source.write_bytes((Path(corpus.root) / image.relpath).read_bytes())
-        out.write_bytes(finished["files"][pipeline.metadata.image_path(subject, study, dicom_id)])
+        out.write_bytes(finished["files"][layout.image_path(subject, study, dicom_id)])
         new = new_messages(source, out, tmp_path)
         assert not new, (image.transfer_syntax, new)
 

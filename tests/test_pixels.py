@@ -28,6 +28,7 @@ from cxr_dask.deid.containers import sanitised_pixel_data
 from cxr_dask.deid.pixels import cleaning, detection, morphology, ocr, textdet
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.deid.rules import PixelOptions, RegionRule
+from cxr_dask.dicom.codes import CLEAN_PIXEL_DATA
 from cxr_dask.errors import ConfigError, QuarantineError
 from cxr_dask.metadata import AUDIT_SCHEMA
 from cxr_dask.storage import Location, list_files
@@ -135,7 +136,7 @@ def test_images_without_findings_keep_their_pixel_bytes(cleaned):
             assert output.PixelData == sanitised_pixel_data(source)  # codestream comments removed
             assert output.file_meta.TransferSyntaxUID == source.file_meta.TransferSyntaxUID
             codes = {item.CodeValue for item in output.DeidentificationMethodCodeSequence}
-            assert pixels.CLEAN_PIXEL_CODE[0] not in codes
+            assert CLEAN_PIXEL_DATA.value not in codes
         if not image.burned_in:  # candidates may be found (and flagged), never blanked
             assert result.pixels.action == "untouched" and result.pixels.count("text") == 0
     assert untouched >= 3
@@ -168,7 +169,7 @@ def test_cleaned_images_change_only_inside_text_boxes_and_only_to_black(cleaned)
         assert (after[changed] == black).all(), image.photometric
         assert output.BurnedInAnnotation == "NO"
         codes = [item.CodeValue for item in output.DeidentificationMethodCodeSequence]
-        assert codes.count(pixels.CLEAN_PIXEL_CODE[0]) == 1
+        assert codes.count(CLEAN_PIXEL_DATA.value) == 1
         syntax = image.transfer_syntax
         if syntax in LOSSY_SYNTAXES:
             assert output.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian

@@ -29,6 +29,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from utils import audit_of, poll_for, run
 
 from cxr_dask import cli, journal, lock, pipeline
+from cxr_dask.dicom import layout
 from cxr_dask.identity import load_crosswalk, load_or_create_secret
 from cxr_dask.storage import Location
 
@@ -272,7 +273,7 @@ def test_later_batch_keeps_every_earlier_assignment_and_never_reuses_an_id(clien
     assert metadata.num_rows == len(corpus.images) == len(set(metadata.column("dicom_id").to_pylist()))
     for image in second_batch:
         dicom_id, subject, study = after.images[image.sop_instance_uid]
-        ds = pydicom.dcmread(output / pipeline.metadata.image_path(subject, study, dicom_id))
+        ds = pydicom.dcmread(output / layout.image_path(subject, study, dicom_id))
         patient = next(k for k in after.patients if k.endswith(image.patient_id))
         shift = after.patients[patient][1]
         assert ds.StudyDate == (image.study_date + dt.timedelta(days=shift)).strftime("%Y%m%d")

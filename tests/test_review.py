@@ -23,6 +23,7 @@ from cxr_dask.config import RunConfig
 from cxr_dask.deid.pixels import REGION_CLASSES, PixelReport, PixelResult, RegionRecord
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.deid.rules import PixelOptions, RegionRule
+from cxr_dask.dicom import layout
 from cxr_dask.storage import Location
 
 MB5 = 5 * 1024 * 1024
@@ -146,7 +147,7 @@ def write_entries(private: Location, folder: str, results: list[PixelResult], ph
         rendered = review.render(result, photometric)
         assert rendered is not None
         dicom_id = fake_id(key_index)
-        path = metadata.image_path(10000000 + key_index, 50000000 + key_index, dicom_id)
+        path = layout.image_path(10000000 + key_index, 50000000 + key_index, dicom_id)
         entries.append(review.write_images(private, folder, key_index, dicom_id, path, rendered))
     return entries
 
@@ -380,7 +381,7 @@ def test_every_changed_image_of_a_synth_run_is_on_the_page_by_its_output_path(sy
     assert sorted(listed_keys(pages, "changed-")) == sorted(changed)
     text = " ".join(t for page in pages.values() for t in page.text)
     for row in changed.values():
-        path = metadata.image_path(row["subject_id"], row["study_id"], row["dicom_id"])
+        path = layout.image_path(row["subject_id"], row["study_id"], row["dicom_id"])
         assert path in text
     for row in audit:  # class counts in the audit for every written image, never a word
         if row["status"] == "written":

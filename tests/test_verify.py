@@ -24,12 +24,13 @@ from pydicom.data import get_testdata_file
 
 from cxr_dask import cli, pipeline
 from cxr_dask.config import RunConfig
+from cxr_dask.dicom.dates import date_renderings
+from cxr_dask.dicom.layout import image_path
 from cxr_dask.identity import load_crosswalk
-from cxr_dask.metadata import image_path
 from cxr_dask.storage import Location
 from cxr_dask.synth import synthesize
 from cxr_dask.verify import OcrSettings, verify
-from cxr_dask.verify.vocabulary import date_renderings, name_renderings
+from cxr_dask.verify.vocabulary import name_renderings
 
 #: pydicom's own test files with a PatientID and pixels (native, JPEG, JPEG 2000, RLE).
 PYDICOM_FILES = ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "SC_rgb_jpeg_dcmtk.dcm", "MR_small_RLE.dcm")

@@ -152,7 +152,7 @@ def kept_share(corpus, output: Path, private: Path) -> dict[str, tuple[int, int]
     import pyarrow.parquet as pq
     import pydicom
 
-    from cxr_dask.metadata import image_path
+    from cxr_dask.dicom.layout import image_path
 
     images = pq.read_table(private / "crosswalk" / "images.parquet").to_pylist()
     where = {r["sop_instance_uid"]: image_path(r["subject_id"], r["study_id"], r["dicom_id"]) for r in images}

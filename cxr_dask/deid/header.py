@@ -72,6 +72,8 @@ from cxr_dask.deid.profile import (
     load_type2_requirements,
     required_type,
 )
+from cxr_dask.dicom.codes import BASIC_PROFILE, CLEAN_DESCRIPTORS, MODIFIED_DATES, Code
+from cxr_dask.dicom.dates import date_digits, date_renderings, within_shifted_years
 from cxr_dask.errors import QuarantineError
 from cxr_dask.reasons import Reason
 
@@ -85,9 +87,6 @@ MAX_DEPTH = 32
 #: attack; cleaning it would cost minutes and keep megabytes nobody can review.
 MAX_VALUE_BYTES = 1 << 20
 
-_BASIC_CODE = ("113100", "Basic Application Confidentiality Profile")
-_CLEAN_DESC_CODE = ("113105", "Clean Descriptors Option")
-_MODIFIED_DATES_CODE = ("113107", "Retain Longitudinal Temporal Information Modified Dates Option")
 
 #: Top-level attributes replaced by the research ids after the walk.
 _PATIENT_ID, _PATIENT_NAME, _ACCESSION, _STUDY_ID = 0x00100020, 0x00100010, 0x00080050, 0x00200010
@@ -490,42 +489,6 @@ def shift_dt(text: str, days: int) -> str:
     if day:
         date_part += f"{shifted.day:02d}"
     return date_part + (match.group("time") or "") + (match.group("tz") or "")
-
-
-#: Every date of the output lies in these years (MIMIC-CXR's convention).
-SHIFTED_YEARS = (2100, 2200)
-
-
-def _within_shifted_years(value: str, vr: str) -> bool:
-    """True for an empty value or one whose every date (a DA range has two) is in range.
-
-    Only the leading year of a DT counts: a '-' there starts a UTC offset, not a range.
-    """
-    parts = value.split("-") if vr == "DA" else [value]
-    return all(not part or SHIFTED_YEARS[0] <= int(part[:4]) <= SHIFTED_YEARS[1] for part in parts)
-
-
-def date_renderings(yyyymmdd: str) -> list[str]:
-    """A date as it may appear in free text: YYYYMMDD, YYYY-MM-DD, MM/DD/YYYY, ..."""
-    y, m, d = yyyymmdd[:4], yyyymmdd[4:6], yyyymmdd[6:8]
-    return [
-        yyyymmdd,
-        f"{y}-{m}-{d}",
-        f"{y}/{m}/{d}",
-        f"{y}.{m}.{d}",
-        f"{m}/{d}/{y}",
-        f"{m}-{d}-{y}",
-        f"{d}/{m}/{y}",
-        f"{d}.{m}.{y}",
-        f"{m}/{d}/{y[2:]}",
-    ]
-
-
-def _original_date(text: str, vr: str) -> str | None:
-    """The YYYYMMDD date inside a DA/DT value, when it has one."""
-    text = text.strip().replace(".", "") if vr == "DA" else text.strip()
-    digits = text[:8]
-    return digits if len(digits) == 8 and digits.isdigit() else None
 
 
 # ------------------------------------------------------------------------------ values
@@ -934,7 +897,7 @@ class _Walker:
                     self.add_phrase(token)
         elif kind == "date":
             for value in values:
-                self.add_date(value, vr)
+                self.add_date(value)
         else:
             for value in values:
                 self.add_phrase(value)
@@ -949,8 +912,9 @@ class _Walker:
         stripped core of one of the runs the raw bytes split into (at backslashes, and for
         names at name separators too): when no such core occurs in any descriptor, no
         phrase can. A date's phrases are renderings of the first 8 digits of a value,
-        which are 8 adjacent digits of its bytes once dots are dropped: when no rendering
-        of any such run occurs, none of the date's can. None: decode them all.
+        which are 8 adjacent digits of its bytes once dots and dashes are dropped
+        (``dates.date_digits``): when no rendering of any such run occurs, none of the
+        date's can. None: decode them all.
         """
         joined = "\n".join(descriptor_texts or ())
         for ds, tag, vr, kind, raw in self.pending:
@@ -991,10 +955,10 @@ class _Walker:
         if len(phrase) >= _MIN_PHRASE and phrase not in _STOP_WORDS:
             self.phrases.add(phrase)
 
-    def add_date(self, text: str, vr: str) -> None:
-        date = _original_date(text, vr)
+    def add_date(self, text: str) -> None:
+        date = date_digits(text)
         if date:
-            self.phrases.update(date_renderings(date))
+            self.phrases.update(rendering.lower() for rendering in date_renderings(date))
 
     # -- the walk
     def walk(self, ds: Dataset, depth: int) -> None:
@@ -1127,7 +1091,7 @@ class _Walker:
             return
         shifted = self.shifted(values, vr)
         for value in values:
-            self.add_date(value, vr)
+            self.add_date(value)
         if shifted is None:
             self.drop_unparseable(ds, tag, vr)
             return
@@ -1146,7 +1110,7 @@ class _Walker:
             shifted = [shift(value, self.shift_days) if value.strip() else "" for value in values]
         except (ValueError, OverflowError):
             return None
-        if not all(_within_shifted_years(value, vr) for value in shifted):
+        if not all(within_shifted_years(value, vr) for value in shifted):
             self.report.dates_out_of_range += 1
             return None
         return shifted
@@ -1294,13 +1258,14 @@ def _has_code(item: Dataset) -> bool:
 
 
 def _date_could_occur(value: str, text: str) -> bool:
-    """Whether a rendering of any 8-digit run of ``value`` (dots dropped) occurs in ``text``."""
-    digits = value.replace(".", "")
+    """Whether a rendering of any 8-digit run of ``value`` (dots and dashes dropped)
+    occurs in ``text`` (both lower-cased)."""
+    digits = value.replace(".", "").replace("-", "")
     for start in range(len(digits) - 7):
         run = digits[start : start + 8]
-        if run[4:6] not in text or run[6:8] not in text:
-            continue  # every rendering holds the month and the day as they are
-        if run.isdigit() and any(rendering in text for rendering in date_renderings(run)):
+        if run[2:4] not in text or not run.isdigit():
+            continue  # every rendering holds the year's last two digits
+        if any(rendering.lower() in text for rendering in date_renderings(run)):
             return True
     return False
 
@@ -1598,23 +1563,23 @@ def descriptor_words(
 # --------------------------------------------------------------------------- top level
 
 
-def _code_item(value: str, meaning: str) -> Dataset:
+def _code_item(code: Code) -> Dataset:
     item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = "DCM"
-    item.CodeMeaning = meaning
+    item.CodeValue = code.value
+    item.CodingSchemeDesignator = code.scheme
+    item.CodeMeaning = code.meaning
     return item
 
 
-def _method(options: ProfileOptions) -> tuple[list[str], list[tuple[str, str]]]:
+def _method(options: ProfileOptions) -> tuple[list[str], list[Code]]:
     """DeidentificationMethod values (LO, <= 64 chars each) and the method codes."""
-    texts, codes = [f"{TOOL_NAME}: PS3.15 E basic profile"], [_BASIC_CODE]
+    texts, codes = [f"{TOOL_NAME}: PS3.15 E basic profile"], [BASIC_PROFILE]
     if options.clean_descriptors:
         texts.append("clean descriptors")
-        codes.append(_CLEAN_DESC_CODE)
+        codes.append(CLEAN_DESCRIPTORS)
     if options.retain_modified_dates:
         texts.append("modified dates")
-        codes.append(_MODIFIED_DATES_CODE)
+        codes.append(MODIFIED_DATES)
     return texts, codes
 
 
@@ -1649,11 +1614,11 @@ def _raw_markers(options: ProfileOptions, implicit: bool) -> tuple[RawDataElemen
     """The PS3.15 E.1.1 markers for ``options``, encoded once per process."""
     texts, codes = _method(options)
     items = b""
-    for value, meaning in codes:
+    for code in codes:
         body = (
-            _encoded(0x00080100, "SH", _text(value), implicit)
-            + _encoded(0x00080102, "SH", _text("DCM"), implicit)
-            + _encoded(0x00080104, "LO", _text(meaning), implicit)
+            _encoded(0x00080100, "SH", _text(code.value), implicit)
+            + _encoded(0x00080102, "SH", _text(code.scheme), implicit)
+            + _encoded(0x00080104, "LO", _text(code.meaning), implicit)
         )
         items += _ITEM_TAG + struct.pack("<I", len(body)) + body
     modified = "MODIFIED" if options.retain_modified_dates else "REMOVED"
@@ -1693,7 +1658,7 @@ def _mark_deidentified(ds: Dataset, identity: FileIdentity, options: ProfileOpti
         "StudyID": lambda: str(identity.study_id),
         "PatientIdentityRemoved": lambda: "YES",
         "DeidentificationMethod": lambda: texts if len(texts) > 1 else texts[0],
-        "DeidentificationMethodCodeSequence": lambda: Sequence([_code_item(*code) for code in codes]),
+        "DeidentificationMethodCodeSequence": lambda: Sequence([_code_item(code) for code in codes]),
         "LongitudinalTemporalInformationModified": lambda: "MODIFIED" if options.retain_modified_dates else "REMOVED",
     }
     for (keyword, value), tag in zip(values.items(), _MARKER_TAGS, strict=True):

@@ -34,12 +34,10 @@ each worker once through the pipeline's worker-plugin broadcast
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import io
 import json
 import posixpath
-import re
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -56,6 +54,8 @@ from pydicom.multival import MultiValue
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from cxr_dask import metadata, storage
+from cxr_dask.dicom.dates import as_date, date_digits, in_shifted_years, within_shifted_years
+from cxr_dask.dicom.layout import DICOM_ID, IMAGE_PATH_FORM, parse_image_path
 from cxr_dask.errors import ConfigError
 from cxr_dask.identity import (
     STUDY_ID_RANGE,
@@ -75,7 +75,6 @@ from cxr_dask.verify.vocabulary import EQUIPMENT_KEYWORDS, FREE_TEXT_VRS, IDENTI
 if TYPE_CHECKING:
     from distributed import Client
 
-DATE_YEARS = (2100, 2200)
 DEFAULT_OCR = OcrSettings()
 PIXEL_DATA = 0x7FE00010
 MAX_LISTED = 50
@@ -93,8 +92,6 @@ CODEC_SEGMENTS = {
 }
 
 _PN_VRS = frozenset({"PN"})
-_DICOM_ID = re.compile(r"^[0-9a-f]{8}(?:-[0-9a-f]{8}){4}$")
-_LAYOUT = re.compile(r"^files/p(\d{2})/p(\d{8})/s(\d{8})/([0-9a-f]{8}(?:-[0-9a-f]{8}){4})\.dcm$")
 _TOP_DATES = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
 
 
@@ -109,11 +106,6 @@ def _values(value: object) -> list[str]:
     if isinstance(value, bytes):
         return [value.decode("latin-1").rstrip("\0 ")]
     return [str(value)]
-
-
-def _date_part(text: str) -> str | None:
-    digits = text.strip().replace(".", "").replace("-", "")[:8]
-    return digits if len(digits) == 8 and digits.isdigit() else None
 
 
 def _normal(value: str) -> str:
@@ -183,7 +175,7 @@ def harvest(ds: Dataset, index: int, needles: Needles, patient: int) -> bytes:
                 needles.add_name(value, index, patient)
         elif vr in ("DA", "DT"):
             for value in values:
-                date = _date_part(value)
+                date = date_digits(value)
                 if date:
                     needles.add_date(date, index, patient)
         elif vr == "UI":
@@ -234,7 +226,7 @@ def harvest_partition(items: Iterable[tuple[int, str, int]], source: Location) -
             continue
         dates = {}
         for keyword in _TOP_DATES:
-            value = _date_part(_text(ds, keyword))
+            value = date_digits(_text(ds, keyword))
             if value:
                 dates[keyword] = value
         result.records[sop] = InputRecord(
@@ -535,14 +527,9 @@ def pixel_span(data: bytes, ds: Dataset) -> tuple[bytes, bytes]:
 
 def _check_date(audit: Audit, path: str, elem: DataElement) -> None:
     for value in _values(elem.value):
-        for part in value.split("-") if elem.VR == "DA" else [value]:
-            text = part.strip()
-            if not text:
-                continue
-            year = text[:4]
-            if not (year.isdigit() and DATE_YEARS[0] <= int(year) <= DATE_YEARS[1]):
-                audit.add("date_out_of_range", path, _tag_name(elem), reason="not a shifted date (2100-2200)")
-                return
+        if not within_shifted_years(value, elem.VR):
+            audit.add("date_out_of_range", path, _tag_name(elem), reason="not a shifted date (2100-2200)")
+            return
 
 
 @dataclass
@@ -564,8 +551,8 @@ def check_dicom(audit: Audit, path: str, data: bytes, shared: Shared) -> None:
         audit.add("unreadable_output", path, reason="not a readable DICOM")
         audit.search("phi_in_bytes", path, "bytes", data.decode("latin-1"))
         return
-    layout = _LAYOUT.match(path)
-    sop = shared.dicom_to_sop.get(layout.group(4)) if layout else None
+    layout = parse_image_path(path)
+    sop = shared.dicom_to_sop.get(layout.dicom_id) if layout else None
     record = shared.inputs.get(sop) if sop else None
     # Before the walk: decoding the elements turns the raw PixelData element (which knows
     # where its value lies in the file) into a plain one, and the pixels would be searched.
@@ -695,13 +682,12 @@ def hidden_bits(value: bytes, allocated: int, stored: int, signed: bool) -> byte
 
 
 def _check_ids(audit: Audit, path: str, ds: Dataset, shared: Shared, record: InputRecord | None) -> None:
-    layout = _LAYOUT.match(path)
+    layout = parse_image_path(path)
     if layout is None:
-        audit.add("bad_path", path, reason="not files/pNN/pNNNNNNNN/sNNNNNNNN/<dicom_id>.dcm")
+        audit.add("bad_path", path, reason=f"not {IMAGE_PATH_FORM}")
         return
-    prefix, subject_text, study_text, dicom_id = layout.groups()
-    subject, study = int(subject_text), int(study_text)
-    if not subject_text.startswith(prefix):
+    subject, study, dicom_id = layout.subject_id, layout.study_id, layout.dicom_id
+    if not layout.prefix_matches:
         audit.add("bad_path", path, reason="the pNN folder is not the subject id's first digits")
     if not SUBJECT_ID_RANGE[0] <= subject <= SUBJECT_ID_RANGE[1]:
         audit.add("id_out_of_range", path, "subject_id", reason="outside the subject id range")
@@ -746,21 +732,17 @@ def _check_ids(audit: Audit, path: str, ds: Dataset, shared: Shared, record: Inp
         return
     shift = patient[1]
     for keyword, original in record.dates.items():
-        shifted = _date_part(_text(ds, keyword))
+        shifted = date_digits(_text(ds, keyword))
         if shifted is None:
             continue
         try:
-            delta = (_as_date(shifted) - _as_date(original)).days
+            delta = (as_date(shifted) - as_date(original)).days
         except ValueError:
             delta = None
         if delta != shift:
             audit.add(
                 "interval_not_kept", path, keyword, index=record.index, reason="not the patient's shift of its input"
             )
-
-
-def _as_date(yyyymmdd: str) -> dt.date:
-    return dt.date(int(yyyymmdd[:4]), int(yyyymmdd[4:6]), int(yyyymmdd[6:8]))
 
 
 def _one_to_one(audit: Audit) -> None:
@@ -795,7 +777,7 @@ def check_crosswalk(audit: Audit, identity: IdentityMap) -> None:
     for dicom_id, n in dicom_ids.items():
         if n > 1:
             audit.add("id_not_one_to_one", where, "dicom_id", reason="a dicom_id minted twice")
-        if not _DICOM_ID.match(dicom_id):
+        if not DICOM_ID.match(dicom_id):
             audit.add("id_out_of_range", where, "dicom_id", reason="not a well-formed dicom_id")
 
 
@@ -851,10 +833,10 @@ def _column_problem(name: str, value: object) -> str | None:
         if name == "study_id":
             return None if STUDY_ID_RANGE[0] <= int(value) <= STUDY_ID_RANGE[1] else "id_out_of_range"
         if name == "StudyDate":
-            return None if DATE_YEARS[0] <= int(value) // 10000 <= DATE_YEARS[1] else "date_out_of_range"
+            return None if in_shifted_years(int(value) // 10000) else "date_out_of_range"
     except (TypeError, ValueError):
         return "id_out_of_range" if name != "StudyDate" else "date_out_of_range"
-    if name == "dicom_id" and not _DICOM_ID.match(str(value)):
+    if name == "dicom_id" and not DICOM_ID.match(str(value)):
         return "id_out_of_range"
     return None
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 from pydicom.uid import UID_dictionary
 
-from cxr_dask.verify.vocabulary import STOP_WORDS, date_renderings, name_renderings
+from cxr_dask.dicom.dates import date_renderings
+from cxr_dask.verify.vocabulary import STOP_WORDS, name_renderings
 
 MIN_NEEDLE = 4
 MIN_NUMERIC_NEEDLE = 6

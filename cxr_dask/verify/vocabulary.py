@@ -167,22 +167,6 @@ STOP_WORDS = frozenset(
     }
 )
 
-#: Month names and abbreviations, as dates are written in reports and on films.
-MONTHS = (
-    ("JAN", "JANUARY"),
-    ("FEB", "FEBRUARY"),
-    ("MAR", "MARCH"),
-    ("APR", "APRIL"),
-    ("MAY", "MAY"),
-    ("JUN", "JUNE"),
-    ("JUL", "JULY"),
-    ("AUG", "AUGUST"),
-    ("SEP", "SEPTEMBER"),
-    ("OCT", "OCTOBER"),
-    ("NOV", "NOVEMBER"),
-    ("DEC", "DECEMBER"),
-)
-
 #: Identifier shapes HIPAA names (telephone, SSN, e-mail, URL, IP address), searched in
 #: every kept free-text value whatever the inputs held.
 IDENTIFIER_PATTERNS = {
@@ -199,34 +183,6 @@ def is_identifying(keyword: str) -> bool:
     if not keyword or keyword in NOT_IDENTIFYING:
         return False
     return keyword in IDENTIFYING_KEYWORDS or bool(IDENTIFYING_SUFFIX.search(keyword))
-
-
-def date_renderings(yyyymmdd: str) -> list[str]:
-    """A date as headers, reports and burned-in text write it (numeric and with month names)."""
-    y, m, d = yyyymmdd[:4], yyyymmdd[4:6], yyyymmdd[6:8]
-    short, long = MONTHS[int(m) - 1]
-    mi, di = str(int(m)), str(int(d))
-    out = [
-        yyyymmdd,
-        f"{y}-{m}-{d}",
-        f"{y}/{m}/{d}",
-        f"{y}.{m}.{d}",
-        f"{m}/{d}/{y}",
-        f"{mi}/{di}/{y}",
-        f"{m}-{d}-{y}",
-        f"{d}/{m}/{y}",
-        f"{d}.{m}.{y}",
-        f"{d}-{m}-{y}",
-        f"{m}/{d}/{y[2:]}",
-        f"{d}{short}{y}",
-        f"{d}-{short}-{y}",
-        f"{di} {short} {y}",
-        f"{di} {long} {y}",
-        f"{short} {di}, {y}",
-        f"{long} {di}, {y}",
-        f"{y}{m}{d}"[2:],  # YYMMDD
-    ]
-    return out  # one entry per form, even where two forms coincide (05/12 and 5/12 differ; 12/25 not)
 
 
 _PN_GROUPS = re.compile(r"=")

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from cxr_dask.deid.pixels.detection import DETECTION_SIDE, PREVIEW_SENSITIVITY, detect, preview_has_candidates
     from cxr_dask.deid.pixels.ocr import read_regions, tesseract_tsv
     from cxr_dask.deid.pixels.policy import Decision, decide, is_evidence, is_small, redact_boxes, word_box
-    from cxr_dask.deid.pixels.reencode import CLEAN_PIXEL_CODE, REENCODE_IN_PLACE, mark_cleaned, store
+    from cxr_dask.deid.pixels.reencode import REENCODE_IN_PLACE, mark_cleaned, store
 
 #: Public names and the module that defines each (loaded on first use).
 _LAZY = {
@@ -55,11 +55,10 @@ _LAZY = {
     **dict.fromkeys(("DETECTION_SIDE", "PREVIEW_SENSITIVITY", "detect", "preview_has_candidates"), "detection"),
     **dict.fromkeys(("read_regions", "tesseract_tsv"), "ocr"),
     **dict.fromkeys(("Decision", "decide", "is_evidence", "is_small", "redact_boxes", "word_box"), "policy"),
-    **dict.fromkeys(("CLEAN_PIXEL_CODE", "REENCODE_IN_PLACE", "mark_cleaned", "store"), "reencode"),
+    **dict.fromkeys(("REENCODE_IN_PLACE", "mark_cleaned", "store"), "reencode"),
 }
 
 __all__ = [
-    "CLEAN_PIXEL_CODE",
     "DETECTION_SIDE",
     "NATIVE_LITTLE_ENDIAN",
     "PREVIEW_SENSITIVITY",

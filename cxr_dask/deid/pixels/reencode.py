@@ -20,6 +20,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from cxr_dask.dicom.codes import CLEAN_PIXEL_DATA
 from cxr_dask.errors import QuarantineError
 from cxr_dask.reasons import Reason
 
@@ -49,8 +50,6 @@ LOSSY_METHOD = {
     "1.2.840.10008.1.2.4.203": "ISO_15444_15",
 }
 _ENCODING_PLUGIN = {JPEG2000Lossless: "pylibjpeg", RLELossless: "pylibjpeg", JPEGLSLossless: "pyjpegls"}
-
-CLEAN_PIXEL_CODE = ("113101", "Clean Pixel Data Option")
 
 
 def store(ds: Dataset, arr: np.ndarray, source_syntax: str) -> None:
@@ -85,9 +84,9 @@ def mark_cleaned(ds: Dataset) -> None:
     """BurnedInAnnotation NO and the Clean Pixel Data code, for an image that was cleaned."""
     ds.BurnedInAnnotation = "NO"
     item = Dataset()
-    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = CLEAN_PIXEL_CODE[0], "DCM", CLEAN_PIXEL_CODE[1]
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = CLEAN_PIXEL_DATA
     codes = ds.get("DeidentificationMethodCodeSequence") or Sequence([])
-    if all(getattr(c, "CodeValue", None) != CLEAN_PIXEL_CODE[0] for c in codes):
+    if all(getattr(c, "CodeValue", None) != CLEAN_PIXEL_DATA.value for c in codes):
         codes.append(item)
     ds.DeidentificationMethodCodeSequence = codes
     methods = ds.get("DeidentificationMethod")

@@ -1,0 +1,9 @@
+"""DICOM facts and the output layout, each stated once: pure functions and constants.
+
+Every stage (inventory, the header walk, the pixel cleaner, metadata, verify) reads its
+dates, codes and paths from here, so the writer and the checker cannot drift apart.
+
+- ``dates``: date values, their renderings in free text, the shifted-years window;
+- ``codes``: the PS3.16 CID 7050 de-identification method codes this tool writes;
+- ``layout``: the MIMIC-CXR output paths, built and parsed.
+"""

@@ -15,9 +15,9 @@ import io
 import os
 import secrets
 import uuid
-from collections.abc import ItemsView, Iterator, Mapping, ValuesView
+from collections.abc import Callable, ItemsView, Iterator, Mapping, ValuesView
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -85,6 +85,22 @@ def study_key(patient: str, accession: str | None, study_instance_uid: str) -> s
     if accession:
         return f"acc{_SEP}{patient}{_SEP}{accession}"
     return f"uid{_SEP}{study_instance_uid}"
+
+
+class FileKeys(NamedTuple):
+    """What the identity map knows a file by: its patient, study and image keys."""
+
+    patient: str
+    study: str
+    sop: str
+
+
+def file_keys(text: Callable[[str], str]) -> FileKeys:
+    """The keys of a data set whose attribute ``keyword`` reads as ``text(keyword)``
+    (stripped; "" when absent): the one derivation pass 2 and verify share."""
+    patient = patient_key(text("PatientID"), text("IssuerOfPatientID"))
+    study = study_key(patient, text("AccessionNumber"), text("StudyInstanceUID"))
+    return FileKeys(patient, study, text("SOPInstanceUID"))
 
 
 class KeyTable(Mapping[str, Any]):

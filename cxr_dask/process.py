@@ -26,7 +26,7 @@ from cxr_dask.deid.header import FileIdentity, HeaderReport, deidentify_header, 
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.dicom.layout import image_path
 from cxr_dask.errors import QuarantineError
-from cxr_dask.identity import IdentityMap, patient_key, study_key
+from cxr_dask.identity import IdentityMap, file_keys
 from cxr_dask.inventory import classify_header, read_dicom
 from cxr_dask.metadata import STORAGE_ERROR, audit_row, metadata_row, pixel_class_counts
 from cxr_dask.privacy import quiet_pydicom
@@ -83,9 +83,7 @@ def file_identity(ds: pydicom.Dataset, identity: IdentityMap) -> FileIdentity:
     A file absent from the map changed between the two passes (or was never scanned):
     it is quarantined rather than given ids the client did not mint.
     """
-    patient = patient_key(_text(ds, "PatientID"), _text(ds, "IssuerOfPatientID"))
-    study = study_key(patient, _text(ds, "AccessionNumber"), _text(ds, "StudyInstanceUID"))
-    sop = _text(ds, "SOPInstanceUID")
+    patient, study, sop = file_keys(lambda keyword: _text(ds, keyword))
     try:
         subject_id, shift_days = identity.patients[patient]
         study_subject, study_id = identity.studies[study]

@@ -294,3 +294,12 @@ def test_the_map_holds_about_150_bytes_an_image():
     tables = (identity.patients, identity.first_dates, identity.studies, identity.images)
     assert all(isinstance(table, ident.KeyTable) for table in tables)
     assert sum(table.nbytes for table in tables) / len(identity.images) < 150
+
+
+def test_file_keys_are_the_accession_within_the_issuer_s_patient() -> None:
+    values = {"PatientID": "MRN1", "IssuerOfPatientID": "SITE", "AccessionNumber": "A9", "SOPInstanceUID": "1.2.3"}
+    keys = ident.file_keys(lambda keyword: values.get(keyword, ""))
+    assert keys == (ident.patient_key("MRN1", "SITE"), ident.study_key(keys.patient, "A9", ""), "1.2.3")
+    without_accession = ident.file_keys(lambda keyword: {**values, "AccessionNumber": ""}.get(keyword, ""))
+    assert without_accession.study == ident.study_key(keys.patient, "", "")
+    assert without_accession.study != keys.study

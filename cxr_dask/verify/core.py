@@ -61,9 +61,8 @@ from cxr_dask.identity import (
     STUDY_ID_RANGE,
     SUBJECT_ID_RANGE,
     IdentityMap,
+    file_keys,
     load_crosswalk,
-    patient_key,
-    study_key,
 )
 from cxr_dask.privacy import quiet_pydicom
 from cxr_dask.storage import Location
@@ -212,7 +211,8 @@ def harvest_partition(items: Iterable[tuple[int, str, int]], source: Location) -
                 raise ValueError("empty")
             with storage.open_for_header(source, key) as handle:
                 ds = pydicom.dcmread(handle, stop_before_pixels=True)
-            patient = patient_key(_text(ds, "PatientID"), _text(ds, "IssuerOfPatientID"))
+            keys = file_keys(lambda keyword, ds=ds: _text(ds, keyword))
+            patient = keys.patient
             code = digest(patient)
             held = harvest(ds, index, result.needles, code)
         except Exception:
@@ -220,7 +220,7 @@ def harvest_partition(items: Iterable[tuple[int, str, int]], source: Location) -
             result.key_sops.append((key, sop))
             continue
         result.read += 1
-        sop = _text(ds, "SOPInstanceUID")
+        sop = keys.sop
         result.key_sops.append((key, sop))
         if not sop or sop in result.records:
             continue
@@ -233,7 +233,7 @@ def harvest_partition(items: Iterable[tuple[int, str, int]], source: Location) -
             index=index,
             patient=patient,
             patient_code=code,
-            study=study_key(patient, _text(ds, "AccessionNumber"), _text(ds, "StudyInstanceUID")),
+            study=keys.study,
             sop=sop,
             dates=dates,
             held=held,

@@ -30,7 +30,9 @@ from pydicom.filewriter import write_data_element, write_dataset, writers
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
-from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR, EXPLICIT_VR_LENGTH_32
+from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR
+
+from cxr_dask.dicom import vrs
 
 Buffer = bytes | memoryview
 
@@ -119,7 +121,6 @@ def _save(ds: pydicom.Dataset) -> memoryview:
     return buffer.getbuffer()  # a view, not getvalue()'s copy
 
 
-_EXPLICIT_32 = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
 #: VRs with a value writer of their own: not SQ, not ambiguous ('US or SS').
 _PLAIN_VRS = frozenset(str(vr) for vr in writers if vr != "SQ" and " or " not in str(vr))
 _META_GROUP_LENGTH = 0x00020000
@@ -249,7 +250,7 @@ def _write_decoded(fp: DicomBytesIO, tag: int, elem: DataElement, encodings: lis
     group, element = tag >> 16, tag & 0xFFFF
     if implicit:
         header = _pack_tag_ul(group, element, _UNDEFINED if undefined else len(value))
-    elif vr in _EXPLICIT_32:
+    elif vr in vrs.LONG_LENGTH:
         header = _pack_tag_vr_ul(group, element, vr.encode(), 0, _UNDEFINED if undefined else len(value))
     elif undefined or len(value) > 0xFFFF:
         return False
@@ -264,19 +265,17 @@ def _write_decoded(fp: DicomBytesIO, tag: int, elem: DataElement, encodings: lis
 
 #: VRs pydicom writes with ``write_string`` (DA, DT, TM: when their values are strings),
 #: encoded in the default encoding whatever the character set; UI is padded with NUL.
-_DEFAULT_STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI"})
 #: Text VRs (``write_text``), and the first encodings in which ``encode_string`` writes
 #: ASCII text as itself (plain codecs: no custom encoder, no escape sequence added).
-_TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UC", "UT"})
 _PLAIN_ENCODINGS = frozenset({"iso8859", "latin_1", "UTF8", "utf_8", "ascii"})
 
 
 def _ascii_string(vr: str, value: object, encodings: list[str]) -> bytes | None:
     """The value bytes pydicom's writer makes of ASCII string values of the VRs above
     (values joined by backslashes, padded to even length), or None: the writer runs."""
-    if vr in _DEFAULT_STRING_VRS:
+    if vr in vrs.DEFAULT_CHARSET_STRINGS:
         pad = "\x00" if vr == "UI" else " "
-    elif vr in _TEXT_VRS and encodings and encodings[0] in _PLAIN_ENCODINGS:
+    elif vr in vrs.TEXT and encodings and encodings[0] in _PLAIN_ENCODINGS:
         pad = " "
     else:
         return None
@@ -307,7 +306,7 @@ def _raw_header(tag: int, elem: RawDataElement, implicit: bool) -> bytes | None:
     vr = elem.VR
     if not isinstance(vr, str) or len(vr) != 2 or not vr.isascii():
         return None
-    if vr in _EXPLICIT_32:
+    if vr in vrs.LONG_LENGTH:
         return _pack_tag_vr_ul(group, element, vr.encode(), 0, length)
     if undefined or length > 0xFFFF:
         return None  # pydicom's own handling (a 16-bit length that cannot hold it)

@@ -98,3 +98,13 @@ def test_study_folders_over_columns_equal_the_scalar_form() -> None:
 def test_codes_unpack_in_code_sequence_order() -> None:
     value, scheme, meaning = codes.CLEAN_PIXEL_DATA
     assert (value, scheme) == ("113101", "DCM") and meaning.startswith("Clean Pixel Data")
+
+
+def test_vr_classes_agree_with_pydicom() -> None:
+    from cxr_dask.dicom import vrs
+
+    assert {"LO", "SH", "ST", "LT", "UC", "UT"} == vrs.TEXT
+    assert vrs.FREE_TEXT < vrs.TEXT < vrs.STRING
+    assert vrs.DEFAULT_CHARSET_STRINGS < vrs.STRING and not vrs.DEFAULT_CHARSET_STRINGS & vrs.TEXT
+    assert not vrs.BINARY & vrs.STRING
+    assert {vr.decode() for vr in vrs.LONG_LENGTH_CODES} == vrs.LONG_LENGTH >= vrs.BINARY | {"SQ", "UT"}

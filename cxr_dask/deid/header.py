@@ -56,7 +56,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import _LUT_DESCRIPTOR_TAGS, BaseTag
 from pydicom.uid import UID, ExplicitVRLittleEndian, UID_dictionary
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
+from pydicom.valuerep import VR
 from pydicom.values import convert_string
 
 from cxr_dask import encode
@@ -72,6 +72,7 @@ from cxr_dask.deid.profile import (
     load_type2_requirements,
     required_type,
 )
+from cxr_dask.dicom import vrs
 from cxr_dask.dicom.codes import BASIC_PROFILE, CLEAN_DESCRIPTORS, MODIFIED_DATES, Code
 from cxr_dask.dicom.dates import date_digits, date_renderings, within_shifted_years
 from cxr_dask.errors import QuarantineError
@@ -204,11 +205,6 @@ _STOP_WORDS = frozenset(
 #: Public name for other modules (verify searches for exactly what the cleaner removes).
 STOP_WORDS = _STOP_WORDS
 _MIN_PHRASE = 3
-_TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
-_STRING_VRS = frozenset(
-    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI"} | {"UR", "UT"}
-)
-_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _VALID_VRS = frozenset(VR.__members__)
 _DUMMY_TEXT = "ANONYMIZED"
 _DUMMY_BY_VR: dict[str, object] = {
@@ -312,7 +308,7 @@ def _element_vr(tag: int, raw: DataElement | RawDataElement) -> str:
 
 def _oversized(raw: DataElement | RawDataElement, vr: str) -> bool:
     """A text or number value (not pixels, blobs or sequences) beyond MAX_VALUE_BYTES."""
-    if not isinstance(raw, RawDataElement) or vr in _BINARY_VRS or vr == "SQ":
+    if not isinstance(raw, RawDataElement) or vr in vrs.BINARY or vr == "SQ":
         return False
     return raw.length != 0xFFFFFFFF and raw.length > MAX_VALUE_BYTES
 
@@ -366,7 +362,7 @@ def _decide(profile: Profile, tag: int, vr: str) -> Action:
         return Action.EMPTY if required_type(_keyword(tag)) else Action.REMOVE
     if vr == "UI":
         return Action.UID
-    if vr in _TEXT_VRS and options.clean_descriptors and not kept.verbatim:
+    if vr in vrs.TEXT and options.clean_descriptors and not kept.verbatim:
         return Action.CLEAN
     return Action.KEEP
 
@@ -510,9 +506,9 @@ def _set_values(elem: DataElement, values: list[str]) -> None:
 def _empty_value(vr: str) -> object:
     if vr == "SQ":
         return Sequence()
-    if vr in _STRING_VRS:
+    if vr in vrs.STRING:
         return ""
-    if vr in _BINARY_VRS:
+    if vr in vrs.BINARY:
         return b""
     return None
 
@@ -523,10 +519,9 @@ def _empty_value(vr: str) -> object:
 #: set, as ``multi_string`` does (``convert_string``, ``convert_UI``): trailing spaces and
 #: NULs dropped, split at backslashes. Date and time conversion stays off (pydicom's
 #: default), so DA, DT and TM values are plain strings too.
-_FAST_VRS = frozenset({"AS", "CS", "DA", "DT", "TM", "UI"})
+_FAST_VRS = vrs.DEFAULT_CHARSET_STRINGS - {"AE"}  # pydicom strips an AE at both ends
 #: The VRs pydicom's reader knows, by their bytes, and those with a 32-bit length.
 _ENCODED_VRS = {vr: vr.decode() for vr in ENCODED_VR if len(vr) == 2}
-_LONG_LENGTH_VRS = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 
 
@@ -549,7 +544,7 @@ def _pydicom_defaults() -> bool:
 
 def _fast_element(tag: int, raw: RawDataElement, ds: Dataset) -> DataElement | None:
     """The element ``convert_raw_data_element`` makes of a plain ASCII value (no ESC) of
-    a ``_FAST_VRS`` or ``_TEXT_VRS`` VR, or of a little-endian US value, or None for
+    a ``_FAST_VRS`` or ``vrs.TEXT`` VR, or of a little-endian US value, or None for
     anything else (pydicom converts it).
 
     Text VRs are decoded with the character set's first encoding when no ESC is present,
@@ -577,7 +572,7 @@ def _fast_element(tag: int, raw: RawDataElement, ds: Dataset) -> DataElement | N
             return None  # pydicom's own handling (a wrong length, a LUT descriptor's sign)
         numbers = struct.unpack(f"<{len(value) // 2}H", value)
         converted = numbers[0] if len(numbers) == 1 else list(numbers)
-    elif vr in _TEXT_VRS:
+    elif vr in vrs.TEXT:
         if b"\x1b" in value:
             return None
         encodings = ds.original_character_set or ds._character_set
@@ -723,7 +718,7 @@ def _vr_and_length(data: bytes, pos: int) -> tuple[str, int, int]:
     vr = _ENCODED_VRS.get(data[pos + 4 : pos + 6])
     if vr is None:
         raise ValueError("no known VR")
-    if vr in _LONG_LENGTH_VRS:
+    if vr in vrs.LONG_LENGTH:
         return vr, struct.unpack_from("<I", data, pos + 8)[0], pos + 12
     return vr, struct.unpack_from("<H", data, pos + 6)[0], pos + 8
 
@@ -1000,7 +995,7 @@ class _Walker:
             if action is Action.KEEP and vr != "SQ":
                 if vr in _SYNTAX_VRS:
                     self.check_kept(ds, tag, vr, raw)
-                elif tag in _CODE_VALUES and vr in _TEXT_VRS and profile.options.clean_descriptors:
+                elif tag in _CODE_VALUES and vr in vrs.TEXT and profile.options.clean_descriptors:
                     self.to_clean.append((ds, tag))  # looked at whole (``drop_code``)
                     self.codes.add((id(ds), tag))
                 continue  # the common case, without a call
@@ -1075,7 +1070,7 @@ class _Walker:
         elif action is Action.DUMMY:
             self.dummy(ds, tag, vr)
         elif action is Action.CLEAN:
-            if vr in _TEXT_VRS:
+            if vr in vrs.TEXT:
                 self.to_clean.append((ds, tag))
         else:  # pragma: no cover - every Action is handled above
             raise QuarantineError(Reason.UNHANDLED_ACTION, _tag_name(tag))
@@ -1280,13 +1275,13 @@ def _plain_ascii(value: object) -> bool:
 def _collect_kind(tag: int, vr: str) -> str | None:
     """What a removed element's value adds to the phrases: a name, a date, a sequence's
     contents, an identifying phrase, or nothing."""
-    if vr == "PN" or (vr in _STRING_VRS and _dictionary_vr(tag) == "PN"):  # a name, whatever its VR
+    if vr == "PN" or (vr in vrs.STRING and _dictionary_vr(tag) == "PN"):  # a name, whatever its VR
         return "name"
     if vr in ("DA", "DT"):
         return "date"
     if vr == "SQ":
         return "sequence"
-    if _keyword(tag) in _PHRASE_KEYWORDS and vr in _STRING_VRS:
+    if _keyword(tag) in _PHRASE_KEYWORDS and vr in vrs.STRING:
         return "phrase"
     return None
 
@@ -1343,7 +1338,6 @@ _ID_SUFFIX = re.compile(r"(ID|IDs|Number|Numbers|Address|Telephone|Name|Names)$"
 
 #: Free text outside the Clean Descriptors rows: a code's meaning, an SR TEXT item.
 _FREE_TEXT_KEYWORDS = frozenset({"CodeMeaning", "TextValue"})
-_FREE_TEXT_VRS = frozenset({"ST", "LT", "UT"})
 
 
 @lru_cache(maxsize=16384)
@@ -1352,9 +1346,9 @@ def is_free_text(profile: Profile, tag: int, vr: str) -> bool:
     Clean Descriptors row of the table, CodeMeaning, TextValue, or any ST/LT/UT. Other
     cleaned values (codes, versions, model names) keep the phrase layer only: replacing
     their tokens would break codes, and they are not where people write sentences."""
-    if vr not in _TEXT_VRS or _decide(profile, tag, vr) is not Action.CLEAN:
+    if vr not in vrs.TEXT or _decide(profile, tag, vr) is not Action.CLEAN:
         return False
-    return profile.action_for(tag) is Action.CLEAN or _keyword(tag) in _FREE_TEXT_KEYWORDS or vr in _FREE_TEXT_VRS
+    return profile.action_for(tag) is Action.CLEAN or _keyword(tag) in _FREE_TEXT_KEYWORDS or vr in vrs.FREE_TEXT
 
 
 @lru_cache(maxsize=16384)
@@ -1363,7 +1357,7 @@ def _word_role(profile: Profile, tag: int, vr: str, identifying: bool) -> str | 
     (``identifying``), walk it (``sequence``) or nothing."""
     if vr == "SQ":
         return "sequence"
-    if vr not in _STRING_VRS or vr in ("DA", "DT", "TM", "UI", "DS", "IS", "AS"):
+    if vr not in vrs.STRING or vr in ("DA", "DT", "TM", "UI", "DS", "IS", "AS"):
         return None
     if vr == "PN" or _dictionary_vr(tag) == "PN":
         return "identifying"
@@ -1397,7 +1391,6 @@ def _decoded(item: Dataset, raw: DataElement | RawDataElement) -> DataElement:
 
 
 _UNDEFINED = 0xFFFFFFFF
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 #: One element of a sequence read by ``_raw_elements``: tag, VR (None: implicit), value
 #: (bytes, or for a sequence its items, each a list of elements).
 _RawElement = tuple[int, str | None, object]
@@ -1442,7 +1435,7 @@ def _raw_elements(data: bytes, pos: int, end: int | None, implicit: bool, depth:
             pos += 8
         else:
             code = data[pos + 4 : pos + 6]
-            if code in _LONG_VRS:
+            if code in vrs.LONG_LENGTH_CODES:
                 (length,) = struct.unpack_from("<I", data, pos + 8)
                 pos += 12
             else:

@@ -50,6 +50,7 @@ from cxr_dask.deid.header import (
     _word_role,
 )
 from cxr_dask.deid.profile import ProfileOptions, get_profile
+from cxr_dask.dicom import vrs
 from cxr_dask.storage import HEADER_BLOCK_SIZE
 
 
@@ -64,7 +65,6 @@ class _Short(Unusual):
 _UNDEFINED = 0xFFFFFFFF
 _PREAMBLE = 128
 #: Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 _VR_CODES = frozenset(vr.encode("ascii") for vr in VR.__members__)
 #: Where pydicom's ``stop_before_pixels`` stops (float, double and integer pixel data).
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
@@ -75,7 +75,7 @@ _EXPLICIT = struct.Struct("<HH2sH")
 _LONG = struct.Struct("<I")
 _MISSING = object()
 #: Bytes of an explicit VR element's header, per VR (PS3.5 7.1.2).
-_HEADER_SIZES = {vr: 12 if vr in _LONG_VRS else 8 for vr in _VR_CODES}
+_HEADER_SIZES = {vr: 12 if vr in vrs.LONG_LENGTH_CODES else 8 for vr in _VR_CODES}
 #: The role of a sequence inside which every string is identifying (``_IDENTIFYING_SEQUENCE``).
 _IDENTIFYING_ITEMS = "identifying sequence"
 #: Headers larger than this are left to pydicom (the walk reads them whole first).
@@ -198,7 +198,7 @@ def _file_meta(data: bytes) -> tuple[str, int, dict[BaseTag, RawDataElement]]:
         if vr not in _VR_CODES:
             raise Unusual("file meta not explicit")
         start = pos
-        if vr in _LONG_VRS:
+        if vr in vrs.LONG_LENGTH_CODES:
             (length,) = _LONG.unpack_from(data, pos + 8)
             pos += 12
         else:

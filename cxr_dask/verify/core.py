@@ -54,6 +54,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from cxr_dask import metadata, storage
+from cxr_dask.dicom import vrs
 from cxr_dask.dicom.dates import as_date, date_digits, in_shifted_years, within_shifted_years
 from cxr_dask.dicom.layout import DICOM_ID, IMAGE_PATH_FORM, parse_image_path
 from cxr_dask.errors import ConfigError
@@ -69,7 +70,7 @@ from cxr_dask.storage import Location
 from cxr_dask.verify import pixels
 from cxr_dask.verify.needles import Needle, Needles, digest
 from cxr_dask.verify.pixels import OcrFailure, OcrSettings
-from cxr_dask.verify.vocabulary import EQUIPMENT_KEYWORDS, FREE_TEXT_VRS, IDENTIFIER_PATTERNS, TEXT_VRS, is_identifying
+from cxr_dask.verify.vocabulary import EQUIPMENT_KEYWORDS, IDENTIFIER_PATTERNS, TEXT_VRS, is_identifying
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -579,7 +580,7 @@ def check_dicom(audit: Audit, path: str, data: bytes, shared: Shared) -> None:
         keyword = elem.keyword or None
         for value in _values(elem.value):
             audit.search("phi_in_element", path, name, value, local, record, keyword)
-            if elem.VR in FREE_TEXT_VRS:
+            if elem.VR in vrs.TEXT:
                 for pattern, regex in IDENTIFIER_PATTERNS.items():
                     if regex.search(value):
                         audit.add("identifier_pattern", path, name, pattern, reason=f"free text holds a {pattern}")

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import re
 
+from cxr_dask.dicom import vrs
+
 #: Attributes whose whole value identifies a person, a place or an order (PS3.15 E.1-1
 #: rows with action D, Z, X or U that hold ids, numbers, names of places and people).
 IDENTIFYING_KEYWORDS = frozenset(
@@ -131,10 +133,9 @@ EQUIPMENT_KEYWORDS = frozenset(
         "SecondaryCaptureDeviceManufacturer",
     }
 )
-#: Value representations of free text: searched for every identifier, never needles whole.
-FREE_TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UC", "UT"})
-#: Value representations whose values are searched as text in an output.
-TEXT_VRS = FREE_TEXT_VRS | frozenset({"AE", "CS", "PN", "UR", "DS", "IS", "AS", "TM"})
+#: Value representations whose values are searched as text in an output (free text,
+#: ``vrs.TEXT``, is also searched for every identifier shape).
+TEXT_VRS = vrs.TEXT | frozenset({"AE", "CS", "PN", "UR", "DS", "IS", "AS", "TM"})
 
 #: Words too common in a radiology header to search for on their own: grammar and the
 #: words of a view or a position. No body part, vendor or place: those are names too.

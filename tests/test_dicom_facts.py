@@ -108,3 +108,15 @@ def test_vr_classes_agree_with_pydicom() -> None:
     assert vrs.DEFAULT_CHARSET_STRINGS < vrs.STRING and not vrs.DEFAULT_CHARSET_STRINGS & vrs.TEXT
     assert not vrs.BINARY & vrs.STRING
     assert {vr.decode() for vr in vrs.LONG_LENGTH_CODES} == vrs.LONG_LENGTH >= vrs.BINARY | {"SQ", "UT"}
+
+
+def test_transfer_syntax_families() -> None:
+    from pydicom import uid
+
+    from cxr_dask.dicom import syntaxes
+
+    assert not syntaxes.LOSSLESS & syntaxes.LOSSY_METHOD.keys()
+    assert syntaxes.DCMDJPEG_READS <= syntaxes.JPEG | syntaxes.RETIRED_JPEG
+    assert not syntaxes.JPEG & syntaxes.RETIRED_JPEG
+    assert uid.HTJ2KLossless in syntaxes.JPEG_2000 and uid.JPEGLSNearLossless in syntaxes.JPEG_LS
+    assert len(syntaxes.RETIRED_JPEG) == 14

@@ -42,33 +42,9 @@ from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import UID
 
 from cxr_dask.deid.header import get_value
+from cxr_dask.dicom import syntaxes
 from cxr_dask.errors import QuarantineError
 from cxr_dask.reasons import Reason
-
-JPEG_SYNTAXES = frozenset(
-    {
-        "1.2.840.10008.1.2.4.50",  # baseline
-        "1.2.840.10008.1.2.4.51",  # extended
-        "1.2.840.10008.1.2.4.57",  # lossless
-        "1.2.840.10008.1.2.4.70",  # lossless SV1
-    }
-    # The retired processes (4.52-4.56, 4.58-4.66) write the same marker syntax; dcmtk's
-    # dcmdjpeg reads them (``deid.decoders``), so their containers are sanitised too.
-    | {f"1.2.840.10008.1.2.4.{n}" for n in (*range(52, 57), *range(58, 67))}
-)
-JPEG_LS_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"})
-J2K_SYNTAXES = frozenset(
-    {
-        "1.2.840.10008.1.2.4.90",
-        "1.2.840.10008.1.2.4.91",
-        "1.2.840.10008.1.2.4.92",
-        "1.2.840.10008.1.2.4.93",
-        "1.2.840.10008.1.2.4.201",  # HTJ2K: the same codestream syntax
-        "1.2.840.10008.1.2.4.202",
-        "1.2.840.10008.1.2.4.203",
-    }
-)
-RLE_SYNTAX = "1.2.840.10008.1.2.5"
 
 _SOI, _EOI = b"\xff\xd8", b"\xff\xd9"
 _J2K_SOC = b"\xff\x4f\xff\x51"  # SOC then SIZ: how every JPEG 2000 codestream starts
@@ -248,7 +224,7 @@ def _sanitise_encapsulated(ds: Dataset, value: bytes, frames: int, syntax: str, 
     if len(offsets) > frames:
         raise QuarantineError(Reason.EXTRA_FRAMES, "PixelData")  # the offset table lists more frames
     strip: Callable[[bytes | memoryview], tuple[bytes | memoryview, int, int]]
-    if syntax == RLE_SYNTAX:
+    if syntax == syntaxes.RLE:
         fragments = sum(1 for _, length in items if length)
         if fragments != frames:  # one fragment per frame (PS3.5 A.4.2)
             raise QuarantineError(
@@ -263,9 +239,9 @@ def _sanitise_encapsulated(ds: Dataset, value: bytes, frames: int, syntax: str, 
             return stream, removed, len(frame)
 
         next_start = _SOI  # (an RLE frame runs to its fragment's end: it has no trailer)
-    elif syntax in JPEG_SYNTAXES or syntax in JPEG_LS_SYNTAXES:
-        strip, next_start = (lambda d: strip_jpeg(d, ls=syntax in JPEG_LS_SYNTAXES)), _SOI
-    elif syntax in J2K_SYNTAXES:
+    elif syntax in syntaxes.JPEG or syntax in syntaxes.RETIRED_JPEG or syntax in syntaxes.JPEG_LS:
+        strip, next_start = (lambda d: strip_jpeg(d, ls=syntax in syntaxes.JPEG_LS)), _SOI
+    elif syntax in syntaxes.JPEG_2000:
         strip, next_start = strip_j2k, _J2K_SOC
     else:
         raise QuarantineError(Reason.UNSUPPORTED_PIXELS, "TransferSyntaxUID")

@@ -25,20 +25,10 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from cxr_dask import tools
+from cxr_dask.dicom import syntaxes
 from cxr_dask.errors import QuarantineError
 from cxr_dask.reasons import Reason
 
-#: The JPEG transfer syntaxes dcmtk's dcmdjpeg decodes (dcmjpeg's registered decoders).
-DCMTK_JPEG_SYNTAXES = frozenset(
-    {
-        "1.2.840.10008.1.2.4.50",  # JPEG Baseline, process 1
-        "1.2.840.10008.1.2.4.51",  # JPEG Extended, processes 2 & 4 (12-bit lossy)
-        "1.2.840.10008.1.2.4.53",  # JPEG Spectral Selection, processes 6 & 8 (retired)
-        "1.2.840.10008.1.2.4.55",  # JPEG Full Progression, processes 10 & 12 (retired)
-        "1.2.840.10008.1.2.4.57",  # JPEG Lossless, process 14
-        "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
-    }
-)
 #: Seconds one dcmdjpeg call may take (a 2000x2500 12-bit image takes well under one).
 DCMDJPEG_TIMEOUT = 60
 #: The attributes dcmdjpeg needs to decode, and nothing else of the header.
@@ -60,7 +50,7 @@ _PIXEL_MODULE = (
 def can_decode(ds: Dataset) -> bool:
     """Whether ``ds``'s transfer syntax is one dcmdjpeg reads."""
     meta = getattr(ds, "file_meta", None)
-    return meta is not None and str(meta.get("TransferSyntaxUID", "")).strip() in DCMTK_JPEG_SYNTAXES
+    return meta is not None and str(meta.get("TransferSyntaxUID", "")).strip() in syntaxes.DCMDJPEG_READS
 
 
 def decode_with_dcmtk(ds: Dataset) -> np.ndarray:

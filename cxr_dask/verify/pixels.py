@@ -25,6 +25,7 @@ from pydicom.dataset import Dataset
 from scipy import ndimage
 
 from cxr_dask import tools
+from cxr_dask.dicom import syntaxes
 
 #: Longest side the screen works on (larger frames are subsampled first).
 SCREEN_SIDE = 1024
@@ -69,11 +70,6 @@ def run_checked(command: list[str], timeout: float) -> str:
         raise OcrFailure(f"OCR {failure}") from None
 
 
-#: Transfer syntaxes no Python plugin may read (12-bit JPEG Extended, the retired JPEG
-#: processes) but dcmtk's ``dcmdjpeg`` does.
-DCMTK_JPEG_SYNTAXES = frozenset(f"1.2.840.10008.1.2.4.{n}" for n in (*range(51, 57), *range(58, 67)))
-
-
 def stored_values(ds: Dataset, timeout: float = 120.0) -> np.ndarray:
     """An output's pixel values: pydicom's decoders, else dcmtk's ``dcmdjpeg`` for the old
     JPEG processes, so no output escapes the screen because of its codec. Raises when
@@ -81,7 +77,7 @@ def stored_values(ds: Dataset, timeout: float = 120.0) -> np.ndarray:
     try:
         return ds.pixel_array
     except Exception:
-        if str(ds.file_meta.get("TransferSyntaxUID", "")) not in DCMTK_JPEG_SYNTAXES:
+        if str(ds.file_meta.get("TransferSyntaxUID", "")) not in syntaxes.DCMDJPEG_READS:
             raise
     with tempfile.TemporaryDirectory(prefix="cxr-dask-verify-") as folder:
         source, target = os.path.join(folder, "in.dcm"), os.path.join(folder, "out.dcm")

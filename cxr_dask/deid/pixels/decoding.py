@@ -15,11 +15,13 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.pixels import pixel_array
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import JPEG2000, JPEG2000Lossless, RLELossless
 
 from cxr_dask.deid import decoders
 from cxr_dask.deid.pixels.checks import check_supported
 from cxr_dask.deid.pixels.detection import DETECTION_SIDE
+from cxr_dask.dicom import syntaxes
+from cxr_dask.dicom.syntaxes import NATIVE_LITTLE_ENDIAN
 from cxr_dask.errors import QuarantineError
 from cxr_dask.reasons import Reason
 
@@ -27,20 +29,12 @@ from cxr_dask.reasons import Reason
 #: 0.17 s vs gdcm 0.35 s (JPEG-LS), pylibjpeg-rle 0.010 s vs pydicom 0.027 s (RLE),
 #: pylibjpeg-openjpeg 1.25 s vs gdcm 1.56 s (JPEG 2000).
 _FAST_DECODER = {
-    "1.2.840.10008.1.2.4.80": "pyjpegls",
-    "1.2.840.10008.1.2.4.81": "pyjpegls",
-    "1.2.840.10008.1.2.5": "pylibjpeg",
-    "1.2.840.10008.1.2.4.90": "pylibjpeg",
-    "1.2.840.10008.1.2.4.91": "pylibjpeg",
+    **dict.fromkeys(syntaxes.JPEG_LS, "pyjpegls"),
+    **dict.fromkeys((RLELossless, JPEG2000Lossless, JPEG2000), "pylibjpeg"),
 }
 #: JPEG 2000 previews: at most this many resolution levels dropped (see PREVIEW_SENSITIVITY).
 PREVIEW_MAX_LEVEL = 1
-J2K_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"})
-
-
-#: Syntaxes whose PixelData, once pydicom has read the file, are little-endian native bytes
-#: (a deflated file is inflated as a whole on reading).
-NATIVE_LITTLE_ENDIAN = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian})
+J2K_SYNTAXES = frozenset({JPEG2000Lossless, JPEG2000})  # what Pillow reduces (not HTJ2K)
 
 
 def decode(ds: Dataset) -> np.ndarray:

@@ -12,43 +12,19 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     UID,
-    DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLSLossless,
     RLELossless,
 )
 
+from cxr_dask.dicom import syntaxes
 from cxr_dask.dicom.codes import CLEAN_PIXEL_DATA
 from cxr_dask.errors import QuarantineError
 from cxr_dask.reasons import Reason
 
 #: Transfer syntaxes a cleaned image is written back into: lossless, with an encoder.
-REENCODE_IN_PLACE = frozenset(
-    {ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, RLELossless}
-    | {JPEG2000Lossless, JPEGLSLossless}
-)
-#: Lossless syntaxes without an encoder: written as Explicit VR Little Endian, still lossless.
-LOSSLESS_SYNTAXES = frozenset(
-    {
-        "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired)
-        "1.2.840.10008.1.2.4.57",  # JPEG Lossless, process 14
-        "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
-        "1.2.840.10008.1.2.4.201",  # HTJ2K lossless
-        "1.2.840.10008.1.2.4.202",  # HTJ2K lossless RPCL
-    }
-)
-#: PS3.3 C.7.6.1.1.5 method names of lossy transfer syntaxes (LossyImageCompressionMethod).
-LOSSY_METHOD = {
-    "1.2.840.10008.1.2.4.50": "ISO_10918_1",
-    "1.2.840.10008.1.2.4.51": "ISO_10918_1",
-    "1.2.840.10008.1.2.4.53": "ISO_10918_1",  # retired JPEG processes, read by dcmdjpeg
-    "1.2.840.10008.1.2.4.55": "ISO_10918_1",
-    "1.2.840.10008.1.2.4.81": "ISO_14495_1",
-    "1.2.840.10008.1.2.4.91": "ISO_15444_1",
-    "1.2.840.10008.1.2.4.203": "ISO_15444_15",
-}
+REENCODE_IN_PLACE = syntaxes.NATIVE_LITTLE_ENDIAN | {RLELossless, JPEG2000Lossless, JPEGLSLossless}
 _ENCODING_PLUGIN = {JPEG2000Lossless: "pylibjpeg", RLELossless: "pylibjpeg", JPEGLSLossless: "pyjpegls"}
 
 
@@ -58,9 +34,9 @@ def store(ds: Dataset, arr: np.ndarray, source_syntax: str) -> None:
     syntax = UID(source_syntax)
     photometric = str(ds.PhotometricInterpretation).strip()
     bits_stored = int(ds.BitsStored)
-    lossy = not (syntax in REENCODE_IN_PLACE or syntax in LOSSLESS_SYNTAXES)
+    lossy = syntax not in syntaxes.LOSSLESS
     try:
-        if syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian):
+        if syntax in syntaxes.NATIVE_LITTLE_ENDIAN:
             ds.set_pixel_data(arr, photometric, bits_stored, generate_instance_uid=False)
             ds.file_meta.TransferSyntaxUID = syntax
         else:
@@ -76,8 +52,8 @@ def store(ds: Dataset, arr: np.ndarray, source_syntax: str) -> None:
         # The pixels went through a lossy codec once; say so, whatever the new syntax.
         if str(ds.get("LossyImageCompression", "")).strip() != "01":
             ds.LossyImageCompression = "01"
-        if "LossyImageCompressionMethod" not in ds and syntax in LOSSY_METHOD:
-            ds.LossyImageCompressionMethod = LOSSY_METHOD[syntax]
+        if "LossyImageCompressionMethod" not in ds and syntax in syntaxes.LOSSY_METHOD:
+            ds.LossyImageCompressionMethod = syntaxes.LOSSY_METHOD[syntax]
 
 
 def mark_cleaned(ds: Dataset) -> None:

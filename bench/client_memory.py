@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE))
 from scale_s3 import _cli_run  # noqa: E402
 from scaling import replicate  # noqa: E402
 
-from cxr_dask.synth import synthesize  # noqa: E402
+from cxr_dask.testing.synth import synthesize  # noqa: E402
 
 DEFAULT_SIZES = (20_000, 100_000)
 #: Client peak RSS per file at 100,000 files before this work (issue 15): 1.0 GB.

@@ -22,7 +22,7 @@ RESULTS = Path(__file__).parent / "results"
 Contender = tuple[Callable[[], None], Callable[[], None]]
 EXPLICIT = [pydicom.uid.ExplicitVRLittleEndian]
 
-#: The two corpora every one-core contender runs on (cxr_dask.synth, explicit VR LE).
+#: The two corpora every one-core contender runs on (cxr_dask.testing.synth, explicit VR LE).
 #: small: 256x256 (header work dominates); large: 3000x2500 at 16 bits, ~15 MB a file.
 CORPORA = {
     "small": {"patients": 60, "seed": 1, "rows": 256, "columns": 256},

@@ -27,7 +27,7 @@ from cxr_dask.config import RunConfig
 from cxr_dask.deid import freetext
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.storage import Location, list_files
-from cxr_dask.synth import synthesize
+from cxr_dask.testing.synth import synthesize
 
 PATIENTS = 200
 

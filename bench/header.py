@@ -29,7 +29,7 @@ from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.deid.rules import PixelOptions
 from cxr_dask.privacy import quiet_pydicom
 from cxr_dask.storage import Location, list_files
-from cxr_dask.synth import synthesize
+from cxr_dask.testing.synth import synthesize
 
 #: cxr-dask with burned-in text scanning on (the default); the other "cxr-dask" row is
 #: header-only de-identification (``[pixels] enabled = false``).

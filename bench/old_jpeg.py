@@ -22,7 +22,7 @@ import common
 import pydicom
 
 from cxr_dask.deid import decoders, pixels
-from cxr_dask.synth import DCMCJPEG_OPTION, retired_jpeg
+from cxr_dask.testing.synth import DCMCJPEG_OPTION, retired_jpeg
 
 ROWS, COLUMNS = 2500, 2000
 

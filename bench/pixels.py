@@ -54,8 +54,8 @@ from cxr_dask.deid import pixels
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.deid.rules import PixelOptions
 from cxr_dask.storage import Location, list_files
-from cxr_dask.synth import synthesize
-from cxr_dask.synth_text import STRUCTURE
+from cxr_dask.testing.synth import synthesize
+from cxr_dask.testing.synth_text import STRUCTURE
 
 RESULTS = Path(__file__).parent / "results"
 SYNTAXES = (ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, JPEGLSLossless)

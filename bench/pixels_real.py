@@ -174,7 +174,7 @@ def synthetic_films(seeds: int = 3) -> list[dict[str, Any]]:
     the share of each blanked (target: nothing)."""
     from pydicom.dataset import FileMetaDataset
 
-    from cxr_dask.synth_text import DECOYS, film
+    from cxr_dask.testing.synth_text import DECOYS, film
 
     out = []
     for seed in range(seeds):

@@ -24,7 +24,7 @@ from cxr_dask import identity, pipeline
 from cxr_dask.broadcast import IdentityRef
 from cxr_dask.config import RunConfig
 from cxr_dask.journal import RunJournal
-from cxr_dask.synth import inventory_table
+from cxr_dask.testing.synth import inventory_table
 
 N_KEYS = 400_000
 #: Threads of the cluster the default partitioning is computed for (MIMIC-CXR plan).

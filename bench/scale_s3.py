@@ -35,7 +35,7 @@ from moto_s3 import Request, start_counting_server, storage_options  # noqa: E40
 from scaling import replicate  # noqa: E402
 
 from cxr_dask.config import RunConfig  # noqa: E402
-from cxr_dask.synth import synthesize  # noqa: E402
+from cxr_dask.testing.synth import synthesize  # noqa: E402
 
 DEFAULT_FILES = 20_000
 WORKERS = 2

@@ -312,7 +312,7 @@ def command_export_mappings(args: argparse.Namespace) -> int:
 
 
 def command_synth(args: argparse.Namespace) -> int:
-    from cxr_dask.synth import synthesize
+    from cxr_dask.testing.synth import synthesize
 
     rows, columns = args.size
     corpus = synthesize(
@@ -329,7 +329,7 @@ def command_synth(args: argparse.Namespace) -> int:
 
 
 def command_demo(args: argparse.Namespace) -> int:
-    from cxr_dask.synth import synthesize
+    from cxr_dask.testing.synth import synthesize
 
     workdir = Path(args.workdir)
     raw = workdir / "raw"

@@ -69,7 +69,7 @@ def fragile_client(client: Client) -> Iterator[Client]:
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory: pytest.TempPathFactory):
     """A small corpus with every transfer syntax the generator writes (12 patients, 56 images)."""
-    from cxr_dask.synth import synthesize
+    from cxr_dask.testing.synth import synthesize
 
     root = tmp_path_factory.mktemp("corpus") / "raw"
     return synthesize(str(root), patients=12, seed=11, rows=128, columns=96)
@@ -79,7 +79,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory):
 def small_corpus(tmp_path_factory: pytest.TempPathFactory):
     """A smaller one (4 patients, 19 images, every transfer syntax) for the tests whose
     subject is the run's bookkeeping (resume, crashes, file modes), not the content."""
-    from cxr_dask.synth import synthesize
+    from cxr_dask.testing.synth import synthesize
 
     root = tmp_path_factory.mktemp("small-corpus") / "raw"
     return synthesize(str(root), patients=4, seed=3, rows=64, columns=48)

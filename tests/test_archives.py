@@ -25,7 +25,7 @@ from cxr_dask.deid import decoders, pixels
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.errors import QuarantineError
 from cxr_dask.storage import Location
-from cxr_dask.synth import DCMCJPEG_OPTION, retired_jpeg
+from cxr_dask.testing.synth import DCMCJPEG_OPTION, retired_jpeg
 
 
 def scan(path: Path, index: int = 0) -> dict:
@@ -237,7 +237,7 @@ def test_a_broken_first_copy_gives_way_to_its_twin_and_a_rerun_keeps_the_choice(
     from cxr_dask import pipeline
     from cxr_dask.config import RunConfig
     from cxr_dask.storage import list_files
-    from cxr_dask.synth import synthesize
+    from cxr_dask.testing.synth import synthesize
 
     raw = tmp_path / "raw"
     corpus = synthesize(str(raw), patients=1, seed=7, rows=64, columns=64, transfer_syntaxes=[JPEG2000Lossless])

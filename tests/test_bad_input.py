@@ -17,7 +17,7 @@ from cxr_dask import pipeline
 from cxr_dask.config import RunConfig
 from cxr_dask.deid.header import MAX_VALUE_BYTES
 from cxr_dask.storage import Location, list_files
-from cxr_dask.synth import SynthCorpus, bad_corpus
+from cxr_dask.testing.synth import SynthCorpus, bad_corpus
 from cxr_dask.verify import verify
 
 SAFE_DETAIL = re.compile(r"^(?:[A-Za-z]+|\([0-9A-F]{4},[0-9A-F]{4}\))$")

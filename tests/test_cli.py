@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cxr_dask.cli import build_parser
-from cxr_dask.synth import synthesize
+from cxr_dask.testing.synth import synthesize
 
 CLI = [sys.executable, "-m", "cxr_dask.cli"]
 

@@ -22,7 +22,7 @@ from moto_s3 import SSE_KMS, CountingMotoServer, sse_of, start_counting_server, 
 
 from cxr_dask import cli, pipeline
 from cxr_dask.config import RunConfig
-from cxr_dask.synth import synthesize
+from cxr_dask.testing.synth import synthesize
 
 SECRET = "faults-tests-secret-0123456789abcdef"
 ARCHIVE = "s3://archive/cxr"

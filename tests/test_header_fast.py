@@ -22,7 +22,7 @@ from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.errors import QuarantineError
 from cxr_dask.inventory import read_dicom
 from cxr_dask.privacy import quiet_pydicom
-from cxr_dask.synth import bad_corpus
+from cxr_dask.testing.synth import bad_corpus
 
 OPTIONS = (ProfileOptions(), ProfileOptions(clean_descriptors=False, retain_modified_dates=False))
 

@@ -32,8 +32,8 @@ from cxr_dask.dicom.codes import CLEAN_PIXEL_DATA
 from cxr_dask.errors import ConfigError, QuarantineError
 from cxr_dask.metadata import AUDIT_SCHEMA
 from cxr_dask.storage import Location, list_files
-from cxr_dask.synth import EXTRA_TRANSFER_SYNTAXES, LOSSY_SYNTAXES, TRANSFER_SYNTAXES, synthesize
-from cxr_dask.synth_text import MARKER, PHI, STRUCTURE
+from cxr_dask.testing.synth import EXTRA_TRANSFER_SYNTAXES, LOSSY_SYNTAXES, TRANSFER_SYNTAXES, synthesize
+from cxr_dask.testing.synth_text import MARKER, PHI, STRUCTURE
 
 SYNTAXES = TRANSFER_SYNTAXES + EXTRA_TRANSFER_SYNTAXES
 SIZE = 448
@@ -523,7 +523,7 @@ def test_a_marker_on_the_same_line_as_a_name_survives_its_redaction():
     """Word-level decisions: the allow-listed word keeps its pixels, the rest of the line goes."""
     from PIL import ImageDraw, ImageFont
 
-    from cxr_dask.synth_text import available_fonts
+    from cxr_dask.testing.synth_text import available_fonts
 
     rng = np.random.default_rng(0)
     arr = (300 + rng.normal(0, 20, size=(320, 480))).clip(0, 4095).astype(np.uint16)

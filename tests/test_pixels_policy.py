@@ -22,7 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 
 from cxr_dask.deid import pixels
 from cxr_dask.deid.rules import PixelOptions
-from cxr_dask.synth_text import DECOYS, MARKER, PlantedText, available_fonts, draw_mask, film, film_scan
+from cxr_dask.testing.synth_text import DECOYS, MARKER, PlantedText, available_fonts, draw_mask, film, film_scan
 
 SIZE = 1024
 HIGH = 4095  # twelve bits, as synth_text.film
@@ -142,7 +142,7 @@ def test_dark_label_text_of_the_demo_corpus_is_read_in_the_other_polarity(tmp_pa
     """`make run`'s corpus: a 256-pixel film whose name sits in dark letters on a white
     label. The screen finds the label by its bright edges; read only as bright strokes,
     the name stayed readable (found by verify), so unread lines are read both ways."""
-    from cxr_dask.synth import synthesize
+    from cxr_dask.testing.synth import synthesize
 
     synthesize(str(tmp_path / "raw"), patients=40, seed=7, burned_in_text=True)
     name = {"PRENDERGAST", "PERCIVAL"}

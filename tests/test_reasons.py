@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cxr_dask.adversarial import all_cases
 from cxr_dask.reasons import MEANING, Reason, markdown_table
-from cxr_dask.synth import bad_corpus
+from cxr_dask.testing.synth import bad_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "cxr_dask"

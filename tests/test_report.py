@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from cxr_dask.synth import synthesize
+from cxr_dask.testing.synth import synthesize
 
 pytestmark = pytest.mark.cluster  # the command starts its own LocalCluster
 

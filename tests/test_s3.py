@@ -38,7 +38,7 @@ from cxr_dask import inventory, pipeline, storage
 from cxr_dask.config import RunConfig
 from cxr_dask.errors import ConfigError
 from cxr_dask.storage import HEADER_BLOCK_SIZE, Location
-from cxr_dask.synth import synthesize
+from cxr_dask.testing.synth import synthesize
 
 SECRET = "0123456789abcdef-same-secret-for-local-and-s3"
 CLI = [sys.executable, "-m", "cxr_dask.cli"]

@@ -10,7 +10,7 @@ import fsspec
 import numpy as np
 import pydicom
 
-from cxr_dask.synth import TRANSFER_SYNTAXES, synthesize
+from cxr_dask.testing.synth import TRANSFER_SYNTAXES, synthesize
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
@@ -81,3 +81,17 @@ def test_writes_through_fsspec_urls():
     corpus = synthesize("memory://synth-test/raw", patients=1, seed=0, rows=32, columns=32)
     fs = fsspec.filesystem("memory")
     assert all(fs.exists(f"/synth-test/raw/{i.relpath}") for i in corpus.images)
+
+
+def test_the_corpus_is_written_through_the_storage_layer(tmp_path):
+    """Atomic writes: a run killed earlier left a temporary file; the corpus has none."""
+    from cxr_dask import synth  # the old name stays an alias of the moved module
+    from cxr_dask.storage import PARTIALS_DIR
+    from cxr_dask.testing import synth as moved
+
+    assert synth is moved
+    (tmp_path / PARTIALS_DIR).mkdir()
+    (tmp_path / PARTIALS_DIR / "killed.tmp").write_bytes(b"half")
+    corpus = synthesize(str(tmp_path), patients=2, seed=3, rows=32, columns=32)
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert written == sorted(image.relpath for image in corpus.images)

@@ -28,7 +28,7 @@ from cxr_dask.dicom.dates import date_renderings
 from cxr_dask.dicom.layout import image_path
 from cxr_dask.identity import load_crosswalk
 from cxr_dask.storage import Location
-from cxr_dask.synth import synthesize
+from cxr_dask.testing.synth import synthesize
 from cxr_dask.verify import OcrSettings, verify
 from cxr_dask.verify.vocabulary import name_renderings
 

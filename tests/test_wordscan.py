@@ -22,7 +22,7 @@ from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.deid.wordscan import header_words
 from cxr_dask.privacy import quiet_pydicom
 from cxr_dask.storage import Location, list_files
-from cxr_dask.synth import bad_corpus
+from cxr_dask.testing.synth import bad_corpus
 
 
 def _pydicom_words(data: bytes) -> tuple[set[str], set[str]] | None:

@@ -63,7 +63,7 @@ def all_cases() -> tuple[Case, ...]:
 
 def base_image(seed: int = 0, *, rows: int = 64, columns: int = 64, syntax: str = ExplicitVRLittleEndian) -> Dataset:
     """A valid synthetic chest image of one patient (its own PHI planted as ``synth`` does)."""
-    from cxr_dask import synth
+    from cxr_dask.testing import synth
 
     gen = synth._Generator(seed)
     patient = gen.patient()

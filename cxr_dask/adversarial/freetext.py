@@ -145,7 +145,7 @@ MEASURED = ("StudyDescription", "PerformedProcedureStepDescription")
 def kept_share(corpus, output: Path, private: Path) -> dict[str, tuple[int, int]]:
     """Per MEASURED attribute: (values that came out unchanged, values measured).
 
-    A synthetic corpus (``cxr_dask.synth``) after a run to local ``output`` and
+    A synthetic corpus (``cxr_dask.testing.synth``) after a run to local ``output`` and
     ``private``: each input image is found through the crosswalk; a value holding any
     of its image's planted PHI (or a part of the patient's name) is not measured.
     """

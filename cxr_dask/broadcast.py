@@ -13,14 +13,16 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from distributed import Client
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from cxr_dask.identity import IdentityMap
 
-#: Maps installed in this (worker) process, by broadcast name.
-_INSTALLED: dict[str, IdentityMap] = {}
+#: Maps (or verify's shared lookups) installed in this (worker) process, by broadcast name.
+_INSTALLED: dict[str, Any] = {}
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class IdentityRef:
 
     name: str
 
-    def resolve(self) -> IdentityMap:
+    def resolve(self) -> Any:
         try:
             return _INSTALLED[self.name]
         except KeyError:
@@ -50,7 +52,8 @@ class IdentityPlugin(WorkerPlugin):
         _INSTALLED.pop(self.name, None)
 
 
-def resolve(identity: IdentityMap | IdentityRef) -> IdentityMap:
+def resolve(identity: _T | IdentityRef) -> _T:
+    """The object a task's reference names (in one process, the object itself)."""
     return identity.resolve() if isinstance(identity, IdentityRef) else identity
 
 

@@ -207,7 +207,8 @@ def build_config(file_settings: Mapping[str, Any], flags: Mapping[str, Any], sou
     """The run's settings: the file's (checked), then every flag given (not None) over them."""
     tables = parse_settings(file_settings, source)
     profile = ProfileOptions(**tables["profile"], pixels=PixelOptions(**tables["pixels"]))
-    run = {"profile": profile, "freetext": FreeTextOptions(**tables["freetext"])} | tables["run"] | _given(flags)
+    run: dict[str, Any] = {"profile": profile, "freetext": FreeTextOptions(**tables["freetext"])}
+    run |= tables["run"] | _given(flags)
     _require_locations(run)
     return RunConfig(**run)
 
@@ -228,7 +229,8 @@ def build_verify_config(
 ) -> VerifyConfig:
     """``locations`` (input, output, private, storage_options) and ``flags`` ([verify] keys) win over the file."""
     tables = parse_settings(file_settings, source)
-    run = {key: tables["run"][key] for key in ("input", "output", "private", "storage_options") if key in tables["run"]}
+    keys = ("input", "output", "private", "storage_options")
+    run: dict[str, Any] = {key: tables["run"][key] for key in keys if key in tables["run"]}
     run |= _given(locations)
     _require_locations(run)
     return VerifyConfig(**run, settings=VerifySettings(**(tables["verify"] | _given(flags))))

@@ -25,6 +25,7 @@ from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    MediaStorageDirectoryStorage,
 )
 
 from cxr_dask.deid.freetext import WordCounts, patient_hash
@@ -65,7 +66,6 @@ _SCAN_TAG_NUMBERS = frozenset(int(Tag(keyword)) for keyword in _SCAN_TAGS)
 #: Dates tried, in order, for a file's anchor date when StudyDate is absent or malformed.
 _ANCHOR_DATES = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
 
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 #: Reasons that already explain why a header is not followed by pixel data.
 _NO_PIXELS_EXPECTED = frozenset({Reason.DICOMDIR, Reason.UNSUPPORTED_SOP_CLASS, Reason.NO_SOP_CLASS_UID})
 
@@ -103,7 +103,7 @@ def classify_header(ds: pydicom.Dataset) -> Reason | None:
     """The quarantine reason class for a header pass 2 could not process, else None."""
     file_meta = getattr(ds, "file_meta", None) or pydicom.Dataset()
     sop_class = _text(ds, "SOPClassUID") or _text(file_meta, "MediaStorageSOPClassUID")
-    if sop_class == MEDIA_STORAGE_DIRECTORY:
+    if sop_class == MediaStorageDirectoryStorage:
         return Reason.DICOMDIR
     if not sop_class:
         return Reason.NO_SOP_CLASS_UID

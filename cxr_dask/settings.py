@@ -240,7 +240,7 @@ def _default_cell(f: dataclasses.Field[Any]) -> str:
         return str(f.metadata["shown"])
     if _required(f):
         return "required"
-    value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    value = f.default_factory() if callable(f.default_factory) else f.default
     return f"`{_toml(value)}`" if value is not None else "none"
 
 

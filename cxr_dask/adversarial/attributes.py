@@ -14,6 +14,7 @@ from pathlib import Path
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from pydicom.uid import UID
 
 from cxr_dask.adversarial import Case, base_image, save
 
@@ -125,10 +126,10 @@ def _text_in_file_meta_version(ds: Dataset) -> None:
 
 def _uid_as_lo(keyword: str, uid: str) -> Callable[[Dataset], None]:
     def change(ds: Dataset) -> None:
-        tag = ds.data_element(keyword).tag
+        tag = ds[keyword].tag
         ds[tag] = DataElement(tag, "LO", uid)
         if keyword == "SOPInstanceUID":
-            ds.file_meta.MediaStorageSOPInstanceUID = uid
+            ds.file_meta.MediaStorageSOPInstanceUID = UID(uid)
 
     return change
 

@@ -477,7 +477,7 @@ def strip_jpeg(data: bytes | memoryview, *, ls: bool = False) -> tuple[bytes | m
             position = end
 
 
-def _scan_ends(data: bytes, ls: bool) -> np.ndarray:
+def _scan_ends(data: bytes | memoryview, ls: bool) -> np.ndarray:
     """Sorted offsets of every 0xFF that starts a marker able to end a scan.
 
     In JPEG entropy-coded data a 0xFF is followed by 00 (stuffing) or a restart marker
@@ -595,7 +595,7 @@ def strip_j2k(data: bytes | memoryview) -> tuple[bytes | memoryview, int, int]:
     return b"".join(main) + b"".join(parts), removed, position
 
 
-def _j2k_marker(data: bytes, position: int) -> tuple[int, int]:
+def _j2k_marker(data: bytes | memoryview, position: int) -> tuple[int, int]:
     """(marker's second byte, segment length after the marker) at ``position``."""
     if position + 4 > len(data) or data[position] != 0xFF:
         raise CodestreamError("no marker")
@@ -606,7 +606,7 @@ def _j2k_marker(data: bytes, position: int) -> tuple[int, int]:
     return marker, length
 
 
-def _jp2_codestream(data: bytes) -> tuple[int, int]:
+def _jp2_codestream(data: bytes | memoryview) -> tuple[int, int]:
     """(start, end) of the contiguous codestream box of a JP2 file."""
     position = 0
     while position + 8 <= len(data):

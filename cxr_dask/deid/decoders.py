@@ -22,7 +22,7 @@ import tempfile
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 from cxr_dask import tools
 from cxr_dask.dicom import syntaxes
@@ -56,13 +56,13 @@ def can_decode(ds: Dataset) -> bool:
 def decode_with_dcmtk(ds: Dataset) -> np.ndarray:
     """The stored values of ``ds``'s JPEG pixel data, decoded by ``dcmdjpeg``; quarantine
     when the tool is missing, fails, times out or returns something else than an image."""
-    syntax = str(ds.file_meta.TransferSyntaxUID).strip()
+    syntax = UID(str(ds.file_meta.TransferSyntaxUID).strip())
     minimal = Dataset()
     for keyword in _PIXEL_MODULE:
         if keyword in ds:
             minimal[keyword] = ds[keyword]
-    minimal.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture: a valid Part 10 object
-    minimal.SOPInstanceUID = "1.2.3.4"  # placeholder, never written anywhere but the temp folder
+    minimal.SOPClassUID = SecondaryCaptureImageStorage  # a valid Part 10 object
+    minimal.SOPInstanceUID = UID("1.2.3.4")  # placeholder, never written anywhere but the temp folder
     minimal.file_meta = FileMetaDataset()
     minimal.file_meta.TransferSyntaxUID = syntax
     minimal.file_meta.MediaStorageSOPClassUID = minimal.SOPClassUID

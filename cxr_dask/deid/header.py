@@ -38,7 +38,7 @@ import struct
 from collections.abc import Callable, Iterable, MutableSequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import IO
+from typing import IO, Any
 
 import pydicom
 from pydicom.charset import convert_encodings
@@ -590,7 +590,7 @@ def _fast_element(tag: int, raw: RawDataElement, ds: Dataset) -> DataElement | N
     return DataElement(raw.tag, vr, converted, raw.value_tell, False, already_converted=True)
 
 
-def get_value(ds: Dataset, keyword: str, default: object = None) -> object:
+def get_value(ds: Dataset, keyword: str, default: object = None) -> Any:
     """``ds.get(keyword, default)`` for a data set's own element: the same value, and the
     same decoded element left in ``ds``, decoded by ``_fast_element`` where it can be."""
     tag = _keyword_tag(keyword)

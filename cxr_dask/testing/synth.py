@@ -20,12 +20,15 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
     JPEG2000,
+    UID,
     DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLSLossless,
     JPEGLSNearLossless,
+    MediaStorageDirectoryStorage,
     RLELossless,
 )
 
@@ -414,9 +417,9 @@ def _image(
         )
         ds.BurnedInAnnotation = "YES" if any(p.kind != STRUCTURE for p in planted) else "NO"
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-    ds.file_meta.ImplementationClassUID = UID_ROOT + "1"
+    ds.file_meta.MediaStorageSOPClassUID = UID(ds.SOPClassUID)
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    ds.file_meta.ImplementationClassUID = UID(UID_ROOT + "1")
     if syntax in (JPEG2000Lossless, RLELossless, *EXTRA_TRANSFER_SYNTAXES):
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.compress(
@@ -430,7 +433,7 @@ def _image(
             ds.LossyImageCompression = "01"
             ds.LossyImageCompressionMethod = "ISO_15444_1" if syntax == JPEG2000 else "ISO_14495_1"
     else:
-        ds.file_meta.TransferSyntaxUID = syntax
+        ds.file_meta.TransferSyntaxUID = UID(syntax)
         ds.PixelData = arr.tobytes()
 
     phi = [
@@ -619,8 +622,8 @@ def _write_bad_corpus(
     directory.DirectoryRecordSequence[0].DirectoryRecordType = "PATIENT"
     directory.DirectoryRecordSequence[0].PatientID = patient.patient_id
     directory.file_meta = FileMetaDataset()
-    directory.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
-    directory.file_meta.MediaStorageSOPInstanceUID = gen.uid()
+    directory.file_meta.MediaStorageSOPClassUID = MediaStorageDirectoryStorage
+    directory.file_meta.MediaStorageSOPInstanceUID = UID(gen.uid())
     directory.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     write("DICOMDIR", _encode(directory), "dicomdir", [patient.patient_id])
 
@@ -673,12 +676,12 @@ def _write_bad_corpus(
 
     # a broken JPEG codestream sorted before its good twin: chosen, quarantined in pass 2,
     # then the twin is written in the same run
-    ds, phi = image(number=14, syntax=JPEG2000Lossless)
-    good = _encode(ds)
-    frame = good.rindex(b"\xff\x4f\xff\x51")  # the codestream's SOC and SIZ markers
-    broken = good[: frame + 40] + b"\x00" * 64 + good[frame + 104 :]
+    twin, phi = image(number=14, syntax=JPEG2000Lossless)
+    twin_bytes = _encode(twin)
+    frame = twin_bytes.rindex(b"\xff\x4f\xff\x51")  # the codestream's SOC and SIZ markers
+    broken = twin_bytes[: frame + 40] + b"\x00" * 64 + twin_bytes[frame + 104 :]
     write("twin_0_broken.dcm", broken, "undecodable_pixels", phi)
-    write("twin_1_good.dcm", good, None, phi)
+    write("twin_1_good.dcm", twin_bytes, None, phi)
 
     # old codecs and encodings an old archive holds, all read and written
     for number, syntax in enumerate(DCMCJPEG_OPTION, start=15):
@@ -747,7 +750,7 @@ def _big_endian(ds: Dataset) -> bytes:
     """``ds`` written as Explicit VR Big Endian (retired, still in old archives)."""
     arr = np.frombuffer(ds.PixelData, dtype="<u2")
     ds.PixelData = arr.astype(">u2").tobytes()
-    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.2"
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
     buffer = io.BytesIO()
     pydicom.dcmwrite(buffer, ds, implicit_vr=False, little_endian=False, enforce_file_format=True)
     return buffer.getvalue()

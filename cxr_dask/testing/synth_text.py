@@ -101,7 +101,7 @@ def phi_lines(
 
 def _render(text: str, font: ImageFont.FreeTypeFont) -> np.ndarray:
     """The text's anti-aliased coverage (0..1), cropped to its strokes."""
-    left, top, right, bottom = font.getbbox(text)
+    left, top, right, bottom = map(int, font.getbbox(text))  # ints for a FreeType font
     canvas = Image.new("L", (right - left + 4, bottom - top + 4), 0)
     ImageDraw.Draw(canvas).text((2 - left, 2 - top), text, fill=255, font=font)
     mask = np.asarray(canvas, dtype=np.float32) / 255.0
@@ -403,7 +403,7 @@ def film_scan(seed: int = 0, size: int = 1024, glyph: int = 14) -> tuple[np.ndar
             for lines, x, y, right in blocks:
                 for k, template in enumerate(lines):
                     text = template.format(**values)
-                    left, top, width, height = font.getbbox(text)
+                    left, top, width, height = map(int, font.getbbox(text))
                     x0 = x + (9 * glyph - (width - left) if right else 0)
                     draw.text((x0 - left, y + k * step - top), text, fill=255, font=font)
                     kind = PHI if right and k < 3 else STRUCTURE

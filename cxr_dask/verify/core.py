@@ -40,9 +40,9 @@ import json
 import posixpath
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import dask.bag as db
 import numpy as np
@@ -74,6 +74,9 @@ from cxr_dask.verify.vocabulary import EQUIPMENT_KEYWORDS, IDENTIFIER_PATTERNS, 
 
 if TYPE_CHECKING:
     from distributed import Client
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 DEFAULT_OCR = OcrSettings()
 PIXEL_DATA = 0x7FE00010
@@ -212,7 +215,7 @@ def harvest_partition(items: Iterable[tuple[int, str, int]], source: Location) -
                 raise ValueError("empty")
             with storage.open_for_header(source, key) as handle:
                 ds = pydicom.dcmread(handle, stop_before_pixels=True)
-            keys = file_keys(lambda keyword, ds=ds: _text(ds, keyword))
+            keys = file_keys(functools.partial(_text, ds))
             patient = keys.patient
             code = digest(patient)
             held = harvest(ds, index, result.needles, code)
@@ -354,10 +357,10 @@ class Audit:
     def __init__(self, needles: Needles) -> None:
         self.needles = needles
         self.report = Report()
-        self.subject_of: dict[str, set[int]] = defaultdict(set)  # patient key -> subject ids
-        self.patient_of: dict[int, set[str]] = defaultdict(set)
-        self.study_of: dict[str, set[int]] = defaultdict(set)
-        self.study_key_of: dict[int, set[str]] = defaultdict(set)
+        self.subject_of: defaultdict[str, set[int]] = defaultdict(set)  # patient key -> subject ids
+        self.patient_of: defaultdict[int, set[str]] = defaultdict(set)
+        self.study_of: defaultdict[str, set[int]] = defaultdict(set)
+        self.study_key_of: defaultdict[int, set[str]] = defaultdict(set)
         self.sop_paths: dict[str, str] = {}
         self.where: dict[tuple[str, object], str] = {}
         self.sops_written: set[str] = set()  # input SOPs whose output was found
@@ -370,21 +373,17 @@ class Audit:
         self.report.pixels.update(other.report.pixels)
         self.report.not_compared += other.report.not_compared
         self.report.outputs_listed += other.report.outputs_listed
-        for mine, theirs in (
-            (self.subject_of, other.subject_of),
-            (self.patient_of, other.patient_of),
-            (self.study_of, other.study_of),
-            (self.study_key_of, other.study_key_of),
-        ):
-            for key, values in theirs.items():
-                mine[key] |= values
+        _union_into(self.subject_of, other.subject_of)
+        _union_into(self.patient_of, other.patient_of)
+        _union_into(self.study_of, other.study_of)
+        _union_into(self.study_key_of, other.study_key_of)
         for sop, path in other.sop_paths.items():
             if sop in self.sop_paths:
                 self.add("id_not_one_to_one", path, "SOPInstanceUID", reason="two outputs share a SOPInstanceUID")
             else:
                 self.sop_paths[sop] = path
-        for key, path in other.where.items():
-            self.where.setdefault(key, path)
+        for found, path in other.where.items():
+            self.where.setdefault(found, path)
         self.sops_written |= other.sops_written
 
     def add(
@@ -440,7 +439,8 @@ class Audit:
     ) -> None:
         """A finding, or a note when the hit is another patient's value that this file's input held here."""
         own = record is not None and record.patient_code in needle.patients
-        if own and needle.category == "place" and held_as in EQUIPMENT_KEYWORDS and record.holds(held_as, text):
+        place = needle.category == "place" and held_as in EQUIPMENT_KEYWORDS
+        if own and place and record is not None and held_as is not None and record.holds(held_as, text):
             self.note(
                 "coincidence",
                 path,
@@ -471,6 +471,11 @@ class Audit:
                 needle.index,
                 "identifies another patient; this image's input never held this value here",
             )
+
+
+def _union_into(mine: defaultdict[_K, set[_V]], theirs: Mapping[_K, set[_V]]) -> None:
+    for key, values in theirs.items():
+        mine[key] |= values
 
 
 def redact(path: str, needles: Needles) -> str:
@@ -824,7 +829,7 @@ def check_parquet(audit: Audit, path: str, data: bytes, shared: Shared) -> None:
             audit.add("id_not_one_to_one", path, name, reason="a dicom_id on two rows")
 
 
-def _column_problem(name: str, value: object) -> str | None:
+def _column_problem(name: str, value: Any) -> str | None:
     """The finding kind for a bad value in a known id or date column, else None."""
     if value is None:
         return None
@@ -916,7 +921,8 @@ def verify(
     else:
         bag = db.from_sequence(items, partition_size=partition_size)
         harvested = client.compute(bag.map_partitions(_as_list(harvest_partition), source)).result()
-    needles, inputs, key_sops, read, unreadable = Needles(), {}, [], 0, 0
+    needles, key_sops, read, unreadable = Needles(), [], 0, 0
+    inputs: dict[str, InputRecord] = {}
     for part in harvested:
         needles.merge(part.needles)
         for sop, record in part.records.items():

@@ -15,7 +15,7 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.pixels import pixel_array
-from pydicom.uid import JPEG2000, JPEG2000Lossless, RLELossless
+from pydicom.uid import JPEG2000, UID, JPEG2000Lossless, RLELossless
 
 from cxr_dask.deid import decoders
 from cxr_dask.deid.pixels.checks import check_supported
@@ -61,7 +61,7 @@ def _decode_compressed(ds: Dataset) -> np.ndarray:
     time or less. Any plugin failing falls back to pydicom's own choice.
     """
     meta = getattr(ds, "file_meta", None)
-    plugin = _FAST_DECODER.get(str(meta.get("TransferSyntaxUID", "")) if meta is not None else "")
+    plugin = _FAST_DECODER.get(UID(str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""))
     if plugin is not None:
         try:
             return pixel_array(ds, decoding_plugin=plugin)
@@ -137,7 +137,7 @@ def j2k_preview(ds: Dataset) -> tuple[np.ndarray, int] | None:
             return None
         frame = next(generate_frames(ds.PixelData, number_of_frames=1))
         image = Image.open(io.BytesIO(frame))
-        image.reduce = level  # Jpeg2KImageFile: decode only the resolution levels needed
+        image.reduce = level  # type: ignore[method-assign,assignment]  # Jpeg2KImageFile's attribute: decode only the levels needed
         image.load()
         preview = np.asarray(image)
     except Exception:

@@ -35,7 +35,7 @@ debian-tools:
 run: setup
 	$(BIN)/cxr-dask demo --workdir out
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest --durations=15
 
 # The peers (dicognito, deid, dicom-anonymizer) only for the benchmark: `make test` stays lean.
@@ -49,6 +49,8 @@ bench: setup $(BENCH_STAMP)
 
 lint: setup
 	$(BIN)/ruff check cxr_dask tests bench
+	$(BIN)/ruff format --check cxr_dask tests bench
+	$(BIN)/mypy
 
 # The container image for Kubernetes (cluster/Dockerfile); needs docker (or a docker-compatible CLI).
 IMAGE ?= cxr-dask:latest

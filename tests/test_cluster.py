@@ -124,3 +124,24 @@ def test_workers_left_to_the_process_exit_end_with_it(tmp_path):
             break
         time.sleep(0.1)
     assert alive == []
+
+
+def _modules_after_an_arrow_conversion() -> dict[str, bool]:
+    """What a pass-1 task's first ``pa.array`` finds imported (pyarrow's pandas probe)."""
+    import sys
+
+    import pyarrow as pa
+
+    pa.array(["a key"])
+    return {name: name in sys.modules for name in ("cxr_dask.pipeline", "pandas")}
+
+
+def test_the_run_s_workers_start_with_both_passes_and_without_pandas(tmp_path):
+    """``cluster.WORKER_PRELOAD``: the passes are imported as a worker starts, and pyarrow's
+    probe of Python values does not import pandas at the first task (0.3-0.5 s a worker)."""
+    config = RunConfig(
+        str(tmp_path / "in"), str(tmp_path / "out"), str(tmp_path / "private"), workers=1, dashboard_address=None
+    )
+    with cluster.Starting(config, preload=cluster.WORKER_PRELOAD) as starting:
+        (found,) = starting.client().run(_modules_after_an_arrow_conversion).values()
+    assert found == {"cxr_dask.pipeline": True, "pandas": False}

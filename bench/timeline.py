@@ -183,7 +183,9 @@ def report(tasks: list[dict[str, Any]], zero: float) -> dict[str, Any]:
     for task in tasks:
         for phase in task["startstops"]:
             if phase["action"] == "compute":
-                start, stop, key = phase["start"] - zero, phase["stop"] - zero, str(task["key"])[:40]
+                key = task["key"]
+                key = f"{key[0][:32]} {key[1]}" if isinstance(key, tuple) else str(key)[:40]
+                start, stop = phase["start"] - zero, phase["stop"] - zero
                 per[_pass_of(task["key"])][task["worker"]].append((start, stop, key))
     for pass_name, workers in per.items():
         out["passes"][pass_name] = {

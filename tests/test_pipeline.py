@@ -256,6 +256,23 @@ def test_broadcast_map_travels_once_not_per_task(client, tmp_path):
     assert not any(ref.name in names for names in client.run(_installed_maps).values())
 
 
+def test_tasks_of_given_sizes_cut_the_work_in_order_and_name_their_items():
+    """Pass 2's work cut by ``RunConfig.task_sizes_for`` (a size a task): every item once, in
+    order, as a list and as a listing table; a failed task's items are found by its index."""
+    files = [(f"p{i}/{i}.dcm", 10) for i in range(20)]
+    items = [(i, key) for i, (key, _) in enumerate(files)]
+    table = pipeline.listing_table(files).select(["key_index", "key"])
+    sizes = [7, 7, 2, 2, 1, 1]
+    for work in (items, table):
+        chunks = pipeline.work_chunks(work, sizes)
+        assert [len(pipeline.chunk_items(chunk)) for chunk in chunks] == sizes == pipeline.chunk_sizes(work, sizes)
+        assert [item for chunk in chunks for item in pipeline.chunk_items(chunk)] == items
+        assert pipeline._items_of_task(work, sizes, 3) == items[16:18]
+        assert pipeline._items_of_task(work, 7, 2) == items[14:20]
+    with pytest.raises(ValueError, match="add up to 19"):
+        pipeline.work_chunks(items, [7, 7, 5])
+
+
 def test_rerun_is_idempotent(client, small_workspace):
     workspace = small_workspace
     first = run(client, workspace)

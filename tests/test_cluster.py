@@ -69,7 +69,17 @@ def test_a_cluster_a_notebook_starts_gets_the_same_workers(monkeypatch):
         local.get_client() as client,
     ):
         (env,) = client.run(_malloc_environ).values()
+        saturation = local.scheduler.WORKER_SATURATION
     assert env == cluster.WORKER_MALLOC_ENV
+    assert saturation == cluster.WORKER_SATURATION == 1.0  # a task a free thread, none queued behind
+
+
+def test_a_worker_saturation_the_user_chose_is_kept():
+    import dask
+
+    assert cluster.scheduler_settings() == {"distributed.scheduler.worker-saturation": 1.0}
+    with dask.config.set({"distributed.scheduler.worker-saturation": 2.0}):
+        assert cluster.scheduler_settings() == {}
 
 
 def test_the_run_s_cluster_serves_its_dashboard(tmp_path):

@@ -173,7 +173,7 @@ def _execute(config: RunConfig, ends_process: bool = False) -> int:
         from cxr_dask import journal, pipeline
 
         journal.refuse_other_unfinished(config.private_location, config.input, config.output)
-        client = starting.client()
+        client = starting.client(workers=1)  # pass 1 starts on the first worker up
         if ends_process:
             starting.leave_to_exit()
         print(f"dashboard: {client.dashboard_link}", flush=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 import dask
 from distributed import Client, LocalCluster, Scheduler
+from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.utils import sync
 from tornado import web
 
@@ -160,7 +161,27 @@ def _dashboard_on_first_visit(scheduler: Scheduler) -> None:
     scheduler.http_application.add_application(application)
 
 
-def _local_cluster(config: RunConfig, preload: tuple[str, ...] = ()) -> LocalCluster:
+class _Arrivals(SchedulerPlugin):
+    """Counts the workers that reached the scheduler of a LocalCluster still starting (its
+    constructor returns once every worker is up), for ``Starting.client(workers=...)``."""
+
+    name = "cxr-dask-arrivals"
+
+    def __init__(self) -> None:
+        self.address: str | None = None
+        self.workers = 0
+        self.changed = threading.Condition()
+
+    async def start(self, scheduler: Scheduler) -> None:
+        self.address = scheduler.address
+
+    def add_worker(self, scheduler: Scheduler, worker: str) -> None:
+        with self.changed:
+            self.workers += 1
+            self.changed.notify_all()
+
+
+def _local_cluster(config: RunConfig, preload: tuple[str, ...] = (), arrivals: _Arrivals | None = None) -> LocalCluster:
     """The run's LocalCluster, its dashboard connected when it is first visited.
 
     distributed imports the dashboard (bokeh, ~0.4 s of CPU) as the scheduler starts,
@@ -179,7 +200,7 @@ def _local_cluster(config: RunConfig, preload: tuple[str, ...] = ()) -> LocalClu
         threads_per_worker=config.threads_per_worker,
         memory_limit=config.memory_limit,
         dashboard_address=config.dashboard_address,
-        scheduler_kwargs={"dashboard": False} if lazy else None,
+        scheduler_kwargs={**({"dashboard": False} if lazy else {}), "plugins": [arrivals] if arrivals else []},
         silence_logs=logging.ERROR,
         # after any preload of the user's dask config, which a list given here replaces
         preload=[*dask.config.get("distributed.worker.preload", default=[]), *preload],
@@ -234,21 +255,36 @@ class Starting:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._leave = False
+        self._arrivals = _Arrivals()
+        self._done = False  # the thread has started the whole LocalCluster, or failed to
         if not config.scheduler:
             self._thread = threading.Thread(target=self._start, args=(preload,), name="cxr-dask-cluster", daemon=True)
             self._thread.start()
 
     def _start(self, preload: tuple[str, ...]) -> None:
         try:
-            self._cluster = _local_cluster(self.config, preload)
+            self._cluster = _local_cluster(self.config, preload, self._arrivals)
         except BaseException as error:  # raised again in the caller's thread by client()
             self._error = error
+        finally:
+            with self._arrivals.changed:
+                self._done = True
+                self._arrivals.changed.notify_all()
 
-    def client(self) -> Client:
-        """The client, once the scheduler and every worker are up."""
+    def client(self, workers: int | None = None) -> Client:
+        """The client, once the scheduler and every worker are up, or ``workers`` of them.
+
+        ``cxr-dask run`` asks for one: on two cores the workers' start-up competes with the
+        client's, and whichever worker is up first starts pass 1 while the others finish
+        importing (each takes tasks as it arrives; ``pipeline.run`` cuts the work for all
+        the workers the LocalCluster will have). The rest of the LocalCluster keeps
+        starting in the background; leaving the block waits for it.
+        """
         if self._client is None:
             if self._thread is None:
                 self._client = Client(self.config.scheduler)
+            elif workers is not None and workers < self.config.workers and self._arrived(workers):
+                self._client = Client(self._arrivals.address)
             else:
                 self._thread.join()
                 if self._error is not None:
@@ -256,6 +292,13 @@ class Starting:
                 self._client = Client(self._cluster)
             self._client.register_plugin(QuietPydicom(), name=QUIET_PLUGIN)
         return self._client
+
+    def _arrived(self, workers: int) -> bool:
+        """Wait until ``workers`` workers reached the scheduler (True), or the LocalCluster
+        is started or failed (False: its thread is done)."""
+        with self._arrivals.changed:
+            self._arrivals.changed.wait_for(lambda: self._arrivals.workers >= workers or self._done)
+            return not self._done
 
     def leave_to_exit(self) -> None:
         """Leave a LocalCluster running at the end of the block: the process ends with

@@ -562,7 +562,8 @@ def run(client: Client, config: RunConfig) -> RunSummary:
         storage.remove_partials(output)
         storage.remove_partials(private)
         summary = RunSummary(run_id=journal.run_id, output=config.output, private=config.private, resumed=resumed)
-        threads = total_threads(client)
+        # a LocalCluster's workers may still be arriving (``Starting.client``): cut for all
+        threads = max(total_threads(client), 0 if config.scheduler else config.workers * config.threads_per_worker)
 
         table = journal.load_inventory()
         if table is None:

@@ -155,3 +155,26 @@ def test_the_run_s_workers_start_with_both_passes_and_without_pandas(tmp_path):
     with cluster.Starting(config, preload=cluster.WORKER_PRELOAD) as starting:
         (found,) = starting.client().run(_modules_after_an_arrow_conversion).values()
     assert found == {"cxr_dask.pipeline": True, "pandas": False}
+
+
+def _reading_validation_mode() -> int:
+    import pydicom.config
+
+    return pydicom.config.settings.reading_validation_mode
+
+
+def test_a_run_starts_on_its_first_worker_and_the_others_join_quiet(tmp_path):
+    """``Starting.client(workers=1)`` (``cxr-dask run``): pass 1 need not wait for every
+    worker; the LocalCluster still gets all of them, each keeping pydicom quiet
+    (``privacy.QuietPydicom``) though it reached the scheduler after the client."""
+    import pydicom.config
+
+    config = RunConfig(
+        str(tmp_path / "in"), str(tmp_path / "out"), str(tmp_path / "private"), workers=2, dashboard_address=None
+    )
+    with cluster.Starting(config, preload=cluster.WORKER_PRELOAD) as starting:
+        client = starting.client(workers=1)
+        assert len(client.nthreads()) >= 1
+        client.wait_for_workers(2, timeout=120)
+        modes = client.run(_reading_validation_mode)
+    assert list(modes.values()) == [pydicom.config.IGNORE] * 2

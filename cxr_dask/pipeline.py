@@ -111,9 +111,9 @@ def _each_partition(
     """
     parts = bag.to_delayed()
     whole = next((i for i, size in enumerate(sizes) if size < sizes[0]), len(parts))
-    futures = client.compute(parts[:whole], retries=config.retries, priority=1)
-    if whole < len(parts):
-        futures += client.compute(parts[whole:], retries=config.retries, priority=0)
+    futures = client.compute(parts[:whole], retries=config.retries)
+    if whole < len(parts):  # below the default priority: nothing of another client's is overtaken
+        futures += client.compute(parts[whole:], retries=config.retries, priority=-1)
     del parts
     index_of = {future.key: i for i, future in enumerate(futures)}
     finished = as_completed(futures)

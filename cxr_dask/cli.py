@@ -156,35 +156,6 @@ def verify_config(args: argparse.Namespace) -> VerifyConfig:
     return build_verify_config(settings, locations, flags, source=args.config or "")
 
 
-class _NoPandas:
-    """An import finder that says pandas is not installed (see ``_arrow_without_pandas``)."""
-
-    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
-        if name == "pandas":
-            raise ModuleNotFoundError("pandas is not needed by the client", name=name)
-
-
-def _arrow_without_pandas() -> None:
-    """Let pyarrow settle, once, that this process has no pandas.
-
-    pyarrow's first conversion of Python values (any ``pa.array``) imports pandas to ask
-    whether they are pandas objects: some 35 MB of the client's RSS that a run never uses.
-    With the import refused once, pyarrow remembers "no pandas"; pandas itself stays
-    importable afterwards (``to_pandas`` still works). A process that already imported
-    pandas is left alone.
-    """
-    if "pandas" in sys.modules:
-        return
-    import pyarrow as pa
-
-    finder = _NoPandas()
-    sys.meta_path.insert(0, finder)
-    try:
-        pa.array([0])
-    finally:
-        sys.meta_path.remove(finder)
-
-
 def _execute(config: RunConfig, ends_process: bool = False) -> int:
     from cxr_dask import cluster, lock, storage
 
@@ -198,11 +169,11 @@ def _execute(config: RunConfig, ends_process: bool = False) -> int:
         cluster.Starting(config, preload=cluster.WORKER_PRELOAD) as starting,
     ):
         # pyarrow (~0.2 s) after the workers started spawning, not before
-        _arrow_without_pandas()  # the CLI's process is the client: it holds only Arrow columns
+        cluster.arrow_without_pandas()  # the CLI's process is the client: it holds only Arrow columns
         from cxr_dask import journal, pipeline
 
         journal.refuse_other_unfinished(config.private_location, config.input, config.output)
-        client = starting.client()
+        client = starting.client(workers=1)  # pass 1 starts on the first worker up
         if ends_process:
             starting.leave_to_exit()
         print(f"dashboard: {client.dashboard_link}", flush=True)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
 import os
+import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
 import dask
 from distributed import Client, LocalCluster, Scheduler
+from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.utils import sync
+from tornado import web
 
 from cxr_dask.config import RunConfig
 from cxr_dask.privacy import QUIET_PLUGIN, QuietPydicom
@@ -58,62 +62,160 @@ def _spawn_with(env: dict[str, str]) -> None:
     os.environ.update({key: value for key, value in env.items() if key.startswith("MALLOC_")})
 
 
-#: Imported by every worker as it starts (distributed's ``preload``): the modules of both
-#: passes, so a worker pays its ~0.5-1 s of imports while the client is still importing
-#: and checking, not at the first task of pass 1.
-WORKER_PRELOAD = ("cxr_dask.pipeline",)
+#: Imported by every worker as it starts (distributed's ``preload``, ``cxr_dask.preload``):
+#: the modules of both passes, so a worker pays its ~0.5-1 s of imports while the client is
+#: still importing and checking, not at the first task of pass 1; and pyarrow is told that
+#: pandas is absent (``arrow_without_pandas``).
+WORKER_PRELOAD = ("cxr_dask.preload",)
+
+
+class _NoPandas:
+    """An import finder that says pandas is not installed (see ``arrow_without_pandas``)."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "pandas":
+            raise ModuleNotFoundError("pandas is not needed by cxr-dask's processes", name=name)
+
+
+def arrow_without_pandas() -> None:
+    """Let pyarrow settle, once, that this process has no pandas.
+
+    pyarrow's first conversion of Python values (any ``pa.array``) imports pandas to ask
+    whether they are pandas objects: some 35 MB of RSS that a run never uses, and 0.3-0.5 s
+    of CPU: in the client, and in every worker at its first pass-1 task (before the work
+    of both workers can start). With the import refused once, pyarrow remembers "no
+    pandas"; pandas itself stays importable afterwards (``to_pandas`` still works). A
+    process that already imported pandas is left alone.
+    """
+    if "pandas" in sys.modules:
+        return
+    import pyarrow as pa
+
+    finder = _NoPandas()
+    sys.meta_path.insert(0, finder)
+    try:
+        pa.array([0])
+    finally:
+        sys.meta_path.remove(finder)
+
+
+#: distributed's default ``worker-saturation``: a worker holds ceil(1.1 x threads) tasks of
+#: a pass, i.e. two for a one-thread worker, one running and one waiting behind it.
+DISTRIBUTED_SATURATION_DEFAULT = 1.1
+#: What the scheduler of ``local_cluster`` uses instead: a task goes to a worker when one of
+#: its threads is free, so the worker done first takes the next task (the last wave's small
+#: ones, ``RunConfig.task_sizes_for``) instead of idling while a whole task waits queued on
+#: another worker. It costs a message's round trip (~ms) between two tasks of seconds.
+WORKER_SATURATION = 1.0
+
+
+def scheduler_settings() -> dict[str, Any]:
+    """The dask config the run's scheduler starts with: ``WORKER_SATURATION`` unless the
+    user chose a saturation of their own."""
+    chosen = dask.config.get("distributed.scheduler.worker-saturation", default=DISTRIBUTED_SATURATION_DEFAULT)
+    if chosen != DISTRIBUTED_SATURATION_DEFAULT:
+        return {}
+    return {"distributed.scheduler.worker-saturation": WORKER_SATURATION}
 
 
 def local_cluster(**kwargs: Any) -> LocalCluster:
-    """A LocalCluster of worker processes spawned with ``worker_environ()``.
+    """A LocalCluster of worker processes spawned with ``worker_environ()``, its scheduler
+    started with ``scheduler_settings()``.
 
     Takes LocalCluster's own arguments; use it wherever a notebook or script starts its
     own cluster for a run, or each 15 MB file costs its workers ~35 ms of page faults.
     """
     env = worker_environ()
     _spawn_with(env)
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": env, **scheduler_settings()}):
         return LocalCluster(processes=True, **kwargs)
 
 
 def _import_dashboard() -> None:
-    with suppress(ImportError):  # reported where it is connected
-        import distributed.dashboard.scheduler  # noqa: F401  (bokeh: ~0.4 s of imports)
+    import distributed.dashboard.scheduler  # noqa: F401  (bokeh: ~0.4 s of imports)
 
 
-def _local_cluster(config: RunConfig, preload: tuple[str, ...] = ()) -> LocalCluster:
-    """The run's LocalCluster, its dashboard connected once its workers are up.
+class _DashboardOnFirstVisit(web.RequestHandler):
+    """Every path the scheduler's HTTP server does not serve itself, until the dashboard is
+    connected: the first visit imports bokeh (off the scheduler's event loop), connects the
+    dashboard to the same server and sends the browser back to the same address."""
 
-    distributed imports the dashboard (bokeh) as the scheduler starts, before it spawns a
-    worker; here the scheduler starts without it (its HTTP server and the link already
-    listen), the workers spawn at once, and bokeh is imported meanwhile on this process's
-    core, then connected to the same server: the same dashboard, ~0.4 s earlier pass 1.
+    def initialize(self, scheduler: Scheduler, lazy: web.Application) -> None:
+        self.scheduler = scheduler
+        self.lazy = lazy
+
+    async def get(self, *args: str) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, _import_dashboard)
+        routing = self.scheduler.http_application
+        if self.lazy in routing.applications:  # the first of concurrent visits connects
+            routing.applications.remove(self.lazy)
+            await _connect_dashboard(self.scheduler)
+        self.redirect(self.request.uri)
+
+
+def _dashboard_on_first_visit(scheduler: Scheduler) -> None:
+    """Serve the dashboard from its first visit on (``_DashboardOnFirstVisit``)."""
+    application = web.Application()
+    options = {"scheduler": scheduler, "lazy": application}
+    application.add_handlers(r".*", [(r"/.*", _DashboardOnFirstVisit, options)])
+    scheduler.http_application.add_application(application)
+
+
+class _Arrivals(SchedulerPlugin):
+    """Counts the workers that reached the scheduler of a LocalCluster still starting (its
+    constructor returns once every worker is up), for ``Starting.client(workers=...)``."""
+
+    name = "cxr-dask-arrivals"
+
+    def __init__(self) -> None:
+        self.address: str | None = None
+        self.workers = 0
+        self.changed = threading.Condition()
+
+    async def start(self, scheduler: Scheduler) -> None:
+        self.address = scheduler.address
+
+    def add_worker(self, scheduler: Scheduler, worker: str) -> None:
+        with self.changed:
+            self.workers += 1
+            self.changed.notify_all()
+
+
+def _local_cluster(config: RunConfig, preload: tuple[str, ...] = (), arrivals: _Arrivals | None = None) -> LocalCluster:
+    """The run's LocalCluster, its dashboard connected when it is first visited.
+
+    distributed imports the dashboard (bokeh, ~0.4 s of CPU) as the scheduler starts,
+    before it spawns a worker; here the scheduler starts without it (its HTTP server and
+    the link already listen), and bokeh is imported when a browser first asks for a page
+    (``_DashboardOnFirstVisit``): the same dashboard, and a run nobody watches (a script, a
+    batch job) never pays for it, where with two workers those 0.4 s competed with both
+    workers' start-up for the two cores.
     """
     # The scheduler runs in this process and would log every worker's coming and going;
     # follow the root logger's level (INFO only with --verbose).
     logging.getLogger("distributed").setLevel(max(logging.getLogger().getEffectiveLevel(), logging.INFO))
-    importing: threading.Thread | None = None
-    if config.dashboard_address is not None and importlib.util.find_spec("bokeh") is not None:
-        importing = threading.Thread(target=_import_dashboard, name="cxr-dask-dashboard", daemon=True)
-        importing.start()
+    lazy = config.dashboard_address is not None and importlib.util.find_spec("bokeh") is not None
     local = local_cluster(
         n_workers=config.workers,
         threads_per_worker=config.threads_per_worker,
         memory_limit=config.memory_limit,
         dashboard_address=config.dashboard_address,
-        scheduler_kwargs={"dashboard": False} if importing else None,
+        scheduler_kwargs={**({"dashboard": False} if lazy else {}), "plugins": [arrivals] if arrivals else []},
         silence_logs=logging.ERROR,
         # after any preload of the user's dask config, which a list given here replaces
         preload=[*dask.config.get("distributed.worker.preload", default=[]), *preload],
     )
-    if importing is not None:
-        importing.join()
+    if lazy:
         try:
-            sync(local.loop, _connect_dashboard, local.scheduler)
+            sync(local.loop, _install_dashboard_on_first_visit, local.scheduler)
         except BaseException:
             local.close()
             raise
     return local
+
+
+async def _install_dashboard_on_first_visit(scheduler: Scheduler) -> None:
+    _dashboard_on_first_visit(scheduler)  # on the scheduler's event loop, which serves the requests
 
 
 async def _connect_dashboard(scheduler: Scheduler) -> None:
@@ -153,21 +255,36 @@ class Starting:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._leave = False
+        self._arrivals = _Arrivals()
+        self._done = False  # the thread has started the whole LocalCluster, or failed to
         if not config.scheduler:
             self._thread = threading.Thread(target=self._start, args=(preload,), name="cxr-dask-cluster", daemon=True)
             self._thread.start()
 
     def _start(self, preload: tuple[str, ...]) -> None:
         try:
-            self._cluster = _local_cluster(self.config, preload)
+            self._cluster = _local_cluster(self.config, preload, self._arrivals)
         except BaseException as error:  # raised again in the caller's thread by client()
             self._error = error
+        finally:
+            with self._arrivals.changed:
+                self._done = True
+                self._arrivals.changed.notify_all()
 
-    def client(self) -> Client:
-        """The client, once the scheduler and every worker are up."""
+    def client(self, workers: int | None = None) -> Client:
+        """The client, once the scheduler and every worker are up, or ``workers`` of them.
+
+        ``cxr-dask run`` asks for one: on two cores the workers' start-up competes with the
+        client's, and whichever worker is up first starts pass 1 while the others finish
+        importing (each takes tasks as it arrives; ``pipeline.run`` cuts the work for all
+        the workers the LocalCluster will have). The rest of the LocalCluster keeps
+        starting in the background; leaving the block waits for it.
+        """
         if self._client is None:
             if self._thread is None:
                 self._client = Client(self.config.scheduler)
+            elif workers is not None and workers < self.config.workers and self._arrived(workers):
+                self._client = Client(self._arrivals.address)
             else:
                 self._thread.join()
                 if self._error is not None:
@@ -175,6 +292,13 @@ class Starting:
                 self._client = Client(self._cluster)
             self._client.register_plugin(QuietPydicom(), name=QUIET_PLUGIN)
         return self._client
+
+    def _arrived(self, workers: int) -> bool:
+        """Wait until ``workers`` workers reached the scheduler (True), or the LocalCluster
+        is started or failed (False: its thread is done)."""
+        with self._arrivals.changed:
+            self._arrivals.changed.wait_for(lambda: self._arrivals.workers >= workers or self._done)
+            return not self._done
 
     def leave_to_exit(self) -> None:
         """Leave a LocalCluster running at the end of the block: the process ends with

@@ -104,9 +104,17 @@ def _each_partition(
     """Compute a bag's partitions, yielding ``(partition index, finished future)`` as each ends.
 
     Each future is let go once yielded, so a worker that dies later does not make the
-    scheduler recompute (and rewrite) partitions that already finished.
+    scheduler recompute (and rewrite) partitions that already finished. Partitions smaller
+    than the first (the last wave's, ``RunConfig.task_sizes_for``) are submitted after the
+    others at a lower priority, so they run last: the order of a bag's partitions is
+    otherwise Dask's choice (``dask.order``), which may well run them first.
     """
-    futures = client.compute(bag.to_delayed(), retries=config.retries)
+    parts = bag.to_delayed()
+    whole = next((i for i, size in enumerate(sizes) if size < sizes[0]), len(parts))
+    futures = client.compute(parts[:whole], retries=config.retries)
+    if whole < len(parts):  # below the default priority: nothing of another client's is overtaken
+        futures += client.compute(parts[whole:], retries=config.retries, priority=-1)
+    del parts
     index_of = {future.key: i for i, future in enumerate(futures)}
     finished = as_completed(futures)
     del futures
@@ -236,9 +244,24 @@ def _load_vocabulary(journal: RunJournal) -> freetext.Vocabulary:
     return freetext.Vocabulary(frozenset(json.loads(storage.read_bytes(journal.private, key).decode("utf-8"))))
 
 
-def partitions(items: list[T], partition_size: int) -> list[list[T]]:
-    """Consecutive runs of ``partition_size`` items: one pass-2 task each."""
-    return [items[start : start + partition_size] for start in range(0, len(items), partition_size)]
+#: How work is cut into tasks: files per task (every task alike), or each task's file
+#: count in order (``RunConfig.task_sizes_for``: smaller tasks in the last wave).
+Cuts = int | list[int]
+
+
+def _starts(n: int, cuts: Cuts) -> list[tuple[int, int]]:
+    """``(start, length)`` of each task's run of the ``n`` items."""
+    if isinstance(cuts, int):
+        return [(start, min(cuts, n - start)) for start in range(0, n, cuts)]
+    if sum(cuts) != n:
+        raise ValueError(f"task sizes add up to {sum(cuts)}, not to the {n} items")
+    starts = np.concatenate([[0], np.cumsum(cuts[:-1], dtype=np.int64)]) if cuts else []
+    return [(int(start), length) for start, length in zip(starts, cuts, strict=True)]
+
+
+def partitions(items: list[T], cuts: Cuts) -> list[list[T]]:
+    """Consecutive runs of items, ``cuts`` long: one pass-2 task each."""
+    return [items[start : start + length] for start, length in _starts(len(items), cuts)]
 
 
 #: Pass 2's work: ``(key_index, key)`` items, or the same as the columns of an Arrow table.
@@ -247,17 +270,18 @@ Work = list[Item] | pa.Table
 Chunk = list[Item] | bytes
 
 
-def work_chunks(work: Work, partition_size: int) -> list[Chunk]:
-    """The work in runs of ``partition_size``. A table's runs travel as Arrow IPC bytes, so
-    the client's graph holds a few bytes a file instead of a tuple, an int and a string."""
+def work_chunks(work: Work, cuts: Cuts) -> list[Chunk]:
+    """The work in consecutive runs, ``cuts`` long. A table's runs travel as Arrow IPC
+    bytes, so the client's graph holds a few bytes a file instead of a tuple, an int and
+    a string."""
     if isinstance(work, list):
-        return partitions(work, partition_size)
-    return [_ipc_bytes(work.slice(start, partition_size)) for start in range(0, work.num_rows, partition_size)]
+        return partitions(work, cuts)
+    return [_ipc_bytes(work.slice(start, length)) for start, length in _starts(work.num_rows, cuts)]
 
 
-def chunk_sizes(work: Work, partition_size: int) -> list[int]:
+def chunk_sizes(work: Work, cuts: Cuts) -> list[int]:
     n = len(work) if isinstance(work, list) else work.num_rows
-    return [min(partition_size, n - start) for start in range(0, n, partition_size)]
+    return [length for _, length in _starts(n, cuts)]
 
 
 def chunk_items(chunk: Chunk) -> list[Item]:
@@ -311,10 +335,11 @@ def deidentify_bag(
     config: RunConfig,
     items: Work,
     identity: IdentityRef | IdentityMap,
-    partition_size: int,
+    partition_size: Cuts,
     journal: RunJournal,
 ) -> db.Bag:
-    """Pass 2's graph: each task de-identifies, writes and records one partition of files.
+    """Pass 2's graph: each task de-identifies, writes and records one partition of files
+    (``partition_size`` files each, or each task's count in order).
 
     ``identity`` is the broadcast reference: the graph holds its name, not the map, so
     the map travels once per worker however many tasks there are.
@@ -342,7 +367,7 @@ class _Pass2:
     #: after its retries): not done, so the next run retries them.
     unrecorded: list[int] = field(default_factory=list)
 
-    def run(self, items: Work, partition_size: int) -> list[int]:
+    def run(self, items: Work, partition_size: Cuts) -> list[int]:
         """Run pass 2; returns the key indexes of poison inputs, files that kill every worker.
 
         A worker that dies takes its task elsewhere (the scheduler's ``allowed-failures``).
@@ -357,7 +382,7 @@ class _Pass2:
             suspects = self.killing_items(suspects, 1, "pass 2: retry")
         return [item[0] for item in suspects if self.killing_items([item], 1, "pass 2: isolate")]
 
-    def killing_items(self, items: Work, partition_size: int, label: str) -> list[Item]:
+    def killing_items(self, items: Work, partition_size: Cuts, label: str) -> list[Item]:
         """Run ``items`` in tasks of ``partition_size``; the items of tasks that killed workers."""
         sizes = chunk_sizes(items, partition_size)
         bag = deidentify_bag(self.config, items, self.identity, partition_size, self.journal)
@@ -373,12 +398,12 @@ class _Pass2:
         return killed
 
 
-def _items_of_task(work: Work, partition_size: int, i: int) -> list[Item]:
+def _items_of_task(work: Work, partition_size: Cuts, i: int) -> list[Item]:
     """The items of the ``i``-th task of ``work`` cut in runs of ``partition_size``."""
-    start = i * partition_size
+    start, length = _starts(len(work) if isinstance(work, list) else work.num_rows, partition_size)[i]
     if isinstance(work, list):
-        return work[start : start + partition_size]
-    return _rows(work.slice(start, partition_size), ("key_index", "key"))
+        return work[start : start + length]
+    return _rows(work.slice(start, length), ("key_index", "key"))
 
 
 def _hash_copies(client: Client, config: RunConfig, table: pa.Table) -> dict[int, str]:
@@ -414,7 +439,7 @@ def _try_next_copies(pass2: _Pass2, table: pa.Table, poison: list[int], threads:
         if not retry:
             return found
         log.info("pass 2b: %d repeated images whose chosen copy was quarantined; trying the next copy", len(retry))
-        found += pass2.run(retry, pass2.config.partition_size_for(len(retry), threads))
+        found += pass2.run(retry, pass2.config.task_sizes_for(len(retry), threads))
 
 
 def _audit_table(n: int, **columns: Any) -> pa.Table:
@@ -537,7 +562,8 @@ def run(client: Client, config: RunConfig) -> RunSummary:
         storage.remove_partials(output)
         storage.remove_partials(private)
         summary = RunSummary(run_id=journal.run_id, output=config.output, private=config.private, resumed=resumed)
-        threads = total_threads(client)
+        # a LocalCluster's workers may still be arriving (``Starting.client``): cut for all
+        threads = max(total_threads(client), 0 if config.scheduler else config.workers * config.threads_per_worker)
 
         table = journal.load_inventory()
         if table is None:
@@ -578,9 +604,9 @@ def run(client: Client, config: RunConfig) -> RunSummary:
             with broadcast_identity(client, identity) as identity_ref:
                 pass2 = _Pass2(client, config, identity_ref, journal)
                 if work.num_rows:
-                    partition_size = config.partition_size_for(work.num_rows, threads)
-                    log.info("pass 2: %d files in partitions of %d", work.num_rows, partition_size)
-                    poison = pass2.run(work, partition_size)
+                    sizes = config.task_sizes_for(work.num_rows, threads)
+                    log.info("pass 2: %d files in %d tasks of %d-%d", work.num_rows, len(sizes), min(sizes), max(sizes))
+                    poison = pass2.run(work, sizes)
                 poison += _try_next_copies(pass2, table, poison, threads)
                 unrecorded = pass2.unrecorded
 

@@ -112,8 +112,8 @@ def test_the_cli_client_never_imports_pandas() -> None:
 
     script = (
         "import sys\n"
-        "from cxr_dask import cli\n"
-        "cli._arrow_without_pandas()\n"
+        "from cxr_dask import cluster\n"
+        "cluster.arrow_without_pandas()\n"
         "from cxr_dask import identity, journal, pipeline\n"
         "import pyarrow as pa\n"
         "table = pipeline.listing_table([('a.dcm', 1), ('b.dcm', 2)])\n"

@@ -69,7 +69,17 @@ def test_a_cluster_a_notebook_starts_gets_the_same_workers(monkeypatch):
         local.get_client() as client,
     ):
         (env,) = client.run(_malloc_environ).values()
+        saturation = local.scheduler.WORKER_SATURATION
     assert env == cluster.WORKER_MALLOC_ENV
+    assert saturation == cluster.WORKER_SATURATION == 1.0  # a task a free thread, none queued behind
+
+
+def test_a_worker_saturation_the_user_chose_is_kept():
+    import dask
+
+    assert cluster.scheduler_settings() == {"distributed.scheduler.worker-saturation": 1.0}
+    with dask.config.set({"distributed.scheduler.worker-saturation": 2.0}):
+        assert cluster.scheduler_settings() == {}
 
 
 def test_the_run_s_cluster_serves_its_dashboard(tmp_path):
@@ -124,3 +134,47 @@ def test_workers_left_to_the_process_exit_end_with_it(tmp_path):
             break
         time.sleep(0.1)
     assert alive == []
+
+
+def _modules_after_an_arrow_conversion() -> dict[str, bool]:
+    """What a pass-1 task's first ``pa.array`` finds imported (pyarrow's pandas probe)."""
+    import sys
+
+    import pyarrow as pa
+
+    pa.array(["a key"])
+    return {name: name in sys.modules for name in ("cxr_dask.pipeline", "pandas")}
+
+
+def test_the_run_s_workers_start_with_both_passes_and_without_pandas(tmp_path):
+    """``cluster.WORKER_PRELOAD``: the passes are imported as a worker starts, and pyarrow's
+    probe of Python values does not import pandas at the first task (0.3-0.5 s a worker)."""
+    config = RunConfig(
+        str(tmp_path / "in"), str(tmp_path / "out"), str(tmp_path / "private"), workers=1, dashboard_address=None
+    )
+    with cluster.Starting(config, preload=cluster.WORKER_PRELOAD) as starting:
+        (found,) = starting.client().run(_modules_after_an_arrow_conversion).values()
+    assert found == {"cxr_dask.pipeline": True, "pandas": False}
+
+
+def _reading_validation_mode() -> int:
+    import pydicom.config
+
+    return pydicom.config.settings.reading_validation_mode
+
+
+def test_a_run_starts_on_its_first_worker_and_the_others_join_quiet(tmp_path):
+    """``Starting.client(workers=1)`` (``cxr-dask run``): pass 1 need not wait for every
+    worker; the LocalCluster still gets all of them, each keeping pydicom quiet
+    (``privacy.QuietPydicom``) though it reached the scheduler after the client."""
+    import pydicom.config
+
+    config = RunConfig(
+        str(tmp_path / "in"), str(tmp_path / "out"), str(tmp_path / "private"), workers=2, dashboard_address=None
+    )
+    with cluster.Starting(config, preload=cluster.WORKER_PRELOAD) as starting:
+        client = starting.client(workers=1)
+        assert len(client.nthreads()) >= 1
+        client.wait_for_workers(2, timeout=120)
+        modes = client.run(_reading_validation_mode)
+    assert list(modes.values()) == [pydicom.config.IGNORE] * 2

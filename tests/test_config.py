@@ -33,6 +33,20 @@ def test_partitioning_keeps_the_graph_small_at_archive_scale(tmp_path):
     assert explicit.partition_size_for(400_000, n_threads=64) == 7
 
 
+def test_the_last_wave_of_a_pass_is_cut_in_smaller_tasks(tmp_path):
+    """Pass 2's tasks (``task_sizes_for``): one task a thread at the end becomes four
+    smaller ones, so the worker done first waits a quarter of a task, not a whole one."""
+    config = RunConfig(str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c"))
+    assert config.task_sizes_for(200, n_threads=2) == [25] * 6 + [7, 7] + [6] * 6  # 200 films, 2 workers
+    assert config.task_sizes_for(200, n_threads=1) == [50] * 3 + [13, 13, 12, 12]
+    archive = config.task_sizes_for(400_000, n_threads=64)
+    assert sum(archive) == 400_000 and max(archive) == MAX_PARTITION_SIZE == 4 * min(archive)
+    assert len(archive) == 2_000 + 3 * 64
+    assert config.task_sizes_for(3, n_threads=2) == [1, 1, 1] and config.task_sizes_for(0, n_threads=2) == []
+    explicit = RunConfig(str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c"), partition_size=7)
+    assert explicit.task_sizes_for(20, n_threads=2) == [7, 7, 6]  # the user's size, every task
+
+
 def test_config_file_then_flags(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text(

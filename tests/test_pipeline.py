@@ -257,6 +257,69 @@ def test_broadcast_map_travels_once_not_per_task(client, tmp_path):
     assert not any(ref.name in names for names in client.run(_installed_maps).values())
 
 
+def test_tasks_of_given_sizes_cut_the_work_in_order_and_name_their_items():
+    """Pass 2's work cut by ``RunConfig.task_sizes_for`` (a size a task): every item once, in
+    order, as a list and as a listing table; a failed task's items are found by its index."""
+    files = [(f"p{i}/{i}.dcm", 10) for i in range(20)]
+    items = [(i, key) for i, (key, _) in enumerate(files)]
+    table = pipeline.listing_table(files).select(["key_index", "key"])
+    sizes = [7, 7, 2, 2, 1, 1]
+    for work in (items, table):
+        chunks = pipeline.work_chunks(work, sizes)
+        assert [len(pipeline.chunk_items(chunk)) for chunk in chunks] == sizes == pipeline.chunk_sizes(work, sizes)
+        assert [item for chunk in chunks for item in pipeline.chunk_items(chunk)] == items
+        assert pipeline._items_of_task(work, sizes, 3) == items[16:18]
+        assert pipeline._items_of_task(work, 7, 2) == items[14:20]
+    with pytest.raises(ValueError, match="add up to 19"):
+        pipeline.work_chunks(items, [7, 7, 5])
+
+
+def _held(items: list, event: str) -> int:
+    """A task that waits for ``event``: its priority can be read while it is pending."""
+    from distributed import Event
+
+    Event(event).wait(timeout=60)
+    return len(items)
+
+
+def test_the_last_wave_s_small_tasks_are_submitted_after_the_others(client, tmp_path):
+    """``_each_partition``: tasks smaller than the first go in after the others, at a lower
+    priority (a bag's own order, ``dask.order``, may run them first)."""
+    import threading
+    import uuid
+
+    import dask.bag as db
+    from distributed import Event
+
+    sizes = RunConfig(str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c")).task_sizes_for(40, 2)
+    assert sizes == [5] * 6 + [2] * 2 + [1] * 6  # the last wave: 10 files in 8 tasks
+    event = f"held-{uuid.uuid4().hex}"
+    bag = db.from_sequence(pipeline.partitions(list(range(40)), sizes), npartitions=len(sizes))
+    bag = bag.map_partitions(lambda parts, name: _held(parts[0], name), event)
+    config = RunConfig(str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c"), progress=False)
+    scheduler = client.cluster.scheduler
+    priorities: dict[int, tuple] = {}
+
+    def read_priorities() -> None:
+        try:
+            for _ in range(600):
+                tasks = [ts for ts in list(scheduler.tasks.values()) if ts.key[0].startswith("lambda")]
+                if len(tasks) == len(sizes):
+                    priorities.update({ts.key[1]: ts.priority for ts in tasks})
+                    return
+                threading.Event().wait(0.05)
+        finally:
+            Event(event, client=client).set()
+
+    reader = threading.Thread(target=read_priorities)
+    reader.start()
+    done = dict(pipeline._each_partition(client, bag, sizes, "held", config))
+    reader.join()
+    assert sorted(done) == list(range(len(sizes)))
+    assert sorted(priorities) == list(range(len(sizes)))
+    assert max(priorities[i] for i in range(6)) < min(priorities[i] for i in range(6, len(sizes)))
+
+
 def test_rerun_is_idempotent(client, small_workspace):
     workspace = small_workspace
     first = run(client, workspace)

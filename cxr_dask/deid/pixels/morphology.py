@@ -134,3 +134,39 @@ def _crop_opening(crop: np.ndarray, size: int) -> np.ndarray:
     eroded = cv2.erode(np.ascontiguousarray(crop), kernel, anchor=(centre, centre), borderType=cv2.BORDER_REPLICATE)
     mirrored = size - 1 - size // 2
     return cv2.dilate(eroded, kernel, anchor=(mirrored, mirrored), borderType=cv2.BORDER_REPLICATE)
+
+
+def _component_stats(mask: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """8-connected components of ``mask``, numbered as ``scipy.ndimage.label`` numbers them.
+
+    Returns (boxes, sizes, counts): per component (label 1 first) its box (x0, y0, x1, y1,
+    end-exclusive), its pixel count, and how many of its pixels are set in ``weight``.
+    scipy numbers components by their first pixel in raster order; OpenCV (one pass with
+    the boxes and sizes, ten times faster than scipy's label and find_objects on a noisy
+    film) numbers them by the 2x2 block it meets first, so its order is put back to
+    scipy's (the first pixel of a component starts a run of its label on its row).
+    """
+    if cv2 is None:
+        from scipy import ndimage
+
+        labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+        found = ndimage.find_objects(labels)
+        boxes = np.array([(x.start, y.start, x.stop, y.stop) for y, x in found], dtype=np.int64).reshape(-1, 4)
+        sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+        counts = np.bincount(labels[weight], minlength=count + 1)[1:]
+        return boxes, sizes, counts
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        np.ascontiguousarray(mask).view(np.uint8), connectivity=8, ltype=cv2.CV_32S
+    )
+    stats = stats[1:].astype(np.int64)
+    counts = np.bincount(labels[weight], minlength=count)[1:]
+    # scipy's order: by each component's first pixel in raster order, which starts a run
+    flat = labels.ravel()
+    starts = flat != 0
+    starts[1:] &= flat[1:] != flat[:-1]
+    runs = np.flatnonzero(starts)
+    _, first = np.unique(flat[runs], return_index=True)
+    order = np.argsort(runs[first], kind="stable")
+    left, top = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
+    boxes = np.stack([left, top, left + stats[:, cv2.CC_STAT_WIDTH], top + stats[:, cv2.CC_STAT_HEIGHT]], axis=1)
+    return boxes[order], stats[order, cv2.CC_STAT_AREA], counts[order]

@@ -141,10 +141,8 @@ def _component_stats(mask: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, 
 
     Returns (boxes, sizes, counts): per component (label 1 first) its box (x0, y0, x1, y1,
     end-exclusive), its pixel count, and how many of its pixels are set in ``weight``.
-    scipy numbers components by their first pixel in raster order; OpenCV (one pass with
-    the boxes and sizes, ten times faster than scipy's label and find_objects on a noisy
-    film) numbers them by the 2x2 block it meets first, so its order is put back to
-    scipy's (the first pixel of a component starts a run of its label on its row).
+    OpenCV gives the boxes and sizes in one pass, ten times faster than scipy's label and
+    find_objects on a noisy film (~48,000 components on a 1024-pixel film with text).
     """
     if cv2 is None:
         from scipy import ndimage
@@ -155,19 +153,14 @@ def _component_stats(mask: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, 
         sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
         counts = np.bincount(labels[weight], minlength=count + 1)[1:]
         return boxes, sizes, counts
-    # Grana's block-based algorithm: the fastest of OpenCV's on the screen's masks (4 ms at 1024x1024)
+    # Wu's scan-array union-find (SAUF) numbers components in raster order of their first
+    # pixel, as scipy does (OpenCV documents it; Grana's and Spaghetti's block-based
+    # algorithms, faster by 4 ms, do not, and restoring the order cost more than that)
     count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
-        np.ascontiguousarray(mask).view(np.uint8), 8, cv2.CV_32S, cv2.CCL_GRANA
+        np.ascontiguousarray(mask).view(np.uint8), 8, cv2.CV_32S, cv2.CCL_SAUF
     )
     stats = stats[1:].astype(np.int64)
     counts = np.bincount(labels[weight], minlength=count)[1:]
-    # scipy's order: by each component's first pixel in raster order, which starts a run
-    flat = labels.ravel()
-    starts = flat != 0
-    starts[1:] &= flat[1:] != flat[:-1]
-    runs = np.flatnonzero(starts)
-    _, first = np.unique(flat[runs], return_index=True)
-    order = np.argsort(runs[first], kind="stable")
     left, top = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
     boxes = np.stack([left, top, left + stats[:, cv2.CC_STAT_WIDTH], top + stats[:, cv2.CC_STAT_HEIGHT]], axis=1)
-    return boxes[order], stats[order, cv2.CC_STAT_AREA], counts[order]
+    return boxes, stats[:, cv2.CC_STAT_AREA], counts

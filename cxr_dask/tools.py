@@ -18,6 +18,7 @@ the library cannot be loaded, each read starts the command as before.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import io
 import os
 import select
@@ -194,7 +195,9 @@ class _Engine:
             process.stdout.close()
 
     def __del__(self) -> None:
-        self.close()
+        # at interpreter exit the modules close needs may be gone; the engine's input closes anyway
+        with contextlib.suppress(Exception):
+            self.close()
 
 
 def _engine(language: str) -> _Engine | None:

@@ -6,14 +6,31 @@ both, so it is written once here. What each makes of what it reads is its own
 (``deid.pixels.policy``; verify's vocabulary). Every way a call can fail (the command
 missing or not starting, a time limit, a non-zero exit) raises :class:`ToolFailure`
 with a fixed kind and message: never the tool's output, which may quote what it read.
+
+Tesseract's start (loading its language model) is 150-250 ms of CPU, most of a call on
+a few lines of text, and an image with text needs two to four reads. So the default
+``tesseract`` runs as a loaded engine (``_tesseract_server``, one process per thread,
+the same library through its C API, the same output) that reads image after image; it
+still runs in its own process, so the time limit and every failure above hold. Where
+the library cannot be loaded, each read starts the command as before.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import io
 import os
+import select
+import shutil
+import struct
 import subprocess
+import sys
+import threading
+import time
+import weakref
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -47,8 +64,160 @@ def run_tool(command: Sequence[str], timeout: float, stdin: bytes | None = None,
 
 
 def tesseract(image: np.ndarray, args: Sequence[str], timeout: float, command: str = "tesseract") -> str:
-    """What Tesseract prints for an 8-bit grey image (sent as PNG on stdin), one thread."""
+    """What Tesseract prints for an 8-bit grey image, one thread.
+
+    The default command with arguments the engine understands (``-l``, ``--psm``,
+    ``tsv``) is read by this thread's loaded engine; anything else, or where the engine
+    cannot start, runs the command with the image as PNG on stdin.
+    """
+    request = _engine_request(args) if command == "tesseract" else None
+    if request is not None:
+        if shutil.which(command) is None:  # the same check as the command's: no Tesseract, no OCR
+            raise ToolFailure("missing", "command not found")
+        engine = _engine(request[0])
+        if engine is not None:
+            return engine.read(np.ascontiguousarray(image, dtype=np.uint8), request[1], request[2], timeout)
+    STATS["command_runs"] += 1
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="PNG")
     out = run_tool([command, "stdin", "stdout", *args], timeout, buffer.getvalue(), one_thread=True)
     return out.decode("utf-8", "replace")
+
+
+#: Counts of what ``tesseract`` did in this process: engine starts, engine reads, command runs.
+STATS = {"engine_starts": 0, "engine_reads": 0, "command_runs": 0}
+_SERVER = Path(__file__).with_name("_tesseract_server.py")
+_REQUEST = struct.Struct("<4siii")
+_ANSWER = struct.Struct("<ii")
+#: Seconds an engine may take to load its model before the command is used instead.
+ENGINE_START_TIMEOUT = 60.0
+_local = threading.local()
+_engines: weakref.WeakSet[_Engine] = weakref.WeakSet()
+_broken: set[str] = set()  # languages whose engine could not start here: the command it is
+
+
+def _engine_request(args: Sequence[str]) -> tuple[str, bytes, int] | None:
+    """(language, output, page segmentation mode) when the engine can do what ``args`` ask."""
+    language, output, psm = "eng", b"text", 3
+    rest = list(args)
+    try:
+        while rest:
+            arg = rest.pop(0)
+            if arg == "-l":
+                language = rest.pop(0)
+            elif arg == "--psm":
+                psm = int(rest.pop(0))
+            elif arg == "tsv" and not rest:
+                output = b"tsv "
+            else:
+                return None
+    except (IndexError, ValueError):
+        return None
+    return language, output, psm
+
+
+class _Engine:
+    """One loaded Tesseract process; any failure ends it (the next read starts another)."""
+
+    def __init__(self, language: str) -> None:
+        self.language = language
+        self.pid = os.getpid()
+        self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
+            [sys.executable, "-I", str(_SERVER), language],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "OMP_THREAD_LIMIT": "1"},
+        )
+        STATS["engine_starts"] += 1
+        _engines.add(self)
+
+    def ready(self) -> bool:
+        try:
+            if self._receive(5, time.monotonic() + ENGINE_START_TIMEOUT) == b"READY":
+                return True
+        except ToolFailure:
+            pass
+        self.close()
+        return False
+
+    def _receive(self, size: int, deadline: float) -> bytes:
+        assert self.process is not None and self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        data = bytearray()
+        while len(data) < size:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise ToolFailure("timeout", "timed out")
+            chunk = os.read(fd, size - len(data))
+            if not chunk:
+                raise ToolFailure("failed", "the engine ended")
+            data += chunk
+        return bytes(data)
+
+    def read(self, image: np.ndarray, output: bytes, psm: int, timeout: float) -> str:
+        """What the engine reads in ``image``; :class:`ToolFailure` (and the engine ends) on failure."""
+        deadline = time.monotonic() + timeout
+        if self.process is None:
+            raise ToolFailure("failed", "the engine ended")
+        try:
+            height, width = image.shape
+            assert self.process.stdin is not None
+            self.process.stdin.write(_REQUEST.pack(output, psm, width, height) + image.tobytes())
+            self.process.stdin.flush()
+            status, length = _ANSWER.unpack(self._receive(_ANSWER.size, deadline))
+            text = self._receive(length, deadline) if length else b""
+        except ToolFailure as failure:
+            self.close()
+            if failure.kind == "timeout":
+                raise ToolFailure("timeout", f"timed out after {timeout:g} s") from None
+            raise
+        except (OSError, ValueError, struct.error):
+            self.close()
+            raise ToolFailure("failed", "the engine ended") from None
+        STATS["engine_reads"] += 1
+        if status != 0:
+            raise ToolFailure("failed", "the engine could not read the image")
+        return text.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        process, self.process = self.process, None
+        if process is None or self.pid != os.getpid():
+            return
+        try:
+            if process.stdin is not None:
+                process.stdin.close()
+            process.wait(timeout=2)
+        except (OSError, subprocess.TimeoutExpired):
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+    def __del__(self) -> None:
+        # at interpreter exit the modules close needs may be gone; the engine's input closes anyway
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+def _engine(language: str) -> _Engine | None:
+    """This thread's engine for ``language`` (started on first use), or None where it cannot run."""
+    if language in _broken:
+        return None
+    engines: dict[str, _Engine] = _local.__dict__.setdefault("engines", {})
+    engine = engines.get(language)
+    if engine is not None and engine.process is not None and engine.pid == os.getpid():
+        return engine
+    engine = _Engine(language)
+    if not engine.ready():
+        _broken.add(language)
+        return None
+    engines[language] = engine
+    return engine
+
+
+@atexit.register
+def close_engines() -> None:
+    """End every engine of this process (each also ends when its input closes)."""
+    for engine in list(_engines):
+        engine.close()

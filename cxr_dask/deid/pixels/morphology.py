@@ -134,3 +134,33 @@ def _crop_opening(crop: np.ndarray, size: int) -> np.ndarray:
     eroded = cv2.erode(np.ascontiguousarray(crop), kernel, anchor=(centre, centre), borderType=cv2.BORDER_REPLICATE)
     mirrored = size - 1 - size // 2
     return cv2.dilate(eroded, kernel, anchor=(mirrored, mirrored), borderType=cv2.BORDER_REPLICATE)
+
+
+def _component_stats(mask: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """8-connected components of ``mask``, numbered as ``scipy.ndimage.label`` numbers them.
+
+    Returns (boxes, sizes, counts): per component (label 1 first) its box (x0, y0, x1, y1,
+    end-exclusive), its pixel count, and how many of its pixels are set in ``weight``.
+    OpenCV gives the boxes and sizes in one pass, ten times faster than scipy's label and
+    find_objects on a noisy film (~48,000 components on a 1024-pixel film with text).
+    """
+    if cv2 is None:
+        from scipy import ndimage
+
+        labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+        found = ndimage.find_objects(labels)
+        boxes = np.array([(x.start, y.start, x.stop, y.stop) for y, x in found], dtype=np.int64).reshape(-1, 4)
+        sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+        counts = np.bincount(labels[weight], minlength=count + 1)[1:]
+        return boxes, sizes, counts
+    # Wu's scan-array union-find (SAUF) numbers components in raster order of their first
+    # pixel, as scipy does (OpenCV documents it; Grana's and Spaghetti's block-based
+    # algorithms, faster by 4 ms, do not, and restoring the order cost more than that)
+    count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+        np.ascontiguousarray(mask).view(np.uint8), 8, cv2.CV_32S, cv2.CCL_SAUF
+    )
+    stats = stats[1:].astype(np.int64)
+    counts = np.bincount(labels[weight], minlength=count)[1:]
+    left, top = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
+    boxes = np.stack([left, top, left + stats[:, cv2.CC_STAT_WIDTH], top + stats[:, cv2.CC_STAT_HEIGHT]], axis=1)
+    return boxes, stats[:, cv2.CC_STAT_AREA], counts

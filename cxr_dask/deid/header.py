@@ -453,6 +453,7 @@ def _kept_raw(tag: int, vr: str, value: bytes) -> tuple[str, ...] | None:
 # ------------------------------------------------------------------------------- dates
 
 
+@lru_cache(maxsize=16384)  # a file holds the same date many times, a study's files too
 def shift_da(text: str, days: int) -> str:
     """Shift one DA value ('YYYYMMDD', legacy 'YYYY.MM.DD', or a range 'A-B').
 
@@ -472,6 +473,7 @@ def shift_da(text: str, days: int) -> str:
     return (day + dt.timedelta(days=days)).strftime("%Y%m%d")
 
 
+@lru_cache(maxsize=16384)
 def shift_dt(text: str, days: int) -> str:
     """Shift the date part of one DT value of any precision; time and offset are kept.
 
@@ -507,8 +509,13 @@ def _within_shifted_years(value: str, vr: str) -> bool:
 
 def date_renderings(yyyymmdd: str) -> list[str]:
     """A date as it may appear in free text: YYYYMMDD, YYYY-MM-DD, MM/DD/YYYY, ..."""
+    return list(_renderings(yyyymmdd))
+
+
+@lru_cache(maxsize=4096)
+def _renderings(yyyymmdd: str) -> tuple[str, ...]:
     y, m, d = yyyymmdd[:4], yyyymmdd[4:6], yyyymmdd[6:8]
-    return [
+    return (
         yyyymmdd,
         f"{y}-{m}-{d}",
         f"{y}/{m}/{d}",
@@ -518,7 +525,7 @@ def date_renderings(yyyymmdd: str) -> list[str]:
         f"{d}/{m}/{y}",
         f"{d}.{m}.{y}",
         f"{m}/{d}/{y[2:]}",
-    ]
+    )
 
 
 def _original_date(text: str, vr: str) -> str | None:
@@ -542,6 +549,34 @@ def _values(value: object) -> list[str]:
 
 def _set_values(elem: DataElement, values: list[str]) -> None:
     elem.value = values[0] if len(values) == 1 else values
+
+
+#: VRs whose conversion of a string only validates it (and warns), UI's making it a UID.
+_ASSIGNED_VRS = frozenset({"DA", "DT", "UI"}) | _TEXT_VRS
+
+
+def _assign(elem: DataElement, values: list[str]) -> None:
+    """``_set_values`` without pydicom's validation of each value, which warns at most
+    (when pydicom is set up as ``_pydicom_defaults`` says): the same value stored."""
+    if elem.VR in _ASSIGNED_VRS and all(value.__class__ is str and "\\" not in value for value in values):
+        convert = UID if elem.VR == "UI" else str
+        elem._value = convert(values[0]) if len(values) == 1 else MultiValue(convert, values)
+    else:
+        _set_values(elem, values)
+
+
+#: String VRs whose conversion of '' only validates it.
+_PLAIN_EMPTY_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UR"}) | _TEXT_VRS
+
+
+def _empty_element(tag: int, vr: str, fast: bool) -> DataElement:
+    """``DataElement(tag, vr, _empty_value(vr))``; with pydicom's defaults (``fast``), the
+    string VRs' '' (UI's UID('')) stored as pydicom's conversion would store it."""
+    if fast and vr in _PLAIN_EMPTY_VRS:
+        return DataElement(tag, vr, "", already_converted=True)
+    if fast and vr == "UI":
+        return DataElement(tag, vr, UID(""), already_converted=True)
+    return DataElement(tag, vr, _empty_value(vr))
 
 
 def _empty_value(vr: str) -> object:
@@ -660,6 +695,78 @@ def _ascii_safe(encoding: str) -> bool:
         return False
 
 
+def _item_encodings(ds: Dataset) -> list[str]:
+    """The encodings the items of ``ds``'s sequences are read with (``_fast_sequence``)."""
+    encodings = ds.original_character_set or ds._character_set or [pydicom.charset.default_encoding]
+    return [encodings] if isinstance(encodings, str) else encodings
+
+
+class _ItemCharset:
+    """An item's character set, all ``collect_pending`` reads of the item (``collect_light``)."""
+
+    __slots__ = ("_character_set", "original_character_set")
+
+    def __init__(self, encodings: list[str]) -> None:
+        self.original_character_set = self._character_set = encodings
+
+
+def _light_notes(items: list[dict], encodings: list[str], depth: int, notes: list) -> bool:
+    """What ``collect_dataset`` notes of ``items`` read by ``_fast_items(light=True)``:
+    (tag, VR, kind, element) of each plain ASCII value to collect, in its order. False
+    where it would do more: decode a value now (not plain ASCII), read a nested sequence
+    other than by ``_fast_sequence``, meet PixelRepresentation (pydicom decodes it when
+    a sequence is stored beside it) or nesting past MAX_DEPTH (it quarantines)."""
+    for elements in items:
+        if depth > MAX_DEPTH:
+            return False
+        for key, raw in elements.items():
+            tag = int(key)
+            if (tag >> 16) & 1:
+                continue
+            if raw.__class__ is list:  # a sequence of undefined length, read with its item
+                if not _light_notes(raw, encodings, depth + 1, notes):
+                    return False
+                continue
+            if tag == _PIXEL_REPRESENTATION:
+                return False
+            vr = _element_vr(tag, raw)
+            if vr == "SQ":
+                if not _light_nested(raw, encodings, depth, notes):
+                    return False
+                continue
+            kind = _collect_kind(tag, vr)
+            if kind is None:
+                continue
+            if not _plain_ascii(raw.value):
+                return False
+            notes.append((tag, vr, kind, raw))
+    return True
+
+
+def _light_nested(raw: RawDataElement, encodings: list[str], depth: int, notes: list) -> bool:
+    """``_light_notes`` of a sequence of defined length inside an item (as ``element``
+    reads it: ``_fast_sequence``, an empty value holding no items)."""
+    value = raw.value
+    if not value:
+        return True
+    if value.__class__ is not bytes or raw.length != len(value):
+        return False
+    try:
+        items, _ = _fast_items(value, 0, len(value), encodings, raw.value_tell, light=True)
+    except (ValueError, struct.error):
+        return False
+    return _light_notes(items, encodings, depth + 1, notes)
+
+
+def _note_pixel_representation(ds: Dataset) -> None:
+    """What storing a sequence in ``ds`` does to ``ds`` itself (``_set_pixel_representation``):
+    its pixel representation noted, for pydicom's later reading of ambiguous VRs."""
+    if _PIXEL_REPRESENTATION in ds._dict:
+        value = ds[_PIXEL_REPRESENTATION].value
+        if value is not None:
+            ds._pixel_rep = int(b"\x01" in value) if isinstance(value, bytes) else value
+
+
 def _fast_sequence(ds: Dataset, raw: RawDataElement) -> DataElement | None:
     """The SQ element ``convert_raw_data_element`` makes of an explicit VR little-endian
     sequence, its items read from the bytes without pydicom's file reader; None for
@@ -684,9 +791,16 @@ def _fast_sequence(ds: Dataset, raw: RawDataElement) -> DataElement | None:
     return DataElement(raw.tag, "SQ", sequence, raw.value_tell, False, already_converted=True)
 
 
-def _fast_items(data: bytes, pos: int, end: int | None, encodings: list[str], offset: int) -> tuple[list, int]:
+def _fast_items(
+    data: bytes, pos: int, end: int | None, encodings: list[str], offset: int, light: bool = False
+) -> tuple[list, int]:
     """A sequence's items as pydicom's ``read_sequence`` builds them (``end`` None:
-    undefined length, up to its delimiter); raises ValueError where it would differ."""
+    undefined length, up to its delimiter); raises ValueError where it would differ.
+
+    ``light``: each item is only its elements (the dict ``_fast_elements`` reads), a
+    sequence of undefined length inside it a list of such items: what a removed
+    sequence's phrases are collected from (``_Walker.collect_light``) without a Dataset
+    per item."""
     items = []
     unpack = struct.unpack_from
     while end is None or pos < end:
@@ -700,10 +814,13 @@ def _fast_items(data: bytes, pos: int, end: int | None, encodings: list[str], of
         if tag != _ITEM or length == 0:
             raise ValueError("not an item, or an empty one")
         if length == _UNDEFINED:
-            elements, pos = _fast_elements(data, pos, None, encodings)
+            elements, pos = _fast_elements(data, pos, None, encodings, light)
         else:
-            elements, after = _fast_elements(data, pos, pos + length, encodings)
+            elements, after = _fast_elements(data, pos, pos + length, encodings, light)
             pos = after
+        if light:
+            items.append(elements)
+            continue
         item = Dataset(elements, parent_encoding=encodings)
         item.set_original_encoding(False, True, encodings)
         object.__setattr__(item, "is_undefined_length_sequence_item", length == _UNDEFINED)
@@ -715,10 +832,10 @@ def _fast_items(data: bytes, pos: int, end: int | None, encodings: list[str], of
     return items, pos
 
 
-def _fast_elements(data: bytes, pos: int, end: int | None, encodings: list[str], depth: int = 0) -> tuple[dict, int]:
+def _fast_elements(
+    data: bytes, pos: int, end: int | None, encodings: list[str], light: bool = False
+) -> tuple[dict, int]:
     """One item's elements (see ``_fast_items``): raw, as pydicom's reader yields them."""
-    if depth > MAX_DEPTH:
-        raise ValueError("too deep")
     elements: dict = {}
     unpack = struct.unpack_from
     size = len(data)
@@ -739,7 +856,10 @@ def _fast_elements(data: bytes, pos: int, end: int | None, encodings: list[str],
             if vr != "SQ":
                 raise ValueError("an undefined length that is not a sequence")
             value_tell = pos
-            items, pos = _fast_items(data, pos, None, encodings, 0)
+            items, pos = _fast_items(data, pos, None, encodings, 0, light)
+            if light:
+                elements[key] = items
+                continue
             sequence = Sequence(items)
             sequence.is_undefined_length = True
             elements[key] = DataElement(key, vr, sequence, value_tell, is_undefined_length=True)
@@ -885,6 +1005,8 @@ class _Walker:
         conversion; any other takes ``ds[tag]``.
         """
         raw = ds._dict.get(tag)
+        if raw.__class__ is DataElement:
+            return raw  # all ``ds[tag]`` does for an element already decoded
         if raw.__class__ is RawDataElement and self.fast and not (tag >> 16) & 1:
             if raw.VR == "SQ":
                 elem = _fast_sequence(ds, raw)
@@ -901,6 +1023,9 @@ class _Walker:
             return ds[tag]
         except Exception:
             raise QuarantineError(Reason.UNDECODABLE_VALUE, _tag_name(tag)) from None
+
+    def assign(self, elem: DataElement, values: list[str]) -> None:
+        (_assign if self.fast else _set_values)(elem, values)
 
     def values(self, ds: Dataset, tag: int) -> list[str]:
         return _values(self.element(ds, tag).value)
@@ -923,8 +1048,39 @@ class _Walker:
                 return
             self.collect_values(kind, vr, self.values(ds, tag))
             return
+        if self.collect_light(ds, tag):
+            return
         for item in self.element(ds, tag).value or ():
             self.collect_dataset(item)
+
+    def collect_light(self, ds: Dataset, tag: int) -> bool:
+        """``collect`` of a removed sequence read from its bytes (``_fast_items(light=True)``)
+        rather than as a Dataset per item: the same values noted, in the same order.
+
+        False, with nothing noted, wherever ``element`` would not read the sequence by
+        ``_fast_sequence`` or ``collect_dataset`` would do more than note plain ASCII
+        values (``_light_notes``): the full path then runs.
+        """
+        raw = ds._dict.get(tag)
+        if raw.__class__ is not RawDataElement or not self.fast or (tag >> 16) & 1 or raw.VR != "SQ":
+            return False
+        value = raw.value
+        if raw.is_implicit_VR or not raw.is_little_endian or value.__class__ is not bytes:
+            return False
+        if not value or raw.length != len(value):
+            return False
+        encodings = _item_encodings(ds)
+        try:
+            items, _ = _fast_items(value, 0, len(value), encodings, raw.value_tell, light=True)
+        except (ValueError, struct.error):
+            return False
+        notes: list[tuple[int, str, str, RawDataElement]] = []
+        if not _light_notes(items, encodings, 0, notes):
+            return False
+        charset = _ItemCharset(encodings)
+        self.pending.extend((charset, tag, vr, kind, element) for tag, vr, kind, element in notes)
+        _note_pixel_representation(ds)
+        return True
 
     def collect_values(self, kind: str, vr: str, values: list[str]) -> None:
         if kind == "name":
@@ -994,7 +1150,7 @@ class _Walker:
     def add_date(self, text: str, vr: str) -> None:
         date = _original_date(text, vr)
         if date:
-            self.phrases.update(date_renderings(date))
+            self.phrases.update(_renderings(date))
 
     # -- the walk
     def walk(self, ds: Dataset, depth: int) -> None:
@@ -1071,7 +1227,7 @@ class _Walker:
         if kept:
             ds[tag] = DataElement(tag, vr, list(kept) if len(kept) > 1 else kept[0])
         elif required_type(_keyword(tag)):
-            ds[tag] = DataElement(tag, vr, _empty_value(vr))
+            ds[tag] = _empty_element(tag, vr, self.fast)
             self.report.emptied += 1
         else:
             del ds[tag]
@@ -1102,7 +1258,7 @@ class _Walker:
             if tag in _CODE_TAGS:
                 self.code_changed.add(id(ds))
             self.collect(ds, tag, vr)
-            ds[tag] = DataElement(tag, vr, _empty_value(vr))
+            ds[tag] = _empty_element(tag, vr, self.fast)
             self.report.emptied += 1
         elif action is Action.SHIFT_DATE:
             self.shift(ds, tag, vr)
@@ -1131,7 +1287,7 @@ class _Walker:
         if shifted is None:
             self.drop_unparseable(ds, tag, vr)
             return
-        _set_values(elem, shifted)
+        self.assign(elem, shifted)
         self.report.dates_shifted += 1
 
     def shifted(self, values: Iterable[str], vr: str) -> list[str] | None:
@@ -1154,7 +1310,7 @@ class _Walker:
     def drop_unparseable(self, ds: Dataset, tag: int, vr: str) -> None:
         """An unparseable date is never kept: emptied when the IOD needs it, else removed."""
         if required_type(_keyword(tag)):
-            ds[tag] = DataElement(tag, vr, "")
+            ds[tag] = _empty_element(tag, vr, self.fast)  # DA, DT: ''
             self.report.emptied += 1
         else:
             del ds[tag]
@@ -1174,7 +1330,7 @@ class _Walker:
             return
         new = [v if (not v or v in UID_dictionary) else self.remap_uid(v) for v in values]
         if new != values:
-            _set_values(elem, new)
+            self.assign(elem, new)
             self.report.uids_remapped += 1
 
     def dummy(self, ds: Dataset, tag: int, vr: str) -> None:
@@ -1207,11 +1363,8 @@ class _Walker:
         # ISO 2022 code sets and may sit inside a word), so a phrase absent from the raw
         # bytes is absent from the text: such a descriptor is not decoded. The phrases are
         # first narrowed to those found in any descriptor's bytes at all.
-        lowered_raw: list[str | None] = []
-        for ds, tag in self.to_clean:
-            raw = ds.get_item(tag)
-            plain = ascii_only and raw.__class__ is RawDataElement and isinstance(raw.value, bytes)
-            lowered_raw.append(raw.value.decode("latin-1").lower() if plain and b"\x1b" not in raw.value else None)
+        # A decoded value is looked at as its lower-cased values.
+        lowered_raw = [_lowered(ds.get_item(tag), ascii_only) for ds, tag in self.to_clean]
         joined = "\n".join(text for text in lowered_raw if text is not None)
         candidates = [phrase for phrase in phrases if phrase in joined]
         for (ds, tag), lowered in zip(self.to_clean, lowered_raw, strict=True):
@@ -1225,7 +1378,7 @@ class _Walker:
             if (id(ds), tag) in self.codes:
                 self.drop_code(ds, tag)
             else:
-                _set_values(elem, cleaned)
+                self.assign(elem, cleaned)
                 self.report.descriptors_cleaned += 1
 
     def drop_code(self, ds: Dataset, tag: int) -> None:
@@ -1250,9 +1403,9 @@ class _Walker:
                 continue
             values = _values(elem.value)
             limit = freetext.MAX_CHARS.get(elem.VR)
-            cleaned = [freetext.clean_value(value, vocabulary, limit) for value in values]
+            cleaned = [freetext.clean_value_cached(value, vocabulary, limit) for value in values]
             if cleaned != values:
-                _set_values(elem, cleaned)
+                self.assign(elem, cleaned)
                 self.report.descriptors_cleaned += 1
 
     def descriptor_texts(self) -> list[str] | None:
@@ -1268,6 +1421,20 @@ class _Walker:
             else:
                 texts.append("\\".join(_values(self.element(ds, tag).value)).lower())
         return texts
+
+
+def _lowered(element: DataElement | RawDataElement | None, ascii_only: bool) -> str | None:
+    """Text holding every lower-cased value of a kept descriptor as a run, for finding which
+    phrases could occur in it: a decoded element's values, or (phrases all ASCII) a raw
+    value's bytes without ESC; None when it must be decoded to know."""
+    if element is None:
+        return None
+    value = element.value
+    if element.__class__ is DataElement:
+        return "\n".join(text.lower() for text in _values(value))
+    if ascii_only and element.__class__ is RawDataElement and isinstance(value, bytes) and b"\x1b" not in value:
+        return value.decode("latin-1").lower()
+    return None
 
 
 _CODE_VALUES = (0x00080100, 0x00080119, 0x00080120)  # CodeValue, LongCodeValue, URNCodeValue
@@ -1300,7 +1467,7 @@ def _date_could_occur(value: str, text: str) -> bool:
         run = digits[start : start + 8]
         if run[4:6] not in text or run[6:8] not in text:
             continue  # every rendering holds the month and the day as they are
-        if run.isdigit() and any(rendering in text for rendering in date_renderings(run)):
+        if run.isdigit() and any(rendering in text for rendering in _renderings(run)):
             return True
     return False
 

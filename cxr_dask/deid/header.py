@@ -50,7 +50,7 @@ from pydicom.datadict import (
     tag_for_keyword,
 )
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element, empty_value_for_VR
-from pydicom.dataset import Dataset, FileDataset
+from pydicom.dataset import PIXEL_KEYWORDS, Dataset, FileDataset
 from pydicom.filereader import ENCODED_VR
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -577,6 +577,26 @@ def _empty_element(tag: int, vr: str, fast: bool) -> DataElement:
     if fast and vr == "UI":
         return DataElement(tag, vr, UID(""), already_converted=True)
     return DataElement(tag, vr, _empty_value(vr))
+
+
+def _delete(ds: Dataset, tag: int) -> None:
+    """``del ds[tag]``, its steps without converting ``tag`` to a pydicom tag first."""
+    del ds._dict[tag]
+    if ds._private_blocks and (tag >> 16) & 1 and 0x0010 <= (tag & 0xFFFF) < 0x0100:
+        ds._private_blocks = {}  # a private creator: its blocks are found afresh
+    if tag in PIXEL_KEYWORDS:
+        ds._pixel_array = None
+        ds._pixel_id = {}
+
+
+def _put(ds: Dataset, elem: DataElement) -> None:
+    """``ds[elem.tag] = elem``: for a public element other than a sequence or pixel data,
+    all pydicom's ``__setitem__`` does is store it."""
+    tag = elem.tag
+    if elem.VR == "SQ" or (tag >> 16) & 1 or tag in PIXEL_KEYWORDS:
+        ds[tag] = elem
+    else:
+        ds._dict[tag] = elem
 
 
 def _empty_value(vr: str) -> object:
@@ -1167,7 +1187,7 @@ class _Walker:
         # compares in Python, and every set or cache lookup below compares tags
         for tag, raw in [(int(tag), raw) for tag, raw in ds._dict.items()]:
             if (tag >> 16) & 1:
-                del ds[tag]
+                _delete(ds, tag)
                 report.private_removed += 1
                 continue
             # (VR, action) depend on the tag and the stored VR only: resolved once per process
@@ -1184,7 +1204,7 @@ class _Walker:
                 raise QuarantineError(Reason.OVERSIZED_ELEMENT, _tag_name(tag))
             if depth == 0 and tag in _REPLACED:
                 self.collect(ds, tag, vr)
-                del ds[tag]  # set afresh after the walk, whatever VR the input gave it
+                _delete(ds, tag)  # set afresh after the walk, whatever VR the input gave it
                 report.dummied += 1
                 continue
             if vr in _SYNTAX_VRS and raw.VR not in (None, "UN") and vr != raw.VR:
@@ -1197,6 +1217,18 @@ class _Walker:
                     self.codes.add((id(ds), tag))
                 continue  # the common case, without a call
             self.apply(ds, tag, vr, action, depth)
+
+    def empty_sequence(self, ds: Dataset, tag: int) -> bool:
+        """A kept explicit VR sequence of length 0 stays as read: it has no item to walk,
+        and its 12 bytes are those pydicom's empty Sequence is written as. What reading
+        it would do to ``ds`` (its pixel representation noted) is done."""
+        raw = ds._dict.get(tag)
+        if raw.__class__ is not RawDataElement or not self.fast or raw.VR != "SQ" or raw.length != 0:
+            return False
+        if raw.is_implicit_VR or not raw.is_little_endian or raw.value != b"":
+            return False
+        _note_pixel_representation(ds)
+        return True
 
     def reread(self, ds: Dataset, tag: int, raw: DataElement | RawDataElement, vr: str) -> DataElement | RawDataElement:
         """The element stored again with the VR it is read by (``_read_as``): the same
@@ -1227,15 +1259,17 @@ class _Walker:
         if kept:
             ds[tag] = DataElement(tag, vr, list(kept) if len(kept) > 1 else kept[0])
         elif required_type(_keyword(tag)):
-            ds[tag] = _empty_element(tag, vr, self.fast)
+            _put(ds, _empty_element(tag, vr, self.fast))
             self.report.emptied += 1
         else:
-            del ds[tag]
+            _delete(ds, tag)
             self.report.removed += 1
 
     def apply(self, ds: Dataset, tag: int, vr: str, action: Action, depth: int) -> None:
         """Carry out one element's action."""
         if vr == "SQ" and action in (Action.KEEP, Action.CLEAN, Action.DUMMY, Action.UID):
+            if self.empty_sequence(ds, tag):
+                return
             items = self.element(ds, tag).value or ()
             for item in items:
                 self.parents[id(item)] = items
@@ -1250,7 +1284,7 @@ class _Walker:
             return
         elif action is Action.REMOVE:
             self.collect(ds, tag, vr)
-            del ds[tag]
+            _delete(ds, tag)
             self.report.removed += 1
             if tag in _CODE_TAGS:
                 self.code_changed.add(id(ds))
@@ -1258,7 +1292,7 @@ class _Walker:
             if tag in _CODE_TAGS:
                 self.code_changed.add(id(ds))
             self.collect(ds, tag, vr)
-            ds[tag] = _empty_element(tag, vr, self.fast)
+            _put(ds, _empty_element(tag, vr, self.fast))
             self.report.emptied += 1
         elif action is Action.SHIFT_DATE:
             self.shift(ds, tag, vr)
@@ -1310,10 +1344,10 @@ class _Walker:
     def drop_unparseable(self, ds: Dataset, tag: int, vr: str) -> None:
         """An unparseable date is never kept: emptied when the IOD needs it, else removed."""
         if required_type(_keyword(tag)):
-            ds[tag] = _empty_element(tag, vr, self.fast)  # DA, DT: ''
+            _put(ds, _empty_element(tag, vr, self.fast))  # DA, DT: ''
             self.report.emptied += 1
         else:
-            del ds[tag]
+            _delete(ds, tag)
             self.report.removed += 1
 
     def uid(self, ds: Dataset, tag: int, vr: str) -> None:
@@ -1385,7 +1419,7 @@ class _Walker:
         """A coded value holding the patient's name or ids (a local code typed as free
         text) goes whole: a cleaned code would be another code. An item left without its
         code breaks the IOD and goes with it, as in the walk."""
-        del ds[tag]
+        _delete(ds, tag)
         self.report.removed += 1
         items = self.parents.get(id(ds))
         if items is not None and not _has_code(ds):

@@ -123,6 +123,7 @@ _EXPLICIT_32 = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
 #: VRs with a value writer of their own: not SQ, not ambiguous ('US or SS').
 _PLAIN_VRS = frozenset(str(vr) for vr in writers if vr != "SQ" and " or " not in str(vr))
 _META_GROUP_LENGTH = 0x00020000
+_SPECIFIC_CHARACTER_SET = 0x00080005
 _ITEM = b"\xfe\xff\x00\xe0"
 _ITEM_DELIMITER = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
 _pack_tag_ul = struct.Struct("<HHI").pack
@@ -200,7 +201,7 @@ def _write_dataset(
     if not as_read and not all(e.__class__ is DataElement and e.VR in _PLAIN_VRS for e in elements.values()):
         write_dataset(fp, dataset, parent_encoding)
         return
-    encodings = convert_encodings(dataset.get("SpecificCharacterSet", parent_encoding) or [default_encoding])
+    encodings = convert_encodings(_character_set(dataset, parent_encoding) or [default_encoding])
     write = fp.write
     # plain ints: pydicom's BaseTag compares in Python, ints in C
     for tag, elem in sorted([(int(tag), elem) for tag, elem in elements.items()]):
@@ -218,20 +219,33 @@ def _write_dataset(
             if elem.VR == "SQ":
                 _write_sequence(fp, tag, elem, encodings)
                 continue
-            if _write_decoded(fp, tag, elem, encodings):
+            if _write_decoded(fp, tag, elem, encodings, implicit):
                 continue
         write_data_element(fp, dataset.get_item(tag), encodings)
 
 
-def _write_decoded(fp: DicomBytesIO, tag: int, elem: DataElement, encodings: list[str]) -> bool:
+def _character_set(dataset: Dataset, parent_encoding: str | list[str]) -> object:
+    """``dataset.get("SpecificCharacterSet", parent_encoding)``, looked up by its tag."""
+    elem = dataset._dict.get(_SPECIFIC_CHARACTER_SET)
+    if elem is None:
+        return parent_encoding
+    if elem.__class__ is DataElement:
+        return elem.value
+    return dataset.get("SpecificCharacterSet", parent_encoding)
+
+
+def _write_decoded(fp: DicomBytesIO, tag: int, elem: DataElement, encodings: list[str], implicit: bool) -> bool:
     """A decoded, non-sequence element as ``write_data_element`` writes it; False (nothing
     written) for the cases it treats specially: pixel data, a buffered value, an unknown or
     ambiguous VR, a value too long for a 16-bit length."""
     vr = elem.VR
-    implicit = fp.is_implicit_VR
-    if tag == PIXEL_DATA or vr not in _PLAIN_VRS or elem.is_buffered:
+    if tag == PIXEL_DATA or vr not in _PLAIN_VRS:
         return False
-    value = _ascii_string(vr, elem.value, encodings) if not elem.is_empty else b""
+    value = _common_value(vr, elem.value, encodings)
+    if value is None and elem.is_buffered:
+        return False
+    if value is None:
+        value = _ascii_string(vr, elem.value, encodings) if not elem.is_empty else b""
     if value is None:
         buffer = DicomBytesIO()
         buffer.is_little_endian = fp.is_little_endian
@@ -269,6 +283,27 @@ _DEFAULT_STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI"})
 #: ASCII text as itself (plain codecs: no custom encoder, no escape sequence added).
 _TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UC", "UT"})
 _PLAIN_ENCODINGS = frozenset({"iso8859", "latin_1", "UTF8", "utf_8", "ascii"})
+
+
+_pack_us = struct.Struct("<H").pack
+
+
+def _common_value(vr: str, value: object, encodings: list[str]) -> bytes | None:
+    """The value bytes of the commonest decoded values, as pydicom's writer makes them: a
+    string (a UID too) or strings (``_ascii_string``), empty or not, and US numbers; None
+    for anything else."""
+    kind = value.__class__
+    if kind is str or kind is UID:
+        return _ascii_string(vr, value, encodings) if value else b""  # '': VM 0, nothing written
+    if vr == "US":
+        try:
+            if kind is int:
+                return _pack_us(value)
+            if kind is list or kind is MultiValue:
+                return struct.pack(f"<{len(value)}H", *value) if all(v.__class__ is int for v in value) else None
+        except struct.error:
+            return None  # out of range: pydicom's writer raises its own error
+    return None
 
 
 def _ascii_string(vr: str, value: object, encodings: list[str]) -> bytes | None:

@@ -841,15 +841,33 @@ def _fast_items(
         if light:
             items.append(elements)
             continue
-        item = Dataset(elements, parent_encoding=encodings)
-        item.set_original_encoding(False, True, encodings)
-        object.__setattr__(item, "is_undefined_length_sequence_item", length == _UNDEFINED)
-        object.__setattr__(item, "seq_item_tell", start + offset)
-        object.__setattr__(item, "file_tell", start + offset)
-        items.append(item)
+        items.append(_new_item(elements, encodings, length == _UNDEFINED, start + offset))
     if pos != end:
         raise ValueError("an item overruns its sequence")
     return items, pos
+
+
+@lru_cache(maxsize=1)
+def _new_dataset_state() -> dict[str, object]:
+    """The attributes ``Dataset()`` gives a new data set (this pydicom's own)."""
+    return dict(vars(Dataset()))
+
+
+def _new_item(elements: dict, encodings: list[str], undefined: bool, tell: int) -> Dataset:
+    """``Dataset(elements, parent_encoding=encodings)`` with the original encoding and the
+    item's attributes pydicom's ``read_sequence_item`` sets, made from a new data set's
+    attributes (fresh copies of its dicts) without running ``__init__``'s ``__setattr__``
+    for each (tests/test_header_fast.py compares both)."""
+    item = Dataset.__new__(Dataset)
+    state = item.__dict__
+    for name, value in _new_dataset_state().items():
+        state[name] = value.copy() if value.__class__ is dict else value
+    state["_dict"] = elements
+    state["_parent_encoding"] = encodings
+    state["_read_implicit"], state["_read_little"], state["_read_charset"] = False, True, encodings
+    state["is_undefined_length_sequence_item"] = undefined
+    state["seq_item_tell"] = state["file_tell"] = tell
+    return item
 
 
 def _fast_elements(
@@ -1031,9 +1049,8 @@ class _Walker:
             if raw.VR == "SQ":
                 elem = _fast_sequence(ds, raw)
                 if elem is not None:
-                    ds[raw.tag] = elem  # as ``ds[tag]`` stores a converted sequence
-                    ds._set_pixel_representation(elem)
-                    return elem
+                    ds[raw.tag] = elem  # as ``ds[tag]`` stores a converted sequence (and
+                    return elem  # sets the pixel representation, ``_set_pixel_representation``)
             else:
                 elem = _fast_element(tag, raw, ds)
                 if elem is not None:
@@ -1177,7 +1194,7 @@ class _Walker:
         """Apply the profile to every element of ``ds`` and, recursively, its items."""
         if depth > MAX_DEPTH:
             raise QuarantineError(Reason.SEQUENCE_TOO_DEEP)
-        if _PIXEL_REPRESENTATION in ds:
+        if _PIXEL_REPRESENTATION in ds._dict:
             # pydicom decodes it by itself whenever a sequence is set in this dataset:
             # decode it here first, so a damaged value quarantines instead of crashing
             self.element(ds, _PIXEL_REPRESENTATION)

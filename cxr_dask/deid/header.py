@@ -912,6 +912,13 @@ def _fast_elements(
     return elements, pos
 
 
+_EXPLICIT_HEADER = struct.Struct("<HH2sH")
+_LONG_LENGTH = struct.Struct("<I")
+#: Makes a RawDataElement from all its fields (``is_raw``, ``is_buffered``: the defaults)
+#: without the Python-level ``__new__`` of a named tuple (tests/test_header_fast.py).
+_new_tuple = tuple.__new__
+
+
 def _vr_and_length(data: bytes, pos: int) -> tuple[str, int, int]:
     """The VR and value length of the explicit VR little-endian element at ``pos``, and
     where its value starts; ValueError for bytes that are no VR."""
@@ -933,7 +940,7 @@ def fast_read(fileobj: IO[bytes]) -> FileDataset | None:
     FileDataset, its preamble, file meta and command set read by pydicom's own functions
     and its body by ``_fast_dataset``; None (``fileobj`` back where it was) for anything
     else, or anything the body's reader would treat specially, or a customized pydicom."""
-    from pydicom.filereader import _read_command_set_elements, _read_file_meta_info, read_preamble
+    from pydicom.filereader import _read_file_meta_info, read_preamble
 
     start = fileobj.tell()
     if not _pydicom_defaults():
@@ -941,7 +948,7 @@ def fast_read(fileobj: IO[bytes]) -> FileDataset | None:
     try:
         preamble = read_preamble(fileobj, False)
         file_meta = _read_file_meta_info(fileobj)
-        command_set = _read_command_set_elements(fileobj)
+        command_set = _command_set(fileobj)
         if command_set or file_meta.get("TransferSyntaxUID") != ExplicitVRLittleEndian:
             raise ValueError("not the common case")
         base = fileobj.tell()
@@ -963,19 +970,37 @@ def fast_read(fileobj: IO[bytes]) -> FileDataset | None:
     return ds
 
 
+def _command_set(fileobj: IO[bytes]) -> Dataset | None:
+    """pydicom's ``_read_command_set_elements``, which stops at the first element outside
+    group 0000 and rewinds to it: None, the file where it was, when that is the first."""
+    from pydicom.filereader import _read_command_set_elements
+
+    head = fileobj.read(8)
+    fileobj.seek(-len(head), io.SEEK_CUR)
+    if len(head) == 8 and head[:2] != b"\x00\x00":
+        return None
+    return _read_command_set_elements(fileobj)
+
+
 def _fast_dataset(data: bytes, base: int) -> tuple[dict, str | list[str]]:
     """A data set's elements as pydicom's ``read_dataset`` reads them from ``data`` (which
     starts at file position ``base``) and its encoding; ValueError where it would differ."""
     elements: dict = {}
-    unpack = struct.unpack_from
+    header, long_length, encoded = _EXPLICIT_HEADER.unpack_from, _LONG_LENGTH.unpack_from, _ENCODED_VRS
     size, pos = len(data), 0
     encoding: str | list[str] = pydicom.charset.default_encoding
     while size - pos >= 8:
-        group, element = unpack("<HH", data, pos)
-        tag = group << 16 | element
+        group, element, code, length = header(data, pos)  # as ``_vr_and_length``, inline
         if group == 0xFFFE:
             raise ValueError("an item or delimiter tag")
-        vr, length, pos = _vr_and_length(data, pos)
+        vr = encoded.get(code)
+        if vr is None:
+            raise ValueError("no known VR")
+        if vr in _LONG_LENGTH_VRS:
+            length, pos = long_length(data, pos + 8)[0], pos + 12
+        else:
+            pos += 8
+        tag = group << 16 | element
         key = BaseTag(tag)
         if length == _UNDEFINED:
             if vr != "SQ":
@@ -991,7 +1016,8 @@ def _fast_dataset(data: bytes, base: int) -> tuple[dict, str | list[str]]:
         value = data[pos : pos + length] if length else empty_value_for_VR(vr, raw=True)
         if tag == 0x00080005:
             encoding = convert_encodings(convert_string(value or b"", True))
-        elements[key] = RawDataElement(key, vr, length, value, base + pos, False, True)
+        # RawDataElement(key, vr, length, value, base + pos, False, True), without its __new__
+        elements[key] = _new_tuple(RawDataElement, (key, vr, length, value, base + pos, False, True, True, False))
         pos += length
     if pos != size:
         raise ValueError("bytes after the last element")  # pydicom ignores them: not here

@@ -579,9 +579,34 @@ def _empty_element(tag: int, vr: str, fast: bool) -> DataElement:
     return DataElement(tag, vr, _empty_value(vr))
 
 
+#: One BaseTag object per tag number (``_key``), bounded.
+_KEYS: dict[int, BaseTag] = {}
+_MAX_KEYS = 65536
+
+
+def _key(tag: int) -> BaseTag:
+    """The BaseTag of ``tag``, the same object each time: the elements ``fast_read`` reads
+    are stored under these, so looking one up finds it by identity, without calling
+    BaseTag's ``__eq__`` (Python code) as a plain int or another BaseTag would."""
+    key = _KEYS.get(tag)
+    if key is None:
+        if len(_KEYS) >= _MAX_KEYS:  # damaged input can make up any number of tags
+            _KEYS.clear()
+        key = _KEYS[tag] = BaseTag(tag)
+    return key
+
+
+def _stored(ds: Dataset, tag: int) -> DataElement | RawDataElement | None:
+    """``ds.get_item(tag)``: the element as stored (a deferred value read by pydicom)."""
+    element = ds._dict.get(_key(tag))
+    if element.__class__ is RawDataElement and element.value is None and element.length:
+        return ds.get_item(tag)
+    return element
+
+
 def _delete(ds: Dataset, tag: int) -> None:
     """``del ds[tag]``, its steps without converting ``tag`` to a pydicom tag first."""
-    del ds._dict[tag]
+    del ds._dict[_key(tag)]
     if ds._private_blocks and (tag >> 16) & 1 and 0x0010 <= (tag & 0xFFFF) < 0x0100:
         ds._private_blocks = {}  # a private creator: its blocks are found afresh
     if tag in PIXEL_KEYWORDS:
@@ -691,7 +716,7 @@ def get_value(ds: Dataset, keyword: str, default: object = None) -> object:
     """``ds.get(keyword, default)`` for a data set's own element: the same value, and the
     same decoded element left in ``ds``, decoded by ``_fast_element`` where it can be."""
     tag = _keyword_tag(keyword)
-    raw = ds._dict.get(tag) if tag is not None else None
+    raw = ds._dict.get(_key(tag)) if tag is not None else None
     if raw.__class__ is RawDataElement and raw.VR != "SQ" and not (tag >> 16) & 1 and _pydicom_defaults():
         elem = _fast_element(tag, raw, ds)
         if elem is not None:
@@ -781,7 +806,7 @@ def _light_nested(raw: RawDataElement, encodings: list[str], depth: int, notes: 
 def _note_pixel_representation(ds: Dataset) -> None:
     """What storing a sequence in ``ds`` does to ``ds`` itself (``_set_pixel_representation``):
     its pixel representation noted, for pydicom's later reading of ambiguous VRs."""
-    if _PIXEL_REPRESENTATION in ds._dict:
+    if _key(_PIXEL_REPRESENTATION) in ds._dict:
         value = ds[_PIXEL_REPRESENTATION].value
         if value is not None:
             ds._pixel_rep = int(b"\x01" in value) if isinstance(value, bytes) else value
@@ -889,7 +914,7 @@ def _fast_elements(
             raise ValueError("an item or delimiter tag, or the item's own character set")
         vr, length, pos = _vr_and_length(data, pos)
         first = False
-        key = BaseTag(tag)
+        key = _key(tag)
         if length == _UNDEFINED:
             if vr != "SQ":
                 raise ValueError("an undefined length that is not a sequence")
@@ -1001,7 +1026,7 @@ def _fast_dataset(data: bytes, base: int) -> tuple[dict, str | list[str]]:
         else:
             pos += 8
         tag = group << 16 | element
-        key = BaseTag(tag)
+        key = _key(tag)
         if length == _UNDEFINED:
             if vr != "SQ":
                 raise ValueError("an undefined length that is not a sequence")
@@ -1068,7 +1093,7 @@ class _Walker:
         decoded here to the same element ``ds[tag]`` stores, without pydicom's generic
         conversion; any other takes ``ds[tag]``.
         """
-        raw = ds._dict.get(tag)
+        raw = ds._dict.get(_key(tag))
         if raw.__class__ is DataElement:
             return raw  # all ``ds[tag]`` does for an element already decoded
         if raw.__class__ is RawDataElement and self.fast and not (tag >> 16) & 1:
@@ -1105,7 +1130,7 @@ class _Walker:
         if kind is None:
             return
         if kind != "sequence":
-            raw = ds._dict.get(tag)
+            raw = ds._dict.get(_key(tag))
             if raw.__class__ is RawDataElement and _plain_ascii(raw.value):
                 self.pending.append((ds, tag, vr, kind, raw))
                 return
@@ -1124,7 +1149,7 @@ class _Walker:
         ``_fast_sequence`` or ``collect_dataset`` would do more than note plain ASCII
         values (``_light_notes``): the full path then runs.
         """
-        raw = ds._dict.get(tag)
+        raw = ds._dict.get(_key(tag))
         if raw.__class__ is not RawDataElement or not self.fast or (tag >> 16) & 1 or raw.VR != "SQ":
             return False
         value = raw.value
@@ -1220,7 +1245,7 @@ class _Walker:
         """Apply the profile to every element of ``ds`` and, recursively, its items."""
         if depth > MAX_DEPTH:
             raise QuarantineError(Reason.SEQUENCE_TOO_DEEP)
-        if _PIXEL_REPRESENTATION in ds._dict:
+        if _key(_PIXEL_REPRESENTATION) in ds._dict:
             # pydicom decodes it by itself whenever a sequence is set in this dataset:
             # decode it here first, so a damaged value quarantines instead of crashing
             self.element(ds, _PIXEL_REPRESENTATION)
@@ -1265,7 +1290,7 @@ class _Walker:
         """A kept explicit VR sequence of length 0 stays as read: it has no item to walk,
         and its 12 bytes are those pydicom's empty Sequence is written as. What reading
         it would do to ``ds`` (its pixel representation noted) is done."""
-        raw = ds._dict.get(tag)
+        raw = ds._dict.get(_key(tag))
         if raw.__class__ is not RawDataElement or not self.fast or raw.VR != "SQ" or raw.length != 0:
             return False
         if raw.is_implicit_VR or not raw.is_little_endian or raw.value != b"":
@@ -1283,7 +1308,7 @@ class _Walker:
             if not isinstance(value, (str, bytes)):
                 raise QuarantineError(Reason.VR_MISMATCH, _tag_name(tag))
             element = DataElement(tag, vr, value.decode("latin-1") if isinstance(value, bytes) else value)
-        ds._dict[BaseTag(tag)] = element
+        ds._dict[_key(tag)] = element
         return element
 
     def check_kept(self, ds: Dataset, tag: int, vr: str, raw: DataElement | RawDataElement) -> None:
@@ -1441,7 +1466,7 @@ class _Walker:
         # bytes is absent from the text: such a descriptor is not decoded. The phrases are
         # first narrowed to those found in any descriptor's bytes at all.
         # A decoded value is looked at as its lower-cased values.
-        lowered_raw = [_lowered(ds.get_item(tag), ascii_only) for ds, tag in self.to_clean]
+        lowered_raw = [_lowered(_stored(ds, tag), ascii_only) for ds, tag in self.to_clean]
         joined = "\n".join(text for text in lowered_raw if text is not None)
         candidates = [phrase for phrase in phrases if phrase in joined]
         for (ds, tag), lowered in zip(self.to_clean, lowered_raw, strict=True):
@@ -1490,7 +1515,7 @@ class _Walker:
         is not plain ASCII (its decoded text need not be a run of its bytes)."""
         texts = []
         for ds, tag in self.to_clean:
-            raw = ds.get_item(tag)
+            raw = _stored(ds, tag)
             if raw.__class__ is RawDataElement:
                 if not _plain_ascii(raw.value):
                     return None
@@ -1521,7 +1546,7 @@ _CODE_TAGS = frozenset({*_CODE_VALUES, _CODING_SCHEME})
 
 def _present(item: Dataset, tag: int) -> bool:
     """The element is there and holds more than padding (checked without decoding it)."""
-    element = item._dict.get(tag)
+    element = item._dict.get(_key(tag))
     if element is None:
         return False
     value = element.value
@@ -2053,7 +2078,7 @@ def deidentify_header(
     _check_sop_instance(ds)
     _check_encoding(ds)
     walker = _Walker(get_profile(options), identity, remap_uid, vocabulary)
-    before = [tag for tag in _required_tags() if tag in ds._dict]
+    before = [tag for tag in _required_tags() if _key(tag) in ds._dict]
     walker.walk(ds, 0)
     _restore_type2(ds, before, walker.report)
     walker.clean_all()

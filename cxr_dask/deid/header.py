@@ -50,7 +50,7 @@ from pydicom.datadict import (
     tag_for_keyword,
 )
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element, empty_value_for_VR
-from pydicom.dataset import PIXEL_KEYWORDS, Dataset, FileDataset
+from pydicom.dataset import PIXEL_KEYWORDS, Dataset, FileDataset, FileMetaDataset
 from pydicom.filereader import ENCODED_VR
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -972,7 +972,9 @@ def fast_read(fileobj: IO[bytes]) -> FileDataset | None:
         return None
     try:
         preamble = read_preamble(fileobj, False)
-        file_meta = _read_file_meta_info(fileobj)
+        file_meta = _file_meta(fileobj)
+        if file_meta is None:
+            file_meta = _read_file_meta_info(fileobj)
         command_set = _command_set(fileobj)
         if command_set or file_meta.get("TransferSyntaxUID") != ExplicitVRLittleEndian:
             raise ValueError("not the common case")
@@ -993,6 +995,69 @@ def fast_read(fileobj: IO[bytes]) -> FileDataset | None:
     ds = FileDataset(fileobj, dataset, preamble, file_meta, False, True)
     ds.set_original_encoding(False, True, dataset._character_set)
     return ds
+
+
+#: (0002,0000) UL, length 4: how a file meta starts.
+_META_GROUP_LENGTH = b"\x02\x00\x00\x00UL\x04\x00"
+
+
+def _file_meta(fileobj: IO[bytes]) -> FileMetaDataset | None:
+    """pydicom's ``_read_file_meta_info`` of a file meta led by its group length, whose
+    elements fill that length exactly (explicit VR little endian, known VRs, defined
+    lengths) and are followed by a whole element of another group: the same elements
+    read, the same one decoded, the file left at the next element. None, the file where
+    it was, for any other."""
+    start = fileobj.tell()
+    end = fileobj.seek(0, io.SEEK_END)
+    fileobj.seek(start)
+    head = fileobj.read(12)
+    size = _LONG_LENGTH.unpack_from(head, 8)[0] if len(head) == 12 and head[:8] == _META_GROUP_LENGTH else None
+    if size is not None and start + 12 + size + 12 <= end:  # sized: a read of more allocates that much
+        data = fileobj.read(size + 12)  # and the header of the element after
+        elements = _meta_elements(data, size, start + 12) if len(data) == size + 12 else None
+        if elements is not None:
+            group_length = _key(0x00020000)
+            raw = {
+                group_length: _new_tuple(
+                    RawDataElement, (group_length, "UL", 4, head[8:], start + 8, False, True, True, False)
+                )
+            }
+            raw.update(elements)
+            dataset = Dataset(raw)
+            dataset.set_original_encoding(False, True, pydicom.charset.default_encoding)
+            meta = FileMetaDataset(dataset)
+            meta.set_original_encoding(False, True, pydicom.charset.default_encoding)
+            _ = meta[group_length]  # decoded, as pydicom's check of the meta does
+            fileobj.seek(start + 12 + size)
+            return meta
+    fileobj.seek(start)
+    return None
+
+
+def _meta_elements(data: bytes, size: int, base: int) -> dict | None:
+    """The elements after the group length (``_file_meta``), as pydicom's reader makes them;
+    None for anything unusual, or when the element after them is not of another group."""
+    elements: dict = {}
+    pos = 0
+    while pos < size:
+        group, element, code, length = _EXPLICIT_HEADER.unpack_from(data, pos)
+        vr = _ENCODED_VRS.get(code)
+        if group != 2 or vr is None:
+            return None
+        if vr in _LONG_LENGTH_VRS:
+            length, pos = _LONG_LENGTH.unpack_from(data, pos + 8)[0], pos + 12
+        else:
+            pos += 8
+        if length == _UNDEFINED or pos + length > size:
+            return None
+        key = _key(group << 16 | element)
+        value = data[pos : pos + length] if length else empty_value_for_VR(vr, raw=True)
+        elements[key] = _new_tuple(RawDataElement, (key, vr, length, value, base + pos, False, True, True, False))
+        pos += length
+    group, element = struct.unpack_from("<HH", data, size)
+    if pos != size or group == 2 or group == 0xFFFE or 0x00020000 in elements:
+        return None
+    return elements
 
 
 def _command_set(fileobj: IO[bytes]) -> Dataset | None:

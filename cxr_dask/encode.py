@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import io
 import struct
+from functools import lru_cache
 
 import pydicom
 from pydicom import config
 from pydicom.charset import convert_encodings, default_encoding
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset, validate_file_meta
 from pydicom.filebase import DicomBytesIO
@@ -52,31 +54,48 @@ def standard_file_meta(ds: pydicom.Dataset) -> FileMetaDataset:
     of the data set itself and the transfer syntax of ``ds``'s current meta. Nothing else
     of the input's group 2 (its version bytes, AE titles, private information) survives."""
     old = getattr(ds, "file_meta", None)
-    syntax = str(old.get("TransferSyntaxUID", "") or "").strip() if old is not None else ""
+    syntax = str(_get(old, "TransferSyntaxUID", "") or "").strip() if old is not None else ""
     meta = FileMetaDataset()
     for tag, vr, value in (
         (0x00020001, "OB", _META_VERSION),
-        (0x00020002, "UI", str(ds.get("SOPClassUID", "") or "").strip()),
-        (0x00020003, "UI", str(ds.get("SOPInstanceUID", "") or "").strip()),
+        (0x00020002, "UI", str(_get(ds, "SOPClassUID", "") or "").strip()),
+        (0x00020003, "UI", str(_get(ds, "SOPInstanceUID", "") or "").strip()),
         (0x00020010, "UI", syntax),
         (0x00020012, "UI", IMPLEMENTATION_CLASS_UID),
         (0x00020013, "SH", IMPLEMENTATION_VERSION_NAME),
     ):
-        if value:  # values known to be valid: pydicom's per-value checks cost more than the rest
-            meta._dict[BaseTag(tag)] = DataElement(tag, vr, value, validation_mode=config.IGNORE)
+        if value:  # values known to be valid: stored as pydicom converts them, unchecked
+            converted = UID(value) if vr == "UI" else value
+            element = DataElement(tag, vr, converted, validation_mode=config.IGNORE, already_converted=True)
+            meta._dict[BaseTag(tag)] = element
     return meta
+
+
+@lru_cache(maxsize=256)
+def _tag_for(keyword: str) -> int | None:
+    return tag_for_keyword(keyword)
+
+
+def _get(ds: Dataset, keyword: str, default: object = None) -> object:
+    """``ds.get(keyword, default)``: an element already decoded is looked up by its tag,
+    without pydicom's attribute lookup."""
+    tag = _tag_for(keyword)
+    elem = ds._dict.get(tag) if tag is not None else None
+    if elem.__class__ is DataElement:
+        return elem.value
+    return ds.get(keyword, default)
 
 
 def _is_standard(ds: pydicom.Dataset) -> bool:
     """The file meta is what ``standard_file_meta`` would build (it was built for ``ds``)."""
     meta = ds.file_meta
-    if not set(meta._dict) <= _STANDARD_META or meta.get("FileMetaInformationVersion") != _META_VERSION:
+    if not set(meta._dict) <= _STANDARD_META or _get(meta, "FileMetaInformationVersion") != _META_VERSION:
         return False
     return (
-        meta.get("MediaStorageSOPInstanceUID") == ds.get("SOPInstanceUID")
-        and meta.get("MediaStorageSOPClassUID") == ds.get("SOPClassUID")
-        and meta.get("ImplementationClassUID") == IMPLEMENTATION_CLASS_UID
-        and meta.get("ImplementationVersionName") == IMPLEMENTATION_VERSION_NAME
+        _get(meta, "MediaStorageSOPInstanceUID") == _get(ds, "SOPInstanceUID")
+        and _get(meta, "MediaStorageSOPClassUID") == _get(ds, "SOPClassUID")
+        and _get(meta, "ImplementationClassUID") == IMPLEMENTATION_CLASS_UID
+        and _get(meta, "ImplementationVersionName") == IMPLEMENTATION_VERSION_NAME
     )
 
 
@@ -142,7 +161,7 @@ def _fast_save(ds: pydicom.Dataset) -> memoryview | None:
     meta = getattr(ds, "file_meta", None)
     if meta is None or any(tag >> 16 in (0, 2) for tag in ds._dict):
         return None  # dcmwrite raises, or makes up a file meta: let it
-    syntax = meta.get("TransferSyntaxUID")
+    syntax = _get(meta, "TransferSyntaxUID")
     if syntax is None or not isinstance(syntax, UID) or syntax.is_private or not syntax.is_transfer_syntax:
         return None
     if not syntax.is_little_endian or syntax == DeflatedExplicitVRLittleEndian:
@@ -155,10 +174,10 @@ def _fast_save(ds: pydicom.Dataset) -> memoryview | None:
     preamble = getattr(ds, "preamble", None)
     if preamble and len(preamble) != 128:
         return None  # dcmwrite raises
-    meta_class = meta.get("MediaStorageSOPClassUID", None)
-    ds_class = ds.get("SOPClassUID", None)
-    meta_instance = meta.get("MediaStorageSOPInstanceUID", None)
-    ds_instance = ds.get("SOPInstanceUID", None)
+    meta_class = _get(meta, "MediaStorageSOPClassUID")
+    ds_class = _get(ds, "SOPClassUID")
+    meta_instance = _get(meta, "MediaStorageSOPInstanceUID")
+    ds_instance = _get(ds, "SOPInstanceUID")
     if meta_class is None or (ds_class and ds_class != meta_class):
         return None  # dcmwrite writes the dataset's UID into (a copy of) the meta: let it
     if meta_instance is None or (ds_instance and ds_instance != meta_instance):

@@ -2031,8 +2031,8 @@ def _mark_deidentified(ds: Dataset, identity: FileIdentity, options: ProfileOpti
         "LongitudinalTemporalInformationModified": lambda: "MODIFIED" if options.retain_modified_dates else "REMOVED",
     }
     for (keyword, value), tag in zip(values.items(), _MARKER_TAGS, strict=True):
-        if tag in raw and tag not in ds._dict:
-            ds[tag] = raw[tag]
+        if tag in raw and _key(tag) not in ds._dict:
+            ds._dict[_key(tag)] = raw[tag]  # all ``ds[tag] = `` does with a public raw element
         else:
             setattr(ds, keyword, value())
 

@@ -1333,7 +1333,7 @@ class _Walker:
                     decisions.clear()  # fuzzed or damaged input can make up any number of tags
                 decisions[(tag, raw.VR)] = decision
             vr, action = decision
-            if _oversized(raw, vr):
+            if raw.__class__ is RawDataElement and raw.length > MAX_VALUE_BYTES and _oversized(raw, vr):
                 raise QuarantineError(Reason.OVERSIZED_ELEMENT, _tag_name(tag))
             if depth == 0 and tag in _REPLACED:
                 self.collect(ds, tag, vr)

@@ -167,7 +167,7 @@ def _fast_save(ds: pydicom.Dataset) -> memoryview | None:
     if not syntax.is_little_endian or syntax == DeflatedExplicitVRLittleEndian:
         return None
     encoding = (syntax.is_implicit_VR, True)
-    if ds.original_encoding != encoding or ds.original_character_set != ds._character_set:
+    if ds.original_encoding != encoding or ds.original_character_set != _encodings(ds):
         return None  # pydicom would re-encode raw elements: let it
     if PIXEL_DATA in ds._dict:
         return None  # dcmwrite re-flags PixelData's length (decoding it): let it
@@ -215,7 +215,7 @@ def _write_dataset(
     implicit = fp.is_implicit_VR
     elements = dataset._dict
     as_read = (implicit, fp.is_little_endian) == dataset.original_encoding and (
-        dataset.original_character_set == dataset._character_set
+        dataset.original_character_set == _encodings(dataset)
     )
     if not as_read and not all(e.__class__ is DataElement and e.VR in _PLAIN_VRS for e in elements.values()):
         write_dataset(fp, dataset, parent_encoding)
@@ -241,6 +241,17 @@ def _write_dataset(
             if _write_decoded(fp, tag, elem, encodings, implicit):
                 continue
         write_data_element(fp, dataset.get_item(tag), encodings)
+
+
+def _encodings(dataset: Dataset) -> str | list[str]:
+    """``dataset._character_set``: its own SpecificCharacterSet's encodings, else its
+    parent's; one already decoded is looked up by its tag, not through ``Dataset.get``."""
+    elem = dataset._dict.get(_SPECIFIC_CHARACTER_SET)
+    if elem is None:
+        return dataset._parent_encoding
+    if elem.__class__ is not DataElement:
+        return dataset._character_set  # decodes and stores it, as pydicom does
+    return convert_encodings(elem.value)
 
 
 def _character_set(dataset: Dataset, parent_encoding: str | list[str]) -> object:

@@ -7,7 +7,9 @@ written back byte for byte), and PixelData is never touched. Values and sequence
 are decoded are, in the common cases, decoded here from their bytes into the very
 elements pydicom's conversion makes (``_fast_element``, ``_fast_sequence``; small files
 are read the same way, ``fast_read``), pydicom's generic machinery being most of a small
-file's cost; anything else is left to pydicom (tests/test_header_fast.py).
+file's cost; anything else is left to pydicom (tests/test_header_fast.py). A removed
+sequence's phrases are noted from its bytes (``collect_light``) and a kept empty one stays
+as read (``empty_sequence``): neither becomes Datasets.
 
 Nothing here puts a header value into an exception message or a log: a
 ``QuarantineError`` carries a reason class and at most a keyword or tag.

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import io
 import struct
+from functools import lru_cache
 
 import pydicom
 from pydicom import config
 from pydicom.charset import convert_encodings, default_encoding
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset, validate_file_meta
 from pydicom.filebase import DicomBytesIO
@@ -54,31 +56,48 @@ def standard_file_meta(ds: pydicom.Dataset) -> FileMetaDataset:
     of the data set itself and the transfer syntax of ``ds``'s current meta. Nothing else
     of the input's group 2 (its version bytes, AE titles, private information) survives."""
     old = getattr(ds, "file_meta", None)
-    syntax = str(old.get("TransferSyntaxUID", "") or "").strip() if old is not None else ""
+    syntax = str(_get(old, "TransferSyntaxUID", "") or "").strip() if old is not None else ""
     meta = FileMetaDataset()
     for tag, vr, value in (
         (0x00020001, "OB", _META_VERSION),
-        (0x00020002, "UI", str(ds.get("SOPClassUID", "") or "").strip()),
-        (0x00020003, "UI", str(ds.get("SOPInstanceUID", "") or "").strip()),
+        (0x00020002, "UI", str(_get(ds, "SOPClassUID", "") or "").strip()),
+        (0x00020003, "UI", str(_get(ds, "SOPInstanceUID", "") or "").strip()),
         (0x00020010, "UI", syntax),
         (0x00020012, "UI", IMPLEMENTATION_CLASS_UID),
         (0x00020013, "SH", IMPLEMENTATION_VERSION_NAME),
     ):
-        if value:  # values known to be valid: pydicom's per-value checks cost more than the rest
-            meta._dict[BaseTag(tag)] = DataElement(tag, vr, value, validation_mode=config.IGNORE)
+        if value:  # values known to be valid: stored as pydicom converts them, unchecked
+            converted = UID(value) if vr == "UI" else value
+            element = DataElement(tag, vr, converted, validation_mode=config.IGNORE, already_converted=True)
+            meta._dict[BaseTag(tag)] = element
     return meta
+
+
+@lru_cache(maxsize=256)
+def _tag_for(keyword: str) -> int | None:
+    return tag_for_keyword(keyword)
+
+
+def _get(ds: Dataset, keyword: str, default: object = None) -> object:
+    """``ds.get(keyword, default)``: an element already decoded is looked up by its tag,
+    without pydicom's attribute lookup."""
+    tag = _tag_for(keyword)
+    elem = ds._dict.get(tag) if tag is not None else None
+    if elem.__class__ is DataElement:
+        return elem.value
+    return ds.get(keyword, default)
 
 
 def _is_standard(ds: pydicom.Dataset) -> bool:
     """The file meta is what ``standard_file_meta`` would build (it was built for ``ds``)."""
     meta = ds.file_meta
-    if not set(meta._dict) <= _STANDARD_META or meta.get("FileMetaInformationVersion") != _META_VERSION:
+    if not set(meta._dict) <= _STANDARD_META or _get(meta, "FileMetaInformationVersion") != _META_VERSION:
         return False
     return (
-        meta.get("MediaStorageSOPInstanceUID") == ds.get("SOPInstanceUID")
-        and meta.get("MediaStorageSOPClassUID") == ds.get("SOPClassUID")
-        and meta.get("ImplementationClassUID") == IMPLEMENTATION_CLASS_UID
-        and meta.get("ImplementationVersionName") == IMPLEMENTATION_VERSION_NAME
+        _get(meta, "MediaStorageSOPInstanceUID") == _get(ds, "SOPInstanceUID")
+        and _get(meta, "MediaStorageSOPClassUID") == _get(ds, "SOPClassUID")
+        and _get(meta, "ImplementationClassUID") == IMPLEMENTATION_CLASS_UID
+        and _get(meta, "ImplementationVersionName") == IMPLEMENTATION_VERSION_NAME
     )
 
 
@@ -124,6 +143,7 @@ def _save(ds: pydicom.Dataset) -> memoryview:
 #: VRs with a value writer of their own: not SQ, not ambiguous ('US or SS').
 _PLAIN_VRS = frozenset(str(vr) for vr in writers if vr != "SQ" and " or " not in str(vr))
 _META_GROUP_LENGTH = 0x00020000
+_SPECIFIC_CHARACTER_SET = 0x00080005
 _ITEM = b"\xfe\xff\x00\xe0"
 _ITEM_DELIMITER = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
 _pack_tag_ul = struct.Struct("<HHI").pack
@@ -142,23 +162,23 @@ def _fast_save(ds: pydicom.Dataset) -> memoryview | None:
     meta = getattr(ds, "file_meta", None)
     if meta is None or any(tag >> 16 in (0, 2) for tag in ds._dict):
         return None  # dcmwrite raises, or makes up a file meta: let it
-    syntax = meta.get("TransferSyntaxUID")
+    syntax = _get(meta, "TransferSyntaxUID")
     if syntax is None or not isinstance(syntax, UID) or syntax.is_private or not syntax.is_transfer_syntax:
         return None
     if not syntax.is_little_endian or syntax == DeflatedExplicitVRLittleEndian:
         return None
     encoding = (syntax.is_implicit_VR, True)
-    if ds.original_encoding != encoding or ds.original_character_set != ds._character_set:
+    if ds.original_encoding != encoding or ds.original_character_set != _encodings(ds):
         return None  # pydicom would re-encode raw elements: let it
     if PIXEL_DATA in ds._dict:
         return None  # dcmwrite re-flags PixelData's length (decoding it): let it
     preamble = getattr(ds, "preamble", None)
     if preamble and len(preamble) != 128:
         return None  # dcmwrite raises
-    meta_class = meta.get("MediaStorageSOPClassUID", None)
-    ds_class = ds.get("SOPClassUID", None)
-    meta_instance = meta.get("MediaStorageSOPInstanceUID", None)
-    ds_instance = ds.get("SOPInstanceUID", None)
+    meta_class = _get(meta, "MediaStorageSOPClassUID")
+    ds_class = _get(ds, "SOPClassUID")
+    meta_instance = _get(meta, "MediaStorageSOPInstanceUID")
+    ds_instance = _get(ds, "SOPInstanceUID")
     if meta_class is None or (ds_class and ds_class != meta_class):
         return None  # dcmwrite writes the dataset's UID into (a copy of) the meta: let it
     if meta_instance is None or (ds_instance and ds_instance != meta_instance):
@@ -196,12 +216,12 @@ def _write_dataset(
     implicit = fp.is_implicit_VR
     elements = dataset._dict
     as_read = (implicit, fp.is_little_endian) == dataset.original_encoding and (
-        dataset.original_character_set == dataset._character_set
+        dataset.original_character_set == _encodings(dataset)
     )
     if not as_read and not all(e.__class__ is DataElement and e.VR in _PLAIN_VRS for e in elements.values()):
         write_dataset(fp, dataset, parent_encoding)
         return
-    encodings = convert_encodings(dataset.get("SpecificCharacterSet", parent_encoding) or [default_encoding])
+    encodings = convert_encodings(_character_set(dataset, parent_encoding) or [default_encoding])
     write = fp.write
     # plain ints: pydicom's BaseTag compares in Python, ints in C
     for tag, elem in sorted([(int(tag), elem) for tag, elem in elements.items()]):
@@ -219,20 +239,44 @@ def _write_dataset(
             if elem.VR == "SQ":
                 _write_sequence(fp, tag, elem, encodings)
                 continue
-            if _write_decoded(fp, tag, elem, encodings):
+            if _write_decoded(fp, tag, elem, encodings, implicit):
                 continue
         write_data_element(fp, dataset.get_item(tag), encodings)
 
 
-def _write_decoded(fp: DicomBytesIO, tag: int, elem: DataElement, encodings: list[str]) -> bool:
+def _encodings(dataset: Dataset) -> str | list[str]:
+    """``dataset._character_set``: its own SpecificCharacterSet's encodings, else its
+    parent's; one already decoded is looked up by its tag, not through ``Dataset.get``."""
+    elem = dataset._dict.get(_SPECIFIC_CHARACTER_SET)
+    if elem is None:
+        return dataset._parent_encoding
+    if elem.__class__ is not DataElement:
+        return dataset._character_set  # decodes and stores it, as pydicom does
+    return convert_encodings(elem.value)
+
+
+def _character_set(dataset: Dataset, parent_encoding: str | list[str]) -> object:
+    """``dataset.get("SpecificCharacterSet", parent_encoding)``, looked up by its tag."""
+    elem = dataset._dict.get(_SPECIFIC_CHARACTER_SET)
+    if elem is None:
+        return parent_encoding
+    if elem.__class__ is DataElement:
+        return elem.value
+    return dataset.get("SpecificCharacterSet", parent_encoding)
+
+
+def _write_decoded(fp: DicomBytesIO, tag: int, elem: DataElement, encodings: list[str], implicit: bool) -> bool:
     """A decoded, non-sequence element as ``write_data_element`` writes it; False (nothing
     written) for the cases it treats specially: pixel data, a buffered value, an unknown or
     ambiguous VR, a value too long for a 16-bit length."""
     vr = elem.VR
-    implicit = fp.is_implicit_VR
-    if tag == PIXEL_DATA or vr not in _PLAIN_VRS or elem.is_buffered:
+    if tag == PIXEL_DATA or vr not in _PLAIN_VRS:
         return False
-    value = _ascii_string(vr, elem.value, encodings) if not elem.is_empty else b""
+    value = _common_value(vr, elem.value, encodings)
+    if value is None and elem.is_buffered:
+        return False
+    if value is None:
+        value = _ascii_string(vr, elem.value, encodings) if not elem.is_empty else b""
     if value is None:
         buffer = DicomBytesIO()
         buffer.is_little_endian = fp.is_little_endian
@@ -268,6 +312,27 @@ def _write_decoded(fp: DicomBytesIO, tag: int, elem: DataElement, encodings: lis
 #: Text VRs (``write_text``), and the first encodings in which ``encode_string`` writes
 #: ASCII text as itself (plain codecs: no custom encoder, no escape sequence added).
 _PLAIN_ENCODINGS = frozenset({"iso8859", "latin_1", "UTF8", "utf_8", "ascii"})
+
+
+_pack_us = struct.Struct("<H").pack
+
+
+def _common_value(vr: str, value: object, encodings: list[str]) -> bytes | None:
+    """The value bytes of the commonest decoded values, as pydicom's writer makes them: a
+    string (a UID too) or strings (``_ascii_string``), empty or not, and US numbers; None
+    for anything else."""
+    kind = value.__class__
+    if kind is str or kind is UID:
+        return _ascii_string(vr, value, encodings) if value else b""  # '': VM 0, nothing written
+    if vr == "US":
+        try:
+            if kind is int:
+                return _pack_us(value)
+            if kind is list or kind is MultiValue:
+                return struct.pack(f"<{len(value)}H", *value) if all(v.__class__ is int for v in value) else None
+        except struct.error:
+            return None  # out of range: pydicom's writer raises its own error
+    return None
 
 
 def _ascii_string(vr: str, value: object, encodings: list[str]) -> bytes | None:

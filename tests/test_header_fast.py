@@ -24,7 +24,7 @@ from cxr_dask.inventory import read_dicom
 from cxr_dask.privacy import quiet_pydicom
 from cxr_dask.testing.synth import bad_corpus
 
-OPTIONS = (ProfileOptions(), ProfileOptions(clean_descriptors=False, retain_modified_dates=False))
+OPTIONS = (ProfileOptions(), ProfileOptions(clean_descriptors=frozenset(), retain_modified_dates=False))
 
 
 def _outcome(data: bytes, fast: bool, options: ProfileOptions, monkeypatch: pytest.MonkeyPatch) -> tuple:
@@ -67,7 +67,16 @@ def test_same_output_as_pydicoms_conversion_on_every_corpus(files, monkeypatch) 
         used.append(element is not None)
         return element
 
+    light: list[bool] = []
+    collect_light = header._Walker.collect_light
+
+    def counting_light(walker, ds, tag):
+        done = collect_light(walker, ds, tag)
+        light.append(done)
+        return done
+
     monkeypatch.setattr(header, "_fast_sequence", counting)
+    monkeypatch.setattr(header._Walker, "collect_light", counting_light)
     written = 0
     for path in files:
         data = path.read_bytes()
@@ -75,8 +84,9 @@ def test_same_output_as_pydicoms_conversion_on_every_corpus(files, monkeypatch) 
             fast = _outcome(data, True, options, monkeypatch)
             assert fast == _outcome(data, False, options, monkeypatch), path.name
             written += isinstance(fast[0], bytes)
-    print(written, sum(used), len(used))
-    assert written > 250 and sum(used) > 1000  # the fast path did run
+    print(written, sum(used), len(used), sum(light), len(light))
+    # the fast paths did run: kept sequences read by _fast_sequence, removed ones by collect_light
+    assert written > 250 and sum(used) > 500 and sum(light) > 500
 
 
 def test_damaged_headers_give_the_same_output_or_reason(files, monkeypatch) -> None:
@@ -129,3 +139,85 @@ def test_fast_read_is_dcmreads_dataset(files) -> None:
         assert ds.original_character_set == reference.original_character_set
         assert (ds.preamble, ds.file_meta) == (reference.preamble, reference.file_meta)
     assert read > 200
+
+
+def _tricky_dx() -> pydicom.Dataset:
+    """make_dx with the sequences the walk reads from their bytes, and those it must not:
+    removed sequences of undefined length (items too) nesting another with private
+    elements, a removed one with a non-ASCII name or a PixelRepresentation inside (the
+    full path), and kept sequences with no items at two depths."""
+    ds = make_dx()
+    request = ds.RequestAttributesSequence  # of defined length: read raw
+    request[0].is_undefined_length_sequence_item = True
+    nested = request[0].ReferencedStudySequence
+    nested.is_undefined_length = True
+    nested[0].private_block(0x0015, "ACME NEST", create=True).add_new(0x01, "LO", "NESTPRIVPHI")
+    nested[0].ReferringPhysicianName = "Nested^Quenby"
+    ds.OtherPatientIDsSequence[0].PatientName = "Müller^Quinta"  # not ASCII: decoded now
+    person = pydicom.Dataset()
+    person.PersonName = "Pixrep^Quill"
+    person.PixelRepresentation = 0  # pydicom reads it when the sequence is stored
+    person.PersonIdentificationCodeSequence = pydicom.Sequence([pydicom.Dataset()])
+    ds.PerformingPhysicianIdentificationSequence = pydicom.Sequence([person])
+    ds.AnatomicRegionSequence[0].AnatomicRegionModifierSequence = pydicom.Sequence([])
+    ds.PatientOrientationCodeSequence = pydicom.Sequence([])
+    return ds
+
+
+def _encoded(ds: pydicom.Dataset, syntax: pydicom.uid.UID) -> bytes:
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.set_original_encoding(None, None)  # built in memory: written as the syntax says
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "syntax",
+    [pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.ImplicitVRLittleEndian, pydicom.uid.ExplicitVRBigEndian],
+)
+def test_sequences_read_from_bytes_give_the_full_paths_output(syntax, monkeypatch) -> None:
+    """Removed sequences noted from their bytes (``collect_light``), empty kept sequences
+    left as read (``empty_sequence``) and the file meta read from its bytes give the
+    bytes, counts and reasons of pydicom's conversion; each fast path is taken where it
+    applies (explicit VR little endian) and left where it must be."""
+    taken: dict[str, list[bool]] = {"light": [], "empty": [], "meta": []}
+
+    def counting(name: str, function):
+        def wrapper(*args):
+            result = function(*args)
+            if header._pydicom_defaults():
+                taken[name].append(result is True or (name == "meta" and result is not None))
+            return result
+
+        return wrapper
+
+    monkeypatch.setattr(header._Walker, "collect_light", counting("light", header._Walker.collect_light))
+    monkeypatch.setattr(header._Walker, "empty_sequence", counting("empty", header._Walker.empty_sequence))
+    monkeypatch.setattr(header, "_file_meta", counting("meta", header._file_meta))
+    data = _encoded(_tricky_dx(), syntax)
+    for options in OPTIONS:
+        fast = _outcome(data, True, options, monkeypatch)
+        assert isinstance(fast[0], bytes), fast
+        assert fast == _outcome(data, False, options, monkeypatch)
+    if syntax == pydicom.uid.ExplicitVRLittleEndian:
+        # taken for the plain removed sequences, left for the non-ASCII and PixelRepresentation ones
+        assert taken["light"].count(True) >= 4 and taken["light"].count(False) >= 4
+        assert taken["empty"].count(True) >= 4 and all(taken["meta"])
+    else:
+        assert not any(taken["light"]) and not any(taken["empty"])  # read by pydicom
+
+
+def test_items_and_raw_elements_made_without_init_are_pydicoms() -> None:
+    """``_new_item`` gives the data set ``Dataset(...)`` does, and ``_new_tuple`` the
+    RawDataElement its constructor makes (``is_raw`` and ``is_buffered`` at their defaults)."""
+    elements = {header._key(0x00080100): pydicom.dataelem.RawDataElement(0x00080100, "SH", 2, b"AB", 9, False, True)}
+    made = header._new_item(elements, ["iso8859"], True, 40)
+    reference = pydicom.Dataset(elements, parent_encoding=["iso8859"])
+    reference.set_original_encoding(False, True, ["iso8859"])
+    for name, value in (("is_undefined_length_sequence_item", True), ("seq_item_tell", 40), ("file_tell", 40)):
+        object.__setattr__(reference, name, value)
+    assert list(vars(made)) == list(vars(reference)) and vars(made) == vars(reference)
+    fields = (header._key(0x00080100), "SH", 2, b"AB", 9, False, True, True, False)
+    assert header._new_tuple(pydicom.dataelem.RawDataElement, fields) == pydicom.dataelem.RawDataElement(*fields[:7])
+    assert header._key(0x00100010) is header._key(0x00100010) == 0x00100010

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -332,6 +333,28 @@ def clean_value(text: str, vocabulary: Vocabulary, max_chars: int | None = None)
     cleaned = "".join(_pieces(text, found, removed))
     if max_chars is not None and len(cleaned) > max_chars:
         cleaned = cleaned[:max_chars].rstrip()
+    return cleaned
+
+
+#: Per live vocabulary (by id, checked by a weak reference): its cleaned values, bounded.
+_CLEANED: dict[int, tuple[weakref.ref, dict[tuple[str, int | None], str]]] = {}
+_MAX_CLEANED = 16384
+
+
+def clean_value_cached(text: str, vocabulary: Vocabulary, max_chars: int | None = None) -> str:
+    """``clean_value``, remembered per vocabulary: descriptors repeat from file to file
+    (a study's description, a device's name), and tokenizing is most of the cleaning."""
+    entry = _CLEANED.get(id(vocabulary))
+    if entry is None or entry[0]() is not vocabulary:
+        for key in [key for key, (ref, _) in _CLEANED.items() if ref() is None]:
+            del _CLEANED[key]
+        entry = _CLEANED[id(vocabulary)] = (weakref.ref(vocabulary), {})
+    cache = entry[1]
+    cleaned = cache.get((text, max_chars))
+    if cleaned is None:
+        if len(cache) >= _MAX_CLEANED:
+            cache.clear()
+        cleaned = cache[text, max_chars] = clean_value(text, vocabulary, max_chars)
     return cleaned
 
 

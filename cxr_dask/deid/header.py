@@ -7,7 +7,9 @@ written back byte for byte), and PixelData is never touched. Values and sequence
 are decoded are, in the common cases, decoded here from their bytes into the very
 elements pydicom's conversion makes (``_fast_element``, ``_fast_sequence``; small files
 are read the same way, ``fast_read``), pydicom's generic machinery being most of a small
-file's cost; anything else is left to pydicom (tests/test_header_fast.py).
+file's cost; anything else is left to pydicom (tests/test_header_fast.py). A removed
+sequence's phrases are noted from its bytes (``collect_light``) and a kept empty one stays
+as read (``empty_sequence``): neither becomes Datasets.
 
 Nothing here puts a header value into an exception message or a log: a
 ``QuarantineError`` carries a reason class and at most a keyword or tag.
@@ -50,7 +52,7 @@ from pydicom.datadict import (
     tag_for_keyword,
 )
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element, empty_value_for_VR
-from pydicom.dataset import Dataset, FileDataset
+from pydicom.dataset import PIXEL_KEYWORDS, Dataset, FileDataset, FileMetaDataset
 from pydicom.filereader import ENCODED_VR
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -448,6 +450,7 @@ def _kept_raw(tag: int, vr: str, value: bytes) -> tuple[str, ...] | None:
 # ------------------------------------------------------------------------------- dates
 
 
+@lru_cache(maxsize=16384)  # a file holds the same date many times, a study's files too
 def shift_da(text: str, days: int) -> str:
     """Shift one DA value ('YYYYMMDD', legacy 'YYYY.MM.DD', or a range 'A-B').
 
@@ -467,6 +470,7 @@ def shift_da(text: str, days: int) -> str:
     return (day + dt.timedelta(days=days)).strftime("%Y%m%d")
 
 
+@lru_cache(maxsize=16384)
 def shift_dt(text: str, days: int) -> str:
     """Shift the date part of one DT value of any precision; time and offset are kept.
 
@@ -487,6 +491,12 @@ def shift_dt(text: str, days: int) -> str:
     return date_part + (match.group("time") or "") + (match.group("tz") or "")
 
 
+@lru_cache(maxsize=4096)
+def _date_phrases(yyyymmdd: str) -> tuple[str, ...]:
+    """A date's renderings as phrases (lower-cased), made once per date."""
+    return tuple(rendering.lower() for rendering in date_renderings(yyyymmdd))
+
+
 # ------------------------------------------------------------------------------ values
 
 
@@ -501,6 +511,79 @@ def _values(value: object) -> list[str]:
 
 def _set_values(elem: DataElement, values: list[str]) -> None:
     elem.value = values[0] if len(values) == 1 else values
+
+
+#: VRs whose conversion of a string only validates it (and warns), UI's making it a UID.
+_ASSIGNED_VRS = frozenset({"DA", "DT", "UI"}) | vrs.TEXT
+
+
+def _assign(elem: DataElement, values: list[str]) -> None:
+    """``_set_values`` without pydicom's validation of each value, which warns at most
+    (when pydicom is set up as ``_pydicom_defaults`` says): the same value stored."""
+    if elem.VR in _ASSIGNED_VRS and all(value.__class__ is str and "\\" not in value for value in values):
+        convert = UID if elem.VR == "UI" else str
+        elem._value = convert(values[0]) if len(values) == 1 else MultiValue(convert, values)
+    else:
+        _set_values(elem, values)
+
+
+#: String VRs whose conversion of '' only validates it.
+_PLAIN_EMPTY_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UR"}) | vrs.TEXT
+
+
+def _empty_element(tag: int, vr: str, fast: bool) -> DataElement:
+    """``DataElement(tag, vr, _empty_value(vr))``; with pydicom's defaults (``fast``), the
+    string VRs' '' (UI's UID('')) stored as pydicom's conversion would store it."""
+    if fast and vr in _PLAIN_EMPTY_VRS:
+        return DataElement(tag, vr, "", already_converted=True)
+    if fast and vr == "UI":
+        return DataElement(tag, vr, UID(""), already_converted=True)
+    return DataElement(tag, vr, _empty_value(vr))
+
+
+#: One BaseTag object per tag number (``_key``), bounded.
+_KEYS: dict[int, BaseTag] = {}
+_MAX_KEYS = 65536
+
+
+def _key(tag: int) -> BaseTag:
+    """The BaseTag of ``tag``, the same object each time: the elements ``fast_read`` reads
+    are stored under these, so looking one up finds it by identity, without calling
+    BaseTag's ``__eq__`` (Python code) as a plain int or another BaseTag would."""
+    key = _KEYS.get(tag)
+    if key is None:
+        if len(_KEYS) >= _MAX_KEYS:  # damaged input can make up any number of tags
+            _KEYS.clear()
+        key = _KEYS[tag] = BaseTag(tag)
+    return key
+
+
+def _stored(ds: Dataset, tag: int) -> DataElement | RawDataElement | None:
+    """``ds.get_item(tag)``: the element as stored (a deferred value read by pydicom)."""
+    element = ds._dict.get(_key(tag))
+    if element.__class__ is RawDataElement and element.value is None and element.length:
+        return ds.get_item(tag)
+    return element
+
+
+def _delete(ds: Dataset, tag: int) -> None:
+    """``del ds[tag]``, its steps without converting ``tag`` to a pydicom tag first."""
+    del ds._dict[_key(tag)]
+    if ds._private_blocks and (tag >> 16) & 1 and 0x0010 <= (tag & 0xFFFF) < 0x0100:
+        ds._private_blocks = {}  # a private creator: its blocks are found afresh
+    if tag in PIXEL_KEYWORDS:
+        ds._pixel_array = None
+        ds._pixel_id = {}
+
+
+def _put(ds: Dataset, elem: DataElement) -> None:
+    """``ds[elem.tag] = elem``: for a public element other than a sequence or pixel data,
+    all pydicom's ``__setitem__`` does is store it."""
+    tag = elem.tag
+    if elem.VR == "SQ" or (tag >> 16) & 1 or tag in PIXEL_KEYWORDS:
+        ds[tag] = elem
+    else:
+        ds._dict[tag] = elem
 
 
 def _empty_value(vr: str) -> object:
@@ -594,7 +677,7 @@ def get_value(ds: Dataset, keyword: str, default: object = None) -> Any:
     """``ds.get(keyword, default)`` for a data set's own element: the same value, and the
     same decoded element left in ``ds``, decoded by ``_fast_element`` where it can be."""
     tag = _keyword_tag(keyword)
-    raw = ds._dict.get(tag) if tag is not None else None
+    raw = ds._dict.get(_key(tag)) if tag is not None else None
     if raw.__class__ is RawDataElement and raw.VR != "SQ" and not (tag >> 16) & 1 and _pydicom_defaults():
         elem = _fast_element(tag, raw, ds)
         if elem is not None:
@@ -616,6 +699,78 @@ def _ascii_safe(encoding: str) -> bool:
         return ascii_bytes.decode(encoding) == ascii_bytes.decode("ascii")
     except (LookupError, UnicodeError):
         return False
+
+
+def _item_encodings(ds: Dataset) -> list[str]:
+    """The encodings the items of ``ds``'s sequences are read with (``_fast_sequence``)."""
+    encodings = ds.original_character_set or ds._character_set or [pydicom.charset.default_encoding]
+    return [encodings] if isinstance(encodings, str) else encodings
+
+
+class _ItemCharset:
+    """An item's character set, all ``collect_pending`` reads of the item (``collect_light``)."""
+
+    __slots__ = ("_character_set", "original_character_set")
+
+    def __init__(self, encodings: list[str]) -> None:
+        self.original_character_set = self._character_set = encodings
+
+
+def _light_notes(items: list[dict], encodings: list[str], depth: int, notes: list) -> bool:
+    """What ``collect_dataset`` notes of ``items`` read by ``_fast_items(light=True)``:
+    (tag, VR, kind, element) of each plain ASCII value to collect, in its order. False
+    where it would do more: decode a value now (not plain ASCII), read a nested sequence
+    other than by ``_fast_sequence``, meet PixelRepresentation (pydicom decodes it when
+    a sequence is stored beside it) or nesting past MAX_DEPTH (it quarantines)."""
+    for elements in items:
+        if depth > MAX_DEPTH:
+            return False
+        for key, raw in elements.items():
+            tag = int(key)
+            if (tag >> 16) & 1:
+                continue
+            if raw.__class__ is list:  # a sequence of undefined length, read with its item
+                if not _light_notes(raw, encodings, depth + 1, notes):
+                    return False
+                continue
+            if tag == _PIXEL_REPRESENTATION:
+                return False
+            vr = _element_vr(tag, raw)
+            if vr == "SQ":
+                if not _light_nested(raw, encodings, depth, notes):
+                    return False
+                continue
+            kind = _collect_kind(tag, vr)
+            if kind is None:
+                continue
+            if not _plain_ascii(raw.value):
+                return False
+            notes.append((tag, vr, kind, raw))
+    return True
+
+
+def _light_nested(raw: RawDataElement, encodings: list[str], depth: int, notes: list) -> bool:
+    """``_light_notes`` of a sequence of defined length inside an item (as ``element``
+    reads it: ``_fast_sequence``, an empty value holding no items)."""
+    value = raw.value
+    if not value:
+        return True
+    if value.__class__ is not bytes or raw.length != len(value):
+        return False
+    try:
+        items, _ = _fast_items(value, 0, len(value), encodings, raw.value_tell, light=True)
+    except (ValueError, struct.error):
+        return False
+    return _light_notes(items, encodings, depth + 1, notes)
+
+
+def _note_pixel_representation(ds: Dataset) -> None:
+    """What storing a sequence in ``ds`` does to ``ds`` itself (``_set_pixel_representation``):
+    its pixel representation noted, for pydicom's later reading of ambiguous VRs."""
+    if _key(_PIXEL_REPRESENTATION) in ds._dict:
+        value = ds[_PIXEL_REPRESENTATION].value
+        if value is not None:
+            ds._pixel_rep = int(b"\x01" in value) if isinstance(value, bytes) else value
 
 
 def _fast_sequence(ds: Dataset, raw: RawDataElement) -> DataElement | None:
@@ -642,9 +797,16 @@ def _fast_sequence(ds: Dataset, raw: RawDataElement) -> DataElement | None:
     return DataElement(raw.tag, "SQ", sequence, raw.value_tell, False, already_converted=True)
 
 
-def _fast_items(data: bytes, pos: int, end: int | None, encodings: list[str], offset: int) -> tuple[list, int]:
+def _fast_items(
+    data: bytes, pos: int, end: int | None, encodings: list[str], offset: int, light: bool = False
+) -> tuple[list, int]:
     """A sequence's items as pydicom's ``read_sequence`` builds them (``end`` None:
-    undefined length, up to its delimiter); raises ValueError where it would differ."""
+    undefined length, up to its delimiter); raises ValueError where it would differ.
+
+    ``light``: each item is only its elements (the dict ``_fast_elements`` reads), a
+    sequence of undefined length inside it a list of such items: what a removed
+    sequence's phrases are collected from (``_Walker.collect_light``) without a Dataset
+    per item."""
     items = []
     unpack = struct.unpack_from
     while end is None or pos < end:
@@ -658,25 +820,46 @@ def _fast_items(data: bytes, pos: int, end: int | None, encodings: list[str], of
         if tag != _ITEM or length == 0:
             raise ValueError("not an item, or an empty one")
         if length == _UNDEFINED:
-            elements, pos = _fast_elements(data, pos, None, encodings)
+            elements, pos = _fast_elements(data, pos, None, encodings, light)
         else:
-            elements, after = _fast_elements(data, pos, pos + length, encodings)
+            elements, after = _fast_elements(data, pos, pos + length, encodings, light)
             pos = after
-        item = Dataset(elements, parent_encoding=encodings)
-        item.set_original_encoding(False, True, encodings)
-        object.__setattr__(item, "is_undefined_length_sequence_item", length == _UNDEFINED)
-        object.__setattr__(item, "seq_item_tell", start + offset)
-        object.__setattr__(item, "file_tell", start + offset)
-        items.append(item)
+        if light:
+            items.append(elements)
+            continue
+        items.append(_new_item(elements, encodings, length == _UNDEFINED, start + offset))
     if pos != end:
         raise ValueError("an item overruns its sequence")
     return items, pos
 
 
-def _fast_elements(data: bytes, pos: int, end: int | None, encodings: list[str], depth: int = 0) -> tuple[dict, int]:
+@lru_cache(maxsize=1)
+def _new_dataset_state() -> dict[str, object]:
+    """The attributes ``Dataset()`` gives a new data set (this pydicom's own)."""
+    return dict(vars(Dataset()))
+
+
+def _new_item(elements: dict, encodings: list[str], undefined: bool, tell: int) -> Dataset:
+    """``Dataset(elements, parent_encoding=encodings)`` with the original encoding and the
+    item's attributes pydicom's ``read_sequence_item`` sets, made from a new data set's
+    attributes (fresh copies of its dicts) without running ``__init__``'s ``__setattr__``
+    for each (tests/test_header_fast.py compares both)."""
+    item = Dataset.__new__(Dataset)
+    state = item.__dict__
+    for name, value in _new_dataset_state().items():
+        state[name] = value.copy() if value.__class__ is dict else value
+    state["_dict"] = elements
+    state["_parent_encoding"] = encodings
+    state["_read_implicit"], state["_read_little"], state["_read_charset"] = False, True, encodings
+    state["is_undefined_length_sequence_item"] = undefined
+    state["seq_item_tell"] = state["file_tell"] = tell
+    return item
+
+
+def _fast_elements(
+    data: bytes, pos: int, end: int | None, encodings: list[str], light: bool = False
+) -> tuple[dict, int]:
     """One item's elements (see ``_fast_items``): raw, as pydicom's reader yields them."""
-    if depth > MAX_DEPTH:
-        raise ValueError("too deep")
     elements: dict = {}
     unpack = struct.unpack_from
     size = len(data)
@@ -692,12 +875,15 @@ def _fast_elements(data: bytes, pos: int, end: int | None, encodings: list[str],
             raise ValueError("an item or delimiter tag, or the item's own character set")
         vr, length, pos = _vr_and_length(data, pos)
         first = False
-        key = BaseTag(tag)
+        key = _key(tag)
         if length == _UNDEFINED:
             if vr != "SQ":
                 raise ValueError("an undefined length that is not a sequence")
             value_tell = pos
-            items, pos = _fast_items(data, pos, None, encodings, 0)
+            items, pos = _fast_items(data, pos, None, encodings, 0, light)
+            if light:
+                elements[key] = items
+                continue
             sequence = Sequence(items)
             sequence.is_undefined_length = True
             elements[key] = DataElement(key, vr, sequence, value_tell, is_undefined_length=True)
@@ -710,6 +896,13 @@ def _fast_elements(data: bytes, pos: int, end: int | None, encodings: list[str],
     if pos != end:
         raise ValueError("an element overruns its item")
     return elements, pos
+
+
+_EXPLICIT_HEADER = struct.Struct("<HH2sH")
+_LONG_LENGTH = struct.Struct("<I")
+#: Makes a RawDataElement from all its fields (``is_raw``, ``is_buffered``: the defaults)
+#: without the Python-level ``__new__`` of a named tuple (tests/test_header_fast.py).
+_new_tuple = tuple.__new__
 
 
 def _vr_and_length(data: bytes, pos: int) -> tuple[str, int, int]:
@@ -733,15 +926,17 @@ def fast_read(fileobj: IO[bytes]) -> FileDataset | None:
     FileDataset, its preamble, file meta and command set read by pydicom's own functions
     and its body by ``_fast_dataset``; None (``fileobj`` back where it was) for anything
     else, or anything the body's reader would treat specially, or a customized pydicom."""
-    from pydicom.filereader import _read_command_set_elements, _read_file_meta_info, read_preamble
+    from pydicom.filereader import _read_file_meta_info, read_preamble
 
     start = fileobj.tell()
     if not _pydicom_defaults():
         return None
     try:
         preamble = read_preamble(fileobj, False)
-        file_meta = _read_file_meta_info(fileobj)
-        command_set = _read_command_set_elements(fileobj)
+        file_meta = _file_meta(fileobj)
+        if file_meta is None:
+            file_meta = _read_file_meta_info(fileobj)
+        command_set = _command_set(fileobj)
         if command_set or file_meta.get("TransferSyntaxUID") != ExplicitVRLittleEndian:
             raise ValueError("not the common case")
         base = fileobj.tell()
@@ -763,20 +958,101 @@ def fast_read(fileobj: IO[bytes]) -> FileDataset | None:
     return ds
 
 
+#: (0002,0000) UL, length 4: how a file meta starts.
+_META_GROUP_LENGTH = b"\x02\x00\x00\x00UL\x04\x00"
+
+
+def _file_meta(fileobj: IO[bytes]) -> FileMetaDataset | None:
+    """pydicom's ``_read_file_meta_info`` of a file meta led by its group length, whose
+    elements fill that length exactly (explicit VR little endian, known VRs, defined
+    lengths) and are followed by a whole element of another group: the same elements
+    read, the same one decoded, the file left at the next element. None, the file where
+    it was, for any other."""
+    start = fileobj.tell()
+    end = fileobj.seek(0, io.SEEK_END)
+    fileobj.seek(start)
+    head = fileobj.read(12)
+    size = _LONG_LENGTH.unpack_from(head, 8)[0] if len(head) == 12 and head[:8] == _META_GROUP_LENGTH else None
+    if size is not None and start + 12 + size + 12 <= end:  # sized: a read of more allocates that much
+        data = fileobj.read(size + 12)  # and the header of the element after
+        elements = _meta_elements(data, size, start + 12) if len(data) == size + 12 else None
+        if elements is not None:
+            group_length = _key(0x00020000)
+            raw = {
+                group_length: _new_tuple(
+                    RawDataElement, (group_length, "UL", 4, head[8:], start + 8, False, True, True, False)
+                )
+            }
+            raw.update(elements)
+            dataset = Dataset(raw)
+            dataset.set_original_encoding(False, True, pydicom.charset.default_encoding)
+            meta = FileMetaDataset(dataset)
+            meta.set_original_encoding(False, True, pydicom.charset.default_encoding)
+            _ = meta[group_length]  # decoded, as pydicom's check of the meta does
+            fileobj.seek(start + 12 + size)
+            return meta
+    fileobj.seek(start)
+    return None
+
+
+def _meta_elements(data: bytes, size: int, base: int) -> dict | None:
+    """The elements after the group length (``_file_meta``), as pydicom's reader makes them;
+    None for anything unusual, or when the element after them is not of another group."""
+    elements: dict = {}
+    pos = 0
+    while pos < size:
+        group, element, code, length = _EXPLICIT_HEADER.unpack_from(data, pos)
+        vr = _ENCODED_VRS.get(code)
+        if group != 2 or vr is None:
+            return None
+        if vr in vrs.LONG_LENGTH:
+            length, pos = _LONG_LENGTH.unpack_from(data, pos + 8)[0], pos + 12
+        else:
+            pos += 8
+        if length == _UNDEFINED or pos + length > size:
+            return None
+        key = _key(group << 16 | element)
+        value = data[pos : pos + length] if length else empty_value_for_VR(vr, raw=True)
+        elements[key] = _new_tuple(RawDataElement, (key, vr, length, value, base + pos, False, True, True, False))
+        pos += length
+    group, element = struct.unpack_from("<HH", data, size)
+    if pos != size or group == 2 or group == 0xFFFE or 0x00020000 in elements:
+        return None
+    return elements
+
+
+def _command_set(fileobj: IO[bytes]) -> Dataset | None:
+    """pydicom's ``_read_command_set_elements``, which stops at the first element outside
+    group 0000 and rewinds to it: None, the file where it was, when that is the first."""
+    from pydicom.filereader import _read_command_set_elements
+
+    head = fileobj.read(8)
+    fileobj.seek(-len(head), io.SEEK_CUR)
+    if len(head) == 8 and head[:2] != b"\x00\x00":
+        return None
+    return _read_command_set_elements(fileobj)
+
+
 def _fast_dataset(data: bytes, base: int) -> tuple[dict, str | list[str]]:
     """A data set's elements as pydicom's ``read_dataset`` reads them from ``data`` (which
     starts at file position ``base``) and its encoding; ValueError where it would differ."""
     elements: dict = {}
-    unpack = struct.unpack_from
+    header, long_length, encoded = _EXPLICIT_HEADER.unpack_from, _LONG_LENGTH.unpack_from, _ENCODED_VRS
     size, pos = len(data), 0
     encoding: str | list[str] = pydicom.charset.default_encoding
     while size - pos >= 8:
-        group, element = unpack("<HH", data, pos)
-        tag = group << 16 | element
+        group, element, code, length = header(data, pos)  # as ``_vr_and_length``, inline
         if group == 0xFFFE:
             raise ValueError("an item or delimiter tag")
-        vr, length, pos = _vr_and_length(data, pos)
-        key = BaseTag(tag)
+        vr = encoded.get(code)
+        if vr is None:
+            raise ValueError("no known VR")
+        if vr in vrs.LONG_LENGTH:
+            length, pos = long_length(data, pos + 8)[0], pos + 12
+        else:
+            pos += 8
+        tag = group << 16 | element
+        key = _key(tag)
         if length == _UNDEFINED:
             if vr != "SQ":
                 raise ValueError("an undefined length that is not a sequence")
@@ -791,7 +1067,8 @@ def _fast_dataset(data: bytes, base: int) -> tuple[dict, str | list[str]]:
         value = data[pos : pos + length] if length else empty_value_for_VR(vr, raw=True)
         if tag == 0x00080005:
             encoding = convert_encodings(convert_string(value or b"", True))
-        elements[key] = RawDataElement(key, vr, length, value, base + pos, False, True)
+        # RawDataElement(key, vr, length, value, base + pos, False, True), without its __new__
+        elements[key] = _new_tuple(RawDataElement, (key, vr, length, value, base + pos, False, True, True, False))
         pos += length
     if pos != size:
         raise ValueError("bytes after the last element")  # pydicom ignores them: not here
@@ -842,14 +1119,15 @@ class _Walker:
         decoded here to the same element ``ds[tag]`` stores, without pydicom's generic
         conversion; any other takes ``ds[tag]``.
         """
-        raw = ds._dict.get(tag)
+        raw = ds._dict.get(_key(tag))
+        if raw.__class__ is DataElement:
+            return raw  # all ``ds[tag]`` does for an element already decoded
         if raw.__class__ is RawDataElement and self.fast and not (tag >> 16) & 1:
             if raw.VR == "SQ":
                 elem = _fast_sequence(ds, raw)
                 if elem is not None:
-                    ds[raw.tag] = elem  # as ``ds[tag]`` stores a converted sequence
-                    ds._set_pixel_representation(elem)
-                    return elem
+                    ds[raw.tag] = elem  # as ``ds[tag]`` stores a converted sequence (and
+                    return elem  # sets the pixel representation, ``_set_pixel_representation``)
             else:
                 elem = _fast_element(tag, raw, ds)
                 if elem is not None:
@@ -859,6 +1137,9 @@ class _Walker:
             return ds[tag]
         except Exception:
             raise QuarantineError(Reason.UNDECODABLE_VALUE, _tag_name(tag)) from None
+
+    def assign(self, elem: DataElement, values: list[str]) -> None:
+        (_assign if self.fast else _set_values)(elem, values)
 
     def values(self, ds: Dataset, tag: int) -> list[str]:
         return _values(self.element(ds, tag).value)
@@ -875,14 +1156,45 @@ class _Walker:
         if kind is None:
             return
         if kind != "sequence":
-            raw = ds._dict.get(tag)
+            raw = ds._dict.get(_key(tag))
             if raw.__class__ is RawDataElement and _plain_ascii(raw.value):
                 self.pending.append((ds, tag, vr, kind, raw))
                 return
             self.collect_values(kind, vr, self.values(ds, tag))
             return
+        if self.collect_light(ds, tag):
+            return
         for item in self.element(ds, tag).value or ():
             self.collect_dataset(item)
+
+    def collect_light(self, ds: Dataset, tag: int) -> bool:
+        """``collect`` of a removed sequence read from its bytes (``_fast_items(light=True)``)
+        rather than as a Dataset per item: the same values noted, in the same order.
+
+        False, with nothing noted, wherever ``element`` would not read the sequence by
+        ``_fast_sequence`` or ``collect_dataset`` would do more than note plain ASCII
+        values (``_light_notes``): the full path then runs.
+        """
+        raw = ds._dict.get(_key(tag))
+        if raw.__class__ is not RawDataElement or not self.fast or (tag >> 16) & 1 or raw.VR != "SQ":
+            return False
+        value = raw.value
+        if raw.is_implicit_VR or not raw.is_little_endian or value.__class__ is not bytes:
+            return False
+        if not value or raw.length != len(value):
+            return False
+        encodings = _item_encodings(ds)
+        try:
+            items, _ = _fast_items(value, 0, len(value), encodings, raw.value_tell, light=True)
+        except (ValueError, struct.error):
+            return False
+        notes: list[tuple[int, str, str, RawDataElement]] = []
+        if not _light_notes(items, encodings, 0, notes):
+            return False
+        charset = _ItemCharset(encodings)
+        self.pending.extend((charset, tag, vr, kind, element) for tag, vr, kind, element in notes)
+        _note_pixel_representation(ds)
+        return True
 
     def collect_values(self, kind: str, vr: str, values: list[str]) -> None:
         if kind == "name":
@@ -953,14 +1265,14 @@ class _Walker:
     def add_date(self, text: str) -> None:
         date = date_digits(text)
         if date:
-            self.phrases.update(rendering.lower() for rendering in date_renderings(date))
+            self.phrases.update(_date_phrases(date))
 
     # -- the walk
     def walk(self, ds: Dataset, depth: int) -> None:
         """Apply the profile to every element of ``ds`` and, recursively, its items."""
         if depth > MAX_DEPTH:
             raise QuarantineError(Reason.SEQUENCE_TOO_DEEP)
-        if _PIXEL_REPRESENTATION in ds:
+        if _key(_PIXEL_REPRESENTATION) in ds._dict:
             # pydicom decodes it by itself whenever a sequence is set in this dataset:
             # decode it here first, so a damaged value quarantines instead of crashing
             self.element(ds, _PIXEL_REPRESENTATION)
@@ -970,7 +1282,7 @@ class _Walker:
         # compares in Python, and every set or cache lookup below compares tags
         for tag, raw in [(int(tag), raw) for tag, raw in ds._dict.items()]:
             if (tag >> 16) & 1:
-                del ds[tag]
+                _delete(ds, tag)
                 report.private_removed += 1
                 continue
             # (VR, action) depend on the tag and the stored VR only: resolved once per process
@@ -983,11 +1295,11 @@ class _Walker:
                     decisions.clear()  # fuzzed or damaged input can make up any number of tags
                 decisions[(tag, raw.VR)] = decision
             vr, action = decision
-            if _oversized(raw, vr):
+            if raw.__class__ is RawDataElement and raw.length > MAX_VALUE_BYTES and _oversized(raw, vr):
                 raise QuarantineError(Reason.OVERSIZED_ELEMENT, _tag_name(tag))
             if depth == 0 and tag in _REPLACED:
                 self.collect(ds, tag, vr)
-                del ds[tag]  # set afresh after the walk, whatever VR the input gave it
+                _delete(ds, tag)  # set afresh after the walk, whatever VR the input gave it
                 report.dummied += 1
                 continue
             if vr in _SYNTAX_VRS and raw.VR not in (None, "UN") and vr != raw.VR:
@@ -1001,6 +1313,18 @@ class _Walker:
                 continue  # the common case, without a call
             self.apply(ds, tag, vr, action, depth)
 
+    def empty_sequence(self, ds: Dataset, tag: int) -> bool:
+        """A kept explicit VR sequence of length 0 stays as read: it has no item to walk,
+        and its 12 bytes are those pydicom's empty Sequence is written as. What reading
+        it would do to ``ds`` (its pixel representation noted) is done."""
+        raw = ds._dict.get(_key(tag))
+        if raw.__class__ is not RawDataElement or not self.fast or raw.VR != "SQ" or raw.length != 0:
+            return False
+        if raw.is_implicit_VR or not raw.is_little_endian or raw.value != b"":
+            return False
+        _note_pixel_representation(ds)
+        return True
+
     def reread(self, ds: Dataset, tag: int, raw: DataElement | RawDataElement, vr: str) -> DataElement | RawDataElement:
         """The element stored again with the VR it is read by (``_read_as``): the same
         bytes, judged and written under the dictionary's VR."""
@@ -1011,7 +1335,7 @@ class _Walker:
             if not isinstance(value, (str, bytes)):
                 raise QuarantineError(Reason.VR_MISMATCH, _tag_name(tag))
             element = DataElement(tag, vr, value.decode("latin-1") if isinstance(value, bytes) else value)
-        ds._dict[BaseTag(tag)] = element
+        ds._dict[_key(tag)] = element
         return element
 
     def check_kept(self, ds: Dataset, tag: int, vr: str, raw: DataElement | RawDataElement) -> None:
@@ -1030,15 +1354,17 @@ class _Walker:
         if kept:
             ds[tag] = DataElement(tag, vr, list(kept) if len(kept) > 1 else kept[0])
         elif required_type(_keyword(tag)):
-            ds[tag] = DataElement(tag, vr, _empty_value(vr))
+            _put(ds, _empty_element(tag, vr, self.fast))
             self.report.emptied += 1
         else:
-            del ds[tag]
+            _delete(ds, tag)
             self.report.removed += 1
 
     def apply(self, ds: Dataset, tag: int, vr: str, action: Action, depth: int) -> None:
         """Carry out one element's action."""
         if vr == "SQ" and action in (Action.KEEP, Action.CLEAN, Action.DUMMY, Action.UID):
+            if self.empty_sequence(ds, tag):
+                return
             items = self.element(ds, tag).value or ()
             for item in items:
                 self.parents[id(item)] = items
@@ -1053,7 +1379,7 @@ class _Walker:
             return
         elif action is Action.REMOVE:
             self.collect(ds, tag, vr)
-            del ds[tag]
+            _delete(ds, tag)
             self.report.removed += 1
             if tag in _CODE_TAGS:
                 self.code_changed.add(id(ds))
@@ -1061,7 +1387,7 @@ class _Walker:
             if tag in _CODE_TAGS:
                 self.code_changed.add(id(ds))
             self.collect(ds, tag, vr)
-            ds[tag] = DataElement(tag, vr, _empty_value(vr))
+            _put(ds, _empty_element(tag, vr, self.fast))
             self.report.emptied += 1
         elif action is Action.SHIFT_DATE:
             self.shift(ds, tag, vr)
@@ -1090,7 +1416,7 @@ class _Walker:
         if shifted is None:
             self.drop_unparseable(ds, tag, vr)
             return
-        _set_values(elem, shifted)
+        self.assign(elem, shifted)
         self.report.dates_shifted += 1
 
     def shifted(self, values: Iterable[str], vr: str) -> list[str] | None:
@@ -1113,10 +1439,10 @@ class _Walker:
     def drop_unparseable(self, ds: Dataset, tag: int, vr: str) -> None:
         """An unparseable date is never kept: emptied when the IOD needs it, else removed."""
         if required_type(_keyword(tag)):
-            ds[tag] = DataElement(tag, vr, "")
+            _put(ds, _empty_element(tag, vr, self.fast))  # DA, DT: ''
             self.report.emptied += 1
         else:
-            del ds[tag]
+            _delete(ds, tag)
             self.report.removed += 1
 
     def uid(self, ds: Dataset, tag: int, vr: str) -> None:
@@ -1133,7 +1459,7 @@ class _Walker:
             return
         new = [v if (not v or v in UID_dictionary) else self.remap_uid(v) for v in values]
         if new != values:
-            _set_values(elem, new)
+            self.assign(elem, new)
             self.report.uids_remapped += 1
 
     def dummy(self, ds: Dataset, tag: int, vr: str) -> None:
@@ -1166,11 +1492,8 @@ class _Walker:
         # ISO 2022 code sets and may sit inside a word), so a phrase absent from the raw
         # bytes is absent from the text: such a descriptor is not decoded. The phrases are
         # first narrowed to those found in any descriptor's bytes at all.
-        lowered_raw: list[str | None] = []
-        for ds, tag in self.to_clean:
-            raw = ds.get_item(tag)
-            plain = ascii_only and raw.__class__ is RawDataElement and isinstance(raw.value, bytes)
-            lowered_raw.append(raw.value.decode("latin-1").lower() if plain and b"\x1b" not in raw.value else None)
+        # A decoded value is looked at as its lower-cased values.
+        lowered_raw = [_lowered(_stored(ds, tag), ascii_only) for ds, tag in self.to_clean]
         joined = "\n".join(text for text in lowered_raw if text is not None)
         candidates = [phrase for phrase in phrases if phrase in joined]
         for (ds, tag), lowered in zip(self.to_clean, lowered_raw, strict=True):
@@ -1184,14 +1507,14 @@ class _Walker:
             if (id(ds), tag) in self.codes:
                 self.drop_code(ds, tag)
             else:
-                _set_values(elem, cleaned)
+                self.assign(elem, cleaned)
                 self.report.descriptors_cleaned += 1
 
     def drop_code(self, ds: Dataset, tag: int) -> None:
         """A coded value holding the patient's name or ids (a local code typed as free
         text) goes whole: a cleaned code would be another code. An item left without its
         code breaks the IOD and goes with it, as in the walk."""
-        del ds[tag]
+        _delete(ds, tag)
         self.report.removed += 1
         items = self.parents.get(id(ds))
         if items is not None and not _has_code(ds):
@@ -1209,9 +1532,9 @@ class _Walker:
                 continue
             values = _values(elem.value)
             limit = freetext.MAX_CHARS.get(elem.VR)
-            cleaned = [freetext.clean_value(value, vocabulary, limit) for value in values]
+            cleaned = [freetext.clean_value_cached(value, vocabulary, limit) for value in values]
             if cleaned != values:
-                _set_values(elem, cleaned)
+                self.assign(elem, cleaned)
                 self.report.descriptors_cleaned += 1
 
     def descriptor_texts(self) -> list[str] | None:
@@ -1219,7 +1542,7 @@ class _Walker:
         is not plain ASCII (its decoded text need not be a run of its bytes)."""
         texts = []
         for ds, tag in self.to_clean:
-            raw = ds.get_item(tag)
+            raw = _stored(ds, tag)
             if raw.__class__ is RawDataElement:
                 if not _plain_ascii(raw.value):
                     return None
@@ -1229,6 +1552,20 @@ class _Walker:
         return texts
 
 
+def _lowered(element: DataElement | RawDataElement | None, ascii_only: bool) -> str | None:
+    """Text holding every lower-cased value of a kept descriptor as a run, for finding which
+    phrases could occur in it: a decoded element's values, or (phrases all ASCII) a raw
+    value's bytes without ESC; None when it must be decoded to know."""
+    if element is None:
+        return None
+    value = element.value
+    if element.__class__ is DataElement:
+        return "\n".join(text.lower() for text in _values(value))
+    if ascii_only and element.__class__ is RawDataElement and isinstance(value, bytes) and b"\x1b" not in value:
+        return value.decode("latin-1").lower()
+    return None
+
+
 _CODE_VALUES = (0x00080100, 0x00080119, 0x00080120)  # CodeValue, LongCodeValue, URNCodeValue
 _CODING_SCHEME = 0x00080102
 _CODE_TAGS = frozenset({*_CODE_VALUES, _CODING_SCHEME})
@@ -1236,7 +1573,7 @@ _CODE_TAGS = frozenset({*_CODE_VALUES, _CODING_SCHEME})
 
 def _present(item: Dataset, tag: int) -> bool:
     """The element is there and holds more than padding (checked without decoding it)."""
-    element = item._dict.get(tag)
+    element = item._dict.get(_key(tag))
     if element is None:
         return False
     value = element.value
@@ -1260,7 +1597,7 @@ def _date_could_occur(value: str, text: str) -> bool:
         run = digits[start : start + 8]
         if run[2:4] not in text or not run.isdigit():
             continue  # every rendering holds the year's last two digits
-        if any(rendering.lower() in text for rendering in date_renderings(run)):
+        if any(phrase in text for phrase in _date_phrases(run)):
             return True
     return False
 
@@ -1655,8 +1992,8 @@ def _mark_deidentified(ds: Dataset, identity: FileIdentity, options: ProfileOpti
         "LongitudinalTemporalInformationModified": lambda: "MODIFIED" if options.retain_modified_dates else "REMOVED",
     }
     for (keyword, value), tag in zip(values.items(), _MARKER_TAGS, strict=True):
-        if tag in raw and tag not in ds._dict:
-            ds[tag] = raw[tag]
+        if tag in raw and _key(tag) not in ds._dict:
+            ds._dict[_key(tag)] = raw[tag]  # all ``ds[tag] = `` does with a public raw element
         else:
             setattr(ds, keyword, value())
 
@@ -1767,7 +2104,7 @@ def deidentify_header(
     _check_sop_instance(ds)
     _check_encoding(ds)
     walker = _Walker(get_profile(options), identity, remap_uid, vocabulary)
-    before = [tag for tag in _required_tags() if tag in ds._dict]
+    before = [tag for tag in _required_tags() if _key(tag) in ds._dict]
     walker.walk(ds, 0)
     _restore_type2(ds, before, walker.report)
     walker.clean_all()

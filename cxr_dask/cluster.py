@@ -207,7 +207,7 @@ def _local_cluster(config: RunConfig, preload: tuple[str, ...] = (), arrivals: _
     )
     if lazy:
         try:
-            sync(local.loop, _install_dashboard_on_first_visit, local.scheduler)
+            sync(local.loop, _install_dashboard_on_first_visit, local.scheduler)  # type: ignore[arg-type]  # started: has a loop
         except BaseException:
             local.close()
             raise

@@ -14,7 +14,7 @@ try:  # OpenCV comes with rapidocr (the text detector's model); the numpy filter
 
     cv2.setNumThreads(1)  # one core per Dask task, as onnxruntime and Tesseract
 except ImportError:  # pragma: no cover - exercised only without OpenCV
-    cv2 = None
+    cv2 = None  # type: ignore[assignment]
 
 
 def _pool(arr: np.ndarray, factor: int, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:

@@ -42,7 +42,8 @@ def _ocr_crop(arr: np.ndarray, region: Region) -> tuple[np.ndarray, float, np.nd
     scale = min(4.0, max(0.25, OCR_HEIGHT / region.line_height))
     image = Image.fromarray(gray.astype(np.uint8))
     if scale != 1.0:
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BICUBIC)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BICUBIC)
     return np.asarray(image), scale, strokes
 
 
@@ -159,7 +160,7 @@ def _read_in_chunks(
     """``read_regions`` in montages of at most ``MONTAGE_ROWS`` (a page holds hundreds of lines)."""
     out: list[list[Word]] = []
     chunk: list[Region] = []
-    rows = 0
+    rows = 0.0
     for region in regions:
         tall = region.height * min(4.0, max(0.25, OCR_HEIGHT / region.line_height)) + OCR_GAP
         if chunk and rows + tall > MONTAGE_ROWS:

@@ -137,7 +137,7 @@ def text_boxes(arr: np.ndarray, regions: list[Box], line_heights: list[int] | No
         scale = min(4.0, max(0.1, MODEL_TEXT_HEIGHT / height))
         scale = min(scale, MAX_SIDE / max(crop.shape))
         size = (max(8, round(crop.shape[1] * scale)), max(8, round(crop.shape[0] * scale)))
-        scaled = np.asarray(Image.fromarray(crop).resize(size, Image.BILINEAR))
+        scaled = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BILINEAR))
         found = []
         sx, sy = crop.shape[1] / size[0], crop.shape[0] / size[1]
         for bx0, by0, bx1, by1 in _boxes_from(probability_map(scaled)):

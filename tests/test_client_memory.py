@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 
 import cxr_dask
-from cxr_dask import journal, metadata, pipeline
+from cxr_dask import commit, journal, metadata, pipeline
 from cxr_dask.config import build_config
 from cxr_dask.deid.freetext import WordCounts
 from cxr_dask.storage import Location
@@ -57,8 +57,9 @@ def test_the_review_page_gets_only_the_rows_it_reads(tmp_path) -> None:
     rows = [metadata.audit_row(i, "written", dicom_id=f"d{i}") for i in range(50)]
     rows[7]["pixel_regions_text"] = 2
     run.write_part(list(range(50)), rows, [])
-    entries, pulled = pipeline._review_inputs(run, run.read_audit())
-    assert entries == [] and [row["key_index"] for row in pulled] == [7]
+    done = commit.Committed()
+    commit._count(run.read_audit(), pa.array([], pa.int64()), done)
+    assert [row["key_index"] for row in done.review_rows] == [7]
 
 
 def test_record_and_study_lists_match_the_paths_of_one_image(tmp_path) -> None:

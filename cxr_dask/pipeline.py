@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from cxr_dask import commit, inventory, lock, metadata, process, review, storage
 from cxr_dask import identity as identity_mod
-from cxr_dask.broadcast import IdentityRef, broadcast_identity, resolve
+from cxr_dask.broadcast import IdentityRef, broadcast_crosswalk, resolve
 from cxr_dask.cluster import total_threads
 from cxr_dask.config import RunConfig
 from cxr_dask.deid import freetext
@@ -183,6 +183,38 @@ def listing_table(files: list[tuple[str, int]]) -> pa.Table:
             "key_index": pa.array(np.arange(len(files), dtype=np.int64)),
             "key": pa.array(keys, pa.string()),
             "size": pa.array(sizes, pa.int64()),
+        }
+    )
+
+
+#: Listed files held as Python objects at once before they become Arrow columns.
+LIST_BATCH = 65_536
+
+
+def list_table(location: Location) -> pa.Table:
+    """``listing_table(storage.list_files(location))``, built ``LIST_BATCH`` files at a time
+    and sorted as Arrow columns: the client never holds a Python tuple per listed file.
+    (Arrow orders strings by their UTF-8 bytes, which is the order of Python's ``sorted``.)"""
+    keys: list[pa.Array] = []
+    sizes: list[pa.Array] = []
+    batch: list[tuple[str, int]] = []
+    for file in storage.iter_files(location):
+        batch.append(file)
+        if len(batch) >= LIST_BATCH:
+            keys.append(pa.array([key for key, _ in batch], pa.string()))
+            sizes.append(pa.array([size for _, size in batch], pa.int64()))
+            batch.clear()
+    keys.append(pa.array([key for key, _ in batch], pa.string()))
+    sizes.append(pa.array([size for _, size in batch], pa.int64()))
+    del batch
+    listed = pa.table({"key": pa.chunked_array(keys, pa.string()), "size": pa.chunked_array(sizes, pa.int64())})
+    del keys, sizes
+    listed = listed.take(pc.sort_indices(listed, sort_keys=[("key", "ascending")]))
+    return pa.table(
+        {
+            "key_index": pa.array(np.arange(listed.num_rows, dtype=np.int64)),
+            "key": listed.column("key"),
+            "size": listed.column("size"),
         }
     )
 
@@ -449,7 +481,7 @@ def run(client: Client, config: RunConfig) -> RunSummary:
 
         table = journal.load_inventory()
         if table is None:
-            listing = listing_table(storage.list_files(source))
+            listing = list_table(source)
             partition_size = config.partition_size_for(listing.num_rows, threads)
             log.info("pass 1: %d files in partitions of %d", listing.num_rows, partition_size)
             scanned, words = _scan(client, config, listing, partition_size, journal)
@@ -470,7 +502,8 @@ def run(client: Client, config: RunConfig) -> RunSummary:
         secret = identity_mod.load_or_create_secret(private)
         identity = identity_mod.extend(identity_mod.load_crosswalk(private, secret), table)
         identity_mod.save_crosswalk(private, identity)
-        identity.vocabulary = vocabulary  # broadcast with the map, never saved with the crosswalk
+        # the workers read the map from the crosswalk just saved: the client is done with it
+        del identity
 
         valid = table.filter(pc.is_null(table.column("error")))
         if resumed:
@@ -483,7 +516,8 @@ def run(client: Client, config: RunConfig) -> RunSummary:
         poison: list[int] = []
         unrecorded: list[int] = []
         if work.num_rows or inventory.has_copies(table):
-            with broadcast_identity(client, identity) as identity_ref:
+            # the vocabulary travels with the map's location, never saved with the crosswalk
+            with broadcast_crosswalk(client, private, secret, vocabulary) as identity_ref:
                 pass2 = _Pass2(client, config, identity_ref, journal)
                 if work.num_rows:
                     partition_size = config.partition_size_for(work.num_rows, threads)

@@ -488,6 +488,7 @@ def run(client: Client, config: RunConfig) -> RunSummary:
             del listing
             vocabulary = freetext.build_vocabulary(words, config.freetext.min_patients, config.freetext.keep)
             table = inventory.rank_copies(scanned)
+            del scanned  # its columns live on in ``table``; the ones minting alone reads go below
             table = inventory.label_copies(table, _hash_copies(client, config, table))
             _save_vocabulary(journal, vocabulary)  # before the inventory, which marks pass 1 done
             journal.save_inventory(table)
@@ -502,8 +503,10 @@ def run(client: Client, config: RunConfig) -> RunSummary:
         secret = identity_mod.load_or_create_secret(private)
         identity = identity_mod.extend(identity_mod.load_crosswalk(private, secret), table)
         identity_mod.save_crosswalk(private, identity)
-        # the workers read the map from the crosswalk just saved: the client is done with it
+        # the workers read the map from the crosswalk just saved: the client is done with it,
+        # and with the header columns minting read (some 250 bytes a file)
         del identity
+        table = table.select([name for name in _KEPT_FOR_PASS_2 if name in table.column_names])
 
         valid = table.filter(pc.is_null(table.column("error")))
         if resumed:
@@ -525,6 +528,8 @@ def run(client: Client, config: RunConfig) -> RunSummary:
                     poison = pass2.run(work, partition_size)
                 poison += _try_next_copies(pass2, table, poison, threads)
                 unrecorded = pass2.unrecorded
+        del work
+        table = table.drop_columns(["key"])  # the commit reads no key
 
         done = commit.commit(output, journal, table, poison, unrecorded)
         reviewed = review.build(private, journal.review_folder, journal.run_id, done.review_entries, done.review_rows)
@@ -543,6 +548,10 @@ def run(client: Client, config: RunConfig) -> RunSummary:
     summary.studies = done.studies
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+#: The inventory columns pass 2, the copies' retries and the commit read.
+_KEPT_FOR_PASS_2 = ("key_index", "key", "size", "error", "copy_of", "copy_rank")
 
 
 def storage_failed(table: pa.Table) -> bool:

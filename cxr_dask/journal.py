@@ -14,7 +14,8 @@ PRIVATE/runs/<run id>/review/parts/<first>-<last>.review.json  the task's review
 
 Pass-1 and pass-2 tasks write their part files on the worker that made the rows (pass 2
 after the task's DICOMs are written), so no row per file travels back to the client; the
-client merges the parts as Arrow tables, read a batch of parts at a time. Rerunning the
+client merges the parts as Arrow tables, read a batch of parts at a time (the audit parts
+a window of key indexes at a time: ``audit_windows``, for ``commit.py``). Rerunning the
 same command finds ``active.json``, reuses the saved inventory and crosswalk (so every id
 is the same), skips every key an audit part covers and commits from all parts: the
 outputs are those of a run that was never interrupted.

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -30,7 +30,7 @@ from cxr_dask.identity import IdentityMap
 from cxr_dask.storage import Location
 
 #: Maps installed in this (worker) process, by broadcast name: the map, or what loads it.
-_INSTALLED: dict[str, IdentityMap | Callable[[], IdentityMap]] = {}
+_INSTALLED: dict[str, IdentityMap | CrosswalkLoader] = {}
 _LOADING = threading.Lock()
 
 
@@ -45,11 +45,11 @@ class IdentityRef:
             installed = _INSTALLED[self.name]
         except KeyError:
             raise RuntimeError(f"identity map {self.name} is not installed on this worker") from None
-        if isinstance(installed, IdentityMap):
-            return installed
+        if not isinstance(installed, CrosswalkLoader):
+            return installed  # the map itself (or, for verify, any object broadcast so)
         with _LOADING:  # one load per worker process, whatever its threads
             installed = _INSTALLED.get(self.name, installed)
-            if not isinstance(installed, IdentityMap):
+            if isinstance(installed, CrosswalkLoader):
                 installed = installed()
                 if self.name in _INSTALLED:  # not torn down meanwhile
                     _INSTALLED[self.name] = installed

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -185,21 +185,6 @@ def _arrow_without_pandas() -> None:
         sys.meta_path.remove(finder)
 
 
-def _arrow_client_pool() -> None:
-    """Give the client's Arrow buffers to jemalloc (when pyarrow has it and the user chose
-    no pool through ``ARROW_DEFAULT_MEMORY_POOL``): it hands freed pages back to the
-    system, where mimalloc, pyarrow's default, keeps them. The client's tables come and
-    go step by step (listing, inventory, minting, commit), so what mimalloc keeps adds
-    up: at 100,000 files the listing, inventory and minting peaked at 378 MB of RSS with
-    mimalloc, 311 MB with jemalloc (the same Arrow bytes)."""
-    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
-        return
-    import pyarrow as pa
-
-    with suppress(NotImplementedError):  # a pyarrow built without jemalloc keeps its default
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
-
-
 def _execute(config: RunConfig, ends_process: bool = False) -> int:
     from cxr_dask import cluster, lock, storage
 
@@ -213,7 +198,6 @@ def _execute(config: RunConfig, ends_process: bool = False) -> int:
         cluster.Starting(config, preload=cluster.WORKER_PRELOAD) as starting,
     ):
         # pyarrow (~0.2 s) after the workers started spawning, not before
-        _arrow_client_pool()
         _arrow_without_pandas()  # the CLI's process is the client: it holds only Arrow columns
         from cxr_dask import journal, pipeline
 

@@ -8,9 +8,12 @@ the scheduler and the workers live in this process and its children, so the peak
 the client's alone). Reported per size: the client's peak RSS and that over the number of
 files; between the smallest and the largest size, the slope (what one more file costs,
 the identity map included) and from it the projection to 1 and 10 million files. The
-target: at 100,000 files at most half of the 10 KB a file measured before pass 1 and the
-commit streamed through the journal's parts. Run alone: ``python bench/client_memory.py
---files 20000,100000``.
+targets: at 100,000 files at most half of the 10 KB a file measured before pass 1 and the
+commit streamed through the journal's parts; and apart from the identity map, the same
+at every size. "Apart from the identity map" is the peak RSS less the map's own bytes
+(the Arrow columns and hash index of the crosswalk the run saved, as a worker loads it,
+``KeyTable.nbytes``): what the client holds besides the one thing that must be whole.
+Run alone: ``python bench/client_memory.py --files 20000,100000``.
 """
 
 from __future__ import annotations
@@ -29,15 +32,27 @@ from distributed import LocalCluster
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
-from scale_s3 import _cli_run  # noqa: E402
+from scale_s3 import SECRET, _cli_run  # noqa: E402
 from scaling import replicate  # noqa: E402
 
+from cxr_dask.identity import KeyTable, load_crosswalk  # noqa: E402
+from cxr_dask.storage import Location  # noqa: E402
 from cxr_dask.testing.synth import synthesize  # noqa: E402
 
 DEFAULT_SIZES = (20_000, 100_000)
 #: Client peak RSS per file at 100,000 files before this work (issue 15): 1.0 GB.
 BEFORE_KB_PER_FILE = 10.0
 PROJECTED = (1_000_000, 10_000_000)
+#: Apart from the identity map, the peak at the largest size over that at the smallest may
+#: exceed 1 by at most this share (the machine's noise): flat, not growing with the archive.
+FLAT_PERCENT = 10
+
+
+def identity_map_mb(private: Path) -> float:
+    """The bytes of the identity map a run saved in ``private``, as loaded (``KeyTable``s)."""
+    identity = load_crosswalk(Location(str(private)), SECRET.encode())
+    tables = (identity.patients, identity.first_dates, identity.studies, identity.images)
+    return sum(table.nbytes for table in tables if isinstance(table, KeyTable)) / 1e6
 
 
 def _sizes() -> list[int]:
@@ -72,8 +87,10 @@ def run(root: Path, repeats: int = 1, sizes: list[int] | None = None) -> dict[st
                 None,
                 ["--config", str(settings)],
             )
+            map_mb = identity_map_mb(work / "private")
             shutil.rmtree(work, ignore_errors=True)
-            runs.append({"files": n, **measured})
+            apart = measured["client_peak_mb"] - map_mb
+            runs.append({"files": n, **measured, "identity_map_mb": map_mb, "apart_from_map_mb": apart})
     small, large = runs[0], runs[-1]
     slope = (
         (large["client_peak_mb"] - small["client_peak_mb"]) / (large["files"] - small["files"])
@@ -81,6 +98,12 @@ def run(root: Path, repeats: int = 1, sizes: list[int] | None = None) -> dict[st
         else None
     )
     result: dict[str, Any] = {"runs": runs, "slope_kb_per_file": slope * 1000 if slope is not None else None}
+    if large["files"] > small["files"]:
+        growth = large["apart_from_map_mb"] - small["apart_from_map_mb"]
+        result["apart_from_map_growth_percent"] = 100 * growth / small["apart_from_map_mb"]
+        result["apart_from_map_slope_kb_per_file"] = 1000 * growth / (large["files"] - small["files"])
+        map_slope = (large["identity_map_mb"] - small["identity_map_mb"]) / (large["files"] - small["files"])
+        result["identity_map_kb_per_file"] = 1000 * map_slope
     if slope is not None:
         intercept = large["client_peak_mb"] - slope * large["files"]
         result["intercept_mb"] = intercept
@@ -102,6 +125,15 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
         if n >= 100_000:
             row["limit"] = BEFORE_KB_PER_FILE / 2
         out.append(row)
+        if "apart_from_map_mb" in measured:
+            out.append(
+                {
+                    "section": "client",
+                    "corpus": f"{n:,} small files, local",
+                    "what": f"apart from the identity map ({measured['identity_map_mb']:.0f} MB): MB",
+                    "value": measured["apart_from_map_mb"],
+                }
+            )
     if result.get("slope_kb_per_file") is not None:
         sizes = f"{result['runs'][0]['files']:,} to {result['runs'][-1]['files']:,}"
         out.append(
@@ -112,6 +144,16 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "value": result["slope_kb_per_file"],
             }
         )
+        if "apart_from_map_growth_percent" in result:
+            out.append(
+                {
+                    "section": "client",
+                    "corpus": sizes,
+                    "what": "apart from the identity map: growth %",
+                    "value": result["apart_from_map_growth_percent"],
+                    "limit": FLAT_PERCENT,
+                }
+            )
         for n, mb in result["projected_mb"].items():
             out.append(
                 {

@@ -14,7 +14,8 @@ PRIVATE/runs/<run id>/review/parts/<first>-<last>.review.json  the task's review
 
 Pass-1 and pass-2 tasks write their part files on the worker that made the rows (pass 2
 after the task's DICOMs are written), so no row per file travels back to the client; the
-client merges the parts as Arrow tables, read a batch of parts at a time. Rerunning the
+client merges the parts as Arrow tables, read a batch of parts at a time (the audit parts
+a window of key indexes at a time: ``audit_windows``, for ``commit.py``). Rerunning the
 same command finds ``active.json``, reuses the saved inventory and crosswalk (so every id
 is the same), skips every key an audit part covers and commits from all parts: the
 outputs are those of a run that was never interrupted.
@@ -172,7 +173,13 @@ class RunJournal:
         return self._audit_table(audit_keys, columns)
 
     def read_parts(self) -> tuple[pa.Table, pa.Table]:
-        """Every finished task's audit rows (one per key) and metadata rows (one per image).
+        """Every finished task's audit rows (one per key) and metadata rows (one per image),
+        whole (the commit reads them a window at a time: ``audit_windows``, ``read_metadata``)."""
+        audit_keys, _ = self._part_keys()
+        return self._audit_table(audit_keys), self.read_metadata()
+
+    def read_metadata(self) -> pa.Table:
+        """Every finished task's metadata rows, one per image, in the parts' order.
 
         Metadata parts count only beside their audit part: the task that wrote them finished.
         """
@@ -181,7 +188,26 @@ class RunJournal:
         finished = [key for key in metadata_keys if key.removesuffix(METADATA_SUFFIX) in done_stems]
         tables = [table.cast(metadata.METADATA_SCHEMA) for _, table in self._read_tables(finished)]
         rows = pa.concat_tables(tables) if tables else metadata.METADATA_SCHEMA.empty_table()
-        return self._audit_table(audit_keys), _unique_by_dicom_id(rows)
+        del tables
+        return _unique_by_dicom_id(rows)
+
+    def audit_windows(self, rows: int) -> Iterator[tuple[int, int | None, pa.Table]]:
+        """The finished tasks' audit rows a window of key indexes at a time:
+        ``(first key index, end key index or None for the last window, rows)``, the rows
+        one per key (as ``read_audit``) and sorted; the windows ascend and cover every key.
+
+        Parts are named by the first and last key index they cover, so the windows are
+        planned from the listing alone: parts whose ranges overlap (a task re-run, a
+        storage failure retried) fall in one window, and a window holds parts of about
+        ``rows`` keys, read together; never all parts at once.
+        """
+        audit_keys, _ = self._part_keys()
+        windows = _windows(audit_keys, rows)
+        if not windows:
+            yield 0, None, self._audit_table([])
+        for i, (start, keys) in enumerate(windows):
+            end = windows[i + 1][0] if i + 1 < len(windows) else None
+            yield (0 if i == 0 else start), end, self._audit_table(keys)
 
     def read_review_entries(self) -> list[dict[str, Any]]:
         """The review entries of every finished task (its audit part exists), one per key."""
@@ -280,9 +306,50 @@ def unique_keys(audit: pa.Table) -> pa.Table:
 
 
 def _unique_by_dicom_id(table: pa.Table) -> pa.Table:
-    """The first row of each dicom_id (a task re-run elsewhere wrote its rows twice)."""
-    if table.num_rows == 0:
+    """The first row of each dicom_id (a task re-run elsewhere wrote its rows twice); the
+    table itself when no dicom_id repeats (no copy). Compute kernels, not ``group_by``:
+    that loads pyarrow's Acero library on the client."""
+    ids = table.column("dicom_id")
+    distinct = pc.unique(ids)
+    if len(distinct) == table.num_rows:
         return table
-    numbered = pa.table({"dicom_id": table.column("dicom_id"), "order": pa.array(np.arange(table.num_rows))})
-    first = numbered.group_by("dicom_id", use_threads=False).aggregate([("order", "min")]).column("order_min")
-    return table.take(pa.array(np.sort(first.to_numpy())))
+    group = pc.index_in(ids, value_set=distinct).to_numpy()
+    _, first = np.unique(group, return_index=True)
+    return table.take(pa.array(np.sort(first)))
+
+
+def part_span(key: str) -> tuple[int, int]:
+    """The first and last key index a part covers, from its name."""
+    first, last, _ = key.rsplit("/", 1)[-1].split("-", 2)
+    return int(first), int(last)
+
+
+def _windows(keys: list[str], rows: int) -> list[tuple[int, list[str]]]:
+    """``keys`` (parts) in windows of about ``rows`` key indexes: ``(first key index, parts)``.
+
+    Parts whose ranges overlap are chained into one group, and a group is never split,
+    so a key's rows are all in one window; within a window the parts keep their order in
+    ``keys`` (which row of a key wins a tie depends on it, as in ``unique_keys``).
+    """
+    spans = [part_span(key) for key in keys]
+    order = sorted(range(len(keys)), key=lambda i: (spans[i][0], i))
+    groups: list[list[int]] = []
+    top = -1
+    for i in order:
+        first, last = spans[i]
+        if groups and first <= top:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+        top = max(top, last)
+    windows: list[tuple[int, list[str]]] = []
+    held = rows
+    for group in groups:
+        first = spans[group[0]][0]
+        size = max(spans[i][1] for i in group) - first + 1
+        if held + size > rows and held:
+            windows.append((first, []))
+            held = 0
+        windows[-1][1].extend(keys[i] for i in sorted(group))
+        held += size
+    return windows

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pydicom
@@ -140,10 +141,27 @@ def record_list(metadata: pa.Table) -> pa.Table:
 
 def study_list(metadata: pa.Table) -> pa.Table:
     """One row per study that has at least one written image."""
-    pairs = metadata.select(["subject_id", "study_id"]).group_by(["subject_id", "study_id"], use_threads=False)
-    pairs = pairs.aggregate([]).sort_by([("subject_id", "ascending"), ("study_id", "ascending")])
-    subject, study = pairs.column("subject_id"), pairs.column("study_id")
-    return pa.Table.from_arrays([subject, study, study_folders(subject, study)], schema=STUDY_LIST_SCHEMA)
+    pairs = metadata.select(["subject_id", "study_id"]).sort_by(
+        [("subject_id", "ascending"), ("study_id", "ascending")]
+    )
+    return study_list_of_sorted(pairs.column("subject_id"), pairs.column("study_id"))
+
+
+def study_list_of_sorted(
+    subject_ids: pa.ChunkedArray, study_ids: pa.ChunkedArray, before: tuple[int, int] | None = None
+) -> pa.Table:
+    """The ``study_list`` rows of (subject, study) columns sorted by both: each pair unlike
+    the one before it (``before``: the pair before the first, when the columns are a
+    slice). No ``group_by``: that loads pyarrow's Acero library on the client."""
+    subject, study = np.asarray(subject_ids), np.asarray(study_ids)
+    new = np.ones(len(subject), dtype=bool)
+    new[1:] = (subject[1:] != subject[:-1]) | (study[1:] != study[:-1])
+    if before is not None and len(subject):
+        new[0] = (int(subject[0]), int(study[0])) != before
+    keep = pa.array(new)
+    subject_ids, study_ids = pc.filter(subject_ids, keep), pc.filter(study_ids, keep)
+    folders = study_folders(subject_ids, study_ids)
+    return pa.Table.from_arrays([subject_ids, study_ids, folders], schema=STUDY_LIST_SCHEMA)
 
 
 def pixel_class_counts(report: PixelReport) -> dict[str, int]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -25,17 +24,16 @@ from distributed import Client, Future, as_completed
 from distributed.scheduler import KilledWorker
 from tqdm.auto import tqdm
 
+from cxr_dask import commit, inventory, lock, metadata, process, review, storage
 from cxr_dask import identity as identity_mod
-from cxr_dask import inventory, lock, metadata, process, review, storage
-from cxr_dask.broadcast import IdentityRef, broadcast_identity, resolve
+from cxr_dask.broadcast import IdentityRef, broadcast_crosswalk, resolve
 from cxr_dask.cluster import total_threads
 from cxr_dask.config import RunConfig
 from cxr_dask.deid import freetext
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.errors import ConfigError
-from cxr_dask.identity import IdentityMap, parquet_bytes, read_parquet
+from cxr_dask.identity import IdentityMap
 from cxr_dask.journal import RunJournal, start_or_resume
-from cxr_dask.reasons import Reason
 from cxr_dask.storage import Location
 
 #: A pass-2 work item: the key's index in the sorted listing, and the key.
@@ -44,9 +42,9 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-METADATA_FILE = "metadata.parquet"
-RECORD_LIST_FILE = "record_list.parquet"
-STUDY_LIST_FILE = "study_list.parquet"
+METADATA_FILE = commit.METADATA_FILE
+RECORD_LIST_FILE = commit.RECORD_LIST_FILE
+STUDY_LIST_FILE = commit.STUDY_LIST_FILE
 
 
 @dataclass
@@ -193,6 +191,38 @@ def listing_table(files: list[tuple[str, int]]) -> pa.Table:
             "key_index": pa.array(np.arange(len(files), dtype=np.int64)),
             "key": pa.array(keys, pa.string()),
             "size": pa.array(sizes, pa.int64()),
+        }
+    )
+
+
+#: Listed files held as Python objects at once before they become Arrow columns.
+LIST_BATCH = 65_536
+
+
+def list_table(location: Location) -> pa.Table:
+    """``listing_table(storage.list_files(location))``, built ``LIST_BATCH`` files at a time
+    and sorted as Arrow columns: the client never holds a Python tuple per listed file.
+    (Arrow orders strings by their UTF-8 bytes, which is the order of Python's ``sorted``.)"""
+    keys: list[pa.Array] = []
+    sizes: list[pa.Array] = []
+    batch: list[tuple[str, int]] = []
+    for file in storage.iter_files(location):
+        batch.append(file)
+        if len(batch) >= LIST_BATCH:
+            keys.append(pa.array([key for key, _ in batch], pa.string()))
+            sizes.append(pa.array([size for _, size in batch], pa.int64()))
+            batch.clear()
+    keys.append(pa.array([key for key, _ in batch], pa.string()))
+    sizes.append(pa.array([size for _, size in batch], pa.int64()))
+    del batch
+    listed = pa.table({"key": pa.chunked_array(keys, pa.string()), "size": pa.chunked_array(sizes, pa.int64())})
+    del keys, sizes
+    listed = listed.take(pc.sort_indices(listed, sort_keys=[("key", "ascending")]))
+    return pa.table(
+        {
+            "key_index": pa.array(np.arange(listed.num_rows, dtype=np.int64)),
+            "key": listed.column("key"),
+            "size": listed.column("size"),
         }
     )
 
@@ -442,96 +472,6 @@ def _try_next_copies(pass2: _Pass2, table: pa.Table, poison: list[int], threads:
         found += pass2.run(retry, pass2.config.task_sizes_for(len(retry), threads))
 
 
-def _audit_table(n: int, **columns: Any) -> pa.Table:
-    """``n`` audit rows with the given columns (arrays or lists), every other column null."""
-    arrays = [
-        pa.array(columns[f.name], f.type) if f.name in columns else pa.nulls(n, f.type) for f in metadata.AUDIT_SCHEMA
-    ]
-    return pa.Table.from_arrays(arrays, schema=metadata.AUDIT_SCHEMA)
-
-
-def _complete_audit(table: pa.Table, audit: pa.Table, poison: list[int], unrecorded: list[int]) -> pa.Table:
-    """Every input key's audit row, sorted by key index, as Arrow columns.
-
-    The parts' rows; then keys pass 1 already turned away (their inventory error), poison
-    inputs (``worker_crash``), and keys whose task could not record its work
-    (``storage_error``: retried by the next run). Every copy of a written repeated image
-    names the written copy's key index (``duplicate_of``), whether it was never tried or
-    quarantined when tried.
-    """
-    tried = pa.concat_arrays([audit.column("key_index").combine_chunks(), pa.array(poison, pa.int64())])
-    turned_away = table.filter(pc.is_valid(table.column("error")))
-    turned_away = turned_away.filter(pc.invert(pc.is_in(turned_away.column("key_index"), value_set=tried)))
-    error = turned_away.column("error").combine_chunks()
-    crashed = len(poison)
-    audit = pa.concat_tables(
-        [
-            audit,
-            _audit_table(
-                turned_away.num_rows,
-                key_index=turned_away.column("key_index").combine_chunks(),
-                status=pc.if_else(pc.equal(error, metadata.STORAGE_ERROR), metadata.STORAGE_ERROR, "quarantined"),
-                reason=error,
-                bytes_in=turned_away.column("size").combine_chunks(),
-            ),
-            _audit_table(
-                crashed, key_index=poison, status=["quarantined"] * crashed, reason=[Reason.WORKER_CRASH] * crashed
-            ),
-        ]
-    )
-    audit = _point_copies_at_the_written_one(table, audit)
-    if unrecorded:
-        known = pc.is_in(pa.array(unrecorded, pa.int64()), value_set=audit.column("key_index")).to_pylist()
-        missing = sorted({index for index, seen in zip(unrecorded, known, strict=True) if not seen})
-        n = len(missing)
-        audit = pa.concat_tables(
-            [
-                audit,
-                _audit_table(
-                    n,
-                    key_index=missing,
-                    status=[metadata.STORAGE_ERROR] * n,
-                    reason=[metadata.STORAGE_ERROR] * n,
-                    detail=["journal"] * n,
-                ),
-            ]
-        )
-    return audit.sort_by("key_index")
-
-
-def _point_copies_at_the_written_one(table: pa.Table, audit: pa.Table) -> pa.Table:
-    """Set ``duplicate_of`` on every copy of a written repeated image: the written copy's
-    key index. Only the copies' statuses are pulled out of the columns."""
-    if not inventory.has_copies(table):
-        return audit
-    copies = table.filter(pc.is_valid(table.column("copy_of"))).column("key_index")
-    mine = audit.filter(pc.is_in(audit.column("key_index"), value_set=copies))
-    statuses = dict(zip(mine.column("key_index").to_pylist(), mine.column("status").to_pylist(), strict=True))
-    written = inventory.written_copies(table, statuses)
-    if not written:
-        return audit
-    at = pc.index_in(audit.column("key_index"), value_set=pa.array(list(written), pa.int64()))
-    pointer = pc.take(pa.array(list(written.values()), pa.int64()), at)
-    column = audit.schema.get_field_index("duplicate_of")
-    return audit.set_column(column, "duplicate_of", pc.coalesce(pointer, audit.column("duplicate_of")))
-
-
-def _review_inputs(journal: RunJournal, audit: pa.Table) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The review entries, and the audit rows the review page reads: the entries' keys and
-    rows with pixel regions counted (every other row adds nothing to its counts)."""
-    entries = journal.read_review_entries()
-    counts = list(metadata.PIXEL_CLASS_COLUMNS.values())
-    wanted = pc.is_in(audit.column("key_index"), value_set=pa.array([e["key_index"] for e in entries], pa.int64()))
-    for column in counts:
-        wanted = pc.or_(wanted, pc.fill_null(pc.greater(audit.column(column), 0), False))
-    return entries, audit.filter(wanted).select(["key_index", "status", "dicom_id", *counts]).to_pylist()
-
-
-def _value_counts(values: pa.ChunkedArray) -> tuple[list[Any], list[int]]:
-    counts = pc.value_counts(values)
-    return counts.field("values").to_pylist(), counts.field("counts").to_pylist()
-
-
 def check_workers_reach_storage(client: Client, config: RunConfig) -> None:
     """Repeat the storage checks on a worker before any work is submitted.
 
@@ -567,13 +507,14 @@ def run(client: Client, config: RunConfig) -> RunSummary:
 
         table = journal.load_inventory()
         if table is None:
-            listing = listing_table(storage.list_files(source))
+            listing = list_table(source)
             partition_size = config.partition_size_for(listing.num_rows, threads)
             log.info("pass 1: %d files in partitions of %d", listing.num_rows, partition_size)
             scanned, words = _scan(client, config, listing, partition_size, journal)
             del listing
             vocabulary = freetext.build_vocabulary(words, config.freetext.min_patients, config.freetext.keep)
             table = inventory.rank_copies(scanned)
+            del scanned  # its columns live on in ``table``; the ones minting alone reads go below
             table = inventory.label_copies(table, _hash_copies(client, config, table))
             _save_vocabulary(journal, vocabulary)  # before the inventory, which marks pass 1 done
             journal.save_inventory(table)
@@ -588,7 +529,10 @@ def run(client: Client, config: RunConfig) -> RunSummary:
         secret = identity_mod.load_or_create_secret(private)
         identity = identity_mod.extend(identity_mod.load_crosswalk(private, secret), table)
         identity_mod.save_crosswalk(private, identity)
-        identity.vocabulary = vocabulary  # broadcast with the map, never saved with the crosswalk
+        # the workers read the map from the crosswalk just saved: the client is done with it,
+        # and with the header columns minting read (some 250 bytes a file)
+        del identity
+        table = table.select([name for name in _KEPT_FOR_PASS_2 if name in table.column_names])
 
         valid = table.filter(pc.is_null(table.column("error")))
         if resumed:
@@ -601,7 +545,8 @@ def run(client: Client, config: RunConfig) -> RunSummary:
         poison: list[int] = []
         unrecorded: list[int] = []
         if work.num_rows or inventory.has_copies(table):
-            with broadcast_identity(client, identity) as identity_ref:
+            # the vocabulary travels with the map's location, never saved with the crosswalk
+            with broadcast_crosswalk(client, private, secret, vocabulary) as identity_ref:
                 pass2 = _Pass2(client, config, identity_ref, journal)
                 if work.num_rows:
                     sizes = config.task_sizes_for(work.num_rows, threads)
@@ -609,29 +554,30 @@ def run(client: Client, config: RunConfig) -> RunSummary:
                     poison = pass2.run(work, sizes)
                 poison += _try_next_copies(pass2, table, poison, threads)
                 unrecorded = pass2.unrecorded
+        del work
+        table = table.drop_columns(["key"])  # the commit reads no key
 
-        audit, new_rows = journal.read_parts()
-        audit = _complete_audit(table, audit, poison, unrecorded)
-        _commit(output, journal, audit, new_rows)
-        reviewed = review.build(private, journal.review_folder, journal.run_id, *_review_inputs(journal, audit))
-        status = audit.column("status")
-        summary.storage_errors = pc.sum(pc.equal(status, metadata.STORAGE_ERROR)).as_py() or 0
+        done = commit.commit(output, journal, table, poison, unrecorded)
+        reviewed = review.build(private, journal.review_folder, journal.run_id, done.review_entries, done.review_rows)
+        summary.storage_errors = done.storage_errors
         if not summary.storage_errors:
             journal.finish()  # else the run stays unfinished: the same command resumes it
         storage.remove_partials(output)
 
-    quarantined = audit.filter(pc.equal(audit.column("status"), "quarantined")).column("reason")
-    reasons = Counter(dict(zip(*_value_counts(quarantined), strict=True)))
-    summary.reasons = dict(reasons)
-    summary.quarantined = sum(reasons.values())
-    summary.written = new_rows.num_rows
-    summary.pixels_cleaned = pc.sum(pc.equal(audit.column("pixel_action"), "cleaned")).as_py() or 0
+    summary.reasons = dict(done.reasons)
+    summary.quarantined = sum(done.reasons.values())
+    summary.written = done.written
+    summary.pixels_cleaned = done.pixels_cleaned
     summary.pixels_flagged = reviewed.flagged
     summary.review_page = review.index_location(private, journal.review_folder)
-    summary.patients = pc.count_distinct(new_rows.column("subject_id")).as_py()
-    summary.studies = pc.count_distinct(new_rows.column("study_id")).as_py()
+    summary.patients = done.patients
+    summary.studies = done.studies
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+#: The inventory columns pass 2, the copies' retries and the commit read.
+_KEPT_FOR_PASS_2 = ("key_index", "key", "size", "error", "copy_of", "copy_rank")
 
 
 def storage_failed(table: pa.Table) -> bool:
@@ -667,34 +613,3 @@ def _rescan_storage_errors(
     rescanned = rescanned.set_column(at, "error", pa.array(errors, pa.string()))
     rescanned = rescanned.select(table.schema.names).cast(table.schema)
     return pa.concat_tables([kept, rescanned]).sort_by("key_index")
-
-
-def _commit(output: Location, journal: RunJournal, audit: pa.Table, fresh: pa.Table) -> None:
-    """Write the run's audit, then merge its rows into the dataset's tables.
-
-    Rows are merged by dicom_id, so a rerun, a resumed commit or a later batch leaves
-    each image once; every table is replaced in one atomic write. Arrow columns
-    throughout: no Python object per row.
-    """
-    journal.save_audit(audit)
-    merged = _merge_by_dicom_id(read_table(output, METADATA_FILE), fresh)
-    storage.write_atomic(output, METADATA_FILE, parquet_bytes(merged))
-    storage.write_atomic(output, RECORD_LIST_FILE, parquet_bytes(metadata.record_list(merged)))
-    storage.write_atomic(output, STUDY_LIST_FILE, parquet_bytes(metadata.study_list(merged)))
-
-
-def read_table(location: Location, key: str) -> pa.Table | None:
-    """A Parquet table at ``key``, or None when it does not exist yet."""
-    if not storage.exists(location, key):
-        return None
-    return read_parquet(storage.read_bytes(location, key))
-
-
-def _merge_by_dicom_id(existing: pa.Table | None, fresh: pa.Table) -> pa.Table:
-    if existing is None or existing.num_rows == 0:
-        merged = fresh
-    else:
-        fresh_ids = fresh.column("dicom_id")
-        keep = pc.invert(pc.is_in(existing.column("dicom_id"), value_set=fresh_ids))
-        merged = pa.concat_tables([existing.filter(keep).cast(metadata.METADATA_SCHEMA), fresh])
-    return merged.sort_by([("subject_id", "ascending"), ("study_id", "ascending"), ("dicom_id", "ascending")])

@@ -181,10 +181,15 @@ def list_files(location: Location) -> list[tuple[str, int]]:
     twice. A link to a file is listed as a file; a dangling link with size 0 (audited as
     ``empty_file`` rather than lost silently).
     """
+    return sorted(iter_files(location))
+
+
+def iter_files(location: Location) -> Iterator[tuple[str, int]]:
+    """``list_files``'s ``(key, size)`` pairs in the backend's order, one at a time (the
+    run sorts them as Arrow columns: ``pipeline.list_table``)."""
     require_folder(location)
     fs, root = location.fs, location.root
     if location.is_local:
-        local: list[tuple[str, int]] = []
         seen = {os.path.realpath(root)}
         for folder, subfolders, names in os.walk(root, followlinks=True):
             kept = []
@@ -200,19 +205,15 @@ def list_files(location: Location) -> list[tuple[str, int]]:
                     size = os.stat(path).st_size
                 except OSError:  # a dangling link
                     size = 0
-                local.append((posixpath.relpath(path, root).replace(os.sep, "/"), size))
-        local.sort()
-        return local
+                yield posixpath.relpath(path, root).replace(os.sep, "/"), size
+        return
     found = fs.find(root, detail=True)
-    files = []
     for path, info in found.items():
         # Zero-byte "folder/" markers (made by consoles and some sync tools) are not files.
         if info.get("type") == "directory" or path.endswith("/"):
             continue
         key = posixpath.relpath(_strip_protocol(fs, path), root)
-        files.append((key, int(info.get("size") or 0)))
-    files.sort()
-    return files
+        yield key, int(info.get("size") or 0)
 
 
 def require_folder(location: Location) -> None:
@@ -366,7 +367,7 @@ def size_of(handle: IO[bytes]) -> int:
 PARTIALS_DIR = ".partial"
 
 
-def write_atomic(location: Location, key: str, data: bytes | Sequence[bytes | memoryview]) -> None:
+def write_atomic(location: Location, key: str, data: bytes | memoryview | Sequence[bytes | memoryview]) -> None:
     """Write ``data`` (bytes, or buffers to concatenate) so no reader sees a partial object.
 
     Local: a temporary file under ``PARTIALS_DIR``, then ``os.replace`` (same filesystem,

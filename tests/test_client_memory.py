@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 import cxr_dask
-from cxr_dask import journal, metadata, pipeline
+from cxr_dask import commit, journal, metadata, pipeline
 from cxr_dask.config import build_config
 from cxr_dask.deid.freetext import WordCounts
 from cxr_dask.dicom import layout
@@ -58,8 +59,9 @@ def test_the_review_page_gets_only_the_rows_it_reads(tmp_path) -> None:
     rows = [metadata.audit_row(i, "written", dicom_id=f"d{i}") for i in range(50)]
     rows[7]["pixel_regions_text"] = 2
     run.write_part(list(range(50)), rows, [])
-    entries, pulled = pipeline._review_inputs(run, run.read_audit())
-    assert entries == [] and [row["key_index"] for row in pulled] == [7]
+    done = commit.Committed()
+    commit._count(run.read_audit(), pa.array([], pa.int64()), done)
+    assert [row["key_index"] for row in done.review_rows] == [7]
 
 
 def test_record_and_study_lists_match_the_paths_of_one_image(tmp_path) -> None:
@@ -124,3 +126,60 @@ def test_the_cli_client_never_imports_pandas() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-500:]
+
+
+def test_the_commit_reads_the_audit_parts_a_window_at_a_time(tmp_path, monkeypatch) -> None:
+    """The commit holds the audit rows of one window of parts at a time, never all of them
+    (main read every part at once), and writes the same rows as a whole-table commit."""
+    from cxr_dask.inventory import INVENTORY_SCHEMA
+
+    private, output = Location(str(tmp_path / "private")), Location(str(tmp_path / "out"))
+    run = journal.RunJournal(private, "R4")
+    n, size = 2_000, 50
+
+    def ids(k: int) -> dict[str, object]:
+        return {"dicom_id": f"{k * 7919 % n:05d}", "subject_id": 10_000_000 + k % 97, "study_id": 50_000_000 + k // 3}
+
+    def meta(k: int) -> dict[str, object]:
+        return {name: None for name in metadata.METADATA_SCHEMA.names} | ids(k)
+
+    for first in range(0, n, size):
+        keys = list(range(first, first + size))
+        run.write_part(keys, [metadata.audit_row(k, "written", **ids(k)) for k in keys], [meta(k) for k in keys])
+    # a task re-run over two keys of one part, and keys pass 1 turned away after the last part
+    run.write_part([110, 111], [metadata.audit_row(110, "quarantined", reason="not_dicom")], [])
+    errors = [None] * n + ["not_dicom"] * 10
+    columns = {"key_index": list(range(n + 10)), "size": [1] * (n + 10), "error": errors}
+    inventory = pa.table(
+        {
+            f.name: pa.array(columns[f.name], f.type) if f.name in columns else pa.nulls(n + 10, f.type)
+            for f in INVENTORY_SCHEMA
+        }
+    )
+    held: list[int] = []
+    whole_read = journal.RunJournal._audit_table
+
+    def counting(self, keys, columns=None):
+        table = whole_read(self, keys, columns)
+        if columns is None:
+            held.append(table.num_rows)
+        return table
+
+    monkeypatch.setattr(journal.RunJournal, "_audit_table", counting)
+    monkeypatch.setattr(commit, "BATCH_ROWS", 300)
+    done = commit.commit(output, run, inventory, [n + 9], [])
+    assert len(held) >= n // (300 + size) and max(held) <= 300 + size, held
+    assert done.written == n and done.reasons == {"not_dicom": 9, "worker_crash": 1}
+
+    audit = pq.read_table(private.path(f"{run.folder}/audit.parquet"))
+    whole = commit.complete_audit(inventory, run.read_audit(), [n + 9], [], {})
+    assert held[-1] == n  # the counter sees a whole read: main's commit held this at once
+    assert audit.equals(whole)
+    assert audit.column("status").to_pylist()[110:112] == ["written", "written"]  # the finished row of the first part
+    tables = {name: pq.read_table(output.path(name)) for name in ("metadata.parquet", "study_list.parquet")}
+    rows = pa.Table.from_pylist([meta(k) for k in range(n)], schema=metadata.METADATA_SCHEMA)
+    assert tables["metadata.parquet"].equals(rows.sort_by(commit.METADATA_ORDER))
+    pairs = sorted({(row["subject_id"], row["study_id"]) for row in rows.to_pylist()})
+    assert tables["study_list.parquet"].to_pylist() == [
+        {"subject_id": s, "study_id": st, "path": metadata.study_folder(s, st)} for s, st in pairs
+    ]

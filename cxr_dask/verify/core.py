@@ -960,7 +960,7 @@ def verify(
 
         # The pipeline's worker plugin: each worker gets the bundle once, and so does a
         # worker that joins or restarts later (a scattered future would be lost with it).
-        with broadcast_identity(client, shared) as ref:  # type: ignore[arg-type]
+        with broadcast_identity(client, shared) as ref:
             bag = db.from_sequence(keys, partition_size=partition_size)
             for part in client.compute(bag.map_partitions(_as_list(check_partition), output, ref)).result():
                 audit.merge(part)

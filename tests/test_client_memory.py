@@ -181,5 +181,5 @@ def test_the_commit_reads_the_audit_parts_a_window_at_a_time(tmp_path, monkeypat
     assert tables["metadata.parquet"].equals(rows.sort_by(commit.METADATA_ORDER))
     pairs = sorted({(row["subject_id"], row["study_id"]) for row in rows.to_pylist()})
     assert tables["study_list.parquet"].to_pylist() == [
-        {"subject_id": s, "study_id": st, "path": metadata.study_folder(s, st)} for s, st in pairs
+        {"subject_id": s, "study_id": st, "path": layout.study_folder(s, st)} for s, st in pairs
     ]

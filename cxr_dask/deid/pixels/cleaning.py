@@ -16,9 +16,9 @@ from pydicom.dataset import Dataset
 
 from cxr_dask.deid.pixels.checks import check_supported
 from cxr_dask.deid.pixels.decoding import decode, j2k_preview, photometric_black
-from cxr_dask.deid.pixels.detection import detect, preview_has_candidates, stroke_span
+from cxr_dask.deid.pixels.detection import detect, ink_boxes, preview_has_candidates, stroke_span
 from cxr_dask.deid.pixels.ocr import _read_in_chunks, read_regions
-from cxr_dask.deid.pixels.policy import Decision, decide, is_evidence, is_small, redact_boxes
+from cxr_dask.deid.pixels.policy import Decision, decide, is_evidence, is_small, redact_boxes, with_ink
 from cxr_dask.deid.pixels.types import Box, PixelReport, PixelResult, Region, RegionRecord, box_from_xywh
 from cxr_dask.deid.rules import PixelOptions
 
@@ -26,6 +26,11 @@ from cxr_dask.deid.rules import PixelOptions
 #: taller one is anatomy cut into pieces; read at a mixed scale in one montage, it spoils
 #: Tesseract's reading of the lines around it).
 DENSE_LINES = 4
+#: On a dense page, a line of glyphs this high (share of the text detector's box, which
+#: is grown around the text it finds) beside text the detector found is text too.
+DETECTED_SIZE = (0.3, 1.2)
+#: A word box is cut down to the strokes in it only when they span this share of its width.
+WORD_COVERED = 0.8
 
 
 def confirm_text(regions: list[Region], arr: np.ndarray) -> list[list[Box]]:
@@ -76,9 +81,19 @@ def dense_lines(
         elif decision.kind in ("flagged", "text"):
             unread.append(region)
     # what OCR could not read, the text detector sees at the line's own scale
+    # and the region's other lines of glyphs of the size of the text it boxed go too (in a
+    # block whose lines the screen merged, it boxed one line of three; anatomy cut into
+    # the region is taller)
     for region, boxes in zip(unread, confirm_text(unread, arr), strict=True):
         if boxes:
-            out.append((region, Decision("text", "text detector on a dense page", tuple(boxes))))
+            tall = max(y1 - y0 for _, y0, _, y1 in boxes)
+            lines = [
+                ink
+                for ink in ink_boxes(arr, region.box, region.line_height, region.bright, window)
+                if DETECTED_SIZE[0] * tall <= ink[3] - ink[1] <= DETECTED_SIZE[1] * tall
+            ]
+            blank = (*boxes, *lines)
+            out.append((region, Decision("text", "text detector on a dense page", blank, lines=len(blank))))
     return out
 
 
@@ -88,6 +103,28 @@ def _judged(line: Region, first: Region) -> bool:
     height = min(line.y1, first.y1) - max(line.y0, first.y0)
     common = max(0, width) * max(0, height)
     return common >= 0.8 * line.width * line.height and common >= 0.8 * first.width * first.height
+
+
+def _hug(arr: np.ndarray, region: Region, decision: Decision, window: float | None) -> Decision:
+    """A text decision whose boxes (the padded candidate line, the text detector's
+    unclipped boxes, OCR's word boxes with their margin) are cut down to the text lines
+    inside them (``detection.ink_boxes``): a redaction hugs its glyphs."""
+    if decision.kind != "text":
+        return decision
+
+    def ink(boxes: tuple[Box, ...], words: bool) -> list[Box]:
+        out = []
+        for box in boxes:
+            found = ink_boxes(arr, box, region.line_height, region.bright, window)
+            # a word OCR read whose letters the strokes do not span (a glyph touching
+            # bone, a faint one) keeps its whole box
+            covered = np.zeros(box[2] - box[0], dtype=bool)
+            for x0, _, x1, _ in found:
+                covered[x0 - box[0] : x1 - box[0]] = True
+            out += [box] if words and covered.mean() < WORD_COVERED else found
+        return out
+
+    return with_ink(decision, ink(decision.blank[: decision.lines], False), ink(decision.blank[decision.lines :], True))
 
 
 def _window_width(ds: Dataset) -> float | None:
@@ -178,7 +215,7 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
             mark = time.perf_counter()
             for i, boxes in zip(flagged, confirm_text([regions[i] for i in flagged], arr), strict=True):
                 if boxes:
-                    decisions[i] = Decision("text", "text detector", tuple(boxes))
+                    decisions[i] = Decision("text", "text detector", tuple(boxes), lines=len(boxes))
             report.timings["second_stage"] = time.perf_counter() - mark
         if not options.strict and any(d.kind == "text" for d in decisions):
             mark = time.perf_counter()
@@ -187,6 +224,10 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
                 decisions.append(decision)
                 report.regions_found += 1
             report.timings["dense"] = time.perf_counter() - mark
+        if not options.strict:
+            mark = time.perf_counter()
+            decisions = [_hug(arr, region, d, window) for region, d in zip(regions, decisions, strict=True)]
+            report.timings["ink"] = time.perf_counter() - mark
         for region, decision in zip(regions, decisions, strict=True):
             report.regions.append(RegionRecord(region.box, decision.kind, decision.why))
             if not decision.redacts:
@@ -195,7 +236,7 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
             report.regions_redacted += 1
             if work is None:
                 work = np.array(arr, copy=True)
-            redact_boxes(work, decision.blank, decision.keep, black)
+            redact_boxes(work, decision.blank, decision.keep, black, decision.lines)
             report.boxes.extend(decision.blank)
     if work is not None and not np.array_equal(work, arr):
         report.action = "cleaned"

@@ -31,14 +31,15 @@ DEFAULT_MIRRORS = Path("/work/.mirror")
 #: (mirror folder, path prefix inside the repository, cache sub-folder)
 SOURCES = [("robyoung+dicom-test-files", "data/WG04/JLSL/", "wg04")]
 #: (mirror folder, file inside the repository, cache sub-folder, file name): copied as they are
+_PRESIDIO = "presidio-image-redactor/tests/test_data/"
 FILES = [
-    ("microsoft+presidio", "presidio-image-redactor/tests/test_data/0_ORIGINAL_compressed.dcm", "presidio", "0_ORIGINAL.dcm"),
+    ("microsoft+presidio", _PRESIDIO + "0_ORIGINAL_compressed.dcm", "presidio", "0_ORIGINAL.dcm"),
     ("microsoft+presidio", "docs/samples/python/sample_data/2_ORIGINAL.dcm", "presidio", "2_ORIGINAL.dcm"),
 ]
 #: ... and 8-bit greyscale PNGs wrapped into secondary-capture DICOM
 PNGS = [
-    ("microsoft+presidio", "presidio-image-redactor/tests/test_data/png_images/1_ORIGINAL.png", "presidio", "1_ORIGINAL_png.dcm"),
-    ("microsoft+presidio", "presidio-image-redactor/tests/test_data/png_images/3_ORIGINAL.png", "presidio", "3_ORIGINAL_png.dcm"),
+    ("microsoft+presidio", _PRESIDIO + "png_images/1_ORIGINAL.png", "presidio", "1_ORIGINAL_png.dcm"),
+    ("microsoft+presidio", _PRESIDIO + "png_images/3_ORIGINAL.png", "presidio", "3_ORIGINAL_png.dcm"),
 ]
 
 

@@ -302,3 +302,28 @@ def test_dense_film_scan_annotations_go_and_side_markers_stay():
     for marker in (p for p in planted if p.kind == MARKER):  # R and L beside each skull
         x0, y0, x1, y1 = marker.box
         assert np.array_equal(out[y0:y1, x0:x1], arr[y0:y1, x0:x1]), marker
+
+
+def test_a_two_line_banner_is_blanked_line_by_line_not_as_one_rectangle():
+    """A name over a shorter date line (the presidio/TCIA films): the candidate region is
+    one rectangle, and blanking it whole took the empty end of the short line and the
+    padding below it (1.6% of a real chest film); each blanked line now hugs its glyphs."""
+    lines = (((20, 0), PHI), ((40, 44), "DOB 1950"))  # at the top edge, 2048 pixels: pooled 2x
+    arr = film(14, size=2048)
+    for xy, text in lines:
+        arr = _text(arr, xy, text, 44, HIGH)
+    result, out = _cleaned(arr)
+    assert result.report.count("text"), result.report.regions
+    _assert_gone(arr, out, (0, 0, 900, 110))
+    allowed = np.zeros(arr.shape, dtype=bool)
+    for xy, text in lines:
+        ink = np.argwhere(_text(np.zeros_like(arr), xy, text, 44, HIGH) > 0)
+        (y0, x0), (y1, x1) = ink.min(axis=0), ink.max(axis=0)
+        allowed[max(0, y0 - 8) : y1 + 9, max(0, x0 - 8) : x1 + 9] = True
+    assert not ((out != arr) & ~allowed).any(), np.argwhere((out != arr) & ~allowed)[[0, -1]]
+
+
+def test_compounds_of_allowed_words_stay_and_other_compounds_do_not():
+    options = PixelOptions()
+    assert options.is_allowed("Semi-Upright") and options.is_allowed("SEMI-ERECT")
+    assert not options.is_allowed("JOHN-SMITH") and not options.is_allowed("L-7")

@@ -327,3 +327,22 @@ def test_compounds_of_allowed_words_stay_and_other_compounds_do_not():
     options = PixelOptions()
     assert options.is_allowed("Semi-Upright") and options.is_allowed("SEMI-ERECT")
     assert not options.is_allowed("JOHN-SMITH") and not options.is_allowed("L-7")
+
+
+def test_a_film_scan_block_over_four_lines_beside_bone_goes():
+    """``SC1``'s CEREBRAL-INFARCT block: five lines beside a skull whose rim reaches its
+    first line. The dense look's block, bone included, was just over four lines high and
+    was never read; blocks up to twice that are cut into their lines and read."""
+    arr, _planted = film_scan(seed=1)
+    font = ImageFont.truetype(next(p for p in available_fonts() if "Mono-Bold" in p), 14)
+    arr = draw_mask(arr, lambda d: d.ellipse((60, 560, 260, 760), outline=255, width=9), 3600)
+    for k, text in enumerate(["CEREBRAL-INFARCT", "616205", "7/5/1995", "07:32", "512x512"]):
+        width = font.getbbox(text)[2]
+        arr = draw_mask(
+            arr, lambda d, t=text, w=width, k=k: d.text((380 - w, 600 + 21 * k), t, fill=255, font=font), 3600
+        )
+    result, out = _cleaned(arr)
+    box = (230, 595, 390, 715)
+    tokens = {"CEREBRAL", "INFARCT", "616205", "1995", "512X512"}
+    assert len(tokens & readable_tokens(arr, box)) >= 2, "the reader must see the block first"
+    assert not (tokens & readable_tokens(out, box)), [(r.kind, r.why) for r in result.report.regions]

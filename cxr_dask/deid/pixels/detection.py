@@ -377,8 +377,8 @@ def ink_boxes(arr: np.ndarray, box: Box, line_height: int, bright: bool, window:
             break
     out: list[Box] = []
     for (lx0, ly0, lx1, ly1), _count, _height in _group_lines(found):
-        if ly1 - ly0 < 3 * factor and not any(_inside(s, (lx0, ly0, lx1, ly1)) for s in strong):
-            continue  # specks of noise
+        if not any(_inside(s, (lx0, ly0, lx1, ly1)) for s in strong):
+            continue  # noise in the padding, or faint anatomy
         pad = INK_PAD
         out.append((max(x0, lx0 - pad), max(y0, ly0 - pad), min(x1, lx1 + pad), min(y1, ly1 + pad)))
     return out or [box]

@@ -325,12 +325,14 @@ def ink_boxes(arr: np.ndarray, box: Box, line_height: int, bright: bool, window:
     lines of unequal length is a rectangle: blanking it whole took up to a line's height
     of anatomy below a name and the empty end of a short line (1.6% of a chest film with
     a two-line banner; 0.9% of a CT scout). Here the glyphs are found again in the box as
-    the screen finds them (top-hat strokes of both polarities at detection scale, grown
-    over ``GROW_CONTRAST``), at most twice the line height (a bone or skull merged into
-    the region is left out), grouped into lines; a line needs one glyph with a stroke of
+    the screen finds them (top-hat strokes at detection scale, grown over
+    ``GROW_CONTRAST``; the region's polarity, the other one only when it finds no glyph:
+    white text's dark "strokes" are the gaps between its lines, which joined a name to
+    the line under it), at most twice the line height (a bone or skull merged into the
+    region is left out), grouped into lines; a line needs one glyph with a stroke of
     ``CONTRAST``, weak glyphs beside it (thin anti-aliased digits, punctuation) join it.
-    Each line's box is padded by ``INK_PAD`` and a tenth of its height and clipped to
-    ``box``. Nothing found: ``[box]`` (fail closed).
+    Each line's box is padded by ``INK_PAD`` and clipped to ``box``. Nothing found:
+    ``[box]`` (fail closed).
     """
     from scipy import ndimage
 

@@ -7,6 +7,11 @@ local git mirrors of public repositories into a folder outside git, by default
 - ``robyoung/dicom-test-files`` (the NEMA WG04 compression test set: CT, MR, NM, RG, SC,
   US, XA; the lossless JPEG-LS copies, one per image), mirrored at
   ``/work/.mirror/robyoung+dicom-test-files/repo`` (a bare git directory).
+- ``microsoft/presidio`` (MIT; the image redactor's test films, from the TCIA
+  Pseudo-PHI-DICOM set: chest films with a fake name, dates and markers burned in, ECG
+  leads on one): the two DICOM files the snapshot holds (an RLE CR film, MONOCHROME1, and a
+  CT scout) as they are, and two 8-bit PNG films wrapped into secondary-capture DICOM
+  (their DICOM originals are too large for the snapshot).
 
 A source that is absent is reported and skipped; the script never downloads anything.
 
@@ -25,6 +30,17 @@ DEFAULT_MIRRORS = Path("/work/.mirror")
 
 #: (mirror folder, path prefix inside the repository, cache sub-folder)
 SOURCES = [("robyoung+dicom-test-files", "data/WG04/JLSL/", "wg04")]
+#: (mirror folder, file inside the repository, cache sub-folder, file name): copied as they are
+_PRESIDIO = "presidio-image-redactor/tests/test_data/"
+FILES = [
+    ("microsoft+presidio", _PRESIDIO + "0_ORIGINAL_compressed.dcm", "presidio", "0_ORIGINAL.dcm"),
+    ("microsoft+presidio", "docs/samples/python/sample_data/2_ORIGINAL.dcm", "presidio", "2_ORIGINAL.dcm"),
+]
+#: ... and 8-bit greyscale PNGs wrapped into secondary-capture DICOM
+PNGS = [
+    ("microsoft+presidio", _PRESIDIO + "png_images/1_ORIGINAL.png", "presidio", "1_ORIGINAL_png.dcm"),
+    ("microsoft+presidio", _PRESIDIO + "png_images/3_ORIGINAL.png", "presidio", "3_ORIGINAL_png.dcm"),
+]
 
 
 def _git(repo: Path, *args: str) -> bytes:
@@ -56,7 +72,53 @@ def fetch(cache: Path, mirrors: Path) -> dict[str, int]:
             count += 1
         copied[mirror] = count
         print(f"{mirror}: {count} files into {target}")
+    for mirror, name, folder, out in FILES + PNGS:
+        repo = mirrors / mirror / "repo"
+        if not repo.exists():
+            print(f"source absent: {mirror} (mirror it first, e.g. the fetch tool); {name} skipped", file=sys.stderr)
+            continue
+        try:
+            data = _git(repo, "show", f"HEAD:{name}")
+        except subprocess.CalledProcessError:
+            print(f"absent from the mirror: {name}", file=sys.stderr)
+            continue
+        if (data[128:132] != b"DICM") if name.endswith(".dcm") else not data.startswith(b"\x89PNG"):
+            print(f"not the expected file (LFS pointer?): {name}", file=sys.stderr)
+            continue
+        target = cache / folder
+        target.mkdir(parents=True, exist_ok=True)
+        (target / out).write_bytes(data if name.endswith(".dcm") else _wrap_png(data))
+        copied[mirror] = copied.get(mirror, 0) + 1
+        print(f"{mirror}: {name} into {target / out}")
     return copied
+
+
+def _wrap_png(data: bytes) -> bytes:
+    """An 8-bit greyscale PNG as an uncompressed secondary-capture DICOM file (MONOCHROME2)."""
+    import io
+
+    import numpy as np
+    import pydicom
+    from PIL import Image
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    arr = np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=np.uint8)
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=[data.hex()[:64]])
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.Modality = "OT"
+    ds.Rows, ds.Columns = arr.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = arr.tobytes()
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
 
 
 def main() -> None:

@@ -302,3 +302,47 @@ def test_dense_film_scan_annotations_go_and_side_markers_stay():
     for marker in (p for p in planted if p.kind == MARKER):  # R and L beside each skull
         x0, y0, x1, y1 = marker.box
         assert np.array_equal(out[y0:y1, x0:x1], arr[y0:y1, x0:x1]), marker
+
+
+def test_a_two_line_banner_is_blanked_line_by_line_not_as_one_rectangle():
+    """A name over a shorter date line (the presidio/TCIA films): the candidate region is
+    one rectangle, and blanking it whole took the empty end of the short line and the
+    padding below it (1.6% of a real chest film); each blanked line now hugs its glyphs."""
+    lines = (((20, 0), PHI), ((40, 44), "DOB 1950"))  # at the top edge, 2048 pixels: pooled 2x
+    arr = film(14, size=2048)
+    for xy, text in lines:
+        arr = _text(arr, xy, text, 44, HIGH)
+    result, out = _cleaned(arr)
+    assert result.report.count("text"), result.report.regions
+    _assert_gone(arr, out, (0, 0, 900, 110))
+    allowed = np.zeros(arr.shape, dtype=bool)
+    for xy, text in lines:
+        ink = np.argwhere(_text(np.zeros_like(arr), xy, text, 44, HIGH) > 0)
+        (y0, x0), (y1, x1) = ink.min(axis=0), ink.max(axis=0)
+        allowed[max(0, y0 - 8) : y1 + 9, max(0, x0 - 8) : x1 + 9] = True
+    assert not ((out != arr) & ~allowed).any(), np.argwhere((out != arr) & ~allowed)[[0, -1]]
+
+
+def test_compounds_of_allowed_words_stay_and_other_compounds_do_not():
+    options = PixelOptions()
+    assert options.is_allowed("Semi-Upright") and options.is_allowed("SEMI-ERECT")
+    assert not options.is_allowed("JOHN-SMITH") and not options.is_allowed("L-7")
+
+
+def test_a_film_scan_block_over_four_lines_beside_bone_goes():
+    """``SC1``'s CEREBRAL-INFARCT block: five lines beside a skull whose rim reaches its
+    first line. The dense look's block, bone included, was just over four lines high and
+    was never read; blocks up to twice that are cut into their lines and read."""
+    arr, _planted = film_scan(seed=1)
+    font = ImageFont.truetype(next(p for p in available_fonts() if "Mono-Bold" in p), 14)
+    arr = draw_mask(arr, lambda d: d.ellipse((60, 560, 260, 760), outline=255, width=9), 3600)
+    for k, text in enumerate(["CEREBRAL-INFARCT", "616205", "7/5/1995", "07:32", "512x512"]):
+        width = font.getbbox(text)[2]
+        arr = draw_mask(
+            arr, lambda d, t=text, w=width, k=k: d.text((380 - w, 600 + 21 * k), t, fill=255, font=font), 3600
+        )
+    result, out = _cleaned(arr)
+    box = (230, 595, 390, 715)
+    tokens = {"CEREBRAL", "INFARCT", "616205", "1995", "512X512"}
+    assert len(tokens & readable_tokens(arr, box)) >= 2, "the reader must see the block first"
+    assert not (tokens & readable_tokens(out, box)), [(r.kind, r.why) for r in result.report.regions]

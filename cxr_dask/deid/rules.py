@@ -140,6 +140,8 @@ class PixelOptions:
             return True  # OCR punctuation noise: nothing readable to protect
         if word in self.allowed:
             return True
+        if "-" in word.strip("-") and all(part in self.allowed for part in word.split("-") if part):
+            return True  # a compound of allowed words (SEMI-UPRIGHT, AP-SUPINE)
         return len(word) <= MAX_MARKER_LENGTH and all(c in MARKER_CHARACTERS for c in word)
 
     def rule_for(self, manufacturer: str, model: str, rows: int, columns: int) -> RegionRule | None:

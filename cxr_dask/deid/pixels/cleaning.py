@@ -16,9 +16,16 @@ from pydicom.dataset import Dataset
 
 from cxr_dask.deid.pixels.checks import check_supported
 from cxr_dask.deid.pixels.decoding import decode, j2k_preview, photometric_black
-from cxr_dask.deid.pixels.detection import detect, preview_has_candidates, stroke_span
+from cxr_dask.deid.pixels.detection import (
+    DENSE_HEIGHT_RATIO,
+    INK_PAD,
+    detect,
+    ink_boxes,
+    preview_has_candidates,
+    stroke_span,
+)
 from cxr_dask.deid.pixels.ocr import _read_in_chunks, read_regions
-from cxr_dask.deid.pixels.policy import Decision, decide, is_evidence, is_small, redact_boxes
+from cxr_dask.deid.pixels.policy import Decision, decide, is_evidence, is_small, redact_boxes, with_ink
 from cxr_dask.deid.pixels.types import Box, PixelReport, PixelResult, Region, RegionRecord, box_from_xywh
 from cxr_dask.deid.rules import PixelOptions
 
@@ -26,6 +33,14 @@ from cxr_dask.deid.rules import PixelOptions
 #: taller one is anatomy cut into pieces; read at a mixed scale in one montage, it spoils
 #: Tesseract's reading of the lines around it).
 DENSE_LINES = 4
+#: On a dense page, a line of glyphs this high (share of the text detector's box, which
+#: is grown around the text it finds) beside text the detector found is text too.
+DETECTED_SIZE = (0.3, 1.2)
+#: Text boxes of at most this many line heights (lines, words) extend to unread lines of
+#: their block (``_in_block``); a taller one is a first-pass region of anatomy and text.
+BLOCK_HEIGHT = 2
+#: A word box is cut down to the strokes in it only when they span this share of its width.
+WORD_COVERED = 0.8
 
 
 def confirm_text(regions: list[Region], arr: np.ndarray) -> list[list[Box]]:
@@ -60,7 +75,7 @@ def dense_lines(
                 blanked[y0:y1, x0:x1] = True
     found = [
         r
-        for r in detect(arr, window, dense=True)
+        for r in _split_blocks(arr, detect(arr, window, dense=True), window)
         if not is_small(r)
         and not r.vertical
         and r.height <= DENSE_LINES * r.line_height + 8
@@ -76,9 +91,78 @@ def dense_lines(
         elif decision.kind in ("flagged", "text"):
             unread.append(region)
     # what OCR could not read, the text detector sees at the line's own scale
+    # and the region's other lines of glyphs of the size of the text it boxed go too (in a
+    # block whose lines the screen merged, it boxed one line of three; anatomy cut into
+    # the region is taller)
     for region, boxes in zip(unread, confirm_text(unread, arr), strict=True):
         if boxes:
-            out.append((region, Decision("text", "text detector on a dense page", tuple(boxes))))
+            tall = max(y1 - y0 for _, y0, _, y1 in boxes)
+            lines = [
+                ink
+                for ink in ink_boxes(arr, region.box, region.line_height, region.bright, window)
+                if DETECTED_SIZE[0] * tall <= ink[3] - ink[1] <= DETECTED_SIZE[1] * tall
+            ]
+            blank = (*boxes, *lines)
+            out.append((region, Decision("text", "text detector on a dense page", blank, lines=len(blank))))
+    # a line nothing reads, in a block beside lines found to be text, is a line of that
+    # block (a slice thickness such as "5mm" above an id, read by neither OCR nor the
+    # detector on its own)
+    texts = [
+        box
+        for first, d in (*zip(regions, decisions, strict=True), *out)
+        if d.kind == "text"
+        for box in d.blank
+        if box[3] - box[1] <= BLOCK_HEIGHT * first.line_height + 8
+    ]
+    rest = [r for r in unread if not any(r is region for region, _ in out)]
+    while rest:
+        beside = [r for r in rest if any(_in_block(r, box) for box in texts)]
+        if not beside:
+            break
+        for region in beside:
+            out.append((region, Decision("text", "line of a text block", (region.box,))))
+            texts.append(region.box)
+        rest = [r for r in rest if not any(r is b for b in beside)]
+    return out
+
+
+def _in_block(line: Region, text: Box) -> bool:
+    """Whether ``line`` sits right above or below the text box ``text``, of about its
+    height, over the same columns: the next line of one block."""
+    x0, y0, x1, y1 = text
+    gap = max(y0 - line.y1, line.y0 - y1)
+    common = min(x1, line.x1) - max(x0, line.x0)
+    tall = y1 - y0
+    return (
+        gap <= line.line_height // 2
+        and common >= 0.5 * min(x1 - x0, line.width)
+        and tall <= DENSE_HEIGHT_RATIO * line.height
+        and line.height <= DENSE_HEIGHT_RATIO * tall
+    )
+
+
+def _split_blocks(arr: np.ndarray, found: list[Region], window: float | None) -> list[Region]:
+    """Blocks a little taller than ``DENSE_LINES`` lines, cut into their lines of glyphs.
+
+    A block of three text lines beside a skull took in a piece of the bone and was one
+    pixel over the limit (81 against 80 on ``SC1``): it was never read, and its lines
+    (a diagnosis, an id, a date) stayed. Such a block (at most twice the limit) is cut
+    into the lines ``detection.ink_boxes`` finds in it, each read on its own; anything
+    taller is anatomy strung together and stays out.
+    """
+    out = []
+    for r in found:
+        limit = DENSE_LINES * r.line_height + 8
+        if r.vertical or r.height <= limit or r.height > 2 * limit:
+            out.append(r)
+            continue
+        for x0, y0, x1, y1 in ink_boxes(arr, r.box, r.line_height, r.bright, window):
+            height = y1 - y0 - 2 * INK_PAD
+            if height > 2 * r.line_height or (x0, y0, x1, y1) == r.box:
+                continue
+            pad = max(2, height // 4)
+            box = (max(r.x0, x0 - pad), max(r.y0, y0 - pad), min(r.x1, x1 + pad), min(r.y1, y1 + pad))
+            out.append(dataclasses.replace(r, x0=box[0], y0=box[1], x1=box[2], y1=box[3], line_height=max(1, height)))
     return out
 
 
@@ -88,6 +172,28 @@ def _judged(line: Region, first: Region) -> bool:
     height = min(line.y1, first.y1) - max(line.y0, first.y0)
     common = max(0, width) * max(0, height)
     return common >= 0.8 * line.width * line.height and common >= 0.8 * first.width * first.height
+
+
+def _hug(arr: np.ndarray, region: Region, decision: Decision, window: float | None) -> Decision:
+    """A text decision whose boxes (the padded candidate line, the text detector's
+    unclipped boxes, OCR's word boxes with their margin) are cut down to the text lines
+    inside them (``detection.ink_boxes``): a redaction hugs its glyphs."""
+    if decision.kind != "text":
+        return decision
+
+    def ink(boxes: tuple[Box, ...], words: bool) -> list[Box]:
+        out = []
+        for box in boxes:
+            found = ink_boxes(arr, box, region.line_height, region.bright, window)
+            # a word OCR read whose letters the strokes do not span (a glyph touching
+            # bone, a faint one) keeps its whole box
+            covered = np.zeros(box[2] - box[0], dtype=bool)
+            for x0, _, x1, _ in found:
+                covered[x0 - box[0] : x1 - box[0]] = True
+            out += [box] if words and covered.mean() < WORD_COVERED else found
+        return out
+
+    return with_ink(decision, ink(decision.blank[: decision.lines], False), ink(decision.blank[decision.lines :], True))
 
 
 def _window_width(ds: Dataset) -> float | None:
@@ -178,7 +284,7 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
             mark = time.perf_counter()
             for i, boxes in zip(flagged, confirm_text([regions[i] for i in flagged], arr), strict=True):
                 if boxes:
-                    decisions[i] = Decision("text", "text detector", tuple(boxes))
+                    decisions[i] = Decision("text", "text detector", tuple(boxes), lines=len(boxes))
             report.timings["second_stage"] = time.perf_counter() - mark
         if not options.strict and any(d.kind == "text" for d in decisions):
             mark = time.perf_counter()
@@ -187,6 +293,10 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
                 decisions.append(decision)
                 report.regions_found += 1
             report.timings["dense"] = time.perf_counter() - mark
+        if not options.strict:
+            mark = time.perf_counter()
+            decisions = [_hug(arr, region, d, window) for region, d in zip(regions, decisions, strict=True)]
+            report.timings["ink"] = time.perf_counter() - mark
         for region, decision in zip(regions, decisions, strict=True):
             report.regions.append(RegionRecord(region.box, decision.kind, decision.why))
             if not decision.redacts:
@@ -195,7 +305,7 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
             report.regions_redacted += 1
             if work is None:
                 work = np.array(arr, copy=True)
-            redact_boxes(work, decision.blank, decision.keep, black)
+            redact_boxes(work, decision.blank, decision.keep, black, decision.lines)
             report.boxes.extend(decision.blank)
     if work is not None and not np.array_equal(work, arr):
         report.action = "cleaned"

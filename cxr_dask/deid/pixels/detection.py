@@ -298,3 +298,76 @@ def _region(arr: np.ndarray, box: Box, glyphs: int, height: int, upright: bool =
     low, high = np.percentile(crop, (1, 99))
     bright = bool(high - ground >= ground - low)
     return Region(x0, y0, x1, y1, bright=bright, glyphs=glyphs, line_height=max(1, height), vertical=upright)
+
+
+#: A blanked line hugs its glyphs: their strokes grown over ``GROW_CONTRAST`` (which takes
+#: in anti-aliasing) at detection scale (a block of up to 3 pixels), plus this many pixels.
+INK_PAD = 2
+
+
+def ink_boxes(arr: np.ndarray, box: Box, line_height: int, bright: bool, window: float | None = None) -> list[Box]:
+    """The text lines inside ``box`` boxed tight: what is blanked of a region judged text.
+
+    A candidate region is its glyphs padded by a quarter of its height, and a block of two
+    lines of unequal length is a rectangle: blanking it whole took up to a line's height
+    of anatomy below a name and the empty end of a short line (1.6% of a chest film with
+    a two-line banner; 0.9% of a CT scout). Here the glyphs are found again in the box as
+    the screen finds them (top-hat strokes at detection scale, grown over
+    ``GROW_CONTRAST``; the region's polarity, the other one only when it finds no glyph:
+    white text's dark "strokes" are the gaps between its lines, which joined a name to
+    the line under it), at most twice the line height (a bone or skull merged into the
+    region is left out), grouped into lines; a line needs one glyph with a stroke of
+    ``CONTRAST``, weak glyphs beside it (thin anti-aliased digits, punctuation) join it.
+    Each line's box is padded by ``INK_PAD`` and clipped to ``box``. Nothing found:
+    ``[box]`` (fail closed).
+    """
+    from scipy import ndimage
+
+    rows, columns = arr.shape
+    factor = max(1, math.ceil(max(rows, columns) / DETECTION_SIDE))
+    x0, y0, x1, y1 = box
+    margin = TOPHAT_SIZE * factor
+    cx0, cy0 = max(0, x0 - margin) // factor * factor, max(0, y0 - margin) // factor * factor
+    cx1 = min(columns, cx0 + -(-(min(columns, x1 + margin) - cx0) // factor) * factor)
+    cy1 = min(rows, cy0 + -(-(min(rows, y1 + margin) - cy0) // factor) * factor)
+    crop = arr[cy0:cy1, cx0:cx1]
+    if min(crop.shape) < factor:
+        return [box]
+    high, low = _pool(crop, factor)
+    if high.dtype.kind != "u":
+        high, low = high.astype(np.float32), low.astype(np.float32)
+    span = stroke_span(arr, window)
+    tallest = 2 * max(1, line_height) // factor + 2
+    found: list[Box] = []
+    strong: list[Box] = []
+    for glyph_bright in (bright, not bright):
+        if glyph_bright:
+            response = high - _dilate(_erode(high, TOPHAT_SIZE), TOPHAT_SIZE)
+        else:
+            response = _erode(_dilate(low, TOPHAT_SIZE), TOPHAT_SIZE) - low
+        labels, count = ndimage.label(response > GROW_CONTRAST * span, structure=np.ones((3, 3), dtype=bool))
+        if not count:
+            continue
+        peaks = np.bincount(labels[response >= CONTRAST * span], minlength=count + 1)
+        for index, sl in enumerate(ndimage.find_objects(labels), start=1):
+            if sl is None:
+                continue
+            ys, xs = sl
+            h, w = ys.stop - ys.start, xs.stop - xs.start
+            if h > tallest or w > 12 * max(h, tallest // 2) or (not peaks[index] and h * w < 4):
+                continue  # anatomy, a bar, or a speck of noise
+            full = (cx0 + xs.start * factor, cy0 + ys.start * factor, cx0 + xs.stop * factor, cy0 + ys.stop * factor)
+            if not (x0 <= (full[0] + full[2]) // 2 < x1 and y0 <= (full[1] + full[3]) // 2 < y1):
+                continue
+            found.append(full)
+            if peaks[index]:
+                strong.append(full)
+        if strong:  # the region's polarity found its glyphs: the other one holds their gaps
+            break
+    out: list[Box] = []
+    for (lx0, ly0, lx1, ly1), _count, _height in _group_lines(found):
+        if not any(_inside(s, (lx0, ly0, lx1, ly1)) for s in strong):
+            continue  # noise in the padding, or faint anatomy
+        pad = INK_PAD
+        out.append((max(x0, lx0 - pad), max(y0, ly0 - pad), min(x1, lx1 + pad), min(y1, ly1 + pad)))
+    return out or [box]

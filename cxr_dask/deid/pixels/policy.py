@@ -84,6 +84,9 @@ class Decision:
     why: str
     blank: tuple[Box, ...] = ()
     keep: tuple[Word, ...] = ()
+    #: how many of the first ``blank`` boxes are whole lines (allow-listed words inside
+    #: them are restored); the others are word boxes, black wherever a margin overlaps them
+    lines: int = 1
 
     @property
     def redacts(self) -> bool:
@@ -126,17 +129,24 @@ def decide(region: Region, words: list[Word], options: PixelOptions, shape: tupl
     return Decision("text", "words read", (box, *blank), tuple(w for w in words if w.allowed))
 
 
-def redact_boxes(arr: np.ndarray, boxes: tuple[Box, ...], keep: tuple[Word, ...], black: int) -> None:
+def with_ink(decision: Decision, lines: list[Box], words: list[Box]) -> Decision:
+    """``decision`` with its line and word boxes replaced by the text lines found in them
+    (``detection.ink_boxes``)."""
+    return dataclasses.replace(decision, blank=(*lines, *words), lines=len(lines))
+
+
+def redact_boxes(arr: np.ndarray, boxes: tuple[Box, ...], keep: tuple[Word, ...], black: int, lines: int = 1) -> None:
     """Black out ``boxes`` except the allow-listed words, restored from the original with
-    the margin of a blanked word (OCR boxes cut anti-aliased edges); the first box may be a
-    whole line, the others are words, which stay black wherever a margin overlaps them."""
+    the margin of a blanked word (OCR boxes cut anti-aliased edges); the first ``lines``
+    boxes may be whole lines, the others are words, which stay black wherever a margin
+    overlaps them."""
     kept = [word_box(w, arr.shape) for w in keep]
     original = [arr[y0:y1, x0:x1].copy() for x0, y0, x1, y1 in kept]
     for x0, y0, x1, y1 in boxes:
         arr[y0:y1, x0:x1] = black
     for (x0, y0, x1, y1), pixels in zip(kept, original, strict=True):
         arr[y0:y1, x0:x1] = pixels
-    for x0, y0, x1, y1 in boxes[1:] if keep else ():
+    for x0, y0, x1, y1 in boxes[lines:] if keep else ():
         arr[y0:y1, x0:x1] = black
 
 

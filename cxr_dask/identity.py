@@ -17,7 +17,7 @@ import secrets
 import uuid
 from collections.abc import Callable, ItemsView, Iterator, Mapping, ValuesView
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import pyarrow as pa
@@ -243,11 +243,15 @@ class KeyTable(Mapping[str, Any]):
 
 
 class _Items(ItemsView):
+    _mapping: KeyTable
+
     def __iter__(self) -> Iterator[tuple[str, Any]]:
         yield from self._mapping._iter_rows()
 
 
 class _Values(ValuesView):
+    _mapping: KeyTable
+
     def __iter__(self) -> Iterator[Any]:
         for _, value in self._mapping._iter_rows():
             yield value
@@ -339,7 +343,7 @@ class _Taken:
             return True
         if not len(self._existing):  # a first run: nothing minted before
             return False
-        at = int(np.searchsorted(self._existing, value))
+        at = int(np.searchsorted(self._existing, cast(int, value)))
         return at < len(self._existing) and int(self._existing[at]) == value
 
     def add(self, value: int) -> None:
@@ -591,22 +595,23 @@ def load_or_create_secret(private: Location) -> bytes:
 def load_crosswalk(private: Location, secret: bytes) -> IdentityMap:
     """The identity map persisted by earlier runs in PRIVATE (empty on the first run),
     as Arrow columns straight from the Parquet files."""
-    identity = IdentityMap(uid_key=secret)
     if not storage.exists(private, f"{CROSSWALK_DIR}/patients.parquet"):
-        return identity
+        return IdentityMap(uid_key=secret)
     patients = _read_table(private, "patients").cast(PATIENTS_SCHEMA)
     keys = pc.binary_join_element_wise(
         pc.fill_null(patients.column("issuer_of_patient_id"), ""), patients.column("patient_id"), _SEP
     )
-    identity.patients.append_columns(keys, [patients.column("subject_id"), patients.column("shift_days")])
-    identity.first_dates.append_columns(keys, [patients.column("first_date")])
+    patient_table, first_dates = _patients_table(), _first_dates_table()
+    patient_table.append_columns(keys, [patients.column("subject_id"), patients.column("shift_days")])
+    first_dates.append_columns(keys, [patients.column("first_date")])
     studies = _read_table(private, "studies").cast(STUDIES_SCHEMA)
-    identity.studies.append_columns(
-        studies.column("study_key"), [studies.column(n) for n in ("subject_id", "study_id")]
-    )
+    study_table = _studies_table()
+    study_table.append_columns(studies.column("study_key"), [studies.column(n) for n in ("subject_id", "study_id")])
     images = _read_table(private, "images").cast(IMAGES_SCHEMA)
+    image_table = _images_table()
     columns = [images.column(n) for n in ("dicom_id", "subject_id", "study_id")]
-    identity.images.append_columns(images.column("sop_instance_uid"), columns)
+    image_table.append_columns(images.column("sop_instance_uid"), columns)
+    identity = IdentityMap(secret, patient_table, first_dates, study_table, image_table)
     return identity.compact()
 
 

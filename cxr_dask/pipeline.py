@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import dask.bag as db
 import numpy as np
@@ -285,7 +285,7 @@ def _starts(n: int, cuts: Cuts) -> list[tuple[int, int]]:
         return [(start, min(cuts, n - start)) for start in range(0, n, cuts)]
     if sum(cuts) != n:
         raise ValueError(f"task sizes add up to {sum(cuts)}, not to the {n} items")
-    starts = np.concatenate([[0], np.cumsum(cuts[:-1], dtype=np.int64)]) if cuts else []
+    starts: Sequence[int] = np.concatenate([[0], np.cumsum(cuts[:-1], dtype=np.int64)]).tolist() if cuts else []
     return [(int(start), length) for start, length in zip(starts, cuts, strict=True)]
 
 
@@ -295,9 +295,9 @@ def partitions(items: list[T], cuts: Cuts) -> list[list[T]]:
 
 
 #: Pass 2's work: ``(key_index, key)`` items, or the same as the columns of an Arrow table.
-Work = list[Item] | pa.Table
+Work: TypeAlias = list[Item] | pa.Table
 #: One pass-2 task's share of the work: items, or their columns as Arrow IPC bytes.
-Chunk = list[Item] | bytes
+Chunk: TypeAlias = list[Item] | bytes
 
 
 def work_chunks(work: Work, cuts: Cuts) -> list[Chunk]:
@@ -305,7 +305,7 @@ def work_chunks(work: Work, cuts: Cuts) -> list[Chunk]:
     bytes, so the client's graph holds a few bytes a file instead of a tuple, an int and
     a string."""
     if isinstance(work, list):
-        return partitions(work, cuts)
+        return [*partitions(work, cuts)]
     return [_ipc_bytes(work.slice(start, length)) for start, length in _starts(work.num_rows, cuts)]
 
 

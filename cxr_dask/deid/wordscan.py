@@ -28,10 +28,10 @@ import struct
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import IO
+from typing import IO, cast
 
 from pydicom.charset import convert_encodings, default_encoding
-from pydicom.dataelem import RawDataElement, convert_raw_data_element, empty_value_for_VR
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element, empty_value_for_VR
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
@@ -73,7 +73,7 @@ _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _IMPLICIT = struct.Struct("<HHI")
 _EXPLICIT = struct.Struct("<HH2sH")
 _LONG = struct.Struct("<I")
-_MISSING = object()
+_MISSING = "\x00not cached"  # a str, so a cached role reads as str | None
 #: Bytes of an explicit VR element's header, per VR (PS3.5 7.1.2).
 _HEADER_SIZES = {vr: 12 if vr in vrs.LONG_LENGTH_CODES else 8 for vr in _VR_CODES}
 #: The role of a sequence inside which every string is identifying (``_IDENTIFYING_SEQUENCE``).
@@ -181,14 +181,14 @@ def _scan(data: bytes, complete: bool, size: int, tags: frozenset[int], options:
     return HeaderScan(words, walk.denied, dataset, header_end, deflated)
 
 
-def _file_meta(data: bytes) -> tuple[str, int, dict[BaseTag, RawDataElement]]:
+def _file_meta(data: bytes) -> tuple[str, int, dict[BaseTag, DataElement | RawDataElement]]:
     """(transfer syntax, offset of the data set, the file meta elements) of a Part 10 file."""
     if len(data) < _PREAMBLE + 4:
         raise _Short("preamble")
     if data[_PREAMBLE : _PREAMBLE + 4] != b"DICM":
         raise Unusual("no Part 10 header")
     pos, syntax = _PREAMBLE + 4, None
-    meta: dict[BaseTag, RawDataElement] = {}
+    meta: dict[BaseTag, DataElement | RawDataElement] = {}
     while True:
         if pos + 8 > len(data):
             raise _Short("file meta")
@@ -230,7 +230,7 @@ class _Walk:
         self.implicit = implicit
         self.complete = complete
         self.tags = tags
-        self.kept: dict[BaseTag, RawDataElement] = {}
+        self.kept: dict[BaseTag, DataElement | RawDataElement] = {}
         self.charset: str | list[str] = default_encoding
         self.decoded = False  # a value decoded with the character set known so far
         self.oversized = False  # a value with a role beyond MAX_VALUE_BYTES
@@ -363,7 +363,7 @@ class _Walk:
     def _keep(self, tag: int, vr: bytes | None, length: int, pos: int, start: int) -> None:
         """Keep a record's element (or the character set) as pydicom's reader yields it."""
         stored_vr = vr.decode("ascii") if vr is not None else None
-        value = self.data[pos : pos + length] if length else empty_value_for_VR(stored_vr, raw=True)
+        value = self.data[pos : pos + length] if length else cast(bytes | None, empty_value_for_VR(stored_vr, raw=True))
         raw = RawDataElement(BaseTag(tag), stored_vr, length, value, start, self.implicit, True)
         self.kept[raw.tag] = raw
         if tag == _CHARSET:

@@ -274,9 +274,9 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
         unread = [i for i, d in enumerate(decisions) if d.kind == "flagged" and regions[i] in read]
         if unread:
             flipped = [dataclasses.replace(regions[i], bright=not regions[i].bright) for i in unread]
-            for i, found in zip(unread, read_regions(arr, flipped, options, span), strict=True):
-                if 2 * sum(is_evidence(w) for w in found) >= len(found) > 0:
-                    decisions[i] = decide(regions[i], found, options, arr.shape)
+            for i, words_read in zip(unread, read_regions(arr, flipped, options, span), strict=True):
+                if 2 * sum(is_evidence(w) for w in words_read) >= len(words_read) > 0:
+                    decisions[i] = decide(regions[i], words_read, options, arr.shape)
             report.timings["ocr"] = time.perf_counter() - mark
         # the text detector sees horizontal lines; columns need words Tesseract reads
         flagged = [i for i, d in enumerate(decisions) if d.kind == "flagged" and not regions[i].vertical]

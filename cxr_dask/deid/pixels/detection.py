@@ -165,8 +165,12 @@ def detect(arr: np.ndarray, window: float | None = None, dense: bool = False) ->
     for items, upright in ((lines, False), (vertical, True)):
         for (x0, y0, x1, y1), count, height in items:
             pad = max(2, ((x1 - x0) if upright else (y1 - y0)) // 4)
-            box = (max(0, (x0 - pad) * factor), max(0, (y0 - pad) * factor))
-            box += (min(columns, (x1 + pad) * factor), min(rows, (y1 + pad) * factor))
+            box = (
+                max(0, (x0 - pad) * factor),
+                max(0, (y0 - pad) * factor),
+                min(columns, (x1 + pad) * factor),
+                min(rows, (y1 + pad) * factor),
+            )
             padded.append((box, count, height * factor, upright))
     # a line of weak components only (noise on a ridge, a ramp at the border) is no text
     centres = [((x0 + x1) * factor // 2, (y0 + y1) * factor // 2) for x0, y0, x1, y1 in sure]

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import resource
 import shutil
@@ -202,6 +203,11 @@ def run(root: Path, repeats: int) -> dict[str, Any]:
     return result
 
 
+def _throughput(corpus: str, files: int, mb: float, what: str, wall: float, **ratio: Any) -> dict[str, Any]:
+    """A row of files/s and MB/s over ``wall`` seconds (and a ratio and target, if given)."""
+    return {"section": "whole", "corpus": corpus, "what": what, "files_s": files / wall, "mb_s": mb / wall, **ratio}
+
+
 def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for name, data in result["corpora"].items():
@@ -213,59 +219,29 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             out.append({"section": "whole", "corpus": name, "what": "bare loop s: wall / CPU", "value": value})
             continue
         corpus = f"{name} ({files} files, {mb:,.0f} MB)"
-        out.append(
-            {
-                "section": "whole",
-                "corpus": corpus,
-                "what": "bare loop (a python process)",
-                "files_s": files / seconds["bare"],
-                "mb_s": mb / seconds["bare"],
-            }
-        )
+
+        throughput = functools.partial(_throughput, corpus, files, mb)
+        target = TARGET_WHOLE_LARGE if name == "films" else None
         one = seconds["1 worker"]
-        out.append(
-            {
-                "section": "whole",
-                "corpus": corpus,
-                "what": "cxr-dask run, 1 worker",
-                "files_s": files / one,
-                "mb_s": mb / one,
-                "ratio": seconds["bare"] / one,
-                "target": TARGET_WHOLE_LARGE if name == "films" else None,
-            }
-        )
+        out.append(throughput("bare loop (a python process)", seconds["bare"]))
+        out.append(throughput("cxr-dask run, 1 worker", one, ratio=seconds["bare"] / one, target=target))
+        cpu_ratio = seconds["bare cpu"] / seconds["1 worker cpu"]
         out.append(
             {
                 "section": "whole",
                 "corpus": corpus,
                 "what": "same, by CPU time (load-proof)",
-                "ratio": seconds["bare cpu"] / seconds["1 worker cpu"],
-                "target": TARGET_WHOLE_LARGE if name == "films" else None,
+                "ratio": cpu_ratio,
+                "target": target,
             }
         )
         if "2 workers" in seconds:
-            two = seconds["2 workers"]
+            two, ceiling = seconds["2 workers"], seconds["bare x2"]
+            out.append(throughput("cxr-dask run, 2 workers (x 1)", two, ratio=one / two, target=TARGET_TWO_WORKERS))
             out.append(
-                {
-                    "section": "whole",
-                    "corpus": corpus,
-                    "what": "cxr-dask run, 2 workers (x 1)",
-                    "files_s": files / two,
-                    "mb_s": mb / two,
-                    "ratio": one / two,
-                    "target": TARGET_TWO_WORKERS,
-                }
-            )
-            out.append(
-                {
-                    "section": "whole",
-                    "corpus": corpus,
-                    "what": "bare loop, 2 processes (x 1): the ceiling",
-                    "files_s": files / seconds["bare x2"],
-                    "mb_s": mb / seconds["bare x2"],
-                    "ratio": seconds["bare"] / seconds["bare x2"],
-                    "target": None,
-                }
+                throughput(
+                    "bare loop, 2 processes (x 1): the ceiling", ceiling, ratio=seconds["bare"] / ceiling, target=None
+                )
             )
     p = result["pass2"]
     corpus = f"large ({p['files']} files, 15 MB)"

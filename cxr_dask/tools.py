@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cxr_dask._tesseract_server import ANSWER, READY, REQUEST
+
 
 class ToolFailure(RuntimeError):
     """A tool that could not do its job; ``kind`` is missing, unstartable, timeout or failed."""
@@ -86,9 +88,7 @@ def tesseract(image: np.ndarray, args: Sequence[str], timeout: float, command: s
 
 #: Counts of what ``tesseract`` did in this process: engine starts, engine reads, command runs.
 STATS = {"engine_starts": 0, "engine_reads": 0, "command_runs": 0}
-_SERVER = Path(__file__).with_name("_tesseract_server.py")
-_REQUEST = struct.Struct("<4siii")
-_ANSWER = struct.Struct("<ii")
+_SERVER = Path(__file__).with_name("_tesseract_server.py")  # run as a script: python -I
 #: Seconds an engine may take to load its model before the command is used instead.
 ENGINE_START_TIMEOUT = 60.0
 _local = threading.local()
@@ -134,7 +134,7 @@ class _Engine:
 
     def ready(self) -> bool:
         try:
-            if self._receive(5, time.monotonic() + ENGINE_START_TIMEOUT) == b"READY":
+            if self._receive(len(READY), time.monotonic() + ENGINE_START_TIMEOUT) == READY:
                 return True
         except ToolFailure:
             pass
@@ -163,9 +163,9 @@ class _Engine:
         try:
             height, width = image.shape
             assert self.process.stdin is not None
-            self.process.stdin.write(_REQUEST.pack(output, psm, width, height) + image.tobytes())
+            self.process.stdin.write(REQUEST.pack(output, psm, width, height) + image.tobytes())
             self.process.stdin.flush()
-            status, length = _ANSWER.unpack(self._receive(_ANSWER.size, deadline))
+            status, length = ANSWER.unpack(self._receive(ANSWER.size, deadline))
             text = self._receive(length, deadline) if length else b""
         except ToolFailure as failure:
             self.close()

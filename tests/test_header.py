@@ -547,3 +547,17 @@ def test_a_coded_value_holding_the_patient_s_name_or_id_goes_with_its_item() -> 
     assert "CodeValue" not in out
     assert b"QUIXBURY" not in data.upper() and b"99887766" not in data
     assert out.ProcedureCodeSequence[0].CodeValue == "CXR2V"  # no phrase in it: kept verbatim
+
+
+def test_every_coded_value_kind_holding_the_patient_s_name_goes() -> None:
+    """Not only CodeValue: the scheme, its version, the context and the mapping resource
+    are kept verbatim too, and each can hold a name (found by fuzzing: a top-level
+    CodingSchemeDesignator "qaaaaa aaa" kept a patient called Qaaaaa)."""
+    ds = make_dx()
+    ds.AnatomicRegionSequence = Sequence([code("T-D3000", "QUIXBURY", "Chest"), code("T-D3000", "SRT", "Chest")])
+    ds.CodingSchemeDesignator = "quixbury aaa"
+    ds.ContextIdentifier = "ZELPHINE"
+    out, data, _ = deidentify(ds)
+    assert [item.CodingSchemeDesignator for item in out.AnatomicRegionSequence] == ["SRT"]
+    assert "CodingSchemeDesignator" not in out and "ContextIdentifier" not in out
+    assert b"QUIXBURY" not in data.upper() and b"ZELPHINE" not in data.upper()

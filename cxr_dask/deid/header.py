@@ -1307,8 +1307,8 @@ class _Walker:
             if action is Action.KEEP and vr != "SQ":
                 if vr in _SYNTAX_VRS:
                     self.check_kept(ds, tag, vr, raw)
-                elif tag in _CODE_VALUES and vr in vrs.TEXT and profile.options.clean_descriptors:
-                    self.to_clean.append((ds, tag))  # looked at whole (``drop_code``)
+                elif vr in vrs.TEXT and profile.options.clean_descriptors and tag in _verbatim_tags():
+                    self.to_clean.append((ds, tag))  # a coded value: looked at whole (``drop_code``)
                     self.codes.add((id(ds), tag))
                 continue  # the common case, without a call
             self.apply(ds, tag, vr, action, depth)
@@ -1567,6 +1567,15 @@ def _lowered(element: DataElement | RawDataElement | None, ascii_only: bool) -> 
 
 
 _CODE_VALUES = (0x00080100, 0x00080119, 0x00080120)  # CodeValue, LongCodeValue, URNCodeValue
+
+
+@lru_cache(maxsize=1)
+def _verbatim_tags() -> frozenset[int]:
+    """The keep-list's coded values (kept verbatim, not cleaned): CodeValue and its kin,
+    CodingSchemeDesignator, CodingSchemeVersion, ContextIdentifier, MappingResource."""
+    return frozenset(tag for tag, kept in load_keep_list().items() if kept.verbatim)
+
+
 _CODING_SCHEME = 0x00080102
 _CODE_TAGS = frozenset({*_CODE_VALUES, _CODING_SCHEME})
 

@@ -334,16 +334,21 @@ def test_dates_that_would_land_outside_2100_2200_are_not_kept() -> None:
         (0x00280030, "LO", "Smithers", False),  # PixelSpacing (not in the table) as free text
         (0x00080070, "PN", "Smithers^Wally", False),  # Manufacturer as a name
         (0x00280106, "SS", 0, True),  # "US or SS": either is the attribute's own VR
+        (0x00180050, "DA", "19470312", False),  # SliceThickness holding a date: a valid DS too
+        (0x00180050, "DT", "19470312", False),
+        (0x00180050, "DS", "19470312", True),  # stored as a number, it is judged as one
     ],
 )
 def test_value_whose_vr_contradicts_the_dictionary_is_not_kept(tag: int, vr: str, value: object, kept: bool) -> None:
-    """Found by fuzzing: the attribute's rule (keep a time) must not keep a name."""
+    """Found by fuzzing: the attribute's rule (keep a time, or a number) must not keep a
+    name or a date."""
     from pydicom.dataelem import DataElement
 
     ds = make_dx()
     ds[tag] = DataElement(tag, vr, value)
     out, data, _ = deidentify(ds)
     assert b"smithers" not in data.lower()
+    assert (b"19470312" in data) == (value == "19470312" and kept)
     assert (tag in out and out[tag].value not in ("", None)) == kept
 
 

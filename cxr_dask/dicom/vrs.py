@@ -19,6 +19,9 @@ FREE_TEXT = frozenset({"ST", "LT", "UT"})
 #: Strings always in the default repertoire, whatever SpecificCharacterSet says (pydicom
 #: writes them with ``write_string``; DS, IS and UR have writers of their own).
 DEFAULT_CHARSET_STRINGS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI"})
+#: VRs whose values are a person or a date by their nature: a value stored under one of
+#: them stays identifying whatever attribute holds it (a date written into SliceThickness).
+IDENTIFYING = frozenset({"PN", "DA", "DT"})
 #: VRs with a 32-bit length in explicit VR (two reserved bytes after the VR).
 LONG_LENGTH = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
 #: ``LONG_LENGTH`` as the VR bytes a raw stream holds.

@@ -12,17 +12,24 @@ token planted into a kept descriptor must be cleaned out. Tracked values start w
 ``q``; values of kept attributes are drawn from an alphabet without ``q``, so a kept
 value can never contain a tracked one by chance. A QuarantineError is an acceptable
 outcome; any other exception fails.
+
+In the suite the draws are derandomized (the same examples every run). ``make bench``'s
+``fuzz_header`` runs the same properties longer, from other seeds: ``CXR_FUZZ_SEED`` picks
+a seed and ``CXR_FUZZ_EXAMPLES`` the number of examples of the leak property.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import pydicom
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from pydicom.datadict import DicomDictionary, dictionary_has_tag, dictionary_VR, repeater_has_tag
 from pydicom.dataelem import DataElement
@@ -44,6 +51,27 @@ IDENTITY = FileIdentity(
 )
 UID_ROOT = "1.2.826.0.1.3680043.8.498."
 REMAPPED = re.compile(rb"2\.25\.\d+")
+Test = TypeVar("Test", bound=Callable[..., Any])
+#: A longer run from another seed (bench/fuzz_header.py); unset, the suite's fixed draws.
+SEED = os.environ.get("CXR_FUZZ_SEED")
+EXAMPLES = int(os.environ.get("CXR_FUZZ_EXAMPLES", "400"))
+
+
+def fuzz_settings(max_examples: int) -> settings:
+    """The suite's derandomized settings, or a seeded longer run's."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=SEED is None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+
+
+def seeded(test: Test) -> Test:
+    """Hypothesis's ``@seed`` when ``CXR_FUZZ_SEED`` is set."""
+    return test if SEED is None else seed(int(SEED))(test)
+
 
 #: Attributes the base dataset sets; random elements never overwrite them at top level.
 BASE = frozenset(
@@ -297,13 +325,8 @@ def test_random_headers_never_leak_and_never_crash() -> None:
     walk, not the quarantine (one whose inputs were all quarantined would prove nothing)."""
     outcomes = Counter()
 
-    @settings(
-        max_examples=400,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+    @seeded
+    @fuzz_settings(EXAMPLES)
     @given(dicom_file())
     @quiet_pydicom()
     def never_leaks(generated: tuple[bytes, Plan]) -> None:
@@ -319,7 +342,8 @@ def test_random_headers_never_leak_and_never_crash() -> None:
     assert outcomes["written"] > outcomes["quarantined"], outcomes
 
 
-@settings(max_examples=200, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@seeded
+@fuzz_settings(EXAMPLES // 2)
 @given(dicom_file(), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=8))
 @quiet_pydicom()
 def test_corrupted_bytes_are_quarantined_or_deidentified_never_crash(

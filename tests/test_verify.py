@@ -42,6 +42,7 @@ FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
 KNEE_PATIENT = ("KNEE^ROBERT", "MRN70000001")  # a surname that is a body part (and a cleaner stop word)
 GE_PATIENT = ("VALDEZ^MARISOL", "MRN70000002")  # treated at an institution named like a manufacturer
 SHORT_PATIENT = ("NG^AMY", "MRN70000003")  # name parts too short to search alone: only renderings
+VENDOR_PATIENT = ("ORTEGA^LUCIA", "MRN70000004")  # a private product id inside the kept model name
 
 
 def _clone(source: Path, target: Path, name: str, patient_id: str, change: Callable | None = None) -> None:
@@ -85,10 +86,16 @@ def mixed(client, tmp_path_factory) -> dict:
     _clone(film, raw / "special" / "knee_patient.dcm", *KNEE_PATIENT)
     _clone(film, raw / "special" / "ge_patient.dcm", *GE_PATIENT, ge_institution)
     _clone(film, raw / "special" / "short_name.dcm", *SHORT_PATIENT)
+
+    def vendor_private_block(ds):  # as GE's MR files: ProductId SIGNA, model GENESIS_SIGNA
+        ds.ManufacturerModelName = "GENESIS_SIGNA"
+        ds.private_block(0x0009, "GEMS_IDEN_01", create=True).add_new(0x04, "SH", "SIGNA")
+
+    _clone(film, raw / "special" / "vendor_private.dcm", *VENDOR_PATIENT, vendor_private_block)
     workspace = {"input": raw, "output": base / "dataset", "private": base / "private", "corpus": corpus}
     config = RunConfig(str(raw), str(workspace["output"]), str(workspace["private"]), progress=False)
     summary = pipeline.run(client, config)
-    assert summary.written >= len(corpus.images) + 4
+    assert summary.written >= len(corpus.images) + 5
     return workspace
 
 
@@ -131,6 +138,8 @@ def test_clean_mixed_run_has_zero_findings_and_notes_explain_coincidences(mixed,
     ct = output_of(mixed, mixed["output"], pydicom.dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID)
     if pydicom.dcmread(ct, stop_before_pixels=True).get("Manufacturer") == "GE MEDICAL SYSTEMS":
         assert any(n.attribute == "Manufacturer" and n.category == "place" for n in report.notes)
+    # a private value (ProductId SIGNA) inside the model name the input held there: a note
+    assert any(n.attribute == "ManufacturerModelName" and n.category == "private" for n in report.notes)
 
     report_file = tmp_path / "report.json"  # the locations and the JSON report from the run's config file
     settings = tmp_path / "run.toml"

@@ -439,15 +439,18 @@ class Audit:
     ) -> None:
         """A finding, or a note when the hit is another patient's value that this file's input held here."""
         own = record is not None and record.patient_code in needle.patients
-        place = needle.category == "place" and held_as in EQUIPMENT_KEYWORDS
-        if own and place and record is not None and held_as is not None and record.holds(held_as, text):
+        # a place (an institution named like its vendor) or a private value (a product id
+        # inside the model name) that is also the equipment's name the input held there
+        vendor = needle.category in ("place", "private") and held_as in EQUIPMENT_KEYWORDS
+        if own and vendor and record is not None and held_as is not None and record.holds(held_as, text):
+            what = "a place name" if needle.category == "place" else "a private value"
             self.note(
                 "coincidence",
                 path,
                 attribute,
                 needle.category,
                 needle.index,
-                f"a place name of this patient's that is also the vendor's name its input held in {held_as}",
+                f"{what} of this patient's that is also the vendor's name its input held in {held_as}",
             )
         elif own:
             self.add(kind, path, attribute, needle.category, needle.index, "identifies this output's own patient")

@@ -89,6 +89,7 @@ def mixed(client, tmp_path_factory) -> dict:
 
     def vendor_private_block(ds):  # as GE's MR files: ProductId SIGNA, model GENESIS_SIGNA
         ds.ManufacturerModelName = "GENESIS_SIGNA"
+        ds.SoftwareVersions = "1.0.3.37"  # a version shaped like an IP address (Agfa's)
         ds.private_block(0x0009, "GEMS_IDEN_01", create=True).add_new(0x04, "SH", "SIGNA")
 
     _clone(film, raw / "special" / "vendor_private.dcm", *VENDOR_PATIENT, vendor_private_block)
@@ -252,6 +253,9 @@ PLANTED = {
     "parquet_cell": (parquet_cell, "phi_in_parquet", "mrn"),
     "file_name": (file_name, "phi_in_name", "name"),
     "folder_name": (folder_name, "phi_in_name", "accession"),
+    # HIPAA's identifier shapes in kept free text, whatever the inputs held
+    "ip_address": (_plant_in_synth(lambda _: "10.21.4.117"), "identifier_pattern", "ip_address"),
+    "telephone": (_plant_in_synth(lambda _: "(617) 555-0142"), "identifier_pattern", "telephone"),
 }
 
 

@@ -70,7 +70,13 @@ from cxr_dask.storage import Location
 from cxr_dask.verify import pixels
 from cxr_dask.verify.needles import Needle, Needles, digest
 from cxr_dask.verify.pixels import OcrFailure, OcrSettings
-from cxr_dask.verify.vocabulary import EQUIPMENT_KEYWORDS, IDENTIFIER_PATTERNS, TEXT_VRS, is_identifying
+from cxr_dask.verify.vocabulary import (
+    EQUIPMENT_KEYWORDS,
+    IDENTIFIER_PATTERNS,
+    SHAPES_OF_VALUE,
+    TEXT_VRS,
+    is_identifying,
+)
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -590,6 +596,8 @@ def check_dicom(audit: Audit, path: str, data: bytes, shared: Shared) -> None:
             audit.search("phi_in_element", path, name, value, local, record, keyword)
             if elem.VR in vrs.TEXT:
                 for pattern, regex in IDENTIFIER_PATTERNS.items():
+                    if pattern in SHAPES_OF_VALUE.get(keyword or "", ()):
+                        continue  # the attribute's own syntax, not an identifier (version 1.0.3.37)
                     if regex.search(value):
                         audit.add("identifier_pattern", path, name, pattern, reason=f"free text holds a {pattern}")
         seen |= local

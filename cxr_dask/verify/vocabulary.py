@@ -177,6 +177,9 @@ IDENTIFIER_PATTERNS = {
     "url": re.compile(r"(?i)\b(?:https?://|www\.)\S+"),
     "ip_address": re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])"),
 }
+#: Attributes whose ordinary values have an identifier's shape: a software version
+#: written as four dotted numbers (Agfa's "1.0.3.37") is not an IP address.
+SHAPES_OF_VALUE = {"SoftwareVersions": frozenset({"ip_address"})}
 
 
 def is_identifying(keyword: str) -> bool:

@@ -11,12 +11,12 @@ import pydicom
 import pydicom.config
 import pytest
 from distributed import Client
+from dx_header import make_dx, to_bytes
 
 from cxr_dask import cluster, inventory
 from cxr_dask.config import RunConfig
 from cxr_dask.privacy import quiet_pydicom
 from cxr_dask.storage import Location
-from tests.dx_header import make_dx, to_bytes
 
 BAD_DATE = "19xx0316"
 

@@ -313,7 +313,11 @@ def deidentify(data: bytes) -> bytes | None:
 def leaks(output: bytes, plan: Plan) -> list[str]:
     ds = pydicom.dcmread(io.BytesIO(output))
     texts = [REMAPPED.sub(b"2.25.X", output).lower().decode("latin-1")]
-    for elem in [*ds.file_meta, *ds.iterall()]:
+    try:
+        elements = [*ds.file_meta, *ds.iterall()]
+    except AttributeError:  # an ambiguous VR pydicom cannot resolve (LUTData without its
+        elements = []  # LUTDescriptor, implicit VR): the input had it too; the bytes stand
+    for elem in elements:
         if elem.VR != "SQ":
             value = elem.value.decode("latin-1") if isinstance(elem.value, bytes) else str(elem.value)
             texts.append(re.sub(r"2\.25\.\d+", "2.25.X", value).lower())

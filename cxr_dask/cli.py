@@ -236,22 +236,10 @@ def command_verify(args: argparse.Namespace) -> int:
     settings, options = config.settings, config.storage_options
     locations = (Location(config.input, options), Location(config.output, options), Location(config.private, options))
     ocr = OcrSettings(command=settings.ocr_command, timeout=settings.ocr_timeout)
-    if settings.workers or settings.scheduler:
-        from cxr_dask import cluster
-        from cxr_dask.config import RunConfig
+    if settings.on_cluster:
+        from cxr_dask.pipeline_verify import verify_on_cluster
 
-        cluster_settings = RunConfig(
-            config.input,
-            config.output,
-            config.private,
-            workers=settings.workers or 2,
-            threads_per_worker=settings.threads_per_worker,
-            scheduler=settings.scheduler,
-            dashboard_address=None,
-            progress=False,
-        )
-        with cluster.connect(cluster_settings) as client:
-            report = verify(*locations, ocr=ocr, client=client, partition_size=settings.partition_size)
+        report = verify_on_cluster(settings.cluster, *locations, ocr=ocr, partition_size=settings.partition_size)
     else:
         report = verify(*locations, ocr=ocr)
     print("\n".join(report.lines(settings.max_listed)), flush=True)

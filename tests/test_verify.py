@@ -27,6 +27,7 @@ from cxr_dask.config import RunConfig
 from cxr_dask.dicom.dates import date_renderings
 from cxr_dask.dicom.layout import image_path
 from cxr_dask.identity import load_crosswalk
+from cxr_dask.pipeline_verify import verify_on
 from cxr_dask.storage import Location
 from cxr_dask.testing.synth import synthesize
 from cxr_dask.verify import OcrSettings, verify
@@ -342,7 +343,7 @@ def test_distributed_verify_finds_what_the_local_one_finds(mixed, client, tmp_pa
     PLANTED["mrn"][0](mixed, output)
     private_element(mixed, output)
     local = verify(*locations(mixed, output), ocr=None)
-    distributed = verify(*locations(mixed, output), ocr=None, client=client, partition_size=5)
+    distributed = verify_on(client, *locations(mixed, output), ocr=None, partition_size=5)
     assert {f.kind for f in local.findings} == {"phi_in_element", "private_element"}
     assert sorted(distributed.findings, key=repr) == sorted(local.findings, key=repr)
     assert sorted(distributed.notes, key=repr) == sorted(local.notes, key=repr)

@@ -423,3 +423,15 @@ def test_export_mappings_writes_what_the_midi_b_validator_reads(mixed, tmp_path,
     elsewhere = tmp_path / "elsewhere"
     args = ["export-mappings", str(mixed["private"]), str(elsewhere), "--output", str(elsewhere.parent)]
     assert cli.main(args) == 2
+
+
+def test_graphs_are_built_only_by_the_orchestration_modules():
+    """verify's checks are plain functions: its bag tasks are built in ``pipeline_verify``."""
+    import re
+
+    import cxr_dask
+
+    root = Path(cxr_dask.__file__).parent
+    builds = re.compile(r"dask\.bag|dask\.delayed|\.compute\(|\.submit\(|from_sequence|\.map_partitions\(")
+    found = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if builds.search(p.read_text()))
+    assert found == ["pipeline.py", "pipeline_verify.py"]

@@ -68,7 +68,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 class PrivateLock:
-    """The lease on one PRIVATE location; use as a context manager or through ``hold``."""
+    """The lease on one PRIVATE location; use as a context manager, or through ``RunClaim`` for a run."""
 
     def __init__(
         self,

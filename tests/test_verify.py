@@ -348,6 +348,11 @@ def test_distributed_verify_finds_what_the_local_one_finds(mixed, client, tmp_pa
     assert sorted(distributed.findings, key=repr) == sorted(local.findings, key=repr)
     assert sorted(distributed.notes, key=repr) == sorted(local.notes, key=repr)
     assert (distributed.inputs_read, distributed.outputs) == (local.inputs_read, local.outputs)
+    # the command on a given scheduler (``VerifySettings.cluster``), OCR included: the same findings
+    report_file = tmp_path / "on-cluster.json"
+    places = [str(mixed["input"]), str(output), "--private", str(mixed["private"])]
+    assert cli.main(["verify", *places, "--scheduler", client.scheduler.address, "--json", str(report_file)]) == 1
+    assert json.loads(report_file.read_text())["counts"]["findings"] == local.counts()
 
 
 def test_pixel_containers_are_searched_and_flagged(mixed, tmp_path):

@@ -165,20 +165,20 @@ def _execute(config: RunConfig, ends_process: bool = False) -> int:
     # journal (an unfinished run of other locations refuses, and stops them again).
     storage.check_locations(config.input_location, config.output_location, config.private_location)
     with (
-        lock.hold(config.private_location),
-        cluster.Starting(config, preload=cluster.WORKER_PRELOAD) as starting,
+        lock.RunClaim(config.private_location, config.input, config.output) as claim,
+        cluster.Starting(config.cluster, preload=cluster.WORKER_PRELOAD) as starting,
     ):
         # pyarrow (~0.2 s) after the workers started spawning, not before
         cluster.arrow_without_pandas()  # the CLI's process is the client: it holds only Arrow columns
-        from cxr_dask import journal, pipeline
+        from cxr_dask import pipeline
 
-        journal.refuse_other_unfinished(config.private_location, config.input, config.output)
+        claim.check()
         client = starting.client(workers=1)  # pass 1 starts on the first worker up
         if ends_process:
             starting.leave_to_exit()
         print(f"dashboard: {client.dashboard_link}", flush=True)
         with _performance_report(config.report, config.storage_options):
-            summary = pipeline.run(client, config)
+            summary = pipeline.run(client, config, claim)
     print("\n".join(summary.lines()), flush=True)
     if config.report:
         print(f"performance report: {config.report}", flush=True)
@@ -236,22 +236,10 @@ def command_verify(args: argparse.Namespace) -> int:
     settings, options = config.settings, config.storage_options
     locations = (Location(config.input, options), Location(config.output, options), Location(config.private, options))
     ocr = OcrSettings(command=settings.ocr_command, timeout=settings.ocr_timeout)
-    if settings.workers or settings.scheduler:
-        from cxr_dask import cluster
-        from cxr_dask.config import RunConfig
+    if settings.on_cluster:
+        from cxr_dask.pipeline_verify import verify_on_cluster
 
-        cluster_settings = RunConfig(
-            config.input,
-            config.output,
-            config.private,
-            workers=settings.workers or 2,
-            threads_per_worker=settings.threads_per_worker,
-            scheduler=settings.scheduler,
-            dashboard_address=None,
-            progress=False,
-        )
-        with cluster.connect(cluster_settings) as client:
-            report = verify(*locations, ocr=ocr, client=client, partition_size=settings.partition_size)
+        report = verify_on_cluster(settings.cluster, *locations, ocr=ocr, partition_size=settings.partition_size)
     else:
         report = verify(*locations, ocr=ocr)
     print("\n".join(report.lines(settings.max_listed)), flush=True)

@@ -19,7 +19,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.utils import sync
 from tornado import web
 
-from cxr_dask.config import RunConfig
+from cxr_dask.config import ClusterSettings, RunConfig
 from cxr_dask.privacy import QUIET_PLUGIN, QuietPydicom
 
 #: What distributed's own configuration sets for every worker it spawns. Setting any of
@@ -181,7 +181,9 @@ class _Arrivals(SchedulerPlugin):
             self.changed.notify_all()
 
 
-def _local_cluster(config: RunConfig, preload: tuple[str, ...] = (), arrivals: _Arrivals | None = None) -> LocalCluster:
+def _local_cluster(
+    config: ClusterSettings, preload: tuple[str, ...] = (), arrivals: _Arrivals | None = None
+) -> LocalCluster:
     """The run's LocalCluster, its dashboard connected when it is first visited.
 
     distributed imports the dashboard (bokeh, ~0.4 s of CPU) as the scheduler starts,
@@ -226,13 +228,13 @@ async def _connect_dashboard(scheduler: Scheduler) -> None:
 
 
 @contextmanager
-def connect(config: RunConfig) -> Iterator[Client]:
-    """A client for the run: ``--scheduler`` if given, else a LocalCluster of processes.
+def connect(settings: ClusterSettings | RunConfig) -> Iterator[Client]:
+    """A client for a command: ``settings.scheduler`` if given, else a LocalCluster of processes.
 
     Worker processes (not threads) because pydicom and the pixel work hold the GIL; they
-    are spawned with ``worker_environ()``.
+    are spawned with ``worker_environ()``. A ``RunConfig`` stands for its ``.cluster``.
     """
-    with Starting(config) as starting:
+    with Starting(settings) as starting:
         yield starting.client()
 
 
@@ -248,8 +250,9 @@ class Starting:
     by ``--scheduler`` gets its workers' settings back at the end.
     """
 
-    def __init__(self, config: RunConfig, preload: tuple[str, ...] = ()) -> None:
-        self.config = config
+    def __init__(self, settings: ClusterSettings | RunConfig, preload: tuple[str, ...] = ()) -> None:
+        config = settings.cluster if isinstance(settings, RunConfig) else settings
+        self.config = config  # what the cluster reads, never a command's locations
         self._cluster: LocalCluster | None = None
         self._client: Client | None = None
         self._error: BaseException | None = None

@@ -33,6 +33,28 @@ _LOCATION = "fsspec URL or local path of the {}; the command's argument wins"
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """Where a command's Dask work runs: what ``cluster.connect`` and ``cluster.Starting`` read.
+
+    Built from ``run``'s settings (``RunConfig.cluster``) or ``verify``'s
+    (``VerifySettings.cluster``), so the cluster needs neither command's locations.
+    """
+
+    #: Address of an existing scheduler; None starts a LocalCluster of the settings below.
+    scheduler: str | None = None
+    workers: int = 2
+    threads_per_worker: int = 1
+    memory_limit: str = "auto"
+    #: Where the LocalCluster serves its dashboard; None serves none.
+    dashboard_address: str | None = ":8787"
+
+    def __post_init__(self) -> None:
+        for name in ("workers", "threads_per_worker"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """What ``cxr-dask run`` needs; locations are fsspec URLs or local paths."""
 
@@ -78,6 +100,17 @@ class RunConfig:
         if self.retries < 0:
             raise ConfigError("retries must be 0 or more")
         self.check_locations()
+
+    @property
+    def cluster(self) -> ClusterSettings:
+        """The run's cluster: a LocalCluster of ``workers``, or ``scheduler``'s."""
+        return ClusterSettings(
+            scheduler=self.scheduler,
+            workers=self.workers,
+            threads_per_worker=self.threads_per_worker,
+            memory_limit=self.memory_limit,
+            dashboard_address=self.dashboard_address,
+        )
 
     @property
     def input_location(self) -> Location:
@@ -145,8 +178,9 @@ def last_wave_split(n_files: int, size: int, n_threads: int) -> list[int]:
 class VerifySettings:
     """``[verify]``: how ``cxr-dask verify`` reads (its locations are the run's: the same file serves both).
 
-    Here rather than in ``cxr_dask.verify``, whose import (its Dask graphs) would cost
-    every ``run`` client ~13 MB; ``ocr_command`` and ``ocr_timeout`` feed ``verify.OcrSettings``.
+    Here rather than in ``cxr_dask.verify``, whose import (its checks and vocabularies)
+    would cost every ``run`` client ~11 MB of peak RSS on top of the pipeline's;
+    ``ocr_command`` and ``ocr_timeout`` feed ``verify.OcrSettings``.
     """
 
     max_listed: int = field(default=50, metadata=doc("findings listed (`--max-listed`)", minimum=1))
@@ -160,6 +194,21 @@ class VerifySettings:
     json: str | None = field(default=None, metadata=doc("also write the report as JSON to this file (`--json`)"))
     ocr_command: str = field(default="tesseract", metadata=doc("the Tesseract command the pixel check runs"))
     ocr_timeout: float = field(default=60.0, metadata=doc("seconds allowed for one OCR call", minimum=1))
+
+    @property
+    def on_cluster(self) -> bool:
+        """Whether verify reads on Dask (``workers`` or ``scheduler`` set) rather than in this process."""
+        return bool(self.workers or self.scheduler)
+
+    @property
+    def cluster(self) -> ClusterSettings:
+        """Verify's cluster: ``scheduler``'s, else a LocalCluster of ``workers`` (2 unset), no dashboard."""
+        return ClusterSettings(
+            scheduler=self.scheduler,
+            workers=self.workers or 2,
+            threads_per_worker=self.threads_per_worker,
+            dashboard_address=None,
+        )
 
 
 #: The tables of a config file and the dataclass whose fields are each one's keys. A

@@ -7,6 +7,10 @@ allows it (``O_EXCL`` locally, ``If-None-Match`` on S3) and read back to confirm
 holder refreshes a heartbeat; a lock whose holder is gone (a dead pid on this host, or no
 heartbeat for ``lease_seconds`` on any host) is stale and taken over, so rerunning the
 command of a killed run resumes it without manual clean-up.
+
+``RunClaim`` is the one place a run takes the lock and the journal's unfinished-run
+check: the CLI opens it before its workers start (a refused run costs no cluster) and
+hands it to ``pipeline.run``; a script calling ``pipeline.run`` alone gets one there.
 """
 
 from __future__ import annotations
@@ -18,22 +22,21 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from cxr_dask import storage
 from cxr_dask.errors import ConfigError
 from cxr_dask.storage import Location
+
+if TYPE_CHECKING:
+    from cxr_dask.journal import RunJournal
 
 log = logging.getLogger(__name__)
 
 LOCK_KEY = "run.lock"
 LEASE_SECONDS = 600.0
 HEARTBEAT_SECONDS = 60.0
-
-#: Locks this process holds, by private root: ``hold`` is re-entrant.
-_HELD: dict[str, PrivateLock] = {}
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 class PrivateLock:
-    """The lease on one PRIVATE location; use as a context manager or through ``hold``."""
+    """The lease on one PRIVATE location; use as a context manager, or through ``RunClaim`` for a run."""
 
     def __init__(
         self,
@@ -150,17 +153,55 @@ class PrivateLock:
         self.release()
 
 
-@contextmanager
-def hold(private: Location) -> Iterator[None]:
-    """Hold the PRIVATE lock for the block; nested holds in one process are free."""
-    key = private.url
-    if key in _HELD:
-        yield
-        return
-    lock = PrivateLock(private)
-    with lock:
-        _HELD[key] = lock
-        try:
-            yield
-        finally:
-            del _HELD[key]
+class RunClaim:
+    """A run's hold on PRIVATE: the lock, then its journal started or resumed, each once.
+
+    Entering takes the lock (``PrivateLock``: a live holder refuses, a stale one is taken
+    over); ``check`` refuses an unfinished run of another input or output early, without
+    writing anything; ``start`` resumes this input and output's unfinished run or starts
+    a new one (the first call decides, later calls return the same journal). Leaving
+    releases the lock. A claim is one run's: it cannot be entered twice.
+    """
+
+    def __init__(self, private: Location, input_url: str, output_url: str) -> None:
+        self.private = private
+        self.input = input_url
+        self.output = output_url
+        self.lock = PrivateLock(private)
+        self._held = False
+        self._started: tuple[RunJournal, bool] | None = None
+
+    def of(self, private: Location, input_url: str, output_url: str) -> bool:
+        """Whether this claim is for these locations (``pipeline.run`` refuses another's)."""
+        return (self.private.url, self.input, self.output) == (private.url, input_url, output_url)
+
+    def _require_held(self) -> None:
+        if not self._held:
+            raise RuntimeError("the run's claim is used outside its block (the lock is not held)")
+
+    def check(self) -> None:
+        """ConfigError if PRIVATE holds an unfinished run of another input or output."""
+        from cxr_dask import journal  # pyarrow: imported once the workers started spawning
+
+        self._require_held()
+        journal.refuse_other_unfinished(self.private, self.input, self.output)
+
+    def start(self) -> tuple[RunJournal, bool]:
+        """The run's journal and whether it resumes an unfinished one; the same on every call."""
+        from cxr_dask import journal
+
+        self._require_held()
+        if self._started is None:
+            self._started = journal.start_or_resume(self.private, self.input, self.output)
+        return self._started
+
+    def __enter__(self) -> RunClaim:
+        if self._held or self._started is not None:
+            raise RuntimeError("a run's claim is entered once")
+        self.lock.acquire()
+        self._held = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._held = False
+        self.lock.release()

@@ -1,4 +1,4 @@
-"""The only module that builds Dask graphs: scan, mint ids, broadcast, de-identify, commit.
+"""The run's Dask graphs (verify's are in ``pipeline_verify``): scan, mint ids, broadcast, de-identify, commit.
 
 ```
 list -> pass 1 (bag: header-only scan) -> identity map (client) -> broadcast
@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
@@ -33,7 +34,7 @@ from cxr_dask.deid import freetext
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.errors import ConfigError
 from cxr_dask.identity import IdentityMap
-from cxr_dask.journal import RunJournal, start_or_resume
+from cxr_dask.journal import RunJournal
 from cxr_dask.storage import Location
 
 #: A pass-2 work item: the key's index in the sorted listing, and the key.
@@ -488,17 +489,18 @@ def check_workers_reach_storage(client: Client, config: RunConfig) -> None:
         raise ConfigError(f"on the workers: {error}") from None
 
 
-def run(client: Client, config: RunConfig) -> RunSummary:
+def run(client: Client, config: RunConfig, claim: lock.RunClaim | None = None) -> RunSummary:
     """The whole job against an existing client; returns counts, writes tables.
 
-    Holds the PRIVATE lock throughout; resumes the unfinished run of the same input and
-    output if PRIVATE has one.
+    Runs under ``claim`` (``lock.RunClaim``, held by the caller: the CLI takes it before
+    its workers start), or takes one itself for its length: the PRIVATE lock, and the
+    unfinished run of the same input and output resumed if PRIVATE has one.
     """
     source, output, private = config.input_location, config.output_location, config.private_location
     started = time.perf_counter()
     check_workers_reach_storage(client, config)
-    with lock.hold(private):
-        journal, resumed = start_or_resume(private, config.input, config.output)
+    with _claimed(config, claim) as claim:
+        journal, resumed = claim.start()
         storage.remove_partials(output)
         storage.remove_partials(private)
         summary = RunSummary(run_id=journal.run_id, output=config.output, private=config.private, resumed=resumed)
@@ -574,6 +576,18 @@ def run(client: Client, config: RunConfig) -> RunSummary:
     summary.studies = done.studies
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+@contextmanager
+def _claimed(config: RunConfig, claim: lock.RunClaim | None) -> Iterator[lock.RunClaim]:
+    """The caller's claim on the run's locations, else one held for the block."""
+    if claim is None:
+        with lock.RunClaim(config.private_location, config.input, config.output) as taken:
+            yield taken
+        return
+    if not claim.of(config.private_location, config.input, config.output):
+        raise ValueError("the claim given to pipeline.run is for other locations than its config's")
+    yield claim
 
 
 #: The inventory columns pass 2, the copies' retries and the commit read.

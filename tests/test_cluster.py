@@ -9,7 +9,7 @@ import pytest
 from distributed import LocalCluster
 
 from cxr_dask import cluster
-from cxr_dask.config import RunConfig
+from cxr_dask.config import ClusterSettings, RunConfig, VerifySettings
 
 pytestmark = pytest.mark.cluster
 
@@ -82,6 +82,23 @@ def test_a_worker_saturation_the_user_chose_is_kept():
         assert cluster.scheduler_settings() == {}
 
 
+def test_cluster_settings_come_from_either_command_without_its_locations():
+    """``run`` and ``verify`` each give the cluster only what it reads (no fake ``RunConfig``)."""
+    assert VerifySettings(threads_per_worker=2).cluster == ClusterSettings(
+        workers=2, threads_per_worker=2, dashboard_address=None
+    )
+    assert VerifySettings(workers=3, scheduler="tcp://h:1").cluster.scheduler == "tcp://h:1"
+    run = RunConfig("in", "out", "private", workers=3, memory_limit="1GiB", scheduler="tcp://h:1")
+    assert run.cluster == ClusterSettings(scheduler="tcp://h:1", workers=3, memory_limit="1GiB")
+
+
+def test_connect_takes_verify_s_settings_on_a_given_scheduler(client):
+    settings = VerifySettings(scheduler=client.scheduler.address).cluster
+    with cluster.connect(settings) as verifying:
+        assert verifying.scheduler.address == client.scheduler.address
+        assert verifying.nthreads() == client.nthreads()
+
+
 def test_the_run_s_cluster_serves_its_dashboard(tmp_path):
     """The dashboard is connected after the workers start (``cluster._local_cluster``): the
     link printed at the start serves distributed's bokeh pages all the same."""
@@ -100,7 +117,7 @@ def test_the_run_s_cluster_serves_its_dashboard(tmp_path):
 _LEFT_TO_EXIT = """
 import os, sys
 from cxr_dask import cluster
-from cxr_dask.config import RunConfig
+from cxr_dask.config import ClusterSettings, RunConfig, VerifySettings
 
 if __name__ == "__main__":
     config = RunConfig(sys.argv[1], sys.argv[2], sys.argv[3], workers=2, dashboard_address=None)

@@ -67,8 +67,22 @@ def test_heartbeat_keeps_the_lease_fresh(tmp_path):
         assert held.read().heartbeat > first
 
 
-def test_hold_is_reentrant_within_one_process(tmp_path):
+def test_a_run_claim_holds_the_lock_once_and_starts_its_run_once(tmp_path):
+    """No nested holds: a second claim in the same process is refused like another run's."""
     private = Location(str(tmp_path))
-    with lock.hold(private), lock.hold(private):
-        assert (tmp_path / lock.LOCK_KEY).exists()
+    with lock.RunClaim(private, "s3://archive/a", "s3://research/a") as claim:
+        assert claim.lock.read().owner == claim.lock.owner
+        with pytest.raises(ConfigError, match="in use by another run"), lock.RunClaim(private, "x", "y"):
+            pass
+        claim.check()  # nothing unfinished yet
+        first = claim.start()
+        assert claim.start() is first and first[1] is False
     assert not (tmp_path / lock.LOCK_KEY).exists()
+    with pytest.raises(RuntimeError, match="outside its block"):
+        claim.start()
+    with lock.RunClaim(private, "s3://archive/a", "s3://research/a") as again:
+        journal, resumed = again.start()
+    assert resumed and journal.run_id == first[0].run_id
+    other = lock.RunClaim(private, "s3://archive/b", "s3://research/a")
+    with other, pytest.raises(ConfigError, match="unfinished run"):
+        other.check()

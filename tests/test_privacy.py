@@ -126,3 +126,47 @@ def test_a_run_s_cluster_keeps_its_workers_quiet_and_gives_them_back(client: Cli
     with cluster.Starting(config) as starting:
         assert set(starting.client().run(_worker_mode).values()) == {pydicom.config.IGNORE}
     assert client.run(_worker_mode) == before
+
+
+_NOTEBOOK = """
+import importlib, json, logging, pkgutil, sys, warnings
+import pydicom.config
+
+def settings():
+    logger = logging.getLogger("pydicom")
+    return [
+        pydicom.config.settings.reading_validation_mode,
+        pydicom.config.settings.writing_validation_mode,
+        logger.level,
+        logger.propagate,
+        sum("pydicom" in repr(f) for f in warnings.filters),  # other libraries add their own
+    ]
+
+before = settings()
+import cxr_dask
+for module in pkgutil.walk_packages(cxr_dask.__path__, "cxr_dask."):
+    importlib.import_module(module.name)
+imported = settings()
+from cxr_dask.testing.synth import synthesize
+synthesize(sys.argv[1], patients=1, rows=32, columns=32)
+print(json.dumps([before, imported, settings()]))
+"""
+
+
+def test_a_notebook_importing_every_module_and_synthesizing_finds_pydicom_as_it_was(tmp_path: Path) -> None:
+    """No module switches pydicom off when imported, nor does the synthetic corpus after it
+    is written (its block ends): a fresh interpreter, as a notebook's kernel is."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "notebook.py"
+    script.write_text(_NOTEBOOK)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "corpus")], capture_output=True, text=True, check=True
+    )
+    before, imported, synthesized = json.loads(done.stdout.strip().splitlines()[-1])
+    assert before[0] == pydicom.config.WARN  # pydicom's own default: the probe can fail
+    assert imported == before
+    assert synthesized == before
+    assert any((tmp_path / "corpus").rglob("*.dcm"))

@@ -29,7 +29,9 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from utils import audit_of, poll_for, run
 
 from cxr_dask import cli, journal, lock, pipeline
+from cxr_dask.config import RunConfig
 from cxr_dask.dicom import layout
+from cxr_dask.errors import ConfigError
 from cxr_dask.identity import load_crosswalk, load_or_create_secret
 from cxr_dask.storage import Location
 
@@ -305,3 +307,21 @@ def test_unfinished_run_of_another_input_is_refused(small_workspace, tmp_path):
         journal.start_or_resume(private, "s3://archive/b", "s3://research/a")
     _, resumed = journal.start_or_resume(private, "s3://archive/a", "s3://research/a")
     assert resumed
+
+
+def test_a_script_holding_the_run_s_claim_runs_the_pipeline_under_it(client, small_workspace):
+    """The lock is taken once per run: ``pipeline.run`` runs under the caller's claim, and a
+    second run of the same process is refused while it is held (no nested-hold pass)."""
+    workspace = small_workspace
+    config = RunConfig(*(str(workspace[name]) for name in ("input", "output", "private")), progress=False)
+    with lock.RunClaim(config.private_location, config.input, config.output) as claim:
+        summary = pipeline.run(client, config, claim)
+        assert claim.lock.read().owner == claim.lock.owner  # held by this claim, before and after
+        with pytest.raises(ConfigError, match="in use by another run"):
+            pipeline.run(client, config)
+        elsewhere = RunConfig(config.input, str(workspace["output"]) + "-2", config.private, progress=False)
+        with pytest.raises(ValueError, match="other locations"):
+            pipeline.run(client, elsewhere, claim)
+    assert summary.written == len(list(workspace["input"].rglob("*.dcm"))) and not summary.resumed
+    assert not (workspace["private"] / lock.LOCK_KEY).exists()
+    assert not (workspace["private"] / journal.ACTIVE_KEY).exists()

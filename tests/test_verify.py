@@ -27,6 +27,7 @@ from cxr_dask.config import RunConfig
 from cxr_dask.dicom.dates import date_renderings
 from cxr_dask.dicom.layout import image_path
 from cxr_dask.identity import load_crosswalk
+from cxr_dask.pipeline_verify import verify_on
 from cxr_dask.storage import Location
 from cxr_dask.testing.synth import synthesize
 from cxr_dask.verify import OcrSettings, verify
@@ -355,11 +356,16 @@ def test_distributed_verify_finds_what_the_local_one_finds(mixed, client, tmp_pa
     PLANTED["mrn"][0](mixed, output)
     private_element(mixed, output)
     local = verify(*locations(mixed, output), ocr=None)
-    distributed = verify(*locations(mixed, output), ocr=None, client=client, partition_size=5)
+    distributed = verify_on(client, *locations(mixed, output), ocr=None, partition_size=5)
     assert {f.kind for f in local.findings} == {"phi_in_element", "private_element"}
     assert sorted(distributed.findings, key=repr) == sorted(local.findings, key=repr)
     assert sorted(distributed.notes, key=repr) == sorted(local.notes, key=repr)
     assert (distributed.inputs_read, distributed.outputs) == (local.inputs_read, local.outputs)
+    # the command on a given scheduler (``VerifySettings.cluster``), OCR included: the same findings
+    report_file = tmp_path / "on-cluster.json"
+    places = [str(mixed["input"]), str(output), "--private", str(mixed["private"])]
+    assert cli.main(["verify", *places, "--scheduler", client.scheduler.address, "--json", str(report_file)]) == 1
+    assert json.loads(report_file.read_text())["counts"]["findings"] == local.counts()
 
 
 def test_pixel_containers_are_searched_and_flagged(mixed, tmp_path):
@@ -435,3 +441,15 @@ def test_export_mappings_writes_what_the_midi_b_validator_reads(mixed, tmp_path,
     elsewhere = tmp_path / "elsewhere"
     args = ["export-mappings", str(mixed["private"]), str(elsewhere), "--output", str(elsewhere.parent)]
     assert cli.main(args) == 2
+
+
+def test_graphs_are_built_only_by_the_orchestration_modules():
+    """verify's checks are plain functions: its bag tasks are built in ``pipeline_verify``."""
+    import re
+
+    import cxr_dask
+
+    root = Path(cxr_dask.__file__).parent
+    builds = re.compile(r"dask\.bag|dask\.delayed|\.compute\(|\.submit\(|from_sequence|\.map_partitions\(")
+    found = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if builds.search(p.read_text()))
+    assert found == ["pipeline.py", "pipeline_verify.py"]

@@ -3,15 +3,18 @@
 The package: :mod:`.vocabulary` (what identifies, how it is written), :mod:`.needles`
 (the inputs' identifying values and the search), :mod:`.pixels` (screen, OCR,
 containers), :mod:`.core` (the checks and the run), :mod:`.mappings` (the id mappings
-for the MIDI-B validator). It imports nothing from ``cxr_dask.deid``.
+for the MIDI-B validator). It imports nothing from ``cxr_dask.deid``, and builds no Dask
+graph: on a cluster it runs through :mod:`cxr_dask.pipeline_verify`.
 """
 
 from cxr_dask.verify.core import (
     Audit,
     Finding,
     Harvest,
+    InProcess,
     InputRecord,
     Report,
+    Runner,
     Shared,
     check_partition,
     harvest_partition,
@@ -24,12 +27,14 @@ __all__ = [
     "Audit",
     "Finding",
     "Harvest",
+    "InProcess",
     "InputRecord",
     "Needle",
     "Needles",
     "OcrFailure",
     "OcrSettings",
     "Report",
+    "Runner",
     "Shared",
     "check_partition",
     "harvest_partition",

@@ -26,10 +26,10 @@ value no input held in that place, a hit in pixels, names, or bytes outside any
 element. A check that cannot run (OCR missing, failing or timing out, pixels that cannot
 be decoded) is a finding, ``pixel_check_failed``: it never passes by default.
 
-Without a Dask client it runs here, one file at a time. With one, the inputs' headers
-and the outputs are read by bag tasks; the needles, crosswalk and input records reach
-each worker once through the pipeline's worker-plugin broadcast
-(:mod:`cxr_dask.broadcast`), and only findings, notes and id relations come back.
+The checks here are plain functions over one file's bytes (``check_dicom``,
+``check_parquet``) or a run of keys (``harvest_partition``, ``check_partition``), and
+``verify`` runs them through a ``Runner``: here, one file at a time (``InProcess``), or
+on a Dask cluster (:mod:`cxr_dask.pipeline_verify`, where verify's graphs are built).
 """
 
 from __future__ import annotations
@@ -40,11 +40,10 @@ import json
 import posixpath
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-import dask.bag as db
 import numpy as np
 import pyarrow.parquet as pq
 import pydicom
@@ -77,9 +76,6 @@ from cxr_dask.verify.vocabulary import (
     TEXT_VRS,
     is_identifying,
 )
-
-if TYPE_CHECKING:
-    from distributed import Client
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -906,32 +902,50 @@ def accounted_keys(private: Location) -> tuple[set[str], list[str]]:
     return keys, read
 
 
+class Runner(Protocol):
+    """How ``verify`` runs its two passes over keys: each returns one result per share of them."""
+
+    def harvest(self, items: list[tuple[int, str, int]], source: Location) -> list[Harvest]:
+        """``harvest_partition`` over the inputs' ``(key_index, key, size)`` items."""
+        ...
+
+    def check(self, keys: list[str], output: Location, shared: Shared) -> list[Audit]:
+        """``check_partition`` over the output's keys, each share given ``shared``."""
+        ...
+
+
+class InProcess:
+    """Both passes here, one file at a time: what ``verify`` does without a cluster."""
+
+    def harvest(self, items: list[tuple[int, str, int]], source: Location) -> list[Harvest]:
+        return [harvest_partition(items, source)]
+
+    def check(self, keys: list[str], output: Location, shared: Shared) -> list[Audit]:
+        return [check_partition(keys, output, shared)]
+
+
 @quiet_pydicom()
 def verify(
     source: Location,
     output: Location,
     private: Location,
     ocr: OcrSettings | None = DEFAULT_OCR,
-    client: Client | None = None,
-    partition_size: int = 100,
+    runner: Runner | None = None,
 ) -> Report:
     """Search OUTPUT for every identifying value of INPUT; check ids, dates, pixels, coverage.
 
     ``ocr=None`` leaves the pixel text check out (the report says so under "skipped");
-    the CLI always runs it. With ``client``, inputs and outputs are read by Dask bag
-    tasks of ``partition_size`` keys.
+    the CLI always runs it. ``runner`` runs the reads (default ``InProcess``; on a cluster,
+    ``pipeline_verify.verify_on``).
     """
+    runner = InProcess() if runner is None else runner
     storage.require_folder(source)
     storage.require_folder(output)
     identity = load_crosswalk(private, b"")  # the UID key is not needed: nothing is minted here
     if not identity.patients:
         raise ConfigError("no crosswalk in the private location: run cxr-dask run first")
     items = [(index, key, size) for index, (key, size) in enumerate(storage.list_files(source))]
-    if client is None:
-        harvested = [harvest_partition(items, source)]
-    else:
-        bag = db.from_sequence(items, partition_size=partition_size)
-        harvested = client.compute(bag.map_partitions(_as_list(harvest_partition), source)).result()
+    harvested = runner.harvest(items, source)
     needles, key_sops, read, unreadable = Needles(), [], 0, 0
     inputs: dict[str, InputRecord] = {}
     for part in harvested:
@@ -964,17 +978,8 @@ def verify(
         report.skipped.append("pixel text check (OCR turned off by the caller)")
     shared = Shared(needles, identity, {d: sop for sop, (d, _, _) in identity.images.items()}, inputs, ocr)
     keys = [key for key, _ in storage.list_files(output)]
-    if client is None:
-        audit.merge(check_partition(keys, output, shared))
-    else:
-        from cxr_dask.broadcast import broadcast_identity
-
-        # The pipeline's worker plugin: each worker gets the bundle once, and so does a
-        # worker that joins or restarts later (a scattered future would be lost with it).
-        with broadcast_identity(client, shared) as ref:
-            bag = db.from_sequence(keys, partition_size=partition_size)
-            for part in client.compute(bag.map_partitions(_as_list(check_partition), output, ref)).result():
-                audit.merge(part)
+    for checked in runner.check(keys, output, shared):
+        audit.merge(checked)
     _one_to_one(audit)
     _check_accounted(audit, private, key_sops, identity)
     return report
@@ -988,12 +993,3 @@ def _check_accounted(audit: Audit, private: Location, key_sops: list[tuple[str, 
         if key in accounted or (sop and sop in audit.sops_written):
             continue
         audit.add("input_unaccounted", "INPUT/" + key, "", "", index, "no output and no audit row for this input")
-
-
-def _as_list(function: Callable[..., object]) -> Callable[..., list[object]]:
-    """A partition function whose one result becomes the partition's only element."""
-    return functools.partial(_one_element, function)
-
-
-def _one_element(function: Callable[..., object], *args: object) -> list[object]:
-    return [function(*args)]

@@ -1,5 +1,5 @@
 """Removed values are decoded for phrases only when a kept descriptor could hold one
-(deid/header.py, ``collect_pending``): whatever is skipped must never have been a hit."""
+(deid/header/phrases.py, ``collect_pending``): whatever is skipped must never have been a hit."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import pytest
 from dx_header import IDENTITY, deidentify, make_dx, read, remap, to_bytes
 from pydicom.dataelem import RawDataElement
 
-from cxr_dask.deid import header
-from cxr_dask.deid.header import deidentify_header
+from cxr_dask.deid.header import deidentify_header, phrases
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.dicom.dates import date_renderings
 
@@ -52,13 +51,13 @@ def test_non_ascii_values_and_descriptors_are_decoded_and_cleaned() -> None:
 
 def test_values_no_descriptor_could_hold_are_not_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
     decoded = []
-    convert = header.convert_raw_data_element
+    convert = phrases.convert_raw_data_element
 
     def counting(raw, **kwargs):
         decoded.append(raw.tag)
         return convert(raw, **kwargs)
 
-    monkeypatch.setattr(header, "convert_raw_data_element", counting)
+    monkeypatch.setattr(phrases, "convert_raw_data_element", counting)
     ds = make_dx()
     ds.StudyDescription = ds.SeriesDescription = ds.PerformedProcedureStepDescription = "XR"
     for elem in ds.iterall():  # every code, at every depth

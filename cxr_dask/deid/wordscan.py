@@ -5,7 +5,7 @@ becomes a RawDataElement, every sequence item a Dataset, and that reading cost a
 more than the inventory record's own read (pydicom skipping to 18 tags). Here the
 element stream of an Explicit or Implicit VR Little Endian header (deflated too) is
 walked once from its bytes, for both: each element's tag, VR and length are unpacked,
-its role (``header._word_role``: count, deny, walk, nothing) looked up once per (tag,
+its role (``header.words._word_role``: count, deny, walk, nothing) looked up once per (tag,
 VR, context) in a dictionary, and only the values with a role are sliced and decoded
 (ASCII straight from the bytes, with a cache per value; anything else by pydicom's own
 conversion with the file's character set). Values without a role (numbers, UIDs, binary
@@ -38,19 +38,11 @@ from pydicom.uid import UID
 from pydicom.valuerep import VR
 
 from cxr_dask.deid import freetext
-from cxr_dask.deid.header import (
-    _IDENTIFYING_SEQUENCE,
-    _PADDING,
-    MAX_DEPTH,
-    MAX_VALUE_BYTES,
-    _dictionary_vr,
-    _keyword,
-    _stored_vr,
-    _values,
-    _word_role,
-)
+from cxr_dask.deid.header.lookups import _PADDING, MAX_DEPTH, MAX_VALUE_BYTES, _dictionary_vr, _keyword, _stored_vr
+from cxr_dask.deid.header.words import _IDENTIFYING_SEQUENCE, _word_role
 from cxr_dask.deid.profile import ProfileOptions, get_profile
 from cxr_dask.dicom import vrs
+from cxr_dask.dicom.values import value_strings
 from cxr_dask.storage import HEADER_BLOCK_SIZE
 
 
@@ -349,7 +341,7 @@ class _Walk:
                 self.decoded = True
                 stored_vr = vr.decode("ascii") if vr is not None else None
                 raw = RawDataElement(BaseTag(tag), stored_vr, length, value, 0, implicit, True)
-                found = _text_keys(role, _values(convert_raw_data_element(raw, encoding=self.charset).value))
+                found = _text_keys(role, value_strings(convert_raw_data_element(raw, encoding=self.charset).value))
             if found:
                 (self.words if role == "descriptor" else self.denied).update(found)
         if end is not None:

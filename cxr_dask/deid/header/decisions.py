@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from cxr_dask.deid.header.lookups import _PADDING, _dictionary_vr, _keyword, _vr_contradicts_dictionary
+from pydicom.dataelem import DataElement, RawDataElement
+
+from cxr_dask.deid.header.lookups import _PADDING, _dictionary_vr, _element_vr, _keyword, _vr_contradicts_dictionary
 from cxr_dask.deid.profile import (
     Action,
     Profile,
@@ -19,18 +21,26 @@ from cxr_dask.dicom.values import tag_name
 from cxr_dask.errors import QuarantineError
 from cxr_dask.reasons import Reason
 
-_MAX_DECISIONS = 65536
 
-
-@lru_cache(maxsize=16)
-def _decisions(profile: Profile) -> dict[tuple[int, str | None], tuple[str, Action]]:
-    """The walk's (VR, action) per (tag, stored VR), filled as tags are met; one per profile."""
-    return {}
-
-
-@lru_cache(maxsize=16384)
 def _decide(profile: Profile, tag: int, vr: str) -> Action:
-    """The action for a public (even group) element; cached per (profile, tag, VR)."""
+    """The action for a public (even group) element, remembered by the profile."""
+    key = ("action", tag, vr)
+    action = profile.decisions.get(key)
+    if action is None:
+        action = profile.remember(key, _resolve(profile, tag, vr))
+    return action
+
+
+def walk_decision(profile: Profile, tag: int, raw: DataElement | RawDataElement) -> tuple[str, Action]:
+    """The VR the element is read by and its action, remembered by the profile under
+    (tag, stored VR): the walk looks it up there first. Raises for a VR that is no VR, or
+    one that cannot be read (never remembered)."""
+    vr = _read_as(tag, _element_vr(tag, raw))
+    return profile.remember((tag, raw.VR), (vr, _decide(profile, tag, vr)))
+
+
+def _resolve(profile: Profile, tag: int, vr: str) -> Action:
+    """``_decide`` worked out."""
     group = tag >> 16
     if (tag & 0xFFFF) == 0 or group in (0x0000, 0x0002) or group >= 0xFFFA:
         return Action.REMOVE  # group lengths, command/meta elements inside a dataset
@@ -150,12 +160,20 @@ def _kept_raw(tag: int, vr: str, value: bytes) -> tuple[str, ...] | None:
 _FREE_TEXT_KEYWORDS = frozenset({"CodeMeaning", "TextValue"})
 
 
-@lru_cache(maxsize=16384)
 def is_free_text(profile: Profile, tag: int, vr: str) -> bool:
     """Whether a kept-and-cleaned element is free text that the vocabulary rule cleans: a
     Clean Descriptors row of the table, CodeMeaning, TextValue, or any ST/LT/UT. Other
     cleaned values (codes, versions, model names) keep the phrase layer only: replacing
-    their tokens would break codes, and they are not where people write sentences."""
+    their tokens would break codes, and they are not where people write sentences.
+    Remembered by the profile."""
+    key = ("free text", tag, vr)
+    free = profile.decisions.get(key)
+    if free is None:
+        free = profile.remember(key, _is_free_text(profile, tag, vr))
+    return free
+
+
+def _is_free_text(profile: Profile, tag: int, vr: str) -> bool:
     if vr not in vrs.TEXT or _decide(profile, tag, vr) is not Action.CLEAN:
         return False
     return profile.action_for(tag) is Action.CLEAN or _keyword(tag) in _FREE_TEXT_KEYWORDS or vr in vrs.FREE_TEXT

@@ -6,14 +6,13 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from cxr_dask.deid.header.actions import _Actions
-from cxr_dask.deid.header.decisions import _MAX_DECISIONS, _SYNTAX_VRS, _decide, _decisions, _read_as
+from cxr_dask.deid.header.decisions import _SYNTAX_VRS, walk_decision
 from cxr_dask.deid.header.lookups import (
     _PIXEL_REPRESENTATION,
     _REPLACED,
     MAX_DEPTH,
     MAX_VALUE_BYTES,
     _delete,
-    _element_vr,
     _key,
     _oversized,
     _verbatim_tags,
@@ -39,8 +38,8 @@ class _Walker(_Actions):
             # pydicom decodes it by itself whenever a sequence is set in this dataset:
             # decode it here first, so a damaged value quarantines instead of crashing
             self.element(ds, _PIXEL_REPRESENTATION)
-        decide, profile, report = _decide, self.profile, self.report
-        decisions = _decisions(profile)
+        profile, report = self.profile, self.report
+        decisions = profile.decisions
         # the elements as stored (raw or decoded), tags as plain ints: pydicom's BaseTag
         # compares in Python, and every set or cache lookup below compares tags
         for tag, raw in [(int(tag), raw) for tag, raw in ds._dict.items()]:
@@ -48,15 +47,10 @@ class _Walker(_Actions):
                 _delete(ds, tag)
                 report.private_removed += 1
                 continue
-            # (VR, action) depend on the tag and the stored VR only: resolved once per process
+            # (VR, action) depend on the tag and the stored VR only: resolved once per profile
             decision = decisions.get((tag, raw.VR))
             if decision is None:
-                # raise for a VR that is no VR, or one that cannot be read: never stored
-                vr = _read_as(tag, _element_vr(tag, raw))
-                decision = (vr, decide(profile, tag, vr))
-                if len(decisions) > _MAX_DECISIONS:
-                    decisions.clear()  # fuzzed or damaged input can make up any number of tags
-                decisions[(tag, raw.VR)] = decision
+                decision = walk_decision(profile, tag, raw)
             vr, action = decision
             if raw.__class__ is RawDataElement and raw.length > MAX_VALUE_BYTES and _oversized(raw, vr):
                 raise QuarantineError(Reason.OVERSIZED_ELEMENT, tag_name(tag))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import struct
-from functools import lru_cache
 from typing import Any
 
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
@@ -12,7 +11,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
 from cxr_dask.deid import freetext
-from cxr_dask.deid.header.decisions import _MAX_DECISIONS, is_free_text
+from cxr_dask.deid.header.decisions import is_free_text
 from cxr_dask.deid.header.lookups import (
     _PADDING,
     _UNDEFINED,
@@ -74,10 +73,22 @@ _IDENTIFYING_SEQUENCE = re.compile(r"Physician|Operator|Person|Institution|Obser
 _ID_SUFFIX = re.compile(r"(ID|IDs|Number|Numbers|Address|Telephone|Name|Names)$")
 
 
-@lru_cache(maxsize=16384)
+#: A role not decided yet (a role may be None).
+_UNDECIDED = "\x00undecided"
+
+
 def _word_role(profile: Profile, tag: int, vr: str, identifying: bool) -> str | None:
     """What pass 1 does with an element: count its tokens (``descriptor``), deny them
-    (``identifying``), walk it (``sequence``) or nothing."""
+    (``identifying``), walk it (``sequence``) or nothing. Remembered by the profile."""
+    key = ("role", tag, vr, identifying)
+    role = profile.decisions.get(key, _UNDECIDED)
+    if role is _UNDECIDED:
+        role = profile.remember(key, _find_role(profile, tag, vr, identifying))
+    return role
+
+
+def _find_role(profile: Profile, tag: int, vr: str, identifying: bool) -> str | None:
+    """``_word_role`` worked out."""
     if vr == "SQ":
         return "sequence"
     if vr not in vrs.STRING or vr in ("DA", "DT", "TM", "UI", "DS", "IS", "AS"):
@@ -91,12 +102,6 @@ def _word_role(profile: Profile, tag: int, vr: str, identifying: bool) -> str | 
     if identifying or keyword in _IDENTIFYING_KEYWORDS or (vr != "CS" and _ID_SUFFIX.search(keyword)):
         return "identifying"
     return None
-
-
-@lru_cache(maxsize=16)
-def _roles(profile: Profile) -> dict[tuple[int, str | None, bool], str | None]:
-    """Pass 1's role per (tag, stored VR, inside an identifying sequence), filled as met."""
-    return {}
 
 
 def _decoded(item: Dataset, raw: DataElement | RawDataElement) -> DataElement:
@@ -192,7 +197,7 @@ def descriptor_words(
     with the same result (tests compare both); anything unusual falls back to pydicom.
     """
     profile = get_profile(options)
-    roles = _roles(profile)
+    roles = profile.decisions
     words: set[str] = set()
     denied: set[str] = set()
 
@@ -202,15 +207,13 @@ def descriptor_words(
         for key, raw in list(item._dict.items()):
             # the role depends on the tag, the stored VR and the context only: one lookup
             tag = int(key)  # a plain int: pydicom's BaseTag compares in Python
-            decision = (tag, raw.VR, identifying)
-            role = roles.get(decision, "")
-            if role == "":
+            decision = ("pass 1", tag, raw.VR, identifying)
+            role = roles.get(decision, _UNDECIDED)
+            if role is _UNDECIDED:
                 role = None
                 if not ((tag >> 16) & 1 or (tag >> 16) == 2):
                     role = _word_role(profile, tag, _element_vr(tag, raw), identifying)
-                if len(roles) > _MAX_DECISIONS:
-                    roles.clear()
-                roles[decision] = role
+                profile.remember(decision, role)
             if role is None:
                 continue
             if role == "sequence":

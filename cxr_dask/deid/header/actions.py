@@ -65,8 +65,6 @@ _DUMMY_BY_VR: dict[str, object] = {
     "US": 0,
     "UV": 0,
 }
-
-
 _DT = re.compile(
     r"^(?P<y>\d{4})(?:(?P<m>\d{2})(?:(?P<d>\d{2})"
     r"(?P<time>\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?)?)?)?(?P<tz>[+-]\d{4})?$"

@@ -72,8 +72,6 @@ def _resolve(profile: Profile, tag: int, vr: str) -> Action:
 
 #: VRs whose values have a syntax (PS3.5 6.2) that a kept value must match.
 _SYNTAX_VRS = frozenset({"CS", "IS", "DS", "TM", "DA", "DT", "UI"})
-
-
 _VALUE_SYNTAX = {
     "CS": re.compile(r"[A-Z0-9 _]{0,16}"),
     "IS": re.compile(r"[+-]?\d{1,11}"),
@@ -81,18 +79,12 @@ _VALUE_SYNTAX = {
     "TM": re.compile(r"(?:[01]\d|2[0-3])(?:[0-5]\d(?:(?:[0-5]\d|60)(?:\.\d{1,6})?)?)?"),
     "UI": re.compile(r"(?=.{1,64}$)\d+(?:\.\d+)*"),
 }
-
-
 #: An IS value with more digits than this is no count or index a device writes (an
 #: MRN or a date typed into SeriesNumber is): it is not kept.
 MAX_INTEGER_DIGITS = 6
-
-
 #: Multi-valued coded attributes whose values are positional: the values before the
 #: first one that is not a defined term are kept (ImageType's "ORIGINAL\\PRIMARY").
 _PREFIX_KEPT = frozenset({0x00080008, 0x00089007})  # ImageType, FrameType
-
-
 #: Attributes read by the pixel step: a VR that contradicts the dictionary there cannot be
 #: re-read by the dictionary's VR (numbers stored as text) and quarantines the file.
 _PIXEL_MODULE = frozenset(

@@ -35,24 +35,12 @@ MAX_DEPTH = 32
 #: A text or number value longer than this (an LO is at most 64 characters) is damage or an
 #: attack; cleaning it would cost minutes and keep megabytes nobody can review.
 MAX_VALUE_BYTES = 1 << 20
-
-
 #: Top-level attributes replaced by the research ids after the walk.
 _PATIENT_ID, _PATIENT_NAME, _ACCESSION, _STUDY_ID = 0x00100020, 0x00100010, 0x00080050, 0x00200010
-
-
 _REPLACED = frozenset({_PATIENT_ID, _PATIENT_NAME, _ACCESSION, _STUDY_ID})
-
-
 _SOP_INSTANCE_UID = 0x00080018
-
-
 _PIXEL_REPRESENTATION = 0x00280103
-
-
 _VALID_VRS = frozenset(VR.__members__)
-
-
 #: What ``str.strip()`` drops from ASCII text (\x1c-\x1f too), and NUL padding.
 _PADDING = "".join(c for c in map(chr, range(128)) if c.isspace()) + "\x00"
 
@@ -134,8 +122,6 @@ def _empty_element(tag: int, vr: str, fast: bool) -> DataElement:
 
 #: One BaseTag object per tag number (``_key``), bounded.
 _KEYS: dict[int, BaseTag] = {}
-
-
 _MAX_KEYS = 65536
 
 
@@ -200,8 +186,6 @@ def _verbatim_tags() -> frozenset[int]:
 
 
 _CODING_SCHEME = 0x00080102
-
-
 _CODE_TAGS = frozenset({*_CODE_VALUES, _CODING_SCHEME})
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -20,12 +19,6 @@ from cxr_dask.deid.profile import (
 from cxr_dask.dicom.codes import BASIC_PROFILE, CLEAN_DESCRIPTORS, MODIFIED_DATES, Code
 
 TOOL_NAME = "cxr-dask 0.1"
-
-
-IMPLEMENTATION_CLASS_UID = encode.IMPLEMENTATION_CLASS_UID
-
-
-IMPLEMENTATION_VERSION_NAME = encode.IMPLEMENTATION_VERSION_NAME
 
 
 def _code_item(code: Code) -> Dataset:
@@ -49,33 +42,13 @@ def _method(options: ProfileOptions) -> tuple[list[str], list[Code]]:
 
 
 _PATIENT_IDENTITY_REMOVED, _DEID_METHOD, _DEID_METHOD_CODES = 0x00120062, 0x00120063, 0x00120064
-
-
 _LONGITUDINAL_MODIFIED = 0x00280303
-
-
-_ITEM_TAG = b"\xfe\xff\x00\xe0"
 
 
 def _raw(tag: int, vr: str, value: bytes, implicit: bool) -> RawDataElement:
     """An element as if read from the file (little endian): pydicom writes it back as is
     and decodes it, like any other raw element, when someone reads it."""
     return RawDataElement(BaseTag(tag), None if implicit else vr, len(value), value, 0, implicit, True)
-
-
-def _encoded(tag: int, vr: str, value: bytes, implicit: bool) -> bytes:
-    """One little-endian element's bytes, as pydicom's writer lays them out."""
-    if implicit:
-        return struct.pack("<HHI", tag >> 16, tag & 0xFFFF, len(value)) + value
-    if vr in ("SQ", "UT", "UC", "UR", "OB", "OW", "UN"):
-        return struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, vr.encode(), 0, len(value)) + value
-    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), len(value)) + value
-
-
-def _text(value: str) -> bytes:
-    """An ASCII text value padded to even length with a space, as pydicom writes it."""
-    data = value.encode("ascii")
-    return data + b" " if len(data) % 2 else data
 
 
 @lru_cache(maxsize=16)
@@ -85,17 +58,17 @@ def _raw_markers(options: ProfileOptions, implicit: bool) -> tuple[RawDataElemen
     items = b""
     for code in codes:
         body = (
-            _encoded(0x00080100, "SH", _text(code.value), implicit)
-            + _encoded(0x00080102, "SH", _text(code.scheme), implicit)
-            + _encoded(0x00080104, "LO", _text(code.meaning), implicit)
+            encode.element_bytes(0x00080100, "SH", encode.ascii_text(code.value), implicit)
+            + encode.element_bytes(0x00080102, "SH", encode.ascii_text(code.scheme), implicit)
+            + encode.element_bytes(0x00080104, "LO", encode.ascii_text(code.meaning), implicit)
         )
-        items += _ITEM_TAG + struct.pack("<I", len(body)) + body
+        items += encode.item_bytes(body)
     modified = "MODIFIED" if options.retain_modified_dates else "REMOVED"
     return (
-        _raw(_PATIENT_IDENTITY_REMOVED, "CS", _text("YES"), implicit),
-        _raw(_DEID_METHOD, "LO", _text("\\".join(texts)), implicit),
+        _raw(_PATIENT_IDENTITY_REMOVED, "CS", encode.ascii_text("YES"), implicit),
+        _raw(_DEID_METHOD, "LO", encode.ascii_text("\\".join(texts)), implicit),
         _raw(_DEID_METHOD_CODES, "SQ", items, implicit),
-        _raw(_LONGITUDINAL_MODIFIED, "CS", _text(modified), implicit),
+        _raw(_LONGITUDINAL_MODIFIED, "CS", encode.ascii_text(modified), implicit),
     )
 
 
@@ -110,9 +83,9 @@ def _mark_deidentified(ds: Dataset, identity: FileIdentity, options: ProfileOpti
     implicit, little = ds.original_encoding
     raw: dict[int, RawDataElement] = {}
     if little is True and implicit is not None:
-        subject, study = _text(str(identity.subject_id)), _text(str(identity.study_id))
+        subject, study = encode.ascii_text(str(identity.subject_id)), encode.ascii_text(str(identity.study_id))
         for tag, vr, value in (
-            (_PATIENT_NAME, "PN", _text(f"{identity.subject_id}^")),
+            (_PATIENT_NAME, "PN", encode.ascii_text(f"{identity.subject_id}^")),
             (_PATIENT_ID, "LO", subject),
             (_ACCESSION, "SH", study),
             (_STUDY_ID, "SH", study),

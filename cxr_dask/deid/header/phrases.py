@@ -149,26 +149,14 @@ _STOP_WORDS = frozenset(
         "iii",
     }
 )
-
-
 #: Public name for other modules (verify searches for exactly what the cleaner removes).
 STOP_WORDS = _STOP_WORDS
-
-
 _MIN_PHRASE = 3
-
-
 _PN_SPLIT = re.compile(r"[\^=\s]+")
-
-
 _TWO_DIGITS = re.compile(r"\d\d")
-
-
 #: How the raw bytes of a removed value split into runs that each phrase contains one of.
 #: NUL counts as a separator everywhere: devices pad (and sometimes lead) values with it.
 _VALUE_RUNS = re.compile(r"[\\\x00]")
-
-
 _NAME_RUNS = re.compile(r"[\\^=\s\x00]+")
 
 

@@ -36,8 +36,6 @@ _FAST_VRS = vrs.DEFAULT_CHARSET_STRINGS - {"AE"}  # pydicom strips an AE at both
 
 #: The VRs pydicom's reader knows, by their bytes, and those with a 32-bit length.
 _ENCODED_VRS = {vr: vr.decode() for vr in ENCODED_VR if len(vr) == 2}
-
-
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 #: The encodings a data set or item is read with: pydicom keeps one as a str, several as a list.
 Encodings = str | MutableSequence[str]
@@ -292,11 +290,7 @@ def _fast_elements(
 
 
 _EXPLICIT_HEADER = struct.Struct("<HH2sH")
-
-
 _LONG_LENGTH = struct.Struct("<I")
-
-
 #: Makes a RawDataElement from all its fields (``is_raw``, ``is_buffered``: the defaults)
 #: without the Python-level ``__new__`` of a named tuple (tests/test_header_fast.py).
 _new_tuple = tuple.__new__

@@ -68,11 +68,7 @@ _IDENTIFYING_KEYWORDS = _PHRASE_KEYWORDS | frozenset(
 #: Sequences whose text describes a person or an institution (identification code
 #: sequences, institution codes): every string inside them is identifying.
 _IDENTIFYING_SEQUENCE = re.compile(r"Physician|Operator|Person|Institution|Observer|Organization|Patient.*ID")
-
-
 _ID_SUFFIX = re.compile(r"(ID|IDs|Number|Numbers|Address|Telephone|Name|Names)$")
-
-
 #: A role not decided yet (a role may be None).
 _UNDECIDED = "\x00undecided"
 

@@ -20,12 +20,13 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.filereader import ENCODED_VR
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.tag import _LUT_DESCRIPTOR_TAGS, BaseTag
+from pydicom.tag import BaseTag
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from pydicom.values import convert_string
 
 from cxr_dask.deid.header.lookups import _PIXEL_REPRESENTATION, _UNDEFINED, _dictionary_vr, _key
 from cxr_dask.dicom import vrs
+from cxr_dask.dicom._pydicom import LUT_DESCRIPTOR_TAGS, read_command_set_elements, read_file_meta_info
 
 #: VRs whose values pydicom decodes with its default encoding whatever the character
 #: set, as ``multi_string`` does (``convert_string``, ``convert_UI``): trailing spaces and
@@ -90,7 +91,7 @@ def _fast_element(tag: int, raw: RawDataElement, ds: Dataset) -> DataElement | N
         else:
             converted = items[0] if len(items) == 1 else MultiValue(str, items)
     elif vr == "US":
-        if len(value) % 2 or not raw.is_little_endian or tag in _LUT_DESCRIPTOR_TAGS:
+        if len(value) % 2 or not raw.is_little_endian or tag in LUT_DESCRIPTOR_TAGS:
             return None  # pydicom's own handling (a wrong length, a LUT descriptor's sign)
         numbers = struct.unpack(f"<{len(value) // 2}H", value)
         converted = numbers[0] if len(numbers) == 1 else list(numbers)
@@ -317,7 +318,7 @@ def fast_read(handle: IO[bytes]) -> FileDataset | None:
     FileDataset, its preamble, file meta and command set read by pydicom's own functions
     and its body by ``_fast_dataset``; None (``fileobj`` back where it was) for anything
     else, or anything the body's reader would treat specially, or a customized pydicom."""
-    from pydicom.filereader import _read_file_meta_info, read_preamble
+    from pydicom.filereader import read_preamble
 
     fileobj = cast(BinaryIO, handle)  # pydicom's readers take a BinaryIO: any binary file is one
     start = fileobj.tell()
@@ -327,7 +328,7 @@ def fast_read(handle: IO[bytes]) -> FileDataset | None:
         preamble = read_preamble(fileobj, False)
         file_meta = _file_meta(fileobj)
         if file_meta is None:
-            file_meta = _read_file_meta_info(fileobj)
+            file_meta = read_file_meta_info(fileobj)
         command_set = _command_set(fileobj)
         if command_set or file_meta.get("TransferSyntaxUID") != ExplicitVRLittleEndian:
             raise ValueError("not the common case")
@@ -416,13 +417,11 @@ def _meta_elements(data: bytes, size: int, base: int) -> dict | None:
 def _command_set(fileobj: BinaryIO) -> Dataset | None:
     """pydicom's ``_read_command_set_elements``, which stops at the first element outside
     group 0000 and rewinds to it: None, the file where it was, when that is the first."""
-    from pydicom.filereader import _read_command_set_elements
-
     head = fileobj.read(8)
     fileobj.seek(-len(head), io.SEEK_CUR)
     if len(head) == 8 and head[:2] != b"\x00\x00":
         return None
-    return _read_command_set_elements(fileobj)
+    return read_command_set_elements(fileobj)
 
 
 def _fast_dataset(data: bytes, base: int) -> tuple[dict, str | list[str]]:

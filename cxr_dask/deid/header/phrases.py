@@ -288,13 +288,13 @@ class _Phrases(_WalkState):
         A phrase of a plain ASCII value is its text (each value of a multi-valued one) or,
         for a name, one of its tokens, with NUL read as a space, stripped and lower-cased;
         pydicom's decoding only drops padding (spaces, NULs) at the ends. So each phrase
-        contains the fully
-        stripped core of one of the runs the raw bytes split into (at backslashes, and for
-        names at name separators too): when no such core occurs in any descriptor, no
-        phrase can. A date's phrases are renderings of the first 8 digits of a value,
-        which are 8 adjacent digits of its bytes once dots and dashes are dropped
-        (``dates.date_digits``): when no rendering of any such run occurs, none of the
-        date's can. None: decode them all.
+        contains the fully stripped core of one of the runs the raw bytes split into (at
+        backslashes, and for names at name separators too): when no such core occurs in
+        any descriptor, no phrase can. A date's phrases are renderings of the first 8
+        digits of a value, which are 8 adjacent digits of its bytes once dots and dashes
+        are dropped (``dates.date_digits``): when no rendering of any such run occurs,
+        none of the date's can. None: decode them all. tests/test_header_lazy_phrases.py
+        checks this as a property: the output is that of decoding every value.
         """
         joined = "\n".join(descriptor_texts or ())
         for ds, tag, vr, kind, raw in self.pending:

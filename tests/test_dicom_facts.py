@@ -51,7 +51,7 @@ def test_within_shifted_years(value: str, vr: str, inside: bool) -> None:
 
 
 def test_every_rendering_holds_the_year_s_last_two_digits() -> None:
-    """``header._date_could_occur`` skips a text without them: this keeps it sound."""
+    """``header.phrases._date_could_occur`` skips a text without them: this keeps it sound."""
     for date in ("19470312", "20011231", "19990101"):
         assert all(date[2:4] in rendering for rendering in date_renderings(date))
 

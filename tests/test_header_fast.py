@@ -1,5 +1,5 @@
 """The header walk decodes common raw elements and explicit VR sequences itself
-(deid/header.py, ``_fast_element``, ``_fast_sequence``): the output bytes, the counts and
+(deid/header/reader.py, ``_fast_element``, ``_fast_sequence``): the output bytes, the counts and
 the quarantine reasons must be those of pydicom's own conversion, on the synthetic,
 bad-input and adversarial corpora and on damaged copies."""
 
@@ -18,6 +18,7 @@ from cxr_dask import encode
 from cxr_dask.adversarial import all_cases
 from cxr_dask.deid import containers, header
 from cxr_dask.deid.freetext import shipped_vocabulary
+from cxr_dask.deid.header import lookups, reader, state
 from cxr_dask.deid.profile import ProfileOptions
 from cxr_dask.errors import QuarantineError
 from cxr_dask.inventory import read_dicom
@@ -29,8 +30,8 @@ OPTIONS = (ProfileOptions(), ProfileOptions(clean_descriptors=frozenset(), retai
 
 def _outcome(data: bytes, fast: bool, options: ProfileOptions, monkeypatch: pytest.MonkeyPatch) -> tuple:
     """What pass 2's header step makes of ``data``: the file's bytes and counts, or why not."""
-    defaults = header._pydicom_defaults
-    monkeypatch.setattr(header, "_pydicom_defaults", defaults if fast else (lambda: False))
+    defaults = reader._pydicom_defaults
+    monkeypatch.setattr(reader, "_pydicom_defaults", defaults if fast else (lambda: False))
     try:
         ds = read_dicom(io.BytesIO(data))
     except Exception as error:
@@ -44,7 +45,7 @@ def _outcome(data: bytes, fast: bool, options: ProfileOptions, monkeypatch: pyte
     except Exception as error:
         return ("error", type(error).__name__)
     finally:
-        monkeypatch.setattr(header, "_pydicom_defaults", defaults)
+        monkeypatch.setattr(reader, "_pydicom_defaults", defaults)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def files(corpus, tmp_path_factory) -> list[Path]:
 
 def test_same_output_as_pydicoms_conversion_on_every_corpus(files, monkeypatch) -> None:
     used: list[bool] = []
-    fast_sequence = header._fast_sequence
+    fast_sequence = state._fast_sequence
 
     def counting(ds, raw):
         element = fast_sequence(ds, raw)
@@ -68,15 +69,15 @@ def test_same_output_as_pydicoms_conversion_on_every_corpus(files, monkeypatch) 
         return element
 
     light: list[bool] = []
-    collect_light = header._Walker.collect_light
+    collect_light = header.walk._Walker.collect_light
 
     def counting_light(walker, ds, tag):
         done = collect_light(walker, ds, tag)
         light.append(done)
         return done
 
-    monkeypatch.setattr(header, "_fast_sequence", counting)
-    monkeypatch.setattr(header._Walker, "collect_light", counting_light)
+    monkeypatch.setattr(state, "_fast_sequence", counting)
+    monkeypatch.setattr(header.walk._Walker, "collect_light", counting_light)
     written = 0
     for path in files:
         data = path.read_bytes()
@@ -123,12 +124,12 @@ def _elements(ds) -> list[tuple]:
 
 
 def test_fast_read_is_dcmreads_dataset(files) -> None:
-    """``header.fast_read`` gives what ``dcmread`` gives (elements as stored, encoding,
+    """``reader.fast_read`` gives what ``dcmread`` gives (elements as stored, encoding,
     character set, preamble, file meta) or nothing, for the common files nearly always."""
     read = 0
     for path in files:
         with open(path, "rb") as handle:
-            ds = header.fast_read(handle)
+            ds = reader.fast_read(handle)
             assert ds is not None or handle.tell() == 0
         if ds is None:
             continue
@@ -186,15 +187,15 @@ def test_sequences_read_from_bytes_give_the_full_paths_output(syntax, monkeypatc
     def counting(name: str, function):
         def wrapper(*args):
             result = function(*args)
-            if header._pydicom_defaults():
+            if reader._pydicom_defaults():
                 taken[name].append(result is True or (name == "meta" and result is not None))
             return result
 
         return wrapper
 
-    monkeypatch.setattr(header._Walker, "collect_light", counting("light", header._Walker.collect_light))
-    monkeypatch.setattr(header._Walker, "empty_sequence", counting("empty", header._Walker.empty_sequence))
-    monkeypatch.setattr(header, "_file_meta", counting("meta", header._file_meta))
+    monkeypatch.setattr(header.walk._Walker, "collect_light", counting("light", header.walk._Walker.collect_light))
+    monkeypatch.setattr(header.walk._Walker, "empty_sequence", counting("empty", header.walk._Walker.empty_sequence))
+    monkeypatch.setattr(reader, "_file_meta", counting("meta", reader._file_meta))
     data = _encoded(_tricky_dx(), syntax)
     for options in OPTIONS:
         fast = _outcome(data, True, options, monkeypatch)
@@ -211,13 +212,13 @@ def test_sequences_read_from_bytes_give_the_full_paths_output(syntax, monkeypatc
 def test_items_and_raw_elements_made_without_init_are_pydicoms() -> None:
     """``_new_item`` gives the data set ``Dataset(...)`` does, and ``_new_tuple`` the
     RawDataElement its constructor makes (``is_raw`` and ``is_buffered`` at their defaults)."""
-    elements = {header._key(0x00080100): pydicom.dataelem.RawDataElement(0x00080100, "SH", 2, b"AB", 9, False, True)}
-    made = header._new_item(elements, ["iso8859"], True, 40)
+    elements = {lookups._key(0x00080100): pydicom.dataelem.RawDataElement(0x00080100, "SH", 2, b"AB", 9, False, True)}
+    made = reader._new_item(elements, ["iso8859"], True, 40)
     reference = pydicom.Dataset(elements, parent_encoding=["iso8859"])
     reference.set_original_encoding(False, True, ["iso8859"])
     for name, value in (("is_undefined_length_sequence_item", True), ("seq_item_tell", 40), ("file_tell", 40)):
         object.__setattr__(reference, name, value)
     assert list(vars(made)) == list(vars(reference)) and vars(made) == vars(reference)
-    fields = (header._key(0x00080100), "SH", 2, b"AB", 9, False, True, True, False)
-    assert header._new_tuple(pydicom.dataelem.RawDataElement, fields) == pydicom.dataelem.RawDataElement(*fields[:7])
-    assert header._key(0x00100010) is header._key(0x00100010) == 0x00100010
+    fields = (lookups._key(0x00080100), "SH", 2, b"AB", 9, False, True, True, False)
+    assert reader._new_tuple(pydicom.dataelem.RawDataElement, fields) == pydicom.dataelem.RawDataElement(*fields[:7])
+    assert lookups._key(0x00100010) is lookups._key(0x00100010) == 0x00100010

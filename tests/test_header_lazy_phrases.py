@@ -1,16 +1,23 @@
 """Removed values are decoded for phrases only when a kept descriptor could hold one
-(deid/header.py, ``collect_pending``): whatever is skipped must never have been a hit."""
+(deid/header/phrases.py, ``collect_pending``): whatever is skipped must never have been a hit."""
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+from typing import Any
+
 import pytest
 from dx_header import IDENTITY, deidentify, make_dx, read, remap, to_bytes
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydicom.dataelem import RawDataElement
 
-from cxr_dask.deid import header
-from cxr_dask.deid.header import deidentify_header
+from cxr_dask.deid.header import deidentify_header, phrases
 from cxr_dask.deid.profile import ProfileOptions
-from cxr_dask.dicom.dates import date_renderings
+from cxr_dask.dicom.dates import date_digits, date_renderings
+from cxr_dask.errors import QuarantineError
+from cxr_dask.privacy import quiet_pydicom
 
 BIRTH = "19470312"  # make_dx's PatientBirthDate: emptied, so collected as a phrase
 
@@ -52,13 +59,13 @@ def test_non_ascii_values_and_descriptors_are_decoded_and_cleaned() -> None:
 
 def test_values_no_descriptor_could_hold_are_not_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
     decoded = []
-    convert = header.convert_raw_data_element
+    convert = phrases.convert_raw_data_element
 
     def counting(raw, **kwargs):
         decoded.append(raw.tag)
         return convert(raw, **kwargs)
 
-    monkeypatch.setattr(header, "convert_raw_data_element", counting)
+    monkeypatch.setattr(phrases, "convert_raw_data_element", counting)
     ds = make_dx()
     ds.StudyDescription = ds.SeriesDescription = ds.PerformedProcedureStepDescription = "XR"
     for elem in ds.iterall():  # every code, at every depth
@@ -125,3 +132,101 @@ def test_markers_added_raw_decode_as_the_ones_built_in_memory(syntax: str, optio
     assert not isinstance(in_memory.get_item("DeidentificationMethodCodeSequence"), RawDataElement)
     assert _markers(read(to_bytes(from_file))) == _markers(read(to_bytes(in_memory)))
     assert _markers(from_file) == _markers(in_memory)  # read in place, before any writing
+
+
+# ------------------------------------------- the lazy path against decoding every value
+
+#: Removed values and descriptors share a small alphabet (name and value separators, NUL,
+#: date punctuation, digits, a latin-1 letter), so descriptors often hold runs of them.
+WORD = st.text("abZ19", min_size=3, max_size=6)
+PIECE = st.one_of(
+    st.lists(WORD, max_size=3).flatmap(lambda words: st.sampled_from("^= /.-\\\x00").map(lambda sep: sep.join(words))),
+    st.text("ab Z19/.-^=\\\x00é", max_size=10),  # anything, a latin-1 letter too
+)
+DATE = st.one_of(
+    st.text("0123456789.-", max_size=12),
+    st.tuples(st.sampled_from(("", " ", "  ", "-", ".")), st.dates(), st.sampled_from(("%Y%m%d", "%Y.%m.%d"))).map(
+        lambda parts: parts[0] + parts[1].strftime(parts[2])  # padding or a separator first: not at run 0
+    ),
+)
+
+
+@st.composite
+@quiet_pydicom()
+def lazy_case(draw: st.DrawFn) -> bytes:
+    """A DX file whose removed values (a name, ids, an institution, a birth date, a removed
+    sequence's name and id) are drawn, and whose kept descriptors are made of pieces of
+    them (any case) and drawn words."""
+    ds = make_dx()
+    ds.PatientName = draw(PIECE)
+    ds.OtherPatientIDs = draw(PIECE)
+    ds.InstitutionName = draw(PIECE)
+    ds.ReferringPhysicianName = draw(PIECE)
+    ds.PatientBirthDate = draw(DATE)
+    other = ds.OtherPatientIDsSequence[0]  # removed whole: read from its bytes (``collect_light``)
+    other.PatientID, other.PatientName = draw(PIECE), draw(PIECE)
+    planted = [str(v) for v in (ds.PatientName, ds.OtherPatientIDs, ds.InstitutionName, ds.PatientBirthDate)]
+    planted += [str(other.PatientID), str(other.PatientName)]
+
+    def descriptor() -> str:
+        words = []
+        for _ in range(draw(st.integers(0, 4))):
+            value = draw(st.sampled_from(planted))
+            how = draw(st.sampled_from(("whole", "token", "slice", "drawn", "date")))
+            digits = date_digits(str(ds.PatientBirthDate))
+            if how == "date" and digits:  # the birth date as free text writes it
+                value = draw(st.sampled_from(date_renderings(digits)))
+            elif how == "token":  # a name component or a word of an id: what gets cleaned
+                value = draw(st.sampled_from(re.split(r"[\^= /.\-\x00\\]", value)))
+            elif how == "slice":
+                start = draw(st.integers(0, len(value)))
+                value = value[start : draw(st.integers(start, len(value)))]
+            elif how == "drawn":
+                value = draw(PIECE)
+            words.append(value.upper() if draw(st.booleans()) else value)
+        return " ".join(words).replace("\\", " ")
+
+    ds.StudyDescription, ds.SeriesDescription = descriptor(), descriptor()
+    return to_bytes(ds)
+
+
+def _outcome(data: bytes, eager: bool, decoded: list[int]) -> tuple:
+    """The header path's bytes and counts (or its reason); ``eager``: every removed value
+    decoded (no descriptor text to skip by, no sequence read from its bytes)."""
+    convert = phrases.convert_raw_data_element
+
+    def counting(raw: RawDataElement, **kwargs: Any) -> Any:
+        decoded.append(raw.tag)
+        return convert(raw, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(phrases, "convert_raw_data_element", counting)
+        if eager:
+            patch.setattr(phrases._Phrases, "descriptor_texts", lambda self: None)
+            patch.setattr(phrases._Phrases, "collect_light", lambda self, ds, tag: False)
+        try:
+            ds = read(data)
+            report = deidentify_header(ds, IDENTITY, remap, ProfileOptions())
+            return to_bytes(ds), report.as_dict()
+        except QuarantineError as error:
+            return ("quarantined", error.reason, error.detail)
+
+
+def test_the_lazy_path_removes_exactly_what_decoding_every_value_removes() -> None:
+    """``collect_pending``'s proof, as a property: skipping a value's decoding (it cannot
+    occur in any descriptor) never changes what is removed, byte for byte."""
+    seen: Counter[str] = Counter()
+
+    @settings(max_examples=80, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @given(lazy_case())
+    def check(data: bytes) -> None:
+        lazy_decoded: list[int] = []
+        eager_decoded: list[int] = []
+        with quiet_pydicom():
+            lazy = _outcome(data, False, lazy_decoded)
+            assert lazy == _outcome(data, True, eager_decoded)
+        seen["cleaned"] += len(lazy) == 2 and lazy[1]["descriptors_cleaned"] > 0
+        seen["skipped"] += len(lazy_decoded) < len(eager_decoded)
+
+    check()
+    assert seen["cleaned"] >= 15 and seen["skipped"] >= 15, seen  # neither side vacuous

@@ -110,12 +110,14 @@ def _texts_of_file(path: Path) -> Iterator[str]:
 
 def _deflated_body(data: bytes) -> bytes | None:
     """The inflated data set of a Deflated Explicit VR Little Endian file, else None."""
-    from pydicom.filereader import _read_file_meta_info, read_preamble
+    from pydicom.filereader import read_preamble
+
+    from cxr_dask.dicom._pydicom import read_file_meta_info
 
     handle = io.BytesIO(data)
     try:
         read_preamble(handle, False)
-        meta = _read_file_meta_info(handle)
+        meta = read_file_meta_info(handle)
         if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
             return None
         return zlib.decompress(handle.read(), -15)

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from pydicom.datadict import dictionary_has_tag, dictionary_keyword, dictionary_VR, tag_for_keyword
 
@@ -266,11 +266,28 @@ def _parse_tag(text: str) -> tuple[int, int] | None:
     return mask, value
 
 
+#: How many decisions a profile remembers before it starts afresh: damaged or fuzzed input
+#: can make up any number of tags.
+MAX_DECISIONS = 65536
+
+
+_D = TypeVar("_D")
+
+
 class Profile:
-    """The resolved table for one set of options: exact tags plus wildcard patterns."""
+    """The resolved table for one set of options: exact tags plus wildcard patterns, and
+    the decisions the header's walks take under it (``decisions``)."""
 
     def __init__(self, options: ProfileOptions) -> None:
         self.options = options
+        #: Every per-element decision under this profile, remembered as walks meet the
+        #: elements: read with ``decisions.get(key)``, filled only by ``remember``. Keys
+        #: by job: ``(tag, stored VR)`` -> (VR, action), the walk's (``header.walk``);
+        #: ``("action", tag, VR)`` -> Action (``header.decisions``); ``("free text",
+        #: tag, VR)`` -> bool; ``("role", tag, VR, inside)`` and ``("pass 1", tag, stored
+        #: VR, inside)`` -> pass 1's role (``header.words``); ``("scan", tag, VR bytes,
+        #: inside)`` -> the byte walk's role (``deid.wordscan``).
+        self.decisions: dict[tuple[Any, ...], Any] = {}
         self.exact: dict[int, Action] = {}
         self.patterns: list[tuple[int, int, Action]] = []
         for row in load_table():
@@ -285,6 +302,14 @@ class Profile:
             vr = dictionary_VR(value) if known else ""
             keyword = dictionary_keyword(value) if known else ""
             self.exact[value] = resolve_row(row, options, vr, keyword)
+
+    def remember(self, key: tuple[Any, ...], decision: _D) -> _D:
+        """Store ``decision`` under ``key`` and return it; past MAX_DECISIONS, start afresh."""
+        decisions = self.decisions
+        if len(decisions) >= MAX_DECISIONS:
+            decisions.clear()
+        decisions[key] = decision
+        return decision
 
     def action_for(self, tag: int) -> Action | None:
         """The table's action for ``tag``, or None when the table does not list it."""

@@ -5,7 +5,7 @@ becomes a RawDataElement, every sequence item a Dataset, and that reading cost a
 more than the inventory record's own read (pydicom skipping to 18 tags). Here the
 element stream of an Explicit or Implicit VR Little Endian header (deflated too) is
 walked once from its bytes, for both: each element's tag, VR and length are unpacked,
-its role (``header._word_role``: count, deny, walk, nothing) looked up once per (tag,
+its role (``header.words._word_role``: count, deny, walk, nothing) looked up once per (tag,
 VR, context) in a dictionary, and only the values with a role are sliced and decoded
 (ASCII straight from the bytes, with a cache per value; anything else by pydicom's own
 conversion with the file's character set). Values without a role (numbers, UIDs, binary
@@ -27,7 +27,6 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import IO, cast
 
 from pydicom.charset import convert_encodings, default_encoding
@@ -38,19 +37,11 @@ from pydicom.uid import UID
 from pydicom.valuerep import VR
 
 from cxr_dask.deid import freetext
-from cxr_dask.deid.header import (
-    _IDENTIFYING_SEQUENCE,
-    _PADDING,
-    MAX_DEPTH,
-    MAX_VALUE_BYTES,
-    _dictionary_vr,
-    _keyword,
-    _stored_vr,
-    _values,
-    _word_role,
-)
-from cxr_dask.deid.profile import ProfileOptions, get_profile
+from cxr_dask.deid.header.lookups import _PADDING, MAX_DEPTH, MAX_VALUE_BYTES, _dictionary_vr, _keyword, _stored_vr
+from cxr_dask.deid.header.words import _IDENTIFYING_SEQUENCE, _word_role
+from cxr_dask.deid.profile import Profile, ProfileOptions, get_profile
 from cxr_dask.dicom import vrs
+from cxr_dask.dicom.values import value_strings
 from cxr_dask.storage import HEADER_BLOCK_SIZE
 
 
@@ -82,13 +73,6 @@ _IDENTIFYING_ITEMS = "identifying sequence"
 _MAX_HEADER = 64 * 1024 * 1024
 _MAX_CACHED = 65536
 _MAX_CACHED_VALUE = 256
-
-
-@lru_cache(maxsize=16)
-def _roles(profile: object) -> dict[tuple[int, bytes | None, bool], str | None]:
-    """The role per (tag, stored VR bytes or None when implicit, inside an identifying
-    sequence), filled as tags are met; one per profile."""
-    return {}
 
 
 #: Keys per (role, ASCII value bytes): descriptions and names repeat across an archive.
@@ -223,10 +207,10 @@ def _file_meta(data: bytes) -> tuple[str, int, dict[BaseTag, DataElement | RawDa
 class _Walk:
     """One header's walk: its bytes, encoding, character set and what it found."""
 
-    def __init__(self, data: bytes, profile: object, implicit: bool, complete: bool, tags: frozenset[int]) -> None:
+    def __init__(self, data: bytes, profile: Profile, implicit: bool, complete: bool, tags: frozenset[int]) -> None:
         self.data = data
         self.profile = profile
-        self.roles = _roles(profile)
+        self.roles = profile.decisions  # ("scan", tag, VR bytes or None, inside) -> role
         self.implicit = implicit
         self.complete = complete
         self.tags = tags
@@ -299,7 +283,7 @@ class _Walk:
             previous = tag
             role = None
             if counting:
-                key = (tag, vr, identifying)
+                key = ("scan", tag, vr, identifying)
                 role = roles.get(key, _MISSING)
                 if role is _MISSING:
                     role = None
@@ -308,9 +292,7 @@ class _Walk:
                         role = _word_role(self.profile, tag, stored, identifying)
                         if role == "sequence" and (identifying or _IDENTIFYING_SEQUENCE.search(_keyword(tag))):
                             role = _IDENTIFYING_ITEMS  # its items' strings are all identifying
-                    if len(roles) > _MAX_CACHED:
-                        roles.clear()
-                    roles[key] = role
+                    self.profile.remember(key, role)
             if length == _UNDEFINED:
                 # pydicom reads these as sequences as it goes (SQ, UN, implicit SQ or
                 # unknown); other undefined-length values are left to it
@@ -349,7 +331,7 @@ class _Walk:
                 self.decoded = True
                 stored_vr = vr.decode("ascii") if vr is not None else None
                 raw = RawDataElement(BaseTag(tag), stored_vr, length, value, 0, implicit, True)
-                found = _text_keys(role, _values(convert_raw_data_element(raw, encoding=self.charset).value))
+                found = _text_keys(role, value_strings(convert_raw_data_element(raw, encoding=self.charset).value))
             if found:
                 (self.words if role == "descriptor" else self.denied).update(found)
         if end is not None:

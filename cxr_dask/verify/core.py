@@ -49,13 +49,13 @@ import pyarrow.parquet as pq
 import pydicom
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from cxr_dask import metadata, storage
 from cxr_dask.dicom import vrs
 from cxr_dask.dicom.dates import as_date, date_digits, in_shifted_years, within_shifted_years
 from cxr_dask.dicom.layout import DICOM_ID, IMAGE_PATH_FORM, parse_image_path
+from cxr_dask.dicom.values import keyword_text, tag_name, value_strings
 from cxr_dask.errors import ConfigError
 from cxr_dask.identity import (
     STUDY_ID_RANGE,
@@ -101,16 +101,6 @@ _TOP_DATES = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
 
 
 # ------------------------------------------------------------------------------ inputs
-
-
-def _values(value: object) -> list[str]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, (list, tuple, MultiValue)):
-        return [str(v) for v in value]
-    if isinstance(value, bytes):
-        return [value.decode("latin-1").rstrip("\0 ")]
-    return [str(value)]
 
 
 def _normal(value: str) -> str:
@@ -165,7 +155,7 @@ def harvest(ds: Dataset, index: int, needles: Needles, patient: int) -> bytes:
         if vr == "SQ" or int(elem.tag) == PIXEL_DATA:
             continue
         textual = vr in TEXT_VRS | {"DA", "DT", "UI", "UN"}
-        values = _values(elem.value) if textual else []
+        values = value_strings(elem.value) if textual else []
         if elem.tag.group & 1:
             if vr in TEXT_VRS or (vr == "UN" and all(v.isprintable() for v in values)):
                 private_values.extend(values)
@@ -217,7 +207,7 @@ def harvest_partition(items: Iterable[tuple[int, str, int]], source: Location) -
                 raise ValueError("empty")
             with storage.open_for_header(source, key) as handle:
                 ds = pydicom.dcmread(handle, stop_before_pixels=True)
-            keys = file_keys(functools.partial(_text, ds))
+            keys = file_keys(functools.partial(keyword_text, ds))
             patient = keys.patient
             code = digest(patient)
             held = harvest(ds, index, result.needles, code)
@@ -232,7 +222,7 @@ def harvest_partition(items: Iterable[tuple[int, str, int]], source: Location) -
             continue
         dates = {}
         for keyword in _TOP_DATES:
-            value = date_digits(_text(ds, keyword))
+            value = date_digits(keyword_text(ds, keyword))
             if value:
                 dates[keyword] = value
         result.records[sop] = InputRecord(
@@ -245,14 +235,6 @@ def harvest_partition(items: Iterable[tuple[int, str, int]], source: Location) -
             held=held,
         )
     return result
-
-
-def _text(ds: Dataset, keyword: str) -> str:
-    try:
-        value = ds.get(keyword)
-    except Exception:
-        return ""
-    return str(value).strip() if value is not None else ""
 
 
 # ----------------------------------------------------------------------------- findings
@@ -489,10 +471,6 @@ def redact(path: str, needles: Needles) -> str:
     return "/".join(part if part in LAYOUT_NAMES or not needles.any_in(part) else "<redacted>" for part in parts)
 
 
-def _tag_name(elem: DataElement) -> str:
-    return elem.keyword or f"({elem.tag.group:04X},{elem.tag.element:04X})"
-
-
 def walk(ds: Dataset, skip_undecodable: bool = False) -> Iterator[DataElement]:
     """Every element at every depth, file meta included, values decoded where possible.
 
@@ -537,9 +515,9 @@ def pixel_span(data: bytes, ds: Dataset) -> tuple[bytes, bytes]:
 
 
 def _check_date(audit: Audit, path: str, elem: DataElement) -> None:
-    for value in _values(elem.value):
+    for value in value_strings(elem.value):
         if not within_shifted_years(value, elem.VR):
-            audit.add("date_out_of_range", path, _tag_name(elem), reason="not a shifted date (2100-2200)")
+            audit.add("date_out_of_range", path, tag_name(elem.tag), reason="not a shifted date (2100-2200)")
             return
 
 
@@ -570,7 +548,7 @@ def check_dicom(audit: Audit, path: str, data: bytes, shared: Shared) -> None:
     outside, pixel_bytes = pixel_span(data, ds)
     seen: set = set()  # (category, input index) of every needle found in an element
     for elem in walk(ds):
-        name = _tag_name(elem)
+        name = tag_name(elem.tag)
         if elem.tag.group & 1:
             audit.add("private_element", path, name, reason="private elements are removed")
         if elem.VR in ("DA", "DT"):
@@ -578,7 +556,7 @@ def check_dicom(audit: Audit, path: str, data: bytes, shared: Shared) -> None:
         if elem.VR == "SQ" or int(elem.tag) == PIXEL_DATA:
             continue
         if elem.VR == "UI":
-            for value in _values(elem.value):
+            for value in value_strings(elem.value):
                 needle = audit.needles.uids.get(value.strip().rstrip("\0"))
                 if needle is not None:
                     audit.add("original_uid", path, name, "uid", needle.index, "an input's UID was not replaced")
@@ -588,7 +566,7 @@ def check_dicom(audit: Audit, path: str, data: bytes, shared: Shared) -> None:
         if isinstance(elem.value, bytes) and elem.VR != "UN" and elem.VR not in TEXT_VRS:
             continue  # binary (OB/OW/...): covered by the raw byte search
         keyword = elem.keyword or None
-        for value in _values(elem.value):
+        for value in value_strings(elem.value):
             audit.search("phi_in_element", path, name, value, local, record, keyword)
             if elem.VR in vrs.TEXT:
                 for pattern, regex in IDENTIFIER_PATTERNS.items():
@@ -598,7 +576,7 @@ def check_dicom(audit: Audit, path: str, data: bytes, shared: Shared) -> None:
                         audit.add("identifier_pattern", path, name, pattern, reason=f"free text holds a {pattern}")
         seen |= local
     audit.search("phi_in_bytes", path, "bytes", outside.decode("latin-1"), seen, record)
-    if _text(ds, "PatientIdentityRemoved") != "YES":
+    if keyword_text(ds, "PatientIdentityRemoved") != "YES":
         audit.add("not_marked_deidentified", path, "PatientIdentityRemoved", reason="must be YES")
     if sop is not None and record is not None:
         audit.sops_written.add(sop)
@@ -712,14 +690,14 @@ def _check_ids(audit: Audit, path: str, ds: Dataset, shared: Shared, record: Inp
         ("AccessionNumber", study),
         ("StudyID", study),
     ):
-        if _text(ds, keyword).rstrip("^") != str(expected):  # PatientName: "<subject>^"
+        if keyword_text(ds, keyword).rstrip("^") != str(expected):  # PatientName: "<subject>^"
             audit.add("id_mismatch", path, keyword, reason="the header disagrees with the path")
-    sop_out = _text(ds, "SOPInstanceUID")
+    sop_out = keyword_text(ds, "SOPInstanceUID")
     if sop_out in audit.sop_paths:
         audit.add("id_not_one_to_one", path, "SOPInstanceUID", reason="two outputs share a SOPInstanceUID")
     audit.sop_paths[sop_out] = path
-    header_subject = _text(ds, "PatientID")
-    header_study = _text(ds, "AccessionNumber")
+    header_subject = keyword_text(ds, "PatientID")
+    header_study = keyword_text(ds, "AccessionNumber")
     sop = shared.dicom_to_sop.get(dicom_id)
     if sop is None:
         audit.add("unknown_output", path, "dicom_id", reason="the crosswalk never minted this dicom_id")
@@ -745,7 +723,7 @@ def _check_ids(audit: Audit, path: str, ds: Dataset, shared: Shared, record: Inp
         return
     shift = patient[1]
     for keyword, original in record.dates.items():
-        shifted = date_digits(_text(ds, keyword))
+        shifted = date_digits(keyword_text(ds, keyword))
         if shifted is None:
             continue
         try:

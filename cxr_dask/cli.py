@@ -197,6 +197,9 @@ def _execute(config: RunConfig, ends_process: bool = False) -> int:
 def _quiet() -> Iterator[None]:
     """``privacy.quiet_pydicom``, imported only now: pydicom is the CLI's largest import
     after distributed, and nothing before this block reads a DICOM file."""
+    from cxr_dask.cluster import pydicom_without_requests
+
+    pydicom_without_requests()
     from cxr_dask.privacy import quiet_pydicom
 
     with quiet_pydicom():

@@ -76,9 +76,36 @@ WORKER_PRELOAD = ("cxr_dask.preload",)
 class _NoPandas:
     """An import finder that says pandas is not installed (see ``arrow_without_pandas``)."""
 
+    refused = "pandas"
+
     def find_spec(self, name: str, path: object = None, target: object = None) -> None:
-        if name == "pandas":
-            raise ModuleNotFoundError("pandas is not needed by cxr-dask's processes", name=name)
+        if name == self.refused:
+            raise ModuleNotFoundError(f"{name} is not needed by cxr-dask's processes", name=name)
+
+
+class _NoRequests(_NoPandas):
+    """The same for requests (see ``pydicom_without_requests``)."""
+
+    refused = "requests"
+
+
+def pydicom_without_requests() -> None:
+    """Import pydicom, its downloader settling once that requests is absent.
+
+    ``pydicom.data.download`` (imported by pydicom's pixel modules, only ever used to fetch
+    pydicom's own test files from the internet) imports requests if it can, some 60 modules
+    and ~35 ms of CPU in every process of a run (the client and each worker, as they start);
+    without it the downloader falls back to ``urllib``. requests stays importable afterwards.
+    A process that already imported pydicom is left alone.
+    """
+    if "pydicom" in sys.modules:
+        return
+    finder = _NoRequests()
+    sys.meta_path.insert(0, finder)
+    try:
+        import pydicom.data  # noqa: F401
+    finally:
+        sys.meta_path.remove(finder)
 
 
 def arrow_without_pandas() -> None:

@@ -231,6 +231,9 @@ def main(argv: list[str]) -> None:
 
         pipeline.run = streamed
 
+    import compileall
+
+    compileall.compile_dir(str(Path(__file__).resolve().parent.parent / "cxr_dask"), quiet=1)  # as wholerun.py
     sys.meta_path.insert(0, _AfterImport("cxr_dask.pipeline", instrument))
     imported = time.time()
     from cxr_dask import cli

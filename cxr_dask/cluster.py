@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
+import multiprocessing.util
 import os
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from multiprocessing.synchronize import SemLock
 from types import TracebackType
 from typing import Any
 
@@ -20,7 +23,8 @@ from distributed.utils import sync
 from tornado import web
 
 from cxr_dask.config import ClusterSettings, RunConfig
-from cxr_dask.privacy import QUIET_PLUGIN, QuietPydicom
+
+log = logging.getLogger(__name__)
 
 #: What distributed's own configuration sets for every worker it spawns. Setting any of
 #: glibc's malloc parameters turns off its dynamic mmap threshold, so with this alone
@@ -72,9 +76,36 @@ WORKER_PRELOAD = ("cxr_dask.preload",)
 class _NoPandas:
     """An import finder that says pandas is not installed (see ``arrow_without_pandas``)."""
 
+    refused = "pandas"
+
     def find_spec(self, name: str, path: object = None, target: object = None) -> None:
-        if name == "pandas":
-            raise ModuleNotFoundError("pandas is not needed by cxr-dask's processes", name=name)
+        if name == self.refused:
+            raise ModuleNotFoundError(f"{name} is not needed by cxr-dask's processes", name=name)
+
+
+class _NoRequests(_NoPandas):
+    """The same for requests (see ``pydicom_without_requests``)."""
+
+    refused = "requests"
+
+
+def pydicom_without_requests() -> None:
+    """Import pydicom, its downloader settling once that requests is absent.
+
+    ``pydicom.data.download`` (imported by pydicom's pixel modules, only ever used to fetch
+    pydicom's own test files from the internet) imports requests if it can, some 60 modules
+    and ~35 ms of CPU in every process of a run (the client and each worker, as they start);
+    without it the downloader falls back to ``urllib``. requests stays importable afterwards.
+    A process that already imported pydicom is left alone.
+    """
+    if "pydicom" in sys.modules:
+        return
+    finder = _NoRequests()
+    sys.meta_path.insert(0, finder)
+    try:
+        import pydicom.data  # noqa: F401
+    finally:
+        sys.meta_path.remove(finder)
 
 
 def arrow_without_pandas() -> None:
@@ -162,8 +193,8 @@ def _dashboard_on_first_visit(scheduler: Scheduler) -> None:
 
 
 class _Arrivals(SchedulerPlugin):
-    """Counts the workers that reached the scheduler of a LocalCluster still starting (its
-    constructor returns once every worker is up), for ``Starting.client(workers=...)``."""
+    """Counts the workers that reached the scheduler of a LocalCluster still starting
+    (``Starting``), for ``Starting.client(workers=...)``."""
 
     name = "cxr-dask-arrivals"
 
@@ -184,7 +215,8 @@ class _Arrivals(SchedulerPlugin):
 def _local_cluster(
     config: ClusterSettings, preload: tuple[str, ...] = (), arrivals: _Arrivals | None = None
 ) -> LocalCluster:
-    """The run's LocalCluster, its dashboard connected when it is first visited.
+    """The run's LocalCluster, its scheduler started and no worker yet (``_start_workers``
+    adds them), its dashboard connected when it is first visited.
 
     distributed imports the dashboard (bokeh, ~0.4 s of CPU) as the scheduler starts,
     before it spawns a worker; here the scheduler starts without it (its HTTP server and
@@ -198,7 +230,7 @@ def _local_cluster(
     logging.getLogger("distributed").setLevel(max(logging.getLogger().getEffectiveLevel(), logging.INFO))
     lazy = config.dashboard_address is not None and importlib.util.find_spec("bokeh") is not None
     local = local_cluster(
-        n_workers=config.workers,
+        n_workers=0,  # each worker is added by _start_workers: one failing to start does not close the others
         threads_per_worker=config.threads_per_worker,
         memory_limit=config.memory_limit,
         dashboard_address=config.dashboard_address,
@@ -214,6 +246,15 @@ def _local_cluster(
             local.close()
             raise
     return local
+
+
+async def _start_workers(local: LocalCluster, workers: int) -> None:
+    """Spawn the workers of a LocalCluster started without any, and return once each is up,
+    or raise when one failed to start (the others, and the scheduler, stay up: the
+    LocalCluster's constructor would close them all)."""
+    while len(local.worker_spec) < workers:  # what scale() does, its outcome awaited here
+        local.worker_spec.update(local.new_worker_spec())
+    await local._correct_state()
 
 
 async def _install_dashboard_on_first_visit(scheduler: Scheduler) -> None:
@@ -266,9 +307,19 @@ class Starting:
 
     def _start(self, preload: tuple[str, ...]) -> None:
         try:
-            self._cluster = _local_cluster(self.config, preload, self._arrivals)
+            self._cluster = local = _local_cluster(self.config, preload, self._arrivals)
+            sync(local.loop, _start_workers, local, self.config.workers)  # type: ignore[arg-type]  # started: has a loop
         except BaseException as error:  # raised again in the caller's thread by client()
             self._error = error
+            up = self._arrivals.workers
+            if up:  # pass 1 may have begun on those: a run that took its client early goes on with them
+                log.warning(
+                    "%d of %d workers failed to start (%s); going on with %d",
+                    self.config.workers - up,
+                    self.config.workers,
+                    type(error).__name__,  # the type only: a message can quote a path
+                    up,
+                )
         finally:
             with self._arrivals.changed:
                 self._done = True
@@ -293,15 +344,17 @@ class Starting:
                 if self._error is not None:
                     raise self._error
                 self._client = Client(self._cluster)
+            from cxr_dask.privacy import QUIET_PLUGIN, QuietPydicom  # pydicom: after the workers spawn
+
             self._client.register_plugin(QuietPydicom(), name=QUIET_PLUGIN)
         return self._client
 
     def _arrived(self, workers: int) -> bool:
         """Wait until ``workers`` workers reached the scheduler (True), or the LocalCluster
-        is started or failed (False: its thread is done)."""
+        is started or failed with fewer (False: its thread is done)."""
         with self._arrivals.changed:
             self._arrivals.changed.wait_for(lambda: self._arrivals.workers >= workers or self._done)
-            return not self._done
+            return self._arrivals.workers >= workers
 
     def leave_to_exit(self) -> None:
         """Leave a LocalCluster running at the end of the block: the process ends with
@@ -320,13 +373,32 @@ class Starting:
         if self._thread is not None:
             self._thread.join()
         if self._leave and kind is None and self._cluster is not None:
+            _unlink_semaphores()
             return
         if self._client is not None:
             if self._cluster is None and self._client.status == "running":
+                from cxr_dask.privacy import QUIET_PLUGIN
+
                 self._client.unregister_worker_plugin(QUIET_PLUGIN)
             self._client.close()
         if self._cluster is not None:
             self._cluster.close()
+
+
+def _unlink_semaphores() -> None:
+    """Unlink this process's named semaphores now, as its normal exit would first.
+
+    Each nanny holds two ``multiprocessing`` queues (three named semaphores each) until it
+    closes; a process ended with ``os._exit`` (``Starting.leave_to_exit``) leaves their
+    names to the resource tracker, which warns of "leaked semaphore objects" at the end of
+    every run. The workers opened them long before (as they started); the names go.
+    """
+    registry: dict[Any, Any] = getattr(multiprocessing.util, "_finalizer_registry", {})
+    cleanup = getattr(SemLock, "_cleanup", None)  # what each SemLock registers: unlink, untrack
+    for finalizer in list(registry.values()):
+        if cleanup is not None and getattr(finalizer, "_callback", None) is cleanup:
+            with contextlib.suppress(OSError):  # gone already
+                finalizer()  # unlinks, tells the tracker, and leaves the registry
 
 
 def total_threads(client: Client) -> int:

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from cxr_dask import cluster
-from cxr_dask import pipeline as pipeline  # both passes' modules, imported now rather than at the first task
+
+cluster.pydicom_without_requests()  # before the passes import pydicom
+from cxr_dask import pipeline as pipeline  # noqa: E402  (both passes' modules, imported now rather than at the first task)
 
 
 def dask_setup(worker: Any) -> None:

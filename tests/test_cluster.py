@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 
@@ -151,6 +152,62 @@ def test_workers_left_to_the_process_exit_end_with_it(tmp_path):
             break
         time.sleep(0.1)
     assert alive == []
+    assert "leaked semaphore" not in done.stderr  # the nannies' queues are unlinked before the exit
+
+
+_SECOND_FAILS = """
+import os
+import time
+
+try:  # the first worker to start takes the flag; the next fails once the run has its client
+    mine = os.open({flag!r}, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    os.write(mine, str(os.getpid()).encode())
+    os.close(mine)
+except FileExistsError:
+    with open({flag!r}) as taken:
+        first = taken.read() == str(os.getpid())  # distributed imports a preload file twice
+    for _ in range(0 if first else 2400):
+        if os.path.exists({flag!r} + ".go"):
+            break
+        time.sleep(0.05)
+    if not first:
+        raise RuntimeError("this worker does not start") from None
+"""
+
+
+class _Lines(logging.Handler):
+    """The messages a logger emits (distributed sets pytest's capturing handlers to ERROR)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_a_worker_failing_to_start_after_the_first_leaves_the_run_going_and_says_so(tmp_path):
+    """``Starting.client(workers=1)``: a LocalCluster's constructor closes every worker and
+    the scheduler when one fails; a run that began on its first worker goes on with the
+    others, and says so in one line (the error's type only)."""
+    preload = tmp_path / "second_fails.py"
+    preload.write_text(_SECOND_FAILS.format(flag=str(tmp_path / "flag")))
+    config = RunConfig(
+        str(tmp_path / "in"), str(tmp_path / "out"), str(tmp_path / "private"), workers=2, dashboard_address=None
+    )
+    said = _Lines()
+    cluster.log.addHandler(said)
+    try:
+        with cluster.Starting(config, preload=(str(preload),)) as starting:
+            client = starting.client(workers=1)
+            (tmp_path / "flag.go").touch()
+            assert starting._thread is not None
+            starting._thread.join()  # the second worker has failed by now
+            assert client.submit(sum, [1, 2]).result() == 3
+            assert len(client.nthreads()) == 1
+    finally:
+        cluster.log.removeHandler(said)
+    assert said.lines == ["1 of 2 workers failed to start (RuntimeError); going on with 1"]
 
 
 def _modules_after_an_arrow_conversion() -> dict[str, bool]:

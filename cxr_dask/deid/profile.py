@@ -15,9 +15,8 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
+from types import ModuleType
 from typing import Any, TypeVar
-
-from pydicom.datadict import dictionary_has_tag, dictionary_keyword, dictionary_VR, tag_for_keyword
 
 from cxr_dask.deid.rules import PixelOptions
 from cxr_dask.settings import doc
@@ -85,7 +84,19 @@ class Action(enum.Enum):
     SHIFT_DATE = "S"  # Modified Dates option: shift DA/DT by the patient's offset
 
 
+def _datadict() -> ModuleType:
+    """pydicom's data dictionary, imported at first use: ``cxr-dask run`` reads its settings
+    (these options among them) before it starts its workers, and pydicom is its largest
+    import after distributed (~0.2 s)."""
+    from pydicom import datadict
+
+    return datadict
+
+
 def _keywords_complaint(keywords: frozenset[str]) -> str | None:
+    if not keywords:
+        return None
+    tag_for_keyword = _datadict().tag_for_keyword
     unknown = sorted(k for k in keywords if tag_for_keyword(k) is None)
     return f"not a DICOM keyword: {unknown[0]}" if unknown else None
 
@@ -144,6 +155,7 @@ class KeptAttribute:
 def load_keep_list() -> dict[int, KeptAttribute]:
     """Tag -> kept attribute, from the shipped keep-list (read once per process)."""
     kept: dict[int, KeptAttribute] = {}
+    tag_for_keyword = _datadict().tag_for_keyword
     for group in _data(KEEP_LIST_RESOURCE)["groups"]:
         for keyword in group["attributes"]:
             tag = tag_for_keyword(keyword)
@@ -171,6 +183,7 @@ class DefinedTerms:
 def load_defined_terms() -> dict[int, DefinedTerms]:
     """Tag -> defined terms of the coded attributes that are kept (read once per process)."""
     table: dict[int, DefinedTerms] = {}
+    tag_for_keyword = _datadict().tag_for_keyword
     for keyword, entry in _data(DEFINED_TERMS_RESOURCE)["terms"].items():
         tag = tag_for_keyword(keyword)
         if tag is None:
@@ -200,6 +213,7 @@ class Type2Requirement:
 def load_type2_requirements() -> tuple[Type2Requirement, ...]:
     """The shipped table of Type 2 attributes that IODs need present (read once)."""
     requirements = []
+    tag_for_keyword = _datadict().tag_for_keyword
     for entry in _data(TYPE2_REQUIRED_RESOURCE)["requirements"]:
         tags = []
         for keyword in entry["attributes"]:
@@ -290,6 +304,7 @@ class Profile:
         self.decisions: dict[tuple[Any, ...], Any] = {}
         self.exact: dict[int, Action] = {}
         self.patterns: list[tuple[int, int, Action]] = []
+        datadict = _datadict()
         for row in load_table():
             parsed = _parse_tag(row["tag"])
             if parsed is None:  # "(GGGG,EEEE) where GGGG is odd": private, handled by the walk
@@ -298,9 +313,9 @@ class Profile:
             if mask != 0xFFFFFFFF:
                 self.patterns.append((mask, value, resolve_combined(row["basicProfile"], "")))
                 continue
-            known = dictionary_has_tag(value)
-            vr = dictionary_VR(value) if known else ""
-            keyword = dictionary_keyword(value) if known else ""
+            known = datadict.dictionary_has_tag(value)
+            vr = datadict.dictionary_VR(value) if known else ""
+            keyword = datadict.dictionary_keyword(value) if known else ""
             self.exact[value] = resolve_row(row, options, vr, keyword)
 
     def remember(self, key: tuple[Any, ...], decision: _D) -> _D:

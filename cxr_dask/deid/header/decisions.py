@@ -97,12 +97,16 @@ def _read_as(tag: int, stored_vr: str) -> str:
     """The VR an element is read and judged by.
 
     Its own VR, unless that contradicts the dictionary and the dictionary's VR has a
-    syntax that can judge the same bytes (SOPInstanceUID written as LO, a name written
-    into StudyTime): then the dictionary's VR, whose syntax check keeps or drops it.
+    syntax that can judge the same bytes (SOPInstanceUID written as LO, a number written
+    as text): then the dictionary's VR, whose syntax check keeps or drops it. A value
+    stored as a name or a date (``vrs.IDENTIFYING``) is never judged by another VR's
+    syntax (a date is a valid DS number): it keeps its VR, so the contradiction removes it.
     Raises ``vr_mismatch`` for a pixel-module attribute that cannot be read that way.
     """
     if not _vr_contradicts_dictionary(tag, stored_vr):
         return stored_vr
+    if stored_vr in vrs.IDENTIFYING and tag not in _PIXEL_MODULE:
+        return stored_vr  # a name or a date under another attribute's VR: it goes (``_decide``)
     wanted = _dictionary_vr(tag).split(" or ")[0]
     if wanted in _SYNTAX_VRS and stored_vr not in ("SQ",):
         return wanted

@@ -9,13 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
@@ -519,3 +520,68 @@ def written_copies(table: pa.Table, statuses: dict[int, str]) -> dict[int, int]:
         if written:
             out.update({index: written[0] for index in members if index != written[0]})
     return out
+
+
+# --- the inventory as a Parquet file in memory: read a batch of rows at a time ----------
+
+#: Inventory rows read at once from its Parquet file.
+BATCH_ROWS = 65_536
+
+
+def batches(data: bytes | memoryview, columns: Iterable[str] | None = None) -> Callable[[], Iterator[pa.RecordBatch]]:
+    """A callable that reads ``columns`` of the inventory's Parquet ``data`` anew, a batch of
+    ``BATCH_ROWS`` rows at a time, in key order (what ``identity.extend`` reads)."""
+    names = None if columns is None else list(columns)
+
+    def read() -> Iterator[pa.RecordBatch]:
+        return _parquet(data).iter_batches(batch_size=BATCH_ROWS, columns=names)
+
+    return read
+
+
+def read_columns(data: bytes | memoryview, columns: Iterable[str]) -> pa.Table:
+    """The inventory's ``columns`` that its file holds (one saved before copies were ranked
+    has no copies' columns), whole."""
+    parquet = _parquet(data)
+    names = parquet.schema_arrow.names
+    return parquet.read(columns=[name for name in columns if name in names])
+
+
+def _parquet(data: bytes | memoryview) -> pq.ParquetFile:
+    return pq.ParquetFile(pa.BufferReader(data))
+
+
+def copy_rows(data: bytes | memoryview) -> pa.Table:
+    """Every row of a usable file whose SOPInstanceUID another usable file carries too:
+    all ``rank_copies`` needs (it ranks each SOPInstanceUID's copies among themselves).
+    The SOPInstanceUIDs are read whole, once, as one Arrow column; the rows, a batch at a time."""
+    sops = read_columns(data, ("key_index", "sop_instance_uid", "error"))
+    usable = sops.filter(pc.and_(pc.is_null(sops.column("error")), pc.is_valid(sops.column("sop_instance_uid"))))
+    counts = pc.value_counts(usable.column("sop_instance_uid"))
+    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    wanted = usable.filter(pc.is_in(usable.column("sop_instance_uid"), value_set=repeated)).column("key_index")
+    del sops, usable
+    if not len(wanted):
+        return INVENTORY_SCHEMA.empty_table()
+    found = [batch.filter(pc.is_in(batch.column("key_index"), value_set=wanted)) for batch in batches(data)()]
+    return pa.Table.from_batches(found, schema=INVENTORY_SCHEMA)
+
+
+def with_copies(data: bytes | memoryview, ranked: pa.Table) -> memoryview:
+    """The inventory's Parquet ``data`` with the copies' ``error``, ``copy_of`` and ``copy_rank``
+    of ``ranked`` (``copy_rows``, ranked and labelled), rewritten a batch of rows at a time."""
+    patch = ranked.select(["key_index", "error", "copy_of", "copy_rank"])
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(sink, INVENTORY_SCHEMA, compression="zstd") as writer:
+        for batch in batches(data)():
+            table = pa.Table.from_batches([batch], schema=INVENTORY_SCHEMA)
+            at = pc.index_in(table.column("key_index"), value_set=patch.column("key_index"))
+            writer.write_table(
+                _set_columns(
+                    table,
+                    error=pc.if_else(pc.is_valid(at), pc.take(patch.column("error"), at), table.column("error")),
+                    copy_of=pc.coalesce(pc.take(patch.column("copy_of"), at), table.column("copy_of")),
+                    copy_rank=pc.coalesce(pc.take(patch.column("copy_rank"), at), table.column("copy_rank")),
+                )
+            )
+    return memoryview(sink.getvalue())

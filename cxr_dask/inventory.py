@@ -525,7 +525,7 @@ def written_copies(table: pa.Table, statuses: dict[int, str]) -> dict[int, int]:
 # --- the inventory as a Parquet file in memory: read a batch of rows at a time ----------
 
 #: Inventory rows read at once from its Parquet file.
-BATCH_ROWS = 65_536
+BATCH_ROWS = 16_384
 
 
 def batches(data: bytes | memoryview, columns: Iterable[str] | None = None) -> Callable[[], Iterator[pa.RecordBatch]]:
@@ -554,17 +554,41 @@ def _parquet(data: bytes | memoryview) -> pq.ParquetFile:
 def copy_rows(data: bytes | memoryview) -> pa.Table:
     """Every row of a usable file whose SOPInstanceUID another usable file carries too:
     all ``rank_copies`` needs (it ranks each SOPInstanceUID's copies among themselves).
-    The SOPInstanceUIDs are read whole, once, as one Arrow column; the rows, a batch at a time."""
-    sops = read_columns(data, ("key_index", "sop_instance_uid", "error"))
-    usable = sops.filter(pc.and_(pc.is_null(sops.column("error")), pc.is_valid(sops.column("sop_instance_uid"))))
-    counts = pc.value_counts(usable.column("sop_instance_uid"))
-    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
-    wanted = usable.filter(pc.is_in(usable.column("sop_instance_uid"), value_set=repeated)).column("key_index")
-    del sops, usable
-    if not len(wanted):
+
+    Read a batch of rows at a time, twice: first each usable row's SOPInstanceUID as a
+    64-bit hash (8 bytes a file), then the rows whose hash repeats, of which those whose
+    SOPInstanceUID repeats are kept (two SOPInstanceUIDs sharing a hash are told apart).
+    """
+    columns = ("key_index", "sop_instance_uid", "error")
+    hashes = [_sop_hashes(batch) for batch in batches(data, columns)()]
+    values, counts = np.unique(np.concatenate(hashes) if hashes else np.empty(0, np.uint64), return_counts=True)
+    repeated = values[counts > 1]
+    del hashes, values, counts
+    if not len(repeated):
         return INVENTORY_SCHEMA.empty_table()
-    found = [batch.filter(pc.is_in(batch.column("key_index"), value_set=wanted)) for batch in batches(data)()]
-    return pa.Table.from_batches(found, schema=INVENTORY_SCHEMA)
+    found = []
+    for batch in batches(data)():
+        usable = _usable(pa.Table.from_batches([batch], schema=INVENTORY_SCHEMA))
+        found.append(usable.filter(pa.array(np.isin(_sop_hashes(usable), repeated))))
+    candidates = pa.concat_tables(found)
+    counts_of = pc.value_counts(candidates.column("sop_instance_uid"))
+    twice = counts_of.field("values").filter(pc.greater(counts_of.field("counts"), 1))
+    return candidates.filter(pc.is_in(candidates.column("sop_instance_uid"), value_set=twice))
+
+
+def _usable(rows: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBatch:
+    """The rows pass 2 would write: no error, and a SOPInstanceUID."""
+    return rows.filter(pc.and_(pc.is_null(rows.column("error")), pc.is_valid(rows.column("sop_instance_uid"))))
+
+
+def _sop_hashes(rows: pa.Table | pa.RecordBatch) -> np.ndarray:
+    """A 64-bit hash of each usable row's SOPInstanceUID."""
+    sops = _usable(rows).column("sop_instance_uid").to_pylist()
+    return np.fromiter((_hash64(sop) for sop in sops), np.uint64, count=len(sops))
+
+
+def _hash64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "big")
 
 
 def with_copies(data: bytes | memoryview, ranked: pa.Table) -> memoryview:

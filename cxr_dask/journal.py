@@ -52,7 +52,7 @@ REVIEW_SUFFIX = ".review.json"
 #: Parts read per request batch at the commit: bounds the raw bytes held at once.
 READ_BATCH = 256
 #: Inventory rows merged into one row group of the saved inventory.
-INVENTORY_ROWS = 65_536
+INVENTORY_ROWS = 16_384
 
 
 def new_run_id() -> str:

@@ -236,7 +236,7 @@ def listing_table(files: list[tuple[str, int]]) -> pa.Table:
 
 
 #: Listed files held as Python objects at once before they become Arrow columns.
-LIST_BATCH = 65_536
+LIST_BATCH = 16_384
 
 
 def list_table(location: Location) -> pa.Table:

@@ -12,8 +12,10 @@ targets: at 100,000 files at most half of the 10 KB a file measured before pass 
 commit streamed through the journal's parts; and apart from the identity map, the same
 at every size. "Apart from the identity map" is the peak RSS less the map's own bytes
 (the Arrow columns and hash index of the crosswalk the run saved, as a worker loads it,
-``KeyTable.nbytes``): what the client holds besides the one thing that must be whole.
-Run alone: ``python bench/client_memory.py --files 20000,100000``.
+``KeyTable.nbytes``): what the client holds besides the one thing that must be whole
+(ids are minted from the saved inventory a batch of rows at a time and both passes keep
+a bounded window of tasks in flight, so what the client holds per file is the listing's
+keys and the map). Run alone: ``python bench/client_memory.py --files 20000,100000``.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import io
 import os
 import secrets
 import uuid
-from collections.abc import Callable, ItemsView, Iterator, Mapping, ValuesView
+from collections.abc import Callable, ItemsView, Iterable, Iterator, Mapping, ValuesView
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
@@ -54,6 +54,7 @@ _EXTEND_COLUMNS = (
     "sop_instance_uid",
     "anchor_date",
 )
+_MINT_SCHEMA = (*([pa.string()] * 5), pa.date32(), pa.string())
 
 PATIENTS_SCHEMA = pa.schema(
     [
@@ -406,23 +407,32 @@ def shift_days_for(key: bytes, patient: str, first_date: dt.date | None, last_da
     return weeks * SHIFT_MULTIPLE_DAYS
 
 
-def extend(identity: IdentityMap, inventory: pa.Table) -> IdentityMap:
+#: Where minting reads the inventory from: a table, or a callable that yields its rows
+#: (the columns ``MINT_COLUMNS`` at least) in key order, a batch at a time, each call anew.
+Batches = Callable[[], Iterable[pa.RecordBatch | pa.Table]]
+#: The inventory columns minting reads.
+MINT_COLUMNS = (*_EXTEND_COLUMNS, "error")
+
+
+def extend(identity: IdentityMap, inventory: pa.Table | Batches) -> IdentityMap:
     """Mint ids for every patient, study and image of ``inventory`` not yet known.
 
     Known keys keep their ids and shift (a later batch never moves an old patient);
     new keys are minted in sorted order so the result does not depend on partitioning.
-    Keys are built and grouped as Arrow columns; only the new keys become Python
-    objects, a batch at a time, so the client's peak stays near the map's own size.
+    The inventory is read three times, a batch of rows at a time (patients, then
+    studies, then images): besides one batch, the client holds what each step reduces
+    the rows to (one row per patient, study or image: the keys the map holds anyway),
+    never the inventory's columns whole. Only the new keys become Python objects, a
+    batch at a time.
     """
-    # the columns minting reads, and only the rows without an error: a copy of these alone
-    error = inventory.column("error")
-    needed = inventory.select(list(_EXTEND_COLUMNS))
-    keys = _inventory_keys(needed if error.null_count == len(error) else needed.filter(pc.is_null(error)))
-    del needed
+    global rows_held
+    rows_held = 0
+    batches = _batches_of(inventory) if isinstance(inventory, pa.Table) else inventory
     key = identity.uid_key
 
     # patients: first and last dates, then a subject and a shift for each new one
-    dates = _new_only(_first_and_last_dates(keys).sort_by("patient"), "patient", identity.patients)
+    dates = _reduce(batches, _first_and_last_dates, _merge_dates)
+    dates = _new_only(dates.sort_by("patient"), "patient", identity.patients)
     taken_subjects = _Taken(_int_values(identity.patients, 0))
     minted: list[tuple[str, int, int, dt.date | None]] = []
     names = ("patient", "anchor_date_min", "anchor_date_max")
@@ -432,27 +442,84 @@ def extend(identity: IdentityMap, inventory: pa.Table) -> IdentityMap:
         if len(minted) >= _BATCH:
             _add_patients(identity, minted)
     _add_patients(identity, minted)
+    del dates
 
-    # studies: the patient of each study's first row
-    studies = _new_only(_first_of(keys, "study", "patient").sort_by("study"), "study", identity.studies)
-    subjects = _lookup_column(identity.patients, studies.column("patient_first"), 0)
+    # studies: the subject of each study's first row (every patient is minted by now)
+    def study_subjects(keys: pa.Table) -> pa.Table:
+        first = _first_of(keys, "study", "patient")
+        return pa.table(
+            {
+                "study": first.column("study"),
+                "subject": _lookup_column(identity.patients, first.column("patient_first"), 0),
+            }
+        )
+
+    studies = _reduce(batches, study_subjects, lambda held, more: _first_rows(pa.concat_tables([held, more]), "study"))
+    studies = _new_only(studies.sort_by("study"), "study", identity.studies)
     taken_studies = _Taken(_int_values(identity.studies, 1))
     study_ids = [
         _mint_int(key, "study", sk, STUDY_ID_RANGE, taken_studies) for sk in _iter_values(studies.column("study"))
     ]
-    _append(identity, "studies", studies.column("study"), [subjects, pa.array(study_ids, pa.int64())])
-    del study_ids
+    _append(identity, "studies", studies.column("study"), [studies.column("subject"), pa.array(study_ids, pa.int64())])
+    del study_ids, studies
 
-    # images: the study of each SOPInstanceUID's first row
-    images = _new_only(_first_of(keys, "sop", "study").sort_by("sop"), "sop", identity.images)
+    # images: the subject and study of each SOPInstanceUID's first row
+    def image_studies(keys: pa.Table) -> pa.Table:
+        first = _first_of(keys, "sop", "study")
+        at = first.column("study_first")
+        ids = {name: _lookup_column(identity.studies, at, i) for i, name in enumerate(("subject", "study_id"))}
+        return pa.table({"sop": first.column("sop"), **ids})
+
+    images = _reduce(batches, image_studies, lambda held, more: _first_rows(pa.concat_tables([held, more]), "sop"))
+    images = _new_only(images.sort_by("sop"), "sop", identity.images)
     taken_images = _Taken(_image_prefixes(identity.images))
     for start in range(0, images.num_rows, _BATCH):
         batch = images.slice(start, _BATCH)
         dicom_ids = [_mint_dicom_id(key, sop, taken_images) for sop in batch.column("sop").to_pylist()]
-        study_of = batch.column("study_first")
-        columns = [pa.array(dicom_ids, pa.string())] + [_lookup_column(identity.studies, study_of, i) for i in (0, 1)]
+        columns = [pa.array(dicom_ids, pa.string()), *(_one_chunk(batch.column(n)) for n in ("subject", "study_id"))]
         _append(identity, "images", batch.column("sop"), columns)
     return identity.compact()
+
+
+def _batches_of(table: pa.Table) -> Batches:
+    needed = table.select(list(MINT_COLUMNS))
+    return lambda: needed.to_batches(_BATCH)
+
+
+#: Most rows a step of minting reduces at once before it folds them into what it holds
+#: (below the smallest archive measured, so what a batch costs is the same at every size).
+MINT_BATCH = 16_384
+#: The most inventory rows ``extend`` held at once in its last call (``tests/test_identity``).
+rows_held = 0
+
+
+def _reduce(
+    batches: Batches, step: Callable[[pa.Table], pa.Table], merge: Callable[[pa.Table, pa.Table], pa.Table]
+) -> pa.Table:
+    """``step`` of each batch's usable rows (their keys: ``_inventory_keys``), folded with
+    ``merge`` in key order; ``step`` of no rows when the inventory has none."""
+    global rows_held
+    held: pa.Table | None = None
+    for batch in batches():
+        for start in range(0, batch.num_rows, MINT_BATCH):
+            rows = batch.slice(start, MINT_BATCH)
+            rows_held = max(rows_held, rows.num_rows)
+            error = rows.column("error")
+            valid = rows if error.null_count == len(error) else rows.filter(pc.is_null(error))
+            reduced = step(
+                _inventory_keys(pa.Table.from_batches([valid]) if isinstance(valid, pa.RecordBatch) else valid)
+            )
+            held = reduced if held is None else merge(held, reduced)
+    if held is None:
+        empty = pa.table({name: pa.array([], f.type) for name, f in zip(MINT_COLUMNS, _MINT_SCHEMA, strict=True)})
+        held = step(_inventory_keys(empty))
+    return held
+
+
+def _first_rows(table: pa.Table, by: str) -> pa.Table:
+    """The first row of each distinct ``by`` (in order of first appearance)."""
+    _, _, first_row = _groups(table.column(by))
+    return table.take(pa.array(first_row))
 
 
 def _inventory_keys(valid: pa.Table) -> pa.Table:
@@ -492,13 +559,22 @@ def _first_of(keys: pa.Table, by: str, value: str) -> pa.Table:
 
 def _first_and_last_dates(keys: pa.Table) -> pa.Table:
     """Each patient with the first and last of its rows' anchor dates (null when none)."""
-    distinct, group, _ = _groups(keys.column("patient"))
-    days = pc.cast(keys.column("anchor_date"), pa.int32())
+    return _date_range(keys.column("patient"), keys.column("anchor_date"), keys.column("anchor_date"))
+
+
+def _merge_dates(held: pa.Table, more: pa.Table) -> pa.Table:
+    """Two batches' ``_first_and_last_dates`` as one, the patients in order of first appearance."""
+    both = pa.concat_tables([held, more])
+    return _date_range(both.column("patient"), both.column("anchor_date_min"), both.column("anchor_date_max"))
+
+
+def _date_range(patient: pa.ChunkedArray, lows: pa.ChunkedArray, highs: pa.ChunkedArray) -> pa.Table:
+    distinct, group, _ = _groups(patient)
     top, bottom = np.iinfo(np.int32).max, np.iinfo(np.int32).min
     first = np.full(len(distinct), top, dtype=np.int32)
     last = np.full(len(distinct), bottom, dtype=np.int32)
-    np.minimum.at(first, group, pc.fill_null(days, top).to_numpy())
-    np.maximum.at(last, group, pc.fill_null(days, bottom).to_numpy())
+    np.minimum.at(first, group, pc.fill_null(pc.cast(lows, pa.int32()), top).to_numpy())
+    np.maximum.at(last, group, pc.fill_null(pc.cast(highs, pa.int32()), bottom).to_numpy())
     return pa.table(
         {
             "patient": distinct,
@@ -678,7 +754,7 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
-def read_parquet(data: bytes, columns: list[str] | None = None) -> pa.Table:
+def read_parquet(data: bytes | memoryview, columns: list[str] | None = None) -> pa.Table:
     """A Parquet file held in memory as a table.
 
     ``pq.ParquetFile``, not ``pq.read_table``: the latter goes through ``pyarrow.dataset``,

@@ -9,13 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
@@ -519,3 +520,92 @@ def written_copies(table: pa.Table, statuses: dict[int, str]) -> dict[int, int]:
         if written:
             out.update({index: written[0] for index in members if index != written[0]})
     return out
+
+
+# --- the inventory as a Parquet file in memory: read a batch of rows at a time ----------
+
+#: Inventory rows read at once from its Parquet file.
+BATCH_ROWS = 16_384
+
+
+def batches(data: bytes | memoryview, columns: Iterable[str] | None = None) -> Callable[[], Iterator[pa.RecordBatch]]:
+    """A callable that reads ``columns`` of the inventory's Parquet ``data`` anew, a batch of
+    ``BATCH_ROWS`` rows at a time, in key order (what ``identity.extend`` reads)."""
+    names = None if columns is None else list(columns)
+
+    def read() -> Iterator[pa.RecordBatch]:
+        return _parquet(data).iter_batches(batch_size=BATCH_ROWS, columns=names)
+
+    return read
+
+
+def read_columns(data: bytes | memoryview, columns: Iterable[str]) -> pa.Table:
+    """The inventory's ``columns`` that its file holds (one saved before copies were ranked
+    has no copies' columns), whole."""
+    parquet = _parquet(data)
+    names = parquet.schema_arrow.names
+    return parquet.read(columns=[name for name in columns if name in names])
+
+
+def _parquet(data: bytes | memoryview) -> pq.ParquetFile:
+    return pq.ParquetFile(pa.BufferReader(data))
+
+
+def copy_rows(data: bytes | memoryview) -> pa.Table:
+    """Every row of a usable file whose SOPInstanceUID another usable file carries too:
+    all ``rank_copies`` needs (it ranks each SOPInstanceUID's copies among themselves).
+
+    Read a batch of rows at a time, twice: first each usable row's SOPInstanceUID as a
+    64-bit hash (8 bytes a file), then the rows whose hash repeats, of which those whose
+    SOPInstanceUID repeats are kept (two SOPInstanceUIDs sharing a hash are told apart).
+    """
+    columns = ("key_index", "sop_instance_uid", "error")
+    hashes = [_sop_hashes(batch) for batch in batches(data, columns)()]
+    values, counts = np.unique(np.concatenate(hashes) if hashes else np.empty(0, np.uint64), return_counts=True)
+    repeated = values[counts > 1]
+    del hashes, values, counts
+    if not len(repeated):
+        return INVENTORY_SCHEMA.empty_table()
+    found = []
+    for batch in batches(data)():
+        usable = _usable(pa.Table.from_batches([batch], schema=INVENTORY_SCHEMA))
+        found.append(usable.filter(pa.array(np.isin(_sop_hashes(usable), repeated))))
+    candidates = pa.concat_tables(found)
+    counts_of = pc.value_counts(candidates.column("sop_instance_uid"))
+    twice = counts_of.field("values").filter(pc.greater(counts_of.field("counts"), 1))
+    return candidates.filter(pc.is_in(candidates.column("sop_instance_uid"), value_set=twice))
+
+
+def _usable(rows: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBatch:
+    """The rows pass 2 would write: no error, and a SOPInstanceUID."""
+    return rows.filter(pc.and_(pc.is_null(rows.column("error")), pc.is_valid(rows.column("sop_instance_uid"))))
+
+
+def _sop_hashes(rows: pa.Table | pa.RecordBatch) -> np.ndarray:
+    """A 64-bit hash of each usable row's SOPInstanceUID."""
+    sops = _usable(rows).column("sop_instance_uid").to_pylist()
+    return np.fromiter((_hash64(sop) for sop in sops), np.uint64, count=len(sops))
+
+
+def _hash64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "big")
+
+
+def with_copies(data: bytes | memoryview, ranked: pa.Table) -> memoryview:
+    """The inventory's Parquet ``data`` with the copies' ``error``, ``copy_of`` and ``copy_rank``
+    of ``ranked`` (``copy_rows``, ranked and labelled), rewritten a batch of rows at a time."""
+    patch = ranked.select(["key_index", "error", "copy_of", "copy_rank"])
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(sink, INVENTORY_SCHEMA, compression="zstd") as writer:
+        for batch in batches(data)():
+            table = pa.Table.from_batches([batch], schema=INVENTORY_SCHEMA)
+            at = pc.index_in(table.column("key_index"), value_set=patch.column("key_index"))
+            writer.write_table(
+                _set_columns(
+                    table,
+                    error=pc.if_else(pc.is_valid(at), pc.take(patch.column("error"), at), table.column("error")),
+                    copy_of=pc.coalesce(pc.take(patch.column("copy_of"), at), table.column("copy_of")),
+                    copy_rank=pc.coalesce(pc.take(patch.column("copy_rank"), at), table.column("copy_rank")),
+                )
+            )
+    return memoryview(sink.getvalue())

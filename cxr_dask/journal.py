@@ -26,6 +26,7 @@ differently.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import uuid
 from collections.abc import Iterable, Iterator
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from cxr_dask import metadata, review, storage
 from cxr_dask.errors import ConfigError
@@ -49,6 +51,8 @@ METADATA_SUFFIX = ".metadata.parquet"
 REVIEW_SUFFIX = ".review.json"
 #: Parts read per request batch at the commit: bounds the raw bytes held at once.
 READ_BATCH = 256
+#: Inventory rows merged into one row group of the saved inventory.
+INVENTORY_ROWS = 16_384
 
 
 def new_run_id() -> str:
@@ -106,6 +110,27 @@ class RunJournal:
             table = table.sort_by("key_index")  # parts that overlap (never written so): still right
         return table
 
+    def merge_inventory_parts(self, keys: list[str]) -> memoryview:
+        """The named pass-1 parts as one Parquet file in memory, sorted by key index
+        (``read_inventory_parts``' rows), written a few parts at a time: the client holds
+        the compressed file and ``INVENTORY_ROWS`` rows, never the inventory's columns whole."""
+        spans = sorted((part_span(key), key) for key in keys)
+        if any(a[0][1] >= b[0][0] for a, b in itertools.pairwise(spans)):
+            # parts that overlap (never written so by one pass 1): merged whole, still right
+            return memoryview(parquet_bytes(self.read_inventory_parts(keys)))
+        sink = pa.BufferOutputStream()
+        held: list[pa.Table] = []
+        rows = 0
+        with pq.ParquetWriter(sink, INVENTORY_SCHEMA, compression="zstd") as writer:
+            for _, table in self._read_tables([key for _, key in spans]):
+                held.append(table.cast(INVENTORY_SCHEMA).sort_by("key_index"))
+                rows += table.num_rows
+                if rows >= INVENTORY_ROWS:
+                    writer.write_table(pa.concat_tables(held))
+                    held, rows = [], 0
+            writer.write_table(pa.concat_tables(held) if held else INVENTORY_SCHEMA.empty_table())
+        return memoryview(sink.getvalue())
+
     def _read_tables(self, keys: list[str], columns: list[str] | None = None) -> Iterator[tuple[str, pa.Table]]:
         """Each part as an Arrow table, fetched ``READ_BATCH`` parts at a time (concurrently
         on object stores): the raw bytes of one batch are held at once, never all."""
@@ -118,6 +143,18 @@ class RunJournal:
         """Save the merged inventory: pass 1 is done. Its parts stay, as pass 2's do (removing
         them would cost a HEAD and a DELETE a part on object stores)."""
         storage.write_atomic(self.private, f"{self.folder}/inventory.parquet", parquet_bytes(table))
+
+    def save_inventory_file(self, data: bytes | memoryview) -> None:
+        """``save_inventory`` of an inventory already in Parquet form (``merge_inventory_parts``)."""
+        storage.write_atomic(self.private, f"{self.folder}/inventory.parquet", data)
+
+    def load_inventory_file(self) -> bytes | None:
+        """The saved inventory's Parquet bytes (read a batch of rows or a few columns at a
+        time: ``inventory.batches``), or None before pass 1 is done."""
+        key = f"{self.folder}/inventory.parquet"
+        if not storage.exists(self.private, key):
+            return None
+        return storage.read_bytes(self.private, key)
 
     def load_inventory(self) -> pa.Table | None:
         key = f"{self.folder}/inventory.parquet"

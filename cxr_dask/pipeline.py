@@ -9,10 +9,12 @@ list -> pass 1 (bag: header-only scan) -> identity map (client) -> broadcast
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
@@ -97,29 +99,67 @@ class RunSummary:
         return out
 
 
-def _each_partition(
-    client: Client, bag: db.Bag, sizes: list[int], label: str, config: RunConfig
-) -> Iterator[tuple[int, Future]]:
-    """Compute a bag's partitions, yielding ``(partition index, finished future)`` as each ends.
+#: Tasks a pass keeps submitted at once, per thread of the cluster: enough that a thread
+#: finds its next task queued when one ends, few enough that the client's futures, the
+#: tasks' arguments and the scheduler's state stay the same size whatever the archive's.
+WINDOW_PER_THREAD = 4
+#: The window's floor (a cluster still arriving, or of one thread).
+MIN_WINDOW = 8
 
-    Each future is let go once yielded, so a worker that dies later does not make the
-    scheduler recompute (and rewrite) partitions that already finished. Partitions smaller
-    than the first (the last wave's, ``RunConfig.task_sizes_for``) are submitted after the
-    others at a lower priority, so they run last: the order of a bag's partitions is
-    otherwise Dask's choice (``dask.order``), which may well run them first.
+
+def task_window(threads: int) -> int:
+    """Tasks in flight at once for a cluster of ``threads`` threads."""
+    return max(MIN_WINDOW, WINDOW_PER_THREAD * threads)
+
+
+def _each_partition(
+    client: Client,
+    function: Callable[..., Any],
+    chunks: Iterable[Any],
+    sizes: list[int],
+    label: str,
+    config: RunConfig,
+    args: tuple[Any, ...] = (),
+    window: int = MIN_WINDOW,
+) -> Iterator[tuple[int, Future]]:
+    """Run ``function([chunk], *args)`` for each chunk, yielding ``(chunk index, finished
+    future)`` as each ends.
+
+    At most ``window`` tasks are submitted at once; each one that ends makes room for the
+    next chunk, which is only then made (``chunks`` may be a generator): neither the client
+    nor the scheduler holds a task per file. Each future is let go once yielded, so a
+    worker that dies later does not make the scheduler recompute (and rewrite) work that
+    already finished. Chunks smaller than the first (the last wave's,
+    ``RunConfig.task_sizes_for``) go in at a lower priority, after the others.
     """
-    parts = bag.to_delayed()
-    whole = next((i for i, size in enumerate(sizes) if size < sizes[0]), len(parts))
-    futures = client.compute(parts[:whole], retries=config.retries)
-    if whole < len(parts):  # below the default priority: nothing of another client's is overtaken
-        futures += client.compute(parts[whole:], retries=config.retries, priority=-1)
-    del parts
-    index_of = {future.key: i for i, future in enumerate(futures)}
-    finished = as_completed(futures)
-    del futures
+    pending = iter(chunks)
+    whole = next((i for i, size in enumerate(sizes) if size < sizes[0]), len(sizes))
+    name = f"{getattr(function, '__name__', 'task')}-{uuid.uuid4().hex}"
+    finished = as_completed()
+    index_of: dict[Any, int] = {}
+
+    def submit(i: int) -> None:
+        future = client.submit(
+            function,
+            [next(pending)],
+            *args,
+            key=f"{name}-{i}",
+            retries=config.retries,
+            priority=0 if i < whole else -1,  # below the default: nothing of another client's is overtaken
+            pure=False,
+        )
+        index_of[future.key] = i
+        finished.add(future)
+
+    submitted = min(window, len(sizes))
+    for i in range(submitted):
+        submit(i)
     with tqdm(total=sum(sizes), desc=label, unit="file", disable=not config.progress) as bar:
         for future in finished:
-            i = index_of[future.key]
+            i = index_of.pop(future.key)
+            if submitted < len(sizes):
+                submit(submitted)
+                submitted += 1
             yield i, future
             bar.update(sizes[i])
 
@@ -197,7 +237,7 @@ def listing_table(files: list[tuple[str, int]]) -> pa.Table:
 
 
 #: Listed files held as Python objects at once before they become Arrow columns.
-LIST_BATCH = 65_536
+LIST_BATCH = 16_384
 
 
 def list_table(location: Location) -> pa.Table:
@@ -238,27 +278,32 @@ VOCABULARY_FILE = "vocabulary.json"
 def _scan(
     client: Client,
     config: RunConfig,
-    items: list[tuple[int, str, int]] | pa.Table,
+    items: pa.Table,
     partition_size: int,
     journal: RunJournal,
+    threads: int,
     label: str = "pass 1: scan headers",
-) -> tuple[pa.Table, freetext.WordCounts]:
-    """Run pass 1 over ``items``: the inventory as an Arrow table and the word counts.
+) -> tuple[list[str], freetext.WordCounts]:
+    """Run pass 1 over ``items`` (``key_index``, ``key`` and ``size`` columns): the inventory
+    parts its tasks wrote, and the word counts.
 
     Each task writes its records to the journal and returns its (token, patient) pairs
     deduplicated and capped at k patients a token, so the client holds at most k patients
-    per distinct token and never a Python object per file; the table is read from the
-    parts the finished tasks name.
+    per distinct token and never a Python object per file. The tasks go in a bounded
+    window (``task_window``), each run's Arrow IPC bytes made as it is submitted.
     """
     sizes = chunk_sizes(items, partition_size)
     words = freetext.WordCounts(cap=config.freetext.min_patients)
     parts: list[str] = []
-    for _, future in _each_partition(client, scan_bag(config, items, partition_size, journal), sizes, label, config):
+    args = (config.input_location, config.profile, config.freetext.min_patients, journal)
+    chunks = iter_chunks(items, partition_size)
+    window = task_window(threads)
+    for _, future in _each_partition(client, scan_partition_to_journal, chunks, sizes, label, config, args, window):
         for summary in future.result():
             if summary.part is not None:
                 parts.append(summary.part)
             words.merge(summary.words)
-    return journal.read_inventory_parts(parts), words
+    return parts, words
 
 
 def _save_vocabulary(journal: RunJournal, vocabulary: freetext.Vocabulary) -> None:
@@ -305,9 +350,16 @@ def work_chunks(work: Work, cuts: Cuts) -> list[Chunk]:
     """The work in consecutive runs, ``cuts`` long. A table's runs travel as Arrow IPC
     bytes, so the client's graph holds a few bytes a file instead of a tuple, an int and
     a string."""
+    return list(iter_chunks(work, cuts))
+
+
+def iter_chunks(work: Work, cuts: Cuts) -> Iterator[Chunk]:
+    """``work_chunks`` one at a time: a run's bytes are made when its task is submitted."""
     if isinstance(work, list):
-        return [*partitions(work, cuts)]
-    return [_ipc_bytes(work.slice(start, length)) for start, length in _starts(work.num_rows, cuts)]
+        yield from partitions(work, cuts)
+        return
+    for start, length in _starts(work.num_rows, cuts):
+        yield _ipc_bytes(work.slice(start, length))
 
 
 def chunk_sizes(work: Work, cuts: Cuts) -> list[int]:
@@ -394,6 +446,8 @@ class _Pass2:
     config: RunConfig
     identity: IdentityRef
     journal: RunJournal
+    #: Tasks in flight at once (``task_window``).
+    window: int = MIN_WINDOW
     #: Key indexes of tasks that could not record their work (the journal's store failed
     #: after its retries): not done, so the next run retries them.
     unrecorded: list[int] = field(default_factory=list)
@@ -414,11 +468,15 @@ class _Pass2:
         return [item[0] for item in suspects if self.killing_items([item], 1, "pass 2: isolate")]
 
     def killing_items(self, items: Work, partition_size: Cuts, label: str) -> list[Item]:
-        """Run ``items`` in tasks of ``partition_size``; the items of tasks that killed workers."""
+        """Run ``items`` in tasks of ``partition_size``, a bounded window of tasks at a time
+        (``task_window``); the items of tasks that killed workers."""
         sizes = chunk_sizes(items, partition_size)
-        bag = deidentify_bag(self.config, items, self.identity, partition_size, self.journal)
+        config = self.config
+        args = (config.input_location, config.output_location, self.identity, config.profile, self.journal)
+        chunks = iter_chunks(items, partition_size)
+        tasks = _each_partition(self.client, deidentify_partition, chunks, sizes, label, config, args, self.window)
         killed: list[Item] = []
-        for i, future in _each_partition(self.client, bag, sizes, label, self.config):
+        for i, future in tasks:
             if future.status == "error" and isinstance(future.exception(), KilledWorker):
                 killed += _items_of_task(items, partition_size, i)
             elif future.status == "error" and storage.is_storage_error(future.exception()):
@@ -498,6 +556,7 @@ def run(client: Client, config: RunConfig, claim: lock.RunClaim | None = None) -
     """
     source, output, private = config.input_location, config.output_location, config.private_location
     started = time.perf_counter()
+    client_memory_pool()
     check_workers_reach_storage(client, config)
     with _claimed(config, claim) as claim:
         journal, resumed = claim.start()
@@ -507,34 +566,36 @@ def run(client: Client, config: RunConfig, claim: lock.RunClaim | None = None) -
         # a LocalCluster's workers may still be arriving (``Starting.client``): cut for all
         threads = max(total_threads(client), 0 if config.scheduler else config.workers * config.threads_per_worker)
 
-        table = journal.load_inventory()
-        if table is None:
+        data: bytes | memoryview | None = journal.load_inventory_file()
+        if data is None:
             listing = list_table(source)
             partition_size = config.partition_size_for(listing.num_rows, threads)
             log.info("pass 1: %d files in partitions of %d", listing.num_rows, partition_size)
-            scanned, words = _scan(client, config, listing, partition_size, journal)
+            parts, words = _scan(client, config, listing, partition_size, journal, threads)
             del listing
             vocabulary = freetext.build_vocabulary(words, config.freetext.min_patients, config.freetext.keep)
-            table = inventory.rank_copies(scanned)
-            del scanned  # its columns live on in ``table``; the ones minting alone reads go below
-            table = inventory.label_copies(table, _hash_copies(client, config, table))
+            data = _inventory_file(client, config, journal, parts)
             _save_vocabulary(journal, vocabulary)  # before the inventory, which marks pass 1 done
-            journal.save_inventory(table)
+            journal.save_inventory_file(data)
         else:
             vocabulary = _load_vocabulary(journal)
-            if storage_failed(table):
-                table = _rescan_storage_errors(client, config, table, threads, journal)
+            if storage_failed(inventory.read_columns(data, ["error"])):
+                table = _rescan_storage_errors(client, config, identity_mod.read_parquet(data), threads, journal)
                 journal.save_inventory(table)
-        summary.files_seen = table.num_rows
-        summary.bytes_in = pc.sum(table.column("size")).as_py() or 0
+                data = identity_mod.parquet_bytes(table)
+                del table
 
         secret = identity_mod.load_or_create_secret(private)
-        identity = identity_mod.extend(identity_mod.load_crosswalk(private, secret), table)
+        rows = inventory.batches(data, identity_mod.MINT_COLUMNS)
+        identity = identity_mod.extend(identity_mod.load_crosswalk(private, secret), rows)
         identity_mod.save_crosswalk(private, identity)
         # the workers read the map from the crosswalk just saved: the client is done with it,
-        # and with the header columns minting read (some 250 bytes a file)
+        # and of the inventory keeps the columns pass 2 and the commit read
         del identity
-        table = table.select([name for name in _KEPT_FOR_PASS_2 if name in table.column_names])
+        table = inventory.read_columns(data, _KEPT_FOR_PASS_2)
+        del data
+        summary.files_seen = table.num_rows
+        summary.bytes_in = pc.sum(table.column("size")).as_py() or 0
 
         valid = table.filter(pc.is_null(table.column("error")))
         if resumed:
@@ -549,7 +610,7 @@ def run(client: Client, config: RunConfig, claim: lock.RunClaim | None = None) -
         if work.num_rows or inventory.has_copies(table):
             # the vocabulary travels with the map's location, never saved with the crosswalk
             with broadcast_crosswalk(client, private, secret, vocabulary) as identity_ref:
-                pass2 = _Pass2(client, config, identity_ref, journal)
+                pass2 = _Pass2(client, config, identity_ref, journal, task_window(threads))
                 if work.num_rows:
                     sizes = config.task_sizes_for(work.num_rows, threads)
                     log.info("pass 2: %d files in %d tasks of %d-%d", work.num_rows, len(sizes), min(sizes), max(sizes))
@@ -594,6 +655,33 @@ def _claimed(config: RunConfig, claim: lock.RunClaim | None) -> Iterator[lock.Ru
 _KEPT_FOR_PASS_2 = ("key_index", "key", "size", "error", "copy_of", "copy_rank")
 
 
+def _inventory_file(client: Client, config: RunConfig, journal: RunJournal, parts: list[str]) -> memoryview:
+    """Pass 1's parts merged into the inventory's Parquet file, its repeated
+    SOPInstanceUIDs' copies ranked and labelled (``inventory.rank_copies``,
+    ``label_copies``): only the copies' rows are ranked, and the file is rewritten with
+    their columns a batch of rows at a time."""
+    data = journal.merge_inventory_parts(parts)
+    copies = inventory.copy_rows(data)
+    if not copies.num_rows:
+        return data
+    ranked = inventory.rank_copies(copies)
+    ranked = inventory.label_copies(ranked, _hash_copies(client, config, ranked))
+    return inventory.with_copies(data, ranked)
+
+
+def client_memory_pool() -> None:
+    """The client's Arrow buffers from jemalloc, not pyarrow's default mimalloc.
+
+    The client's steps (merging pass 1's parts, minting, the commit) allocate and free
+    many short-lived buffers; mimalloc keeps the pages of freed ones, so the client's RSS
+    grew with every batch read (at 100,000 files, minting from the same rows peaked
+    ~50 MB higher: ``docs/scaling.md``). Buffers made before keep their own pool. A
+    pyarrow built without jemalloc keeps its default.
+    """
+    with contextlib.suppress(NotImplementedError):
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+
+
 def storage_failed(table: pa.Table) -> bool:
     """True when pass 1 could not read some keys (the store failed after its retries)."""
     return pc.any(pc.equal(table.column("error"), metadata.STORAGE_ERROR)).as_py() is True
@@ -608,10 +696,11 @@ def _rescan_storage_errors(
     rescanned file whose SOPInstanceUID an earlier record holds is the duplicate.
     """
     failed = table.filter(pc.equal(table.column("error"), metadata.STORAGE_ERROR))
-    items = list(zip(*(failed.column(name).to_pylist() for name in ("key_index", "key", "size")), strict=True))
-    partition_size = config.partition_size_for(len(items), threads)
-    log.info("pass 1: rescanning %d files the last run could not read", len(items))
-    rescanned, _ = _scan(client, config, items, partition_size, journal, "pass 1: rescan")
+    items = failed.select(["key_index", "key", "size"])
+    partition_size = config.partition_size_for(items.num_rows, threads)
+    log.info("pass 1: rescanning %d files the last run could not read", items.num_rows)
+    parts, _ = _scan(client, config, items, partition_size, journal, threads, "pass 1: rescan")
+    rescanned = journal.read_inventory_parts(parts)
     kept = table.filter(pc.invert(pc.is_in(table.column("key_index"), value_set=rescanned.column("key_index"))))
     held = kept.filter(pc.and_(pc.is_null(kept.column("error")), pc.is_valid(kept.column("sop_instance_uid"))))
     sops = rescanned.column("sop_instance_uid")

@@ -183,3 +183,44 @@ def test_the_commit_reads_the_audit_parts_a_window_at_a_time(tmp_path, monkeypat
     assert tables["study_list.parquet"].to_pylist() == [
         {"subject_id": s, "study_id": st, "path": layout.study_folder(s, st)} for s, st in pairs
     ]
+
+
+def test_a_run_keeps_a_bounded_window_of_tasks_in_flight(client, small_workspace, monkeypatch) -> None:
+    """Both passes submit their tasks a window at a time (``pipeline.task_window``): the
+    scheduler never holds more unfinished tasks of the run than the window, however many
+    tasks the passes have (main submitted each pass's every task in one graph)."""
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    from tests.utils import run
+
+    class InFlight(SchedulerPlugin):
+        """Counts the passes' tasks the scheduler holds unfinished, and every one it saw."""
+
+        def __init__(self) -> None:
+            self.unfinished: set[object] = set()
+            self.seen: set[object] = set()
+            self.most = 0
+
+        def transition(self, key, start, finish, *args, **kwargs) -> None:
+            name = key if isinstance(key, str) else str(key[0])
+            if "scan_partition_to_journal" not in name and "deidentify_partition" not in name:
+                return
+            self.seen.add(key)
+            if finish in ("memory", "erred", "released", "forgotten"):
+                self.unfinished.discard(key)
+            else:
+                self.unfinished.add(key)
+            self.most = max(self.most, len(self.unfinished))
+
+    monkeypatch.setattr(pipeline, "MIN_WINDOW", 3)
+    monkeypatch.setattr(pipeline, "WINDOW_PER_THREAD", 1)  # 2 threads: a window of 3 tasks
+    counter = InFlight()
+    scheduler = client.cluster.scheduler
+    scheduler.add_plugin(counter, name="in-flight")
+    try:
+        summary = run(client, small_workspace, partition_size=1)
+    finally:
+        scheduler.remove_plugin(name="in-flight")
+    assert summary.written > 10
+    assert len(counter.seen) >= 2 * summary.written  # a task a file in each pass
+    assert 1 <= counter.most <= 3, counter.most

@@ -303,3 +303,18 @@ def test_file_keys_are_the_accession_within_the_issuer_s_patient() -> None:
     without_accession = ident.file_keys(lambda keyword: {**values, "AccessionNumber": ""}.get(keyword, ""))
     assert without_accession.study == ident.study_key(keys.patient, "", "")
     assert without_accession.study != keys.study
+
+
+def test_minting_reads_the_inventory_a_batch_of_rows_at_a_time(monkeypatch):
+    """``extend`` holds at most ``MINT_BATCH`` inventory rows at once (main held every row's
+    keys together) and mints the same ids, a later batch included, in batches of 7 rows as in one."""
+    first, second = corpus(30), pa.concat_tables([corpus(10), corpus(8, prefix="Q")])
+    quarantined = inventory([{"patient_id": "Z", "sop_instance_uid": "9.9", "error": "not_dicom"}])
+    second = pa.concat_tables([second, quarantined]).combine_chunks()
+    whole = build(second, build(first))
+    assert ident.rows_held == second.num_rows
+    monkeypatch.setattr(ident, "MINT_BATCH", 7)
+    batched = build(second, build(first))
+    assert ident.rows_held == 7
+    for name in ("patients", "first_dates", "studies", "images"):
+        assert list(getattr(batched, name).items()) == list(getattr(whole, name).items()), name

@@ -274,12 +274,12 @@ def test_tasks_of_given_sizes_cut_the_work_in_order_and_name_their_items():
         pipeline.work_chunks(items, [7, 7, 5])
 
 
-def _held(items: list, event: str) -> int:
+def _held(chunks: list, event: str) -> int:
     """A task that waits for ``event``: its priority can be read while it is pending."""
     from distributed import Event
 
     Event(event).wait(timeout=60)
-    return len(items)
+    return len(chunks[0])
 
 
 def test_the_last_wave_s_small_tasks_are_submitted_after_the_others(client, tmp_path):
@@ -288,14 +288,12 @@ def test_the_last_wave_s_small_tasks_are_submitted_after_the_others(client, tmp_
     import threading
     import uuid
 
-    import dask.bag as db
     from distributed import Event
 
     sizes = RunConfig(str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c")).task_sizes_for(40, 2)
     assert sizes == [5] * 6 + [2] * 2 + [1] * 6  # the last wave: 10 files in 8 tasks
     event = f"held-{uuid.uuid4().hex}"
-    bag = db.from_sequence(pipeline.partitions(list(range(40)), sizes), npartitions=len(sizes))
-    bag = bag.map_partitions(lambda parts, name: _held(parts[0], name), event)
+    chunks = pipeline.partitions(list(range(40)), sizes)
     config = RunConfig(str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c"), progress=False)
     scheduler = client.cluster.scheduler
     priorities: dict[int, tuple] = {}
@@ -303,9 +301,9 @@ def test_the_last_wave_s_small_tasks_are_submitted_after_the_others(client, tmp_
     def read_priorities() -> None:
         try:
             for _ in range(600):
-                tasks = [ts for ts in list(scheduler.tasks.values()) if ts.key[0].startswith("lambda")]
+                tasks = [ts for ts in list(scheduler.tasks.values()) if ts.key.startswith("_held-")]
                 if len(tasks) == len(sizes):
-                    priorities.update({ts.key[1]: ts.priority for ts in tasks})
+                    priorities.update({int(ts.key.rsplit("-", 1)[1]): ts.priority for ts in tasks})
                     return
                 threading.Event().wait(0.05)
         finally:
@@ -313,7 +311,8 @@ def test_the_last_wave_s_small_tasks_are_submitted_after_the_others(client, tmp_
 
     reader = threading.Thread(target=read_priorities)
     reader.start()
-    done = dict(pipeline._each_partition(client, bag, sizes, "held", config))
+    window = len(sizes)  # every task submitted at once, so their priorities can be read together
+    done = dict(pipeline._each_partition(client, _held, chunks, sizes, "held", config, (event,), window))
     reader.join()
     assert sorted(done) == list(range(len(sizes)))
     assert sorted(priorities) == list(range(len(sizes)))

@@ -346,3 +346,50 @@ def test_a_film_scan_block_over_four_lines_beside_bone_goes():
     tokens = {"CEREBRAL", "INFARCT", "616205", "1995", "512X512"}
     assert len(tokens & readable_tokens(arr, box)) >= 2, "the reader must see the block first"
     assert not (tokens & readable_tokens(out, box)), [(r.kind, r.why) for r in result.report.regions]
+
+
+def _bold(size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(next(p for p in available_fonts() if "Mono-Bold" in p), size)
+
+
+def _covers(boxes, target) -> bool:
+    x0, y0, x1, y1 = target
+    return any(b[0] <= x0 + 3 and b[1] <= y0 + 3 and x1 - 3 <= b[2] and y1 - 3 <= b[3] for b in boxes)
+
+
+def test_the_text_detector_boxes_a_short_label_under_a_ruler():
+    """``SC1``'s "P114" under a ruler's ticks: the detector's box for a four-letter word,
+    unclipped, is nearly as high as wide, and the shape test on it threw the word away."""
+    from cxr_dask.deid.pixels import textdet
+
+    image = Image.new("L", (160, 110), 0)
+    draw = ImageDraw.Draw(image)
+    draw.line((20, 30, 140, 30), fill=255, width=3)
+    for k in range(6):
+        draw.line((20 + 24 * k, 18, 20 + 24 * k, 30), fill=255, width=3)
+    left, top, right, bottom = _bold(36).getbbox("P114")
+    draw.text((30, 40), "P114", fill=255, font=_bold(36))
+    arr = np.asarray(image).astype(np.uint16) * 14
+    (boxes,) = textdet.text_boxes(arr, [(6, 6, 154, 96)], [39])
+    assert _covers(boxes, (30 + left, 40 + top, 30 + right, 40 + bottom)), boxes
+
+
+def test_a_label_whose_foot_touches_a_skull_is_found_beside_the_anatomy():
+    """``SC1``'s "A114" labels sit on a skull's rim: their strokes join the bone into one
+    component too tall for a glyph, and no candidate line held them. The dense look hands
+    such components, grown by a line height, to the text detector."""
+    from cxr_dask.deid.pixels import cleaning, detection
+
+    image = Image.new("L", (1000, 1000), 0)
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((300, 300, 600, 650), outline=255, width=6)
+    left, top, right, bottom = _bold(36).getbbox("K4471")
+    x, y = 450 - (right - left) // 2, 300 - (bottom - top) + 1
+    draw.text((x - left, y - top), "K4471", fill=255, font=_bold(36))
+    arr = np.asarray(image).astype(np.uint16) * 14 + 60
+    big: list = []
+    detection.detect(arr, None, dense=True, big=big)
+    found = cleaning._beside_anatomy(arr, big, [36])
+    assert [d.why for _, d in found] == ["text detector beside anatomy"], found
+    assert _covers(found[0][1].blank, (x, y, x + right - left, y + bottom - top)), found
+    assert not cleaning._beside_anatomy(arr, big, []), "only on a page known to hold text"

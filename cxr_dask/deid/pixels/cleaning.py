@@ -19,6 +19,8 @@ from cxr_dask.deid.pixels.decoding import decode, j2k_preview, photometric_black
 from cxr_dask.deid.pixels.detection import (
     DENSE_HEIGHT_RATIO,
     INK_PAD,
+    _merge_overlapping,
+    _region,
     detect,
     ink_boxes,
     preview_has_candidates,
@@ -73,9 +75,10 @@ def dense_lines(
         if decision.kind == "text":
             for x0, y0, x1, y1 in decision.blank:
                 blanked[y0:y1, x0:x1] = True
+    big: list[Box] = []
     found = [
         r
-        for r in _split_blocks(arr, detect(arr, window, dense=True), window)
+        for r in _split_blocks(arr, detect(arr, window, dense=True, big=big), window)
         if not is_small(r)
         and not r.vertical
         and r.height <= DENSE_LINES * r.line_height + 8
@@ -97,10 +100,14 @@ def dense_lines(
     for region, boxes in zip(unread, confirm_text(unread, arr), strict=True):
         if boxes:
             tall = max(y1 - y0 for _, y0, _, y1 in boxes)
+            # (a "line" cut by the region's top or bottom is a structure that goes on
+            # beyond it: a skull's rim above a ruler and a label, not a line of the block)
             lines = [
                 ink
                 for ink in ink_boxes(arr, region.box, region.line_height, region.bright, window)
                 if DETECTED_SIZE[0] * tall <= ink[3] - ink[1] <= DETECTED_SIZE[1] * tall
+                and region.y0 < ink[1]
+                and ink[3] < region.y1
             ]
             blank = (*boxes, *lines)
             out.append((region, Decision("text", "text detector on a dense page", blank, lines=len(blank))))
@@ -114,6 +121,7 @@ def dense_lines(
         for box in d.blank
         if box[3] - box[1] <= BLOCK_HEIGHT * first.line_height + 8
     ]
+    out += _beside_anatomy(arr, big, [r.line_height for r, d in out if d.why == "words read on a dense page"])
     rest = [r for r in unread if not any(r is region for region, _ in out)]
     while rest:
         beside = [r for r in rest if any(_in_block(r, box) for box in texts)]
@@ -123,6 +131,37 @@ def dense_lines(
             out.append((region, Decision("text", "line of a text block", (region.box,))))
             texts.append(region.box)
         rest = [r for r in rest if not any(r is b for b in beside)]
+    return out
+
+
+def _beside_anatomy(arr: np.ndarray, big: list[Box], heights: list[int]) -> list[tuple[Region, Decision]]:
+    """Labels that touch anatomy, from the text detector on the anatomy's surround.
+
+    On a film scan a slice label ("A114") sits on a skull's rim: at detection scale its
+    strokes join the bone into one component too tall for a glyph, so no line holds it.
+    On a page known to hold text (``heights``: its lines read as text), each such
+    component (``detection.detect``'s ``big``), grown by a line height, goes to the text
+    detector at the page's text height; its boxes are text. They are word boxes for
+    ``_hug``: one the glyphs do not span (the label's strokes merged with the bone)
+    stays whole.
+    """
+    if not big or not heights:
+        return []
+    from cxr_dask.deid.pixels import textdet
+
+    height = int(np.percentile(heights, 90))  # labels are often the page's largest text
+    rows, columns = arr.shape
+    grown = [
+        ((max(0, x0 - height), max(0, y0 - height), min(columns, x1 + height), min(rows, y1 + height)), 1, 0, False)
+        for x0, y0, x1, y1 in big
+    ]
+    boxes = [box for box, *_ in _merge_overlapping(grown)]
+    sizes = [height] * len(boxes)
+    out = []
+    for box, found in zip(boxes, textdet.text_boxes(arr, boxes, sizes, sizes), strict=True):
+        if found:
+            region = dataclasses.replace(_region(arr, box, len(found), height), line_height=height)
+            out.append((region, Decision("text", "text detector beside anatomy", tuple(found), lines=0)))
     return out
 
 

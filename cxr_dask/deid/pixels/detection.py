@@ -54,6 +54,9 @@ DENSE_HEIGHT_RATIO = 2.0
 #: ... and a glyph is at most this many image pixels high (text up to 150 pixels high
 #: with room; a whole skull on a film scan is a component of "glyph" size otherwise).
 DENSE_MAX_GLYPH = 200
+#: Components too tall for a glyph, up to this share of the image a side: anatomy a label
+#: may touch (a skull on a film scan, whose "A114" the pooled strokes join to the bone).
+BIG_SHARE = 0.4
 #: A merged block taller than this many glyph heights is anatomy strung together, not text
 #: (a block of a few text lines, which OCR reads line by line, stays well below).
 MAX_LINE_HEIGHTS = 12
@@ -66,13 +69,15 @@ def _components(
     max_width: int,
     sensitivity: float = 1.0,
     sure: list[Box] | None = None,
+    big: list[Box] | None = None,
 ) -> list[Box]:
     """Boxes of connected components the size and shape of glyphs (or a few merged glyphs).
 
     A component counts when one of its pixels reaches ``CONTRAST``; an image without such
     a pixel has no glyph at all and is not labelled (the common no-text case). Boxes of
     components strong along their length (``MIN_STRONG``, ``STRONG_SHARE``) also go to
-    ``sure`` when given.
+    ``sure`` when given; components over half the tallest glyph's height and at most
+    ``BIG_SHARE`` of the image a side (anatomy, which text may touch) go to ``big``.
     """
     strong = response >= CONTRAST * span * sensitivity
     if not strong.any():
@@ -82,7 +87,12 @@ def _components(
     if sensitivity >= 1.0:  # below 1, a screen: any strong stroke counts, merged lines and bars too
         h, w = found[:, 3] - found[:, 1], found[:, 2] - found[:, 0]
         # not speckle, anatomy, or a wire/ruler bar
-        keep &= (h >= 3) & (h <= max_height) & (w <= max_width) & (w <= 12 * h) & (h * w >= 6)
+        glyph = (h >= 3) & (h <= max_height) & (w <= max_width) & (w <= 12 * h) & (h * w >= 6)
+        if big is not None:
+            rows, columns = response.shape
+            tall = keep & (2 * h > max_height) & (h <= BIG_SHARE * rows) & (w <= BIG_SHARE * columns) & (w <= 12 * h)
+            big.extend(tuple(box) for box in found[tall].tolist())
+        keep &= glyph
     boxes: list[Box] = [tuple(box) for box in found[keep].tolist()]
     if sure is not None and sensitivity >= 1.0:
         strong_along = peaks[keep] >= np.maximum(MIN_STRONG, STRONG_SHARE * sizes[keep])
@@ -130,7 +140,9 @@ def _group_lines(
     return lines
 
 
-def detect(arr: np.ndarray, window: float | None = None, dense: bool = False) -> list[Region]:
+def detect(
+    arr: np.ndarray, window: float | None = None, dense: bool = False, big: list[Box] | None = None
+) -> list[Region]:
     """Candidate text lines: thin high-contrast strokes of glyph size, grouped into lines.
 
     Works on a copy at most ``DETECTION_SIDE`` pixels a side; cheap enough to run on
@@ -139,7 +151,9 @@ def detect(arr: np.ndarray, window: float | None = None, dense: bool = False) ->
     shows: text that stands out only in the display window of a 12-bit image is found.
     Glyphs left alone on their row but stacked in a column become a vertical line.
     ``dense`` groups strictly by glyph height (``DENSE_HEIGHT_RATIO``): the lines of a
-    page of annotations beside anatomy, for a second look at an image known to hold text.
+    page of annotations beside anatomy, for a second look at an image known to hold text;
+    with ``big``, it also receives the boxes (image pixels) of stroke components too tall
+    for a glyph there (anatomy, with any label that touches it merged in).
     """
     rows, columns = arr.shape
     factor = max(1, math.ceil(max(rows, columns) / DETECTION_SIDE))
@@ -148,7 +162,14 @@ def detect(arr: np.ndarray, window: float | None = None, dense: bool = False) ->
         pooled = np.pad(arr, ((0, max(0, factor - rows)), (0, max(0, factor - columns))), mode="edge")
     ratio = DENSE_HEIGHT_RATIO if dense else 3.0
     sure: list[Box] = []
-    glyphs = _glyph_boxes(pooled, factor, window=window, max_glyph=DENSE_MAX_GLYPH if dense else None, sure=sure)
+    tall: list[Box] = []
+    glyphs = _glyph_boxes(
+        pooled, factor, window=window, max_glyph=DENSE_MAX_GLYPH if dense else None, sure=sure, big=tall
+    )
+    if big is not None:
+        big.extend(
+            (x0 * factor, y0 * factor, min(columns, x1 * factor), min(rows, y1 * factor)) for x0, y0, x1, y1 in tall
+        )
     lines = _group_lines(glyphs, height_ratio=ratio)
     # Glyphs of narrow "lines" (one or two glyphs, or both polarities of one letter) may
     # be letters of a vertical line: stacked close, one after the other.
@@ -209,6 +230,7 @@ def _glyph_boxes(
     window: float | None = None,
     max_glyph: int | None = None,
     sure: list[Box] | None = None,
+    big: list[Box] | None = None,
 ) -> list[Box]:
     """Glyph-sized stroke components of both polarities, in pixels of ``arr`` pooled by ``factor``.
 
@@ -237,10 +259,10 @@ def _glyph_boxes(
     boxes = []
     eroded = _erode(high, TOPHAT_SIZE)
     if (high - eroded).max() >= strong:
-        boxes += _components(high - _dilate(eroded, TOPHAT_SIZE), span, max_height, max_width, sensitivity, sure)
+        boxes += _components(high - _dilate(eroded, TOPHAT_SIZE), span, max_height, max_width, sensitivity, sure, big)
     dilated = _dilate(low, TOPHAT_SIZE)
     if (dilated - low).max() >= strong:
-        boxes += _components(_erode(dilated, TOPHAT_SIZE) - low, span, max_height, max_width, sensitivity, sure)
+        boxes += _components(_erode(dilated, TOPHAT_SIZE) - low, span, max_height, max_width, sensitivity, sure, big)
     return boxes
 
 

@@ -33,6 +33,11 @@ UNCLIP_RATIO = 1.6
 MODEL_TEXT_HEIGHT = 24
 #: Longest side of a crop given to the model (bounds the cost of one call).
 MAX_SIDE = 1280
+#: A detector box's core (before unclipping) at least this many times as wide as high
+#: is a line of text (a four-letter word's core is about 4; a blob or a column of strokes
+#: is not). Judged on the unclipped box, which grows a short word to nearly a square,
+#: "P114" under a ruler on a film scan was rejected.
+CORE_SHAPE = 2.5
 #: A detector box lower than this (image pixels) is no readable text.
 MIN_TEXT_HEIGHT = 7
 MODEL_FILE = "PP-OCRv6_det_small.onnx"
@@ -96,8 +101,13 @@ def probability_map(gray: np.ndarray) -> np.ndarray:
     return out[0, 0, :rows, :columns]
 
 
-def _boxes_from(prob: np.ndarray) -> list[Box]:
-    """DB post-processing on axis-aligned boxes: components, mean score, unclip."""
+def _boxes_from(prob: np.ndarray) -> list[tuple[Box, Box]]:
+    """DB post-processing on axis-aligned boxes: components, mean score, unclip.
+
+    Each box comes with its core (the component before unclipping): the unclip grows a
+    box by about half its height on every side, so a short word's box is nearly as high
+    as wide; its shape is judged on the core.
+    """
     labels, _ = ndimage.label(prob > PROBABILITY)
     boxes = []
     for index, found in enumerate(ndimage.find_objects(labels), start=1):
@@ -111,14 +121,17 @@ def _boxes_from(prob: np.ndarray) -> list[Box]:
         if float(prob[found][mask].mean()) < BOX_SCORE:
             continue
         grow = round(h * w * UNCLIP_RATIO / (2 * (h + w)))
-        boxes.append((xs.start - grow, ys.start - grow, xs.stop + grow, ys.stop + grow))
+        core = (xs.start, ys.start, xs.stop, ys.stop)
+        boxes.append(((xs.start - grow, ys.start - grow, xs.stop + grow, ys.stop + grow), core))
     return boxes
 
 
-def text_boxes(arr: np.ndarray, regions: list[Box], line_heights: list[int] | None = None) -> list[list[Box]]:
+def text_boxes(
+    arr: np.ndarray, regions: list[Box], line_heights: list[int] | None = None, margins: list[int] | None = None
+) -> list[list[Box]]:
     """Text boxes (image coordinates, end-exclusive, clipped to each region) per region.
 
-    Each region is cropped with a margin of half its height, stretched to 8 bits, scaled
+    Each region is cropped with a margin (``margins``, or half its height), stretched to 8 bits, scaled
     so its text is about ``MODEL_TEXT_HEIGHT`` high, and run through the detector. Empty
     lists when the detector is not installed.
     """
@@ -130,7 +143,7 @@ def text_boxes(arr: np.ndarray, regions: list[Box], line_heights: list[int] | No
     out: list[list[Box]] = []
     for k, (x0, y0, x1, y1) in enumerate(regions):
         height = (line_heights[k] if line_heights else 0) or max(1, (y1 - y0) // 2)
-        margin = max(4, (y1 - y0) // 2)
+        margin = margins[k] if margins else max(4, (y1 - y0) // 2)
         cx0, cy0 = max(0, x0 - margin), max(0, y0 - margin)
         cx1, cy1 = min(columns, x1 + margin), min(rows, y1 + margin)
         crop = _display8(arr[cy0:cy1, cx0:cx1])
@@ -140,15 +153,17 @@ def text_boxes(arr: np.ndarray, regions: list[Box], line_heights: list[int] | No
         scaled = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BILINEAR))
         found = []
         sx, sy = crop.shape[1] / size[0], crop.shape[0] / size[1]
-        for bx0, by0, bx1, by1 in _boxes_from(probability_map(scaled)):
+        for (bx0, by0, bx1, by1), (kx0, ky0, kx1, ky1) in _boxes_from(probability_map(scaled)):
             box = (
                 max(x0, cx0 + int(np.floor(bx0 * sx))),
                 max(y0, cy0 + int(np.floor(by0 * sy))),
                 min(x1, cx0 + int(np.ceil(bx1 * sx))),
                 min(y1, cy0 + int(np.ceil(by1 * sy))),
             )
-            tall, wide = box[3] - box[1], box[2] - box[0]
-            if tall < MIN_TEXT_HEIGHT or tall > 2 * height or wide < 2.5 * tall:
+            tall = box[3] - box[1]
+            if box[2] <= box[0]:
+                continue  # beside the region, not in it
+            if tall < MIN_TEXT_HEIGHT or tall > 2 * height or (kx1 - kx0) < CORE_SHAPE * (ky1 - ky0):
                 continue  # not a line of text this size: a tall blob or a column of strokes
             found.append(box)
         out.append(found)

@@ -172,6 +172,7 @@ def _execute(config: RunConfig, ends_process: bool = False) -> int:
         cluster.arrow_without_pandas()  # the CLI's process is the client: it holds only Arrow columns
         from cxr_dask import pipeline
 
+        pipeline.client_memory_pool()  # the process's Arrow pool: the CLI's to choose, not a library call's
         claim.check()
         client = starting.client(workers=1)  # pass 1 starts on the first worker up
         if ends_process:

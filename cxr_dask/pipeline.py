@@ -556,7 +556,6 @@ def run(client: Client, config: RunConfig, claim: lock.RunClaim | None = None) -
     """
     source, output, private = config.input_location, config.output_location, config.private_location
     started = time.perf_counter()
-    client_memory_pool()
     check_workers_reach_storage(client, config)
     with _claimed(config, claim) as claim:
         journal, resumed = claim.start()
@@ -676,7 +675,8 @@ def client_memory_pool() -> None:
     many short-lived buffers; mimalloc keeps the pages of freed ones, so the client's RSS
     grew with every batch read (at 100,000 files, minting from the same rows peaked
     ~50 MB higher: ``docs/scaling.md``). Buffers made before keep their own pool. A
-    pyarrow built without jemalloc keeps its default.
+    pyarrow built without jemalloc keeps its default. Process-wide, so the CLI sets it
+    for its own process; ``run`` leaves a notebook's or a script's pool as it is.
     """
     with contextlib.suppress(NotImplementedError):
         pa.set_memory_pool(pa.jemalloc_memory_pool())

@@ -23,7 +23,7 @@ from cxr_dask import tools
 from cxr_dask.deid import pixels
 from cxr_dask.deid.pixels import morphology
 from cxr_dask.deid.rules import PixelOptions
-from cxr_dask.synth_text import available_fonts
+from cxr_dask.testing.synth_text import available_fonts
 
 ULTRASOUND = Path(deid_data.__file__).parent / "data" / "ultrasounds" / "GREYSCALE_IMAGE.dcm"
 

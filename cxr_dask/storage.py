@@ -190,22 +190,7 @@ def iter_files(location: Location) -> Iterator[tuple[str, int]]:
     require_folder(location)
     fs, root = location.fs, location.root
     if location.is_local:
-        seen = {os.path.realpath(root)}
-        for folder, subfolders, names in os.walk(root, followlinks=True):
-            kept = []
-            for name in sorted(subfolders):
-                real = os.path.realpath(os.path.join(folder, name))
-                if real not in seen:  # a loop, or a folder already reached another way
-                    seen.add(real)
-                    kept.append(name)
-            subfolders[:] = kept
-            for name in names:
-                path = os.path.join(folder, name)
-                try:
-                    size = os.stat(path).st_size
-                except OSError:  # a dangling link
-                    size = 0
-                yield posixpath.relpath(path, root).replace(os.sep, "/"), size
+        yield from _walk_local(root)
         return
     found = fs.find(root, detail=True)
     for path, info in found.items():
@@ -214,6 +199,43 @@ def iter_files(location: Location) -> Iterator[tuple[str, int]]:
             continue
         key = posixpath.relpath(_strip_protocol(fs, path), root)
         yield key, int(info.get("size") or 0)
+
+
+def _walk_local(root: str) -> Iterator[tuple[str, int]]:
+    """A local folder's ``(key, size)`` pairs, links to folders followed, each folder once.
+
+    A folder of root's own tree (no link on its way) is reached one way only, so it is
+    walked without a note: a plain archive's listing holds no per-folder state. A link to
+    a folder is followed only when its target lies outside root's tree and was not walked
+    yet (a loop, or a folder reached another way, is skipped); inside such a linked tree
+    every folder's real path is noted, as there a folder can be reached twice.
+    """
+    top = os.path.realpath(root)
+    links: list[str] = []  # the links of root's tree that were followed
+    walked: set[str] = set()  # the real paths of folders walked through them
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        linked = any(folder == link or folder.startswith(link + os.sep) for link in links)
+        kept = []
+        for name in sorted(subfolders):
+            path = os.path.join(folder, name)
+            if not linked and not os.path.islink(path):
+                kept.append(name)
+                continue
+            real = os.path.realpath(path)
+            if real == top or real.startswith(top + os.sep) or real in walked:
+                continue  # a loop, or a folder root's own tree or an earlier link reaches
+            walked.add(real)
+            if not linked:
+                links.append(path)
+            kept.append(name)
+        subfolders[:] = kept
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                size = os.stat(path).st_size
+            except OSError:  # a dangling link
+                size = 0
+            yield posixpath.relpath(path, root).replace(os.sep, "/"), size
 
 
 def require_folder(location: Location) -> None:

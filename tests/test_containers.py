@@ -337,6 +337,22 @@ def test_listing_follows_links_to_folders_and_survives_loops(tmp_path: Path) -> 
     assert listed == sorted([("a/one.dcm", 10), ("dangling.dcm", 0), ("linked/deep/two.dcm", 20)])
 
 
+def test_listing_lists_a_folder_once_by_its_own_path_whatever_links_reach_it(tmp_path: Path) -> None:
+    """A link sorted before the folder it names does not take the folder's keys; two links
+    outside, one to a folder inside the other's, list each file once."""
+    root, outside = tmp_path / "archive", tmp_path / "elsewhere"
+    (root / "b").mkdir(parents=True)
+    (root / "b" / "one.dcm").write_bytes(b"1")
+    (root / "a_link").symlink_to(root / "b", target_is_directory=True)
+    (outside / "inner").mkdir(parents=True)
+    (outside / "top.dcm").write_bytes(b"22")
+    (outside / "inner" / "deep.dcm").write_bytes(b"333")
+    (root / "c_inner").symlink_to(outside / "inner", target_is_directory=True)
+    (root / "d_outer").symlink_to(outside, target_is_directory=True)
+    listed = list_files(Location(str(root)))
+    assert listed == [("b/one.dcm", 1), ("c_inner/deep.dcm", 3), ("d_outer/top.dcm", 2)]
+
+
 def test_listing_of_a_linked_root(tmp_path: Path) -> None:
     (tmp_path / "real").mkdir()
     (tmp_path / "real" / "x.dcm").write_bytes(b"x" * 4)

@@ -51,3 +51,16 @@ def test_real_text_free_images_keep_their_pixels(path):
     _, result = _clean(path)
     assert result.array is None, [(r.box, r.kind, r.why) for r in result.report.regions]
     assert result.report.count("text") == 0
+
+
+def test_deid_data_ultrasound_probe_marker_stays_and_its_settings_column_goes():
+    """The probe's "P" mark beside the settings column was clipped by a junk read on the
+    column's line; the recogniser reads that box as no text, so it stays."""
+    ds, result = _clean(DEID_DATA / "ultrasounds" / "GREYSCALE_IMAGE.dcm")
+    before, after = ds.pixel_array, result.array
+    marker = (slice(92, 118), slice(100, 126))
+    assert (before[marker] > 128).sum() > 20, "the marker must be there in the input"
+    assert np.array_equal(before[marker], after[marker])
+    column = (slice(138, 258), slice(12, 100))  # 60%, Dyn R 58, P Med, Res, TAC1
+    lit = before[column] > 128
+    assert (after[column][lit] == 0).mean() > 0.9

@@ -23,6 +23,10 @@ WORD_CONFIDENCE = 60.0
 SURE_CONFIDENCE = 85.0
 #: At least this many one-character words in a row are one letter-spaced word (J O H N).
 LETTER_SPACED_RUN = 3
+#: A word this long (letters and digits) read this surely is text whatever else is near:
+#: the boxes it lies in are blanked without asking the recogniser (``textrec``).
+SURE_CHARACTERS = 4
+SURE_WORD_CONFIDENCE = 80.0
 #: A word read on a line that is text is blanked when its height is within this factor of
 #: the evidence words' (junk read on anatomy merged into the line is not).
 WORD_HEIGHT_RATIO = 2.0
@@ -70,6 +74,17 @@ def is_evidence(word: Word) -> bool:
     return word.characters >= 3 or word.confidence >= SURE_CONFIDENCE
 
 
+def is_sure(word: Word) -> bool:
+    """Evidence nobody doubts: four letters or digits read at 80 or more (junk on anatomy
+    is short or unsure; a name, an id, a date is not)."""
+    return (
+        is_evidence(word)
+        and not word.spaced
+        and word.characters >= SURE_CHARACTERS
+        and word.confidence >= SURE_WORD_CONFIDENCE
+    )
+
+
 def word_box(word: Word, shape: tuple[int, int]) -> Box:
     """The word's box grown by a few pixels (anti-aliasing, OCR box jitter), inside the image."""
     pad = 2 + (word.y1 - word.y0) // 10
@@ -87,6 +102,8 @@ class Decision:
     #: how many of the first ``blank`` boxes are whole lines (allow-listed words inside
     #: them are restored); the others are word boxes, black wherever a margin overlaps them
     lines: int = 1
+    #: boxes of sure words (``is_sure``): a blank box over one needs no recogniser's read
+    sure: tuple[Box, ...] = ()
 
     @property
     def redacts(self) -> bool:
@@ -126,7 +143,8 @@ def decide(region: Region, words: list[Word], options: PixelOptions, shape: tupl
     # The line is text: the whole candidate line goes, allow-listed words restored. Word
     # boxes alone left text OCR did not box (dark text on a bright label, a second line
     # of a merged block) readable; the line's box is its glyphs plus a quarter height.
-    return Decision("text", "words read", (box, *blank), tuple(w for w in words if w.allowed))
+    sure = tuple(word_box(w, shape) for w in evidence if is_sure(w))
+    return Decision("text", "words read", (box, *blank), tuple(w for w in words if w.allowed), sure=sure)
 
 
 def with_ink(decision: Decision, lines: list[Box], words: list[Box]) -> Decision:

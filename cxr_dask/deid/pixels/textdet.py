@@ -46,20 +46,25 @@ _session = None
 _lock = threading.Lock()
 
 
-def model_path() -> Path | None:
-    """The detector's ONNX file inside the installed ``rapidocr`` wheel, or None."""
+def model_path(name: str = MODEL_FILE) -> Path | None:
+    """A model's ONNX file inside the installed ``rapidocr`` wheel (the detector's by
+    default), or None."""
     spec = importlib.util.find_spec("rapidocr")
     if spec is None or not spec.submodule_search_locations:
         return None
     for location in spec.submodule_search_locations:
-        candidate = Path(location) / "models" / MODEL_FILE
+        candidate = Path(location) / "models" / name
         if candidate.is_file():
             return candidate
     return None
 
 
+def onnxruntime_installed() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
 def available() -> bool:
-    return model_path() is not None and importlib.util.find_spec("onnxruntime") is not None
+    return model_path() is not None and onnxruntime_installed()
 
 
 def _get_session():
@@ -161,9 +166,10 @@ def text_boxes(
                 min(y1, cy0 + int(np.ceil(by1 * sy))),
             )
             tall = box[3] - box[1]
+            core_tall = (ky1 - ky0) * sy
             if box[2] <= box[0]:
                 continue  # beside the region, not in it
-            if tall < MIN_TEXT_HEIGHT or tall > 2 * height or (kx1 - kx0) < CORE_SHAPE * (ky1 - ky0):
+            if tall < MIN_TEXT_HEIGHT or core_tall > 2 * height or (kx1 - kx0) < CORE_SHAPE * (ky1 - ky0):
                 continue  # not a line of text this size: a tall blob or a column of strokes
             found.append(box)
         out.append(found)

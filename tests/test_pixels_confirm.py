@@ -1,0 +1,80 @@
+"""The recogniser's veto (``textrec``, ``cleaning.confirm_reads``): a box is blanked only
+when it reads as text that is not allow-listed, or a sure word backs it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from cxr_dask.deid.pixels import cleaning, textrec
+from cxr_dask.deid.pixels.policy import Decision
+from cxr_dask.deid.rules import PixelOptions
+from cxr_dask.testing.synth_text import DECOYS, available_fonts, draw_mask, film
+from tests.test_pixels_policy import HIGH
+
+
+def _text(arr, xy, text, size, value):
+    from PIL import ImageFont
+
+    font = ImageFont.truetype(available_fonts()[0], size)
+    return draw_mask(arr, lambda d: d.text(xy, text, fill=255, font=font), value)
+
+
+def _ink_box(xy, text, size, shape):
+    mask = _text(np.zeros(shape, dtype=np.uint16), xy, text, size, HIGH) > 0
+    (y0, x0), (y1, x1) = np.argwhere(mask).min(axis=0), np.argwhere(mask).max(axis=0) + 1
+    return int(x0), int(y0), int(x1), int(y1)
+
+
+def test_reading_keeps_counts_never_the_text():
+    assert [f.name for f in dataclasses.fields(textrec.Reading)] == ["latin", "other", "score", "allowed"]
+
+
+def test_text_reads_as_text_and_anatomy_does_not():
+    arr = _text(film(3), (80, 200), "HOLLOWAY 1950", 30, HIGH)
+    text = _ink_box((80, 200), "HOLLOWAY 1950", 30, arr.shape)
+    edges = DECOYS["rib_edges"](film(4))
+    rib = (300, 300, 620, 380)  # a stretch of rib edges and lung texture
+    (on_text,) = textrec.read(arr, [text], PixelOptions().is_allowed)
+    (on_rib,) = textrec.read(edges, [rib], PixelOptions().is_allowed)
+    assert on_text.is_text and not on_text.is_marker
+    assert not on_rib.is_text
+
+
+def test_an_allow_listed_word_reads_as_a_marker():
+    arr = _text(film(3), (80, 200), "ERECT", 30, HIGH)
+    (reading,) = textrec.read(arr, [_ink_box((80, 200), "ERECT", 30, arr.shape)], PixelOptions().is_allowed)
+    assert reading.is_marker
+
+
+def test_a_text_decision_on_anatomy_alone_is_flagged_not_blanked():
+    arr = DECOYS["rib_edges"](film(4))
+    junk = Decision("text", "words read", ((300, 300, 620, 380), (340, 310, 420, 360)), lines=1)
+    (decided,) = cleaning.confirm_reads(arr, [junk], PixelOptions())
+    assert decided.kind == "flagged" and not decided.blank
+
+
+def test_a_marker_in_a_text_line_is_not_blanked_and_a_sure_word_is():
+    arr = _text(film(5), (80, 200), "MOBILE", 30, HIGH)
+    arr = _text(arr, (80, 250), "ERECT", 30, HIGH)
+    mobile = _ink_box((80, 200), "MOBILE", 30, arr.shape)
+    erect = _ink_box((80, 250), "ERECT", 30, arr.shape)
+    # Tesseract misread "ERECT" as "RECT" (a sure word box cut from the marker's line)
+    piece = (erect[0] + 20, erect[1], erect[2], erect[3])
+    decision = Decision("text", "words read", (mobile, erect, piece), lines=2, sure=(mobile, piece))
+    (decided,) = cleaning.confirm_reads(arr, [decision], PixelOptions())
+    assert decided.blank == (mobile,)
+
+
+def test_the_detector_judges_a_line_by_its_core_not_its_grown_box():
+    """A portable film's white "SEMI-SENTADO" with a dark drop shadow: the screen guessed
+    a line height of 24 for 43-pixel letters. The detector's grown box was then "taller
+    than two lines" and the word stayed; its core is the letters' height."""
+    from cxr_dask.deid.pixels import textdet
+
+    arr = _text(film(8), (300, 880), "SEMI-SENTADO", 56, HIGH)
+    x0, y0, x1, y1 = _ink_box((300, 880), "SEMI-SENTADO", 56, arr.shape)
+    region = (x0 - 10, y0 - 10, x1 + 10, y1 + 10)
+    (boxes,) = textdet.text_boxes(arr, [region], [24])
+    assert boxes and all(b[1] <= y0 + 5 and b[3] >= y1 - 5 for b in boxes), boxes

@@ -25,6 +25,8 @@ DEFAULT_ALLOWED = frozenset(
         "R",
         "LT",
         "RT",
+        "LEFT",
+        "RIGHT",
         "AP",
         "PA",
         "LAT",

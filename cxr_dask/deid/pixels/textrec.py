@@ -98,9 +98,9 @@ def _stretched(crop: np.ndarray) -> np.ndarray:
     return (np.clip((values - low) / max(float(high - low), 1.0), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def _inputs(arr: np.ndarray, box: Box) -> list[np.ndarray]:
-    """The box (with a margin), both polarities, at the model's height, in pieces of at
-    most ``MAX_WIDTH``; a box taller than wide is turned both ways too (vertical text)."""
+def _views(arr: np.ndarray, box: Box) -> list[np.ndarray]:
+    """The box (with a margin) stretched to 8 bits, at the model's height, in pieces of at
+    most ``MAX_WIDTH``; a box taller than twice its width is turned both ways too."""
     rows, columns = arr.shape[:2]
     x0, y0, x1, y1 = box
     margin = max(2, (y1 - y0) // 6)
@@ -108,16 +108,15 @@ def _inputs(arr: np.ndarray, box: Box) -> list[np.ndarray]:
     if min(crop.shape[:2]) < 4:
         return []
     gray = _stretched(crop)
-    views = [gray]
+    turns = [gray]
     if gray.shape[0] > 2 * gray.shape[1]:
-        views += [np.ascontiguousarray(np.rot90(gray, 1)), np.ascontiguousarray(np.rot90(gray, 3))]
+        turns += [np.ascontiguousarray(np.rot90(gray, 1)), np.ascontiguousarray(np.rot90(gray, 3))]
     out = []
-    for view in views:
+    for view in turns:
         width = max(8, round(INPUT_HEIGHT * view.shape[1] / view.shape[0]))
         scaled = np.asarray(Image.fromarray(view).resize((width, INPUT_HEIGHT), Image.Resampling.BILINEAR))
         for start in range(0, width, MAX_WIDTH - INPUT_HEIGHT):
-            piece = scaled[:, start : start + MAX_WIDTH]
-            out += [piece, 255 - piece]
+            out.append(scaled[:, start : start + MAX_WIDTH])
             if start + MAX_WIDTH >= width:
                 break
     return out
@@ -144,13 +143,14 @@ def _decode(probabilities: np.ndarray, is_allowed: Callable[[str], bool]) -> Rea
     return Reading(latin, other, score, allowed)
 
 
-def read(arr: np.ndarray, boxes: list[Box], is_allowed: Callable[[str], bool]) -> list[Reading]:
-    """The best reading of each box (image coordinates, end-exclusive) over its views."""
-    if not boxes:
-        return []
+def _better(reading: Reading, than: Reading) -> bool:
+    return (reading.is_text, reading.latin, reading.score) > (than.is_text, than.latin, than.score)
+
+
+def _run(pieces: list[tuple[int, np.ndarray]], best: list[Reading], is_allowed: Callable[[str], bool]) -> None:
+    """Read ``pieces`` (box index, 8-bit view) in batches of similar width; keep each
+    box's best reading in ``best``."""
     session = _get_session()
-    pieces = [(k, piece) for k, box in enumerate(boxes) for piece in _inputs(arr, box)]
-    best = [Reading(0, 0, 0.0) for _ in boxes]
     order = sorted(range(len(pieces)), key=lambda i: pieces[i][1].shape[1])
     for start in range(0, len(order), BATCH):
         batch = [pieces[i] for i in order[start : start + BATCH]]
@@ -161,6 +161,23 @@ def read(arr: np.ndarray, boxes: list[Box], is_allowed: Callable[[str], bool]) -
         (out,) = session.run(None, {session.get_inputs()[0].name: tensor})
         for row, (k, _) in enumerate(batch):
             reading = _decode(out[row], is_allowed)
-            if (reading.is_text, reading.latin, reading.score) > (best[k].is_text, best[k].latin, best[k].score):
+            if _better(reading, best[k]):
                 best[k] = reading
-    return best
+
+
+def read(arr: np.ndarray, boxes: list[Box], is_allowed: Callable[[str], bool]) -> list[Reading]:
+    """The best reading of each box (image coordinates, end-exclusive) over its views.
+
+    Each distinct box is read as it is; one that reads as neither text nor a marker is
+    read once more inverted (the model reads both polarities, not always equally well).
+    """
+    unique = list(dict.fromkeys(boxes))
+    views = [_views(arr, box) for box in unique]
+    best = [Reading(0, 0, 0.0) for _ in unique]
+    _run([(k, view) for k, found in enumerate(views) for view in found], best, is_allowed)
+    again = [
+        (k, 255 - view) for k, found in enumerate(views) if not (best[k].is_text or best[k].is_marker) for view in found
+    ]
+    _run(again, best, is_allowed)
+    by_box = dict(zip(unique, best, strict=True))
+    return [by_box[box] for box in boxes]

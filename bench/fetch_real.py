@@ -12,6 +12,15 @@ local git mirrors of public repositories into a folder outside git, by default
   leads on one): the two DICOM files the snapshot holds (an RLE CR film, MONOCHROME1, and a
   CT scout) as they are, and two 8-bit PNG films wrapped into secondary-capture DICOM
   (their DICOM originals are too large for the snapshot).
+- The test files of three DICOM toolkits, as they are: ``fo-dicom/fo-dicom`` (MS-PL),
+  ``cornerstonejs/dicomParser`` (MIT), ``ivmartel/dwv`` (GPL-3.0): CT, MR, NM, CR, US,
+  RT, mammography and a few synthetic patterns, in many transfer syntaxes.
+- Chest films, wrapped into secondary-capture DICOM: ``mlmed/torchxrayvision``'s test
+  images (Apache-2.0; NIH ChestX-ray14, TBX11K, a COVID-19 case) and its two RSNA DICOM
+  files; ``agchung/Figure1-COVID-chestxray-dataset`` and
+  ``agchung/Actualmed-COVID-chestxray-dataset`` (portable and computed radiography
+  films with side markers, positioning words and unit codes burned in; the snapshot
+  leaves out the largest files).
 
 A source that is absent is reported and skipped; the script never downloads anything.
 
@@ -28,8 +37,22 @@ from pathlib import Path
 DEFAULT_CACHE = Path("/work/cache/real-dicom")
 DEFAULT_MIRRORS = Path("/work/.mirror")
 
-#: (mirror folder, path prefix inside the repository, cache sub-folder)
-SOURCES = [("robyoung+dicom-test-files", "data/WG04/JLSL/", "wg04")]
+#: (mirror folder, path prefix inside the repository, cache sub-folder): every DICOM file
+#: under the prefix, named by its path below it ("/" as "__")
+SOURCES = [
+    ("robyoung+dicom-test-files", "data/WG04/JLSL/", "wg04"),
+    ("fo-dicom+fo-dicom", "Tests/FO-DICOM.Tests/Test Data/", "fodicom"),
+    ("cornerstonejs+dicomParser", "testImages/", "dicomparser"),
+    ("ivmartel+dwv", "tests/", "dwv"),
+    ("mlmed+torchxrayvision", "tests/", "txv"),
+]
+#: (mirror folder, path prefix, cache sub-folder): every PNG or JPEG under the prefix,
+#: wrapped into secondary-capture DICOM
+FILMS = [
+    ("mlmed+torchxrayvision", "tests/", "txv-films"),
+    ("agchung+Figure1-COVID-chestxray-dataset", "images/", "figure1"),
+    ("agchung+Actualmed-COVID-chestxray-dataset", "images/", "actualmed"),
+]
 #: (mirror folder, file inside the repository, cache sub-folder, file name): copied as they are
 _PRESIDIO = "presidio-image-redactor/tests/test_data/"
 FILES = [
@@ -47,6 +70,18 @@ def _git(repo: Path, *args: str) -> bytes:
     return subprocess.run(["git", "--git-dir", str(repo), *args], capture_output=True, check=True).stdout
 
 
+def _names(repo: Path, prefix: str) -> list[str]:
+    return _git(repo, "ls-tree", "-r", "-z", "--name-only", "HEAD", prefix).decode().split("\0")[:-1]
+
+
+def _show(repo: Path, name: str) -> bytes | None:
+    """A file's bytes, or None when the snapshot left it out."""
+    try:
+        return _git(repo, "show", f"HEAD:{name}")
+    except subprocess.CalledProcessError:
+        return None
+
+
 def fetch(cache: Path, mirrors: Path) -> dict[str, int]:
     """Copy every source file present into ``cache``; the number copied per source."""
     copied: dict[str, int] = {}
@@ -55,23 +90,33 @@ def fetch(cache: Path, mirrors: Path) -> dict[str, int]:
         if not repo.exists():
             print(f"source absent: {mirror} (mirror it first, e.g. the fetch tool); skipped", file=sys.stderr)
             continue
-        names = _git(repo, "ls-tree", "-r", "--name-only", "HEAD", prefix).decode().split()
         target = cache / folder
         target.mkdir(parents=True, exist_ok=True)
         count = 0
-        for name in names:
-            try:
-                data = _git(repo, "show", f"HEAD:{name}")
-            except subprocess.CalledProcessError:
-                print(f"absent from the mirror: {name}", file=sys.stderr)
-                continue
-            if data[128:132] != b"DICM":
-                print(f"not a DICOM file (LFS pointer?): {name}", file=sys.stderr)
-                continue
-            (target / Path(name).name).write_bytes(data)
+        for name in _names(repo, prefix):
+            data = _show(repo, name)
+            if data is None or data[128:132] != b"DICM":
+                continue  # not a DICOM file (a README, an LFS pointer, a file left out)
+            (target / name[len(prefix) :].replace("/", "__")).write_bytes(data)
             count += 1
-        copied[mirror] = count
+        copied[f"{mirror} {folder}"] = count
         print(f"{mirror}: {count} files into {target}")
+    for mirror, prefix, folder in FILMS:
+        repo = mirrors / mirror / "repo"
+        if not repo.exists():
+            print(f"source absent: {mirror} (mirror it first, e.g. the fetch tool); skipped", file=sys.stderr)
+            continue
+        target = cache / folder
+        target.mkdir(parents=True, exist_ok=True)
+        count = 0
+        for name in _names(repo, prefix):
+            data = _show(repo, name) if name.lower().endswith((".png", ".jpg", ".jpeg")) else None
+            if data is None or not data.startswith((b"\x89PNG", b"\xff\xd8")):
+                continue
+            (target / (Path(name).stem + ".dcm")).write_bytes(_wrap_png(data))
+            count += 1
+        copied[f"{mirror} {folder}"] = count
+        print(f"{mirror}: {count} films into {target}")
     for mirror, name, folder, out in FILES + PNGS:
         repo = mirrors / mirror / "repo"
         if not repo.exists():
@@ -94,7 +139,8 @@ def fetch(cache: Path, mirrors: Path) -> dict[str, int]:
 
 
 def _wrap_png(data: bytes) -> bytes:
-    """An 8-bit greyscale PNG as an uncompressed secondary-capture DICOM file (MONOCHROME2)."""
+    """A PNG or JPEG as an uncompressed greyscale secondary-capture DICOM file
+    (MONOCHROME2; 16 bits when the PNG has them, else 8)."""
     import io
 
     import numpy as np
@@ -103,7 +149,12 @@ def _wrap_png(data: bytes) -> bytes:
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-    arr = np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=np.uint8)
+    image = Image.open(io.BytesIO(data))
+    if image.mode in ("I;16", "I;16B", "I"):
+        arr = np.asarray(image).astype(np.uint16)
+    else:
+        arr = np.asarray(image.convert("L"), dtype=np.uint8)
+    bits = arr.dtype.itemsize * 8
     ds = pydicom.Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -114,7 +165,7 @@ def _wrap_png(data: bytes) -> bytes:
     ds.Modality = "OT"
     ds.Rows, ds.Columns = arr.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
     ds.PixelData = arr.tobytes()
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)

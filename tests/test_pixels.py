@@ -344,7 +344,7 @@ def test_text_free_synthetic_films_never_reach_ocr(tmp_path, monkeypatch):
         return wrapper
 
     monkeypatch.setattr(ocr, "tesseract_tsv", count("tesseract", ocr.tesseract_tsv))
-    monkeypatch.setattr(textdet, "probability_map", count("detector", textdet.probability_map))
+    monkeypatch.setattr(textdet, "probability_maps", count("detector", textdet.probability_maps))
     corpus = synthesize(str(tmp_path), patients=4, seed=1, rows=256, columns=256)
     assert len(corpus.images) >= 10
     flagged = 0

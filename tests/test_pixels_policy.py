@@ -393,3 +393,54 @@ def test_a_label_whose_foot_touches_a_skull_is_found_beside_the_anatomy():
     assert [d.why for _, d in found] == ["text detector beside anatomy"], found
     assert _covers(found[0][1].blank, (x, y, x + right - left, y + bottom - top)), found
     assert not cleaning._beside_anatomy(arr, big, []), "only on a page known to hold text"
+
+
+def test_a_dense_page_goes_through_the_text_detector_in_a_few_runs(monkeypatch):
+    """``SC1``'s ~210 detector crops were ~210 model runs (issue 11). Crops of one padded
+    size now share a run, stacked in the batch axis, and each gets the boxes it gets alone
+    (the model pools over its whole input: crops tiled into one canvas would not).
+    Counts, not times; Tesseract reads the page's lines in a few montages."""
+    from cxr_dask.deid.pixels import ocr, textdet
+
+    counts = {"runs": 0, "crops": 0, "tesseract": 0}
+    session = textdet._get_session()
+
+    class Counting:
+        def get_inputs(self):
+            return session.get_inputs()
+
+        def run(self, names, feeds):
+            counts["runs"] += 1
+            counts["crops"] += len(next(iter(feeds.values())))
+            return session.run(names, feeds)
+
+    asked: list[tuple] = []
+    text_boxes, tesseract_tsv = textdet.text_boxes, ocr.tesseract_tsv
+
+    def recording(arr, regions, line_heights=None, margins=None):
+        asked.append((arr, regions, line_heights, margins))
+        return text_boxes(arr, regions, line_heights, margins)
+
+    def reading(*args, **kwargs):
+        counts["tesseract"] += 1
+        return tesseract_tsv(*args, **kwargs)
+
+    monkeypatch.setattr(textdet, "_session", Counting())
+    monkeypatch.setattr(textdet, "text_boxes", recording)
+    monkeypatch.setattr(ocr, "tesseract_tsv", reading)
+    arr, _planted = film_scan(seed=0)
+    result = pixels.clean(as_dataset(arr), PixelOptions())
+    assert result.report.count("text") >= 20
+    assert counts["crops"] >= 40, counts  # a dense page: many crops nothing else could decide
+    assert counts["runs"] * 3 <= counts["crops"], counts
+    assert counts["tesseract"] <= 4, counts
+    # together or alone, a crop's boxes are the same
+    page, regions, heights, margins = max(asked, key=lambda call: len(call[1]))
+    some = range(0, len(regions), max(1, len(regions) // 8))
+
+    def pick(values, ks):
+        return None if values is None else [values[k] for k in ks]
+
+    together = text_boxes(page, pick(regions, some), pick(heights, some), pick(margins, some))
+    alone = [text_boxes(page, [regions[k]], pick(heights, [k]), pick(margins, [k]))[0] for k in some]
+    assert together == alone

@@ -130,6 +130,8 @@ def render(result: PixelResult, photometric: str) -> Rendered | None:
     source, changed = result.source, result.array
     if source is None or not needs_review(result):
         return None
+    if changed is not None and changed.ndim == source.ndim + 1:
+        changed = changed[0]  # several frames: the first is shown (``source``)
     if result.palette is not None and source.ndim == 2:
         source = result.palette[source]
         changed = None if changed is None else result.palette[changed]

@@ -1,4 +1,5 @@
-"""Colour and palette images: burned-in text found and blanked in every channel, not quarantined.
+"""Colour, palette and multi-frame images: burned-in text found and blanked in every
+channel and frame, not quarantined.
 
 Real files from registry packages (deid-data's colour ultrasound with a PHI banner,
 pydicom's palette ultrasound and JPEG colour bars) and synthetic ones (coloured text
@@ -24,9 +25,11 @@ from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 
 from cxr_dask import identity, inventory, process, review
+from cxr_dask.deid import pixels
 from cxr_dask.deid.containers import sanitised_pixel_data
 from cxr_dask.deid.pixels import colour, detection
 from cxr_dask.deid.profile import ProfileOptions
+from cxr_dask.deid.rules import PixelOptions
 from cxr_dask.errors import QuarantineError
 from cxr_dask.storage import Location, list_files
 
@@ -263,3 +266,73 @@ def test_review_renders_colour_in_colour():
     shown = np.asarray(Image.open(io.BytesIO(rendered.after.data)))
     assert before[14, 25, 2] < 80 < before[14, 25, 0]  # yellow: red high, blue low
     assert shown[14, 25].max() < 40  # blanked
+
+
+# --------------------------------------------------------------------------- several frames
+
+
+def _frames(count: int, moving: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Grey frames of one loop: the organ moves, a banner is the same in every frame, and
+    frame ``moving`` alone has a time in its corner. Returns the frames and where the
+    banner's and the time's strokes are."""
+    font = ImageFont.truetype(FONT, 22)
+    stack, time_strokes = [], np.zeros((240, 360), bool)
+    banner = Image.new("L", (360, 240), 0)
+    ImageDraw.Draw(banner).text((12, 10), TEXT[0], fill=255, font=font)
+    banner_strokes = np.asarray(banner) > 128
+    for index in range(count):
+        grey = _ground(240, 360, 7)[..., 0]
+        grey[60:180] = np.roll(grey[60:180], 4 * index, axis=1)  # the organ moves, the banner's ground stays
+        grey[banner_strokes] = 250
+        if index == moving:
+            clock = Image.new("L", (360, 240), 0)
+            ImageDraw.Draw(clock).text((200, 200), "12:41:07", fill=255, font=font)
+            time_strokes = np.asarray(clock) > 128
+            grey[time_strokes] = 250
+        stack.append(grey)
+    return np.stack(stack), banner_strokes, time_strokes
+
+
+def test_every_frame_is_cleaned_and_a_fixed_banner_is_judged_once():
+    frames, banner, clock = _frames(3, moving=2)
+    ds = _dataset(_ground(8, 8, 8), "RGB", "MRN00000010")
+    ds.set_pixel_data(frames, "MONOCHROME2", 8, generate_instance_uid=False)
+    single = _dataset(_ground(8, 8, 8), "RGB", "MRN00000011")
+    single.set_pixel_data(frames[0], "MONOCHROME2", 8, generate_instance_uid=False)
+    options = PixelOptions()
+    result = pixels.clean(ds, options)
+    alone = pixels.clean(single, options)
+    assert result.array is not None and result.array.shape == frames.shape
+    for index, after in enumerate(result.array):
+        assert (after[banner] == 0).mean() > 0.95, index
+    assert (result.array[2][clock] == 0).mean() > 0.95, "the time in one frame only"
+    # the banner, the same in every frame, was read on the first frame only
+    banner_regions = [r for r in result.report.regions if r.box[1] < 50]
+    assert len(banner_regions) == len([r for r in alone.report.regions if r.box[1] < 50])
+    # written back as three frames
+    pixels.store(ds, result.array, str(ds.file_meta.TransferSyntaxUID))
+    assert int(ds.NumberOfFrames) == 3 and np.array_equal(ds.pixel_array, result.array)
+
+
+def test_colour_frames_are_cleaned_in_every_channel():
+    rgb = _ground(240, 360, 1)
+    strokes = _write_text(rgb, (HIDDEN_GREEN, HIDDEN_YELLOW))
+    moved = np.roll(rgb, 3, axis=0)
+    ds = _dataset(np.stack([rgb, moved]), "RGB", "MRN00000012")
+    result = pixels.clean(ds, PixelOptions())
+    assert result.array is not None and result.array.shape == (2, 240, 360, 3)
+    assert (result.array[0][strokes] == 0).all(axis=-1).mean() > 0.95
+    assert (result.array[1][np.roll(strokes, 3, axis=0)] == 0).all(axis=-1).mean() > 0.95
+
+
+def test_frames_beyond_the_bound_are_quarantined_with_the_reason():
+    frames, _, _ = _frames(3, moving=0)
+    ds = _dataset(_ground(8, 8, 8), "RGB", "MRN00000013")
+    ds.set_pixel_data(frames, "MONOCHROME2", 8, generate_instance_uid=False)
+    with pytest.raises(QuarantineError) as caught:
+        pixels.clean(ds, PixelOptions(max_frames=2))
+    assert (caught.value.reason, caught.value.detail) == ("unsupported_pixels", "NumberOfFrames")
+    cine = pydicom.dcmread(DEID_DATA / "ultrasounds" / "ultrasound-multiframe.dcm")  # 30 frames
+    with pytest.raises(QuarantineError) as caught:
+        pixels.clean(cine, PixelOptions())
+    assert (caught.value.reason, caught.value.detail) == ("unsupported_pixels", "NumberOfFrames")

@@ -6,9 +6,10 @@ with its reason (``no_pixel_data``, ``unsupported_pixels``), never written unche
 
 Read here: greyscale (MONOCHROME1/2), colour with three samples (RGB, YBR_FULL,
 YBR_FULL_422 and, inside JPEG 2000, YBR_RCT/YBR_ICT: pydicom's decoders give RGB for all
-of them) and PALETTE COLOR; one frame each. Anything else (four samples, YBR_PARTIAL_*,
-a photometric interpretation the syntax cannot carry, signed or over-16-bit colour,
-several frames) is quarantined: its text would not be searched.
+of them) and PALETTE COLOR; up to ``PixelOptions.max_frames`` frames. Anything else (four
+samples, YBR_PARTIAL_*, a photometric interpretation the syntax cannot carry, signed or
+over-16-bit colour, more frames) is quarantined, with the attribute in ``detail``: its
+text would not be searched.
 """
 
 from __future__ import annotations
@@ -57,12 +58,18 @@ def is_colour(ds: Dataset) -> bool:
     return _int(ds, "SamplesPerPixel", 1) == 3 or photometric(ds) == PALETTE
 
 
-def check_supported(ds: Dataset) -> None:
-    """Single-frame greyscale, three-sample colour or palette colour; quarantine otherwise."""
+def frames(ds: Dataset) -> int:
+    """NumberOfFrames (1 when absent)."""
+    return _int(ds, "NumberOfFrames", 1)
+
+
+def check_supported(ds: Dataset, max_frames: int = 1) -> None:
+    """Greyscale, three-sample colour or palette colour, of at most ``max_frames`` frames
+    (a setting: each frame is searched); quarantine otherwise."""
     samples = _int(ds, "SamplesPerPixel", 1)
     if samples not in (1, 3):
         raise QuarantineError(Reason.UNSUPPORTED_PIXELS, "SamplesPerPixel")
-    if _int(ds, "NumberOfFrames", 1) != 1:
+    if not 1 <= frames(ds) <= max_frames:
         raise QuarantineError(Reason.UNSUPPORTED_PIXELS, "NumberOfFrames")
     kind = photometric(ds)
     if samples == 1:

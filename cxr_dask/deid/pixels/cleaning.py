@@ -15,11 +15,11 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from cxr_dask.deid.pixels import colour
-from cxr_dask.deid.pixels.checks import check_supported, is_colour
+from cxr_dask.deid.pixels.checks import check_supported, frames, is_colour
 from cxr_dask.deid.pixels.decoding import (
     darkest_index,
     decode,
-    decode_colour,
+    decode_frames,
     j2k_preview,
     palette_table,
     photometric_black,
@@ -265,18 +265,18 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
 
     Runs after the header step: what it reads (Manufacturer and model for the known-region
     rules, size, photometric interpretation) is kept by the profile. Raises
-    QuarantineError when the pixels cannot be decoded. Colour and palette images go
-    through ``_clean_colour``.
+    QuarantineError when the pixels cannot be decoded. Colour and palette images, and
+    images of several frames (at most ``options.max_frames``), go through ``_clean_stack``.
     """
     started = time.perf_counter()
     report = PixelReport()
     if not options.enabled:
         report.action = "disabled"
         return PixelResult(report)
-    check_supported(ds)
+    check_supported(ds, options.max_frames)
     rule = options.rule_for(*_device(ds), int(ds.Rows), int(ds.Columns))
-    if is_colour(ds):
-        return _clean_colour(ds, options, report, rule, started)
+    if is_colour(ds) or frames(ds) > 1:
+        return _clean_stack(ds, options, report, rule, started)
     if rule is None and options.jpeg2000_preview:
         # JPEG 2000, when asked: screen a reduced-resolution decode first; no candidate
         # stroke there means no text, and the full decode (four times the time) is skipped.
@@ -396,38 +396,72 @@ def _judge(
     return list(zip(regions, decisions, strict=True))
 
 
-def _clean_colour(
+def _clean_stack(
     ds: Dataset, options: PixelOptions, report: PixelReport, rule: RegionRule | None, started: float
 ) -> PixelResult:
-    """A colour or palette image: text found on greyscale planes, blanked in every channel.
+    """A colour or palette image, or several frames: text found on greyscale planes of each
+    frame, blanked in every channel.
 
-    The planes (``colour.planes``) are the luminance, then each channel whose colour
-    departs from it enough to hide text from it (yellow or green annotations on a grey
-    ultrasound, red on grey of the same brightness), with what earlier planes blanked
-    filled in so the same text is not read twice. The boxes blanked on any plane are
-    black in all three channels (a palette image's darkest entry). A changed RGB image is
-    written as RGB (``reencode.store``); a palette image keeps its palette.
+    A colour frame's planes (``colour.planes``) are its luminance, then each channel whose
+    colour departs from it enough to hide text from it (yellow or green annotations on a
+    grey ultrasound, red on grey of the same brightness), with what earlier planes blanked
+    filled in so the same text is not read twice; a greyscale frame is its own plane. The
+    boxes blanked on any plane are black in all three channels (a palette image's darkest
+    entry). Frames after the first are searched in full, except the regions judged on the
+    first frame whose pixels are the same in this one (a cine loop's fixed banner): those
+    are filled in and take the first frame's judgement. Text that moves or changes (a
+    frame's time) is judged again, so every frame is as clean as a single image.
+    A changed RGB image is written as RGB (``reencode.store``); a palette image keeps its
+    palette.
     """
     mark = time.perf_counter()
-    stored = decode_colour(ds)
-    table = palette_table(ds) if stored.ndim == 2 else None
-    rgb = table[stored] if table is not None else stored
+    stored = decode_frames(ds, options.max_frames)
+    table = palette_table(ds) if is_colour(ds) and stored.ndim == 3 else None
+    shown = table[stored] if table is not None else stored
     report.timings["decode"] = time.perf_counter() - mark
-    mask = np.zeros(rgb.shape[:2], dtype=np.uint8)
+    rgb = shown.ndim == 4
+    window = None if rgb else _window_width(ds)
+    black = darkest_index(table) if table is not None else 0 if rgb else photometric_black(ds)
+    masks = np.zeros(shown.shape[:3], dtype=np.uint8)  # blanked, per frame
     if rule is not None:
         for x0, y0, x1, y1 in _rule_boxes(report, rule):
-            mask[y0:y1, x0:x1] = 1
-    for plane in colour.planes(rgb, mask):
-        for region, decision in _judge(plane, None, options, report):
-            if _record(report, region, decision):
-                redact_boxes(mask, decision.blank, decision.keep, 1, decision.lines)
+            masks[:, y0:y1, x0:x1] = 1
+    first: list[Box] = []  # what each region judged on the first frame covers
+    for index, frame in enumerate(shown):
+        mask = masks[index]
+        seen = mask.copy()  # blanked here, or judged on the first frame and the same here
+        if index:
+            for x0, y0, x1, y1 in first:
+                if np.array_equal(frame[y0:y1, x0:x1], shown[0, y0:y1, x0:x1]):
+                    mask[y0:y1, x0:x1] |= masks[0, y0:y1, x0:x1]
+                    seen[y0:y1, x0:x1] = 1
+        planes = colour.planes(frame, seen) if rgb else iter([colour.fill(frame, seen)])
+        for plane in planes:
+            for region, decision in _judge(plane, window, options, report):
+                if not index:
+                    boxes = (region.box, *decision.blank)
+                    first.append(
+                        (
+                            min(b[0] for b in boxes),
+                            min(b[1] for b in boxes),
+                            max(b[2] for b in boxes),
+                            max(b[3] for b in boxes),
+                        )
+                    )
+                if _record(report, region, decision):
+                    redact_boxes(mask, decision.blank, decision.keep, 1, decision.lines)
+                    redact_boxes(seen, decision.blank, decision.keep, 1, decision.lines)
     work: np.ndarray | None = None
-    if mask.any():
+    if masks.any():
         work = stored.copy()
-        work[mask.astype(bool)] = darkest_index(table) if table is not None else 0
+        work[masks.astype(bool)] = black
         if np.array_equal(work, stored):
             work = None
     if work is not None:
         report.action = "cleaned"
     report.seconds = time.perf_counter() - started
-    return PixelResult(report, work, stored if report.regions else None, palette=table)
+    single = len(stored) == 1
+    if work is not None and single:
+        work = work[0]
+    # the review shows the first frame (every frame's regions drawn on it)
+    return PixelResult(report, work, stored[0] if report.regions else None, palette=table)

@@ -19,7 +19,7 @@ from pydicom.uid import JPEG2000, UID, JPEG2000Lossless, RLELossless
 
 from cxr_dask.deid import decoders
 from cxr_dask.deid.pixels import colour
-from cxr_dask.deid.pixels.checks import PALETTE, check_supported, is_colour, photometric
+from cxr_dask.deid.pixels.checks import check_supported, frames, is_colour
 from cxr_dask.deid.pixels.detection import DETECTION_SIDE
 from cxr_dask.dicom import syntaxes
 from cxr_dask.dicom.syntaxes import NATIVE_LITTLE_ENDIAN
@@ -67,16 +67,28 @@ def decode_colour(ds: Dataset) -> np.ndarray:
     Anything that does not decode to that shape is quarantined.
     """
     check_supported(ds)
+    return decode_frames(ds, 1)[0]
+
+
+def decode_frames(ds: Dataset, max_frames: int) -> np.ndarray:
+    """Every frame of an image, frames first: (frames, rows, columns) stored values or
+    palette indices, (frames, rows, columns, 3) RGB for three samples (as ``decode_colour``).
+
+    What does not decode to that shape (a frame short, unsigned colour that is not) is
+    quarantined (``undecodable_pixels``).
+    """
+    check_supported(ds, max_frames)
+    count = frames(ds)
     rows, columns = int(ds.Rows), int(ds.Columns)
-    if photometric(ds) == PALETTE:
-        arr = native_view(ds)
-        if arr is None:
-            arr = _decode_compressed(ds)
-        expected: tuple[int, ...] = (rows, columns)
-    else:
+    arr = native_view(ds) if count == 1 else None
+    if arr is None:
         arr = _decode_compressed(ds)
-        expected = (rows, columns, 3)
-    if arr.shape != expected or arr.dtype.kind != "u":
+    expected: tuple[int, ...] = (count, rows, columns)
+    if int(ds.get("SamplesPerPixel", 1) or 1) == 3:
+        expected = (*expected, 3)
+    if count == 1:
+        arr = arr[np.newaxis]
+    if arr.shape != expected or (is_colour(ds) and arr.dtype.kind != "u"):
         raise QuarantineError(Reason.UNDECODABLE_PIXELS, "PixelData")
     return arr
 

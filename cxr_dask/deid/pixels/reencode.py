@@ -32,12 +32,13 @@ def store(ds: Dataset, arr: np.ndarray, source_syntax: str) -> None:
     """Write ``arr`` into ``ds``: the source syntax when it is lossless and encodable, else
     Explicit VR Little Endian with the lossy history kept in LossyImageCompression.
 
-    A colour array (rows, columns, 3: ``decoding.decode_colour``'s RGB, whatever the
-    source's YBR form) is written uncompressed as RGB, PlanarConfiguration 0 (pydicom's
-    ``set_pixel_data``); a palette image's indices keep their palette and syntax.
+    A colour array ([frames,] rows, columns, 3: ``decoding.decode_frames``'s RGB, whatever
+    the source's YBR form) is written uncompressed as RGB, PlanarConfiguration 0 (pydicom's
+    ``set_pixel_data``); a palette image's indices keep their palette and syntax. Frames
+    come first in a multi-frame array (NumberOfFrames is set from it).
     """
     syntax = UID(source_syntax)
-    colour = arr.ndim == 3
+    colour = int(ds.get("SamplesPerPixel", 1) or 1) == 3
     photometric = "RGB" if colour else str(ds.PhotometricInterpretation).strip()
     bits_stored = int(ds.BitsStored)
     lossy = syntax not in syntaxes.LOSSLESS

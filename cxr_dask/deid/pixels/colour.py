@@ -10,8 +10,8 @@ channel's difference from the luminance, kept only where it is that large and fl
 elsewhere: grey anatomy, noise and faint tints vanish from it, and coloured strokes stand
 out on a flat ground (what a glyph needs). What earlier planes blanked is filled with its
 surround, so the same text is not read twice. A grey image stored as RGB (a secondary
-capture of a radiograph) has no such channel and costs one plane; nor has a colour image
-throughout (a photograph: ``CHANNEL_SHARE``), whose text shows in luminance.
+capture of a radiograph) has no such channel and costs one plane; so does a colour image
+throughout (a photograph: ``GREY_SHARE``), whose text shows in luminance.
 """
 
 from __future__ import annotations
@@ -29,10 +29,13 @@ LUMA = np.array(LUMA_1000, dtype=np.float64) / 1000
 CHANNEL_CONTRAST = 0.2
 #: ... in at least this many pixels (a few strokes of one small glyph) ...
 CHANNEL_PIXELS = 16
-#: ... and at most this share of them: coloured overlays on a grey image (annotations,
-#: a Doppler box: up to ~10% measured), not a colour image throughout (a photograph, where
-#: a difference plane is texture that costs seconds of OCR and text shows in luminance).
-CHANNEL_SHARE = 0.2
+#: ... on an image at least this share of whose pixels are grey (channels within
+#: ``GREY_TOLERANCE`` of the range of each other): coloured overlays on a grey image. Measured:
+#: ultrasounds, palette and Doppler images 83-98% grey; deid-data's colour photographs
+#: 0.2-44%, where a difference plane is texture (seconds of OCR, and boxes blanked on
+#: a photo without text) and text shows in luminance anyway.
+GREY_SHARE = 0.5
+GREY_TOLERANCE = 0.05
 #: Filled areas take the median of a ring this wide around them.
 RING = 2
 
@@ -51,12 +54,16 @@ def _limit(rgb: np.ndarray) -> float:
 
 def telling_channels(rgb: np.ndarray, luma: np.ndarray) -> list[int]:
     """Channels in which text could stand out that the luminance hides, most pixels first."""
+    span = max(int(rgb.max()) - int(rgb.min()), 1)
+    chroma = rgb.max(axis=-1).astype(np.int32) - rgb.min(axis=-1)
+    if np.count_nonzero(chroma <= GREY_TOLERANCE * span) < GREY_SHARE * chroma.size:
+        return []  # a colour image throughout (a photograph)
     limit = _limit(rgb)
     counts = []
     base = luma.astype(np.int32)
     for channel in range(3):
         departs = int(np.count_nonzero(np.abs(rgb[..., channel].astype(np.int32) - base) >= limit))
-        if CHANNEL_PIXELS <= departs <= CHANNEL_SHARE * base.size:
+        if departs >= CHANNEL_PIXELS:
             counts.append((departs, channel))
     return [channel for _, channel in sorted(counts, reverse=True)]
 

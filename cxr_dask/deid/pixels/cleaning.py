@@ -442,8 +442,8 @@ def _clean_stack(
                     boxes = (region.box, *decision.blank)
                     first.append(
                         (
-                            min(b[0] for b in boxes),
-                            min(b[1] for b in boxes),
+                            max(0, min(b[0] for b in boxes)),  # (no negative slice start)
+                            max(0, min(b[1] for b in boxes)),
                             max(b[2] for b in boxes),
                             max(b[3] for b in boxes),
                         )

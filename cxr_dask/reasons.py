@@ -114,8 +114,10 @@ MEANING: dict[Reason, str] = {
     Reason.UNHANDLED_ACTION: "pass 2, header: a profile action the walk does not handle (a bug; never expected)",
     Reason.NO_PIXEL_DATA: "pass 2, pixels: no PixelData, FloatPixelData nor DoubleFloatPixelData",
     Reason.UNSUPPORTED_PIXELS: (
-        "pass 2, pixels: colour or multi-frame images, HighBit not BitsStored - 1, an RLE image whose "
-        "BitsAllocated is not whole bytes, an encapsulated syntax whose codestream is not parsed here"
+        "pass 2, pixels: more frames than `pixels.max_frames`, colour other than RGB/YBR_FULL/YBR_FULL_422/"
+        "PALETTE COLOR (or YBR_RCT/ICT in JPEG 2000), signed or over 16 bits, HighBit not BitsStored - 1, "
+        "an RLE image whose BitsAllocated is not whole bytes, an encapsulated syntax whose codestream is not "
+        "parsed here"
     ),
     Reason.UNDECODABLE_PIXEL_DATA: (
         "pass 2, pixel container: native PixelData shorter than the header says, encapsulated items broken or "

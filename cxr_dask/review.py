@@ -124,13 +124,22 @@ def render(result: PixelResult, photometric: str) -> Rendered | None:
     ``result.source`` is the image before any change, ``result.array`` after (None when
     the pixels did not change). The after thumbnail is the before one with the blocks
     under the judged regions recomputed: pixels change only inside those regions.
+    Colour images are shown in colour (a palette image through its palette), scaled by
+    their range only (``_colour_window``): a percentile window would shift their hues.
     """
-    source = result.source
-    if source is None or source.ndim != 2 or not needs_review(result):
+    source, changed = result.source, result.array
+    if source is None or not needs_review(result):
+        return None
+    if changed is not None and changed.ndim == source.ndim + 1:
+        changed = changed[0]  # several frames: the first is shown (``source``)
+    if result.palette is not None and source.ndim == 2:
+        source = result.palette[source]
+        changed = None if changed is None else result.palette[changed]
+    if source.ndim not in (2, 3) or (source.ndim == 3 and source.shape[2] != 3):
         return None
     invert = photometric.strip() == "MONOCHROME1"
     small, factor = _reduce(source, THUMB_SIDE)
-    low, high = _percentile_window(small)
+    low, high = _percentile_window(small) if source.ndim == 2 else _colour_window(source)
     regions = tuple(sorted(result.report.regions, key=lambda r: _PRIORITY.get(r.kind, len(_PRIORITY))))
     before_rgb = Image.fromarray(_window(small, low, high, invert)).convert("RGB")
     drawing = ImageDraw.Draw(before_rgb)
@@ -138,15 +147,15 @@ def render(result: PixelResult, photometric: str) -> Rendered | None:
         drawing.rectangle(_scaled(region.box, factor, before_rgb.size), outline=COLOURS.get(region.kind, (0, 0, 255)))
     before = _jpeg(before_rgb)
     after_small = small
-    if result.array is not None:
-        after_small = _reduce_within(small, result.array, factor, [region.box for region in regions])
+    if changed is not None:
+        after_small = _reduce_within(small, changed, factor, [region.box for region in regions])
     after = _jpeg(Image.fromarray(_window(after_small, low, high, invert)))
     spent = len(before.data) + len(after.data)
     crops: list[Picture | None] = []
     for region in regions:
         crop = None
         if len(crops) < MAX_CROPS and spent < IMAGE_BYTES:
-            crop = _crop(source, region, invert)
+            crop = _crop(source, region, invert) if source.ndim == 2 else _colour_crop(source, region, low, high)
             spent += len(crop.data)
         crops.append(crop)
     return Rendered(
@@ -166,7 +175,7 @@ def _reduce(arr: np.ndarray, side: int) -> tuple[np.ndarray, int]:
     Every stored value counts, so a thin stroke shows as a faint line rather than
     vanishing between samples. Rows and columns past the last whole block are dropped.
     """
-    rows, columns = arr.shape
+    rows, columns = arr.shape[:2]
     factor = max(1, math.ceil(max(rows, columns) / side))
     if rows < factor or columns < factor:  # a sliver: sample it
         return np.ascontiguousarray(arr[::factor, ::factor], dtype=np.float32), factor
@@ -174,12 +183,14 @@ def _reduce(arr: np.ndarray, side: int) -> tuple[np.ndarray, int]:
 
 
 def _block_means(arr: np.ndarray, factor: int) -> np.ndarray:
-    """Means of ``factor`` x ``factor`` blocks of an array whose sides are multiples of it."""
+    """Means of ``factor`` x ``factor`` blocks of an array whose sides are multiples of it
+    (each channel of a colour array on its own)."""
     if factor == 1:
         return arr.astype(np.float32)
-    rows, columns = arr.shape
-    by_rows = arr.reshape(rows // factor, factor, columns).sum(axis=1, dtype=np.float32)
-    return by_rows.reshape(rows // factor, columns // factor, factor).sum(axis=2) / (factor * factor)
+    rows, columns = arr.shape[:2]
+    rest = arr.shape[2:]
+    by_rows = arr.reshape(rows // factor, factor, columns, *rest).sum(axis=1, dtype=np.float32)
+    return by_rows.reshape(rows // factor, columns // factor, factor, *rest).sum(axis=2) / (factor * factor)
 
 
 def _reduce_within(small: np.ndarray, changed: np.ndarray, factor: int, boxes: list[Box]) -> np.ndarray:
@@ -194,6 +205,36 @@ def _reduce_within(small: np.ndarray, changed: np.ndarray, factor: int, boxes: l
             piece = changed[top * factor : bottom * factor, left * factor : right * factor]
             out[top:bottom, left:right] = _block_means(piece, factor)
     return out
+
+
+def _colour_window(source: np.ndarray) -> tuple[float, float]:
+    """Display range of a colour image: 0 to its largest value possible (8 bits), or to
+    its largest value (more bits: 12-bit colour stored in 16)."""
+    if source.dtype == np.uint8:
+        return 0.0, 255.0
+    return 0.0, max(float(source.max()), 1.0)
+
+
+def _colour_crop(source: np.ndarray, region: RegionRecord, low: float, high: float) -> Picture:
+    """A colour image's region with a margin, in the thumbnail's scale, outlined in its
+    class's colour (an RGB PNG: a palette of greys would lose the colour)."""
+    left, top, right, bottom = _crop_bounds(region.box, source.shape[:2])
+    piece, factor = _reduce(source[top:bottom, left:right], CROP_SIDE)
+    picture = Image.fromarray(_window(piece, low, high, False))
+    x0, y0, x1, y1 = region.box
+    outline = _scaled((x0 - left, y0 - top, x1 - left, y1 - top), factor, picture.size)
+    ImageDraw.Draw(picture).rectangle(outline, outline=COLOURS.get(region.kind, COLOURS["text"]))
+    return _png(picture)
+
+
+def _crop_bounds(box: Box, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """The crop around a region: its box and a margin of half its height (CROP_MARGIN)."""
+    rows, columns = shape[0], shape[1]
+    x0, y0, x1, y1 = box
+    margin = min(max((y1 - y0) // 2, CROP_MARGIN[0]), CROP_MARGIN[1])
+    left, top = max(0, min(x0, columns - 1) - margin), max(0, min(y0, rows - 1) - margin)
+    right, bottom = min(columns, max(x1, left + 1) + margin), min(rows, max(y1, top + 1) + margin)
+    return left, top, right, bottom
 
 
 def _percentile_window(values: np.ndarray) -> tuple[float, float]:
@@ -229,11 +270,8 @@ _PALETTE = [v for g in range(_GREYS) for v in (round(g * 255 / (_GREYS - 1)),) *
 
 def _crop(source: np.ndarray, region: RegionRecord, invert: bool) -> Picture:
     """The region with a margin, windowed on its own values, outlined in its class's colour."""
-    rows, columns = source.shape
     x0, y0, x1, y1 = region.box
-    margin = min(max((y1 - y0) // 2, CROP_MARGIN[0]), CROP_MARGIN[1])
-    left, top = max(0, min(x0, columns - 1) - margin), max(0, min(y0, rows - 1) - margin)
-    right, bottom = min(columns, max(x1, left + 1) + margin), min(rows, max(y1, top + 1) + margin)
+    left, top, right, bottom = _crop_bounds(region.box, source.shape)
     piece, factor = _reduce(source[top:bottom, left:right], CROP_SIDE)
     grey = _window(piece, *_percentile_window(piece), invert)
     picture = Image.fromarray((grey.astype(np.uint16) * (_GREYS - 1) // 255).astype(np.uint8))

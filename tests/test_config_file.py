@@ -50,6 +50,7 @@ clean_descriptors = ["StudyDescription"]
 enabled = false
 strict = true
 jpeg2000_preview = true
+max_frames = 4
 allowed = ["l", "Portable"]
 
 [[pixels.rules]]
@@ -126,6 +127,7 @@ def test_every_setting_is_reachable_from_the_file(tmp_path):
                 enabled=False,
                 strict=True,
                 jpeg2000_preview=True,
+                max_frames=4,
                 allowed=frozenset({"L", "PORTABLE"}),
                 rules=(RegionRule("banner", ((0, 0, 300, 40),), "^ACME", "DR 9000", 3000, 2500),),
             ),

@@ -44,6 +44,7 @@ KNEE_PATIENT = ("KNEE^ROBERT", "MRN70000001")  # a surname that is a body part (
 GE_PATIENT = ("VALDEZ^MARISOL", "MRN70000002")  # treated at an institution named like a manufacturer
 SHORT_PATIENT = ("NG^AMY", "MRN70000003")  # name parts too short to search alone: only renderings
 VENDOR_PATIENT = ("ORTEGA^LUCIA", "MRN70000004")  # a private product id inside the kept model name
+TYPED_PATIENT = ("PERFUSION^ANNA", "MRN70000005")  # a surname that is a term of ImageType (pydicom's eCT file)
 
 
 def _clone(source: Path, target: Path, name: str, patient_id: str, change: Callable | None = None) -> None:
@@ -94,6 +95,11 @@ def mixed(client, tmp_path_factory) -> dict:
         ds.private_block(0x0009, "GEMS_IDEN_01", create=True).add_new(0x04, "SH", "SIGNA")
 
     _clone(film, raw / "special" / "vendor_private.dcm", *VENDOR_PATIENT, vendor_private_block)
+
+    def perfusion_type(ds):  # as pydicom's eCT_Supplemental.dcm: "Perfusion^MCA Stroke", ImageType ...\PERFUSION
+        ds.ImageType = ["DERIVED", "PRIMARY", "PERFUSION"]
+
+    _clone(film, raw / "special" / "typed_patient.dcm", *TYPED_PATIENT, perfusion_type)
     workspace = {"input": raw, "output": base / "dataset", "private": base / "private", "corpus": corpus}
     config = RunConfig(str(raw), str(workspace["output"]), str(workspace["private"]), progress=False)
     summary = pipeline.run(client, config)
@@ -142,6 +148,10 @@ def test_clean_mixed_run_has_zero_findings_and_notes_explain_coincidences(mixed,
         assert any(n.attribute == "Manufacturer" and n.category == "place" for n in report.notes)
     # a private value (ProductId SIGNA) inside the model name the input held there: a note
     assert any(n.attribute == "ManufacturerModelName" and n.category == "private" for n in report.notes)
+    # the patient's surname as a term of the image's type the input held there: a note
+    typed = pydicom.dcmread(special_output(mixed, mixed["output"], "typed_patient.dcm"), stop_before_pixels=True)
+    if "PERFUSION" in typed.get("ImageType", []):
+        assert any(n.attribute == "ImageType" and n.category == "name" for n in report.notes)
 
     report_file = tmp_path / "report.json"  # the locations and the JSON report from the run's config file
     settings = tmp_path / "run.toml"

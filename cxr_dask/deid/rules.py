@@ -120,6 +120,13 @@ class PixelOptions:
     jpeg2000_preview: bool = field(
         default=False, metadata=doc("screen big JPEG 2000 images at half resolution first (faster, less sensitive)")
     )
+    max_frames: int = field(
+        default=16,
+        metadata=doc(
+            "frames a multi-frame image may have; more are quarantined (`unsupported_pixels`, NumberOfFrames)",
+            minimum=1,
+        ),
+    )
     allowed: frozenset[str] = field(
         default=DEFAULT_ALLOWED,
         metadata=doc(

@@ -426,15 +426,19 @@ class Audit:
         # a place (an institution named like its vendor) or a private value (a product id
         # inside the model name) that is also the equipment's name the input held there
         vendor = needle.category in ("place", "private") and held_as in EQUIPMENT_KEYWORDS
-        if own and vendor and record is not None and held_as is not None and record.holds(held_as, text):
-            what = "a place name" if needle.category == "place" else "a private value"
+        # a name that is also a defined term of the image's type (pydicom's enhanced CT
+        # "Perfusion^MCA Stroke", ImageType DERIVED\PRIMARY\PERFUSION) the input held there
+        typed = needle.category == "name" and held_as in IMAGE_TYPE_KEYWORDS
+        if own and (vendor or typed) and record is not None and held_as is not None and record.holds(held_as, text):
+            what = {"place": "a place name", "private": "a private value"}.get(needle.category, "a name")
+            whose = "a term of the image's type" if typed else "the vendor's name"
             self.note(
                 "coincidence",
                 path,
                 attribute,
                 needle.category,
                 needle.index,
-                f"{what} of this patient's that is also the vendor's name its input held in {held_as}",
+                f"{what} of this patient's that is also {whose} its input held in {held_as}",
             )
         elif own:
             self.add(kind, path, attribute, needle.category, needle.index, "identifies this output's own patient")
@@ -458,6 +462,10 @@ class Audit:
                 needle.index,
                 "identifies another patient; this image's input never held this value here",
             )
+
+
+#: Coded attributes whose values are the standard's defined terms for the image's type.
+IMAGE_TYPE_KEYWORDS = frozenset({"ImageType", "FrameType"})
 
 
 def _union_into(mine: defaultdict[_K, set[_V]], theirs: Mapping[_K, set[_V]]) -> None:

@@ -1,7 +1,9 @@
 """Burned-in text (PS3.15 Clean Pixel Data): one concern per module.
 
 - ``checks``: is there pixel data, is it an image this step reads (one place, ``process`` too)
-- ``decoding``: stored values (a view of native bytes, the fastest plugin, dcmtk), JPEG 2000 previews
+- ``decoding``: stored values (a view of native bytes, the fastest plugin, dcmtk), JPEG 2000 previews,
+  colour as RGB and palettes
+- ``colour``: a colour image's greyscale planes (luminance, then channels' departures from it)
 - ``morphology``: square min/max filters (OpenCV when installed)
 - ``detection``: the cheap stroke screen, glyph components, lines of text
 - ``ocr``: Tesseract on the candidate lines, fail closed

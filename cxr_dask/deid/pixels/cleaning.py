@@ -14,8 +14,16 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from cxr_dask.deid.pixels.checks import check_supported
-from cxr_dask.deid.pixels.decoding import decode, j2k_preview, photometric_black
+from cxr_dask.deid.pixels import colour
+from cxr_dask.deid.pixels.checks import check_supported, frames, is_colour
+from cxr_dask.deid.pixels.decoding import (
+    darkest_index,
+    decode,
+    decode_frames,
+    j2k_preview,
+    palette_table,
+    photometric_black,
+)
 from cxr_dask.deid.pixels.detection import (
     DENSE_HEIGHT_RATIO,
     INK_PAD,
@@ -29,7 +37,7 @@ from cxr_dask.deid.pixels.detection import (
 from cxr_dask.deid.pixels.ocr import _read_in_chunks, read_regions
 from cxr_dask.deid.pixels.policy import Decision, decide, is_evidence, is_small, redact_boxes, with_ink
 from cxr_dask.deid.pixels.types import Box, PixelReport, PixelResult, Region, RegionRecord, box_from_xywh
-from cxr_dask.deid.rules import PixelOptions
+from cxr_dask.deid.rules import PixelOptions, RegionRule
 
 #: A region of a dense page is read when it is a block of this many lines at most (a
 #: taller one is anatomy cut into pieces; read at a mixed scale in one montage, it spoils
@@ -312,15 +320,18 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
 
     Runs after the header step: what it reads (Manufacturer and model for the known-region
     rules, size, photometric interpretation) is kept by the profile. Raises
-    QuarantineError when the pixels cannot be decoded.
+    QuarantineError when the pixels cannot be decoded. Colour and palette images, and
+    images of several frames (at most ``options.max_frames``), go through ``_clean_stack``.
     """
     started = time.perf_counter()
     report = PixelReport()
     if not options.enabled:
         report.action = "disabled"
         return PixelResult(report)
-    check_supported(ds)
+    check_supported(ds, options.max_frames)
     rule = options.rule_for(*_device(ds), int(ds.Rows), int(ds.Columns))
+    if is_colour(ds) or frames(ds) > 1:
+        return _clean_stack(ds, options, report, rule, started)
     if rule is None and options.jpeg2000_preview:
         # JPEG 2000, when asked: screen a reduced-resolution decode first; no candidate
         # stroke there means no text, and the full decode (four times the time) is skipped.
@@ -339,74 +350,176 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
 
     if rule is not None:
         work = np.array(arr, copy=True)
-        for box in (box_from_xywh(*xywh) for xywh in rule.regions):
-            x0, y0, x1, y1 = box
+        for x0, y0, x1, y1 in _rule_boxes(report, rule):
             work[y0:y1, x0:x1] = black
-            report.boxes.append(box)
-            report.regions.append(RegionRecord(box, "rule", "known-region rule"))
-        report.rule = rule.name
 
-    mark = time.perf_counter()
-    window = _window_width(ds)
-    regions = detect(arr, window)
-    report.timings["detect"] = time.perf_counter() - mark
-    report.regions_found = len(regions)
-    if regions:
-        mark = time.perf_counter()
-        to_read = [] if options.strict else [r for r in regions if not is_small(r)]
-        span = stroke_span(arr, window)
-        read = dict(zip(to_read, read_regions(arr, to_read, options, span), strict=True))
-        words = [read.get(region, []) for region in regions]
-        report.timings["ocr"] = time.perf_counter() - mark
-        if options.strict:
-            report.rule = report.rule or "strict"
-        decisions = [decide(region, found, options, arr.shape) for region, found in zip(regions, words, strict=True)]
-        # A line nothing read is read once more in the other polarity: dark text on a
-        # bright label is found by the label's bright edges and read as bright strokes.
-        # That second reading counts only when most of what it reads is text: edges read
-        # inverted give many junk words, one of them sure now and then.
-        unread = [i for i, d in enumerate(decisions) if d.kind == "flagged" and regions[i] in read]
-        if unread:
-            flipped = [dataclasses.replace(regions[i], bright=not regions[i].bright) for i in unread]
-            for i, words_read in zip(unread, read_regions(arr, flipped, options, span), strict=True):
-                if 2 * sum(is_evidence(w) for w in words_read) >= len(words_read) > 0:
-                    decisions[i] = decide(regions[i], words_read, options, arr.shape)
-            report.timings["ocr"] = time.perf_counter() - mark
-        # the text detector sees horizontal lines; columns need words Tesseract reads
-        flagged = [i for i, d in enumerate(decisions) if d.kind == "flagged" and not regions[i].vertical]
-        if flagged:
-            mark = time.perf_counter()
-            for i, boxes in zip(flagged, confirm_text([regions[i] for i in flagged], arr), strict=True):
-                if boxes:
-                    decisions[i] = Decision("text", "text detector", tuple(boxes), lines=len(boxes))
-            report.timings["second_stage"] = time.perf_counter() - mark
-        if not options.strict and any(d.kind == "text" for d in decisions):
-            mark = time.perf_counter()
-            for region, decision in dense_lines(arr, window, options, list(regions), decisions):
-                regions.append(region)
-                decisions.append(decision)
-                report.regions_found += 1
-            report.timings["dense"] = time.perf_counter() - mark
-        if not options.strict:
-            mark = time.perf_counter()
-            decisions = [_hug(arr, region, d, window) for region, d in zip(regions, decisions, strict=True)]
-            report.timings["ink"] = time.perf_counter() - mark
-            mark = time.perf_counter()
-            decisions = confirm_reads(arr, decisions, options)
-            report.timings["confirm"] = time.perf_counter() - mark
-        for region, decision in zip(regions, decisions, strict=True):
-            report.regions.append(RegionRecord(region.box, decision.kind, decision.why))
-            if not decision.redacts:
-                report.regions_kept += 1
-                continue
-            report.regions_redacted += 1
+    for region, decision in _judge(arr, _window_width(ds), options, report):
+        if _record(report, region, decision):
             if work is None:
                 work = np.array(arr, copy=True)
             redact_boxes(work, decision.blank, decision.keep, black, decision.lines)
-            report.boxes.extend(decision.blank)
     if work is not None and not np.array_equal(work, arr):
         report.action = "cleaned"
     else:
         work = None
     report.seconds = time.perf_counter() - started
     return PixelResult(report, work, arr if report.regions else None)
+
+
+def _rule_boxes(report: PixelReport, rule: RegionRule) -> list[Box]:
+    """A known-region rule's rectangles, recorded in the report."""
+    boxes = [box_from_xywh(*xywh) for xywh in rule.regions]
+    for box in boxes:
+        report.boxes.append(box)
+        report.regions.append(RegionRecord(box, "rule", "known-region rule"))
+    report.rule = rule.name
+    return boxes
+
+
+def _record(report: PixelReport, region: Region, decision: Decision) -> bool:
+    """A judged region in the report; True when it blanks anything."""
+    report.regions.append(RegionRecord(region.box, decision.kind, decision.why))
+    if not decision.redacts:
+        report.regions_kept += 1
+        return False
+    report.regions_redacted += 1
+    report.boxes.extend(decision.blank)
+    return True
+
+
+def _spent(report: PixelReport, step: str, since: float) -> None:
+    """Add the seconds since ``since`` to a step's timing (a colour image has several planes)."""
+    report.timings[step] = report.timings.get(step, 0.0) + time.perf_counter() - since
+
+
+def _judge(
+    arr: np.ndarray, window: float | None, options: PixelOptions, report: PixelReport
+) -> list[tuple[Region, Decision]]:
+    """Every candidate region of one greyscale plane and what is done with it.
+
+    Screen, OCR (both polarities), the text detector on what OCR could not read, the
+    dense-page second look on an image known to hold text, the boxes cut down to their
+    glyphs, and the recogniser's last word on those no sure word backs. Counts and
+    timings go to ``report``; recording the regions is the caller's (``_record``).
+    """
+    mark = time.perf_counter()
+    regions = detect(arr, window)
+    _spent(report, "detect", mark)
+    report.regions_found += len(regions)
+    if not regions:
+        return []
+    mark = time.perf_counter()
+    to_read = [] if options.strict else [r for r in regions if not is_small(r)]
+    span = stroke_span(arr, window)
+    read = dict(zip(to_read, read_regions(arr, to_read, options, span), strict=True))
+    words = [read.get(region, []) for region in regions]
+    _spent(report, "ocr", mark)
+    if options.strict:
+        report.rule = report.rule or "strict"
+    decisions = [decide(region, found, options, arr.shape) for region, found in zip(regions, words, strict=True)]
+    # A line nothing read is read once more in the other polarity: dark text on a
+    # bright label is found by the label's bright edges and read as bright strokes.
+    # That second reading counts only when most of what it reads is text: edges read
+    # inverted give many junk words, one of them sure now and then.
+    unread = [i for i, d in enumerate(decisions) if d.kind == "flagged" and regions[i] in read]
+    if unread:
+        mark = time.perf_counter()
+        flipped = [dataclasses.replace(regions[i], bright=not regions[i].bright) for i in unread]
+        for i, words_read in zip(unread, read_regions(arr, flipped, options, span), strict=True):
+            if 2 * sum(is_evidence(w) for w in words_read) >= len(words_read) > 0:
+                decisions[i] = decide(regions[i], words_read, options, arr.shape)
+        _spent(report, "ocr", mark)
+    # the text detector sees horizontal lines; columns need words Tesseract reads
+    flagged = [i for i, d in enumerate(decisions) if d.kind == "flagged" and not regions[i].vertical]
+    if flagged:
+        mark = time.perf_counter()
+        for i, boxes in zip(flagged, confirm_text([regions[i] for i in flagged], arr), strict=True):
+            if boxes:
+                decisions[i] = Decision("text", "text detector", tuple(boxes), lines=len(boxes))
+        _spent(report, "second_stage", mark)
+    if not options.strict and any(d.kind == "text" for d in decisions):
+        mark = time.perf_counter()
+        for region, decision in dense_lines(arr, window, options, list(regions), decisions):
+            regions.append(region)
+            decisions.append(decision)
+            report.regions_found += 1
+        _spent(report, "dense", mark)
+    if not options.strict:
+        mark = time.perf_counter()
+        decisions = [_hug(arr, region, d, window) for region, d in zip(regions, decisions, strict=True)]
+        _spent(report, "ink", mark)
+        mark = time.perf_counter()
+        decisions = confirm_reads(arr, decisions, options)
+        _spent(report, "confirm", mark)
+    return list(zip(regions, decisions, strict=True))
+
+
+def _clean_stack(
+    ds: Dataset, options: PixelOptions, report: PixelReport, rule: RegionRule | None, started: float
+) -> PixelResult:
+    """A colour or palette image, or several frames: text found on greyscale planes of each
+    frame, blanked in every channel.
+
+    A colour frame's planes (``colour.planes``) are its luminance, then each channel whose
+    colour departs from it enough to hide text from it (yellow or green annotations on a
+    grey ultrasound, red on grey of the same brightness), with what earlier planes blanked
+    filled in so the same text is not read twice; a greyscale frame is its own plane. The
+    boxes blanked on any plane are black in all three channels (a palette image's darkest
+    entry). Frames after the first are searched in full, except the regions judged on the
+    first frame whose pixels are the same in this one (a cine loop's fixed banner): those
+    are filled in and take the first frame's judgement. Text that moves or changes (a
+    frame's time) is judged again, so every frame is as clean as a single image.
+    A changed RGB image is written as RGB (``reencode.store``); a palette image keeps its
+    palette.
+    """
+    mark = time.perf_counter()
+    stored = decode_frames(ds, options.max_frames)
+    table = palette_table(ds) if is_colour(ds) and stored.ndim == 3 else None
+    shown = table[stored] if table is not None else stored
+    report.timings["decode"] = time.perf_counter() - mark
+    rgb = shown.ndim == 4
+    window = None if rgb else _window_width(ds)
+    black = darkest_index(table) if table is not None else 0 if rgb else photometric_black(ds)
+    masks = np.zeros(shown.shape[:3], dtype=np.uint8)  # blanked, per frame
+    if rule is not None:
+        for x0, y0, x1, y1 in _rule_boxes(report, rule):
+            masks[:, y0:y1, x0:x1] = 1
+    first: list[Box] = []  # what each region judged on the first frame covers
+    for index, frame in enumerate(shown):
+        mask = masks[index]
+        seen = mask.copy()  # blanked here, or judged on the first frame and the same here
+        if index:
+            for x0, y0, x1, y1 in first:
+                if np.array_equal(frame[y0:y1, x0:x1], shown[0, y0:y1, x0:x1]):
+                    mask[y0:y1, x0:x1] |= masks[0, y0:y1, x0:x1]
+                    seen[y0:y1, x0:x1] = 1
+        planes = colour.planes(frame, seen) if rgb else iter([colour.fill(frame, seen)])
+        for plane in planes:
+            for region, decision in _judge(plane, window, options, report):
+                if not index:
+                    boxes = (region.box, *decision.blank)
+                    first.append(
+                        (
+                            max(0, min(b[0] for b in boxes)),  # (no negative slice start)
+                            max(0, min(b[1] for b in boxes)),
+                            max(b[2] for b in boxes),
+                            max(b[3] for b in boxes),
+                        )
+                    )
+                if _record(report, region, decision):
+                    redact_boxes(mask, decision.blank, decision.keep, 1, decision.lines)
+                    redact_boxes(seen, decision.blank, decision.keep, 1, decision.lines)
+    work: np.ndarray | None = None
+    if masks.any():
+        work = stored.copy()
+        work[masks.astype(bool)] = black
+        if np.array_equal(work, stored):
+            work = None
+    if work is not None:
+        report.action = "cleaned"
+    report.seconds = time.perf_counter() - started
+    single = len(stored) == 1
+    if work is not None and single:
+        work = work[0]
+    # the review shows the first frame (every frame's regions drawn on it)
+    return PixelResult(report, work, stored[0] if report.regions else None, palette=table)

@@ -14,11 +14,12 @@ import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
-from pydicom.pixels import pixel_array
+from pydicom.pixels import apply_color_lut, pixel_array
 from pydicom.uid import JPEG2000, UID, JPEG2000Lossless, RLELossless
 
 from cxr_dask.deid import decoders
-from cxr_dask.deid.pixels.checks import check_supported
+from cxr_dask.deid.pixels import colour
+from cxr_dask.deid.pixels.checks import check_supported, frames, is_colour
 from cxr_dask.deid.pixels.detection import DETECTION_SIDE
 from cxr_dask.dicom import syntaxes
 from cxr_dask.dicom.syntaxes import NATIVE_LITTLE_ENDIAN
@@ -38,19 +39,82 @@ J2K_SYNTAXES = frozenset({JPEG2000Lossless, JPEG2000})  # what Pillow reduces (n
 
 
 def decode(ds: Dataset) -> np.ndarray:
-    """The stored pixel values of a single-frame greyscale image; quarantine otherwise.
+    """The stored pixel values of a single-frame greyscale image; quarantine otherwise
+    (colour goes to ``decode_colour``).
 
     A file whose pixels cannot be decoded cannot be checked for burned-in text, so it is
     never written (fail closed). Native little-endian pixels come back as a read-only
     view of the PixelData bytes (``native_view``): no copy of a 15 MB image per file.
     """
     check_supported(ds)
+    if is_colour(ds):  # three samples or indices: ``decode_colour``
+        raise QuarantineError(Reason.UNSUPPORTED_PIXELS, "PhotometricInterpretation")
     arr = native_view(ds)
     if arr is None:
         arr = _decode_compressed(ds)
     if arr.ndim != 2 or arr.shape != (int(ds.Rows), int(ds.Columns)):
         raise QuarantineError(Reason.UNDECODABLE_PIXELS, "PixelData")
     return arr
+
+
+def decode_colour(ds: Dataset) -> np.ndarray:
+    """A single-frame colour image: (rows, columns, 3) RGB, or a palette image's indices.
+
+    YBR_FULL, YBR_FULL_422 and JPEG 2000's YBR_RCT/YBR_ICT come back as RGB (pydicom
+    converts them; the subsampling of YBR_FULL_422 is undone): detection and blanking
+    work on what a viewer shows, and a changed image is written as RGB
+    (``reencode.store``). Palette indices stay indices (``palette_table`` maps them).
+    Anything that does not decode to that shape is quarantined.
+    """
+    check_supported(ds)
+    return decode_frames(ds, 1)[0]
+
+
+def decode_frames(ds: Dataset, max_frames: int) -> np.ndarray:
+    """Every frame of an image, frames first: (frames, rows, columns) stored values or
+    palette indices, (frames, rows, columns, 3) RGB for three samples (as ``decode_colour``).
+
+    What does not decode to that shape (a frame short, unsigned colour that is not) is
+    quarantined (``undecodable_pixels``).
+    """
+    check_supported(ds, max_frames)
+    count = frames(ds)
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    arr = native_view(ds) if count == 1 else None
+    if arr is None:
+        arr = _decode_compressed(ds)
+    expected: tuple[int, ...] = (count, rows, columns)
+    if int(ds.get("SamplesPerPixel", 1) or 1) == 3:
+        expected = (*expected, 3)
+    if count == 1:
+        arr = arr[np.newaxis]
+    if arr.shape != expected or (is_colour(ds) and arr.dtype.kind != "u"):
+        raise QuarantineError(Reason.UNDECODABLE_PIXELS, "PixelData")
+    return arr
+
+
+def palette_table(ds: Dataset) -> np.ndarray:
+    """RGB for every stored index of a PALETTE COLOR image: row ``i`` is index ``i``'s colour.
+
+    Built with pydicom's ``apply_color_lut`` (normal and segmented tables, first mapped
+    value, 8- or 16-bit entries); a table that does not apply is ``undecodable_pixels``.
+    """
+    bits = int(ds.BitsStored)
+    if not 0 < bits <= 16:
+        raise QuarantineError(Reason.UNSUPPORTED_PIXELS, "BitsStored")
+    indices = np.arange(1 << bits, dtype=np.uint8 if bits <= 8 else np.uint16)
+    try:
+        table = np.asarray(apply_color_lut(indices, ds))
+    except Exception:
+        raise QuarantineError(Reason.UNDECODABLE_PIXELS, "RedPaletteColorLookupTableDescriptor") from None
+    if table.shape != (1 << bits, 3):
+        raise QuarantineError(Reason.UNDECODABLE_PIXELS, "RedPaletteColorLookupTableDescriptor")
+    return table
+
+
+def darkest_index(table: np.ndarray) -> int:
+    """The palette index that displays darkest (its luminance): a palette image's black."""
+    return int(np.argmin(table.astype(np.float64) @ colour.LUMA))
 
 
 def _decode_compressed(ds: Dataset) -> np.ndarray:
@@ -91,6 +155,8 @@ def native_view(ds: Dataset) -> np.ndarray | None:
     try:
         rows, columns = int(ds.Rows), int(ds.Columns)
         allocated, stored = int(ds.BitsAllocated), int(ds.BitsStored)
+        if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+            return None  # one sample a pixel only (colour is pydicom's to read)
         signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
     except (AttributeError, TypeError, ValueError):
         return None

@@ -30,9 +30,16 @@ _ENCODING_PLUGIN = {JPEG2000Lossless: "pylibjpeg", RLELossless: "pylibjpeg", JPE
 
 def store(ds: Dataset, arr: np.ndarray, source_syntax: str) -> None:
     """Write ``arr`` into ``ds``: the source syntax when it is lossless and encodable, else
-    Explicit VR Little Endian with the lossy history kept in LossyImageCompression."""
+    Explicit VR Little Endian with the lossy history kept in LossyImageCompression.
+
+    A colour array ([frames,] rows, columns, 3: ``decoding.decode_frames``'s RGB, whatever
+    the source's YBR form) is written uncompressed as RGB, PlanarConfiguration 0 (pydicom's
+    ``set_pixel_data``); a palette image's indices keep their palette and syntax. Frames
+    come first in a multi-frame array (NumberOfFrames is set from it).
+    """
     syntax = UID(source_syntax)
-    photometric = str(ds.PhotometricInterpretation).strip()
+    colour = int(ds.get("SamplesPerPixel", 1) or 1) == 3
+    photometric = "RGB" if colour else str(ds.PhotometricInterpretation).strip()
     bits_stored = int(ds.BitsStored)
     lossy = syntax not in syntaxes.LOSSLESS
     try:
@@ -42,7 +49,7 @@ def store(ds: Dataset, arr: np.ndarray, source_syntax: str) -> None:
         else:
             ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
             ds.set_pixel_data(arr, photometric, bits_stored, generate_instance_uid=False)
-            if syntax in REENCODE_IN_PLACE:
+            if syntax in REENCODE_IN_PLACE and not colour:
                 ds.compress(syntax, arr, encoding_plugin=_ENCODING_PLUGIN[syntax], generate_instance_uid=False)
     except QuarantineError:
         raise

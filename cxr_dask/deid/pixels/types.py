@@ -130,4 +130,7 @@ class PixelResult:
     array: np.ndarray | None = None
     #: The decoded stored values before any change, when any region was judged (the
     #: review page's "before"); None when nothing was found or pixels were not decoded.
+    #: A colour image's are (rows, columns, 3) RGB, a palette image's are its indices.
     source: np.ndarray | None = None
+    #: A palette image's colours, one row per stored index (``decoding.palette_table``).
+    palette: np.ndarray | None = None

@@ -85,6 +85,7 @@ def _get_session():
             options.intra_op_num_threads = 1
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
+            options.enable_mem_pattern = False  # one plan per input width is memory for nothing (textdet)
             session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             _characters = session.get_modelmeta().custom_metadata_map["character"].splitlines()
             _session = session

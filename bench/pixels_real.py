@@ -115,7 +115,10 @@ def read_tokens(gray: np.ndarray, box: list[int]) -> set[str]:
 
 
 def measure(key: str, path: Path, labels: dict[str, Any], repeats: int = 3) -> dict[str, Any]:
-    ds = pydicom.dcmread(path)
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as error:  # a toolkit's deliberately broken file: the pipeline quarantines it
+        return {"image": key, "skipped": f"unreadable ({type(error).__name__})"}
     try:
         pixels.check_supported(ds)
         arr = pixels.decode(ds)

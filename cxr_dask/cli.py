@@ -165,7 +165,7 @@ def _execute(config: RunConfig, ends_process: bool = False) -> int:
     storage.check_locations(config.input_location, config.output_location, config.private_location)
     with (
         lock.RunClaim(config.private_location, config.input, config.output) as claim,
-        cluster.Starting(config.cluster, preload=cluster.WORKER_PRELOAD) as starting,
+        cluster.Starting(config.cluster, preload=cluster.WORKER_PRELOAD, fork=True) as starting,
         _quiet(),  # pydicom (~0.2 s of imports) after the workers started spawning, not before
     ):
         # pyarrow (~0.2 s) after the workers started spawning, not before

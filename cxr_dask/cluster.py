@@ -73,6 +73,44 @@ def _spawn_with(env: dict[str, str]) -> None:
 WORKER_PRELOAD = ("cxr_dask.preload",)
 
 
+#: What the process the run's workers are forked from imports once, before it forks any
+#: (multiprocessing's ``forkserver``, ``Starting(fork=True)``): distributed and pydicom,
+#: ~0.5 s of CPU that each spawned worker spent itself, on the same two cores as the
+#: client's start-up and the other worker's (docs/scaling.md, "Two workers on two cores").
+FORK_PRELOAD = WORKER_PRELOAD
+#: The thread settings under which those imports start no thread (numpy's OpenBLAS starts
+#: its pool as it loads): only a process without threads can be forked safely. distributed
+#: spawns its workers with these (its ``pre-spawn-environ``); a user who chose others gets
+#: spawned workers.
+SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def fork_server(env: dict[str, str]) -> bool:
+    """Start the process a LocalCluster's workers are then forked from, with ``env`` (a
+    spawned worker's environment, ``worker_environ``) and ``FORK_PRELOAD`` imported once;
+    False (the workers are spawned) where the user chose a start method of their own or
+    thread settings under which the imports would start threads.
+
+    The server is this process's (multiprocessing keeps one a process); each worker it
+    forks inherits its environment, allocator settings included (read once, as it
+    started), and ends when this process does (distributed's ``parent_alive_pipe``).
+    """
+    if dask.config.get("distributed.worker.multiprocessing-method", default="spawn") != "spawn":
+        return False
+    if any(env.get(name) != value for name, value in SINGLE_THREADED.items()):
+        return False
+    import multiprocessing.forkserver
+
+    import distributed.utils
+
+    os.environ.update(env)  # the server's environment is every forked worker's (a nanny sets it before spawning)
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(FORK_PRELOAD))
+    # distributed's own preload list for a forkserver first imports numpy, pandas and lz4 here
+    distributed.utils._forkserver_preload_set = True  # a private name, only ever set
+    multiprocessing.forkserver.ensure_running()
+    return True
+
+
 class _NoPandas:
     """An import finder that says pandas is not installed (see ``arrow_without_pandas``)."""
 
@@ -98,7 +136,7 @@ def pydicom_without_requests() -> None:
     without it the downloader falls back to ``urllib``. requests stays importable afterwards.
     A process that already imported pydicom is left alone.
     """
-    if "pydicom" in sys.modules:
+    if "pydicom.data" in sys.modules:
         return
     finder = _NoRequests()
     sys.meta_path.insert(0, finder)
@@ -291,7 +329,9 @@ class Starting:
     by ``--scheduler`` gets its workers' settings back at the end.
     """
 
-    def __init__(self, settings: ClusterSettings | RunConfig, preload: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, settings: ClusterSettings | RunConfig, preload: tuple[str, ...] = (), fork: bool = False
+    ) -> None:
         config = settings.cluster if isinstance(settings, RunConfig) else settings
         self.config = config  # what the cluster reads, never a command's locations
         self._cluster: LocalCluster | None = None
@@ -301,6 +341,9 @@ class Starting:
         self._leave = False
         self._arrivals = _Arrivals()
         self._done = False  # the thread has started the whole LocalCluster, or failed to
+        self._forked: Any = None  # the config that forks the workers (``fork_server``), while it holds
+        if not config.scheduler and fork and fork_server(worker_environ()):
+            self._forked = dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
         if not config.scheduler:
             self._thread = threading.Thread(target=self._start, args=(preload,), name="cxr-dask-cluster", daemon=True)
             self._thread.start()
@@ -372,6 +415,13 @@ class Starting:
     ) -> None:
         if self._thread is not None:
             self._thread.join()
+        try:
+            self._close(kind)
+        finally:
+            if self._forked is not None:  # a restarted worker forks until the cluster is closed
+                self._forked.__exit__(None, None, None)
+
+    def _close(self, kind: type[BaseException] | None) -> None:
         if self._leave and kind is None and self._cluster is not None:
             _unlink_semaphores()
             return

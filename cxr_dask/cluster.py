@@ -7,7 +7,6 @@ import contextlib
 import importlib.util
 import logging
 import multiprocessing.util
-import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -17,98 +16,23 @@ from types import TracebackType
 from typing import Any
 
 import dask
+import distributed.utils
 from distributed import Client, LocalCluster, Scheduler
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.utils import sync
 from tornado import web
 
 from cxr_dask.config import ClusterSettings, RunConfig
+from cxr_dask.workerenv import DISTRIBUTED_TRIM_DEFAULT as DISTRIBUTED_TRIM_DEFAULT
+from cxr_dask.workerenv import FORK_PRELOAD as FORK_PRELOAD
+from cxr_dask.workerenv import SINGLE_THREADED as SINGLE_THREADED
+from cxr_dask.workerenv import WORKER_MALLOC_ENV as WORKER_MALLOC_ENV
+from cxr_dask.workerenv import WORKER_PRELOAD as WORKER_PRELOAD
+from cxr_dask.workerenv import _spawn_with
+from cxr_dask.workerenv import fork_server as fork_server
+from cxr_dask.workerenv import worker_environ as worker_environ
 
 log = logging.getLogger(__name__)
-
-#: What distributed's own configuration sets for every worker it spawns. Setting any of
-#: glibc's malloc parameters turns off its dynamic mmap threshold, so with this alone
-#: every buffer above 128 KiB (each 15 MB file, read and written) is a fresh ``mmap``
-#: given back with ``munmap`` when freed: 3,700-6,400 page faults, zero-filled, per 15 MB
-#: file, about 35 ms a file of system time (docs/scaling.md, "inside a worker").
-DISTRIBUTED_TRIM_DEFAULT = "65536"
-
-#: The allocator settings of the workers ``connect`` starts: buffers up to 32 MiB (glibc's
-#: largest mmap threshold; a CXR image is 5-30 MB) come from the heap and are reused file
-#: after file, and up to 64 MiB of free heap is kept rather than given back each time.
-WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(64 * 2**20)}
-
-
-def worker_environ() -> dict[str, str]:
-    """The environment a LocalCluster worker is spawned with (``nanny.pre-spawn-environ``).
-
-    distributed's trim threshold is replaced by ``WORKER_MALLOC_ENV``; a value the user
-    chose is kept: in the dask config (or ``DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON``),
-    or exported in the shell, which distributed prefers to its config. Only the spawn
-    environment works: glibc reads these when the process starts.
-    """
-    configured: dict[str, Any] = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
-    env = {key: str(value) for key, value in configured.items()}
-    chosen = os.environ.get("MALLOC_TRIM_THRESHOLD_") or env.get("MALLOC_TRIM_THRESHOLD_", DISTRIBUTED_TRIM_DEFAULT)
-    if chosen == DISTRIBUTED_TRIM_DEFAULT:
-        env["MALLOC_TRIM_THRESHOLD_"] = WORKER_MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]
-        env.setdefault("MALLOC_MMAP_THRESHOLD_", WORKER_MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"])
-    return env
-
-
-def _spawn_with(env: dict[str, str]) -> None:
-    """Put the allocator settings into this process's environment as well.
-
-    A nanny takes a variable from ``os.environ`` over its config, and every nanny writes
-    its settings there (an earlier cluster of this process leaves distributed's trim
-    threshold behind); it would write these there itself when it spawns.
-    """
-    os.environ.update({key: value for key, value in env.items() if key.startswith("MALLOC_")})
-
-
-#: Imported by every worker as it starts (distributed's ``preload``, ``cxr_dask.preload``):
-#: the modules of both passes, so a worker pays its ~0.5-1 s of imports while the client is
-#: still importing and checking, not at the first task of pass 1; and pyarrow is told that
-#: pandas is absent (``arrow_without_pandas``).
-WORKER_PRELOAD = ("cxr_dask.preload",)
-
-
-#: What the process the run's workers are forked from imports once, before it forks any
-#: (multiprocessing's ``forkserver``, ``Starting(fork=True)``): distributed and pydicom,
-#: ~0.5 s of CPU that each spawned worker spent itself, on the same two cores as the
-#: client's start-up and the other worker's (docs/scaling.md, "Two workers on two cores").
-FORK_PRELOAD = WORKER_PRELOAD
-#: The thread settings under which those imports start no thread (numpy's OpenBLAS starts
-#: its pool as it loads): only a process without threads can be forked safely. distributed
-#: spawns its workers with these (its ``pre-spawn-environ``); a user who chose others gets
-#: spawned workers.
-SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-
-
-def fork_server(env: dict[str, str]) -> bool:
-    """Start the process a LocalCluster's workers are then forked from, with ``env`` (a
-    spawned worker's environment, ``worker_environ``) and ``FORK_PRELOAD`` imported once;
-    False (the workers are spawned) where the user chose a start method of their own or
-    thread settings under which the imports would start threads.
-
-    The server is this process's (multiprocessing keeps one a process); each worker it
-    forks inherits its environment, allocator settings included (read once, as it
-    started), and ends when this process does (distributed's ``parent_alive_pipe``).
-    """
-    if dask.config.get("distributed.worker.multiprocessing-method", default="spawn") != "spawn":
-        return False
-    if any(env.get(name) != value for name, value in SINGLE_THREADED.items()):
-        return False
-    import multiprocessing.forkserver
-
-    import distributed.utils
-
-    os.environ.update(env)  # the server's environment is every forked worker's (a nanny sets it before spawning)
-    multiprocessing.get_context("forkserver").set_forkserver_preload(list(FORK_PRELOAD))
-    # distributed's own preload list for a forkserver first imports numpy, pandas and lz4 here
-    distributed.utils._forkserver_preload_set = True  # a private name, only ever set
-    multiprocessing.forkserver.ensure_running()
-    return True
 
 
 class _NoPandas:
@@ -343,6 +267,8 @@ class Starting:
         self._done = False  # the thread has started the whole LocalCluster, or failed to
         self._forked: Any = None  # the config that forks the workers (``fork_server``), while it holds
         if not config.scheduler and fork and fork_server(worker_environ()):
+            # distributed's own preload list for a forkserver would first import numpy, pandas and lz4 here
+            distributed.utils._forkserver_preload_set = True  # a private name, only ever set
             self._forked = dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
         if not config.scheduler:
             self._thread = threading.Thread(target=self._start, args=(preload,), name="cxr-dask-cluster", daemon=True)

@@ -14,6 +14,9 @@ from typing import Any
 from cxr_dask import cluster
 
 cluster.pydicom_without_requests()  # before the passes import pydicom
+# The pixel step's modules and OpenCV, which pass 2's first task imported in each worker
+# (none starts a thread: tests/test_cluster.py).
+from cxr_dask.deid.pixels import checks, cleaning, decoding, detection, morphology, ocr, policy  # noqa: E402, F401
 
 
 def dask_setup(worker: Any) -> None:

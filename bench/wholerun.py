@@ -16,6 +16,11 @@
   this process and inside a worker of the LocalCluster ``cxr-dask run`` starts
   (``cluster.Starting``), interleaved, median milliseconds per file: what running inside
   a Dask worker costs a file (docs/scaling.md, "inside a worker").
+
+``--only films,one-film`` runs those parts alone; ``--baseline CHECKOUT`` adds another
+version's whole runs (``PYTHONPATH=CHECKOUT``), interleaved with this one's, one film at 1
+and 2 workers included, so the work alone, ``(T(films) - T(one film))`` at each worker
+count, compares without a quiet machine's absolute times.
 """
 
 from __future__ import annotations

@@ -168,6 +168,7 @@ def _execute(config: RunConfig, ends_process: bool = False) -> int:
     # imports distributed (none of the modules above does): both import it at once.
     fork = not config.cluster.scheduler and config.cluster.workers > 1 and workerenv.fork_server()
     from cxr_dask import cluster, lock
+
     with (
         lock.RunClaim(config.private_location, config.input, config.output) as claim,
         cluster.Starting(config.cluster, preload=cluster.WORKER_PRELOAD, fork=fork) as starting,

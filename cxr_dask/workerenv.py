@@ -40,7 +40,8 @@ def worker_environ() -> dict[str, str]:
     configured: dict[str, Any] = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
     env = {key: str(value) for key, value in configured.items()}
     chosen = os.environ.get("MALLOC_TRIM_THRESHOLD_") or env.get("MALLOC_TRIM_THRESHOLD_", DISTRIBUTED_TRIM_DEFAULT)
-    if chosen == DISTRIBUTED_TRIM_DEFAULT:
+    # ours, left in this process's environment by an earlier cluster (``_spawn_with``), is not the user's
+    if chosen in (DISTRIBUTED_TRIM_DEFAULT, WORKER_MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]):
         env["MALLOC_TRIM_THRESHOLD_"] = WORKER_MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]
         env.setdefault("MALLOC_MMAP_THRESHOLD_", WORKER_MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"])
     return env

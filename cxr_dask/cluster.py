@@ -58,7 +58,8 @@ def pydicom_without_requests() -> None:
     pydicom's own test files from the internet) imports requests if it can, some 60 modules
     and ~35 ms of CPU in every process of a run (the client and each worker, as they start);
     without it the downloader falls back to ``urllib``. requests stays importable afterwards.
-    A process that already imported pydicom is left alone.
+    A process that already imported ``pydicom.data`` is left alone (the fork server
+    imports pydicom itself first, its workers only then the passes).
     """
     if "pydicom.data" in sys.modules:
         return
@@ -250,7 +251,10 @@ class Starting:
     following it. Leaving the block closes whatever was started, waiting for a cluster
     still starting (a run refused by the lock stops its workers again). While the client
     is held, every worker keeps pydicom quiet (``privacy.QuietPydicom``); a cluster given
-    by ``--scheduler`` gets its workers' settings back at the end.
+    by ``--scheduler`` gets its workers' settings back at the end. With ``fork`` the
+    LocalCluster's workers are forked from one process that imported their modules once
+    (``workerenv.fork_server``, where it is known safe), restarted ones too, until the
+    block is left.
     """
 
     def __init__(

@@ -219,7 +219,7 @@ def main(argv: list[str]) -> None:
         _wrap_steps()
         run = pipeline.run
 
-        def streamed(client: Any, config: Any) -> Any:
+        def streamed(client: Any, config: Any, *rest: Any) -> Any:
             ready.update(client.run(_process_cpu))
             for address, events in client.get_events().items():
                 added = [t for t, msg in events if isinstance(msg, dict) and msg.get("action") == "add-worker"]
@@ -227,7 +227,7 @@ def main(argv: list[str]) -> None:
                     ready[address]["added"] = min(added, default=float("nan"))
             ready["client"] = {"start": zero, "cpu": _cpu(), "threads": _threads_cpu()}
             with _task_stream(tasks):
-                summary = _timed("pipeline.run", run)(client, config)
+                summary = _timed("pipeline.run", run)(client, config, *rest)
             workers.update(client.run(_process_cpu))
             return summary
 

@@ -16,6 +16,11 @@
   this process and inside a worker of the LocalCluster ``cxr-dask run`` starts
   (``cluster.Starting``), interleaved, median milliseconds per file: what running inside
   a Dask worker costs a file (docs/scaling.md, "inside a worker").
+
+``--only films,one-film`` runs those parts alone; ``--baseline CHECKOUT`` adds another
+version's whole runs (``PYTHONPATH=CHECKOUT``), interleaved with this one's, one film at 1
+and 2 workers included, so the work alone, ``(T(films) - T(one film))`` at each worker
+count, compares without a quiet machine's absolute times.
 """
 
 from __future__ import annotations
@@ -118,15 +123,22 @@ def _timed(command: list[str]) -> tuple[float, float]:
 
 
 def whole_runs(
-    corpus: Path, work: Path, repeats: int, worker_counts: tuple[int, ...], flags: tuple[str, ...] = ()
+    corpus: Path,
+    work: Path,
+    repeats: int,
+    worker_counts: tuple[int, ...],
+    flags: tuple[str, ...] = (),
+    baseline: Path | None = None,
 ) -> dict[str, float]:
     """Median wall seconds of the bare loop and of ``cxr-dask run`` per worker count, and
-    (``<name> cpu``) their median CPU seconds."""
+    (``<name> cpu``) their median CPU seconds; with ``baseline`` (a checkout of another
+    version), its ``cxr-dask run`` too (``baseline <n> workers``), interleaved."""
 
-    def ours(workers: int) -> list[str]:
+    def ours(workers: int, source: Path | None = None) -> list[str]:
         out = work / f"run-{workers}"
+        where = ["env", f"PYTHONPATH={source}"] if source else []
         return [
-            sys.executable, "-m", "cxr_dask.cli", "run", str(corpus), str(out / "dataset"),
+            *where, sys.executable, "-m", "cxr_dask.cli", "run", str(corpus), str(out / "dataset"),
             "--private", str(out / "private"), "--workers", str(workers), "--threads-per-worker", "1",
             "--no-progress", *flags,
         ]  # fmt: skip
@@ -135,6 +147,8 @@ def whole_runs(
     if 2 in worker_counts:
         contenders["bare x2"] = _bare_in_two(corpus, work / "bare")
     contenders |= {f"{n} worker{'s' * (n > 1)}": ours(n) for n in worker_counts}
+    if baseline is not None:
+        contenders |= {f"baseline {n} worker{'s' * (n > 1)}": ours(n, baseline) for n in worker_counts}
     times: dict[str, list[float]] = {key: [] for name in contenders for key in (name, f"{name} cpu")}
     for _ in range(repeats):
         for name, command in contenders.items():
@@ -172,7 +186,7 @@ def worker_vs_process(corpus: Path, work: Path, repeats: int) -> dict[str, float
     config = RunConfig(str(corpus), str(work / "o"), str(work / "p"), workers=1, dashboard_address=None)
     local: list[float] = []
     remote: list[float] = []
-    with cluster.Starting(config, preload=cluster.WORKER_PRELOAD) as starting:
+    with cluster.Starting(config, preload=cluster.WORKER_PRELOAD, fork=True) as starting:  # as the CLI's
         client = starting.client()
         shipped = client.scatter(ident)
         for repeat in range(repeats + 1):  # the first of each warms up (imports, page cache)
@@ -184,7 +198,11 @@ def worker_vs_process(corpus: Path, work: Path, repeats: int) -> dict[str, float
     return {"in_process_ms": 1000 * statistics.median(local), "in_worker_ms": 1000 * statistics.median(remote)}
 
 
-def run(root: Path, repeats: int) -> dict[str, Any]:
+#: The parts of the bench, for ``--only``.
+PARTS = ("one-film", "small", "films", "pass2")
+
+
+def run(root: Path, repeats: int, only: tuple[str, ...] = PARTS, baseline: Path | None = None) -> dict[str, Any]:
     from header import make_corpus
     from scaling import replicate
 
@@ -203,18 +221,21 @@ def run(root: Path, repeats: int) -> dict[str, Any]:
         (one / "a").mkdir(parents=True)
         shutil.copy(first, one / "a" / first.name)
     runs = (
-        ("one film: start-up and end", one, (1,), ()),
-        ("small, header only", small, (1,), ("--config", str(header_only))),
-        ("films", films, (1, 2), ()),
+        ("one-film", "one film: start-up and end", one, (1, 2) if baseline else (1,), ()),
+        ("small", "small, header only", small, (1,), ("--config", str(header_only))),
+        ("films", "films", films, (1, 2), ()),
     )
-    for name, corpus, counts, flags in runs:
+    for part, name, corpus, counts, flags in runs:
+        if part not in only:
+            continue
         sizes = [p.stat().st_size for p in corpus.rglob("*") if p.is_file()]
-        seconds = whole_runs(corpus, root / "whole-run", repeats, counts, flags)
+        seconds = whole_runs(corpus, root / "whole-run", repeats, counts, flags, baseline)
         result["corpora"][name] = {"files": len(sizes), "megabytes": sum(sizes) / 1e6, "seconds": seconds}
-    result["pass2"] = {
-        "files": len(list_files(Location(str(large)))),
-        **worker_vs_process(large, root / "pass2", repeats),
-    }
+    if "pass2" in only:
+        result["pass2"] = {
+            "files": len(list_files(Location(str(large)))),
+            **worker_vs_process(large, root / "pass2", repeats),
+        }
     return result
 
 
@@ -258,6 +279,16 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                     "bare loop, 2 processes (x 1): the ceiling", ceiling, ratio=seconds["bare"] / ceiling, target=None
                 )
             )
+    for name, data in result["corpora"].items():
+        seconds = data["seconds"]
+        for n in ("1 worker", "2 workers"):
+            if f"baseline {n}" in seconds:
+                value = f"{seconds[f'baseline {n}']:.2f} / {seconds[n]:.2f}"
+                ratio = seconds[f"baseline {n} cpu"] / seconds[f"{n} cpu"]
+                what = f"{n}: baseline / this, wall s (CPU ratio)"
+                out.append({"section": "whole", "corpus": name, "what": what, "value": value, "ratio": ratio})
+    if "pass2" not in result:
+        return out
     p = result["pass2"]
     corpus = f"large ({p['files']} files, 15 MB)"
     out.append(
@@ -289,9 +320,15 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", help="keep corpora here (default: a temporary folder)")
+    parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {PARTS} (default: all)")
+    parser.add_argument("--baseline", help="a checkout of another version: its whole runs too, interleaved")
     args = parser.parse_args()
+    parts = tuple(part for part in args.only.split(",") if part)
+    if set(parts) - set(PARTS):
+        parser.error(f"--only takes {PARTS}")
     with tempfile.TemporaryDirectory(prefix="cxr-bench-") as tmp:
-        measured = run(Path(args.workdir or tmp), args.repeats)
+        baseline = Path(args.baseline).resolve() if args.baseline else None
+        measured = run(Path(args.workdir or tmp), args.repeats, parts, baseline)
     print(json.dumps(measured, indent=2))
     for row in rows(measured):
         print(row)

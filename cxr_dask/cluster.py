@@ -7,7 +7,6 @@ import contextlib
 import importlib.util
 import logging
 import multiprocessing.util
-import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -17,60 +16,23 @@ from types import TracebackType
 from typing import Any
 
 import dask
+import distributed.utils
 from distributed import Client, LocalCluster, Scheduler
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.utils import sync
 from tornado import web
 
 from cxr_dask.config import ClusterSettings, RunConfig
+from cxr_dask.workerenv import DISTRIBUTED_TRIM_DEFAULT as DISTRIBUTED_TRIM_DEFAULT
+from cxr_dask.workerenv import FORK_PRELOAD as FORK_PRELOAD
+from cxr_dask.workerenv import SINGLE_THREADED as SINGLE_THREADED
+from cxr_dask.workerenv import WORKER_MALLOC_ENV as WORKER_MALLOC_ENV
+from cxr_dask.workerenv import WORKER_PRELOAD as WORKER_PRELOAD
+from cxr_dask.workerenv import _spawn_with
+from cxr_dask.workerenv import fork_server as fork_server
+from cxr_dask.workerenv import worker_environ as worker_environ
 
 log = logging.getLogger(__name__)
-
-#: What distributed's own configuration sets for every worker it spawns. Setting any of
-#: glibc's malloc parameters turns off its dynamic mmap threshold, so with this alone
-#: every buffer above 128 KiB (each 15 MB file, read and written) is a fresh ``mmap``
-#: given back with ``munmap`` when freed: 3,700-6,400 page faults, zero-filled, per 15 MB
-#: file, about 35 ms a file of system time (docs/scaling.md, "inside a worker").
-DISTRIBUTED_TRIM_DEFAULT = "65536"
-
-#: The allocator settings of the workers ``connect`` starts: buffers up to 32 MiB (glibc's
-#: largest mmap threshold; a CXR image is 5-30 MB) come from the heap and are reused file
-#: after file, and up to 64 MiB of free heap is kept rather than given back each time.
-WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(64 * 2**20)}
-
-
-def worker_environ() -> dict[str, str]:
-    """The environment a LocalCluster worker is spawned with (``nanny.pre-spawn-environ``).
-
-    distributed's trim threshold is replaced by ``WORKER_MALLOC_ENV``; a value the user
-    chose is kept: in the dask config (or ``DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON``),
-    or exported in the shell, which distributed prefers to its config. Only the spawn
-    environment works: glibc reads these when the process starts.
-    """
-    configured: dict[str, Any] = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
-    env = {key: str(value) for key, value in configured.items()}
-    chosen = os.environ.get("MALLOC_TRIM_THRESHOLD_") or env.get("MALLOC_TRIM_THRESHOLD_", DISTRIBUTED_TRIM_DEFAULT)
-    if chosen == DISTRIBUTED_TRIM_DEFAULT:
-        env["MALLOC_TRIM_THRESHOLD_"] = WORKER_MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]
-        env.setdefault("MALLOC_MMAP_THRESHOLD_", WORKER_MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"])
-    return env
-
-
-def _spawn_with(env: dict[str, str]) -> None:
-    """Put the allocator settings into this process's environment as well.
-
-    A nanny takes a variable from ``os.environ`` over its config, and every nanny writes
-    its settings there (an earlier cluster of this process leaves distributed's trim
-    threshold behind); it would write these there itself when it spawns.
-    """
-    os.environ.update({key: value for key, value in env.items() if key.startswith("MALLOC_")})
-
-
-#: Imported by every worker as it starts (distributed's ``preload``, ``cxr_dask.preload``):
-#: the modules of both passes, so a worker pays its ~0.5-1 s of imports while the client is
-#: still importing and checking, not at the first task of pass 1; and pyarrow is told that
-#: pandas is absent (``arrow_without_pandas``).
-WORKER_PRELOAD = ("cxr_dask.preload",)
 
 
 class _NoPandas:
@@ -96,9 +58,10 @@ def pydicom_without_requests() -> None:
     pydicom's own test files from the internet) imports requests if it can, some 60 modules
     and ~35 ms of CPU in every process of a run (the client and each worker, as they start);
     without it the downloader falls back to ``urllib``. requests stays importable afterwards.
-    A process that already imported pydicom is left alone.
+    A process that already imported ``pydicom.data`` is left alone (the fork server
+    imports pydicom itself first, its workers only then the passes).
     """
-    if "pydicom" in sys.modules:
+    if "pydicom.data" in sys.modules:
         return
     finder = _NoRequests()
     sys.meta_path.insert(0, finder)
@@ -288,10 +251,15 @@ class Starting:
     following it. Leaving the block closes whatever was started, waiting for a cluster
     still starting (a run refused by the lock stops its workers again). While the client
     is held, every worker keeps pydicom quiet (``privacy.QuietPydicom``); a cluster given
-    by ``--scheduler`` gets its workers' settings back at the end.
+    by ``--scheduler`` gets its workers' settings back at the end. With ``fork`` the
+    LocalCluster's workers are forked from one process that imported their modules once
+    (``workerenv.fork_server``, where it is known safe), restarted ones too, until the
+    block is left.
     """
 
-    def __init__(self, settings: ClusterSettings | RunConfig, preload: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, settings: ClusterSettings | RunConfig, preload: tuple[str, ...] = (), fork: bool = False
+    ) -> None:
         config = settings.cluster if isinstance(settings, RunConfig) else settings
         self.config = config  # what the cluster reads, never a command's locations
         self._cluster: LocalCluster | None = None
@@ -301,6 +269,11 @@ class Starting:
         self._leave = False
         self._arrivals = _Arrivals()
         self._done = False  # the thread has started the whole LocalCluster, or failed to
+        self._forked: Any = None  # the config that forks the workers (``fork_server``), while it holds
+        if not config.scheduler and fork and fork_server(worker_environ()):
+            # distributed's own preload list for a forkserver would first import numpy, pandas and lz4 here
+            distributed.utils._forkserver_preload_set = True  # a private name, only ever set
+            self._forked = dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
         if not config.scheduler:
             self._thread = threading.Thread(target=self._start, args=(preload,), name="cxr-dask-cluster", daemon=True)
             self._thread.start()
@@ -372,6 +345,13 @@ class Starting:
     ) -> None:
         if self._thread is not None:
             self._thread.join()
+        try:
+            self._close(kind)
+        finally:
+            if self._forked is not None:  # a restarted worker forks until the cluster is closed
+                self._forked.__exit__(None, None, None)
+
+    def _close(self, kind: type[BaseException] | None) -> None:
         if self._leave and kind is None and self._cluster is not None:
             _unlink_semaphores()
             return

@@ -2,6 +2,9 @@
 
 Named in ``cluster.WORKER_PRELOAD`` (distributed's ``preload``): imported as the worker
 starts, while the client is still importing and checking, and ``dask_setup`` called then.
+The import itself is also what the process the workers are forked from runs once
+(``workerenv.FORK_PRELOAD``): distributed and pydicom, nothing that starts a thread; what
+does (pyarrow's allocator, the passes) is imported by ``dask_setup``, in each worker.
 """
 
 from __future__ import annotations
@@ -11,10 +14,15 @@ from typing import Any
 from cxr_dask import cluster
 
 cluster.pydicom_without_requests()  # before the passes import pydicom
-from cxr_dask import pipeline as pipeline  # noqa: E402  (both passes' modules, imported now rather than at the first task)
+# The pixel step's modules and OpenCV, which pass 2's first task imported in each worker
+# (none starts a thread: tests/test_cluster.py).
+from cxr_dask.deid.pixels import checks, cleaning, decoding, detection, morphology, ocr, policy  # noqa: E402, F401
 
 
 def dask_setup(worker: Any) -> None:
-    """pyarrow settles "no pandas" here, or the first pass-1 task imports pandas (0.3-0.5 s
-    a worker, while the client waits for it) for a probe whose answer is "not pandas"."""
+    """Import both passes' modules now rather than at the first task; and pyarrow settles
+    "no pandas" here, or the first pass-1 task imports pandas (0.3-0.5 s a worker, while
+    the client waits for it) for a probe whose answer is "not pandas"."""
+    from cxr_dask import pipeline  # noqa: F401
+
     cluster.arrow_without_pandas()

@@ -62,6 +62,16 @@ def test_a_trim_threshold_the_user_chose_is_kept(monkeypatch):
     assert cluster.worker_environ()["MALLOC_TRIM_THRESHOLD_"] == str(64 * 2**20)
 
 
+def test_a_second_cluster_of_the_process_gets_the_same_allocator_settings(monkeypatch):
+    """The first cluster leaves ``WORKER_MALLOC_ENV`` in the process's environment: that is
+    not the user's choice, or the next cluster's workers got distributed's trim threshold
+    (every 15 MB buffer a fresh mmap again, ~15,000 page faults per 4 buffers)."""
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", cluster.WORKER_MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"])
+    env = cluster.worker_environ()
+    assert {key: env[key] for key in cluster.WORKER_MALLOC_ENV} == cluster.WORKER_MALLOC_ENV
+
+
 def test_a_cluster_a_notebook_starts_gets_the_same_workers(monkeypatch):
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
@@ -122,18 +132,19 @@ from cxr_dask.config import ClusterSettings, RunConfig, VerifySettings
 
 if __name__ == "__main__":
     config = RunConfig(sys.argv[1], sys.argv[2], sys.argv[3], workers=2, dashboard_address=None)
-    with cluster.Starting(config) as starting:
+    with cluster.Starting(config, preload=cluster.WORKER_PRELOAD, fork=True) as starting:  # as the CLI's
         client = starting.client()
         pids = client.run(os.getpid)
+        parents = client.run(os.getppid)  # the process they were forked from
         starting.leave_to_exit()
-    print(*pids.values(), flush=True)
+    print(*pids.values(), *set(parents.values()), flush=True)
     os._exit(0)
 """
 
 
 def test_workers_left_to_the_process_exit_end_with_it(tmp_path):
     """The CLI leaves its LocalCluster to ``os._exit`` (``Starting.leave_to_exit``): no
-    worker process outlives the command."""
+    worker process outlives the command, nor the process they were forked from."""
     import subprocess
     import sys
     import time
@@ -145,7 +156,7 @@ def test_workers_left_to_the_process_exit_end_with_it(tmp_path):
     places = [str(tmp_path / name) for name in ("in", "out", "private")]
     done = subprocess.run([sys.executable, str(script), *places], capture_output=True, text=True, check=True)
     pids = [int(pid) for pid in done.stdout.split()]
-    assert len(pids) == 2
+    assert len(pids) == 3  # two workers, one process they were forked from
     for _ in range(100):  # each worker sees its parent's end and exits at once
         alive = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
         if not alive:
@@ -246,9 +257,49 @@ def test_a_run_starts_on_its_first_worker_and_the_others_join_quiet(tmp_path):
     config = RunConfig(
         str(tmp_path / "in"), str(tmp_path / "out"), str(tmp_path / "private"), workers=2, dashboard_address=None
     )
-    with cluster.Starting(config, preload=cluster.WORKER_PRELOAD) as starting:
+    with cluster.Starting(config, preload=cluster.WORKER_PRELOAD, fork=True) as starting:  # as the CLI's
         client = starting.client(workers=1)
         assert len(client.nthreads()) >= 1
         client.wait_for_workers(2, timeout=120)
         modes = client.run(_reading_validation_mode)
+        forked = client.run(_forked_from)
     assert list(modes.values()) == [pydicom.config.IGNORE] * 2
+    # both forked from one process, which had imported distributed and pydicom and ran no thread
+    (server,) = set(forked.values())
+    assert server == (True, True, 1)
+
+
+def _forked_from() -> tuple[bool, bool, int]:
+    """Whether this worker's parent is a process other than the client's that imported
+    the preload, and how many threads that process runs."""
+    import os
+
+    parent = os.getppid()
+    command = open(f"/proc/{parent}/cmdline").read()  # noqa: SIM115  (one read of a /proc file)
+    return "forkserver" in command, "cxr_dask.preload" in command, len(os.listdir(f"/proc/{parent}/task"))
+
+
+def test_the_fork_server_s_imports_start_no_thread():
+    """``cluster.FORK_PRELOAD`` imported under distributed's thread settings leaves one
+    thread: only a process without threads can be forked safely. An import added to
+    ``cxr_dask.preload``'s top that starts one (pyarrow's allocator, OpenCV) fails here."""
+    import subprocess
+    import sys
+
+    count = "import os, sys; [__import__(name) for name in sys.argv[1:]]; print(len(os.listdir('/proc/self/task')))"
+    env = {**os.environ, **cluster.SINGLE_THREADED}
+    done = subprocess.run(
+        [sys.executable, "-c", count, *cluster.FORK_PRELOAD], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "1"
+
+
+def test_workers_are_spawned_where_forking_is_not_known_safe(monkeypatch):
+    """A start method the user chose, or thread settings under which numpy's import starts
+    threads: no fork server (``cluster.fork_server``), the workers are spawned."""
+    import dask
+
+    env = cluster.worker_environ()
+    with dask.config.set({"distributed.worker.multiprocessing-method": "fork"}):
+        assert not cluster.fork_server(env)
+    assert not cluster.fork_server({**env, "OPENBLAS_NUM_THREADS": "4"})

@@ -1,0 +1,113 @@
+"""How the worker processes of a LocalCluster start: their environment, their preload, and
+the process ``cxr-dask run`` forks them from.
+
+Imports no distributed (dask's config only), so the CLI starts that process first: it
+imports distributed and pydicom while the command's own process does the same.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import dask.config
+
+#: What distributed's own configuration sets for every worker it spawns. Setting any of
+#: glibc's malloc parameters turns off its dynamic mmap threshold, so with this alone
+#: every buffer above 128 KiB (each 15 MB file, read and written) is a fresh ``mmap``
+#: given back with ``munmap`` when freed: 3,700-6,400 page faults, zero-filled, per 15 MB
+#: file, about 35 ms a file of system time (docs/scaling.md, "inside a worker").
+DISTRIBUTED_TRIM_DEFAULT = "65536"
+
+#: The allocator settings of the workers ``connect`` starts: buffers up to 32 MiB (glibc's
+#: largest mmap threshold; a CXR image is 5-30 MB) come from the heap and are reused file
+#: after file, and up to 64 MiB of free heap is kept rather than given back each time.
+WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(64 * 2**20)}
+
+
+def worker_environ() -> dict[str, str]:
+    """The environment a LocalCluster worker is spawned with (``nanny.pre-spawn-environ``).
+
+    distributed's trim threshold is replaced by ``WORKER_MALLOC_ENV``; a value the user
+    chose is kept: in the dask config (or ``DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON``),
+    or exported in the shell, which distributed prefers to its config. Only the spawn
+    environment works: glibc reads these when the process starts.
+    """
+    _distributed_defaults()
+    configured: dict[str, Any] = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
+    env = {key: str(value) for key, value in configured.items()}
+    chosen = os.environ.get("MALLOC_TRIM_THRESHOLD_") or env.get("MALLOC_TRIM_THRESHOLD_", DISTRIBUTED_TRIM_DEFAULT)
+    # ours, left in this process's environment by an earlier cluster (``_spawn_with``), is not the user's
+    if chosen in (DISTRIBUTED_TRIM_DEFAULT, WORKER_MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]):
+        env["MALLOC_TRIM_THRESHOLD_"] = WORKER_MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", WORKER_MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"])
+    return env
+
+
+def _spawn_with(env: dict[str, str]) -> None:
+    """Put the allocator settings into this process's environment as well.
+
+    A nanny takes a variable from ``os.environ`` over its config, and every nanny writes
+    its settings there (an earlier cluster of this process leaves distributed's trim
+    threshold behind); it would write these there itself when it spawns.
+    """
+    os.environ.update({key: value for key, value in env.items() if key.startswith("MALLOC_")})
+
+
+def _distributed_defaults() -> None:
+    """distributed's own settings in dask's config, as its import adds them (the workers'
+    ``pre-spawn-environ``, its start method), for a process that has not imported it yet."""
+    if "distributed" in sys.modules:
+        return
+    spec = find_spec("distributed")  # finds the package without importing it
+    if spec is None or spec.origin is None:
+        return
+    import yaml
+
+    defaults = yaml.safe_load((Path(spec.origin).parent / "distributed.yaml").read_text())
+    dask.config.update_defaults(defaults)
+
+
+#: Imported by every worker as it starts (distributed's ``preload``, ``cxr_dask.preload``):
+#: the modules of both passes, so a worker pays its ~0.5-1 s of imports while the client is
+#: still importing and checking, not at the first task of pass 1; and pyarrow is told that
+#: pandas is absent (``arrow_without_pandas``).
+WORKER_PRELOAD = ("cxr_dask.preload",)
+
+#: What the process the run's workers are forked from imports once, before it forks any
+#: (multiprocessing's ``forkserver``, ``Starting(fork=True)``): distributed and pydicom,
+#: ~0.5 s of CPU that each spawned worker spent itself, on the same two cores as the
+#: client's start-up and the other worker's (docs/scaling.md, "Two workers on two cores").
+FORK_PRELOAD = WORKER_PRELOAD
+#: The thread settings under which those imports start no thread (numpy's OpenBLAS starts
+#: its pool as it loads): only a process without threads can be forked safely. distributed
+#: spawns its workers with these (its ``pre-spawn-environ``); a user who chose others gets
+#: spawned workers.
+SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def fork_server(env: dict[str, str] | None = None) -> bool:
+    """Start the process a LocalCluster's workers are then forked from, with ``env`` (a
+    spawned worker's environment, ``worker_environ()`` if not given) and ``FORK_PRELOAD``
+    imported once; False (the workers are spawned) where the user chose a start method of
+    their own, or thread settings under which those imports would start threads.
+
+    The server is this process's (multiprocessing keeps one a process); each worker it
+    forks inherits its environment, allocator settings included (read once, as it
+    started), and ends when this process does (distributed's ``parent_alive_pipe``).
+    """
+    _distributed_defaults()
+    if dask.config.get("distributed.worker.multiprocessing-method", default="spawn") != "spawn":
+        return False
+    env = worker_environ() if env is None else env
+    if any(env.get(name) != value for name, value in SINGLE_THREADED.items()):
+        return False
+    import multiprocessing.forkserver
+
+    os.environ.update(env)  # the server's environment is every forked worker's (a nanny sets it before spawning)
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(FORK_PRELOAD))
+    multiprocessing.forkserver.ensure_running()
+    return True

@@ -83,7 +83,6 @@ class RssSampler:
 
     def __init__(self, interval: float = 0.005) -> None:
         import threading
-
         from array import array
 
         self.interval = interval
@@ -385,7 +384,8 @@ def main(argv: list[str]) -> None:
         sampler.stop()
         run = next((e for e in EVENTS if e[0] == "pipeline.run"), None)
         seconds = run[2] - run[1] if run else float("nan")
-        memory = memory_report(sampler, zero) | {"exit": code, "seconds": seconds, "python_at_step_end": _snapshot_top()}
+        memory = memory_report(sampler, zero) | {"exit": code, "seconds": seconds}
+        memory["python_at_step_end"] = _snapshot_top()
         Path(target).write_text(json.dumps(memory, indent=1))
         sys.stdout.flush()
         os._exit(code)

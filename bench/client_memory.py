@@ -74,6 +74,7 @@ def steps_run(source: Path, work: Path, scheduler: str, extra: list[str], trace:
     if done.returncode != 0:
         raise RuntimeError(f"cxr-dask run exited {done.returncode}: {done.stderr[-500:]}")
     result: dict[str, Any] = json.loads(report.read_text())
+    result.pop("samples", None)  # RSS every ~0.1 s: in the run's own report, not the bench's
     return result
 
 

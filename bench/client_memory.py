@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -57,12 +58,37 @@ def identity_map_mb(private: Path) -> float:
     return sum(table.nbytes for table in tables if isinstance(table, KeyTable)) / 1e6
 
 
+def steps_run(source: Path, work: Path, scheduler: str, extra: list[str], trace: str | None = None) -> dict[str, Any]:
+    """The run under ``bench/timeline.py --rss`` in its own process: the client's peak
+    RSS per step (sampled every 5 ms) and ``ru_maxrss`` at each step's end."""
+    report = work / "steps.json"
+    # through a small process, as ``_cli_run``: a process started straight from this one
+    # would start its ``ru_maxrss`` at this one's (Linux carries it across fork and exec)
+    command = [sys.executable, "-c", "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"]
+    command += [sys.executable, str(HERE / "timeline.py"), "--rss", str(report), str(source)]
+    command += [str(work / "dataset"), str(work / "private"), "--scheduler", scheduler, *extra]
+    if trace:
+        command += ["--tracemalloc", trace]
+    env = os.environ | {"CXR_DASK_SECRET": SECRET, "PYTHONPATH": str(HERE.parent)}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"cxr-dask run exited {done.returncode}: {done.stderr[-500:]}")
+    result: dict[str, Any] = json.loads(report.read_text())
+    result.pop("samples", None)  # RSS every ~0.1 s: in the run's own report, not the bench's
+    return result
+
+
 def _sizes() -> list[int]:
     text = os.environ.get("CXR_BENCH_CLIENT_FILES")
     return sorted(int(n) for n in text.split(",")) if text else list(DEFAULT_SIZES)
 
 
-def run(root: Path, repeats: int = 1, sizes: list[int] | None = None) -> dict[str, Any]:
+def run(
+    root: Path, repeats: int = 1, sizes: list[int] | None = None, steps: bool = False, trace: str | None = None
+) -> dict[str, Any]:
+    """``steps``: each size's run under the per-step sampler (``steps_run``), its
+    ``ru_maxrss`` the peak (``trace``: with tracemalloc, naming the allocations held after
+    that step: slower, and Python's bookkeeping adds to the peak)."""
     del repeats  # one run a size: minutes each, and a peak, not a time
     sizes = sizes or _sizes()
     base = root / "s3-base"  # the corpus scale_s3 copies, so a make bench makes it once
@@ -81,18 +107,17 @@ def run(root: Path, repeats: int = 1, sizes: list[int] | None = None) -> dict[st
             work.mkdir(parents=True)
             settings = work / "header-only.json"  # the client's memory does not depend on pixel work
             settings.write_text(json.dumps({"pixels": {"enabled": False}}))
-            measured = _cli_run(
-                str(files),
-                str(work / "dataset"),
-                str(work / "private"),
-                cluster.scheduler_address,
-                None,
-                ["--config", str(settings)],
-            )
+            extra = ["--config", str(settings)]
+            if steps:  # the run under the sampler: its own ru_maxrss is the peak (the sampler costs <1 MB)
+                sampled = steps_run(files, work, cluster.scheduler_address, extra, trace)
+                measured = {"seconds": sampled["seconds"], "client_peak_mb": sampled["ru_maxrss_mb"], "steps": sampled}
+            else:
+                address = cluster.scheduler_address
+                measured = _cli_run(str(files), str(work / "dataset"), str(work / "private"), address, None, extra)
             map_mb = identity_map_mb(work / "private")
-            shutil.rmtree(work, ignore_errors=True)
             apart = measured["client_peak_mb"] - map_mb
             runs.append({"files": n, **measured, "identity_map_mb": map_mb, "apart_from_map_mb": apart})
+            shutil.rmtree(work, ignore_errors=True)
     small, large = runs[0], runs[-1]
     slope = (
         (large["client_peak_mb"] - small["client_peak_mb"]) / (large["files"] - small["files"])
@@ -174,12 +199,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", help="comma-separated archive sizes (default 20000,100000)")
     parser.add_argument("--workdir", help="keep the corpora here (default: a temporary folder)")
+    parser.add_argument("--steps", action="store_true", help="the run under a sampler: also the peak RSS per step")
+    parser.add_argument("--tracemalloc", metavar="STEP", help="with --steps: Python's allocations after STEP")
     args = parser.parse_args()
     sizes = sorted(int(n) for n in args.files.split(",")) if args.files else None
     with tempfile.TemporaryDirectory(prefix="cxr-bench-client-") as tmp:
         root = Path(args.workdir) if args.workdir else Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        result = run(root, sizes=sizes)
+        result = run(root, sizes=sizes, steps=args.steps, trace=args.tracemalloc)
     print(json.dumps(result, indent=2))
     for row in rows(result):
         print(row)

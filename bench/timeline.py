@@ -12,6 +12,11 @@ prints one timeline, seconds from the process start:
 
 ``python bench/timeline.py TIMELINE.json IN OUT PRIVATE --workers 2`` (OUT and PRIVATE are
 removed first; more flags go to ``cxr-dask run``).
+
+``--rss``: the client's memory instead, per step: the peak RSS and Arrow pool bytes sampled
+every 5 ms while it ran, and ``ru_maxrss`` at its end (``bench/client_memory.py --steps``).
+With ``--tracemalloc STEP`` also Python's traced peak per step and the allocations held at
+the end of STEP (slower: the peaks are then not the plain run's).
 """
 
 from __future__ import annotations
@@ -55,10 +60,64 @@ STEPS = (
     ("cxr_dask.cluster", "_local_cluster"),
     ("cxr_dask.cluster", "_import_dashboard"),
     ("cxr_dask.cluster", "arrow_without_pandas"),
+    # the client's memory (``--rss``): the listing, minting's reads, the commit's parts
+    ("cxr_dask.pipeline", "list_table"),
+    ("cxr_dask.identity", "load_crosswalk"),
+    ("cxr_dask.inventory", "read_columns"),
+    ("cxr_dask.commit", "commit"),
+    ("cxr_dask.commit", "_audit_file"),
+    ("cxr_dask.journal", "RunJournal.read_metadata"),
+    ("cxr_dask.commit", "_write_tables"),
 )
 
 #: (step, wall start, wall end, this process's CPU seconds meanwhile, all threads)
 EVENTS: list[tuple[str, float, float, float]] = []
+#: ``--rss``: (step, wall end, ``ru_maxrss`` MB at its end, Python's traced peak MB meanwhile or None)
+MEMORY: list[tuple[str, float, float, float | None]] = []
+
+
+class RssSampler:
+    """The process's RSS and Arrow pool bytes every ``interval`` seconds, in a thread:
+    a step's peak is the most sampled between its start and end (``ru_maxrss`` is only
+    the run's high-water mark so far)."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        import threading
+        from array import array
+
+        self.interval = interval
+        # wall time, RSS bytes, Arrow bytes: flat arrays (24 bytes a sample, ~1 MB for a
+        # 3-minute run), not tuples, so the sampler's own growth stays below the noise
+        self.times, self.rss, self.arrow = array("d"), array("q"), array("q")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)
+        self._page = os.sysconf("SC_PAGE_SIZE")
+
+    def start(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        import pyarrow as pa
+
+        with open("/proc/self/statm", "rb") as statm:
+            while not self._stop.is_set():
+                statm.seek(0)
+                self.rss.append(int(statm.read().split()[1]) * self._page)
+                self.times.append(time.time())
+                self.arrow.append(pa.total_allocated_bytes())
+                self._stop.wait(self.interval)
+
+    def peak(self, start: float, end: float) -> tuple[float, float]:
+        """Most RSS and Arrow MB sampled in ``[start, end]``."""
+        inside = [i for i, t in enumerate(self.times) if start <= t <= end]
+        if not inside:
+            return float("nan"), float("nan")
+        return max(self.rss[i] for i in inside) / 2**20, max(self.arrow[i] for i in inside) / 2**20
 
 
 def _cpu() -> float:
@@ -123,19 +182,38 @@ def _threads_cpu() -> dict[str, float]:
     return {name: round(seconds, 2) for name, seconds in sorted(out.items(), key=lambda kv: -kv[1])}
 
 
+def _maxrss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _timed(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    import tracemalloc
+
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         started, cpu = time.time(), _cpu()
+        traced = tracemalloc.is_tracing()
+        if traced:
+            tracemalloc.reset_peak()  # a step inside another ends the outer's peak early: read inner first
         try:
             return function(*args, **kwargs)
         finally:
-            EVENTS.append((name, started, time.time(), _cpu() - cpu))
+            ended = time.time()
+            EVENTS.append((name, started, ended, _cpu() - cpu))
+            python = tracemalloc.get_traced_memory()[1] / 2**20 if traced else None
+            MEMORY.append((name, ended, _maxrss_mb(), python))
+            if SNAPSHOT_AT and name == SNAPSHOT_AT[0] and traced:
+                SNAPSHOTS.append(tracemalloc.take_snapshot())
 
     return wrapper
 
 
 _WRAPPED: set[tuple[str, str]] = set()
+#: ``--tracemalloc STEP``: the step at whose end the Python allocations are listed.
+SNAPSHOT_AT: list[str] = []
+SNAPSHOTS: list[Any] = []
 
 
 def _wrap_steps() -> None:
@@ -205,8 +283,60 @@ def report(tasks: list[dict[str, Any]], zero: float) -> dict[str, Any]:
     return out
 
 
+def memory_report(sampler: RssSampler, zero: float) -> dict[str, Any]:
+    """Per step (in start order): its sampled peak RSS and Arrow bytes, ``ru_maxrss`` at
+    its end and Python's traced peak meanwhile (``--tracemalloc``); and the run's peak."""
+    ends = {(name, end): (maxrss, python) for name, end, maxrss, python in MEMORY}
+    steps = []
+    for name, start, end, _ in sorted(EVENTS, key=lambda e: e[1]):
+        if name.startswith("import") or name == "command returned":
+            continue
+        rss, arrow = sampler.peak(start, end)
+        maxrss, python = ends.get((name, end), (None, None))
+        steps.append(
+            {
+                "step": name,
+                "start": round(start - zero, 2),
+                "seconds": round(end - start, 2),
+                "peak_rss_mb": round(rss, 1),
+                "peak_arrow_mb": round(arrow, 1),
+                "maxrss_mb_at_end": maxrss,
+                "python_peak_mb": None if python is None else round(python, 1),
+            }
+        )
+    top = max(range(len(sampler.rss)), key=sampler.rss.__getitem__)
+    every = slice(None, None, 20)  # one sample in 20 (every ~0.1 s) for plotting
+    samples = zip(sampler.times[every], sampler.rss[every], sampler.arrow[every], strict=True)
+    return {
+        "steps": steps,
+        "peak_rss_mb": round(sampler.rss[top] / 2**20, 1),
+        "peak_at": round(sampler.times[top] - zero, 2),
+        "ru_maxrss_mb": _maxrss_mb(),
+        "samples": [(round(t - zero, 2), round(r / 2**20, 1), round(a / 2**20, 1)) for t, r, a in samples],
+    }
+
+
+def _snapshot_top(limit: int = 25) -> list[str]:
+    """The Python allocations held at the end of the ``--tracemalloc`` step, by line."""
+    if not SNAPSHOTS:
+        return []
+    stats = SNAPSHOTS[-1].statistics("lineno")
+    return [str(stat) for stat in stats[:limit]]
+
+
 def main(argv: list[str]) -> None:
     zero = _process_start()
+    rss = "--rss" in argv
+    if rss:
+        argv = [a for a in argv if a != "--rss"]
+    if "--tracemalloc" in argv:
+        import tracemalloc
+
+        at = argv.index("--tracemalloc")
+        SNAPSHOT_AT.append(argv[at + 1])
+        argv = argv[:at] + argv[at + 2 :]
+        tracemalloc.start(8)
+    sampler = RssSampler().start() if rss else None
     target, source, output, private, *rest = argv
     for folder in (output, private):
         shutil.rmtree(folder, ignore_errors=True)
@@ -219,7 +349,9 @@ def main(argv: list[str]) -> None:
         _wrap_steps()
         run = pipeline.run
 
-        def streamed(client: Any, config: Any, *rest: Any) -> Any:
+        def streamed(client: Any, config: Any, *more: Any) -> Any:
+            if rss:  # the run alone: no task stream or worker calls held on the client
+                return _timed("pipeline.run", run)(client, config, *more)
             ready.update(client.run(_process_cpu))
             for address, events in client.get_events().items():
                 added = [t for t, msg in events if isinstance(msg, dict) and msg.get("action") == "add-worker"]
@@ -227,7 +359,7 @@ def main(argv: list[str]) -> None:
                     ready[address]["added"] = min(added, default=float("nan"))
             ready["client"] = {"start": zero, "cpu": _cpu(), "threads": _threads_cpu()}
             with _task_stream(tasks):
-                summary = _timed("pipeline.run", run)(client, config, *rest)
+                summary = _timed("pipeline.run", run)(client, config, *more)
             workers.update(client.run(_process_cpu))
             return summary
 
@@ -248,6 +380,15 @@ def main(argv: list[str]) -> None:
     sys.argv = ["cxr-dask", "run", source, output, "--private", private, "--no-progress", *rest]
     code = cli._main(None)
     EVENTS.append(("command returned", time.time(), time.time(), _cpu()))
+    if sampler is not None:
+        sampler.stop()
+        run = next((e for e in EVENTS if e[0] == "pipeline.run"), None)
+        seconds = run[2] - run[1] if run else float("nan")
+        memory = memory_report(sampler, zero) | {"exit": code, "seconds": seconds}
+        memory["python_at_step_end"] = _snapshot_top()
+        Path(target).write_text(json.dumps(memory, indent=1))
+        sys.stdout.flush()
+        os._exit(code)
     result = report(tasks, zero)
     result["workers"] = {
         address: {

@@ -331,13 +331,23 @@ def _digest(key: bytes, namespace: str, *parts: object) -> bytes:
     return hmac.digest(key, message, hashlib.sha256)  # one-shot C path: ~2x hmac.new().digest()
 
 
+#: Values minted in one id space held as a Python set before they join the sorted array
+#: (a set costs ~75 bytes a value, the array 8: the set stays this size at any archive's).
+TAKEN_SET_MAX = 16_384
+
+
 class _Taken:
     """The values already used in one id space: those of the map as a sorted array, those
-    minted now as a set. Quacks like the ``set`` ``_mint_int`` probes."""
+    minted now as a set, folded into the array every ``TAKEN_SET_MAX`` values. Quacks
+    like the ``set`` ``_mint_int`` probes."""
+
+    #: The most values the set held at once in the last ``_Taken`` (``tests/test_identity``).
+    most_held = 0
 
     def __init__(self, existing: np.ndarray) -> None:
         self._existing = np.sort(existing.astype(np.int64))
         self._new: set[int] = set()
+        _Taken.most_held = 0
 
     def __contains__(self, value: object) -> bool:
         if value in self._new:
@@ -349,6 +359,11 @@ class _Taken:
 
     def add(self, value: int) -> None:
         self._new.add(value)
+        _Taken.most_held = max(_Taken.most_held, len(self._new))
+        if len(self._new) >= TAKEN_SET_MAX:
+            folded = np.fromiter(self._new, np.int64, count=len(self._new))
+            self._existing = np.sort(np.concatenate([self._existing, folded]))
+            self._new = set()
 
     def __len__(self) -> int:
         return len(self._existing) + len(self._new)
@@ -454,8 +469,7 @@ def extend(identity: IdentityMap, inventory: pa.Table | Batches) -> IdentityMap:
             }
         )
 
-    studies = _reduce(batches, study_subjects, lambda held, more: _first_rows(pa.concat_tables([held, more]), "study"))
-    studies = _new_only(studies.sort_by("study"), "study", identity.studies)
+    studies = _new_only(_first_sorted(_reduced(batches, study_subjects), "study"), "study", identity.studies)
     taken_studies = _Taken(_int_values(identity.studies, 1))
     study_ids = [
         _mint_int(key, "study", sk, STUDY_ID_RANGE, taken_studies) for sk in _iter_values(studies.column("study"))
@@ -470,14 +484,17 @@ def extend(identity: IdentityMap, inventory: pa.Table | Batches) -> IdentityMap:
         ids = {name: _lookup_column(identity.studies, at, i) for i, name in enumerate(("subject", "study_id"))}
         return pa.table({"sop": first.column("sop"), **ids})
 
-    images = _reduce(batches, image_studies, lambda held, more: _first_rows(pa.concat_tables([held, more]), "sop"))
-    images = _new_only(images.sort_by("sop"), "sop", identity.images)
+    images = _new_only(_first_sorted(_reduced(batches, image_studies), "sop"), "sop", identity.images)
     taken_images = _Taken(_image_prefixes(identity.images))
+    dicom_ids: list[pa.Array] = []
     for start in range(0, images.num_rows, _BATCH):
-        batch = images.slice(start, _BATCH)
-        dicom_ids = [_mint_dicom_id(key, sop, taken_images) for sop in batch.column("sop").to_pylist()]
-        columns = [pa.array(dicom_ids, pa.string()), *(_one_chunk(batch.column(n)) for n in ("subject", "study_id"))]
-        _append(identity, "images", batch.column("sop"), columns)
+        sops = images.column("sop").slice(start, _BATCH).to_pylist()
+        dicom_ids.append(pa.array([_mint_dicom_id(key, sop, taken_images) for sop in sops], pa.string()))
+        del sops
+    # appended once, the sorted columns as they are: no batch's copy, no re-concatenation
+    columns = [pa.chunked_array(dicom_ids, pa.string()), *(images.column(n) for n in ("subject", "study_id"))]
+    _append(identity, "images", images.column("sop"), columns)
+    del images, columns, dicom_ids
     return identity.compact()
 
 
@@ -511,15 +528,44 @@ def _reduce(
             )
             held = reduced if held is None else merge(held, reduced)
     if held is None:
-        empty = pa.table({name: pa.array([], f.type) for name, f in zip(MINT_COLUMNS, _MINT_SCHEMA, strict=True)})
-        held = step(_inventory_keys(empty))
+        held = step(_inventory_keys(_empty_inventory()))
     return held
 
 
-def _first_rows(table: pa.Table, by: str) -> pa.Table:
-    """The first row of each distinct ``by`` (in order of first appearance)."""
-    _, _, first_row = _groups(table.column(by))
-    return table.take(pa.array(first_row))
+def _reduced(batches: Batches, step: Callable[[pa.Table], pa.Table]) -> pa.Table:
+    """``step`` of each batch's usable rows, the results chained in key order, not merged
+    (``_first_sorted`` merges them once: folding each batch into what was held made a
+    growing copy, and its hash tables, per batch)."""
+    parts: list[pa.Table] = []
+
+    def keep(held: pa.Table, more: pa.Table) -> pa.Table:
+        if not parts:
+            parts.append(held)
+        parts.append(more)
+        return more
+
+    last = _reduce(batches, step, keep)
+    return pa.concat_tables(parts) if parts else last
+
+
+def _first_sorted(table: pa.Table, by: str) -> pa.Table:
+    """The first row of each distinct non-null ``by`` (rows in key order), sorted by
+    ``by``: one stable sort, no hash table (``pc.unique`` and ``index_in``)."""
+    table = table.filter(pc.is_valid(table.column(by)))
+    ordered = table.take(pc.sort_indices(table, sort_keys=[(by, "ascending")]))
+    del table
+    column = ordered.column(by)
+    if len(column) < 2:
+        return ordered
+    changed = pc.not_equal(column.slice(1), column.slice(0, len(column) - 1))
+    if pc.all(changed).as_py():
+        return ordered  # no key twice (images: the usual case)
+    first = pa.concat_arrays([pa.array([True]), changed.combine_chunks()])
+    return ordered.filter(first)
+
+
+def _empty_inventory() -> pa.Table:
+    return pa.table({name: pa.array([], f.type) for name, f in zip(MINT_COLUMNS, _MINT_SCHEMA, strict=True)})
 
 
 def _inventory_keys(valid: pa.Table) -> pa.Table:

@@ -318,3 +318,24 @@ def test_minting_reads_the_inventory_a_batch_of_rows_at_a_time(monkeypatch):
     assert ident.rows_held == 7
     for name in ("patients", "first_dates", "studies", "images"):
         assert list(getattr(batched, name).items()) == list(getattr(whole, name).items()), name
+
+
+def test_minting_holds_a_bounded_set_of_new_ids_and_merges_each_step_once(monkeypatch):
+    """New ids wait as Python ints in a set of at most ``TAKEN_SET_MAX`` before they join a
+    sorted array (main's set held every image's, ~75 bytes an image); and a step's batches
+    are merged once, the first row of a key in key order winning across batches (an image
+    repeated in a later batch under another study keeps the first's ids). With sets of 4
+    and batches of 3 rows, every id is the one minted whole."""
+    table = corpus(12, prefix="P")
+    again = inventory([{"patient_id": "Q1", "accession_number": "AQ", "sop_instance_uid": "1.2.3.0.0.0.P"}])
+    table = pa.concat_tables([table, again.set_column(0, "key_index", pa.array([table.num_rows], pa.int64()))])
+    whole = build(table)
+    assert ident._Taken.most_held == len(whole.images) == 48
+    monkeypatch.setattr(ident, "TAKEN_SET_MAX", 4)
+    monkeypatch.setattr(ident, "MINT_BATCH", 3)
+    small = build(table)
+    assert ident._Taken.most_held == 4  # then folded into the array
+    for name in ("patients", "first_dates", "studies", "images"):
+        assert list(getattr(small, name).items()) == list(getattr(whole, name).items()), name
+    first_study = small.studies[ident.study_key(ident.patient_key("P0", ""), "AP0-0", "1.2.3.0.0")]
+    assert small.images["1.2.3.0.0.0.P"][1:] == tuple(first_study)

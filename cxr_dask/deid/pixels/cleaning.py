@@ -54,6 +54,12 @@ WORD_COVERED = 0.8
 #: Up to this many text boxes in an image, every one is read by the recogniser (markers
 #: Tesseract misread are kept); beyond it only those no sure word backs (``confirm_reads``).
 READ_ALL = 32
+#: ... and of those sure words back, only the ones short enough to be a marker (width
+#: at most this many times the height: "SEMI-ERECT" is about 6, a name banner 20).
+MARKER_ASPECT = 8
+#: A box narrower than this many times its height (and not a column) has one glyph's
+#: room: it cannot hold the two characters the recogniser needs.
+ONE_GLYPH = 1.2
 
 
 def confirm_text(regions: list[Region], arr: np.ndarray) -> list[list[Box]]:
@@ -247,14 +253,18 @@ def _hug(arr: np.ndarray, region: Region, decision: Decision, window: float | No
 
 
 def confirm_reads(arr: np.ndarray, decisions: list[Decision], options: PixelOptions) -> list[Decision]:
-    """Every text box is read by the recogniser (``textrec``): a box no sure word backs is
+    """Text boxes are read by the recogniser (``textrec``): a box no sure word backs is
     blanked only when it reads as text, and none is blanked when it reads as allow-listed
     words only. A decision left with no box is flagged.
 
     Junk Tesseract read on anatomy, the text detector's boxes on a scalp, a clavicle's
     ink beside "ERECT": none reads as text. "ERECT" misread by Tesseract in a montage
-    ("RECT" at 85) reads as the marker it is. On a page with more than ``READ_ALL``
-    boxes (a film scan's annotations) the boxes sure words back are not read (cost).
+    ("RECT" at 85) reads as the marker it is; a word box inside a box read as a marker is
+    a piece of it. What is not read (the recogniser costs about 0.1 ms a column of its
+    48-pixel-high input): a box of one glyph's room (it cannot hold two characters; kept
+    only when a sure word backs it), a box inside a bigger box of its decision already
+    confirmed (blanked with it), and a box sure words back that is too long to be a
+    marker (``MARKER_ASPECT``) or on a page of more than ``READ_ALL`` boxes.
     """
     from cxr_dask.deid.pixels import textrec
 
@@ -265,29 +275,57 @@ def confirm_reads(arr: np.ndarray, decisions: list[Decision], options: PixelOpti
     def backed(i: int, k: int) -> bool:
         return any(_covers(decisions[i].blank[k], sure) for sure in decisions[i].sure)
 
-    asks = boxes if len(boxes) <= READ_ALL else [(i, k) for i, k in boxes if not backed(i, k)]
-    readings = textrec.read(arr, [decisions[i].blank[k] for i, k in asks], options.is_allowed)
-    blank = {
-        (i, k): (backed(i, k) or reading.is_text) and not reading.is_marker
-        for (i, k), reading in zip(asks, readings, strict=True)
-    }
-    # a word box inside a line that reads as a marker is a piece of it ("RECT" of "ERECT")
-    markers = [decisions[i].blank[k] for (i, k), r in zip(asks, readings, strict=True) if r.is_marker]
+    def containers(i: int, k: int) -> list[int]:
+        box = decisions[i].blank[k]
+        return [j for j, other in enumerate(decisions[i].blank) if other != box and _inside(box, other)]
+
+    verdict: dict[tuple[int, int], bool] = {}
+    markers: set[tuple[int, int]] = set()
+    first, later = [], []
+    for i, k in boxes:
+        x0, y0, x1, y1 = decisions[i].blank[k]
+        width, height = x1 - x0, y1 - y0
+        if backed(i, k) and (len(boxes) > READ_ALL or width > MARKER_ASPECT * height):
+            verdict[(i, k)] = True
+        elif width < ONE_GLYPH * height and height < 3 * width:
+            verdict[(i, k)] = backed(i, k)
+        else:
+            (later if containers(i, k) else first).append((i, k))
+
+    def judge(asks: list[tuple[int, int]]) -> None:
+        readings = textrec.read(arr, [decisions[i].blank[k] for i, k in asks], options.is_allowed)
+        for (i, k), reading in zip(asks, readings, strict=True):
+            verdict[(i, k)] = (backed(i, k) or reading.is_text) and not reading.is_marker
+            if reading.is_marker:
+                markers.add((i, k))
+
+    judge(first)
+    unsettled = []
+    for i, k in later:
+        around = containers(i, k)
+        if any((i, j) in markers for j in around):
+            verdict[(i, k)] = False  # a piece of a marker ("RECT" of "ERECT")
+        elif any(verdict.get((i, j)) for j in around):
+            verdict[(i, k)] = True  # blanked with the box it lies in
+        else:
+            unsettled.append((i, k))
+    judge(unsettled)
     out = []
     for i, d in enumerate(decisions):
         if d.kind != "text":
             out.append(d)
             continue
-        kept = [
-            k
-            for k in range(len(d.blank))
-            if blank.get((i, k), True) and not (k >= d.lines and any(_covers(m, d.blank[k]) for m in markers))
-        ]
+        kept = [k for k in range(len(d.blank)) if verdict.get((i, k), True)]
         if not kept:
             out.append(Decision("flagged", "text not confirmed"))
             continue
         out.append(dataclasses.replace(d, blank=tuple(d.blank[k] for k in kept), lines=sum(k < d.lines for k in kept)))
     return out
+
+
+def _inside(box: Box, other: Box) -> bool:
+    """Whether ``box`` lies within ``other``."""
+    return other[0] <= box[0] and other[1] <= box[1] and box[2] <= other[2] and box[3] <= other[3]
 
 
 def _covers(box: Box, word: Box) -> bool:

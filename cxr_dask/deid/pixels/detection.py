@@ -60,6 +60,23 @@ BIG_SHARE = 0.4
 #: A merged block taller than this many glyph heights is anatomy strung together, not text
 #: (a block of a few text lines, which OCR reads line by line, stays well below).
 MAX_LINE_HEIGHTS = 12
+#: Big glyphs: strokes wider than the top-hat window (a bold 150-pixel word on a 1024-pixel
+#: film has 25-pixel stems) leave no top-hat response but at their thin parts, and were
+#: blanked in pieces (39%) or not at all. A coarse screen runs the same top-hat on every
+#: this-many-th pixel of the detection image (a sixteenth of the pixels: ~0.3 ms), where
+#: such strokes fit the window ...
+COARSE = 4
+#: ... and keeps a component as a glyph only when it is at least this many detection
+#: pixels high (smaller glyphs' strokes fit the fine window; the fine screen sees them)
+#: and no glyph the fine screen found inside it is half its height (it saw that glyph).
+BIG_GLYPH = 48
+#: ... when this share of its pixels reach ``CONTRAST`` (a burned-in stroke this wide is
+#: flat: measured 0.73-1.0, most over 0.9, in eight fonts at 80 and 150 pixels; bones,
+#: organs and skulls on the real bench set mostly 0.15-0.6, strong at their rim only) ...
+WIDE_STRONG = 0.7
+#: ... and in a row of at least this many such glyphs of one height
+#: (``DENSE_HEIGHT_RATIO``): a word. One or two big glyphs are a marker, kept anyway.
+WIDE_WORD = 3
 
 
 def _components(
@@ -153,7 +170,9 @@ def detect(
     ``dense`` groups strictly by glyph height (``DENSE_HEIGHT_RATIO``): the lines of a
     page of annotations beside anatomy, for a second look at an image known to hold text;
     with ``big``, it also receives the boxes (image pixels) of stroke components too tall
-    for a glyph there (anatomy, with any label that touches it merged in).
+    for a glyph there (anatomy, with any label that touches it merged in). Outside the
+    dense look, glyphs whose strokes are wider than the top-hat window come from a coarse
+    screen (``COARSE``, ``BIG_GLYPH``) and join the lines as any glyph.
     """
     rows, columns = arr.shape
     factor = max(1, math.ceil(max(rows, columns) / DETECTION_SIDE))
@@ -163,9 +182,17 @@ def detect(
     ratio = DENSE_HEIGHT_RATIO if dense else 3.0
     sure: list[Box] = []
     tall: list[Box] = []
+    wide: list[Box] = []
     glyphs = _glyph_boxes(
-        pooled, factor, window=window, max_glyph=DENSE_MAX_GLYPH if dense else None, sure=sure, big=tall
+        pooled,
+        factor,
+        window=window,
+        max_glyph=DENSE_MAX_GLYPH if dense else None,
+        sure=sure,
+        big=tall,
+        wide=None if dense else wide,
     )
+    glyphs += wide  # big glyphs, from the coarse screen
     if big is not None:
         big.extend(
             (x0 * factor, y0 * factor, min(columns, x1 * factor), min(rows, y1 * factor)) for x0, y0, x1, y1 in tall
@@ -231,13 +258,16 @@ def _glyph_boxes(
     max_glyph: int | None = None,
     sure: list[Box] | None = None,
     big: list[Box] | None = None,
+    wide: list[Box] | None = None,
 ) -> list[Box]:
     """Glyph-sized stroke components of both polarities, in pixels of ``arr`` pooled by ``factor``.
 
     ``sensitivity`` scales the contrast thresholds; below 1 (a screen on a reduced-resolution
     preview whose thin strokes the wavelet low-pass has dimmed, and whose lower grow
     threshold merges glyphs into lines) every component with a strong pixel counts,
-    whatever its size and shape.
+    whatever its size and shape. ``wide``, when given, receives the big glyphs of the
+    coarse screen (``_wide_glyphs``), at full sensitivity whatever ``sensitivity`` (a
+    wide stroke keeps its contrast through the wavelet low-pass).
     """
     high, low = _pool(arr, factor)
     if high.dtype.kind != "u":  # signed or float: differences need room
@@ -263,7 +293,69 @@ def _glyph_boxes(
     dilated = _dilate(low, TOPHAT_SIZE)
     if (dilated - low).max() >= strong:
         boxes += _components(_erode(dilated, TOPHAT_SIZE) - low, span, max_height, max_width, sensitivity, sure, big)
+    if wide is not None:
+        wide.extend(_wide_glyphs(high, low, span, boxes, sure))
     return boxes
+
+
+def _wide_glyphs(high: np.ndarray, low: np.ndarray, span: float, fine: list[Box], sure: list[Box] | None) -> list[Box]:
+    """Glyphs whose strokes are wider than the top-hat window, in detection pixels.
+
+    Every ``COARSE``-th pixel of the detection image's block max (min), top-hat as at
+    detection scale; a component counts when it has a glyph's size and shape, is
+    ``BIG_GLYPH`` high at least, strong in most of its pixels (``WIDE_STRONG``), in a row
+    of ``WIDE_WORD`` such components, and no glyph of ``fine`` (the detection-scale
+    glyphs) inside it is half its height. A text-free image seldom has one: a thick
+    collimation border is a step, which a top-hat does not see, and bones and organs at
+    this scale are blobs strong at their rim only. Those that count go to ``sure`` too.
+    """
+    if min(high.shape) < COARSE * TOPHAT_SIZE:
+        return []
+    # sampled, not pooled again: a stroke this wide keeps a few samples, and a pooling pass
+    # cost three times the rest (1.4 ms on a 3000x2500 film)
+    coarse_high = np.ascontiguousarray(high[COARSE // 2 :: COARSE, COARSE // 2 :: COARSE])
+    coarse_low = np.ascontiguousarray(low[COARSE // 2 :: COARSE, COARSE // 2 :: COARSE])
+    rows, columns = coarse_high.shape
+    strong = CONTRAST * span
+    responses = []
+    eroded = _erode(coarse_high, TOPHAT_SIZE)
+    if (coarse_high - eroded).max() >= strong:
+        responses.append(coarse_high - _dilate(eroded, TOPHAT_SIZE))
+    dilated = _dilate(coarse_low, TOPHAT_SIZE)
+    if (dilated - coarse_low).max() >= strong:
+        responses.append(_erode(dilated, TOPHAT_SIZE) - coarse_low)
+    words: list[Box] = []
+    lines: list[Box] = []
+    for response in responses:
+        found, sizes, peaks = _component_stats(response > GROW_CONTRAST * span, response >= strong)
+        h, w = found[:, 3] - found[:, 1], found[:, 2] - found[:, 0]
+        keep = (COARSE * h >= BIG_GLYPH) & (h <= max(8, int(0.2 * rows))) & (w <= 12 * h) & (w <= 0.6 * columns)
+        keep &= peaks >= WIDE_STRONG * sizes
+        # a sample stands for the COARSE pixels around it: half a step out on either side
+        boxes = found[keep] * COARSE + np.array([-1, -1, 1, 1]) * (COARSE // 2)
+        boxes[:, 0:2] = np.maximum(boxes[:, 0:2], 0)
+        boxes[:, 2] = np.minimum(boxes[:, 2], high.shape[1])
+        boxes[:, 3] = np.minimum(boxes[:, 3], high.shape[0])
+        glyphs = [tuple(box) for box in boxes.tolist()]
+        # a word of big glyphs in one polarity (the other one's blobs are the same bone
+        # seen from its other side); one or two glyphs are a marker, kept anyway
+        lines += [box for box, n, _ in _group_lines(glyphs, height_ratio=DENSE_HEIGHT_RATIO) if n >= WIDE_WORD]
+        words += glyphs
+    if not lines:
+        return []
+    small = np.asarray(fine, dtype=np.int64).reshape(-1, 4)
+    small_height = small[:, 3] - small[:, 1]
+    out: list[Box] = []
+    for x0, y0, x1, y1 in words:
+        if not any(_inside((x0, y0, x1, y1), line) for line in lines):
+            continue
+        inside = (small[:, 0] >= x0) & (small[:, 1] >= y0) & (small[:, 2] <= x1) & (small[:, 3] <= y1)
+        if (inside & (2 * small_height >= y1 - y0)).any():
+            continue  # the fine screen saw this glyph
+        out.append((x0, y0, x1, y1))
+        if sure is not None:
+            sure.append((x0, y0, x1, y1))
+    return out
 
 
 def preview_has_candidates(preview: np.ndarray, level: int, rows: int, columns: int) -> bool:
@@ -345,12 +437,38 @@ def ink_boxes(arr: np.ndarray, box: Box, line_height: int, bright: bool, window:
     region is left out), grouped into lines; a line needs one glyph with a stroke of
     ``CONTRAST``, weak glyphs beside it (thin anti-aliased digits, punctuation) join it.
     Each line's box is padded by ``INK_PAD`` and clipped to ``box``. Nothing found:
-    ``[box]`` (fail closed).
+    ``[box]`` (fail closed). Lines of big glyphs (``BIG_GLYPH``) are looked at on the
+    coarse screen's scale too, whose window their wide strokes fit.
     """
+    rows, columns = arr.shape
+    factor = max(1, math.ceil(max(rows, columns) / DETECTION_SIDE))
+    span = stroke_span(arr, window)
+    fine = _ink_glyphs(arr, box, line_height, bright, span, factor)
+    if fine is None:
+        return [box]
+    found, strong = fine
+    if line_height >= BIG_GLYPH * factor:  # strokes may be wider than the window: the coarse screen's scale too
+        coarse = _ink_glyphs(arr, box, line_height, bright, span, factor * COARSE)
+        if coarse is not None:
+            found, strong = found + coarse[0], strong + coarse[1]
+    x0, y0, x1, y1 = box
+    out: list[Box] = []
+    for (lx0, ly0, lx1, ly1), _count, _height in _group_lines(found):
+        if not any(_inside(s, (lx0, ly0, lx1, ly1)) for s in strong):
+            continue  # noise in the padding, or faint anatomy
+        pad = INK_PAD
+        out.append((max(x0, lx0 - pad), max(y0, ly0 - pad), min(x1, lx1 + pad), min(y1, ly1 + pad)))
+    return out or [box]
+
+
+def _ink_glyphs(
+    arr: np.ndarray, box: Box, line_height: int, bright: bool, span: float, factor: int
+) -> tuple[list[Box], list[Box]] | None:
+    """``ink_boxes``' glyphs in ``box`` at detection scale ``factor``: (all, strong), image
+    pixels; None when the box is too small to pool."""
     from scipy import ndimage
 
     rows, columns = arr.shape
-    factor = max(1, math.ceil(max(rows, columns) / DETECTION_SIDE))
     x0, y0, x1, y1 = box
     margin = TOPHAT_SIZE * factor
     cx0, cy0 = max(0, x0 - margin) // factor * factor, max(0, y0 - margin) // factor * factor
@@ -358,11 +476,10 @@ def ink_boxes(arr: np.ndarray, box: Box, line_height: int, bright: bool, window:
     cy1 = min(rows, cy0 + -(-(min(rows, y1 + margin) - cy0) // factor) * factor)
     crop = arr[cy0:cy1, cx0:cx1]
     if min(crop.shape) < factor:
-        return [box]
+        return None
     high, low = _pool(crop, factor)
     if high.dtype.kind != "u":
         high, low = high.astype(np.float32), low.astype(np.float32)
-    span = stroke_span(arr, window)
     tallest = 2 * max(1, line_height) // factor + 2
     found: list[Box] = []
     strong: list[Box] = []
@@ -390,10 +507,4 @@ def ink_boxes(arr: np.ndarray, box: Box, line_height: int, bright: bool, window:
                 strong.append(full)
         if strong:  # the region's polarity found its glyphs: the other one holds their gaps
             break
-    out: list[Box] = []
-    for (lx0, ly0, lx1, ly1), _count, _height in _group_lines(found):
-        if not any(_inside(s, (lx0, ly0, lx1, ly1)) for s in strong):
-            continue  # noise in the padding, or faint anatomy
-        pad = INK_PAD
-        out.append((max(x0, lx0 - pad), max(y0, ly0 - pad), min(x1, lx1 + pad), min(y1, ly1 + pad)))
-    return out or [box]
+    return found, strong

@@ -21,6 +21,8 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from cxr_dask.deid import pixels
+from cxr_dask.deid.pixels import cleaning, detection
+from cxr_dask.deid.pixels.policy import redact_boxes
 from cxr_dask.deid.rules import PixelOptions
 from cxr_dask.testing.synth_text import DECOYS, MARKER, PlantedText, available_fonts, draw_mask, film, film_scan
 
@@ -249,6 +251,71 @@ def test_glyphs_from_small_to_huge_go(size):
     _, out = _cleaned(arr)
     ink = _text(np.zeros_like(arr), (40, 600), text, size, HIGH) > 0
     assert (out[ink] != arr[ink]).mean() > 0.9
+
+
+@pytest.mark.parametrize("size", [80, 150])
+def test_big_bold_words_go(size):
+    """A bold 80-150 pixel word on a 1024-pixel film: its stems (14-25 pixels) are wider
+    than the top-hat window, which saw its thin parts only (none of a bold 150-pixel
+    HOLLOWAY, 15% of an 80-pixel one, the rest readable). The coarse screen sees it."""
+    font = ImageFont.truetype(next(f for f in available_fonts() if f.endswith("DejaVuSans-Bold.ttf")), size)
+    paint = lambda d: d.text((40, 600), "HOLLOWAY", fill=255, font=font)  # noqa: E731
+    arr = draw_mask(film(11), paint, HIGH)
+    ink = draw_mask(np.zeros_like(arr), paint, HIGH) > 0
+    ys, xs = np.nonzero(ink)
+    box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    assert "HOLLOWAY" in readable_tokens(arr, box), "the reader must see the word first"
+    _, out = _cleaned(arr)
+    assert (out[ink] != arr[ink]).mean() > 0.99
+    assert not readable_tokens(out, box)
+
+
+def test_wide_bright_structures_survive_byte_identical():
+    """What the coarse screen sees at its scale: a thick bright collimation border, a big
+    pacemaker, three ECG electrodes in a row, a thick tube and broad ribs, all flat and
+    strong, none of them text. The electrodes are a row of big "glyphs" there: a
+    candidate line that nothing reads, left in place."""
+
+    def paint(d):
+        d.rectangle((0, 0, 1023, 90), fill=255)
+        d.rectangle((0, 0, 110, 1023), fill=255)
+        d.rounded_rectangle((620, 160, 860, 330), radius=40, fill=255)
+        for k in range(3):
+            d.ellipse((200 + 110 * k, 820, 252 + 110 * k, 872), fill=255)  # 52 px: glyph-sized there
+        d.line([(560, 330), (470, 700), (520, 1000)], fill=255, width=30)
+
+    arr = draw_mask(film(14), paint, HIGH)
+    arr = draw_mask(
+        arr,
+        lambda d: [d.arc((150, 200 + 110 * k, 560, 420 + 110 * k), 190, 330, fill=255, width=40) for k in range(4)],
+        900,
+        blend=True,
+    )
+    result = pixels.clean(as_dataset(arr), PixelOptions())
+    assert result.array is None, [(r.kind, r.why, r.box) for r in result.report.regions]
+    assert result.report.count("text") == 0
+    assert any(r.kind == "flagged" and r.box[1] <= 820 and r.box[3] >= 872 for r in result.report.regions)
+
+
+def test_markers_touching_anatomy_stay_and_a_label_there_goes():
+    """On a page known to hold text, labels that touch anatomy (a skull's rim) go to the
+    text detector with the anatomy's surround; its boxes were blanked whatever they held.
+    A marker there (PORTABLE, R) is judged by the policy as anywhere: it stays."""
+    arr = draw_mask(film(21), lambda d: d.ellipse((300, 320, 620, 640), outline=255, width=8), 3600)
+    planted = {"PORTABLE": (380, 632), "HOLLOWAY": (400, 296), "R": (283, 450)}
+    ink = {}
+    for word, xy in planted.items():
+        arr = _text(arr, xy, word, 28, HIGH)
+        ink[word] = _text(np.zeros_like(arr), xy, word, 28, HIGH) > 0
+    big: list = []
+    detection.detect(arr, None, dense=True, big=big)
+    assert big, "the labels join the rim into one component too tall for a glyph"
+    out = arr.copy()
+    for _region, decision in cleaning._beside_anatomy(arr, big, [20], PixelOptions(), detection.stroke_span(arr)):
+        redact_boxes(out, decision.blank, decision.keep, 0, decision.lines)
+    assert (out[ink["HOLLOWAY"]] != arr[ink["HOLLOWAY"]]).mean() > 0.9
+    assert np.array_equal(out[ink["PORTABLE"]], arr[ink["PORTABLE"]])
+    assert np.array_equal(out[ink["R"]], arr[ink["R"]])
 
 
 def test_bold_text_goes():

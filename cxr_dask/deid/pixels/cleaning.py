@@ -28,7 +28,7 @@ from cxr_dask.deid.pixels.detection import (
 )
 from cxr_dask.deid.pixels.ocr import _read_in_chunks, read_regions
 from cxr_dask.deid.pixels.policy import Decision, decide, is_evidence, is_small, redact_boxes, with_ink
-from cxr_dask.deid.pixels.types import Box, PixelReport, PixelResult, Region, RegionRecord, box_from_xywh
+from cxr_dask.deid.pixels.types import Box, PixelReport, PixelResult, Region, RegionRecord, Word, box_from_xywh
 from cxr_dask.deid.rules import PixelOptions
 
 #: A region of a dense page is read when it is a block of this many lines at most (a
@@ -121,7 +121,8 @@ def dense_lines(
         for box in d.blank
         if box[3] - box[1] <= BLOCK_HEIGHT * first.line_height + 8
     ]
-    out += _beside_anatomy(arr, big, [r.line_height for r, d in out if d.why == "words read on a dense page"])
+    heights = [r.line_height for r, d in out if d.why == "words read on a dense page"]
+    out += _beside_anatomy(arr, big, heights, options, stroke_span(arr, window))
     rest = [r for r in unread if not any(r is region for region, _ in out)]
     while rest:
         beside = [r for r in rest if any(_in_block(r, box) for box in texts)]
@@ -134,7 +135,9 @@ def dense_lines(
     return out
 
 
-def _beside_anatomy(arr: np.ndarray, big: list[Box], heights: list[int]) -> list[tuple[Region, Decision]]:
+def _beside_anatomy(
+    arr: np.ndarray, big: list[Box], heights: list[int], options: PixelOptions, span: float
+) -> list[tuple[Region, Decision]]:
     """Labels that touch anatomy, from the text detector on the anatomy's surround.
 
     On a film scan a slice label ("A114") sits on a skull's rim: at detection scale its
@@ -143,7 +146,9 @@ def _beside_anatomy(arr: np.ndarray, big: list[Box], heights: list[int]) -> list
     component (``detection.detect``'s ``big``), grown by a line height, goes to the text
     detector at the page's text height; its boxes are text. They are word boxes for
     ``_hug``: one the glyphs do not span (the label's strokes merged with the bone)
-    stays whole.
+    stays whole. A side or position marker touching anatomy stays as anywhere else
+    (``_markers_beside``): boxes with room for two characters, and boxes whose words
+    are all allow-listed, are kept.
     """
     if not big or not heights:
         return []
@@ -157,11 +162,41 @@ def _beside_anatomy(arr: np.ndarray, big: list[Box], heights: list[int]) -> list
     ]
     boxes = [box for box, *_ in _merge_overlapping(grown)]
     sizes = [height] * len(boxes)
+    found_per_box = textdet.text_boxes(arr, boxes, sizes, sizes)
+    kept = _markers_beside(arr, [b for found in found_per_box for b in found], height, options, span)
     out = []
-    for box, found in zip(boxes, textdet.text_boxes(arr, boxes, sizes, sizes), strict=True):
-        if found:
-            region = dataclasses.replace(_region(arr, box, len(found), height), line_height=height)
-            out.append((region, Decision("text", "text detector beside anatomy", tuple(found), lines=0)))
+    for box, found in zip(boxes, found_per_box, strict=True):
+        lines = tuple(b for b in found if kept.get(b))  # text beside an allow-listed word
+        words = tuple(b for b in found if b not in kept)
+        if lines or words:
+            keep = tuple(w for b in lines for w in kept[b])
+            region = dataclasses.replace(_region(arr, box, len(lines) + len(words), height), line_height=height)
+            why = "text detector beside anatomy"
+            out.append((region, Decision("text", why, (*lines, *words), keep=keep, lines=len(lines))))
+    return out
+
+
+def _markers_beside(
+    arr: np.ndarray, found: list[Box], height: int, options: PixelOptions, span: float
+) -> dict[Box, tuple[Word, ...]]:
+    """The text detector's boxes beside anatomy that hold a marker, judged by the policy
+    (``policy.decide``): box -> the allow-listed words to keep in it (empty: keep the
+    whole box). Each box is read by OCR (one call for the page) at the page's text
+    height, in the polarity its padded surround gives."""
+    regions = []
+    for x0, y0, x1, y1 in found:
+        pad = max(2, height // 4)
+        padded = (max(0, x0 - pad), max(0, y0 - pad), min(arr.shape[1], x1 + pad), min(arr.shape[0], y1 + pad))
+        regions.append(dataclasses.replace(_region(arr, padded, 1, height), line_height=height))
+    out: dict[Box, tuple[Word, ...]] = {}
+    to_read = [r for r in regions if not is_small(r)]
+    read = dict(zip(to_read, read_regions(arr, to_read, options, span), strict=True)) if to_read else {}
+    for box, region in zip(found, regions, strict=True):
+        decision = decide(region, read.get(region, []), options, arr.shape)
+        if decision.kind == "marker":
+            out[box] = ()
+        elif decision.kind == "text" and decision.keep:
+            out[box] = decision.keep
     return out
 
 

@@ -318,6 +318,23 @@ def test_markers_touching_anatomy_stay_and_a_label_there_goes():
     assert np.array_equal(out[ink["R"]], arr[ink["R"]])
 
 
+@pytest.mark.parametrize("pitch", [8, 12])
+def test_a_ruler_beside_text_stays_and_the_text_goes(pitch):
+    """A scale ruler's tick marks are glyph-sized strokes in a row: OCR reads junk there
+    (no sure word), and the text detector boxed them as a word, so a ruler above a name
+    was blanked with it. Boxes of evenly spaced thin bars alone are no text."""
+
+    def ruler(d):
+        d.line((200, 300, 200 + 20 * pitch, 300), fill=255, width=2)
+        for k in range(21):
+            d.line((200 + k * pitch, 300, 200 + k * pitch, 300 - (16 if k % 5 == 0 else 8)), fill=255, width=2)
+
+    arr = _text(draw_mask(film(5), ruler, HIGH), (200, 320), "HOLLOWAY AGATHA", 24, HIGH)
+    _, out = _cleaned(arr)
+    assert np.array_equal(out[270:303, 195 : 205 + 20 * pitch], arr[270:303, 195 : 205 + 20 * pitch])
+    _assert_gone(arr, out, (190, 315, 460, 350))
+
+
 def test_bold_text_goes():
     arr = draw_mask(film(12), lambda d: d.text((60, 860), PHI, fill=255, font=_font(40), stroke_width=3), HIGH)
     _, out = _cleaned(arr)

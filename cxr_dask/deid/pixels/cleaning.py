@@ -23,6 +23,7 @@ from cxr_dask.deid.pixels.detection import (
     _region,
     detect,
     ink_boxes,
+    periodic_bars,
     preview_has_candidates,
     stroke_span,
 )
@@ -48,11 +49,13 @@ WORD_COVERED = 0.8
 def confirm_text(regions: list[Region], arr: np.ndarray) -> list[list[Box]]:
     """Second stage on regions OCR could not read: text boxes from a text detector, if any.
 
-    Without the detector's packages every region stays flagged (left in place).
+    Without the detector's packages every region stays flagged (left in place). A box
+    that holds a ruler's tick marks only (``detection.periodic_bars``) is no text.
     """
     from cxr_dask.deid.pixels import textdet
 
-    return textdet.text_boxes(arr, [r.box for r in regions], [r.line_height for r in regions])
+    found = textdet.text_boxes(arr, [r.box for r in regions], [r.line_height for r in regions])
+    return [[b for b in boxes if not periodic_bars(arr, b)] for boxes in found]
 
 
 def dense_lines(

@@ -508,3 +508,53 @@ def _ink_glyphs(
         if strong:  # the region's polarity found its glyphs: the other one holds their gaps
             break
     return found, strong
+
+
+#: A ruler: at least this many tick marks ...
+RULER_TICKS = 5
+#: ... each at most this share of its length wide, evenly spaced (each gap within this
+#: share of the median gap, or 2 pixels).
+RULER_TICK_SHAPE = 0.34
+RULER_SPACING = 0.2
+
+
+def periodic_bars(arr: np.ndarray, box: Box) -> bool:
+    """Whether ``box`` holds a ruler's tick marks and nothing else: thin bars, all across
+    one way, evenly spaced, on a bar or not.
+
+    The text detector boxes a ruler's ticks as a word, and OCR reads low-confidence junk
+    there (one to fifteen "characters" a word, none sure): blanked as text, a scale beside
+    a label went with it. Ink is the crop's upper half of its range, or its lower half;
+    rows (columns) mostly ink are the ruler's bar and are left out; what remains
+    must be ``RULER_TICKS`` or more components, each a thin bar (``RULER_TICK_SHAPE``),
+    at a regular pitch (``RULER_SPACING``). A letter among them (a label beside the
+    ruler) is no thin bar, and the box stays text.
+    """
+    from scipy import ndimage
+
+    x0, y0, x1, y1 = box
+    crop = arr[y0:y1, x0:x1].astype(np.float32)
+    if min(crop.shape) < 3:
+        return False
+    low, high = np.percentile(crop, (0.5, 99.5))
+    if high - low <= 0:
+        return False
+    middle = low + 0.5 * (high - low)
+    # either polarity (a region's is judged from its border, which a ruler's bar may
+    # fill), ticks across a horizontal ruler, then a vertical one
+    for mask in (crop > middle, crop < middle, (crop > middle).T, (crop < middle).T):
+        mask = mask & ~(mask.mean(axis=1) > 0.6)[:, None]
+        labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+        if count < RULER_TICKS:
+            continue
+        spans = ndimage.find_objects(labels)
+        widths = np.array([s[1].stop - s[1].start for s in spans])
+        heights = np.array([s[0].stop - s[0].start for s in spans])
+        if (widths > RULER_TICK_SHAPE * heights).any():
+            continue
+        centres = np.sort([(s[1].start + s[1].stop) / 2 for s in spans])
+        gaps = np.diff(centres)
+        pitch = float(np.median(gaps))
+        if pitch > 0 and (np.abs(gaps - pitch) <= max(2.0, RULER_SPACING * pitch)).all():
+            return True
+    return False

@@ -28,7 +28,15 @@ from cxr_dask.deid.pixels.detection import (
     stroke_span,
 )
 from cxr_dask.deid.pixels.ocr import _read_in_chunks, read_regions
-from cxr_dask.deid.pixels.policy import Decision, decide, is_evidence, is_small, redact_boxes, with_ink
+from cxr_dask.deid.pixels.policy import (
+    Decision,
+    beside_words,
+    decide,
+    is_evidence,
+    is_small,
+    redact_boxes,
+    with_ink,
+)
 from cxr_dask.deid.pixels.types import Box, PixelReport, PixelResult, Region, RegionRecord, Word, box_from_xywh
 from cxr_dask.deid.rules import PixelOptions
 
@@ -270,7 +278,11 @@ def _hug(arr: np.ndarray, region: Region, decision: Decision, window: float | No
             out += [box] if words and covered.mean() < WORD_COVERED else found
         return out
 
-    return with_ink(decision, ink(decision.blank[: decision.lines], False), ink(decision.blank[decision.lines :], True))
+    lines = ink(decision.blank[: decision.lines], False)
+    words = decision.blank[decision.lines :]
+    if decision.why == "words read" and words:  # lines far from every word read are no text of it
+        lines = [line for line in lines if beside_words(line, words, region.line_height)]
+    return with_ink(decision, lines, ink(words, True))
 
 
 def _window_width(ds: Dataset) -> float | None:

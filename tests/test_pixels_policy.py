@@ -312,7 +312,7 @@ def test_markers_touching_anatomy_stay_and_a_label_there_goes():
     detection.detect(arr, None, dense=True, big=big)
     assert big, "the labels join the rim into one component too tall for a glyph"
     out = arr.copy()
-    for _region, decision in cleaning._beside_anatomy(arr, big, [20], PixelOptions(), detection.stroke_span(arr)):
+    for _region, decision in cleaning._beside_anatomy(arr, big, [20]):
         redact_boxes(out, decision.blank, decision.keep, 0, decision.lines)
     assert (out[ink["HOLLOWAY"]] != arr[ink["HOLLOWAY"]]).mean() > 0.9
     assert np.array_equal(out[ink["PORTABLE"]], arr[ink["PORTABLE"]])

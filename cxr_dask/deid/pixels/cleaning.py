@@ -147,7 +147,11 @@ def dense_lines(
 
 
 def _beside_anatomy(
-    arr: np.ndarray, big: list[Box], heights: list[int], options: PixelOptions, span: float
+    arr: np.ndarray,
+    big: list[Box],
+    heights: list[int],
+    options: PixelOptions | None = None,
+    span: float | None = None,
 ) -> list[tuple[Region, Decision]]:
     """Labels that touch anatomy, from the text detector on the anatomy's surround.
 
@@ -174,6 +178,8 @@ def _beside_anatomy(
     boxes = [box for box, *_ in _merge_overlapping(grown)]
     sizes = [height] * len(boxes)
     found_per_box = textdet.text_boxes(arr, boxes, sizes, sizes)
+    options = options or PixelOptions()
+    span = stroke_span(arr) if span is None else span
     kept = _markers_beside(arr, [b for found in found_per_box for b in found], height, options, span)
     out = []
     for box, found in zip(boxes, found_per_box, strict=True):

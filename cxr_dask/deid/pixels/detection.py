@@ -67,15 +67,17 @@ MAX_LINE_HEIGHTS = 12
 #: such strokes fit the window ...
 COARSE = 4
 #: ... and keeps a component as a glyph only when it is at least this many detection
-#: pixels high (smaller glyphs' strokes fit the fine window; the fine screen sees them)
-#: and no glyph the fine screen found inside it is half its height (it saw that glyph).
+#: pixels high (smaller glyphs' strokes fit the fine window; the fine screen sees them),
+#: and at most ``DENSE_MAX_GLYPH`` image pixels (a skull's flat bone pieces on a film scan
+#: are 400) ...
 BIG_GLYPH = 48
 #: ... when this share of its pixels reach ``CONTRAST`` (a burned-in stroke this wide is
 #: flat: measured 0.73-1.0, most over 0.9, in eight fonts at 80 and 150 pixels; bones,
 #: organs and skulls on the real bench set mostly 0.15-0.6, strong at their rim only) ...
 WIDE_STRONG = 0.7
 #: ... and in a row of at least this many such glyphs of one height
-#: (``DENSE_HEIGHT_RATIO``): a word. One or two big glyphs are a marker, kept anyway.
+#: (``DENSE_HEIGHT_RATIO``), one of them holding no glyph the fine screen found half its
+#: height (else it saw the word): a word. One or two big glyphs are a marker, kept anyway.
 WIDE_WORD = 3
 
 
@@ -171,8 +173,8 @@ def detect(
     page of annotations beside anatomy, for a second look at an image known to hold text;
     with ``big``, it also receives the boxes (image pixels) of stroke components too tall
     for a glyph there (anatomy, with any label that touches it merged in). Outside the
-    dense look, glyphs whose strokes are wider than the top-hat window come from a coarse
-    screen (``COARSE``, ``BIG_GLYPH``) and join the lines as any glyph.
+    dense look, lines of glyphs whose strokes are wider than the top-hat window come from
+    a coarse screen (``COARSE``, ``BIG_GLYPH``).
     """
     rows, columns = arr.shape
     factor = max(1, math.ceil(max(rows, columns) / DETECTION_SIDE))
@@ -182,7 +184,7 @@ def detect(
     ratio = DENSE_HEIGHT_RATIO if dense else 3.0
     sure: list[Box] = []
     tall: list[Box] = []
-    wide: list[Box] = []
+    wide: list[tuple[Box, int, int]] = []
     glyphs = _glyph_boxes(
         pooled,
         factor,
@@ -192,12 +194,13 @@ def detect(
         big=tall,
         wide=None if dense else wide,
     )
-    glyphs += wide  # big glyphs, from the coarse screen
     if big is not None:
         big.extend(
             (x0 * factor, y0 * factor, min(columns, x1 * factor), min(rows, y1 * factor)) for x0, y0, x1, y1 in tall
         )
-    lines = _group_lines(glyphs, height_ratio=ratio)
+    # lines of big glyphs are grouped apart (a skull's flat bone pieces strung into text
+    # lines made regions of the skull's height on a film scan); overlapping boxes merge below
+    lines = _group_lines(glyphs, height_ratio=ratio) + wide
     # Glyphs of narrow "lines" (one or two glyphs, or both polarities of one letter) may
     # be letters of a vertical line: stacked close, one after the other.
     narrow = [box for box, _, _ in lines if box[2] - box[0] <= 1.6 * (box[3] - box[1])]
@@ -258,16 +261,15 @@ def _glyph_boxes(
     max_glyph: int | None = None,
     sure: list[Box] | None = None,
     big: list[Box] | None = None,
-    wide: list[Box] | None = None,
+    wide: list[tuple[Box, int, int]] | None = None,
 ) -> list[Box]:
     """Glyph-sized stroke components of both polarities, in pixels of ``arr`` pooled by ``factor``.
 
     ``sensitivity`` scales the contrast thresholds; below 1 (a screen on a reduced-resolution
     preview whose thin strokes the wavelet low-pass has dimmed, and whose lower grow
     threshold merges glyphs into lines) every component with a strong pixel counts,
-    whatever its size and shape. ``wide``, when given, receives the big glyphs of the
-    coarse screen (``_wide_glyphs``), at full sensitivity whatever ``sensitivity`` (a
-    wide stroke keeps its contrast through the wavelet low-pass).
+    whatever its size and shape. ``wide``, when given, receives the lines of big glyphs
+    of the coarse screen (``_wide_lines``).
     """
     high, low = _pool(arr, factor)
     if high.dtype.kind != "u":  # signed or float: differences need room
@@ -294,20 +296,25 @@ def _glyph_boxes(
     if (dilated - low).max() >= strong:
         boxes += _components(_erode(dilated, TOPHAT_SIZE) - low, span, max_height, max_width, sensitivity, sure, big)
     if wide is not None:
-        wide.extend(_wide_glyphs(high, low, span, boxes, sure))
+        tallest = min(DENSE_MAX_GLYPH // factor, int(0.2 * det_rows))  # a glyph's limits, as above
+        wide.extend(_wide_lines(high, low, span, boxes, sure, tallest))
     return boxes
 
 
-def _wide_glyphs(high: np.ndarray, low: np.ndarray, span: float, fine: list[Box], sure: list[Box] | None) -> list[Box]:
-    """Glyphs whose strokes are wider than the top-hat window, in detection pixels.
+def _wide_lines(
+    high: np.ndarray, low: np.ndarray, span: float, fine: list[Box], sure: list[Box] | None, max_height: int
+) -> list[tuple[Box, int, int]]:
+    """Lines of glyphs whose strokes are wider than the top-hat window: (box, glyphs,
+    median height), detection pixels.
 
     Every ``COARSE``-th pixel of the detection image's block max (min), top-hat as at
-    detection scale; a component counts when it has a glyph's size and shape, is
-    ``BIG_GLYPH`` high at least, strong in most of its pixels (``WIDE_STRONG``), in a row
-    of ``WIDE_WORD`` such components, and no glyph of ``fine`` (the detection-scale
-    glyphs) inside it is half its height. A text-free image seldom has one: a thick
-    collimation border is a step, which a top-hat does not see, and bones and organs at
-    this scale are blobs strong at their rim only. Those that count go to ``sure`` too.
+    detection scale; a component counts as a glyph when it has a glyph's shape, is
+    ``BIG_GLYPH`` to ``max_height`` high, and strong in most of its pixels
+    (``WIDE_STRONG``). A line is a row of ``WIDE_WORD`` such glyphs in one polarity, of
+    which at least one holds no glyph of ``fine`` (the detection-scale glyphs) half its
+    height (else the fine screen saw the word). Its glyphs go to ``sure``. A text-free
+    image seldom has one: a thick collimation border is a step, which a top-hat does not
+    see, and bones and organs at this scale are blobs strong at their rim only.
     """
     if min(high.shape) < COARSE * TOPHAT_SIZE:
         return []
@@ -315,7 +322,7 @@ def _wide_glyphs(high: np.ndarray, low: np.ndarray, span: float, fine: list[Box]
     # cost three times the rest (1.4 ms on a 3000x2500 film)
     coarse_high = np.ascontiguousarray(high[COARSE // 2 :: COARSE, COARSE // 2 :: COARSE])
     coarse_low = np.ascontiguousarray(low[COARSE // 2 :: COARSE, COARSE // 2 :: COARSE])
-    rows, columns = coarse_high.shape
+    columns = coarse_high.shape[1]
     strong = CONTRAST * span
     responses = []
     eroded = _erode(coarse_high, TOPHAT_SIZE)
@@ -324,37 +331,34 @@ def _wide_glyphs(high: np.ndarray, low: np.ndarray, span: float, fine: list[Box]
     dilated = _dilate(coarse_low, TOPHAT_SIZE)
     if (dilated - coarse_low).max() >= strong:
         responses.append(_erode(dilated, TOPHAT_SIZE) - coarse_low)
-    words: list[Box] = []
-    lines: list[Box] = []
+    small = np.asarray(fine, dtype=np.int64).reshape(-1, 4)
+    small_height = small[:, 3] - small[:, 1]
+
+    def seen(box: Box) -> bool:
+        x0, y0, x1, y1 = box
+        inside = (small[:, 0] >= x0) & (small[:, 1] >= y0) & (small[:, 2] <= x1) & (small[:, 3] <= y1)
+        return bool((inside & (2 * small_height >= y1 - y0)).any())
+
+    out: list[tuple[Box, int, int]] = []
     for response in responses:
         found, sizes, peaks = _component_stats(response > GROW_CONTRAST * span, response >= strong)
         h, w = found[:, 3] - found[:, 1], found[:, 2] - found[:, 0]
-        keep = (COARSE * h >= BIG_GLYPH) & (h <= max(8, int(0.2 * rows))) & (w <= 12 * h) & (w <= 0.6 * columns)
+        keep = (COARSE * h >= BIG_GLYPH) & (COARSE * h <= max_height) & (w <= 12 * h) & (w <= 0.6 * columns)
         keep &= peaks >= WIDE_STRONG * sizes
         # a sample stands for the COARSE pixels around it: half a step out on either side
         boxes = found[keep] * COARSE + np.array([-1, -1, 1, 1]) * (COARSE // 2)
         boxes[:, 0:2] = np.maximum(boxes[:, 0:2], 0)
         boxes[:, 2] = np.minimum(boxes[:, 2], high.shape[1])
         boxes[:, 3] = np.minimum(boxes[:, 3], high.shape[0])
-        glyphs = [tuple(box) for box in boxes.tolist()]
+        glyphs: list[Box] = [tuple(box) for box in boxes.tolist()]
         # a word of big glyphs in one polarity (the other one's blobs are the same bone
         # seen from its other side); one or two glyphs are a marker, kept anyway
-        lines += [box for box, n, _ in _group_lines(glyphs, height_ratio=DENSE_HEIGHT_RATIO) if n >= WIDE_WORD]
-        words += glyphs
-    if not lines:
-        return []
-    small = np.asarray(fine, dtype=np.int64).reshape(-1, 4)
-    small_height = small[:, 3] - small[:, 1]
-    out: list[Box] = []
-    for x0, y0, x1, y1 in words:
-        if not any(_inside((x0, y0, x1, y1), line) for line in lines):
-            continue
-        inside = (small[:, 0] >= x0) & (small[:, 1] >= y0) & (small[:, 2] <= x1) & (small[:, 3] <= y1)
-        if (inside & (2 * small_height >= y1 - y0)).any():
-            continue  # the fine screen saw this glyph
-        out.append((x0, y0, x1, y1))
-        if sure is not None:
-            sure.append((x0, y0, x1, y1))
+        for line, count, height in _group_lines(glyphs, height_ratio=DENSE_HEIGHT_RATIO):
+            members = [g for g in glyphs if _inside(g, line)]
+            if count >= WIDE_WORD and not all(seen(g) for g in members):
+                out.append((line, count, height))
+                if sure is not None:
+                    sure.extend(members)
     return out
 
 

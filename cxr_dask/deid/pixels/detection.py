@@ -451,7 +451,9 @@ def ink_boxes(arr: np.ndarray, box: Box, line_height: int, bright: bool, window:
     if fine is None:
         return [box]
     found, strong = fine
-    if line_height >= BIG_GLYPH * factor:  # strokes may be wider than the window: the coarse screen's scale too
+    # strokes may be wider than the window: the coarse screen's scale too (for glyphs of
+    # its sizes only: a region whose line height is a skull's has no big-glyph ink)
+    if BIG_GLYPH * factor <= line_height <= DENSE_MAX_GLYPH:
         coarse = _ink_glyphs(arr, box, line_height, bright, span, factor * COARSE)
         if coarse is not None:
             found, strong = found + coarse[0], strong + coarse[1]

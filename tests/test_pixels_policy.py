@@ -21,6 +21,9 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from cxr_dask.deid import pixels
+from cxr_dask.deid.pixels import cleaning, detection, policy
+from cxr_dask.deid.pixels.policy import redact_boxes
+from cxr_dask.deid.pixels.types import Region, Word
 from cxr_dask.deid.rules import PixelOptions
 from cxr_dask.testing.synth_text import DECOYS, MARKER, PlantedText, available_fonts, draw_mask, film, film_scan
 
@@ -249,6 +252,111 @@ def test_glyphs_from_small_to_huge_go(size):
     _, out = _cleaned(arr)
     ink = _text(np.zeros_like(arr), (40, 600), text, size, HIGH) > 0
     assert (out[ink] != arr[ink]).mean() > 0.9
+
+
+@pytest.mark.parametrize("size", [80, 150])
+def test_big_bold_words_go(size):
+    """A bold 80-150 pixel word on a 1024-pixel film: its stems (14-25 pixels) are wider
+    than the top-hat window, which saw its thin parts only (none of a bold 150-pixel
+    HOLLOWAY, 15% of an 80-pixel one, the rest readable). The coarse screen sees it."""
+    font = ImageFont.truetype(next(f for f in available_fonts() if f.endswith("DejaVuSans-Bold.ttf")), size)
+    paint = lambda d: d.text((40, 600), "HOLLOWAY", fill=255, font=font)  # noqa: E731
+    arr = draw_mask(film(11), paint, HIGH)
+    ink = draw_mask(np.zeros_like(arr), paint, HIGH) > 0
+    ys, xs = np.nonzero(ink)
+    box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    assert "HOLLOWAY" in readable_tokens(arr, box), "the reader must see the word first"
+    _, out = _cleaned(arr)
+    assert (out[ink] != arr[ink]).mean() > 0.99
+    assert not readable_tokens(out, box)
+
+
+def test_wide_bright_structures_survive_byte_identical():
+    """What the coarse screen sees at its scale: a thick bright collimation border, a big
+    pacemaker, three ECG electrodes in a row, a thick tube and broad ribs, all flat and
+    strong, none of them text. The electrodes are a row of big "glyphs" there: a
+    candidate line that nothing reads, left in place."""
+
+    def paint(d):
+        d.rectangle((0, 0, 1023, 90), fill=255)
+        d.rectangle((0, 0, 110, 1023), fill=255)
+        d.rounded_rectangle((620, 160, 860, 330), radius=40, fill=255)
+        for k in range(3):
+            d.ellipse((200 + 110 * k, 820, 252 + 110 * k, 872), fill=255)  # 52 px: glyph-sized there
+        d.line([(560, 330), (470, 700), (520, 1000)], fill=255, width=30)
+
+    arr = draw_mask(film(14), paint, HIGH)
+    arr = draw_mask(
+        arr,
+        lambda d: [d.arc((150, 200 + 110 * k, 560, 420 + 110 * k), 190, 330, fill=255, width=40) for k in range(4)],
+        900,
+        blend=True,
+    )
+    result = pixels.clean(as_dataset(arr), PixelOptions())
+    assert result.array is None, [(r.kind, r.why, r.box) for r in result.report.regions]
+    assert result.report.count("text") == 0
+    assert any(r.kind == "flagged" and r.box[1] <= 820 and r.box[3] >= 872 for r in result.report.regions)
+
+
+def test_markers_touching_anatomy_stay_and_a_label_there_goes():
+    """On a page known to hold text, labels that touch anatomy (a skull's rim) go to the
+    text detector with the anatomy's surround; its boxes were blanked whatever they held.
+    A marker there (PORTABLE, R) is judged by the policy as anywhere: it stays."""
+    arr = draw_mask(film(21), lambda d: d.ellipse((300, 320, 620, 640), outline=255, width=8), 3600)
+    planted = {"PORTABLE": (380, 632), "HOLLOWAY": (400, 296), "R": (283, 450)}
+    ink = {}
+    for word, xy in planted.items():
+        arr = _text(arr, xy, word, 28, HIGH)
+        ink[word] = _text(np.zeros_like(arr), xy, word, 28, HIGH) > 0
+    big: list = []
+    detection.detect(arr, None, dense=True, big=big)
+    assert big, "the labels join the rim into one component too tall for a glyph"
+    out = arr.copy()
+    for _region, decision in cleaning._beside_anatomy(arr, big, [20]):
+        redact_boxes(out, decision.blank, decision.keep, 0, decision.lines)
+    assert (out[ink["HOLLOWAY"]] != arr[ink["HOLLOWAY"]]).mean() > 0.9
+    assert np.array_equal(out[ink["PORTABLE"]], arr[ink["PORTABLE"]])
+    assert np.array_equal(out[ink["R"]], arr[ink["R"]])
+
+
+@pytest.mark.parametrize("pitch", [8, 12])
+def test_a_ruler_beside_text_stays_and_the_text_goes(pitch):
+    """A scale ruler's tick marks are glyph-sized strokes in a row: OCR reads junk there
+    (no sure word), and the text detector boxed them as a word, so a ruler above a name
+    was blanked with it. Boxes of evenly spaced thin bars alone are no text."""
+
+    def ruler(d):
+        d.line((200, 300, 200 + 20 * pitch, 300), fill=255, width=2)
+        for k in range(21):
+            d.line((200 + k * pitch, 300, 200 + k * pitch, 300 - (16 if k % 5 == 0 else 8)), fill=255, width=2)
+
+    arr = _text(draw_mask(film(5), ruler, HIGH), (200, 320), "HOLLOWAY AGATHA", 24, HIGH)
+    _, out = _cleaned(arr)
+    assert np.array_equal(out[270:303, 195 : 205 + 20 * pitch], arr[270:303, 195 : 205 + 20 * pitch])
+    _assert_gone(arr, out, (190, 315, 460, 350))
+
+
+def test_an_icon_letter_far_from_the_text_stays_and_unsure_letters_beside_it_go():
+    """A region read as text blanks every word of its glyph height, however unsure. The
+    ultrasound's probe icon, a "P" in a disc three line heights right of its settings
+    column, was read as a one-letter word there and blanked with a corner of the image
+    (the marker kept 31 of 32 on the real set). Unsure one- or two-character words that
+    no chain of nearby words ties to the text stay; a chain of them beside the text, and
+    a far unsure word of three characters, still go."""
+    shape = (200, 400)
+    region = Region(0, 0, 400, 60, bright=True, glyphs=8, line_height=17)
+    sure = Word(10, 10, 70, 27, allowed=False, confidence=95, characters=4)
+    chain = [Word(76 + 14 * k, 10, 86 + 14 * k, 27, allowed=False, confidence=30, characters=1) for k in range(4)]
+    icon = Word(200, 10, 214, 27, allowed=False, confidence=30, characters=1)
+    far_word = Word(300, 10, 350, 27, allowed=False, confidence=20, characters=3)
+    decision = policy.decide(region, [sure, *chain, icon, far_word], PixelOptions(), shape)
+    assert decision.kind == "text"
+    words = decision.blank[decision.lines :]
+    assert policy.word_box(icon, shape) not in words
+    assert {policy.word_box(w, shape) for w in (sure, *chain, far_word)} <= set(words)
+    # the region's unread lines of glyphs are blanked only near the words read
+    assert policy.beside_words((90, 8, 140, 30), words, 17)
+    assert not policy.beside_words((196, 8, 218, 30), tuple(b for b in words if b[0] < 150), 17)
 
 
 def test_bold_text_goes():

@@ -31,12 +31,21 @@ from cxr_dask.deid.pixels.detection import (
     _region,
     detect,
     ink_boxes,
+    periodic_bars,
     preview_has_candidates,
     stroke_span,
 )
 from cxr_dask.deid.pixels.ocr import _read_in_chunks, read_regions
-from cxr_dask.deid.pixels.policy import Decision, decide, is_evidence, is_small, redact_boxes, with_ink
-from cxr_dask.deid.pixels.types import Box, PixelReport, PixelResult, Region, RegionRecord, box_from_xywh
+from cxr_dask.deid.pixels.policy import (
+    Decision,
+    beside_words,
+    decide,
+    is_evidence,
+    is_small,
+    redact_boxes,
+    with_ink,
+)
+from cxr_dask.deid.pixels.types import Box, PixelReport, PixelResult, Region, RegionRecord, Word, box_from_xywh
 from cxr_dask.deid.rules import PixelOptions, RegionRule
 
 #: A region of a dense page is read when it is a block of this many lines at most (a
@@ -65,11 +74,13 @@ ONE_GLYPH = 1.2
 def confirm_text(regions: list[Region], arr: np.ndarray) -> list[list[Box]]:
     """Second stage on regions OCR could not read: text boxes from a text detector, if any.
 
-    Without the detector's packages every region stays flagged (left in place).
+    Without the detector's packages every region stays flagged (left in place). A box
+    that holds a ruler's tick marks only (``detection.periodic_bars``) is no text.
     """
     from cxr_dask.deid.pixels import textdet
 
-    return textdet.text_boxes(arr, [r.box for r in regions], [r.line_height for r in regions])
+    found = textdet.text_boxes(arr, [r.box for r in regions], [r.line_height for r in regions])
+    return [[b for b in boxes if not periodic_bars(arr, b)] for boxes in found]
 
 
 def dense_lines(
@@ -138,7 +149,8 @@ def dense_lines(
         for box in d.blank
         if box[3] - box[1] <= BLOCK_HEIGHT * first.line_height + 8
     ]
-    out += _beside_anatomy(arr, big, [r.line_height for r, d in out if d.why == "words read on a dense page"])
+    heights = [r.line_height for r, d in out if d.why == "words read on a dense page"]
+    out += _beside_anatomy(arr, big, heights, options, stroke_span(arr, window))
     rest = [r for r in unread if not any(r is region for region, _ in out)]
     while rest:
         beside = [r for r in rest if any(_in_block(r, box) for box in texts)]
@@ -151,7 +163,13 @@ def dense_lines(
     return out
 
 
-def _beside_anatomy(arr: np.ndarray, big: list[Box], heights: list[int]) -> list[tuple[Region, Decision]]:
+def _beside_anatomy(
+    arr: np.ndarray,
+    big: list[Box],
+    heights: list[int],
+    options: PixelOptions | None = None,
+    span: float | None = None,
+) -> list[tuple[Region, Decision]]:
     """Labels that touch anatomy, from the text detector on the anatomy's surround.
 
     On a film scan a slice label ("A114") sits on a skull's rim: at detection scale its
@@ -160,7 +178,9 @@ def _beside_anatomy(arr: np.ndarray, big: list[Box], heights: list[int]) -> list
     component (``detection.detect``'s ``big``), grown by a line height, goes to the text
     detector at the page's text height; its boxes are text. They are word boxes for
     ``_hug``: one the glyphs do not span (the label's strokes merged with the bone)
-    stays whole.
+    stays whole. A side or position marker touching anatomy stays as anywhere else
+    (``_markers_beside``): boxes with room for two characters, and boxes whose words
+    are all allow-listed, are kept.
     """
     if not big or not heights:
         return []
@@ -174,11 +194,43 @@ def _beside_anatomy(arr: np.ndarray, big: list[Box], heights: list[int]) -> list
     ]
     boxes = [box for box, *_ in _merge_overlapping(grown)]
     sizes = [height] * len(boxes)
+    found_per_box = textdet.text_boxes(arr, boxes, sizes, sizes)
+    options = options or PixelOptions()
+    span = stroke_span(arr) if span is None else span
+    kept = _markers_beside(arr, [b for found in found_per_box for b in found], height, options, span)
     out = []
-    for box, found in zip(boxes, textdet.text_boxes(arr, boxes, sizes, sizes), strict=True):
-        if found:
-            region = dataclasses.replace(_region(arr, box, len(found), height), line_height=height)
-            out.append((region, Decision("text", "text detector beside anatomy", tuple(found), lines=0)))
+    for box, found in zip(boxes, found_per_box, strict=True):
+        lines = tuple(b for b in found if kept.get(b))  # text beside an allow-listed word
+        words = tuple(b for b in found if b not in kept)
+        if lines or words:
+            keep = tuple(w for b in lines for w in kept[b])
+            region = dataclasses.replace(_region(arr, box, len(lines) + len(words), height), line_height=height)
+            why = "text detector beside anatomy"
+            out.append((region, Decision("text", why, (*lines, *words), keep=keep, lines=len(lines))))
+    return out
+
+
+def _markers_beside(
+    arr: np.ndarray, found: list[Box], height: int, options: PixelOptions, span: float
+) -> dict[Box, tuple[Word, ...]]:
+    """The text detector's boxes beside anatomy that hold a marker, judged by the policy
+    (``policy.decide``): box -> the allow-listed words to keep in it (empty: keep the
+    whole box). Each box is read by OCR (one call for the page) at the page's text
+    height, in the polarity its padded surround gives."""
+    regions = []
+    for x0, y0, x1, y1 in found:
+        pad = max(2, height // 4)
+        padded = (max(0, x0 - pad), max(0, y0 - pad), min(arr.shape[1], x1 + pad), min(arr.shape[0], y1 + pad))
+        regions.append(dataclasses.replace(_region(arr, padded, 1, height), line_height=height))
+    out: dict[Box, tuple[Word, ...]] = {}
+    to_read = [r for r in regions if not is_small(r)]
+    read = dict(zip(to_read, read_regions(arr, to_read, options, span), strict=True)) if to_read else {}
+    for box, region in zip(found, regions, strict=True):
+        decision = decide(region, read.get(region, []), options, arr.shape)
+        if decision.kind == "marker":
+            out[box] = ()
+        elif decision.kind == "text" and decision.keep:
+            out[box] = decision.keep
     return out
 
 
@@ -249,7 +301,11 @@ def _hug(arr: np.ndarray, region: Region, decision: Decision, window: float | No
             out += [box] if words and covered.mean() < WORD_COVERED else found
         return out
 
-    return with_ink(decision, ink(decision.blank[: decision.lines], False), ink(decision.blank[decision.lines :], True))
+    lines = ink(decision.blank[: decision.lines], False)
+    words = decision.blank[decision.lines :]
+    if decision.why == "words read" and words:  # lines far from every word read are no text of it
+        lines = [line for line in lines if beside_words(line, words, region.line_height)]
+    return with_ink(decision, lines, ink(words, True))
 
 
 def confirm_reads(arr: np.ndarray, decisions: list[Decision], options: PixelOptions) -> list[Decision]:
@@ -281,7 +337,8 @@ def confirm_reads(arr: np.ndarray, decisions: list[Decision], options: PixelOpti
 
     verdict: dict[tuple[int, int], bool] = {}
     markers: set[tuple[int, int]] = set()
-    first, later = [], []
+    first: list[tuple[int, int]] = []
+    later: list[tuple[int, int]] = []
     for i, k in boxes:
         x0, y0, x1, y1 = decisions[i].blank[k]
         width, height = x1 - x0, y1 - y0

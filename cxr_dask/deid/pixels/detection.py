@@ -60,6 +60,25 @@ BIG_SHARE = 0.4
 #: A merged block taller than this many glyph heights is anatomy strung together, not text
 #: (a block of a few text lines, which OCR reads line by line, stays well below).
 MAX_LINE_HEIGHTS = 12
+#: Big glyphs: strokes wider than the top-hat window (a bold 150-pixel word on a 1024-pixel
+#: film has 25-pixel stems) leave no top-hat response but at their thin parts, and were
+#: blanked in pieces (39%) or not at all. A coarse screen runs the same top-hat on every
+#: this-many-th pixel of the detection image (a sixteenth of the pixels: ~0.3 ms), where
+#: such strokes fit the window ...
+COARSE = 4
+#: ... and keeps a component as a glyph only when it is at least this many detection
+#: pixels high (smaller glyphs' strokes fit the fine window; the fine screen sees them),
+#: and at most ``DENSE_MAX_GLYPH`` image pixels (a skull's flat bone pieces on a film scan
+#: are 400) ...
+BIG_GLYPH = 48
+#: ... when this share of its pixels reach ``CONTRAST`` (a burned-in stroke this wide is
+#: flat: measured 0.73-1.0, most over 0.9, in eight fonts at 80 and 150 pixels; bones,
+#: organs and skulls on the real bench set mostly 0.15-0.6, strong at their rim only) ...
+WIDE_STRONG = 0.7
+#: ... and in a row of at least this many such glyphs of one height
+#: (``DENSE_HEIGHT_RATIO``), one of them holding no glyph the fine screen found half its
+#: height (else it saw the word): a word. One or two big glyphs are a marker, kept anyway.
+WIDE_WORD = 3
 
 
 def _components(
@@ -153,7 +172,9 @@ def detect(
     ``dense`` groups strictly by glyph height (``DENSE_HEIGHT_RATIO``): the lines of a
     page of annotations beside anatomy, for a second look at an image known to hold text;
     with ``big``, it also receives the boxes (image pixels) of stroke components too tall
-    for a glyph there (anatomy, with any label that touches it merged in).
+    for a glyph there (anatomy, with any label that touches it merged in). Outside the
+    dense look, lines of glyphs whose strokes are wider than the top-hat window come from
+    a coarse screen (``COARSE``, ``BIG_GLYPH``).
     """
     rows, columns = arr.shape
     factor = max(1, math.ceil(max(rows, columns) / DETECTION_SIDE))
@@ -163,14 +184,23 @@ def detect(
     ratio = DENSE_HEIGHT_RATIO if dense else 3.0
     sure: list[Box] = []
     tall: list[Box] = []
+    wide: list[tuple[Box, int, int]] = []
     glyphs = _glyph_boxes(
-        pooled, factor, window=window, max_glyph=DENSE_MAX_GLYPH if dense else None, sure=sure, big=tall
+        pooled,
+        factor,
+        window=window,
+        max_glyph=DENSE_MAX_GLYPH if dense else None,
+        sure=sure,
+        big=tall,
+        wide=None if dense else wide,
     )
     if big is not None:
         big.extend(
             (x0 * factor, y0 * factor, min(columns, x1 * factor), min(rows, y1 * factor)) for x0, y0, x1, y1 in tall
         )
-    lines = _group_lines(glyphs, height_ratio=ratio)
+    # lines of big glyphs are grouped apart (a skull's flat bone pieces strung into text
+    # lines made regions of the skull's height on a film scan); overlapping boxes merge below
+    lines = _group_lines(glyphs, height_ratio=ratio) + wide
     # Glyphs of narrow "lines" (one or two glyphs, or both polarities of one letter) may
     # be letters of a vertical line: stacked close, one after the other.
     narrow = [box for box, _, _ in lines if box[2] - box[0] <= 1.6 * (box[3] - box[1])]
@@ -231,13 +261,15 @@ def _glyph_boxes(
     max_glyph: int | None = None,
     sure: list[Box] | None = None,
     big: list[Box] | None = None,
+    wide: list[tuple[Box, int, int]] | None = None,
 ) -> list[Box]:
     """Glyph-sized stroke components of both polarities, in pixels of ``arr`` pooled by ``factor``.
 
     ``sensitivity`` scales the contrast thresholds; below 1 (a screen on a reduced-resolution
     preview whose thin strokes the wavelet low-pass has dimmed, and whose lower grow
     threshold merges glyphs into lines) every component with a strong pixel counts,
-    whatever its size and shape.
+    whatever its size and shape. ``wide``, when given, receives the lines of big glyphs
+    of the coarse screen (``_wide_lines``).
     """
     high, low = _pool(arr, factor)
     if high.dtype.kind != "u":  # signed or float: differences need room
@@ -263,7 +295,71 @@ def _glyph_boxes(
     dilated = _dilate(low, TOPHAT_SIZE)
     if (dilated - low).max() >= strong:
         boxes += _components(_erode(dilated, TOPHAT_SIZE) - low, span, max_height, max_width, sensitivity, sure, big)
+    if wide is not None:
+        tallest = min(DENSE_MAX_GLYPH // factor, int(0.2 * det_rows))  # a glyph's limits, as above
+        wide.extend(_wide_lines(high, low, span, boxes, sure, tallest))
     return boxes
+
+
+def _wide_lines(
+    high: np.ndarray, low: np.ndarray, span: float, fine: list[Box], sure: list[Box] | None, max_height: int
+) -> list[tuple[Box, int, int]]:
+    """Lines of glyphs whose strokes are wider than the top-hat window: (box, glyphs,
+    median height), detection pixels.
+
+    Every ``COARSE``-th pixel of the detection image's block max (min), top-hat as at
+    detection scale; a component counts as a glyph when it has a glyph's shape, is
+    ``BIG_GLYPH`` to ``max_height`` high, and strong in most of its pixels
+    (``WIDE_STRONG``). A line is a row of ``WIDE_WORD`` such glyphs in one polarity, of
+    which at least one holds no glyph of ``fine`` (the detection-scale glyphs) half its
+    height (else the fine screen saw the word). Its glyphs go to ``sure``. A text-free
+    image seldom has one: a thick collimation border is a step, which a top-hat does not
+    see, and bones and organs at this scale are blobs strong at their rim only.
+    """
+    if min(high.shape) < COARSE * TOPHAT_SIZE:
+        return []
+    # sampled, not pooled again: a stroke this wide keeps a few samples, and a pooling pass
+    # cost three times the rest (1.4 ms on a 3000x2500 film)
+    coarse_high = np.ascontiguousarray(high[COARSE // 2 :: COARSE, COARSE // 2 :: COARSE])
+    coarse_low = np.ascontiguousarray(low[COARSE // 2 :: COARSE, COARSE // 2 :: COARSE])
+    columns = coarse_high.shape[1]
+    strong = CONTRAST * span
+    responses = []
+    eroded = _erode(coarse_high, TOPHAT_SIZE)
+    if (coarse_high - eroded).max() >= strong:
+        responses.append(coarse_high - _dilate(eroded, TOPHAT_SIZE))
+    dilated = _dilate(coarse_low, TOPHAT_SIZE)
+    if (dilated - coarse_low).max() >= strong:
+        responses.append(_erode(dilated, TOPHAT_SIZE) - coarse_low)
+    small = np.asarray(fine, dtype=np.int64).reshape(-1, 4)
+    small_height = small[:, 3] - small[:, 1]
+
+    def seen(box: Box) -> bool:
+        x0, y0, x1, y1 = box
+        inside = (small[:, 0] >= x0) & (small[:, 1] >= y0) & (small[:, 2] <= x1) & (small[:, 3] <= y1)
+        return bool((inside & (2 * small_height >= y1 - y0)).any())
+
+    out: list[tuple[Box, int, int]] = []
+    for response in responses:
+        found, sizes, peaks = _component_stats(response > GROW_CONTRAST * span, response >= strong)
+        h, w = found[:, 3] - found[:, 1], found[:, 2] - found[:, 0]
+        keep = (COARSE * h >= BIG_GLYPH) & (COARSE * h <= max_height) & (w <= 12 * h) & (w <= 0.6 * columns)
+        keep &= peaks >= WIDE_STRONG * sizes
+        # a sample stands for the COARSE pixels around it: half a step out on either side
+        boxes = found[keep] * COARSE + np.array([-1, -1, 1, 1]) * (COARSE // 2)
+        boxes[:, 0:2] = np.maximum(boxes[:, 0:2], 0)
+        boxes[:, 2] = np.minimum(boxes[:, 2], high.shape[1])
+        boxes[:, 3] = np.minimum(boxes[:, 3], high.shape[0])
+        glyphs: list[Box] = [tuple(box) for box in boxes.tolist()]
+        # a word of big glyphs in one polarity (the other one's blobs are the same bone
+        # seen from its other side); one or two glyphs are a marker, kept anyway
+        for line, count, height in _group_lines(glyphs, height_ratio=DENSE_HEIGHT_RATIO):
+            members = [g for g in glyphs if _inside(g, line)]
+            if count >= WIDE_WORD and not all(seen(g) for g in members):
+                out.append((line, count, height))
+                if sure is not None:
+                    sure.extend(members)
+    return out
 
 
 def preview_has_candidates(preview: np.ndarray, level: int, rows: int, columns: int) -> bool:
@@ -345,12 +441,40 @@ def ink_boxes(arr: np.ndarray, box: Box, line_height: int, bright: bool, window:
     region is left out), grouped into lines; a line needs one glyph with a stroke of
     ``CONTRAST``, weak glyphs beside it (thin anti-aliased digits, punctuation) join it.
     Each line's box is padded by ``INK_PAD`` and clipped to ``box``. Nothing found:
-    ``[box]`` (fail closed).
+    ``[box]`` (fail closed). Lines of big glyphs (``BIG_GLYPH``) are looked at on the
+    coarse screen's scale too, whose window their wide strokes fit.
     """
+    rows, columns = arr.shape
+    factor = max(1, math.ceil(max(rows, columns) / DETECTION_SIDE))
+    span = stroke_span(arr, window)
+    fine = _ink_glyphs(arr, box, line_height, bright, span, factor)
+    if fine is None:
+        return [box]
+    found, strong = fine
+    # strokes may be wider than the window: the coarse screen's scale too (for glyphs of
+    # its sizes only: a region whose line height is a skull's has no big-glyph ink)
+    if BIG_GLYPH * factor <= line_height <= DENSE_MAX_GLYPH:
+        coarse = _ink_glyphs(arr, box, line_height, bright, span, factor * COARSE)
+        if coarse is not None:
+            found, strong = found + coarse[0], strong + coarse[1]
+    x0, y0, x1, y1 = box
+    out: list[Box] = []
+    for (lx0, ly0, lx1, ly1), _count, _height in _group_lines(found):
+        if not any(_inside(s, (lx0, ly0, lx1, ly1)) for s in strong):
+            continue  # noise in the padding, or faint anatomy
+        pad = INK_PAD
+        out.append((max(x0, lx0 - pad), max(y0, ly0 - pad), min(x1, lx1 + pad), min(y1, ly1 + pad)))
+    return out or [box]
+
+
+def _ink_glyphs(
+    arr: np.ndarray, box: Box, line_height: int, bright: bool, span: float, factor: int
+) -> tuple[list[Box], list[Box]] | None:
+    """``ink_boxes``' glyphs in ``box`` at detection scale ``factor``: (all, strong), image
+    pixels; None when the box is too small to pool."""
     from scipy import ndimage
 
     rows, columns = arr.shape
-    factor = max(1, math.ceil(max(rows, columns) / DETECTION_SIDE))
     x0, y0, x1, y1 = box
     margin = TOPHAT_SIZE * factor
     cx0, cy0 = max(0, x0 - margin) // factor * factor, max(0, y0 - margin) // factor * factor
@@ -358,11 +482,10 @@ def ink_boxes(arr: np.ndarray, box: Box, line_height: int, bright: bool, window:
     cy1 = min(rows, cy0 + -(-(min(rows, y1 + margin) - cy0) // factor) * factor)
     crop = arr[cy0:cy1, cx0:cx1]
     if min(crop.shape) < factor:
-        return [box]
+        return None
     high, low = _pool(crop, factor)
     if high.dtype.kind != "u":
         high, low = high.astype(np.float32), low.astype(np.float32)
-    span = stroke_span(arr, window)
     tallest = 2 * max(1, line_height) // factor + 2
     found: list[Box] = []
     strong: list[Box] = []
@@ -390,10 +513,54 @@ def ink_boxes(arr: np.ndarray, box: Box, line_height: int, bright: bool, window:
                 strong.append(full)
         if strong:  # the region's polarity found its glyphs: the other one holds their gaps
             break
-    out: list[Box] = []
-    for (lx0, ly0, lx1, ly1), _count, _height in _group_lines(found):
-        if not any(_inside(s, (lx0, ly0, lx1, ly1)) for s in strong):
-            continue  # noise in the padding, or faint anatomy
-        pad = INK_PAD
-        out.append((max(x0, lx0 - pad), max(y0, ly0 - pad), min(x1, lx1 + pad), min(y1, ly1 + pad)))
-    return out or [box]
+    return found, strong
+
+
+#: A ruler: at least this many tick marks ...
+RULER_TICKS = 5
+#: ... each at most this share of its length wide, evenly spaced (each gap within this
+#: share of the median gap, or 2 pixels).
+RULER_TICK_SHAPE = 0.34
+RULER_SPACING = 0.2
+
+
+def periodic_bars(arr: np.ndarray, box: Box) -> bool:
+    """Whether ``box`` holds a ruler's tick marks and nothing else: thin bars, all across
+    one way, evenly spaced, on a bar or not.
+
+    The text detector boxes a ruler's ticks as a word, and OCR reads low-confidence junk
+    there (one to fifteen "characters" a word, none sure): blanked as text, a scale beside
+    a label went with it. Ink is the crop's upper half of its range, or its lower half;
+    rows (columns) mostly ink are the ruler's bar and are left out; what remains
+    must be ``RULER_TICKS`` or more components, each a thin bar (``RULER_TICK_SHAPE``),
+    at a regular pitch (``RULER_SPACING``). A letter among them (a label beside the
+    ruler) is no thin bar, and the box stays text.
+    """
+    from scipy import ndimage
+
+    x0, y0, x1, y1 = box
+    crop = arr[y0:y1, x0:x1].astype(np.float32)
+    if min(crop.shape) < 3:
+        return False
+    low, high = np.percentile(crop, (0.5, 99.5))
+    if high - low <= 0:
+        return False
+    middle = low + 0.5 * (high - low)
+    # either polarity (a region's is judged from its border, which a ruler's bar may
+    # fill), ticks across a horizontal ruler, then a vertical one
+    for mask in (crop > middle, crop < middle, (crop > middle).T, (crop < middle).T):
+        mask = mask & ~(mask.mean(axis=1) > 0.6)[:, None]
+        labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+        if count < RULER_TICKS:
+            continue
+        spans = ndimage.find_objects(labels)
+        widths = np.array([s[1].stop - s[1].start for s in spans])
+        heights = np.array([s[0].stop - s[0].start for s in spans])
+        if (widths > RULER_TICK_SHAPE * heights).any():
+            continue
+        centres = np.sort([(s[1].start + s[1].stop) / 2 for s in spans])
+        gaps = np.diff(centres)
+        pitch = float(np.median(gaps))
+        if pitch > 0 and (np.abs(gaps - pitch) <= max(2.0, RULER_SPACING * pitch)).all():
+            return True
+    return False

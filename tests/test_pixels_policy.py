@@ -9,6 +9,7 @@ beside a side marker must be unreadable afterwards, and the marker must stay.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 import subprocess
@@ -340,20 +341,26 @@ def test_an_icon_letter_far_from_the_text_stays_and_unsure_letters_beside_it_go(
     """A region read as text blanks every word of its glyph height, however unsure. The
     ultrasound's probe icon, a "P" in a disc three line heights right of its settings
     column, was read as a one-letter word there and blanked with a corner of the image
-    (the marker kept 31 of 32 on the real set). Unsure one- or two-character words that
-    no chain of nearby words ties to the text stay; a chain of them beside the text, and
-    a far unsure word of three characters, still go."""
+    (the marker kept 31 of 32 on the real set). The recogniser has the last word
+    (``cleaning.confirm_reads``): a glyph's box goes only within a line height of text
+    of its decision, so the letters beside the name go and the far icon stays; a far
+    unsure word goes when it reads as text."""
     shape = (200, 400)
+    arr = _text(np.zeros(shape, dtype=np.uint16), (10, 8), "HOLL", 17, HIGH)
+    arr = _text(arr, (76, 8), "A G A T", 17, HIGH)
+    arr = _text(arr, (200, 8), "P", 17, HIGH)
+    arr = _text(arr, (300, 8), "AGATHA", 17, HIGH)
     region = Region(0, 0, 400, 60, bright=True, glyphs=8, line_height=17)
     sure = Word(10, 10, 70, 27, allowed=False, confidence=95, characters=4)
     chain = [Word(76 + 14 * k, 10, 86 + 14 * k, 27, allowed=False, confidence=30, characters=1) for k in range(4)]
     icon = Word(200, 10, 214, 27, allowed=False, confidence=30, characters=1)
-    far_word = Word(300, 10, 350, 27, allowed=False, confidence=20, characters=3)
+    far_word = Word(300, 10, 370, 27, allowed=False, confidence=20, characters=3)
     decision = policy.decide(region, [sure, *chain, icon, far_word], PixelOptions(), shape)
     assert decision.kind == "text"
     words = decision.blank[decision.lines :]
-    assert policy.word_box(icon, shape) not in words
-    assert {policy.word_box(w, shape) for w in (sure, *chain, far_word)} <= set(words)
+    (confirmed,) = cleaning.confirm_reads(arr, [dataclasses.replace(decision, blank=words, lines=0)], PixelOptions())
+    assert policy.word_box(icon, shape) not in confirmed.blank
+    assert {policy.word_box(w, shape) for w in (sure, *chain, far_word)} <= set(confirmed.blank)
     # the region's unread lines of glyphs are blanked only near the words read
     assert policy.beside_words((90, 8, 140, 30), words, 17)
     assert not policy.beside_words((196, 8, 218, 30), tuple(b for b in words if b[0] < 150), 17)

@@ -37,6 +37,7 @@ from cxr_dask.deid.pixels.detection import (
 )
 from cxr_dask.deid.pixels.ocr import _read_in_chunks, read_regions
 from cxr_dask.deid.pixels.policy import (
+    LINE_REACH,
     Decision,
     beside_words,
     decide,
@@ -317,8 +318,8 @@ def confirm_reads(arr: np.ndarray, decisions: list[Decision], options: PixelOpti
     ink beside "ERECT": none reads as text. "ERECT" misread by Tesseract in a montage
     ("RECT" at 85) reads as the marker it is; a word box inside a box read as a marker is
     a piece of it. What is not read (the recogniser costs about 0.1 ms a column of its
-    48-pixel-high input): a box of one glyph's room (it cannot hold two characters; kept
-    only when a sure word backs it), a box inside a bigger box of its decision already
+    48-pixel-high input): a box of one glyph's room (it cannot hold two characters; it
+    is blanked when a box of its decision within a line height is), a box inside a bigger box of its decision already
     confirmed (blanked with it), and a box sure words back that is too long to be a
     marker (``MARKER_ASPECT``) or on a page of more than ``READ_ALL`` boxes.
     """
@@ -339,13 +340,14 @@ def confirm_reads(arr: np.ndarray, decisions: list[Decision], options: PixelOpti
     markers: set[tuple[int, int]] = set()
     first: list[tuple[int, int]] = []
     later: list[tuple[int, int]] = []
+    glyphs: list[tuple[int, int]] = []
     for i, k in boxes:
         x0, y0, x1, y1 = decisions[i].blank[k]
         width, height = x1 - x0, y1 - y0
         if backed(i, k) and (len(boxes) > READ_ALL or width > MARKER_ASPECT * height):
             verdict[(i, k)] = True
         elif width < ONE_GLYPH * height and height < 3 * width:
-            verdict[(i, k)] = backed(i, k)
+            glyphs.append((i, k))
         else:
             (later if containers(i, k) else first).append((i, k))
 
@@ -367,6 +369,15 @@ def confirm_reads(arr: np.ndarray, decisions: list[Decision], options: PixelOpti
         else:
             unsettled.append((i, k))
     judge(unsettled)
+    # a glyph's box goes with text of its decision within a line height ("PM" of a time
+    # whose digits OCR boxed apart); alone, or far from it (an ultrasound probe's "P"
+    # icon beside the settings column), it stays
+    for i, k in glyphs:
+        box = decisions[i].blank[k]
+        reach = LINE_REACH * (box[3] - box[1])
+        verdict[(i, k)] = backed(i, k) or any(
+            v and _gap(box, decisions[j].blank[m]) <= reach for (j, m), v in verdict.items() if j == i
+        )
     out = []
     for i, d in enumerate(decisions):
         if d.kind != "text":
@@ -378,6 +389,11 @@ def confirm_reads(arr: np.ndarray, decisions: list[Decision], options: PixelOpti
             continue
         out.append(dataclasses.replace(d, blank=tuple(d.blank[k] for k in kept), lines=sum(k < d.lines for k in kept)))
     return out
+
+
+def _gap(a: Box, b: Box) -> int:
+    """The larger of the horizontal and vertical gaps between two boxes (negative: overlap)."""
+    return max(b[0] - a[2], a[0] - b[2], b[1] - a[3], a[1] - b[3])
 
 
 def _inside(box: Box, other: Box) -> bool:

@@ -89,31 +89,6 @@ def is_sure(word: Word) -> bool:
     )
 
 
-def _gap(a: Word | Box, b: Word | Box) -> int:
-    """The larger of the horizontal and vertical gaps between two boxes (negative: overlap)."""
-    ax0, ay0, ax1, ay1 = (a.x0, a.y0, a.x1, a.y1) if isinstance(a, Word) else a
-    bx0, by0, bx1, by1 = (b.x0, b.y0, b.x1, b.y1) if isinstance(b, Word) else b
-    return max(bx0 - ax1, ax0 - bx1, by0 - ay1, ay0 - by1)
-
-
-def _apart(words: list[Word], evidence: list[Word], height: float) -> list[Word]:
-    """Unsure words of one or two characters that no chain of words, each within
-    ``LINE_REACH`` line heights of the next, ties to a word read with confidence: an icon
-    or a marker-sized mark in the region (the ultrasound's probe "P", read as a letter
-    three heights right of the settings column), which identifies nobody."""
-    near = list(evidence)
-    rest = [w for w in words if not any(w is e for e in evidence)]
-    grown = True
-    while grown:
-        grown = False
-        for w in list(rest):
-            if any(_gap(w, n) <= LINE_REACH * height for n in near):
-                near.append(w)
-                rest.remove(w)
-                grown = True
-    return [w for w in rest if w.characters <= 2]
-
-
 def word_box(word: Word, shape: tuple[int, int]) -> Box:
     """The word's box grown by a few pixels (anti-aliasing, OCR box jitter), inside the image."""
     pad = 2 + (word.y1 - word.y0) // 10
@@ -146,8 +121,9 @@ def decide(region: Region, words: list[Word], options: PixelOptions, shape: tupl
     a marker. A line where no word is read with confidence is ``flagged`` and left in
     place (thin bright anatomy, wires and edges are what nobody can read); the second
     stage (``textdet``) may still find text there. On a line that is text, every word
-    read that is not allow-listed is blanked, box by box, and allow-listed words stay;
-    so do unsure one- and two-character words far from the text (``_apart``).
+    read that is not allow-listed is blanked, box by box, and allow-listed words stay
+    (the recogniser then has the last word on the boxes no sure word backs:
+    ``cleaning.confirm_reads``).
     """
     box = region.box
     if options.strict:
@@ -161,14 +137,12 @@ def decide(region: Region, words: list[Word], options: PixelOptions, shape: tupl
     # box of its glyph height on it is text too, however unsure its reading (a name beside
     # PORTABLE, read at low confidence, stayed readable when only sure words were blanked).
     height = float(np.median([w.y1 - w.y0 for w in evidence]))
-    apart = _apart(words, evidence, height)
     blank = tuple(
         word_box(w, shape)
         for w in words
         if not w.allowed
         and (w.characters or w.symbols)
         and (is_evidence(w) or height / WORD_HEIGHT_RATIO <= w.y1 - w.y0 <= height * WORD_HEIGHT_RATIO)
-        and not any(w is a for a in apart)
     )
     if not blank and all(w.allowed for w in words if w.characters or w.symbols):
         return Decision("marker", "allow-listed", keep=tuple(w for w in words if w.allowed))

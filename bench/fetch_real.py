@@ -82,41 +82,38 @@ def _show(repo: Path, name: str) -> bytes | None:
         return None
 
 
+def _copy(repo: Path, prefix: str, target: Path, films: bool) -> int:
+    """Every DICOM file under ``prefix`` as it is (named by its path below it, "/" as
+    "__"), or with ``films`` every PNG or JPEG wrapped; how many."""
+    target.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for name in _names(repo, prefix):
+        if films and not name.lower().endswith((".png", ".jpg", ".jpeg")):
+            continue
+        data = _show(repo, name)
+        if data is None:
+            continue  # left out of the snapshot
+        if films and data.startswith((b"\x89PNG", b"\xff\xd8")):
+            (target / (Path(name).stem + ".dcm")).write_bytes(_wrap_png(data))
+        elif not films and data[128:132] == b"DICM":
+            (target / name[len(prefix) :].replace("/", "__")).write_bytes(data)
+        else:
+            continue  # not a DICOM file or an image (a README, an LFS pointer)
+        count += 1
+    return count
+
+
 def fetch(cache: Path, mirrors: Path) -> dict[str, int]:
     """Copy every source file present into ``cache``; the number copied per source."""
     copied: dict[str, int] = {}
-    for mirror, prefix, folder in SOURCES:
+    for mirror, prefix, folder in SOURCES + FILMS:
         repo = mirrors / mirror / "repo"
         if not repo.exists():
             print(f"source absent: {mirror} (mirror it first, e.g. the fetch tool); skipped", file=sys.stderr)
             continue
-        target = cache / folder
-        target.mkdir(parents=True, exist_ok=True)
-        count = 0
-        for name in _names(repo, prefix):
-            data = _show(repo, name)
-            if data is None or data[128:132] != b"DICM":
-                continue  # not a DICOM file (a README, an LFS pointer, a file left out)
-            (target / name[len(prefix) :].replace("/", "__")).write_bytes(data)
-            count += 1
+        count = _copy(repo, prefix, cache / folder, films=(mirror, prefix, folder) in FILMS)
         copied[f"{mirror} {folder}"] = count
-        print(f"{mirror}: {count} files into {target}")
-    for mirror, prefix, folder in FILMS:
-        repo = mirrors / mirror / "repo"
-        if not repo.exists():
-            print(f"source absent: {mirror} (mirror it first, e.g. the fetch tool); skipped", file=sys.stderr)
-            continue
-        target = cache / folder
-        target.mkdir(parents=True, exist_ok=True)
-        count = 0
-        for name in _names(repo, prefix):
-            data = _show(repo, name) if name.lower().endswith((".png", ".jpg", ".jpeg")) else None
-            if data is None or not data.startswith((b"\x89PNG", b"\xff\xd8")):
-                continue
-            (target / (Path(name).stem + ".dcm")).write_bytes(_wrap_png(data))
-            count += 1
-        copied[f"{mirror} {folder}"] = count
-        print(f"{mirror}: {count} films into {target}")
+        print(f"{mirror}: {count} files into {cache / folder}")
     for mirror, name, folder, out in FILES + PNGS:
         repo = mirrors / mirror / "repo"
         if not repo.exists():

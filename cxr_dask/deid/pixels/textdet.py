@@ -78,21 +78,25 @@ def _get_session():
     global _session
     with _lock:
         if _session is None:
-            import onnxruntime
-
             path = model_path()
             if path is None:
                 raise RuntimeError("text detector model not installed")
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = 1
-            options.inter_op_num_threads = 1
-            options.log_severity_level = 3
-            # no memory plan kept per input shape: crops come in dozens of shapes and batch
-            # sizes, and the plans cost more memory than they save time (SC1: 346 -> 299
-            # MiB peak, the same CPU)
-            options.enable_mem_pattern = False
-            _session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            _session = new_session(path)
         return _session
+
+
+def new_session(path: Path):
+    """An onnxruntime session on one thread (Dask runs one task per core), quiet, with no
+    memory plan kept per input shape: crops come in dozens of shapes and batch sizes, and
+    the plans cost more memory than they save time (SC1: 346 -> 299 MiB peak, the same CPU)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.enable_mem_pattern = False
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _display8(crop: np.ndarray) -> np.ndarray:

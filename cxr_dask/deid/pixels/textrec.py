@@ -74,19 +74,12 @@ def _get_session():
     global _session, _characters
     with _lock:
         if _session is None:
-            import onnxruntime
-
             from cxr_dask.deid.pixels import textdet
 
             path = textdet.model_path(MODEL_FILE)
             if path is None:
                 raise RuntimeError("text recogniser model not installed")
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = 1
-            options.inter_op_num_threads = 1
-            options.log_severity_level = 3
-            options.enable_mem_pattern = False  # one plan per input width is memory for nothing (textdet)
-            session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            session = textdet.new_session(path)
             _characters = session.get_modelmeta().custom_metadata_map["character"].splitlines()
             _session = session
         return _session

@@ -32,6 +32,8 @@ INPUT_HEIGHT = 48
 MAX_WIDTH = 1600
 #: Crops run through the model together (padded to the widest).
 BATCH = 8
+#: A box narrower than this many times its height is read as two halves too.
+TWO_LINES = 2.5
 #: A read counts with this mean probability of its Latin letters and digits (text read
 #: 0.89-1.0 on the real set; junk on anatomy 0.06-0.71) ...
 MIN_SCORE = 0.85
@@ -94,7 +96,8 @@ def _stretched(crop: np.ndarray) -> np.ndarray:
 
 def _views(arr: np.ndarray, box: Box) -> list[np.ndarray]:
     """The box (with a margin) stretched to 8 bits, at the model's height, in pieces of at
-    most ``MAX_WIDTH``; a box taller than twice its width is turned both ways too."""
+    most ``MAX_WIDTH``; a box taller than twice its width is turned both ways too, one
+    as high as a third of its width (``TWO_LINES``) halved too."""
     rows, columns = arr.shape[:2]
     x0, y0, x1, y1 = box
     margin = max(2, (y1 - y0) // 6)
@@ -105,6 +108,11 @@ def _views(arr: np.ndarray, box: Box) -> list[np.ndarray]:
     turns = [gray]
     if gray.shape[0] > 2 * gray.shape[1]:
         turns += [np.ascontiguousarray(np.rot90(gray, 1)), np.ascontiguousarray(np.rot90(gray, 3))]
+    elif gray.shape[1] < TWO_LINES * gray.shape[0] and y1 - y0 >= 16:
+        # as high as a third of its width: maybe two lines ("kV 120" over "mA 200", one
+        # detector box), which the model, trained on single lines, reads as nothing
+        half = gray.shape[0] // 2
+        turns += [gray[: half + margin], gray[half - margin :]]
     out = []
     for view in turns:
         width = max(8, round(INPUT_HEIGHT * view.shape[1] / view.shape[0]))

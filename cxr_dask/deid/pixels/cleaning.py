@@ -119,7 +119,10 @@ def dense_lines(
     for region, words in zip(found, _read_in_chunks(arr, found, options, stroke_span(arr, window)), strict=True):
         decision = decide(region, words, options, arr.shape)
         if decision.kind == "text" and 2 * sum(is_evidence(w) for w in words) >= len(words):
-            out.append((region, dataclasses.replace(decision, why="words read on a dense page")))
+            # most words read are evidence: the line is as sure as a sure word (the
+            # recogniser need not read the ~400 boxes of a film scan's pages again)
+            sure = (*decision.sure, region.box)
+            out.append((region, dataclasses.replace(decision, why="words read on a dense page", sure=sure)))
         elif decision.kind in ("flagged", "text"):
             unread.append(region)
     # what OCR could not read, the text detector sees at the line's own scale
@@ -330,7 +333,8 @@ def confirm_reads(arr: np.ndarray, decisions: list[Decision], options: PixelOpti
         return decisions
 
     def backed(i: int, k: int) -> bool:
-        return any(_covers(decisions[i].blank[k], sure) for sure in decisions[i].sure)
+        box = decisions[i].blank[k]
+        return any(_covers(box, sure) or _inside(box, sure) for sure in decisions[i].sure)
 
     def containers(i: int, k: int) -> list[int]:
         box = decisions[i].blank[k]

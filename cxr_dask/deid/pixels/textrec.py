@@ -94,27 +94,33 @@ def _stretched(crop: np.ndarray) -> np.ndarray:
     return (np.clip((values - low) / max(float(high - low), 1.0), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def _views(arr: np.ndarray, box: Box) -> list[np.ndarray]:
+def _views(arr: np.ndarray, box: Box) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The box (with a margin) stretched to 8 bits, at the model's height, in pieces of at
-    most ``MAX_WIDTH``; a box taller than twice its width is turned both ways too, one
-    as high as a third of its width (``TWO_LINES``) halved too."""
+    most ``MAX_WIDTH`` (a box taller than twice its width turned both ways); and, for a
+    box as high as a third of its width (``TWO_LINES``), its two halves, read only when
+    the box itself reads as nothing: maybe two lines ("kV 120" over "mA 200", one
+    detector box), which the model, trained on single lines, reads as nothing."""
     rows, columns = arr.shape[:2]
     x0, y0, x1, y1 = box
     margin = max(2, (y1 - y0) // 6)
     crop = arr[max(0, y0 - margin) : min(rows, y1 + margin), max(0, x0 - margin) : min(columns, x1 + margin)]
     if min(crop.shape[:2]) < 4:
-        return []
+        return [], []
     gray = _stretched(crop)
     turns = [gray]
+    halves = []
     if gray.shape[0] > 2 * gray.shape[1]:
         turns += [np.ascontiguousarray(np.rot90(gray, 1)), np.ascontiguousarray(np.rot90(gray, 3))]
     elif gray.shape[1] < TWO_LINES * gray.shape[0] and y1 - y0 >= 16:
-        # as high as a third of its width: maybe two lines ("kV 120" over "mA 200", one
-        # detector box), which the model, trained on single lines, reads as nothing
         half = gray.shape[0] // 2
-        turns += [gray[: half + margin], gray[half - margin :]]
+        halves = [gray[: half + margin], gray[half - margin :]]
+    return _scaled(turns), _scaled(halves)
+
+
+def _scaled(views: list[np.ndarray]) -> list[np.ndarray]:
+    """Each view at the model's height, in pieces of at most ``MAX_WIDTH``."""
     out = []
-    for view in turns:
+    for view in views:
         width = max(8, round(INPUT_HEIGHT * view.shape[1] / view.shape[0]))
         scaled = np.asarray(Image.fromarray(view).resize((width, INPUT_HEIGHT), Image.Resampling.BILINEAR))
         for start in range(0, width, MAX_WIDTH - INPUT_HEIGHT):
@@ -171,14 +177,18 @@ def read(arr: np.ndarray, boxes: list[Box], is_allowed: Callable[[str], bool]) -
     """The best reading of each box (image coordinates, end-exclusive) over its views.
 
     Each distinct box is read as it is; one that reads as neither text nor a marker is
-    read once more inverted (the model reads both polarities, not always equally well).
+    read once more inverted (the model reads both polarities, not always equally well),
+    and as two halves when it may hold two lines.
     """
     unique = list(dict.fromkeys(boxes))
     views = [_views(arr, box) for box in unique]
     best = [Reading(0, 0, 0.0) for _ in unique]
-    _run([(k, view) for k, found in enumerate(views) for view in found], best, is_allowed)
+    _run([(k, view) for k, (found, _) in enumerate(views) for view in found], best, is_allowed)
     again = [
-        (k, 255 - view) for k, found in enumerate(views) if not (best[k].is_text or best[k].is_marker) for view in found
+        (k, view)
+        for k, (found, halves) in enumerate(views)
+        if not (best[k].is_text or best[k].is_marker)
+        for view in [*(255 - v for v in found), *halves]
     ]
     _run(again, best, is_allowed)
     by_box = dict(zip(unique, best, strict=True))

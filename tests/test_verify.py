@@ -312,16 +312,21 @@ def test_each_rendering_of_a_date_is_found(mixed, tmp_path, rendering):
     assert ("phi_in_element", "date") in {(f.kind, f.category) for f in report.findings}, written
 
 
-def _draw(path: Path, text: str) -> None:
-    """Paint ``text`` into an output's pixels with Pillow and re-save it uncompressed."""
+def _draw(path: Path, text: str, frames: int = 1) -> None:
+    """Paint ``text`` into an output's pixels with Pillow and re-save it uncompressed; with
+    ``frames``, as the last frame of a loop whose earlier frames are the image as it was."""
     ds = pydicom.dcmread(path)
     pixels = ds.pixel_array.astype(np.float64)
     canvas = Image.new("L", (pixels.shape[1], pixels.shape[0]), 0)
     ImageDraw.Draw(canvas).text((8, 8), text, fill=255, font=ImageFont.truetype(FONT, 22))
     mask = np.asarray(canvas) > 127
-    pixels[mask] = pixels.max()
-    pixels[~mask & (np.arange(pixels.shape[0])[:, None] < 40)] = pixels.min()
-    ds.PixelData = pixels.astype(ds.pixel_array.dtype).tobytes()
+    drawn = pixels.copy()
+    drawn[mask] = pixels.max()
+    drawn[~mask & (np.arange(pixels.shape[0])[:, None] < 40)] = pixels.min()
+    loop = np.stack([pixels] * (frames - 1) + [drawn])
+    ds.PixelData = loop.astype(ds.pixel_array.dtype).tobytes()
+    if frames > 1:
+        ds.NumberOfFrames = frames
     ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
     ds.save_as(path, enforce_file_format=True)
 
@@ -334,6 +339,25 @@ def test_text_put_back_into_pixels_is_read_by_the_real_ocr(mixed, tmp_path, caps
     report = verify(*locations(mixed, output))
     assert {(f.kind, f.category) for f in report.findings} == {("phi_in_pixels", "name")}, report.lines()
     assert surname.upper() not in "\n".join(report.lines()).upper()
+
+
+def test_text_in_a_later_frame_is_read_and_a_repeated_region_once(mixed, tmp_path):
+    image = next(i for i in mixed["corpus"].images if i.transfer_syntax == pydicom.uid.ExplicitVRLittleEndian)
+    surname = image.patient_name.split("^")[0]
+    output = _copy(mixed, tmp_path)
+    path = output_of(mixed, output, image.sop_instance_uid)
+    _draw(path, surname, frames=3)
+    report = verify(*locations(mixed, output))
+    assert {(f.kind, f.category) for f in report.findings} == {("phi_in_pixels", "name")}, report.lines()
+    # the same text in every frame of a loop: its region is read once
+    ds = pydicom.dcmread(path)
+    frame = ds.pixel_array[-1]
+    ds.PixelData = np.stack([frame] * 3).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    regions = verify(*locations(mixed, output)).pixels["regions flagged"]
+    ds.PixelData, ds.NumberOfFrames = frame.tobytes(), 1
+    ds.save_as(path, enforce_file_format=True)
+    assert verify(*locations(mixed, output)).pixels["regions flagged"] == regions
 
 
 @pytest.mark.parametrize(

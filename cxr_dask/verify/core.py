@@ -608,21 +608,24 @@ def check_pixels(
     if ocr is None:
         return
     try:
-        grey = pixels.frame_as_grey(pixels.stored_values(ds), int(ds.get("SamplesPerPixel", 1) or 1))
+        frames = pixels.frames_as_grey(pixels.stored_values(ds), int(ds.get("SamplesPerPixel", 1) or 1))
+        regions = pixels.flagged_crops(frames)
     except Exception:
         audit.add("pixel_check_failed", path, "PixelData", reason="the pixels could not be decoded")
         return
-    boxes = pixels.screen(grey)
-    if not boxes:
+    if not regions:
         return
     audit.report.pixels["images flagged"] += 1
-    audit.report.pixels["regions flagged"] += len(boxes)
-    try:
-        audit.report.pixels["OCR calls"] += 1
-        text = ocr.read(pixels.mosaic(grey, boxes))
-    except OcrFailure as failure:
-        audit.add("pixel_check_failed", path, "PixelData", reason=str(failure))
-        return
+    audit.report.pixels["regions flagged"] += len(regions)
+    texts = []
+    for page in pixels.pages(regions):
+        try:
+            audit.report.pixels["OCR calls"] += 1
+            texts.append(ocr.read(page))
+        except OcrFailure as failure:
+            audit.add("pixel_check_failed", path, "PixelData", reason=str(failure))
+            return
+    text = "\n".join(texts)
     audit.search("phi_in_pixels", path, "PixelData", text, set(), record)
 
 

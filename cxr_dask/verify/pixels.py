@@ -1,9 +1,10 @@
 """Verify's own look at pixels: a text-stroke screen, a fail-closed OCR call, the containers.
 
-Independent of ``cxr_dask.deid.pixels``: every output image is screened whatever its
-header says was done to it, and only the regions the screen flags are read (one
-Tesseract call per flagged image, on a mosaic of its regions), which keeps the check
-cheap on a large dataset. The call itself is ``cxr_dask.tools``, the one the
+Independent of ``cxr_dask.deid.pixels``: every frame of every output image is screened
+whatever its header says was done to it, and only the regions the screen flags are read
+(one Tesseract call per flagged image, on a mosaic of its regions; a multi-frame image's
+regions in pages of :data:`REGIONS_PER_PAGE`), which keeps the check cheap on a large
+dataset. The call itself is ``cxr_dask.tools``, the one the
 de-identifier makes (running a tool is no judgement; what is screened and what counts
 as identifying is verify's own). An OCR that is missing, crashes, exits non-zero or
 times out raises :class:`OcrFailure`; the caller reports it as a finding, never a pass.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +35,10 @@ SCREEN_SIDE = 1024
 STROKE_CONTRAST = 0.12
 #: Strokes are thinner than this (pixels of the screened frame).
 STROKE_WIDTH = 7
+#: The largest regions a frame's screen passes on.
 MAX_REGIONS = 12
+#: Regions read in one OCR call (a page of a multi-frame image's regions).
+REGIONS_PER_PAGE = 48
 #: Larger crops are scaled down to this height before OCR; smaller ones are scaled up.
 OCR_LINE_HEIGHT = 48
 
@@ -86,17 +91,35 @@ def stored_values(ds: Dataset, timeout: float = 120.0) -> np.ndarray:
         return pydicom.dcmread(target).pixel_array
 
 
-def frame_as_grey(pixels: np.ndarray, samples_per_pixel: int) -> np.ndarray:
-    """The first frame as floats in 0..1 (colour averaged to grey)."""
-    frame = np.asarray(pixels, dtype=np.float32)
-    if samples_per_pixel > 1:
-        if frame.ndim == 4:
-            frame = frame[0]
-        frame = frame.mean(axis=-1)
-    elif frame.ndim == 3:
-        frame = frame[0]
-    low, high = float(frame.min()), float(frame.max())
-    return (frame - low) / max(high - low, 1e-6)
+def frames_as_grey(pixels: np.ndarray, samples_per_pixel: int) -> Iterator[np.ndarray]:
+    """Every frame as floats in 0..1 (colour averaged to grey), each on its own range,
+    one at a time: text burned into a later frame of a loop (a frame's time) is as much
+    PHI as the first's, and a long loop is never held as floats whole."""
+    values = np.asarray(pixels)
+    stack = values if values.ndim == (4 if samples_per_pixel > 1 else 3) else values[np.newaxis]
+    for frame in stack:
+        plane = np.asarray(frame, dtype=np.float32)
+        if samples_per_pixel > 1:
+            plane = plane.mean(axis=-1)
+        low, high = float(plane.min()), float(plane.max())
+        yield (plane - low) / max(high - low, 1e-6)
+
+
+def flagged_crops(frames: Iterable[np.ndarray]) -> list[np.ndarray]:
+    """The padded crop of every region the screen flags in any frame; a crop a previous
+    frame already gave, pixel for pixel at the same place (a loop's fixed banner), once."""
+    seen: set[tuple[int, int, bytes]] = set()
+    crops = []
+    for grey in frames:
+        for row, col, height, width in screen(grey):
+            pad = max(2, height // 3)
+            top, left = max(0, row - pad), max(0, col - pad)
+            crop = grey[top : row + height + pad, left : col + width + pad]
+            key = (top, left, crop.tobytes())
+            if key not in seen:
+                seen.add(key)
+                crops.append(crop.copy())
+    return crops
 
 
 def screen(grey: np.ndarray) -> list[tuple[int, int, int, int]]:
@@ -134,25 +157,28 @@ def screen(grey: np.ndarray) -> list[tuple[int, int, int, int]]:
     return [(r, c, h, w) for _, r, c, h, w in boxes[:MAX_REGIONS]]
 
 
-def mosaic(grey: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> np.ndarray:
-    """The boxed regions (padded, scaled to a readable height) stacked on a white page."""
-    crops = []
-    for row, col, height, width in boxes:
-        pad = max(2, height // 3)
-        crop = grey[max(0, row - pad) : row + height + pad, max(0, col - pad) : col + width + pad]
+def mosaic(crops: list[np.ndarray]) -> np.ndarray:
+    """The crops, scaled to a readable height, stacked on a white page."""
+    lines = []
+    for crop in crops:
         scale = OCR_LINE_HEIGHT / max(crop.shape[0], 1)
         zoomed = ndimage.zoom(crop, scale, order=1) if abs(scale - 1) > 0.1 else crop
         zoomed = zoomed[:, :2000]
         if np.median(zoomed) < 0.5:  # light text on dark: Tesseract reads dark on light best
             zoomed = 1.0 - zoomed
-        crops.append(zoomed)
-    width = max(c.shape[1] for c in crops) + 40
-    page = np.ones((sum(c.shape[0] + 30 for c in crops) + 30, width), np.float32)
+        lines.append(zoomed)
+    width = max(line.shape[1] for line in lines) + 40
+    page = np.ones((sum(line.shape[0] + 30 for line in lines) + 30, width), np.float32)
     top = 30
-    for crop in crops:
-        page[top : top + crop.shape[0], 20 : 20 + crop.shape[1]] = crop
-        top += crop.shape[0] + 30
+    for line in lines:
+        page[top : top + line.shape[0], 20 : 20 + line.shape[1]] = line
+        top += line.shape[0] + 30
     return (np.clip(page, 0, 1) * 255).astype(np.uint8)
+
+
+def pages(crops: list[np.ndarray]) -> list[np.ndarray]:
+    """Mosaics of at most :data:`REGIONS_PER_PAGE` crops each: one OCR call a page."""
+    return [mosaic(crops[at : at + REGIONS_PER_PAGE]) for at in range(0, len(crops), REGIONS_PER_PAGE)]
 
 
 # --------------------------------------------------------------------------- containers

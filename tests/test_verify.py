@@ -385,6 +385,42 @@ def test_an_input_without_output_or_audit_row_is_a_finding(mixed, tmp_path):
     assert [f.kind for f in report.findings] == ["input_unaccounted"]
 
 
+def _inputs_edited(workspace: dict, tmp_path: Path, name: str, change: Callable) -> Location:
+    """A copy of INPUT with one special input's header changed (no new run: verify only
+    harvests the inputs' values)."""
+    raw = tmp_path / "raw"
+    shutil.copytree(workspace["input"], raw)
+    _edit(raw / "special" / name, change)
+    return Location(str(raw))
+
+
+def test_the_method_record_this_tool_writes_is_no_leak_but_its_words_elsewhere_are(mixed, tmp_path):
+    def vendor_word(ds):  # a private value that is a word of every output's method record
+        ds.private_block(0x0009, "SOME VENDOR 1.0", create=True).add_new(0x02, "LO", "Descriptors")
+
+    raw = _inputs_edited(mixed, tmp_path, "knee_film.dcm", vendor_word)
+    report = verify(raw, *locations(mixed)[1:], ocr=None)
+    assert report.findings == [], report.lines()
+    assert any("method record" in note.reason for note in report.notes)
+    output = _copy(mixed, tmp_path)
+    _plant_in_synth(lambda _: "descriptors")(mixed, output)
+    report = verify(raw, *locations(mixed, output)[1:], ocr=None)
+    assert [(f.kind, f.category) for f in report.findings] == [("phi_in_element", "private")], report.lines()
+
+
+def test_a_name_field_the_device_filled_with_its_model_is_a_note(mixed, tmp_path):
+    """fo-dicom's GH064: ContentCreatorName "Achieva", the model name the output keeps."""
+
+    def device_as_creator(ds):
+        ds.ContentCreatorName = str(ds.ManufacturerModelName)
+
+    raw = _inputs_edited(mixed, tmp_path, "vendor_private.dcm", device_as_creator)
+    report = verify(raw, *locations(mixed)[1:], ocr=None)
+    assert report.findings == [], report.lines()
+    notes = [n for n in report.notes if n.attribute == "ManufacturerModelName" and n.category == "name"]
+    assert notes and "vendor's name" in notes[0].reason
+
+
 def test_distributed_verify_finds_what_the_local_one_finds(mixed, client, tmp_path):
     output = _copy(mixed, tmp_path)
     PLANTED["mrn"][0](mixed, output)

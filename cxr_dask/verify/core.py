@@ -53,6 +53,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from cxr_dask import metadata, storage
 from cxr_dask.dicom import vrs
+from cxr_dask.dicom.codes import OWN_TEXTS
 from cxr_dask.dicom.dates import as_date, date_digits, in_shifted_years, within_shifted_years
 from cxr_dask.dicom.layout import DICOM_ID, IMAGE_PATH_FORM, parse_image_path
 from cxr_dask.dicom.values import keyword_text, tag_name, value_strings
@@ -70,6 +71,7 @@ from cxr_dask.verify import pixels
 from cxr_dask.verify.needles import Needle, Needles, digest
 from cxr_dask.verify.pixels import OcrFailure, OcrSettings
 from cxr_dask.verify.vocabulary import (
+    EQUIPMENT_COINCIDENCES,
     EQUIPMENT_KEYWORDS,
     IDENTIFIER_PATTERNS,
     SHAPES_OF_VALUE,
@@ -393,6 +395,7 @@ class Audit:
         seen: set | None = None,
         record: InputRecord | None = None,
         held_as: str | None = None,
+        ours: bool = False,
     ) -> bool:
         """Judge every needle in ``text``, once per (path, attribute); True when any was found.
 
@@ -408,7 +411,11 @@ class Audit:
                 if mark in seen:
                     continue
                 seen.add(mark)
-            self.judge(kind, path, attribute, needle, record, held_as, text)
+            if ours:
+                reason = "a word of the de-identification method record this tool writes (fixed text)"
+                self.note("coincidence", path, attribute, needle.category, needle.index, reason)
+            else:
+                self.judge(kind, path, attribute, needle, record, held_as, text)
         return found
 
     def judge(
@@ -425,12 +432,14 @@ class Audit:
         own = record is not None and record.patient_code in needle.patients
         # a place (an institution named like its vendor) or a private value (a product id
         # inside the model name) that is also the equipment's name the input held there
-        vendor = needle.category in ("place", "private") and held_as in EQUIPMENT_KEYWORDS
+        # or a device id or a person-name field the device filled with its own name
+        # (fo-dicom's GH064: ContentCreatorName "Achieva", the model; dwv's OsiriX capture)
+        vendor = needle.category in EQUIPMENT_COINCIDENCES and held_as in EQUIPMENT_KEYWORDS
         # a name that is also a defined term of the image's type (pydicom's enhanced CT
         # "Perfusion^MCA Stroke", ImageType DERIVED\PRIMARY\PERFUSION) the input held there
         typed = needle.category == "name" and held_as in IMAGE_TYPE_KEYWORDS
         if own and (vendor or typed) and record is not None and held_as is not None and record.holds(held_as, text):
-            what = {"place": "a place name", "private": "a private value"}.get(needle.category, "a name")
+            what = {"place": "a place name", "private": "a private value", "id": "an id"}.get(needle.category, "a name")
             whose = "a term of the image's type" if typed else "the vendor's name"
             self.note(
                 "coincidence",
@@ -463,6 +472,9 @@ class Audit:
                 "identifies another patient; this image's input never held this value here",
             )
 
+
+#: Attributes of the method record this tool writes (``codes.OWN_TEXTS``).
+METHOD_KEYWORDS = frozenset({"DeidentificationMethod", "CodeMeaning"})
 
 #: Coded attributes whose values are the standard's defined terms for the image's type.
 IMAGE_TYPE_KEYWORDS = frozenset({"ImageType", "FrameType"})
@@ -575,7 +587,8 @@ def check_dicom(audit: Audit, path: str, data: bytes, shared: Shared) -> None:
             continue  # binary (OB/OW/...): covered by the raw byte search
         keyword = elem.keyword or None
         for value in value_strings(elem.value):
-            audit.search("phi_in_element", path, name, value, local, record, keyword)
+            ours = keyword in METHOD_KEYWORDS and value in OWN_TEXTS
+            audit.search("phi_in_element", path, name, value, local, record, keyword, ours)
             if elem.VR in vrs.TEXT:
                 for pattern, regex in IDENTIFIER_PATTERNS.items():
                     if pattern in SHAPES_OF_VALUE.get(keyword or "", ()):

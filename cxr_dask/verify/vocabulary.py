@@ -133,6 +133,9 @@ EQUIPMENT_KEYWORDS = frozenset(
         "SecondaryCaptureDeviceManufacturer",
     }
 )
+#: Needles that are a note, not a finding, in an equipment attribute that held the same
+#: value in the image's own input (never an MRN, an accession, a date or a UID).
+EQUIPMENT_COINCIDENCES = frozenset({"place", "private", "id", "name"})
 #: Value representations whose values are searched as text in an output (free text,
 #: ``vrs.TEXT``, is also searched for every identifier shape).
 TEXT_VRS = vrs.TEXT | frozenset({"AE", "CS", "PN", "UR", "DS", "IS", "AS", "TM"})

@@ -48,13 +48,14 @@ from cxr_dask.deid.freetext import Vocabulary
 from cxr_dask.deid.header.actions import _required_tags, _restore_type2, shift_da, shift_dt
 from cxr_dask.deid.header.filemeta import _check_encoding, _check_sop_instance, _fix_file_meta
 from cxr_dask.deid.header.lookups import MAX_DEPTH, MAX_VALUE_BYTES, _key
-from cxr_dask.deid.header.markers import TOOL_NAME, _mark_deidentified
+from cxr_dask.deid.header.markers import _mark_deidentified
 from cxr_dask.deid.header.phrases import STOP_WORDS, clean_text
 from cxr_dask.deid.header.reader import FAST_READ_MAX_BYTES, fast_read, get_value
 from cxr_dask.deid.header.state import FileIdentity, HeaderReport
 from cxr_dask.deid.header.walk import _Walker
 from cxr_dask.deid.header.words import descriptor_words
 from cxr_dask.deid.profile import ProfileOptions, get_profile
+from cxr_dask.dicom.codes import TOOL_NAME
 
 __all__ = [
     "FAST_READ_MAX_BYTES",

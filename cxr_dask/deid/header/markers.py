@@ -16,9 +16,7 @@ from cxr_dask.deid.header.state import FileIdentity
 from cxr_dask.deid.profile import (
     ProfileOptions,
 )
-from cxr_dask.dicom.codes import BASIC_PROFILE, CLEAN_DESCRIPTORS, MODIFIED_DATES, Code
-
-TOOL_NAME = "cxr-dask 0.1"
+from cxr_dask.dicom.codes import BASIC_PROFILE, CLEAN_DESCRIPTORS, METHOD_TEXT, MODIFIED_DATES, Code
 
 
 def _code_item(code: Code) -> Dataset:
@@ -31,14 +29,12 @@ def _code_item(code: Code) -> Dataset:
 
 def _method(options: ProfileOptions) -> tuple[list[str], list[Code]]:
     """DeidentificationMethod values (LO, <= 64 chars each) and the method codes."""
-    texts, codes = [f"{TOOL_NAME}: PS3.15 E basic profile"], [BASIC_PROFILE]
+    codes = [BASIC_PROFILE]
     if options.clean_descriptors:
-        texts.append("clean descriptors")
         codes.append(CLEAN_DESCRIPTORS)
     if options.retain_modified_dates:
-        texts.append("modified dates")
         codes.append(MODIFIED_DATES)
-    return texts, codes
+    return [METHOD_TEXT[code] for code in codes], codes
 
 
 _PATIENT_IDENTITY_REMOVED, _DEID_METHOD, _DEID_METHOD_CODES = 0x00120062, 0x00120063, 0x00120064

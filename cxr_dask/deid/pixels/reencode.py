@@ -19,7 +19,7 @@ from pydicom.uid import (
 )
 
 from cxr_dask.dicom import syntaxes
-from cxr_dask.dicom.codes import CLEAN_PIXEL_DATA
+from cxr_dask.dicom.codes import CLEAN_PIXEL_DATA, METHOD_TEXT
 from cxr_dask.errors import QuarantineError
 from cxr_dask.reasons import Reason
 
@@ -74,5 +74,6 @@ def mark_cleaned(ds: Dataset) -> None:
     ds.DeidentificationMethodCodeSequence = codes
     methods = ds.get("DeidentificationMethod")
     values = list(methods) if isinstance(methods, pydicom.multival.MultiValue) else [str(methods or "")]
-    if "clean pixel data" not in values:
-        ds.DeidentificationMethod = [v for v in values if v] + ["clean pixel data"]
+    text = METHOD_TEXT[CLEAN_PIXEL_DATA]
+    if text not in values:
+        ds.DeidentificationMethod = [v for v in values if v] + [text]

@@ -137,7 +137,9 @@ def fetch(cache: Path, mirrors: Path) -> dict[str, int]:
 
 def _wrap_png(data: bytes) -> bytes:
     """A PNG or JPEG as an uncompressed greyscale secondary-capture DICOM file
-    (MONOCHROME2; 16 bits when the PNG has them, else 8)."""
+    (MONOCHROME2; 16 bits when the PNG has them, else 8), one patient and study of its
+    own (ids derived from its bytes), so ``cxr-dask run`` and ``verify`` take it too."""
+    import hashlib
     import io
 
     import numpy as np
@@ -157,8 +159,14 @@ def _wrap_png(data: bytes) -> bytes:
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = generate_uid(entropy_srcs=[data.hex()[:64]])
+    digest = hashlib.sha256(data).hexdigest()  # a PNG's first bytes are the same for one size
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=[digest])
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=["study", digest])
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=["series", digest])
+    tag = ds.SOPInstanceUID[-8:]
+    ds.PatientName, ds.PatientID, ds.AccessionNumber = f"FILM^{tag}", f"FILM{tag}", f"ACC{tag}"
+    ds.StudyDate = ds.SeriesDate = "20200401"
     ds.Modality = "OT"
     ds.Rows, ds.Columns = arr.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"

@@ -400,8 +400,7 @@ def test_the_method_record_this_tool_writes_is_no_leak_but_its_words_elsewhere_a
 
     raw = _inputs_edited(mixed, tmp_path, "knee_film.dcm", vendor_word)
     report = verify(raw, *locations(mixed)[1:], ocr=None)
-    assert report.findings == [], report.lines()
-    assert any("method record" in note.reason for note in report.notes)
+    assert report.findings == [] and report.notes == verify(*locations(mixed), ocr=None).notes, report.lines()
     output = _copy(mixed, tmp_path)
     _plant_in_synth(lambda _: "descriptors")(mixed, output)
     report = verify(raw, *locations(mixed, output)[1:], ocr=None)

@@ -9,6 +9,7 @@ import numpy as np
 
 from cxr_dask.deid.pixels import cleaning, textrec
 from cxr_dask.deid.pixels.policy import Decision
+from cxr_dask.deid.pixels.types import Word
 from cxr_dask.deid.rules import PixelOptions
 from cxr_dask.testing.synth_text import DECOYS, available_fonts, draw_mask, film
 from tests.test_pixels_policy import HIGH
@@ -78,3 +79,32 @@ def test_the_detector_judges_a_line_by_its_core_not_its_grown_box():
     region = (x0 - 10, y0 - 10, x1 + 10, y1 + 10)
     (boxes,) = textdet.text_boxes(arr, [region], [24])
     assert boxes and all(b[1] <= y0 + 5 and b[3] >= y1 - 5 for b in boxes), boxes
+
+
+def test_a_box_inside_a_box_another_decision_blanks_whole_is_not_read(monkeypatch):
+    """On a film scan the detector's lines and its boxes beside anatomy overlap the lines
+    read as text: a box whose pixels go with another decision's confirmed box is
+    confirmed without a read (the recogniser's cost is its columns); a box outside it,
+    or inside a box whose decision restores a marker, is still read."""
+    arr = _text(film(5), (80, 200), "HOLLOWAY AGATHA 1950", 30, HIGH)
+    arr = _text(arr, (80, 300), "MOBILE", 30, HIGH)
+    line = _ink_box((80, 200), "HOLLOWAY AGATHA 1950", 30, arr.shape)
+    inner = (line[0] + 10, line[1], line[0] + 140, line[3])
+    mobile = _ink_box((80, 300), "MOBILE", 30, arr.shape)
+    sure = Decision("text", "words read on a dense page", (line,), sure=(line,))
+    detected = Decision("text", "text detector on a dense page", (inner, mobile), lines=2)
+    asked: list[tuple[int, int, int, int]] = []
+    read = textrec.read
+
+    def counted(image, boxes, is_allowed):
+        asked.extend(boxes)
+        return read(image, boxes, is_allowed)
+
+    monkeypatch.setattr(textrec, "read", counted)
+    first, second = cleaning.confirm_reads(arr, [sure, detected], PixelOptions())
+    assert first.blank == (line,) and second.blank == (inner, mobile)
+    assert asked == [mobile], "the box inside the sure line is not read"
+    asked.clear()
+    keeping = dataclasses.replace(sure, keep=(Word(*inner, allowed=True, confidence=90, characters=4),))
+    cleaning.confirm_reads(arr, [keeping, detected], PixelOptions())
+    assert inner in asked, "inside a line that restores a marker, the box is read"

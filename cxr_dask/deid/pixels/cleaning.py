@@ -157,7 +157,8 @@ def dense_lines(
     out += _beside_anatomy(arr, big, heights, options, stroke_span(arr, window))
     rest = [r for r in unread if not any(r is region for region, _ in out)]
     while rest:
-        beside = [r for r in rest if any(_in_block(r, box) for box in texts)]
+        text_boxes = np.array(texts, dtype=np.int64).reshape(-1, 4)
+        beside = [r for r in rest if _in_block(r, text_boxes).any()]
         if not beside:
             break
         for region in beside:
@@ -201,32 +202,36 @@ def _beside_anatomy(
     found_per_box = textdet.text_boxes(arr, boxes, sizes, sizes)
     options = options or PixelOptions()
     span = stroke_span(arr) if span is None else span
-    kept = _markers_beside(arr, [b for found in found_per_box for b in found], height, options, span)
+    kept, sure = _markers_beside(arr, [b for found in found_per_box for b in found], height, options, span)
     out = []
     for box, found in zip(boxes, found_per_box, strict=True):
         lines = tuple(b for b in found if kept.get(b))  # text beside an allow-listed word
         words = tuple(b for b in found if b not in kept)
         if lines or words:
             keep = tuple(w for b in lines for w in kept[b])
+            backing = tuple(w for b in (*lines, *words) for w in sure.get(b, ()))
             region = dataclasses.replace(_region(arr, box, len(lines) + len(words), height), line_height=height)
             why = "text detector beside anatomy"
-            out.append((region, Decision("text", why, (*lines, *words), keep=keep, lines=len(lines))))
+            out.append((region, Decision("text", why, (*lines, *words), keep=keep, lines=len(lines), sure=backing)))
     return out
 
 
 def _markers_beside(
     arr: np.ndarray, found: list[Box], height: int, options: PixelOptions, span: float
-) -> dict[Box, tuple[Word, ...]]:
+) -> tuple[dict[Box, tuple[Word, ...]], dict[Box, tuple[Box, ...]]]:
     """The text detector's boxes beside anatomy that hold a marker, judged by the policy
     (``policy.decide``): box -> the allow-listed words to keep in it (empty: keep the
-    whole box). Each box is read by OCR (one call for the page) at the page's text
-    height, in the polarity its padded surround gives."""
+    whole box); and box -> the sure words OCR read in it (``Decision.sure``: such a box
+    needs no recogniser's read; on a film scan most of them). Each box is read by OCR
+    (one call for the page) at the page's text height, in the polarity its padded
+    surround gives."""
     regions = []
     for x0, y0, x1, y1 in found:
         pad = max(2, height // 4)
         padded = (max(0, x0 - pad), max(0, y0 - pad), min(arr.shape[1], x1 + pad), min(arr.shape[0], y1 + pad))
         regions.append(dataclasses.replace(_region(arr, padded, 1, height), line_height=height))
     out: dict[Box, tuple[Word, ...]] = {}
+    sure: dict[Box, tuple[Box, ...]] = {}
     to_read = [r for r in regions if not is_small(r)]
     read = dict(zip(to_read, read_regions(arr, to_read, options, span), strict=True)) if to_read else {}
     for box, region in zip(found, regions, strict=True):
@@ -235,21 +240,24 @@ def _markers_beside(
             out[box] = ()
         elif decision.kind == "text" and decision.keep:
             out[box] = decision.keep
-    return out
+        if decision.kind == "text" and decision.sure:
+            sure[box] = decision.sure
+    return out, sure
 
 
-def _in_block(line: Region, text: Box) -> bool:
-    """Whether ``line`` sits right above or below the text box ``text``, of about its
-    height, over the same columns: the next line of one block."""
-    x0, y0, x1, y1 = text
-    gap = max(y0 - line.y1, line.y0 - y1)
-    common = min(x1, line.x1) - max(x0, line.x0)
+def _in_block(line: Region, texts: np.ndarray) -> np.ndarray:
+    """Whether ``line`` sits right above or below each text box of ``texts`` (rows of
+    x0, y0, x1, y1), of about its height, over the same columns: the next line of one
+    block. (Vectorised: a film scan has hundreds of unread lines and text boxes.)"""
+    x0, y0, x1, y1 = texts.T
+    gap = np.maximum(y0 - line.y1, line.y0 - y1)
+    common = np.minimum(x1, line.x1) - np.maximum(x0, line.x0)
     tall = y1 - y0
     return (
-        gap <= line.line_height // 2
-        and common >= 0.5 * min(x1 - x0, line.width)
-        and tall <= DENSE_HEIGHT_RATIO * line.height
-        and line.height <= DENSE_HEIGHT_RATIO * tall
+        (gap <= line.line_height // 2)
+        & (common >= 0.5 * np.minimum(x1 - x0, line.width))
+        & (tall <= DENSE_HEIGHT_RATIO * line.height)
+        & (line.height <= DENSE_HEIGHT_RATIO * tall)
     )
 
 
@@ -322,9 +330,10 @@ def confirm_reads(arr: np.ndarray, decisions: list[Decision], options: PixelOpti
     ("RECT" at 85) reads as the marker it is; a word box inside a box read as a marker is
     a piece of it. What is not read (the recogniser costs about 0.1 ms a column of its
     48-pixel-high input): a box of one glyph's room (it cannot hold two characters; it
-    is blanked when a box of its decision within a line height is), a box inside a bigger box of its decision already
-    confirmed (blanked with it), and a box sure words back that is too long to be a
-    marker (``MARKER_ASPECT``) or on a page of more than ``READ_ALL`` boxes.
+    is blanked when a box of its decision within a line height is), a box inside a bigger
+    box of its decision already confirmed (blanked with it), a box inside a box another
+    decision blanks whole (its pixels go anyway), and a box sure words back that is too
+    long to be a marker (``MARKER_ASPECT``) or on a page of more than ``READ_ALL`` boxes.
     """
     from cxr_dask.deid.pixels import textrec
 
@@ -362,7 +371,27 @@ def confirm_reads(arr: np.ndarray, decisions: list[Decision], options: PixelOpti
             if reading.is_marker:
                 markers.add((i, k))
 
-    judge(first)
+    def blanked_by_another(asks: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """``asks`` less the boxes that lie inside a box another decision blanks whole
+        (confirmed, and nothing of it restored): their pixels go whatever they read (on a
+        film scan the detector's lines and the boxes beside anatomy overlap the dense
+        page's lines read as text). Those are confirmed without a read."""
+        whole = [(j, m) for (j, m), v in verdict.items() if v and not decisions[j].keep]
+        if not whole or not asks:
+            return asks
+        outer = np.array([decisions[j].blank[m] for j, m in whole])
+        owner = np.array([j for j, _ in whole])
+        left = []
+        for i, k in asks:
+            x0, y0, x1, y1 = decisions[i].blank[k]
+            inside = (outer[:, 0] <= x0) & (outer[:, 1] <= y0) & (x1 <= outer[:, 2]) & (y1 <= outer[:, 3])
+            if (inside & (owner != i)).any():
+                verdict[(i, k)] = True
+            else:
+                left.append((i, k))
+        return left
+
+    judge(blanked_by_another(first))
     unsettled = []
     for i, k in later:
         around = containers(i, k)
@@ -372,7 +401,7 @@ def confirm_reads(arr: np.ndarray, decisions: list[Decision], options: PixelOpti
             verdict[(i, k)] = True  # blanked with the box it lies in
         else:
             unsettled.append((i, k))
-    judge(unsettled)
+    judge(blanked_by_another(unsettled))
     # a glyph's box goes with text of its decision within a line height ("PM" of a time
     # whose digits OCR boxed apart); alone, or far from it (an ultrasound probe's "P"
     # icon beside the settings column), it stays

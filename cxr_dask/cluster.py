@@ -9,7 +9,7 @@ import logging
 import multiprocessing.util
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.synchronize import SemLock
 from types import TracebackType
@@ -167,7 +167,9 @@ class _Arrivals(SchedulerPlugin):
         self.changed = threading.Condition()
 
     async def start(self, scheduler: Scheduler) -> None:
-        self.address = scheduler.address
+        with self.changed:
+            self.address = scheduler.address
+            self.changed.notify_all()
 
     def add_worker(self, scheduler: Scheduler, worker: str) -> None:
         with self.changed:
@@ -309,25 +311,40 @@ class Starting:
         """
         if self._client is None:
             if self._thread is None:
-                self._client = Client(self.config.scheduler)
-            elif workers is not None and workers < self.config.workers and self._arrived(workers):
-                self._client = Client(self._arrivals.address)
+                self._connect(self.config.scheduler)
+            elif (
+                workers is not None
+                and workers < self.config.workers
+                and self._waited(lambda: bool(self._arrivals.address))
+            ):
+                # connected while the workers start: the handshake and the plugin's
+                # registration (~0.1 s) are not added to the wait for the first one
+                self._connect(self._arrivals.address)
+                if not self._waited(lambda: self._arrivals.workers >= workers):
+                    self._thread.join()  # done with fewer: no worker started
+                    raise self._error or RuntimeError("no worker started")
             else:
                 self._thread.join()
                 if self._error is not None:
                     raise self._error
-                self._client = Client(self._cluster)
-            from cxr_dask.privacy import QUIET_PLUGIN, QuietPydicom  # pydicom: after the workers spawn
-
-            self._client.register_plugin(QuietPydicom(), name=QUIET_PLUGIN)
+                self._connect(self._cluster)
+        assert self._client is not None
         return self._client
 
-    def _arrived(self, workers: int) -> bool:
-        """Wait until ``workers`` workers reached the scheduler (True), or the LocalCluster
-        is started or failed with fewer (False: its thread is done)."""
+    def _connect(self, where: Any) -> None:
+        """The client, and pydicom quiet in every worker, those arriving later included (a
+        worker gets the scheduler's plugins as it registers, before any task)."""
+        self._client = Client(where)
+        from cxr_dask.privacy import QUIET_PLUGIN, QuietPydicom  # pydicom: after the workers spawn
+
+        self._client.register_plugin(QuietPydicom(), name=QUIET_PLUGIN)
+
+    def _waited(self, reached: Callable[[], bool]) -> bool:
+        """Wait until ``reached()`` (True: the scheduler is up, or enough workers reached
+        it), or the LocalCluster is started or failed without it (False: its thread is done)."""
         with self._arrivals.changed:
-            self._arrivals.changed.wait_for(lambda: self._arrivals.workers >= workers or self._done)
-            return self._arrivals.workers >= workers
+            self._arrivals.changed.wait_for(lambda: reached() or self._done)
+            return reached()
 
     def leave_to_exit(self) -> None:
         """Leave a LocalCluster running at the end of the block: the process ends with

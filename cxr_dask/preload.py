@@ -3,8 +3,9 @@
 Named in ``cluster.WORKER_PRELOAD`` (distributed's ``preload``): imported as the worker
 starts, while the client is still importing and checking, and ``dask_setup`` called then.
 The import itself is also what the process the workers are forked from runs once
-(``workerenv.FORK_PRELOAD``): distributed and pydicom, nothing that starts a thread; what
-does (pyarrow's allocator, the passes) is imported by ``dask_setup``, in each worker.
+(``workerenv.FORK_PRELOAD``): distributed and pydicom, nothing that starts a thread; and
+there the passes and pyarrow too, its jemalloc's thread off (``workerenv.fork_preload``),
+which ``dask_setup`` imports otherwise, in each worker.
 """
 
 from __future__ import annotations

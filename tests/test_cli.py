@@ -69,6 +69,59 @@ def test_bad_flags_are_rejected_by_the_parser():
         parser.parse_args(["synth", "x", "--size", "axb"])
 
 
+def test_the_fork_server_starts_before_the_settings_and_storage_are_imported():
+    """``cxr-dask run`` with several workers (the default) starts the process its workers
+    are forked from before it imports its settings and fsspec: that process's imports,
+    which the first worker waits for, start sooner on the other core."""
+    code = (
+        "import sys\n"
+        "from cxr_dask import cli, workerenv\n"
+        "def started(*args, **kwargs):\n"
+        "    print(sorted(m for m in ('cxr_dask.config', 'cxr_dask.storage', 'fsspec') if m in sys.modules))\n"
+        "    raise SystemExit(0)\n"
+        "workerenv.fork_server = started\n"
+        "cli.main(['run', 'in', 'out', '--private', 'p'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("flags", "servers"),
+    [
+        ((), 1),
+        (("--workers", "3"), 1),
+        (("--workers", "1"), 0),
+        (("--scheduler", "tcp://x:1"), 0),
+        (("--config", "c.toml"), 0),
+    ],
+)
+def test_only_a_command_line_of_several_local_workers_starts_the_fork_server_first(monkeypatch, flags, servers):
+    """One worker is spawned; a scheduler given runs none here; a settings file is read
+    first (``_execute`` decides then)."""
+    from cxr_dask import cli as command
+    from cxr_dask import workerenv
+
+    started: list[bool] = []
+    monkeypatch.setattr(workerenv, "fork_server", lambda *args, **kwargs: started.append(True) or True)
+    command._fork_server_first(build_parser().parse_args(["run", "in", "out", "--private", "p", *flags]))
+    assert len(started) == servers
+
+
+def test_a_refused_run_stops_the_fork_server_it_started(tmp_path: Path, monkeypatch):
+    """Started before the settings are read, the server is stopped when the run is refused:
+    it would finish its imports (~1 s) holding the command's output streams open."""
+    from cxr_dask import cli as command
+    from cxr_dask import workerenv
+
+    calls: list[str] = []
+    monkeypatch.setattr(workerenv, "fork_server", lambda *args, **kwargs: calls.append("start") or True)
+    monkeypatch.setattr(workerenv, "stop_fork_server", lambda: calls.append("stop"))
+    missing = ["run", str(tmp_path / "nope"), str(tmp_path / "out"), "--private", str(tmp_path / "vault")]
+    assert command.main(missing) == 2
+    assert calls == ["start", "stop"]
+
+
 @pytest.mark.cluster  # the command starts its own LocalCluster
 def test_demo_is_what_make_run_does(tmp_path: Path):
     result = cli("demo", "--workdir", str(tmp_path / "out"), "--patients", "2", "--workers", "1", "--no-progress")

@@ -280,18 +280,82 @@ def _forked_from() -> tuple[bool, bool, int]:
 
 
 def test_the_fork_server_s_imports_start_no_thread():
-    """``cluster.FORK_PRELOAD`` imported under distributed's thread settings leaves one
-    thread: only a process without threads can be forked safely. An import added to
-    ``cxr_dask.preload``'s top that starts one (pyarrow's allocator, OpenCV) fails here."""
+    """What the fork server imports (``workerenv.fork_preload``: both passes and pyarrow,
+    its jemalloc's thread off) under distributed's thread settings leaves one thread:
+    only a process without threads can be forked safely. An import added to
+    ``cxr_dask.preload``'s top that starts one (OpenCV's, a pool's) fails here. Nor does
+    it import scipy's image filters (~0.25 s, before the first worker can start): only
+    colour images and boxes of text need them, imported there."""
     import subprocess
     import sys
 
-    count = "import os, sys; [__import__(name) for name in sys.argv[1:]]; print(len(os.listdir('/proc/self/task')))"
-    env = {**os.environ, **cluster.SINGLE_THREADED}
-    done = subprocess.run(
-        [sys.executable, "-c", count, *cluster.FORK_PRELOAD], env=env, capture_output=True, text=True, check=True
+    from cxr_dask import workerenv
+
+    count = (
+        "import os, sys; [__import__(name) for name in sys.argv[1:]]; "
+        "print(len(os.listdir('/proc/self/task')), 'scipy.ndimage' in sys.modules, 'pyarrow' in sys.modules)"
     )
-    assert done.stdout.strip() == "1"
+    env, modules = workerenv.fork_preload({**os.environ, **cluster.SINGLE_THREADED})
+    done = subprocess.run([sys.executable, "-c", count, *modules], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "1 False True"
+    # a jemalloc setting of the user's is kept: pyarrow is then left to each worker
+    env, modules = workerenv.fork_preload({**env, "JE_ARROW_MALLOC_CONF": "narenas:1"})
+    assert (env["JE_ARROW_MALLOC_CONF"], modules) == ("narenas:1", list(workerenv.FORK_PRELOAD))
+
+
+_EVERY_WORKER_WAITS = """
+import os
+import time
+
+for _ in range(2400):  # until the test says go (or 2 minutes)
+    if os.path.exists({go!r}):
+        break
+    time.sleep(0.05)
+if os.path.exists({go!r} + ".fail"):
+    raise RuntimeError("this worker does not start")
+"""
+
+
+def _run_s_cluster(tmp_path, go: str) -> tuple[RunConfig, tuple[str, ...]]:
+    preload = tmp_path / "waits.py"
+    preload.write_text(_EVERY_WORKER_WAITS.format(go=go))
+    config = RunConfig(
+        str(tmp_path / "in"), str(tmp_path / "out"), str(tmp_path / "private"), workers=2, dashboard_address=None
+    )
+    return config, (str(preload),)
+
+
+def test_the_run_s_client_connects_while_its_workers_start(tmp_path):
+    """``Starting.client(workers=1)`` connects (and registers the quiet plugin) once the
+    scheduler is up, not after the first worker: both overlap the workers' start-up."""
+    import threading
+
+    go = str(tmp_path / "go")
+    config, preload = _run_s_cluster(tmp_path, go)
+    with cluster.Starting(config, preload=preload) as starting:
+        got = threading.Thread(target=starting.client, kwargs={"workers": 1})
+        got.start()
+        for _ in range(2400):
+            if starting._client is not None:
+                break
+            got.join(0.05)
+        connected, arrived = starting._client is not None, starting._arrivals.workers
+        (tmp_path / "go").touch()
+        got.join()
+        assert (connected, arrived) == (True, 0)
+        assert starting.client().submit(sum, [1, 2]).result() == 3
+        assert list(starting.client().run(_reading_validation_mode).values())  # the plugin reached the workers
+
+
+def test_a_run_whose_workers_all_fail_to_start_says_so(tmp_path):
+    """No worker up: ``Starting.client(workers=1)`` raises the LocalCluster's error rather
+    than leaving the run waiting for a worker that never comes."""
+    go = str(tmp_path / "go")
+    config, preload = _run_s_cluster(tmp_path, go)
+    (tmp_path / "go").touch()
+    (tmp_path / "go.fail").touch()
+    with pytest.raises(RuntimeError), cluster.Starting(config, preload=preload) as starting:
+        starting.client(workers=1)
 
 
 def test_workers_are_spawned_where_forking_is_not_known_safe(monkeypatch):

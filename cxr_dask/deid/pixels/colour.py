@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-from scipy import ndimage
 
 #: Rec. 601 luma weights, in thousandths (what JPEG's YCbCr and DICOM's YBR_FULL use).
 LUMA_1000 = (299, 587, 114)
@@ -82,6 +81,8 @@ def fill(plane: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``plane`` with each blanked area (``mask`` non-zero) set to the median of its surround."""
     if not mask.any():
         return plane
+    from scipy import ndimage  # only here: a grey image never needs it (~0.25 s of imports a process)
+
     out = plane.copy()
     labels, _ = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
     rows, columns = mask.shape

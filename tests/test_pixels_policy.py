@@ -392,6 +392,26 @@ def test_text_over_a_bone_band_chained_to_ridges_goes_and_a_marker_beside_it_sta
     assert ys.min() >= 70 and ys.max() < 125 and xs.min() >= 570, "only the words' line is blanked, not the ridges"
 
 
+def test_the_second_look_reads_lines_of_ink_not_a_films_ridge_texture():
+    """On a film known to hold text, the second look cut ribs and a shoulder's ridge
+    texture into ~700 lines of one height, each read by OCR and shown to the detector
+    (80 s, loaded, on a real film with one word found). Only lines holding a letter of
+    ink are looked at: the name's line, not the ridges."""
+    rng = np.random.default_rng(4)
+
+    def ridges(d):
+        for _ in range(900):
+            x, y = rng.uniform(0, SIZE), rng.uniform(0, SIZE)
+            d.line([(x, y), (x + rng.uniform(-9, 9), y + rng.uniform(4, 12))], fill=255, width=2)
+
+    arr = _text(draw_mask(film(5), ridges, 450, blend=True), (600, 60), "HOLLOWAY AGATHA", 26, HIGH)
+    lines = detection.detect(arr, None, dense=True)
+    assert len(lines) < 20, len(lines)
+    ink = np.argwhere(_text(np.zeros_like(arr), (600, 60), "HOLLOWAY AGATHA", 26, HIGH) > 0)
+    (iy0, ix0), (iy1, ix1) = ink.min(axis=0), ink.max(axis=0)
+    assert any(r.x0 <= ix0 and r.y0 <= iy0 and ix1 < r.x1 and iy1 < r.y1 for r in lines), [r.box for r in lines]
+
+
 def test_bold_text_goes():
     arr = draw_mask(film(12), lambda d: d.text((60, 860), PHI, fill=255, font=_font(40), stroke_width=3), HIGH)
     _, out = _cleaned(arr)

@@ -212,11 +212,21 @@ def synthetic_films(seeds: int = 3) -> list[dict[str, Any]]:
     return out
 
 
-def run(root: Path | None = None, repeats: int = 3, cache: Path = DEFAULT_CACHE) -> dict[str, Any]:
-    """bench/run.py's entry point (``root``, its scratch folder, is not needed: files are read in place)."""
+def run(
+    root: Path | None = None,
+    repeats: int = 3,
+    cache: Path = DEFAULT_CACHE,
+    only: tuple[str, ...] = (),
+    synthetic: bool = True,
+) -> dict[str, Any]:
+    """bench/run.py's entry point (``root``, its scratch folder, is not needed: files are read in place).
+
+    ``only``: keys starting with one of these (a subset while iterating)."""
     labels = json.loads(LABELS.read_text())["images"] if LABELS.exists() else {}
     rows = []
     for key, path in sources(cache).items():
+        if only and not key.startswith(only):
+            continue
         # an unlabelled image is timed once: it only says whether anything changed
         rows.append(measure(key, path, labels, repeats if key in labels else 1))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress: real files can take seconds each
@@ -236,10 +246,10 @@ def run(root: Path | None = None, repeats: int = 3, cache: Path = DEFAULT_CACHE)
         "ms_median": statistics.median([r["ms"] for r in labelled]) if labelled else 0.0,
         "ms_text_median": statistics.median([r["ms"] for r in labelled if r["has_text"]] or [0.0]),
     }
-    synthetic = synthetic_films()
-    total["synthetic_films"] = len(synthetic)
-    total["synthetic_changed"] = sum(r["fp_area_pct"] > 0.05 for r in synthetic)
-    return {"rows": rows, "synthetic": synthetic, "total": total}
+    films = synthetic_films() if synthetic else []
+    total["synthetic_films"] = len(films)
+    total["synthetic_changed"] = sum(r["fp_area_pct"] > 0.05 for r in films)
+    return {"rows": rows, "synthetic": films, "total": total}
 
 
 def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -279,11 +289,15 @@ def main() -> None:
     parser.add_argument("--render", type=Path, help="write PNG previews here (for labelling) and stop")
     parser.add_argument("--json", type=Path, help="write the per-image rows and totals here")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per image (median)")
+    parser.add_argument("--only", action="append", default=[], help="keys starting with this (repeatable)")
+    parser.add_argument("--no-synthetic", action="store_true", help="skip the synthetic device films")
     args = parser.parse_args()
+    only = tuple(args.only)
     if args.render:
-        render(sources(args.cache), args.render)
+        found = sources(args.cache)
+        render({k: v for k, v in found.items() if not only or k.startswith(only)}, args.render)
         return
-    result = run(None, args.repeats, args.cache)
+    result = run(None, args.repeats, args.cache, only, not args.no_synthetic)
     columns = ["image", "size", "changed", "fp_area_pct", "left", "markers", "markers_kept", "flagged"]
     columns += ["text_regions", "ms"]
     print("\t".join(columns))

@@ -366,6 +366,52 @@ def test_an_icon_letter_far_from_the_text_stays_and_unsure_letters_beside_it_go(
     assert not policy.beside_words((196, 8, 218, 30), tuple(b for b in words if b[0] < 150), 17)
 
 
+def test_text_over_a_bone_band_chained_to_ridges_goes_and_a_marker_beside_it_stays():
+    """White words over a bright clavicle-like band, and a bone rim hatched by short faint
+    ridges running down from the words: the screen's grouping chains the ridges (each
+    overlapping the next in height) and the words into one group 27 line heights tall,
+    which is no line, and the region was dropped with the words in it (real films:
+    "RESUS" and "MOBILE" beside a shoulder, never a candidate). The words' letters are
+    ink (most pixels at 0.4 of the range, the ridges none): they are a line again."""
+    arr = draw_mask(film(3), lambda d: d.line([(0, 150), (1024, 60)], fill=255, width=70), 400, blend=True)
+    arr = draw_mask(
+        arr,
+        lambda d: [
+            d.line([(560 - 5 * k, 95 + 4 * k), (560 - 5 * k, 105 + 4 * k)], fill=255, width=2) for k in range(150)
+        ],
+        400,
+        blend=True,
+    )
+    arr = _text(arr, (580, 80), "HOLLOWAY AGATHA", 30, HIGH)
+    arr = _text(arr, (900, 180), "L", 50, HIGH)
+    _result, out = _cleaned(arr)
+    _assert_gone(arr, out, (570, 70, 900, 125))
+    marker = _text(np.zeros_like(arr), (900, 180), "L", 50, HIGH) > 0
+    assert np.array_equal(out[marker], arr[marker])
+    ys, xs = np.nonzero(out != arr)
+    assert ys.min() >= 70 and ys.max() < 125 and xs.min() >= 570, "only the words' line is blanked, not the ridges"
+
+
+def test_the_second_look_reads_lines_of_ink_not_a_films_ridge_texture():
+    """On a film known to hold text, the second look cut ribs and a shoulder's ridge
+    texture into ~700 lines of one height, each read by OCR and shown to the detector
+    (80 s, loaded, on a real film with one word found). Only lines holding a letter of
+    ink are looked at: the name's line, not the ridges."""
+    rng = np.random.default_rng(4)
+
+    def ridges(d):
+        for _ in range(900):
+            x, y = rng.uniform(0, SIZE), rng.uniform(0, SIZE)
+            d.line([(x, y), (x + rng.uniform(-9, 9), y + rng.uniform(4, 12))], fill=255, width=2)
+
+    arr = _text(draw_mask(film(5), ridges, 450, blend=True), (600, 60), "HOLLOWAY AGATHA", 26, HIGH)
+    lines = detection.detect(arr, None, dense=True)
+    assert len(lines) < 20, len(lines)
+    ink = np.argwhere(_text(np.zeros_like(arr), (600, 60), "HOLLOWAY AGATHA", 26, HIGH) > 0)
+    (iy0, ix0), (iy1, ix1) = ink.min(axis=0), ink.max(axis=0)
+    assert any(r.x0 <= ix0 and r.y0 <= iy0 and ix1 < r.x1 and iy1 < r.y1 for r in lines), [r.box for r in lines]
+
+
 def test_bold_text_goes():
     arr = draw_mask(film(12), lambda d: d.text((60, 860), PHI, fill=255, font=_font(40), stroke_width=3), HIGH)
     _, out = _cleaned(arr)

@@ -165,7 +165,39 @@ def dense_lines(
             out.append((region, Decision("text", "line of a text block", (region.box,))))
             texts.append(region.box)
         rest = [r for r in rest if not any(r is b for b in beside)]
-    return out
+    return _keep_markers(out, decisions)
+
+
+def _keep_markers(out: list[tuple[Region, Decision]], decisions: list[Decision]) -> list[tuple[Region, Decision]]:
+    """Second-look decisions with the allow-listed words the first pass read in their
+    region kept: a detector box cut across "AP ERECT" on a film where the screen's line
+    (read as the markers it is) and the dense line differ, and "P ERE" read as text."""
+    kept = [w for d in decisions for w in d.keep]
+    if not kept:
+        return out
+    result = []
+    for region, decision in out:
+        words = tuple(w for w in kept if _gap(region.box, (w.x0, w.y0, w.x1, w.y1)) < 0)
+        if not words:
+            result.append((region, decision))
+            continue
+        # a box the kept words span (``WORD_COVERED``) is those words: it goes, not just
+        # the slivers between them
+        blank = []
+        for k, box in enumerate(decision.blank):
+            covered = np.zeros(box[2] - box[0], dtype=bool)
+            for w in words:
+                if _gap(box, (w.x0, w.y0, w.x1, w.y1)) < 0:
+                    covered[max(0, w.x0 - box[0]) : max(0, w.x1 - box[0])] = True
+            if covered.mean() < WORD_COVERED:
+                blank.append((k, box))
+        if not blank:
+            result.append((region, Decision("marker", "allow-listed", keep=words)))
+            continue
+        lines = sum(k < decision.lines for k, _ in blank)
+        boxes = tuple(box for _, box in blank)
+        result.append((region, dataclasses.replace(decision, blank=boxes, lines=lines, keep=(*decision.keep, *words))))
+    return result
 
 
 def _beside_anatomy(

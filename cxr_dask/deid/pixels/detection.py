@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from cxr_dask.deid.pixels.morphology import _component_stats, _dilate, _erode, _pool
+from cxr_dask.deid.pixels.morphology import _component_counts, _component_stats, _dilate, _erode, _pool
 from cxr_dask.deid.pixels.types import Box, Region
 
 #: The detector works on images of at most this many pixels a side.
@@ -79,6 +79,26 @@ WIDE_STRONG = 0.7
 #: (``DENSE_HEIGHT_RATIO``), one of them holding no glyph the fine screen found half its
 #: height (else it saw the word): a word. One or two big glyphs are a marker, kept anyway.
 WIDE_WORD = 3
+#: Text merged with anatomy (``_split``): a component too big for a glyph is cut at this
+#: share of the range, where white or black letters still stand out and the bone or soft
+#: tissue edge they touch does not (letters over a clavicle on real films: 0.7-0.9; the
+#: clavicle's ridge beneath them 0.1-0.3) ...
+SPLIT_CONTRAST = 0.4
+#: ... into pieces at least this many detection pixels high (smaller ones are specks),
+SPLIT_MIN_HEIGHT = 5
+#: ... and a piece counts as a glyph only in a row of this many of about one height
+#: (within this ratio): a word, not a ridge broken into specks.
+SPLIT_WORD = 3
+SPLIT_HEIGHT_RATIO = 1.5
+#: A glyph of ink: this share of its pixels reach ``SPLIT_CONTRAST`` (burned-in letters
+#: on real films 0.4-0.98; the ridge pieces of ribs and clavicles beside them at most 0.07).
+CORE_SHARE = 0.25
+#: The glyphs of ink of a region dropped as no line make a line when at least this many
+#: sit in a row (``_rescued``; "AP"; a lone "L" is a marker, kept anyway) ...
+CORE_WORD = 2
+#: ... in a line at most this many of their median heights high (letters, their
+#: counters and pieces in the other polarity: "MOBILE" is 2.2).
+CORE_LINE = 3
 
 
 def _components(
@@ -89,6 +109,7 @@ def _components(
     sensitivity: float = 1.0,
     sure: list[Box] | None = None,
     big: list[Box] | None = None,
+    cores: list[Box] | None = None,
 ) -> list[Box]:
     """Boxes of connected components the size and shape of glyphs (or a few merged glyphs).
 
@@ -97,12 +118,20 @@ def _components(
     components strong along their length (``MIN_STRONG``, ``STRONG_SHARE``) also go to
     ``sure`` when given; components over half the tallest glyph's height and at most
     ``BIG_SHARE`` of the image a side (anatomy, which text may touch) go to ``big``.
+    Glyphs of ink (``CORE_SHARE`` of their pixels at ``SPLIT_CONTRAST``), and the letters
+    cut out of components too big for a glyph (``_split``), go to ``cores``.
     """
     strong = response >= CONTRAST * span * sensitivity
     if not strong.any():
         return []
-    found, sizes, peaks = _component_stats(response > GROW_CONTRAST * span * sensitivity, strong)
+    grown = response > GROW_CONTRAST * span * sensitivity
+    if cores is not None and sensitivity >= 1.0:
+        found, sizes, (peaks, inked) = _component_counts(grown, [strong, response >= SPLIT_CONTRAST * span])
+    else:
+        found, sizes, peaks = _component_stats(grown, strong)
+        inked = None
     keep = peaks > 0
+    merged = np.zeros(len(found), dtype=bool)
     if sensitivity >= 1.0:  # below 1, a screen: any strong stroke counts, merged lines and bars too
         h, w = found[:, 3] - found[:, 1], found[:, 2] - found[:, 0]
         # not speckle, anatomy, or a wire/ruler bar
@@ -111,12 +140,48 @@ def _components(
             rows, columns = response.shape
             tall = keep & (2 * h > max_height) & (h <= BIG_SHARE * rows) & (w <= BIG_SHARE * columns) & (w <= 12 * h)
             big.extend(tuple(box) for box in found[tall].tolist())
+        merged = keep & ~glyph & ((h > max_height) | (w > max_width) | (w > 12 * h))
         keep &= glyph
     boxes: list[Box] = [tuple(box) for box in found[keep].tolist()]
     if sure is not None and sensitivity >= 1.0:
         strong_along = peaks[keep] >= np.maximum(MIN_STRONG, STRONG_SHARE * sizes[keep])
         sure.extend(box for box, yes in zip(boxes, strong_along.tolist(), strict=True) if yes)
+    if cores is not None and inked is not None:
+        ink = inked[keep] >= CORE_SHARE * sizes[keep]
+        cores.extend(box for box, yes in zip(boxes, ink.tolist(), strict=True) if yes)
+        if merged.any():
+            cores.extend(_split(response, found[merged], span, max_height, max_width))
     return boxes
+
+
+def _split(response: np.ndarray, merged: np.ndarray, span: float, max_height: int, max_width: int) -> list[Box]:
+    """Glyphs inside components too big for one (detection pixels): their cores at
+    ``SPLIT_CONTRAST``.
+
+    Burned-in text over a bone or soft-tissue edge is joined to it at ``GROW_CONTRAST``
+    (a clavicle's ridge, a shoulder's rim stand out by a tenth of the range), and the
+    union is anatomy-sized: white "RESUS" and "MOBILE" over a clavicle on real films were
+    never candidates. Their strokes stand out by most of the range, the edge beneath by a
+    fraction: cut at ``SPLIT_CONTRAST`` the letters come apart from it. Only letters of a
+    row pass (``SPLIT_WORD`` pieces of one height side by side): bone cut this way leaves
+    ridges and specks, seldom a row of letter-sized, letter-shaped pieces.
+    """
+    pieces: list[Box] = []
+    cut = SPLIT_CONTRAST * span
+    for x0, y0, x1, y1 in merged.tolist():
+        crop = response[y0:y1, x0:x1]
+        if not (crop >= cut).any():
+            continue
+        found, sizes, _ = _component_stats(crop >= cut, crop >= cut)
+        h, w = found[:, 3] - found[:, 1], found[:, 2] - found[:, 0]
+        glyph = (h >= SPLIT_MIN_HEIGHT) & (h <= max_height) & (w <= max_width) & (w <= 2 * h) & (sizes >= 0.2 * h * w)
+        offset = np.array([x0, y0, x0, y0])
+        pieces += [tuple(box) for box in (found[glyph] + offset).tolist()]
+    out: list[Box] = []
+    for line, count, _ in _group_lines(pieces, gap_ratio=1.0, height_ratio=SPLIT_HEIGHT_RATIO):
+        if count >= SPLIT_WORD:
+            out += [p for p in pieces if _inside(p, line)]
+    return out
 
 
 def _group_lines(
@@ -185,6 +250,7 @@ def detect(
     sure: list[Box] = []
     tall: list[Box] = []
     wide: list[tuple[Box, int, int]] = []
+    cores: list[Box] = []
     glyphs = _glyph_boxes(
         pooled,
         factor,
@@ -193,6 +259,7 @@ def detect(
         sure=sure,
         big=tall,
         wide=None if dense else wide,
+        cores=cores,
     )
     if big is not None:
         big.extend(
@@ -212,17 +279,7 @@ def detect(
             vertical.append(((x0, y0, x1, y1), count, height))
     if vertical:
         lines = [line for line in lines if not any(_inside(line[0], v[0]) for v in vertical)]
-    padded = []
-    for items, upright in ((lines, False), (vertical, True)):
-        for (x0, y0, x1, y1), count, height in items:
-            pad = max(2, ((x1 - x0) if upright else (y1 - y0)) // 4)
-            box = (
-                max(0, (x0 - pad) * factor),
-                max(0, (y0 - pad) * factor),
-                min(columns, (x1 + pad) * factor),
-                min(rows, (y1 + pad) * factor),
-            )
-            padded.append((box, count, height * factor, upright))
+    padded = _padded(lines, False, factor, rows, columns) + _padded(vertical, True, factor, rows, columns)
     # a line of weak components only (noise on a ridge, a ramp at the border) is no text
     centres = [((x0 + x1) * factor // 2, (y0 + y1) * factor // 2) for x0, y0, x1, y1 in sure]
     merged = [
@@ -231,7 +288,72 @@ def detect(
         if dense or any(item[0][0] <= x < item[0][2] and item[0][1] <= y < item[0][3] for x, y in centres)
     ]
     regions = [_region(arr, *item) for item in merged]
-    return [r for r in regions if _line_like(r)]
+    kept = [r for r in regions if _line_like(r)]
+    if dense:
+        # lines of ink only: a chest film's ribs and shoulder cut into lines of one height
+        # are ~700 lines of faint ridge pieces, each read by OCR and shown to the detector
+        # (a film with one word found spent 80 s there, loaded); a film scan's annotation
+        # lines all hold letters of ink (SC1: 299 of 373 lines, every labelled text box)
+        ink = [((x0 + x1) * factor // 2, (y0 + y1) * factor // 2) for x0, y0, x1, y1 in cores]
+        return [r for r in kept if any(r.x0 <= x < r.x1 and r.y0 <= y < r.y1 for x, y in ink)]
+    dropped = [
+        (r.x0 // factor, r.y0 // factor, -(-r.x1 // factor), -(-r.y1 // factor)) for r in regions if not _line_like(r)
+    ]
+    rescued = _merge_overlapping(_padded(_rescued(dropped, cores), False, factor, rows, columns))
+    return kept + [r for r in (_region(arr, *item) for item in rescued) if _line_like(r)]
+
+
+def _padded(
+    lines: list[tuple[Box, int, int]], upright: bool, factor: int, rows: int, columns: int
+) -> list[tuple[Box, int, int, bool]]:
+    """Lines (detection pixels) padded by a quarter of their height, in image pixels:
+    (box, glyphs, line height, upright)."""
+    out = []
+    for (x0, y0, x1, y1), count, height in lines:
+        pad = max(2, ((x1 - x0) if upright else (y1 - y0)) // 4)
+        box = (
+            max(0, (x0 - pad) * factor),
+            max(0, (y0 - pad) * factor),
+            min(columns, (x1 + pad) * factor),
+            min(rows, (y1 + pad) * factor),
+        )
+        out.append((box, count, height * factor, upright))
+    return out
+
+
+def _rescued(dropped: list[Box], cores: list[Box]) -> list[tuple[Box, int, int]]:
+    """Lines of ink in regions dropped as no line (``_line_like``): (box, glyphs, median
+    height), detection pixels.
+
+    Grouping chains glyphs by their neighbours: on a film's ribs, clavicles and shoulder
+    the top-hat leaves hundreds of faint ridge pieces of glyph size, and they chained
+    white "AP ERECT" and "RESUS" beside a shoulder into one group 70 line heights tall;
+    elsewhere a chain of a shoulder's texture merged with "MOBILE" into one region 12
+    line heights tall. No text line is that tall, and the region was dropped with the
+    text in it. Burned-in letters are ink: most of their pixels stand out by
+    ``SPLIT_CONTRAST`` (0.4-0.98 of them on real films); the ridge pieces at most 0.07.
+    Grouped alone (of one height, ``DENSE_HEIGHT_RATIO``), at least ``CORE_WORD`` of
+    them in a row, the letters are lines again; the rest of the region is dropped as
+    before (kept whole, it un-merged anatomy into dozens of new candidates).
+    """
+    if not dropped or not cores:
+        return []
+    out = []
+    for outer in dropped:
+        inked = np.asarray([g for g in cores if _inside(g, outer)], dtype=np.int64).reshape(-1, 4)
+        # a component holding two or more others is letters joined to each other or to
+        # what they touch (a letter holds at most its counter, seen in the other polarity)
+        holds = np.zeros(len(inked), dtype=bool)
+        for k, (gx0, gy0, gx1, gy1) in enumerate(inked.tolist()):
+            inside = (inked[:, 0] >= gx0) & (inked[:, 1] >= gy0) & (inked[:, 2] <= gx1) & (inked[:, 3] <= gy1)
+            holds[k] = (inside & (inked != inked[k]).any(axis=1)).sum() >= 2
+        letters: list[Box] = [tuple(g) for g in inked[~holds].tolist()]
+        out += [
+            found
+            for found in _group_lines(letters, height_ratio=DENSE_HEIGHT_RATIO)
+            if found[1] >= CORE_WORD and found[0][3] - found[0][1] <= CORE_LINE * found[2]
+        ]
+    return out
 
 
 def stroke_span(arr: np.ndarray, window: float | None = None) -> float:
@@ -262,6 +384,7 @@ def _glyph_boxes(
     sure: list[Box] | None = None,
     big: list[Box] | None = None,
     wide: list[tuple[Box, int, int]] | None = None,
+    cores: list[Box] | None = None,
 ) -> list[Box]:
     """Glyph-sized stroke components of both polarities, in pixels of ``arr`` pooled by ``factor``.
 
@@ -269,7 +392,7 @@ def _glyph_boxes(
     preview whose thin strokes the wavelet low-pass has dimmed, and whose lower grow
     threshold merges glyphs into lines) every component with a strong pixel counts,
     whatever its size and shape. ``wide``, when given, receives the lines of big glyphs
-    of the coarse screen (``_wide_lines``).
+    of the coarse screen (``_wide_lines``); ``cores``, the glyphs of ink (``_components``).
     """
     high, low = _pool(arr, factor)
     if high.dtype.kind != "u":  # signed or float: differences need room
@@ -291,10 +414,12 @@ def _glyph_boxes(
     boxes = []
     eroded = _erode(high, TOPHAT_SIZE)
     if (high - eroded).max() >= strong:
-        boxes += _components(high - _dilate(eroded, TOPHAT_SIZE), span, max_height, max_width, sensitivity, sure, big)
+        response = high - _dilate(eroded, TOPHAT_SIZE)
+        boxes += _components(response, span, max_height, max_width, sensitivity, sure, big, cores)
     dilated = _dilate(low, TOPHAT_SIZE)
     if (dilated - low).max() >= strong:
-        boxes += _components(_erode(dilated, TOPHAT_SIZE) - low, span, max_height, max_width, sensitivity, sure, big)
+        response = _erode(dilated, TOPHAT_SIZE) - low
+        boxes += _components(response, span, max_height, max_width, sensitivity, sure, big, cores)
     if wide is not None:
         tallest = min(DENSE_MAX_GLYPH // factor, int(0.2 * det_rows))  # a glyph's limits, as above
         wide.extend(_wide_lines(high, low, span, boxes, sure, tallest))

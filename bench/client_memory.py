@@ -14,8 +14,9 @@ at every size. "Apart from the identity map" is the peak RSS less the map's own 
 (the Arrow columns and hash index of the crosswalk the run saved, as a worker loads it,
 ``KeyTable.nbytes``): what the client holds besides the one thing that must be whole
 (ids are minted from the saved inventory a batch of rows at a time and both passes keep
-a bounded window of tasks in flight, so what the client holds per file is the listing's
-keys and the map). Run alone: ``python bench/client_memory.py --files 20000,100000``.
+a bounded window of tasks in flight, and the commit merges the metadata rows by an
+external sort, ``sortmerge``: so what the client holds per file is the listing's keys
+and the map). Run alone: ``python bench/client_memory.py --files 20000,100000``.
 """
 
 from __future__ import annotations

@@ -7,15 +7,23 @@ read). Each window's rows are completed with the keys pass 1 turned away, the po
 inputs and the unrecorded keys, sorted, and written to the audit as one row group; the
 client keeps counts and the few rows the review page reads, never the whole audit.
 
-The metadata rows are held once as Arrow columns (the tables are sorted by subject,
-study and image across the whole dataset, so a row's place needs all of them) and
-written in slices of that order: no sorted copy of the table, no Parquet file of it in
-memory but the compressed bytes being written.
+The metadata rows are sorted by subject, study and image across the whole dataset (this
+run's parts and the rows an earlier run left in the tables) by an external merge sort
+(``sortmerge``): sorted runs of ``sortmerge.RUN_ROWS`` rows spilled to a temporary folder,
+merged a few thousand rows at a time. Each row carries its place in the input as the
+last sort key, so an image written twice (a task re-run) keeps its first row and this
+run's row replaces an earlier run's: the copies of one dicom_id sort next to each other
+(a dicom_id has one subject and study, from the crosswalk). The tables and the audit are
+written to the temporary folder and copied to their place in one atomic write each: the
+client holds a bounded number of rows, never a column of the archive.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cxr_dask import inventory, metadata, storage
-from cxr_dask.identity import read_parquet
+from cxr_dask import inventory, metadata, sortmerge, storage
 from cxr_dask.journal import RunJournal
 from cxr_dask.reasons import Reason
 from cxr_dask.storage import Location
@@ -55,6 +62,9 @@ class Committed:
     #: The most audit rows held at once (a window's): bounded by ``BATCH_ROWS`` and one
     #: window's overlapping parts, whatever the archive's size.
     most_rows_held: int = 0
+    #: The most metadata rows held at once (``sortmerge.ExternalSort.most_rows_held``):
+    #: bounded by the sort's run and merge sizes, whatever the archive's size.
+    most_metadata_rows_held: int = 0
 
 
 def commit(
@@ -68,27 +78,81 @@ def commit(
     atomic write.
     """
     done = Committed(review_entries=journal.read_review_entries())
-    storage.write_atomic(
-        journal.private, f"{journal.folder}/{AUDIT_FILE}", _audit_file(journal, table, poison, unrecorded, done)
-    )
-    fresh = journal.read_metadata()
-    done.written = fresh.num_rows
-    done.patients = pc.count_distinct(fresh.column("subject_id")).as_py()
-    done.studies = pc.count_distinct(fresh.column("study_id")).as_py()
-    _write_tables(output, _merge_by_dicom_id(read_table(output, METADATA_FILE), fresh))
+    with tempfile.TemporaryDirectory(prefix="cxr-commit-") as folder:  # owner-only, removed on exit
+        audit = os.path.join(folder, AUDIT_FILE)
+        _audit_file(journal, table, poison, unrecorded, done, audit)
+        storage.copy_atomic(journal.private, f"{journal.folder}/{AUDIT_FILE}", audit)
+        os.remove(audit)
+        sorter = sortmerge.ExternalSort(_RANKED_SCHEMA, [*METADATA_ORDER, (_RANK, "ascending")], folder)
+        _write_tables(output, _merged_rows(output, journal, sorter, done), folder)
+        done.most_metadata_rows_held = sorter.most_rows_held
     return done
 
 
+#: The sort's last key: a row's place in the input (this run's parts in order, then the
+#: rows already in the tables), so the first row of a dicom_id is the one kept.
+_RANK = "_rank"
+_RANKED_SCHEMA = metadata.METADATA_SCHEMA.append(pa.field(_RANK, pa.int64()))
+#: The rank of the tables' earlier rows starts here: after every row of this run.
+_EARLIER = 1 << 62
+
+
+def _ranked(table: pa.Table, first: int) -> pa.Table:
+    return table.append_column(_RANK, pa.array(np.arange(first, first + table.num_rows, dtype=np.int64)))
+
+
+def _merged_rows(
+    output: Location, journal: RunJournal, sorter: sortmerge.ExternalSort, done: Committed
+) -> Iterator[pa.Table]:
+    """The dataset's rows in ``METADATA_ORDER``, a bounded number at a time: this run's
+    (the first row of each dicom_id) and the earlier ones this run did not write again.
+    This run's rows, patients and studies are counted into ``done``."""
+    rank = 0
+    for part in journal.metadata_parts():
+        sorter.add(_ranked(part, rank))
+        rank += part.num_rows
+    for earlier in _earlier_rows(output):
+        sorter.add(_ranked(earlier, _EARLIER + rank))
+        rank += earlier.num_rows
+    last: tuple[str | None, int | None, int | None] = (None, None, None)  # dicom_id, and this run's subject, study
+    for batch in sorter.sorted_batches():
+        ids = batch.column("dicom_id").combine_chunks()
+        before = pa.concat_arrays([pa.array([last[0]], pa.string()), ids.slice(0, len(ids) - 1)])
+        rows = batch.filter(pc.fill_null(pc.not_equal(ids, before), True))
+        fresh = pc.less(rows.column(_RANK), _EARLIER).to_numpy(zero_copy_only=False)
+        subjects = rows.column("subject_id").to_numpy(zero_copy_only=False)[fresh]
+        studies = rows.column("study_id").to_numpy(zero_copy_only=False)[fresh]
+        if len(subjects):
+            before_s = np.concatenate([[last[1] if last[1] is not None else -1], subjects[:-1]])
+            before_t = np.concatenate([[last[2] if last[2] is not None else -1], studies[:-1]])
+            done.written += len(subjects)
+            done.patients += int(np.count_nonzero(subjects != before_s))
+            done.studies += int(np.count_nonzero((subjects != before_s) | (studies != before_t)))
+            last = (ids[-1].as_py(), int(subjects[-1]), int(studies[-1]))
+        elif len(ids):
+            last = (ids[-1].as_py(), last[1], last[2])
+        yield rows.drop_columns([_RANK])
+
+
+def _earlier_rows(output: Location) -> Iterator[pa.Table]:
+    """The rows already in the dataset's metadata table, a batch at a time (none before
+    the first run)."""
+    if not storage.exists(output, METADATA_FILE):
+        return
+    with output.fs.open(output.path(METADATA_FILE), "rb") as handle:
+        for batch in pq.ParquetFile(handle).iter_batches(batch_size=BATCH_ROWS):
+            yield pa.Table.from_batches([batch]).cast(metadata.METADATA_SCHEMA)
+
+
 def _audit_file(
-    journal: RunJournal, table: pa.Table, poison: list[int], unrecorded: list[int], done: Committed
-) -> memoryview:
-    """The audit's Parquet bytes, written a window at a time; counts go to ``done``."""
+    journal: RunJournal, table: pa.Table, poison: list[int], unrecorded: list[int], done: Committed, path: str
+) -> None:
+    """The audit's Parquet file at ``path``, written a window at a time; counts go to ``done``."""
     written = _written_copies(journal, table)
     keys = table.column("key_index").to_numpy()
     poison_keys, unrecorded_keys = np.sort(np.array(poison, np.int64)), np.sort(np.array(unrecorded, np.int64))
     entry_keys = pa.array([entry["key_index"] for entry in done.review_entries], pa.int64())
-    sink = pa.BufferOutputStream()
-    with pq.ParquetWriter(sink, metadata.AUDIT_SCHEMA, compression="zstd") as writer:
+    with pq.ParquetWriter(path, metadata.AUDIT_SCHEMA, compression="zstd") as writer:
         for start, end, rows in journal.audit_windows(BATCH_ROWS):
             done.most_rows_held = max(done.most_rows_held, rows.num_rows)
             a, b = (np.searchsorted(keys, start), len(keys) if end is None else np.searchsorted(keys, end))
@@ -103,7 +167,6 @@ def _audit_file(
             if audit.num_rows:
                 writer.write_table(audit)
             _count(audit, entry_keys, done)
-    return memoryview(sink.getvalue())
 
 
 def _between(values: np.ndarray, start: int, end: int | None) -> list[int]:
@@ -209,45 +272,45 @@ def _count(audit: pa.Table, entry_keys: pa.Array, done: Committed) -> None:
     done.review_rows += audit.filter(wanted).select(["key_index", "status", "dicom_id", *counts]).to_pylist()
 
 
-def read_table(location: Location, key: str) -> pa.Table | None:
-    """A Parquet table at ``key``, or None when it does not exist yet."""
-    if not storage.exists(location, key):
-        return None
-    return read_parquet(storage.read_bytes(location, key))
-
-
-def _merge_by_dicom_id(existing: pa.Table | None, fresh: pa.Table) -> pa.Table:
-    """The dataset's rows: the earlier ones this run did not write again, then this run's."""
-    if existing is None or existing.num_rows == 0:
-        return fresh
-    keep = pc.invert(pc.is_in(existing.column("dicom_id"), value_set=fresh.column("dicom_id")))
-    return pa.concat_tables([existing.filter(keep).cast(metadata.METADATA_SCHEMA), fresh])
-
-
-def _write_tables(output: Location, merged: pa.Table) -> None:
-    """``metadata``, ``record_list`` and ``study_list``, each in ``METADATA_ORDER``, written
-    from slices of that order (``BATCH_ROWS`` rows taken at a time): a study's rows are
-    consecutive, so each distinct (subject, study) is found from the row before it."""
-    order = pc.sort_indices(merged, sort_keys=METADATA_ORDER) if merged.num_rows else pa.array([], pa.uint64())
-    sinks = {name: pa.BufferOutputStream() for name in (METADATA_FILE, RECORD_LIST_FILE, STUDY_LIST_FILE)}
+def _write_tables(output: Location, rows: Iterable[pa.Table], folder: str) -> None:
+    """``metadata``, ``record_list`` and ``study_list`` from ``rows`` (in ``METADATA_ORDER``),
+    written ``BATCH_ROWS`` rows at a time to ``folder``, then each copied to its place in one
+    atomic write: a study's rows are consecutive, so each distinct (subject, study) is found
+    from the row before it."""
     schemas = {
         METADATA_FILE: metadata.METADATA_SCHEMA,
         RECORD_LIST_FILE: metadata.RECORD_LIST_SCHEMA,
         STUDY_LIST_FILE: metadata.STUDY_LIST_SCHEMA,
     }
-    writers = {name: pq.ParquetWriter(sink, schemas[name], compression="zstd") for name, sink in sinks.items()}
+    paths = {name: os.path.join(folder, name) for name in schemas}
+    writers = {name: pq.ParquetWriter(paths[name], schemas[name], compression="zstd") for name in schemas}
     last: tuple[int, int] | None = None
     try:
-        for start in range(0, len(order), BATCH_ROWS):
-            rows = merged.take(order.slice(start, BATCH_ROWS))
-            writers[METADATA_FILE].write_table(rows)
-            writers[RECORD_LIST_FILE].write_table(metadata.record_list(rows))
-            studies = metadata.study_list_of_sorted(rows.column("subject_id"), rows.column("study_id"), last)
+        for batch in _rebatched(rows, BATCH_ROWS):
+            writers[METADATA_FILE].write_table(batch)
+            writers[RECORD_LIST_FILE].write_table(metadata.record_list(batch))
+            studies = metadata.study_list_of_sorted(batch.column("subject_id"), batch.column("study_id"), last)
             writers[STUDY_LIST_FILE].write_table(studies)
-            last = (rows.column("subject_id")[-1].as_py(), rows.column("study_id")[-1].as_py())
+            last = (batch.column("subject_id")[-1].as_py(), batch.column("study_id")[-1].as_py())
     finally:
         for writer in writers.values():
             writer.close()
-    del order, merged
-    for name, sink in sinks.items():
-        storage.write_atomic(output, name, memoryview(sink.getvalue()))
+    for name, path in paths.items():
+        storage.copy_atomic(output, name, path)
+
+
+def _rebatched(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """``tables``' rows in tables of exactly ``rows`` rows (the last fewer): the tables'
+    row groups, and so their bytes, do not depend on how the merge cut its batches."""
+    held: list[pa.Table] = []
+    count = 0
+    for table in tables:
+        held.append(table)
+        count += table.num_rows
+        while count >= rows:
+            whole = pa.concat_tables(held)
+            yield whole.slice(0, rows).combine_chunks()
+            rest = whole.slice(rows)
+            held, count = [rest], rest.num_rows
+    if count:
+        yield pa.concat_tables(held).combine_chunks()

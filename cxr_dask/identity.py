@@ -769,7 +769,10 @@ def save_crosswalk(private: Location, identity: IdentityMap) -> None:
         schema=IMAGES_SCHEMA,
     )
     for name, table in (("patients", patients), ("studies", studies), ("images", images)):
-        storage.write_atomic(private, f"{CROSSWALK_DIR}/{name}.parquet", parquet_bytes(table))
+        sink = pa.BufferOutputStream()  # parquet_bytes' file, held once (not a BytesIO and its copy)
+        pq.write_table(table, sink, compression="zstd")
+        storage.write_atomic(private, f"{CROSSWALK_DIR}/{name}.parquet", memoryview(sink.getvalue()))
+        del sink
 
 
 def _keys_of(table: Mapping[str, Any]) -> pa.ChunkedArray:

@@ -216,17 +216,24 @@ class RunJournal:
         return self._audit_table(audit_keys), self.read_metadata()
 
     def read_metadata(self) -> pa.Table:
-        """Every finished task's metadata rows, one per image, in the parts' order.
+        """Every finished task's metadata rows, one per image, in the parts' order (whole:
+        the commit reads them a part at a time, ``metadata_parts``)."""
+        tables = list(self.metadata_parts())
+        rows = pa.concat_tables(tables) if tables else metadata.METADATA_SCHEMA.empty_table()
+        del tables
+        return _unique_by_dicom_id(rows)
+
+    def metadata_parts(self) -> Iterator[pa.Table]:
+        """Each finished task's metadata rows, a part at a time, in the parts' order (an
+        image a task re-run wrote twice comes twice: the first row is the one kept).
 
         Metadata parts count only beside their audit part: the task that wrote them finished.
         """
         audit_keys, metadata_keys = self._part_keys()
         done_stems = {key.removesuffix(AUDIT_SUFFIX) for key in audit_keys}
         finished = [key for key in metadata_keys if key.removesuffix(METADATA_SUFFIX) in done_stems]
-        tables = [table.cast(metadata.METADATA_SCHEMA) for _, table in self._read_tables(finished)]
-        rows = pa.concat_tables(tables) if tables else metadata.METADATA_SCHEMA.empty_table()
-        del tables
-        return _unique_by_dicom_id(rows)
+        for _, table in self._read_tables(finished):
+            yield table.cast(metadata.METADATA_SCHEMA)
 
     def audit_windows(self, rows: int) -> Iterator[tuple[int, int | None, pa.Table]]:
         """The finished tasks' audit rows a window of key indexes at a time:

@@ -596,7 +596,8 @@ def run(client: Client, config: RunConfig, claim: lock.RunClaim | None = None) -
         summary.files_seen = table.num_rows
         summary.bytes_in = pc.sum(table.column("size")).as_py() or 0
 
-        valid = table.filter(pc.is_null(table.column("error")))
+        error = table.column("error")  # no copy of the keys when every file is usable
+        valid = table if error.null_count == len(error) else table.filter(pc.is_null(error))
         if resumed:
             done = journal.done_key_indexes()
             valid = valid.filter(pc.invert(pc.is_in(valid.column("key_index"), value_set=done)))

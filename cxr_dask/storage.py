@@ -14,7 +14,7 @@ import os
 import posixpath
 import shutil
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -403,6 +403,22 @@ def write_atomic(location: Location, key: str, data: bytes | memoryview | Sequen
     if not location.is_local:
         location.fs.pipe_file(path, parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts))
         return
+    _write_local_atomic(location, path, lambda handle: handle.writelines(parts))
+
+
+def copy_atomic(location: Location, key: str, local_file: str) -> None:
+    """``write_atomic`` of a local file's bytes, streamed: never whole in memory (the
+    commit's tables, written to a temporary folder first). Object stores: s3fs's upload
+    (a multipart upload from 100 MB, atomic too)."""
+    path = location.path(key)
+    if not location.is_local:
+        location.fs.put_file(local_file, path)
+        return
+    with open(local_file, "rb") as source:
+        _write_local_atomic(location, path, lambda handle: shutil.copyfileobj(source, handle, 1 << 20))
+
+
+def _write_local_atomic(location: Location, path: str, write: Callable[[IO[bytes]], object]) -> None:
     staging = location.path(PARTIALS_DIR)
     tmp = posixpath.join(staging, f"{uuid.uuid4().hex}.tmp")
     # Folders are made when missing, not checked first: most writes go to existing ones,
@@ -415,7 +431,7 @@ def write_atomic(location: Location, key: str, data: bytes | memoryview | Sequen
     moved = False
     try:
         with handle:
-            handle.writelines(parts)
+            write(handle)
         try:
             os.replace(tmp, path)
         except FileNotFoundError:

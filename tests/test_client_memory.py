@@ -185,6 +185,69 @@ def test_the_commit_reads_the_audit_parts_a_window_at_a_time(tmp_path, monkeypat
     ]
 
 
+def test_the_commit_sorts_the_metadata_rows_a_bounded_number_at_a_time(tmp_path, monkeypatch) -> None:
+    """The commit merges the metadata parts by an external sort (``sortmerge``): it holds
+    at most a run's rows or the merge's buffers, never every row (main read every part and
+    the earlier table whole, then sorted them), and writes the rows a whole-table commit
+    writes: the first row of an image written twice, this run's row over an earlier one."""
+    import pyarrow.compute as pc
+
+    from cxr_dask import sortmerge
+    from cxr_dask.inventory import INVENTORY_SCHEMA
+
+    private, output = Location(str(tmp_path / "private")), Location(str(tmp_path / "out"))
+    run = journal.RunJournal(private, "R5")
+    n, size = 1_500, 50
+
+    def meta(k: int, view: str = "PA") -> dict[str, object]:
+        row: dict[str, object] = {name: None for name in metadata.METADATA_SCHEMA.names}
+        return row | {
+            "dicom_id": f"{k * 7919 % 10_007:05d}",
+            "subject_id": 10_000_000 + k // 3 % 37,  # a study has one subject, as ids are minted
+            "study_id": 50_000_000 + k // 3,
+            "ViewPosition": view,
+        }
+
+    # an earlier run's table: images 1,200-1,999, which this run writes again from 1,200 on
+    earlier = pa.Table.from_pylist([meta(k, "earlier") for k in range(1_200, 2_000)], schema=metadata.METADATA_SCHEMA)
+    output.fs.makedirs(output.root, exist_ok=True)
+    pq.write_table(earlier.sort_by(commit.METADATA_ORDER), output.path(commit.METADATA_FILE))
+    for first in range(0, n, size):
+        keys = list(range(first, first + size))
+        run.write_part(keys, [metadata.audit_row(k, "written") for k in keys], [meta(k) for k in keys])
+    # a task re-run over keys 100 and 150 (its part listed after the first over 100-149):
+    # an image's row again, which must not replace the first one
+    run.write_part([100, 150], [metadata.audit_row(k, "written") for k in (100, 150)], [meta(100, "AP")])
+    inventory = pa.table({f.name: pa.nulls(n, f.type) for f in INVENTORY_SCHEMA}).set_column(
+        0, "key_index", pa.array(range(n), pa.int64())
+    )
+    fresh = run.read_metadata()  # the whole-table commit's rows, for the expected tables
+    kept = earlier.filter(pc.invert(pc.is_in(earlier.column("dicom_id"), value_set=fresh.column("dicom_id"))))
+    expected = pa.concat_tables([kept, fresh]).sort_by(commit.METADATA_ORDER)
+
+    monkeypatch.setattr(sortmerge, "RUN_ROWS", 200)
+    monkeypatch.setattr(sortmerge, "GROUP_ROWS", 16)
+    monkeypatch.setattr(sortmerge, "FAN_IN", 3)  # 12 runs: merged into longer runs first
+    monkeypatch.setattr(commit, "BATCH_ROWS", 128)
+    done = commit.commit(output, run, inventory, [], [])
+
+    total = n + 1 + earlier.num_rows
+    assert 0 < done.most_metadata_rows_held <= 200 + 128 < total  # a run's rows and one more read
+    assert (done.written, done.patients, done.studies) == (n, 37, n // 3)
+    table = pq.read_table(output.path(commit.METADATA_FILE))
+    assert table.equals(expected)
+    assert (
+        table.filter(pc.equal(table.column("dicom_id"), meta(100)["dicom_id"])).column("ViewPosition")[0].as_py()
+        == "PA"
+    )
+    assert pq.ParquetFile(output.path(commit.METADATA_FILE)).metadata.num_row_groups == -(-expected.num_rows // 128)
+    pairs = sorted({(row["subject_id"], row["study_id"]) for row in expected.to_pylist()})
+    assert pq.read_table(output.path(commit.STUDY_LIST_FILE)).to_pylist() == [
+        {"subject_id": s, "study_id": st, "path": layout.study_folder(s, st)} for s, st in pairs
+    ]
+    assert pq.read_table(output.path(commit.RECORD_LIST_FILE)).column("dicom_id").equals(expected.column("dicom_id"))
+
+
 def test_a_run_keeps_a_bounded_window_of_tasks_in_flight(client, small_workspace, monkeypatch) -> None:
     """Both passes submit their tasks a window at a time (``pipeline.task_window``): the
     scheduler never holds more unfinished tasks of the run than the window, however many

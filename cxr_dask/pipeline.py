@@ -340,8 +340,63 @@ def partitions(items: list[T], cuts: Cuts) -> list[list[T]]:
     return [items[start : start + length] for start, length in _starts(len(items), cuts)]
 
 
-#: Pass 2's work: ``(key_index, key)`` items, or the same as the columns of an Arrow table.
-Work: TypeAlias = list[Item] | pa.Table
+class KeyWindows:
+    """Pass 2's work list, ``(key_index, key)`` rows, held as zstd-compressed Arrow IPC
+    blocks (one per batch of the inventory's rows, ``inventory.BATCH_ROWS``) and decoded a
+    block at a time as tasks are submitted: at 100,000 files the keys are ~7 MB as Arrow
+    columns and a fraction of that compressed, and what the client holds in pass 2 no
+    longer grows with them (``docs/scaling.md``). The last block decoded is kept, so the
+    consecutive runs of a pass decode each block once."""
+
+    def __init__(self, blocks: list[bytes], counts: list[int]) -> None:
+        self._blocks = blocks
+        self._ends = np.cumsum(np.asarray(counts, dtype=np.int64))
+        self.num_rows = int(self._ends[-1]) if counts else 0
+        self._decoded: tuple[int, pa.Table] | None = None
+        #: Blocks decoded so far (a count for tests: once each in a pass, not once a task).
+        self.decodes = 0
+
+    @classmethod
+    def from_batches(cls, batches: Iterable[pa.RecordBatch], done: pa.Array | None = None) -> KeyWindows:
+        """The usable rows (no ``error``) of the inventory's ``batches`` not in ``done``."""
+        blocks: list[bytes] = []
+        counts: list[int] = []
+        for batch in batches:
+            rows = pa.Table.from_batches([batch])
+            rows = rows.filter(pc.is_null(rows.column("error")))
+            if done is not None:
+                rows = rows.filter(pc.invert(pc.is_in(rows.column("key_index"), value_set=done)))
+            if rows.num_rows:
+                blocks.append(_ipc_bytes(rows.select(["key_index", "key"]), compression="zstd"))
+                counts.append(rows.num_rows)
+        return cls(blocks, counts)
+
+    def _block(self, j: int) -> pa.Table:
+        if self._decoded is None or self._decoded[0] != j:
+            self._decoded = None  # the last block's buffers go before the next one's come
+            self._decoded = (j, pa.ipc.open_stream(self._blocks[j]).read_all())
+            self.decodes += 1
+        return self._decoded[1]
+
+    def slice(self, start: int, length: int) -> pa.Table:
+        """Rows ``start`` to ``start + length`` as an Arrow table (as ``pa.Table.slice``)."""
+        end = min(start + length, self.num_rows)
+        j = int(np.searchsorted(self._ends, start, side="right"))
+        pieces: list[pa.Table] = []
+        while start < end:
+            first = int(self._ends[j - 1]) if j else 0
+            take = min(end, int(self._ends[j])) - start
+            pieces.append(self._block(j).slice(start - first, take))
+            start += take
+            j += 1
+        if not pieces:
+            return pa.table({"key_index": pa.array([], pa.int64()), "key": pa.array([], pa.string())})
+        return pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces)
+
+
+#: Pass 2's work: ``(key_index, key)`` items, or the same as the columns of an Arrow table
+#: (or of compressed blocks of one, ``KeyWindows``).
+Work: TypeAlias = list[Item] | pa.Table | KeyWindows
 #: One pass-2 task's share of the work: items, or their columns as Arrow IPC bytes.
 Chunk: TypeAlias = list[Item] | bytes
 
@@ -374,10 +429,11 @@ def chunk_items(chunk: Chunk) -> list[Item]:
     return _rows(pa.ipc.open_stream(chunk).read_all(), ("key_index", "key"))
 
 
-def _ipc_bytes(table: pa.Table) -> bytes:
+def _ipc_bytes(table: pa.Table, compression: str | None = None) -> bytes:
     """A slice's rows alone (pickling a slice of an Arrow table would carry all of it)."""
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
 
@@ -591,23 +647,21 @@ def run(client: Client, config: RunConfig, claim: lock.RunClaim | None = None) -
         # the workers read the map from the crosswalk just saved: the client is done with it,
         # and of the inventory keeps the columns pass 2 and the commit read
         del identity
-        table = inventory.read_columns(data, _KEPT_FOR_PASS_2)
-        del data
+        table = inventory.read_columns(data, _KEPT_FOR_COMMIT)
         summary.files_seen = table.num_rows
         summary.bytes_in = pc.sum(table.column("size")).as_py() or 0
 
-        error = table.column("error")  # no copy of the keys when every file is usable
-        valid = table if error.null_count == len(error) else table.filter(pc.is_null(error))
+        done_before = None
         if resumed:
-            done = journal.done_key_indexes()
-            valid = valid.filter(pc.invert(pc.is_in(valid.column("key_index"), value_set=done)))
-            summary.already_done = len(done)
-        # the work list stays Arrow columns: no Python object per file on the client
-        work = valid.select(["key_index", "key"])
-        del valid
+            done_before = journal.done_key_indexes()
+            summary.already_done = len(done_before)
+        # the work list: the keys compressed a batch of rows at a time, never whole columns
+        work = KeyWindows.from_batches(inventory.batches(data, ["key_index", "key", "error"])(), done_before)
+        copies = _copies_with_keys(data) if inventory.has_copies(table) else None
+        del data, done_before
         poison: list[int] = []
         unrecorded: list[int] = []
-        if work.num_rows or inventory.has_copies(table):
+        if work.num_rows or copies is not None:
             # the vocabulary travels with the map's location, never saved with the crosswalk
             with broadcast_crosswalk(client, private, secret, vocabulary) as identity_ref:
                 pass2 = _Pass2(client, config, identity_ref, journal, task_window(threads))
@@ -615,10 +669,10 @@ def run(client: Client, config: RunConfig, claim: lock.RunClaim | None = None) -
                     sizes = config.task_sizes_for(work.num_rows, threads)
                     log.info("pass 2: %d files in %d tasks of %d-%d", work.num_rows, len(sizes), min(sizes), max(sizes))
                     poison = pass2.run(work, sizes)
-                poison += _try_next_copies(pass2, table, poison, threads)
+                if copies is not None:
+                    poison += _try_next_copies(pass2, copies, poison, threads)
                 unrecorded = pass2.unrecorded
-        del work
-        table = table.drop_columns(["key"])  # the commit reads no key
+        del work, copies
 
         done = commit.commit(output, journal, table, poison, unrecorded)
         reviewed = review.build(private, journal.review_folder, journal.run_id, done.review_entries, done.review_rows)
@@ -651,8 +705,17 @@ def _claimed(config: RunConfig, claim: lock.RunClaim | None) -> Iterator[lock.Ru
     yield claim
 
 
-#: The inventory columns pass 2, the copies' retries and the commit read.
-_KEPT_FOR_PASS_2 = ("key_index", "key", "size", "error", "copy_of", "copy_rank")
+#: The inventory columns the commit reads, held through pass 2 (its keys are not: ``KeyWindows``).
+_KEPT_FOR_COMMIT = ("key_index", "size", "error", "copy_of", "copy_rank")
+#: The columns of the copies' rows pass 2b reads (``_try_next_copies``).
+_COPY_COLUMNS = ("key_index", "key", "error", "copy_of", "copy_rank")
+
+
+def _copies_with_keys(data: bytes | memoryview) -> pa.Table:
+    """The rows of repeated SOPInstanceUIDs' copies, with their keys (pass 2b's retries),
+    read a batch of the inventory's rows at a time."""
+    rows = [batch.filter(pc.is_valid(batch.column("copy_of"))) for batch in inventory.batches(data, _COPY_COLUMNS)()]
+    return pa.Table.from_batches(rows)
 
 
 def _inventory_file(client: Client, config: RunConfig, journal: RunJournal, parts: list[str]) -> memoryview:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import cxr_dask
@@ -287,3 +288,46 @@ def test_a_run_keeps_a_bounded_window_of_tasks_in_flight(client, small_workspace
     assert summary.written > 10
     assert len(counter.seen) >= 2 * summary.written  # a task a file in each pass
     assert 1 <= counter.most <= 3, counter.most
+
+
+def test_pass_two_holds_its_keys_compressed_and_decodes_each_block_once() -> None:
+    """Pass 2's work list (``pipeline.KeyWindows``): the keys compressed a batch of the
+    inventory's rows at a time, each run of a task the same rows as the table's slice."""
+    files = [
+        (f"c{i // 100:04d}/PATIENT_{i // 3}_MRN{i // 3:08d}/2001-01-01_ACC{i // 3}/PA_{i}.dcm", 1) for i in range(5_000)
+    ]
+    errors = pa.array(["bad" if i % 10 == 3 else None for i in range(5_000)], pa.string())
+    table = pipeline.listing_table(files).append_column("error", errors)
+    done = pa.array(list(range(0, 5_000, 7)), pa.int64())
+    work = pipeline.KeyWindows.from_batches(table.to_batches(max_chunksize=1_024), done)
+    usable = table.filter(pc.is_null(table.column("error")))
+    usable = usable.filter(pc.invert(pc.is_in(usable.column("key_index"), value_set=done)))
+    assert work.num_rows == usable.num_rows
+    held = sum(len(block) for block in work._blocks)
+    assert held < usable.column("key").nbytes / 3  # the keys' bytes are not held as they are
+    sizes = pipeline.chunk_sizes(work, 300)
+    chunks = list(pipeline.iter_chunks(work, 300))
+    assert [len(pipeline.chunk_items(chunk)) for chunk in chunks] == sizes
+    items = [item for chunk in chunks for item in pipeline.chunk_items(chunk)]
+    assert items == list(zip(usable.column("key_index").to_pylist(), usable.column("key").to_pylist(), strict=True))
+    assert work.decodes == len(work._blocks) == 5  # once each, not once a task
+    assert pipeline._items_of_task(work, 300, 4) == items[1_200:1_500]
+
+
+def test_a_run_never_reads_the_inventory_keys_whole(client, small_workspace, monkeypatch) -> None:
+    """Only the commit's columns of the inventory are read whole; the keys come a batch at a time."""
+    from cxr_dask import inventory
+    from tests.utils import run
+
+    read = inventory.read_columns
+    asked: list[list[str]] = []
+
+    def spy(data, columns):
+        asked.append(list(columns))
+        return read(data, columns)
+
+    monkeypatch.setattr(inventory, "read_columns", spy)
+    monkeypatch.setattr(inventory, "BATCH_ROWS", 7)  # several blocks of keys in a small run
+    summary = run(client, small_workspace, partition_size=5)
+    assert summary.written > 10
+    assert asked and all("key" not in columns for columns in asked)

@@ -420,6 +420,18 @@ def test_a_name_field_the_device_filled_with_its_model_is_a_note(mixed, tmp_path
     assert notes and "vendor's name" in notes[0].reason
 
 
+def test_the_patients_whole_name_in_a_kept_equipment_attribute_is_a_finding(mixed, tmp_path):
+    """The note above is for a device naming itself, never for a patient's name a device wrote there."""
+
+    def name_as_model(ds):
+        ds.PatientName = str(ds.ManufacturerModelName)
+
+    raw = _inputs_edited(mixed, tmp_path, "vendor_private.dcm", name_as_model)
+    report = verify(raw, *locations(mixed)[1:], ocr=None)
+    hits = [(f.kind, f.attribute, f.category) for f in report.findings]
+    assert ("phi_in_element", "ManufacturerModelName", "name") in hits, report.lines()
+
+
 def test_distributed_verify_finds_what_the_local_one_finds(mixed, client, tmp_path):
     output = _copy(mixed, tmp_path)
     PLANTED["mrn"][0](mixed, output)

@@ -395,15 +395,12 @@ class Audit:
         seen: set | None = None,
         record: InputRecord | None = None,
         held_as: str | None = None,
-        ours: bool = False,
     ) -> bool:
         """Judge every needle in ``text``, once per (path, attribute); True when any was found.
 
         ``held_as``: the attribute keyword under which ``text`` is a kept value; a needle of
         another patient there is a note when ``record`` (this output's input) held the
-        same ``text`` in that attribute. ``ours``: ``text`` is the method record this tool
-        writes (``codes.OWN_TEXTS``), in every output and no one's: its needles are marked
-        seen (so the raw-byte search skips them there) and never judged.
+        same ``text`` in that attribute.
         """
         found = False
         for needle in self.needles.find(text):
@@ -413,8 +410,7 @@ class Audit:
                 if mark in seen:
                     continue
                 seen.add(mark)
-            if not ours:
-                self.judge(kind, path, attribute, needle, record, held_as, text)
+            self.judge(kind, path, attribute, needle, record, held_as, text)
         return found
 
     def judge(
@@ -434,6 +430,8 @@ class Audit:
         # or a device id or a person-name field the device filled with its own name
         # (fo-dicom's GH064: ContentCreatorName "Achieva", the model; dwv's OsiriX capture)
         vendor = needle.category in EQUIPMENT_COINCIDENCES and held_as in EQUIPMENT_KEYWORDS
+        if vendor and needle.category == "name" and record is not None and record.holds("PatientName", text):
+            vendor = False  # the patient's whole name in an equipment attribute is a leak, whoever wrote it
         # a name that is also a defined term of the image's type (pydicom's enhanced CT
         # "Perfusion^MCA Stroke", ImageType DERIVED\PRIMARY\PERFUSION) the input held there
         typed = needle.category == "name" and held_as in IMAGE_TYPE_KEYWORDS
@@ -540,6 +538,14 @@ def _check_date(audit: Audit, path: str, elem: DataElement) -> None:
             return
 
 
+def _without_own_texts(text: str) -> str:
+    """``text`` with the method record this tool writes blanked (``codes.OWN_TEXTS``): the
+    raw-byte search skips it as the element search does, and nothing else."""
+    for own in OWN_TEXTS:
+        text = text.replace(own, " " * len(own))
+    return text
+
+
 @dataclass
 class Shared:
     """What every output check needs: broadcast once per worker."""
@@ -586,8 +592,9 @@ def check_dicom(audit: Audit, path: str, data: bytes, shared: Shared) -> None:
             continue  # binary (OB/OW/...): covered by the raw byte search
         keyword = elem.keyword or None
         for value in value_strings(elem.value):
-            ours = keyword in METHOD_KEYWORDS and value in OWN_TEXTS
-            audit.search("phi_in_element", path, name, value, local, record, keyword, ours)
+            if keyword in METHOD_KEYWORDS and value in OWN_TEXTS:
+                continue  # the method record this tool writes: fixed text in every output, no one's
+            audit.search("phi_in_element", path, name, value, local, record, keyword)
             if elem.VR in vrs.TEXT:
                 for pattern, regex in IDENTIFIER_PATTERNS.items():
                     if pattern in SHAPES_OF_VALUE.get(keyword or "", ()):
@@ -595,7 +602,7 @@ def check_dicom(audit: Audit, path: str, data: bytes, shared: Shared) -> None:
                     if regex.search(value):
                         audit.add("identifier_pattern", path, name, pattern, reason=f"free text holds a {pattern}")
         seen |= local
-    audit.search("phi_in_bytes", path, "bytes", outside.decode("latin-1"), seen, record)
+    audit.search("phi_in_bytes", path, "bytes", _without_own_texts(outside.decode("latin-1")), seen, record)
     if keyword_text(ds, "PatientIdentityRemoved") != "YES":
         audit.add("not_marked_deidentified", path, "PatientIdentityRemoved", reason="must be YES")
     if sop is not None and record is not None:

@@ -78,7 +78,10 @@ def commit(
     atomic write.
     """
     done = Committed(review_entries=journal.read_review_entries())
-    with tempfile.TemporaryDirectory(prefix="cxr-commit-") as folder:  # owner-only, removed on exit
+    # the audit and the spilled rows are staged in the run's folder when PRIVATE is a disk
+    # (owner-only there, and PHI never leaves it); else in the system's (owner-only too)
+    spill = journal.private.path(journal.folder) if journal.private.is_local else None
+    with tempfile.TemporaryDirectory(prefix="cxr-commit-", dir=spill) as folder:  # removed on exit
         audit = os.path.join(folder, AUDIT_FILE)
         _audit_file(journal, table, poison, unrecorded, done, audit)
         storage.copy_atomic(journal.private, f"{journal.folder}/{AUDIT_FILE}", audit)

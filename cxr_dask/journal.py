@@ -209,12 +209,6 @@ class RunJournal:
         audit_keys, _ = self._part_keys()
         return self._audit_table(audit_keys, columns)
 
-    def read_parts(self) -> tuple[pa.Table, pa.Table]:
-        """Every finished task's audit rows (one per key) and metadata rows (one per image),
-        whole (the commit reads them a window at a time: ``audit_windows``, ``read_metadata``)."""
-        audit_keys, _ = self._part_keys()
-        return self._audit_table(audit_keys), self.read_metadata()
-
     def read_metadata(self) -> pa.Table:
         """Every finished task's metadata rows, one per image, in the parts' order (whole:
         the commit reads them a part at a time, ``metadata_parts``)."""

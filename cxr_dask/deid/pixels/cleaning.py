@@ -27,6 +27,7 @@ from cxr_dask.deid.pixels.decoding import (
 from cxr_dask.deid.pixels.detection import (
     DENSE_HEIGHT_RATIO,
     INK_PAD,
+    _inside,
     _merge_overlapping,
     _region,
     detect,
@@ -459,11 +460,6 @@ def confirm_reads(arr: np.ndarray, decisions: list[Decision], options: PixelOpti
 def _gap(a: Box, b: Box) -> int:
     """The larger of the horizontal and vertical gaps between two boxes (negative: overlap)."""
     return max(b[0] - a[2], a[0] - b[2], b[1] - a[3], a[1] - b[3])
-
-
-def _inside(box: Box, other: Box) -> bool:
-    """Whether ``box`` lies within ``other``."""
-    return other[0] <= box[0] and other[1] <= box[1] and box[2] <= other[2] and box[3] <= other[3]
 
 
 def _covers(box: Box, word: Box) -> bool:

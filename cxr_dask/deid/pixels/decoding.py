@@ -40,14 +40,14 @@ J2K_SYNTAXES = frozenset({JPEG2000Lossless, JPEG2000})  # what Pillow reduces (n
 
 def decode(ds: Dataset) -> np.ndarray:
     """The stored pixel values of a single-frame greyscale image; quarantine otherwise
-    (colour goes to ``decode_colour``).
+    (colour and several frames go to ``decode_frames``).
 
     A file whose pixels cannot be decoded cannot be checked for burned-in text, so it is
     never written (fail closed). Native little-endian pixels come back as a read-only
     view of the PixelData bytes (``native_view``): no copy of a 15 MB image per file.
     """
     check_supported(ds)
-    if is_colour(ds):  # three samples or indices: ``decode_colour``
+    if is_colour(ds):  # three samples or indices: ``decode_frames``
         raise QuarantineError(Reason.UNSUPPORTED_PIXELS, "PhotometricInterpretation")
     arr = native_view(ds)
     if arr is None:
@@ -57,22 +57,14 @@ def decode(ds: Dataset) -> np.ndarray:
     return arr
 
 
-def decode_colour(ds: Dataset) -> np.ndarray:
-    """A single-frame colour image: (rows, columns, 3) RGB, or a palette image's indices.
+def decode_frames(ds: Dataset, max_frames: int) -> np.ndarray:
+    """Every frame of an image, frames first: (frames, rows, columns) stored values or
+    palette indices, (frames, rows, columns, 3) RGB for three samples.
 
     YBR_FULL, YBR_FULL_422 and JPEG 2000's YBR_RCT/YBR_ICT come back as RGB (pydicom
     converts them; the subsampling of YBR_FULL_422 is undone): detection and blanking
     work on what a viewer shows, and a changed image is written as RGB
     (``reencode.store``). Palette indices stay indices (``palette_table`` maps them).
-    Anything that does not decode to that shape is quarantined.
-    """
-    check_supported(ds)
-    return decode_frames(ds, 1)[0]
-
-
-def decode_frames(ds: Dataset, max_frames: int) -> np.ndarray:
-    """Every frame of an image, frames first: (frames, rows, columns) stored values or
-    palette indices, (frames, rows, columns, 3) RGB for three samples (as ``decode_colour``).
 
     What does not decode to that shape (a frame short, unsigned colour that is not) is
     quarantined (``undecodable_pixels``).

@@ -134,11 +134,6 @@ def probability_maps(images: list[np.ndarray]) -> list[np.ndarray]:
     return [out[k, 0, : image.shape[0], : image.shape[1]] for k, image in enumerate(images)]
 
 
-def probability_map(gray: np.ndarray) -> np.ndarray:
-    """The model's text probability for one 8-bit image."""
-    return probability_maps([gray])[0]
-
-
 def probabilities(images: list[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
     """(index, probability map) for images of any sizes, one run per padded size (a
     dense page's ~200 crops come in about 40 sizes) of at most ``BATCH_PIXELS``; a batch's

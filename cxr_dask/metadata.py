@@ -57,7 +57,8 @@ AUDIT_COUNTS = tuple(f.name for f in fields(HeaderReport))
 
 #: Burned-in text regions of an image by class (``deid.pixels.REGION_CLASSES``): text
 #: blanked, markers kept, blanked by a known-region rule, by strict mode, flagged for a
-#: human look. One audit column each; never the words.
+#: human look, left in place (nothing read text in them). One audit column each; never
+#: the words.
 PIXEL_CLASS_COLUMNS = {kind: f"pixel_regions_{kind}" for kind in REGION_CLASSES}
 
 AUDIT_SCHEMA = pa.schema(

@@ -15,8 +15,9 @@ PRIVATE/runs/<run id>/review/parts/<first>-<last>.review.json   what one pass-2 
 
 Two halves, so the client never decodes an image:
 
-- on the worker (``render``, ``write_images``): only images with a region that is not a
-  kept marker (blanked text, a rule, strict mode, or flagged) are rendered: a windowed
+- on the worker (``render``, ``write_images``): only images with a region that is not
+  left in place on purpose (blanked text, a rule, strict mode, or flagged: not a kept
+  marker, not a candidate every reader agreed holds no text) are rendered: a windowed
   8-bit before/after thumbnail (percentile window, MONOCHROME1 inverted, at most
   ``THUMB_SIDE`` a side) and a crop of each region with a margin; the pass-2 task writes
   them and the journal writes its entries as a part, before the part that marks the
@@ -46,7 +47,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cxr_dask import storage
-from cxr_dask.deid.pixels import REGION_CLASSES, Box, PixelResult, RegionRecord
+from cxr_dask.deid.pixels import BLANKING_CLASSES, REGION_CLASSES, Box, PixelResult, RegionRecord
 from cxr_dask.errors import ConfigError
 from cxr_dask.metadata import PIXEL_CLASS_COLUMNS
 from cxr_dask.storage import Location
@@ -66,8 +67,12 @@ PAGE_BYTES = 4_000_000
 #: Flagged images the index lists one by one (the flagged pages list them all).
 INDEX_FLAGGED = 500
 #: Classes that blank pixels; ``marker`` is kept, ``flagged`` is left for a human look.
-REMOVED_CLASSES = ("text", "rule", "strict")
-#: Outline colours of the region classes on thumbnails and crops.
+REMOVED_CLASSES = BLANKING_CLASSES
+#: Regions not shown on the page: candidates every reader agreed hold no text (edges,
+#: wires, bone), often several an image; the audit counts them.
+UNLISTED_CLASSES = ("left",)
+#: Outline colours of the region classes on thumbnails and crops (unlisted ones are
+#: never drawn).
 COLOURS = {
     "text": (230, 40, 40),
     "rule": (255, 140, 0),
@@ -92,8 +97,9 @@ _RUN_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]*$")
 
 
 def needs_review(result: PixelResult) -> bool:
-    """True when an image has a region a reviewer should see: anything but a kept marker."""
-    return any(region.kind != "marker" for region in result.report.regions)
+    """True when an image has a region a reviewer should see: blanked or flagged (not a
+    kept marker, not a candidate left in place because nothing read text in it)."""
+    return any(region.kind in (*REMOVED_CLASSES, "flagged") for region in result.report.regions)
 
 
 @dataclass(frozen=True)
@@ -140,7 +146,8 @@ def render(result: PixelResult, photometric: str) -> Rendered | None:
     invert = photometric.strip() == "MONOCHROME1"
     small, factor = _reduce(source, THUMB_SIDE)
     low, high = _percentile_window(small) if source.ndim == 2 else _colour_window(source)
-    regions = tuple(sorted(result.report.regions, key=lambda r: _PRIORITY.get(r.kind, len(_PRIORITY))))
+    shown = [r for r in result.report.regions if r.kind not in UNLISTED_CLASSES]
+    regions = tuple(sorted(shown, key=lambda r: _PRIORITY.get(r.kind, len(_PRIORITY))))
     before_rgb = Image.fromarray(_window(small, low, high, invert)).convert("RGB")
     drawing = ImageDraw.Draw(before_rgb)
     for region in regions:
@@ -415,6 +422,7 @@ _CLASS_LABEL = {
     "rule": "rule",
     "strict": "strict",
     "flagged": "flagged",
+    "left": "left in place (no text read)",
 }
 _STYLE = """
 body{font:14px sans-serif;margin:1em 2em;background:#fafafa;color:#222}

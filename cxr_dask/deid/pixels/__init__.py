@@ -24,6 +24,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from cxr_dask.deid.pixels.types import (
+    BLANKING_CLASSES,
     REGION_CLASSES,
     Box,
     PixelReport,
@@ -61,6 +62,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "BLANKING_CLASSES",
     "DETECTION_SIDE",
     "NATIVE_LITTLE_ENDIAN",
     "PREVIEW_SENSITIVITY",

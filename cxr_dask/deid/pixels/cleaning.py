@@ -8,6 +8,7 @@ on candidates, the dense-page second look only on an image known to hold text.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 
 import numpy as np
@@ -25,8 +26,11 @@ from cxr_dask.deid.pixels.decoding import (
     photometric_black,
 )
 from cxr_dask.deid.pixels.detection import (
+    CORE_SHARE,
     DENSE_HEIGHT_RATIO,
+    GROW_CONTRAST,
     INK_PAD,
+    SPLIT_CONTRAST,
     _inside,
     _merge_overlapping,
     _region,
@@ -36,6 +40,7 @@ from cxr_dask.deid.pixels.detection import (
     preview_has_candidates,
     stroke_span,
 )
+from cxr_dask.deid.pixels.morphology import _crop_opening
 from cxr_dask.deid.pixels.ocr import _read_in_chunks, read_regions
 from cxr_dask.deid.pixels.policy import (
     LINE_REACH,
@@ -43,7 +48,9 @@ from cxr_dask.deid.pixels.policy import (
     beside_words,
     decide,
     is_evidence,
+    is_near,
     is_small,
+    is_unread,
     redact_boxes,
     with_ink,
 )
@@ -71,6 +78,13 @@ MARKER_ASPECT = 8
 #: A box narrower than this many times its height (and not a column) has one glyph's
 #: room: it cannot hold the two characters the recogniser needs.
 ONE_GLYPH = 1.2
+#: A line nothing read that holds this many glyphs of ink (``inked_glyphs``) is flagged
+#: for a human look: letters no reader made out ("AP" a hand high, a "D" in a ring).
+INK_GLYPHS = 2
+#: A glyph of ink is this high, in line heights (a letter, not a speck or a rib) ...
+INK_GLYPH_HEIGHT = (0.4, 1.6)
+#: ... and at most this many times as wide as high (not a wire or an edge).
+INK_GLYPH_SHAPE = 3
 
 
 def confirm_text(regions: list[Region], arr: np.ndarray) -> list[list[Box]]:
@@ -124,7 +138,7 @@ def dense_lines(
             # recogniser need not read the ~400 boxes of a film scan's pages again)
             sure = (*decision.sure, region.box)
             out.append((region, dataclasses.replace(decision, why="words read on a dense page", sure=sure)))
-        elif decision.kind in ("flagged", "text"):
+        elif decision.kind == "text" or is_unread(decision):
             unread.append(region)
     # what OCR could not read, the text detector sees at the line's own scale
     # and the region's other lines of glyphs of the size of the text it boxed go too (in a
@@ -356,7 +370,8 @@ def _hug(arr: np.ndarray, region: Region, decision: Decision, window: float | No
 def confirm_reads(arr: np.ndarray, decisions: list[Decision], options: PixelOptions) -> list[Decision]:
     """Text boxes are read by the recogniser (``textrec``): a box no sure word backs is
     blanked only when it reads as text, and none is blanked when it reads as allow-listed
-    words only. A decision left with no box is flagged.
+    words only. A decision left with no box stays in place: ``flagged`` when a box read
+    as unsure (``textrec.Reading.is_unsure``) or was never read, else ``left``.
 
     Junk Tesseract read on anatomy, the text detector's boxes on a scalp, a clavicle's
     ink beside "ERECT": none reads as text. "ERECT" misread by Tesseract in a montage
@@ -384,6 +399,7 @@ def confirm_reads(arr: np.ndarray, decisions: list[Decision], options: PixelOpti
 
     verdict: dict[tuple[int, int], bool] = {}
     markers: set[tuple[int, int]] = set()
+    nothing: set[tuple[int, int]] = set()  # read surely as no text
     first: list[tuple[int, int]] = []
     later: list[tuple[int, int]] = []
     glyphs: list[tuple[int, int]] = []
@@ -403,6 +419,8 @@ def confirm_reads(arr: np.ndarray, decisions: list[Decision], options: PixelOpti
             verdict[(i, k)] = (backed(i, k) or reading.is_text) and not reading.is_marker
             if reading.is_marker:
                 markers.add((i, k))
+            elif not reading.is_unsure:
+                nothing.add((i, k))
 
     def blanked_by_another(asks: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """``asks`` less the boxes that lie inside a box another decision blanks whole
@@ -430,6 +448,7 @@ def confirm_reads(arr: np.ndarray, decisions: list[Decision], options: PixelOpti
         around = containers(i, k)
         if any((i, j) in markers for j in around):
             verdict[(i, k)] = False  # a piece of a marker ("RECT" of "ERECT")
+            nothing.add((i, k))
         elif any(verdict.get((i, j)) for j in around):
             verdict[(i, k)] = True  # blanked with the box it lies in
         else:
@@ -451,10 +470,74 @@ def confirm_reads(arr: np.ndarray, decisions: list[Decision], options: PixelOpti
             continue
         kept = [k for k in range(len(d.blank)) if verdict.get((i, k), True)]
         if not kept:
-            out.append(Decision("flagged", "text not confirmed"))
+            out.append(_not_confirmed([(i, k) in nothing or (i, k) in markers for k in range(len(d.blank))]))
             continue
         out.append(dataclasses.replace(d, blank=tuple(d.blank[k] for k in kept), lines=sum(k < d.lines for k in kept)))
     return out
+
+
+def _not_confirmed(read_as_no_text: list[bool]) -> Decision:
+    """A text decision none of whose boxes the recogniser confirmed: ``left`` when it read
+    every box surely as no text (or as a marker), ``flagged`` when it was unsure of one
+    or read one not at all (a glyph's box, judged by its neighbours)."""
+    if all(read_as_no_text):
+        return Decision("left", "not text to the recogniser")
+    return Decision("flagged", "text not confirmed")
+
+
+def inked_glyphs(arr: np.ndarray, region: Region, span: float) -> list[Box]:
+    """The glyphs of ink of a line (boxes in its crop): components of its strokes (top-hat
+    in its polarity, at ``GROW_CONTRAST``) of about its line height and a glyph's shape
+    with ``CORE_SHARE`` of their pixels at ``SPLIT_CONTRAST``. Burned-in letters are ink;
+    the rib, clavicle and lung edges, noise and wires of most unread lines are not (faint,
+    or too long)."""
+    from scipy import ndimage
+
+    crop = arr[region.y0 : region.y1, region.x0 : region.x1].astype(np.float32)
+    if crop.size == 0:
+        return []
+    if not region.bright:
+        crop = -crop
+    strokes = crop - _crop_opening(crop, max(3, int(region.line_height * 0.6)))
+    labels, count = ndimage.label(strokes > GROW_CONTRAST * span)
+    if not count:
+        return []
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    inked = np.bincount(labels[strokes >= SPLIT_CONTRAST * span], minlength=count + 1)[1:]
+    low, high = (f * region.line_height for f in INK_GLYPH_HEIGHT)
+    glyphs = []
+    for k, (rows, columns) in enumerate(ndimage.find_objects(labels)):
+        height, width = rows.stop - rows.start, columns.stop - columns.start
+        if low <= height <= high and width <= INK_GLYPH_SHAPE * height and inked[k] >= CORE_SHARE * sizes[k]:
+            glyphs.append((columns.start, rows.start, columns.stop, rows.stop))
+    return glyphs
+
+
+def ink_in_a_row(glyphs: list[Box], line_height: int) -> bool:
+    """Whether ``INK_GLYPHS`` glyphs sit side by side (each overlapping the next's rows by
+    half the lower one's height, within a line height of it): letters of a word, a letter
+    in its ring; not rib ends stacked one under the other."""
+    ordered = sorted(glyphs)
+    run = 1
+    for a, b in itertools.pairwise(ordered):
+        common = min(a[3], b[3]) - max(a[1], b[1])
+        beside = 2 * common >= min(a[3] - a[1], b[3] - b[1]) and b[0] - a[2] <= line_height
+        run = run + 1 if beside else 1
+        if run >= INK_GLYPHS:
+            return True
+    return False
+
+
+def _flag_ink(arr: np.ndarray, regions: list[Region], decisions: list[Decision], span: float) -> list[Decision]:
+    """Lines left because nothing read them, flagged when they hold letters of ink."""
+    return [
+        Decision("flagged", "unread glyphs of ink")
+        if d.kind == "left"
+        and d.why == "no text read"
+        and ink_in_a_row(inked_glyphs(arr, region, span), region.line_height)
+        else d
+        for region, d in zip(regions, decisions, strict=True)
+    ]
 
 
 def _gap(a: Box, b: Box) -> int:
@@ -593,16 +676,18 @@ def _judge(
     # bright label is found by the label's bright edges and read as bright strokes.
     # That second reading counts only when most of what it reads is text: edges read
     # inverted give many junk words, one of them sure now and then.
-    unread = [i for i, d in enumerate(decisions) if d.kind == "flagged" and regions[i] in read]
+    unread = [i for i, d in enumerate(decisions) if is_unread(d) and regions[i] in read]
     if unread:
         mark = time.perf_counter()
         flipped = [dataclasses.replace(regions[i], bright=not regions[i].bright) for i in unread]
         for i, words_read in zip(unread, read_regions(arr, flipped, options, span), strict=True):
             if 2 * sum(is_evidence(w) for w in words_read) >= len(words_read) > 0:
                 decisions[i] = decide(regions[i], words_read, options, arr.shape)
+            elif decisions[i].kind == "left" and any(is_near(w) for w in words_read):
+                decisions[i] = Decision("flagged", "low-confidence read")
         _spent(report, "ocr", mark)
     # the text detector sees horizontal lines; columns need words Tesseract reads
-    flagged = [i for i, d in enumerate(decisions) if d.kind == "flagged" and not regions[i].vertical]
+    flagged = [i for i, d in enumerate(decisions) if is_unread(d) and not regions[i].vertical]
     if flagged:
         mark = time.perf_counter()
         for i, boxes in zip(flagged, confirm_text([regions[i] for i in flagged], arr), strict=True):
@@ -623,6 +708,7 @@ def _judge(
         mark = time.perf_counter()
         decisions = confirm_reads(arr, decisions, options)
         _spent(report, "confirm", mark)
+        decisions = _flag_ink(arr, regions, decisions, span)
     return list(zip(regions, decisions, strict=True))
 
 

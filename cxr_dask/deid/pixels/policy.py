@@ -2,9 +2,11 @@
 
 ``decide`` keeps allow-listed words (``rules.PixelOptions``), blanks every candidate line
 where words are read with confidence, blanks whole lines in strict mode and leaves lines
-nothing reads in place, flagged for review. A region with room for two characters at
-most (a side marker, an arrow) is kept without OCR: it cannot identify anybody, and
-Tesseract reads lone letters poorly. Blanking uses the photometric minimum.
+nothing reads in place: ``flagged`` for a human look when a read came close to text
+(``is_near``), else ``left`` (counted, not listed for review: on real films most such
+lines are edges, wires and bone, which nothing reads). A region with room for two
+characters at most (a side marker, an arrow) is kept without OCR: it cannot identify
+anybody, and Tesseract reads lone letters poorly. Blanking uses the photometric minimum.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from cxr_dask.deid.rules import PixelOptions
 
 #: Tesseract confidence (0-100) a word needs to count as evidence that a line is text.
 WORD_CONFIDENCE = 60.0
+#: A word of three or more letters or digits read with this confidence, short of
+#: evidence, is a near read: its line, if nothing else reads it, is flagged for review.
+NEAR_CONFIDENCE = 55.0
 #: ... and a two-character word this much.
 SURE_CONFIDENCE = 85.0
 #: At least this many one-character words in a row are one letter-spaced word (J O H N).
@@ -78,6 +83,33 @@ def is_evidence(word: Word) -> bool:
     return word.characters >= 3 or word.confidence >= SURE_CONFIDENCE
 
 
+def is_near(word: Word) -> bool:
+    """A read that just missed evidence: three or more letters or digits, mostly
+    alphanumeric, on strokes of glyph contrast, at ``NEAR_CONFIDENCE`` or more. A line
+    nothing reads but that gave such a word is uncertain (a human looks); junk read on
+    edges and bone is shorter, symbol-laden or less sure."""
+    return (
+        not is_evidence(word)
+        and word.stroked
+        and word.characters >= 3
+        and word.symbols * 3 <= word.characters
+        and word.confidence >= NEAR_CONFIDENCE
+    )
+
+
+def unread(words: list[Word]) -> Decision:
+    """A line where no word is read with confidence: ``flagged`` when one came near
+    (``is_near``), else ``left``. Both stay in place; later readers may still find text."""
+    if any(is_near(w) for w in words):
+        return Decision("flagged", "low-confidence read")
+    return Decision("left", "no text read")
+
+
+def is_unread(decision: Decision) -> bool:
+    """A line left in place because nothing read text in it (so far)."""
+    return decision.kind in ("flagged", "left")
+
+
 def is_sure(word: Word) -> bool:
     """Evidence nobody doubts: four letters or digits read at 80 or more (junk on anatomy
     is short or unsure; a name, an id, a date is not)."""
@@ -118,9 +150,9 @@ def decide(region: Region, words: list[Word], options: PixelOptions, shape: tupl
     """Blank text, not strokes: only words on a line with evidence of text are blanked.
 
     Strict mode blanks the whole region. A region with room for two characters at most is
-    a marker. A line where no word is read with confidence is ``flagged`` and left in
-    place (thin bright anatomy, wires and edges are what nobody can read); the second
-    stage (``textdet``) may still find text there. On a line that is text, every word
+    a marker. A line where no word is read with confidence is left in place (thin bright
+    anatomy, wires and edges are what nobody can read), ``flagged`` or ``left``
+    (``unread``); the second stage (``textdet``) may still find text there. On a line that is text, every word
     read that is not allow-listed is blanked, box by box, and allow-listed words stay
     (the recogniser then has the last word on the boxes no sure word backs:
     ``cleaning.confirm_reads``).
@@ -132,7 +164,7 @@ def decide(region: Region, words: list[Word], options: PixelOptions, shape: tupl
         return Decision("marker", "too small to identify")
     evidence = [w for w in words if is_evidence(w)]
     if not evidence:
-        return Decision("flagged", "unread candidate")
+        return unread(words)
     # A line read with confidence (an allow-listed word included) is text: every other word
     # box of its glyph height on it is text too, however unsure its reading (a name beside
     # PORTABLE, read at low confidence, stayed readable when only sure words were blanked).

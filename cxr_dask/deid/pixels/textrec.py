@@ -39,6 +39,9 @@ TWO_LINES = 2.5
 MIN_SCORE = 0.85
 #: ... and at least this many Latin letters or digits (a lone letter identifies nobody).
 MIN_CHARACTERS = 2
+#: A read of that many at this score or more, short of ``MIN_SCORE``, is unsure: the box
+#: is left in place but flagged for a human look (below it, the read is nothing).
+UNSURE_SCORE = 0.5
 
 _session = None
 _characters: list[str] = []
@@ -58,6 +61,16 @@ class Reading:
     @property
     def is_text(self) -> bool:
         return self.latin >= MIN_CHARACTERS and self.latin >= self.other and self.score >= MIN_SCORE
+
+    @property
+    def is_unsure(self) -> bool:
+        """Latin letters or digits read between "not text" and "text" (``UNSURE_SCORE``)."""
+        return (
+            not self.is_text
+            and self.latin >= MIN_CHARACTERS
+            and self.latin >= self.other
+            and self.score >= UNSURE_SCORE
+        )
 
     @property
     def is_marker(self) -> bool:

@@ -73,8 +73,11 @@ class Word:
         return (self.x0, self.y0, self.x1, self.y1)
 
 
-#: What a region of an image was judged to be; the review page and the audit use these.
-REGION_CLASSES = ("text", "marker", "rule", "strict", "flagged")
+#: What a region of an image was judged to be; the review page and the audit use these
+#: (one audit column each). The one list of classes: every other list derives from it.
+REGION_CLASSES = ("text", "marker", "rule", "strict", "flagged", "left")
+#: The classes that blank pixels; the others leave the region as it is.
+BLANKING_CLASSES = ("text", "rule", "strict")
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,9 @@ class RegionRecord:
     ``kind`` is one of REGION_CLASSES: ``text`` blanked on evidence that it is text,
     ``marker`` kept (allow-listed or too small to identify anyone), ``rule`` blanked by a
     known-region rule, ``strict`` blanked by strict mode, ``flagged`` left in place but
-    uncertain (for a human look). ``why`` is a short fixed phrase, never the words read.
+    uncertain (for a human look: a reader half saw text), ``left`` left in place because
+    every reader agreed it holds no text (an edge, a wire; counted, never listed for
+    review). ``why`` is a short fixed phrase, never the words read.
     """
 
     box: Box

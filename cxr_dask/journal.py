@@ -196,11 +196,8 @@ class RunJournal:
         its worker died, a storage failure retried by a later run) keeps one, and a finished
         row (written or quarantined) wins over a ``storage_error`` one whatever the order of
         the parts (else the first part's row)."""
-        tables = [
-            t.cast(metadata.AUDIT_SCHEMA if columns is None else _subschema(columns))
-            for _, t in self._read_tables(audit_keys, columns)
-        ]
         schema = metadata.AUDIT_SCHEMA if columns is None else _subschema(columns)
+        tables = [_conformed(t, schema) for _, t in self._read_tables(audit_keys, columns)]
         table = pa.concat_tables(tables) if tables else schema.empty_table()
         return unique_keys(table)
 
@@ -322,6 +319,15 @@ def _ascending(column: pa.ChunkedArray) -> bool:
 
 def _table_bytes(rows: Iterable[dict[str, Any]], schema: pa.Schema) -> bytes:
     return parquet_bytes(pa.Table.from_pylist(list(rows), schema=schema))
+
+
+def _conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """An audit part as ``schema``: a column added since the part was written (a run
+    resumed after an upgrade: ``pixel_regions_left``) is null in its rows."""
+    for field in schema:
+        if field.name not in table.column_names:
+            table = table.append_column(field.name, pa.nulls(table.num_rows, field.type))
+    return table.select(schema.names).cast(schema)
 
 
 def _subschema(columns: list[str]) -> pa.Schema:

@@ -110,7 +110,8 @@ def regions_of_every_kind() -> list[RegionRecord]:
         RegionRecord((300, 250, 330, 280), "marker", "allow-listed"),
         RegionRecord(RULE_BOX, "rule", "known-region rule"),
         RegionRecord((200, 100, 360, 120), "strict", "strict mode"),
-        RegionRecord((40, 200, 150, 222), "flagged", "unread candidate"),
+        RegionRecord((40, 200, 150, 222), "flagged", "low-confidence read"),
+        RegionRecord((250, 60, 290, 90), "left", "no text read"),
     ]
 
 
@@ -164,6 +165,12 @@ def test_nothing_is_rendered_for_images_without_regions_to_review():
     for kind in ("text", "rule", "strict", "flagged"):
         region = next(r for r in regions_of_every_kind() if r.kind == kind)
         assert review.needs_review(result_of(source, [region])), kind
+    # candidates every reader agreed hold no text (edges, wires) are counted, not shown
+    left = [r for r in regions_of_every_kind() if r.kind in ("left", "marker")]
+    assert not review.needs_review(result_of(source, left))
+    assert review.render(result_of(source, left), "MONOCHROME2") is None
+    shown = review.render(result_of(source, regions_of_every_kind()), "MONOCHROME2")
+    assert "left" not in {r.kind for r in shown.regions} and len(shown.crops) == len(shown.regions)
 
 
 def test_thumbnails_and_crops_are_small_windowed_and_monochrome1_is_inverted():
@@ -200,7 +207,7 @@ def test_the_after_thumbnail_equals_a_full_reduction_of_the_changed_image(shape)
 def test_crops_stop_at_the_image_budget_and_the_rest_are_listed_without():
     source = image_with_text(600, 800, seed=3)
     many = [RegionRecord((x, y, x + 60, y + 20), "text", "words read") for y in range(0, 560, 40) for x in (0, 400)]
-    many += [RegionRecord((100, 100, 140, 120), "flagged", "unread candidate")] * 60
+    many += [RegionRecord((100, 100, 140, 120), "flagged", "low-confidence read")] * 60
     rendered = review.render(result_of(source, many), "MONOCHROME2")
     assert len(rendered.crops) == len(many)
     kept = [c for c in rendered.crops if c is not None]
@@ -237,7 +244,7 @@ def test_pages_are_bounded_parse_as_html_and_link_only_existing_pictures(tmp_pat
     assert len([name for name in pages if name.startswith("changed-")]) == 2
     assert set(pages) - {"index.html"} == set(summary.pages)
     assert (summary.images, summary.changed, summary.flagged) == (47, 32, 31)
-    assert summary.regions == {"text": 32, "marker": 47, "rule": 32, "strict": 32, "flagged": 31}
+    assert summary.regions == {"text": 32, "marker": 47, "rule": 32, "strict": 32, "flagged": 31, "left": 0}
     # the index lists every flagged image, linked to its place on a flagged page
     flagged_paths = [e["path"] for e in entries if e["key_index"] in flagged]
     assert [h for h in pages["index.html"].hrefs if "#" in h] == [
@@ -250,7 +257,7 @@ def test_pages_are_bounded_parse_as_html_and_link_only_existing_pictures(tmp_pat
     assert pages["changed-0002.html"].rel == {"prev": "changed-0001.html"}
     # every crop of a flagged region is there, with its class and reason on the page
     text = " ".join(pages["flagged-0001.html"].text)
-    assert "unread candidate" in text and "flagged" in text
+    assert "low-confidence read" in text and "flagged" in text
     for entry in entries:
         assert entry["path"] in " ".join(t for p in pages.values() for t in p.text)
         for region in entry["regions"]:
@@ -307,6 +314,20 @@ def test_journal_reads_review_entries_of_finished_tasks_only_once_each(tmp_path)
     assert not list((tmp_path / run.parts_folder).glob("*review*"))  # review parts live below review/
 
 
+def test_an_audit_part_written_before_a_class_was_added_reads_with_the_class_null(tmp_path):
+    """A run resumed after an upgrade: its earlier parts lack ``pixel_regions_left``."""
+    run = journal.RunJournal(Location(str(tmp_path)), "R4")
+    rows = [metadata.audit_row(k, "written", dicom_id=fake_id(k), pixel_regions_flagged=1) for k in range(3)]
+    run.write_part([0, 1], rows[:2], [])
+    (part,) = (tmp_path / run.parts_folder).glob(f"*{journal.AUDIT_SUFFIX}")
+    pq.write_table(pq.read_table(part).drop_columns(["pixel_regions_left"]), part)
+    run.write_part([2], rows[2:], [])
+    audit = run.read_audit()
+    assert audit.schema == metadata.AUDIT_SCHEMA
+    assert audit.column("pixel_regions_left").to_pylist() == [None, None, None]
+    assert audit.column("pixel_regions_flagged").to_pylist() == [1, 1, 1]
+
+
 def test_audit_counts_regions_by_class_and_never_words():
     report = PixelReport(action="cleaned", regions=[*regions_of_every_kind(), RegionRecord((0, 0, 5, 5), "text", "x")])
     counts = metadata.pixel_class_counts(report)
@@ -316,6 +337,7 @@ def test_audit_counts_regions_by_class_and_never_words():
         "pixel_regions_rule": 1,
         "pixel_regions_strict": 1,
         "pixel_regions_flagged": 1,
+        "pixel_regions_left": 1,
     }
     assert all(metadata.AUDIT_SCHEMA.field(column).type == "int64" for column in counts)
     assert metadata.pixel_class_counts(PixelReport(action="disabled")) == {}
@@ -335,7 +357,7 @@ def test_review_command_finds_the_latest_page_or_says_there_is_none(tmp_path, ca
     out = capsys.readouterr().out
     assert f"review page: {private}/runs/20260102T000000000000Z/review/index.html" in out
     assert "1 images changed, 1 flagged for a human look" in out
-    assert "text blanked 1, markers kept 1, rule 1, strict 1, flagged 1" in out
+    assert "text blanked 1, markers kept 1, rule 1, strict 1, flagged 1, left in place (no text read) 0" in out
     assert cli.main(["review", str(private), "--run", first]) == 0
     assert "0 images changed" in capsys.readouterr().out
     assert cli.main(["review", str(private), "--run", "20260103T000000000000Z"]) == 2

@@ -8,7 +8,7 @@ on candidates, the dense-page second look only on an image known to hold text.
 from __future__ import annotations
 
 import dataclasses
-import itertools
+import math
 import time
 
 import numpy as np
@@ -26,11 +26,11 @@ from cxr_dask.deid.pixels.decoding import (
     photometric_black,
 )
 from cxr_dask.deid.pixels.detection import (
-    CORE_SHARE,
     DENSE_HEIGHT_RATIO,
-    GROW_CONTRAST,
+    DETECTION_SIDE,
     INK_PAD,
     SPLIT_CONTRAST,
+    TOPHAT_SIZE,
     _inside,
     _merge_overlapping,
     _region,
@@ -78,13 +78,17 @@ MARKER_ASPECT = 8
 #: A box narrower than this many times its height (and not a column) has one glyph's
 #: room: it cannot hold the two characters the recogniser needs.
 ONE_GLYPH = 1.2
-#: A line nothing read that holds this many glyphs of ink (``inked_glyphs``) is flagged
-#: for a human look: letters no reader made out ("AP" a hand high, a "D" in a ring).
-INK_GLYPHS = 2
-#: A glyph of ink is this high, in line heights (a letter, not a speck or a rib) ...
-INK_GLYPH_HEIGHT = (0.4, 1.6)
-#: ... and at most this many times as wide as high (not a wire or an edge).
+#: A line nothing read is flagged for a human look when two glyphs of ink in it sit side
+#: by side (``ink_in_a_row``: letters no reader made out, "AP" a hand high, "PORTATIL" in
+#: a region merged with a shoulder), or when the recogniser reads a line with one as text
+#: or nearly. A glyph of ink is this high, in line heights, and at least ``MIN_GLYPH``
+#: pixels (a letter, not a speck or a rib) ...
+INK_GLYPH_HEIGHT = (0.25, 1.6)
+MIN_GLYPH = 8
+#: ... at most this many times as wide as high (not a wire or an edge) ...
 INK_GLYPH_SHAPE = 3
+#: ... and two side by side differ in height by this factor at most.
+INK_HEIGHT_RATIO = 1.5
 
 
 def confirm_text(regions: list[Region], arr: np.ndarray) -> list[list[Box]]:
@@ -487,10 +491,10 @@ def _not_confirmed(read_as_no_text: list[bool]) -> Decision:
 
 def inked_glyphs(arr: np.ndarray, region: Region, span: float) -> list[Box]:
     """The glyphs of ink of a line (boxes in its crop): components of its strokes (top-hat
-    in its polarity, at ``GROW_CONTRAST``) of about its line height and a glyph's shape
-    with ``CORE_SHARE`` of their pixels at ``SPLIT_CONTRAST``. Burned-in letters are ink;
-    the rib, clavicle and lung edges, noise and wires of most unread lines are not (faint,
-    or too long)."""
+    in its polarity) that stand out by ``SPLIT_CONTRAST`` of the range, of a glyph's size
+    and shape. Burned-in letters are ink, also where they touch bone (cut out of it at
+    that contrast, as ``detection`` does); the rib, clavicle and lung edges and the noise
+    of most unread lines stand out by a tenth of that, and wires are too long."""
     from scipy import ndimage
 
     crop = arr[region.y0 : region.y1, region.x0 : region.x1].astype(np.float32)
@@ -498,46 +502,70 @@ def inked_glyphs(arr: np.ndarray, region: Region, span: float) -> list[Box]:
         return []
     if not region.bright:
         crop = -crop
-    strokes = crop - _crop_opening(crop, max(3, int(region.line_height * 0.6)))
-    labels, count = ndimage.label(strokes > GROW_CONTRAST * span)
+    # the screen's stroke scale (``TOPHAT_SIZE`` at detection scale), at most the OCR
+    # crop's: in a region of anatomy a line height is the bone's, and a window that wide
+    # lifts the bone with the letters on it into one blob
+    factor = max(1, math.ceil(max(arr.shape[:2]) / DETECTION_SIDE))
+    window = max(3, min(int(region.line_height * 0.6), TOPHAT_SIZE * factor))
+    strokes = crop - _crop_opening(crop, window)
+    labels, count = ndimage.label(strokes >= SPLIT_CONTRAST * span)
     if not count:
         return []
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    inked = np.bincount(labels[strokes >= SPLIT_CONTRAST * span], minlength=count + 1)[1:]
-    low, high = (f * region.line_height for f in INK_GLYPH_HEIGHT)
+    low = max(MIN_GLYPH, INK_GLYPH_HEIGHT[0] * region.line_height)
+    high = INK_GLYPH_HEIGHT[1] * region.line_height
     glyphs = []
-    for k, (rows, columns) in enumerate(ndimage.find_objects(labels)):
+    for rows, columns in ndimage.find_objects(labels):
         height, width = rows.stop - rows.start, columns.stop - columns.start
-        if low <= height <= high and width <= INK_GLYPH_SHAPE * height and inked[k] >= CORE_SHARE * sizes[k]:
+        if low <= height <= high and width <= INK_GLYPH_SHAPE * height:
             glyphs.append((columns.start, rows.start, columns.stop, rows.stop))
     return glyphs
 
 
-def ink_in_a_row(glyphs: list[Box], line_height: int) -> bool:
-    """Whether ``INK_GLYPHS`` glyphs sit side by side (each overlapping the next's rows by
-    half the lower one's height, within a line height of it): letters of a word, a letter
-    in its ring; not rib ends stacked one under the other."""
-    ordered = sorted(glyphs)
-    run = 1
-    for a, b in itertools.pairwise(ordered):
-        common = min(a[3], b[3]) - max(a[1], b[1])
-        beside = 2 * common >= min(a[3] - a[1], b[3] - b[1]) and b[0] - a[2] <= line_height
-        run = run + 1 if beside else 1
-        if run >= INK_GLYPHS:
-            return True
-    return False
+def ink_in_a_row(glyphs: list[Box]) -> bool:
+    """Whether two glyphs sit side by side: about one height (``INK_HEIGHT_RATIO``), over
+    half the lower one's rows in common, at most the taller one's height apart. Letters of
+    a word do; rib ends stacked one under the other do not."""
+    if len(glyphs) < 2:
+        return False
+    x0, y0, x1, y1 = np.asarray(glyphs, dtype=np.int64).T
+    height = y1 - y0
+    common = np.minimum.outer(y1, y1) - np.maximum.outer(y0, y0)
+    lower, taller = np.minimum.outer(height, height), np.maximum.outer(height, height)
+    apart = np.subtract.outer(x0, x1)  # [i, j]: x0 of i less x1 of j
+    gap = np.maximum(apart, apart.T)
+    beside = (2 * common >= lower) & (taller <= INK_HEIGHT_RATIO * lower) & (gap <= taller)
+    np.fill_diagonal(beside, False)
+    return bool(beside.any())
 
 
-def _flag_ink(arr: np.ndarray, regions: list[Region], decisions: list[Decision], span: float) -> list[Decision]:
-    """Lines left because nothing read them, flagged when they hold letters of ink."""
-    return [
-        Decision("flagged", "unread glyphs of ink")
-        if d.kind == "left"
-        and d.why == "no text read"
-        and ink_in_a_row(inked_glyphs(arr, region, span), region.line_height)
-        else d
-        for region, d in zip(regions, decisions, strict=True)
-    ]
+def _flag_ink(
+    arr: np.ndarray, regions: list[Region], decisions: list[Decision], span: float, options: PixelOptions
+) -> list[Decision]:
+    """Lines left because nothing read them, flagged when they hold letters of ink: two
+    side by side, or one in a line the recogniser (``textrec``) reads as text or nearly
+    ("80" of a ruler's "80 mm" beside a bone edge). Only such lines are read: most left
+    lines hold no ink at all."""
+    from cxr_dask.deid.pixels import textrec
+
+    out = list(decisions)
+    asks = []
+    for i, (region, decision) in enumerate(zip(regions, decisions, strict=True)):
+        if decision.kind != "left" or decision.why != "no text read":
+            continue
+        # both polarities, as OCR read it: white letters in a region found by their dark
+        # outlines ("PORTATIL" merged with a shoulder into a dark region)
+        flipped = dataclasses.replace(region, bright=not region.bright)
+        glyphs = inked_glyphs(arr, region, span)
+        if ink_in_a_row(glyphs) or ink_in_a_row(more := inked_glyphs(arr, flipped, span)):
+            out[i] = Decision("flagged", "unread glyphs of ink")
+        elif glyphs or more:
+            asks.append(i)
+    if asks and textrec.available():
+        readings = textrec.read(arr, [regions[i].box for i in asks], options.is_allowed)
+        for i, reading in zip(asks, readings, strict=True):
+            if (reading.is_text or reading.is_unsure) and not reading.is_marker:
+                out[i] = Decision("flagged", "glyphs of ink read by the recogniser alone")
+    return out
 
 
 def _gap(a: Box, b: Box) -> int:
@@ -708,7 +736,7 @@ def _judge(
         mark = time.perf_counter()
         decisions = confirm_reads(arr, decisions, options)
         _spent(report, "confirm", mark)
-        decisions = _flag_ink(arr, regions, decisions, span)
+        decisions = _flag_ink(arr, regions, decisions, span, options)
     return list(zip(regions, decisions, strict=True))
 
 

@@ -152,10 +152,10 @@ def decide(region: Region, words: list[Word], options: PixelOptions, shape: tupl
     Strict mode blanks the whole region. A region with room for two characters at most is
     a marker. A line where no word is read with confidence is left in place (thin bright
     anatomy, wires and edges are what nobody can read), ``flagged`` or ``left``
-    (``unread``); the second stage (``textdet``) may still find text there. On a line that is text, every word
-    read that is not allow-listed is blanked, box by box, and allow-listed words stay
-    (the recogniser then has the last word on the boxes no sure word backs:
-    ``cleaning.confirm_reads``).
+    (``unread``); the second stage (``textdet``) may still find text there. On a line
+    that is text, every word read that is not allow-listed is blanked, box by box, and
+    allow-listed words stay (the recogniser then has the last word on the boxes no sure
+    word backs: ``cleaning.confirm_reads``).
     """
     box = region.box
     if options.strict:

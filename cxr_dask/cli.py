@@ -156,19 +156,23 @@ def verify_config(args: argparse.Namespace) -> VerifyConfig:
 
 
 def _execute(config: RunConfig, ends_process: bool = False) -> int:
-    from cxr_dask import storage, workerenv
+    from cxr_dask import storage
 
     # What can refuse the run before any worker starts does: a missing bucket, a wrong
     # endpoint or refused credentials, a PRIVATE in use by another run. The workers then
     # start in the background while this process imports the passes and checks the
     # journal (an unfinished run of other locations refuses, and stops them again).
     storage.check_locations(config.input_location, config.output_location, config.private_location)
-    # Two workers or more are forked from one process that imports distributed and pydicom
-    # once (one worker gains nothing from it: ~0.2 s more CPU), started before this one
-    # imports distributed (none of the modules above does): both import it at once.
-    # ``_fork_server_first`` started it already when the command line said as much.
-    fork = not config.cluster.scheduler and config.cluster.workers > 1 and workerenv.fork_server()
-    from cxr_dask import cluster, lock
+    # Two workers or more are forked from one process that imported distributed and pydicom
+    # (one worker is spawned): this one, where ``_fork_server_ahead`` prepared it, forked as
+    # soon as it has imported them (``workerenv.fork_server_here``), before any thread
+    # starts; else one spawned by ``Starting`` (``workerenv.fork_server``), which decides.
+    fork = not config.cluster.scheduler and config.cluster.workers > 1
+    from cxr_dask import cluster, lock, workerenv
+
+    if fork:
+        cluster.pydicom_without_requests()  # before the fork, which shares it
+    workerenv.fork_server_here()
 
     with (
         lock.RunClaim(config.private_location, config.input, config.output) as claim,
@@ -244,24 +248,27 @@ def _performance_report(target: str | None, storage_options: dict[str, Any]) -> 
         storage.write_atomic(storage.Location(parent, storage_options), name, Path(local).read_bytes())
 
 
-def _fork_server_first(args: argparse.Namespace) -> None:
-    """Start the process the workers are forked from (``workerenv.fork_server``) before
-    this one imports its settings and storage modules (fsspec; ~0.15 s of CPU), when the
-    command line alone says a LocalCluster of several workers (``--workers``, default 2;
-    no ``--scheduler`` nor ``--config``, which ``_execute`` reads first): its imports,
-    which the first worker waits for, start that much sooner on the other core. It starts
-    no worker, and a run then refused (settings, storage checks, the lock) stops it
-    (``workerenv.stop_fork_server``)."""
-    if args.config is None and args.scheduler is None and args.workers != 1:
+def _fork_server_ahead(workers: int | None, scheduler: str | None) -> None:
+    """Prepare this process to fork its workers' server once it has imported distributed
+    and pydicom (``workerenv.fork_server_ahead``: numpy, which distributed imports, then
+    starts no thread here) when a LocalCluster of several workers is asked for
+    (``--workers``, default 2; no ``--scheduler``); before numpy is imported, so before
+    the settings when the command line says as much. A run then refused (settings, storage
+    checks, the lock) stops a server started (``workerenv.stop_fork_server``)."""
+    if scheduler is None and workers != 1:
         from cxr_dask import workerenv
 
-        workerenv.fork_server()
+        workerenv.fork_server_ahead()
 
 
 def command_run(args: argparse.Namespace) -> int:
-    _fork_server_first(args)
+    if args.config is None:  # else the file may name a scheduler or one worker: read first
+        _fork_server_ahead(args.workers, args.scheduler)
     try:
-        return _execute(run_config(args), ends_process=args.ends_process)
+        config = run_config(args)
+        if args.config is not None:
+            _fork_server_ahead(config.cluster.workers, config.cluster.scheduler)
+        return _execute(config, ends_process=args.ends_process)
     except BaseException:  # refused (settings, storage, lock) or failed: no server left importing
         from cxr_dask import workerenv
 

@@ -163,16 +163,17 @@ def _execute(config: RunConfig, ends_process: bool = False) -> int:
     # start in the background while this process imports the passes and checks the
     # journal (an unfinished run of other locations refuses, and stops them again).
     storage.check_locations(config.input_location, config.output_location, config.private_location)
-    # Two workers or more are forked from one process that imported distributed and pydicom
-    # (one worker is spawned): this one, where ``_fork_server_ahead`` prepared it, forked as
-    # soon as it has imported them (``workerenv.fork_server_here``), before any thread
-    # starts; else one spawned by ``Starting`` (``workerenv.fork_server``), which decides.
-    fork = not config.cluster.scheduler and config.cluster.workers > 1
+    # The workers are forked from one process that imported distributed and pydicom: this
+    # one, where ``_fork_server_ahead`` prepared it, forked as soon as it has imported them
+    # (``workerenv.fork_server_here``), before any thread starts; else, for two workers or
+    # more, one spawned by ``Starting`` (``workerenv.fork_server``, which decides); a single
+    # worker is then spawned itself (a spawned server would cost it ~0.2 s more CPU).
     from cxr_dask import cluster, lock, workerenv
 
-    if fork:
+    local = not config.cluster.scheduler
+    if local:
         cluster.pydicom_without_requests()  # before the fork, which shares it
-    workerenv.fork_server_here()
+    fork = local and (workerenv.fork_server_here() or config.cluster.workers > 1)
 
     with (
         lock.RunClaim(config.private_location, config.input, config.output) as claim,
@@ -248,26 +249,26 @@ def _performance_report(target: str | None, storage_options: dict[str, Any]) -> 
         storage.write_atomic(storage.Location(parent, storage_options), name, Path(local).read_bytes())
 
 
-def _fork_server_ahead(workers: int | None, scheduler: str | None) -> None:
+def _fork_server_ahead(scheduler: str | None) -> None:
     """Prepare this process to fork its workers' server once it has imported distributed
     and pydicom (``workerenv.fork_server_ahead``: numpy, which distributed imports, then
-    starts no thread here) when a LocalCluster of several workers is asked for
-    (``--workers``, default 2; no ``--scheduler``); before numpy is imported, so before
-    the settings when the command line says as much. A run then refused (settings, storage
-    checks, the lock) stops a server started (``workerenv.stop_fork_server``)."""
-    if scheduler is None and workers != 1:
+    starts no thread here) when a LocalCluster is asked for (no ``--scheduler``); before
+    numpy is imported, so before the settings when the command line says as much. A run
+    then refused (settings, storage checks, the lock) stops a server started
+    (``workerenv.stop_fork_server``)."""
+    if scheduler is None:
         from cxr_dask import workerenv
 
         workerenv.fork_server_ahead()
 
 
 def command_run(args: argparse.Namespace) -> int:
-    if args.config is None:  # else the file may name a scheduler or one worker: read first
-        _fork_server_ahead(args.workers, args.scheduler)
+    if args.config is None:  # else the file may name a scheduler: read first
+        _fork_server_ahead(args.scheduler)
     try:
         config = run_config(args)
         if args.config is not None:
-            _fork_server_ahead(config.cluster.workers, config.cluster.scheduler)
+            _fork_server_ahead(config.cluster.scheduler)
         return _execute(config, ends_process=args.ends_process)
     except BaseException:  # refused (settings, storage, lock) or failed: no server left importing
         from cxr_dask import workerenv

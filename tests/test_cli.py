@@ -91,16 +91,14 @@ def test_the_fork_server_is_prepared_before_numpy_dask_the_settings_and_storage_
     ("flags", "file", "servers"),
     [
         ((), "", 1),
-        (("--workers", "3"), "", 1),
-        (("--workers", "1"), "", 0),
+        (("--workers", "1"), "", 1),
         (("--scheduler", "tcp://x:1"), "", 0),
-        ((), "[run]\nworkers = 1\n", 0),  # a settings file is read first
+        ((), 'scheduler = "tcp://x:1"\n', 0),  # a settings file is read first
         ((), "[run]\nworkers = 3\n", 1),
     ],
 )
-def test_only_several_local_workers_start_the_fork_server_ahead(tmp_path: Path, monkeypatch, flags, file, servers):
-    """One worker is spawned; a scheduler given runs none here; a settings file is read
-    first. Started once: ``cluster.Starting`` keeps the server started ahead."""
+def test_only_a_local_cluster_prepares_the_fork_server_ahead(tmp_path: Path, monkeypatch, flags, file, servers):
+    """A scheduler given runs no worker here; a settings file is read first (it may name one)."""
     from cxr_dask import cli as command
     from cxr_dask import workerenv
 

@@ -178,7 +178,7 @@ def _execute(config: RunConfig, ends_process: bool = False) -> int:
     with (
         lock.RunClaim(config.private_location, config.input, config.output) as claim,
         cluster.Starting(config.cluster, preload=cluster.WORKER_PRELOAD, fork=fork) as starting,
-        _quiet(),  # pydicom (~0.2 s of imports) after the workers started spawning, not before
+        _quiet(),  # pydicom imported above for a LocalCluster (the fork shares it), else here
     ):
         # pyarrow (~0.2 s) after the workers started spawning, not before
         cluster.arrow_without_pandas()  # the CLI's process is the client: it holds only Arrow columns

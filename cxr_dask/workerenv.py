@@ -186,12 +186,17 @@ def fork_server_here() -> bool:
         _fork_server(env)
         return True
     finally:
-        for key, value in _AHEAD.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        _AHEAD.clear()
+        _give_back()
+
+
+def _give_back() -> None:
+    """This process's thread settings as they were before ``fork_server_ahead``."""
+    for key, value in _AHEAD.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    _AHEAD.clear()
 
 
 #: glibc's ``mallopt`` parameters for the allocator settings a forked server cannot read
@@ -309,11 +314,13 @@ def _start(env: dict[str, str]) -> None:
 
 def stop_fork_server() -> None:
     """End the fork server this process started, and wait for its end: for a command
-    refused while the server may still be importing (``cli`` starts it before the settings
-    are read), which it would finish before seeing its parent gone (~1 s), holding the
-    command's output streams open until then; or one started on a wrong guess. Its
+    refused (the lock, the journal) while the server may still be importing, which it
+    would finish before seeing its parent gone, holding the command's output streams open
+    until then; or one started for another environment. Its
     workers, if it forked any, end with this process as ever. A server this module did not
-    start is left alone."""
+    start is left alone. A process prepared to fork one (``fork_server_ahead``) and refused
+    before it did gets its thread settings back."""
+    _give_back()
     if not _STARTED:
         return
     import multiprocessing.forkserver

@@ -449,6 +449,10 @@ _NOT_FORKED_HERE = """
 import os, sys
 from cxr_dask import workerenv
 workerenv.fork_server_ahead()
+set_ahead = os.environ.get("OPENBLAS_NUM_THREADS")
+workerenv.stop_fork_server()  # a run refused before the fork
+print(set_ahead, os.environ.get("OPENBLAS_NUM_THREADS"))
+workerenv.fork_server_ahead()
 import pyarrow  # its jemalloc's thread: this process can no longer be forked safely
 print(workerenv.fork_server_here(), os.environ.get("OPENBLAS_NUM_THREADS"), workerenv._STARTED)
 """
@@ -457,13 +461,14 @@ print(workerenv.fork_server_here(), os.environ.get("OPENBLAS_NUM_THREADS"), work
 def test_a_process_that_may_run_threads_is_not_forked():
     """Where this process imported pyarrow (or runs a thread, or dask's config gives the
     workers another environment), ``fork_server_here`` forks nothing and gives the thread
-    settings back: ``cluster.Starting`` spawns the server."""
+    settings back (as a run refused before the fork does): ``cluster.Starting`` spawns the
+    server."""
     import subprocess
     import sys
 
     env = {key: value for key, value in os.environ.items() if key not in _worker_names()}
     done = subprocess.run([sys.executable, "-c", _NOT_FORKED_HERE], env=env, capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["False", "None", "[]"]
+    assert done.stdout.split() == ["1", "None", "False", "None", "[]"]
 
 
 def _worker_names() -> set[str]:

@@ -171,14 +171,14 @@ def _execute(config: RunConfig, ends_process: bool = False) -> int:
     from cxr_dask import cluster, lock, workerenv
 
     local = not config.cluster.scheduler
-    if local:
+    if local and workerenv.may_fork_here():
         cluster.pydicom_without_requests()  # before the fork, which shares it
     fork = local and (workerenv.fork_server_here() or config.cluster.workers > 1)
 
     with (
         lock.RunClaim(config.private_location, config.input, config.output) as claim,
         cluster.Starting(config.cluster, preload=cluster.WORKER_PRELOAD, fork=fork) as starting,
-        _quiet(),  # pydicom imported above for a LocalCluster (the fork shares it), else here
+        _quiet(),  # pydicom imported above where the fork shares it, else here
     ):
         # pyarrow (~0.2 s) after the workers started spawning, not before
         cluster.arrow_without_pandas()  # the CLI's process is the client: it holds only Arrow columns

@@ -165,6 +165,12 @@ def _threads() -> int:
         return 0
 
 
+def may_fork_here() -> bool:
+    """Whether ``fork_server_here`` may still fork this process (prepared, one thread): what
+    it would share is worth importing before it (pydicom); else after the workers start."""
+    return bool(_AHEAD) and _threads() == 1
+
+
 def fork_server_here() -> bool:
     """Start the fork server as a fork of this process, which ``fork_server_ahead`` prepared
     and which has imported distributed and pydicom since: the server imports only what is

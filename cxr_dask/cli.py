@@ -156,24 +156,29 @@ def verify_config(args: argparse.Namespace) -> VerifyConfig:
 
 
 def _execute(config: RunConfig, ends_process: bool = False) -> int:
-    from cxr_dask import storage, workerenv
+    from cxr_dask import storage
 
     # What can refuse the run before any worker starts does: a missing bucket, a wrong
     # endpoint or refused credentials, a PRIVATE in use by another run. The workers then
     # start in the background while this process imports the passes and checks the
     # journal (an unfinished run of other locations refuses, and stops them again).
     storage.check_locations(config.input_location, config.output_location, config.private_location)
-    # Two workers or more are forked from one process that imports distributed and pydicom
-    # once (one worker gains nothing from it: ~0.2 s more CPU), started before this one
-    # imports distributed (none of the modules above does): both import it at once.
-    # ``_fork_server_first`` started it already when the command line said as much.
-    fork = not config.cluster.scheduler and config.cluster.workers > 1 and workerenv.fork_server()
-    from cxr_dask import cluster, lock
+    # The workers are forked from one process that imported distributed and pydicom: this
+    # one, where ``_fork_server_ahead`` prepared it, forked as soon as it has imported them
+    # (``workerenv.fork_server_here``), before any thread starts; else, for two workers or
+    # more, one spawned by ``Starting`` (``workerenv.fork_server``, which decides); a single
+    # worker is then spawned itself (a spawned server would cost it ~0.2 s more CPU).
+    from cxr_dask import cluster, lock, workerenv
+
+    local = not config.cluster.scheduler
+    if local and workerenv.may_fork_here():
+        cluster.pydicom_without_requests()  # before the fork, which shares it
+    fork = local and (workerenv.fork_server_here() or config.cluster.workers > 1)
 
     with (
         lock.RunClaim(config.private_location, config.input, config.output) as claim,
         cluster.Starting(config.cluster, preload=cluster.WORKER_PRELOAD, fork=fork) as starting,
-        _quiet(),  # pydicom (~0.2 s of imports) after the workers started spawning, not before
+        _quiet(),  # pydicom imported above where the fork shares it, else here
     ):
         # pyarrow (~0.2 s) after the workers started spawning, not before
         cluster.arrow_without_pandas()  # the CLI's process is the client: it holds only Arrow columns
@@ -244,24 +249,27 @@ def _performance_report(target: str | None, storage_options: dict[str, Any]) -> 
         storage.write_atomic(storage.Location(parent, storage_options), name, Path(local).read_bytes())
 
 
-def _fork_server_first(args: argparse.Namespace) -> None:
-    """Start the process the workers are forked from (``workerenv.fork_server``) before
-    this one imports its settings and storage modules (fsspec; ~0.15 s of CPU), when the
-    command line alone says a LocalCluster of several workers (``--workers``, default 2;
-    no ``--scheduler`` nor ``--config``, which ``_execute`` reads first): its imports,
-    which the first worker waits for, start that much sooner on the other core. It starts
-    no worker, and a run then refused (settings, storage checks, the lock) stops it
+def _fork_server_ahead(scheduler: str | None) -> None:
+    """Prepare this process to fork its workers' server once it has imported distributed
+    and pydicom (``workerenv.fork_server_ahead``: numpy, which distributed imports, then
+    starts no thread here) when a LocalCluster is asked for (no ``--scheduler``); before
+    numpy is imported, so before the settings when the command line says as much. A run
+    then refused (settings, storage checks, the lock) stops a server started
     (``workerenv.stop_fork_server``)."""
-    if args.config is None and args.scheduler is None and args.workers != 1:
+    if scheduler is None:
         from cxr_dask import workerenv
 
-        workerenv.fork_server()
+        workerenv.fork_server_ahead()
 
 
 def command_run(args: argparse.Namespace) -> int:
-    _fork_server_first(args)
+    if args.config is None:  # else the file may name a scheduler: read first
+        _fork_server_ahead(args.scheduler)
     try:
-        return _execute(run_config(args), ends_process=args.ends_process)
+        config = run_config(args)
+        if args.config is not None:
+            _fork_server_ahead(config.cluster.scheduler)
+        return _execute(config, ends_process=args.ends_process)
     except BaseException:  # refused (settings, storage, lock) or failed: no server left importing
         from cxr_dask import workerenv
 

@@ -69,17 +69,18 @@ def test_bad_flags_are_rejected_by_the_parser():
         parser.parse_args(["synth", "x", "--size", "axb"])
 
 
-def test_the_fork_server_starts_before_the_settings_and_storage_are_imported():
-    """``cxr-dask run`` with several workers (the default) starts the process its workers
-    are forked from before it imports its settings and fsspec: that process's imports,
-    which the first worker waits for, start sooner on the other core."""
+def test_the_fork_server_is_prepared_before_numpy_dask_the_settings_and_storage_are_imported():
+    """``cxr-dask run`` with several workers (the default) prepares its process to fork its
+    workers' server (``workerenv.fork_server_ahead``) before it imports numpy (which must
+    load there under one-thread settings), dask, its settings and fsspec."""
     code = (
         "import sys\n"
         "from cxr_dask import cli, workerenv\n"
         "def started(*args, **kwargs):\n"
-        "    print(sorted(m for m in ('cxr_dask.config', 'cxr_dask.storage', 'fsspec') if m in sys.modules))\n"
+        "    names = ('numpy', 'dask', 'cxr_dask.config', 'cxr_dask.storage', 'fsspec')\n"
+        "    print(sorted(m for m in names if m in sys.modules))\n"
         "    raise SystemExit(0)\n"
-        "workerenv.fork_server = started\n"
+        "workerenv.fork_server_ahead = started\n"
         "cli.main(['run', 'in', 'out', '--private', 'p'])\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
@@ -87,24 +88,30 @@ def test_the_fork_server_starts_before_the_settings_and_storage_are_imported():
 
 
 @pytest.mark.parametrize(
-    ("flags", "servers"),
+    ("flags", "file", "servers"),
     [
-        ((), 1),
-        (("--workers", "3"), 1),
-        (("--workers", "1"), 0),
-        (("--scheduler", "tcp://x:1"), 0),
-        (("--config", "c.toml"), 0),
+        ((), "", 1),
+        (("--workers", "1"), "", 1),
+        (("--scheduler", "tcp://x:1"), "", 0),
+        ((), 'scheduler = "tcp://x:1"\n', 0),  # a settings file is read first
+        ((), "[run]\nworkers = 3\n", 1),
     ],
 )
-def test_only_a_command_line_of_several_local_workers_starts_the_fork_server_first(monkeypatch, flags, servers):
-    """One worker is spawned; a scheduler given runs none here; a settings file is read
-    first (``_execute`` decides then)."""
+def test_only_a_local_cluster_prepares_the_fork_server_ahead(tmp_path: Path, monkeypatch, flags, file, servers):
+    """A scheduler given runs no worker here; a settings file is read first (it may name one)."""
     from cxr_dask import cli as command
     from cxr_dask import workerenv
 
     started: list[bool] = []
-    monkeypatch.setattr(workerenv, "fork_server", lambda *args, **kwargs: started.append(True) or True)
-    command._fork_server_first(build_parser().parse_args(["run", "in", "out", "--private", "p", *flags]))
+    monkeypatch.setattr(workerenv, "fork_server_ahead", lambda: started.append(True))
+    monkeypatch.setattr(command, "_execute", lambda config, ends_process=False: 0)
+    if file:
+        (tmp_path / "c.toml").write_text(file)
+        flags = (*flags, "--config", str(tmp_path / "c.toml"))
+    where = [str(tmp_path / "in"), str(tmp_path / "out"), "--private", str(tmp_path / "p")]
+    args = build_parser().parse_args(["run", *where, *flags])
+    args.ends_process = False
+    assert command.command_run(args) == 0
     assert len(started) == servers
 
 
@@ -115,7 +122,7 @@ def test_a_refused_run_stops_the_fork_server_it_started(tmp_path: Path, monkeypa
     from cxr_dask import workerenv
 
     calls: list[str] = []
-    monkeypatch.setattr(workerenv, "fork_server", lambda *args, **kwargs: calls.append("start") or True)
+    monkeypatch.setattr(workerenv, "fork_server_ahead", lambda: calls.append("start"))
     monkeypatch.setattr(workerenv, "stop_fork_server", lambda: calls.append("stop"))
     missing = ["run", str(tmp_path / "nope"), str(tmp_path / "out"), "--private", str(tmp_path / "vault")]
     assert command.main(missing) == 2

@@ -367,3 +367,110 @@ def test_workers_are_spawned_where_forking_is_not_known_safe(monkeypatch):
     with dask.config.set({"distributed.worker.multiprocessing-method": "fork"}):
         assert not cluster.fork_server(env)
     assert not cluster.fork_server({**env, "OPENBLAS_NUM_THREADS": "4"})
+
+
+def test_the_fork_server_s_guessed_environment_is_a_worker_s():
+    """``workerenv.fork_server_ahead`` starts the server before dask is imported, with the
+    environment ``worker_environ()`` gives under distributed's own config; a ``DASK_*``
+    variable (the user's config) leaves it to ``fork_server``."""
+    from cxr_dask import workerenv
+
+    assert workerenv._ahead_environ() == cluster.worker_environ()
+    os.environ["DASK_SOMETHING"] = "1"
+    try:
+        assert workerenv._ahead_environ() is None
+    finally:
+        del os.environ["DASK_SOMETHING"]
+
+
+_FORKED_HERE = """
+import json, os, sys
+from cxr_dask import workerenv
+names = sorted(workerenv.SINGLE_THREADED)
+workerenv.fork_server_ahead()  # as the CLI: before numpy
+from cxr_dask import cluster
+from cxr_dask.config import RunConfig
+cluster.pydicom_without_requests()
+out = {"forked": workerenv.fork_server_here(), "threads_given_back": [os.environ.get(n) for n in names]}
+import multiprocessing.forkserver as mpfs
+server = mpfs._forkserver._forkserver_pid
+out["server_is_a_child"] = open(f"/proc/{server}/stat").read().split(")")[1].split()[1] == str(os.getpid())
+
+def worker():
+    import logging, pydicom
+    parent = os.getppid()
+    return (
+        parent,
+        [os.environ.get(n) for n in sorted(workerenv.SINGLE_THREADED) + ["MALLOC_MMAP_THRESHOLD_"]],
+        len(os.listdir(f"/proc/{parent}/task")),
+        len(logging.root.handlers),
+    )
+
+config = RunConfig("in", "out", "private", workers=2, dashboard_address=None)
+with cluster.Starting(config, preload=cluster.WORKER_PRELOAD, fork=True) as starting:
+    seen = list(starting.client().run(worker).values())
+out["workers"] = [w == seen[0] for w in seen]
+parent, env, threads, handlers = seen[0]
+out.update(from_server=parent == server, env=env, server_threads=threads, root_handlers=handlers)
+workerenv.stop_fork_server()
+out["stopped"] = mpfs._forkserver._forkserver_pid is None and not os.path.exists(f"/proc/{server}")
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.cluster
+def test_the_cli_s_workers_are_forked_from_a_fork_of_its_own_process():
+    """``workerenv.fork_server_here`` (``cxr-dask run`` with several workers): the server is
+    forked from the command's process once it imported distributed and pydicom (numpy
+    loaded under one-thread settings, given back after), runs one thread, and its workers
+    have a worker's environment and a new interpreter's root logger; stopping the server
+    waits for its end."""
+    import json
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if key not in _worker_names()}
+    done = subprocess.run([sys.executable, "-c", _FORKED_HERE], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "forked": True,
+        "threads_given_back": [None, None, None],
+        "server_is_a_child": True,
+        "workers": [True, True],
+        "from_server": True,
+        "env": ["1", "1", "1", cluster.WORKER_MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]],
+        "server_threads": 1,
+        "root_handlers": 0,
+        "stopped": True,
+    }
+
+
+_NOT_FORKED_HERE = """
+import os, sys
+from cxr_dask import workerenv
+workerenv.fork_server_ahead()
+set_ahead = os.environ.get("OPENBLAS_NUM_THREADS")
+workerenv.stop_fork_server()  # a run refused before the fork
+print(set_ahead, os.environ.get("OPENBLAS_NUM_THREADS"))
+workerenv.fork_server_ahead()
+import pyarrow  # its jemalloc's thread: this process can no longer be forked safely
+print(workerenv.fork_server_here(), os.environ.get("OPENBLAS_NUM_THREADS"), workerenv._STARTED)
+"""
+
+
+def test_a_process_that_may_run_threads_is_not_forked():
+    """Where this process imported pyarrow (or runs a thread, or dask's config gives the
+    workers another environment), ``fork_server_here`` forks nothing and gives the thread
+    settings back (as a run refused before the fork does): ``cluster.Starting`` spawns the
+    server."""
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if key not in _worker_names()}
+    done = subprocess.run([sys.executable, "-c", _NOT_FORKED_HERE], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["1", "None", "False", "None", "[]"]
+
+
+def _worker_names() -> set[str]:
+    """The variables a worker's environment sets (the test's process may hold them)."""
+    return {*cluster.SINGLE_THREADED, *cluster.WORKER_MALLOC_ENV}

@@ -84,9 +84,11 @@ def _show(repo: Path, name: str) -> bytes | None:
 
 def _copy(repo: Path, prefix: str, target: Path, films: bool) -> int:
     """Every DICOM file under ``prefix`` as it is (named by its path below it, "/" as
-    "__"), or with ``films`` every PNG or JPEG wrapped; how many."""
+    "__"), or with ``films`` every PNG or JPEG wrapped (named by its stem, which the
+    labels use; by its path when two films share a stem); how many."""
     target.mkdir(parents=True, exist_ok=True)
     count = 0
+    written: set[str] = set()
     for name in _names(repo, prefix):
         if films and not name.lower().endswith((".png", ".jpg", ".jpeg")):
             continue
@@ -94,7 +96,11 @@ def _copy(repo: Path, prefix: str, target: Path, films: bool) -> int:
         if data is None:
             continue  # left out of the snapshot
         if films and data.startswith((b"\x89PNG", b"\xff\xd8")):
-            (target / (Path(name).stem + ".dcm")).write_bytes(_wrap_png(data))
+            out = Path(name).stem + ".dcm"
+            if out in written:  # another film of this stem: never overwrite it
+                out = name[len(prefix) :].replace("/", "__") + ".dcm"
+            written.add(out)
+            (target / out).write_bytes(_wrap_png(data))
         elif not films and data[128:132] == b"DICM":
             (target / name[len(prefix) :].replace("/", "__")).write_bytes(data)
         else:

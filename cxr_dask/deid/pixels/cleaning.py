@@ -334,19 +334,20 @@ def _hug(arr: np.ndarray, region: Region, decision: Decision, window: float | No
     if decision.kind != "text":
         return decision
 
-    def ink(boxes: tuple[Box, ...], words: bool) -> list[Box]:
+    def ink(boxes: tuple[Box, ...], whole_unless_spanned: bool) -> list[Box]:
         out = []
         for box in boxes:
             found = ink_boxes(arr, box, region.line_height, region.bright, window)
-            # a word OCR read whose letters the strokes do not span (a glyph touching
-            # bone, a faint one) keeps its whole box
+            # a word OCR read, or a line the text detector boxed, whose letters the
+            # strokes do not span (a glyph touching bone, a faint one, white letters
+            # outlined in black over tissue) keeps its whole box
             covered = np.zeros(box[2] - box[0], dtype=bool)
             for x0, _, x1, _ in found:
                 covered[x0 - box[0] : x1 - box[0]] = True
-            out += [box] if words and covered.mean() < WORD_COVERED else found
+            out += [box] if whole_unless_spanned and covered.mean() < WORD_COVERED else found
         return out
 
-    lines = ink(decision.blank[: decision.lines], False)
+    lines = ink(decision.blank[: decision.lines], decision.why.startswith("text detector"))
     words = decision.blank[decision.lines :]
     if decision.why == "words read" and words:  # lines far from every word read are no text of it
         lines = [line for line in lines if beside_words(line, words, region.line_height)]

@@ -20,7 +20,9 @@ local git mirrors of public repositories into a folder outside git, by default
   files; ``agchung/Figure1-COVID-chestxray-dataset`` and
   ``agchung/Actualmed-COVID-chestxray-dataset`` (portable and computed radiography
   films with side markers, positioning words and unit codes burned in; the snapshot
-  leaves out the largest files).
+  leaves out the largest files); ``ml-workgroup/covid-19-image-repository`` (CC BY 3.0;
+  Hannover Medical School's bedside films of COVID-19 patients, 640 pixels wide: ECG
+  leads, lines, tubes, side markers and a few positioning words).
 
 A source that is absent is reported and skipped; the script never downloads anything.
 
@@ -52,6 +54,7 @@ FILMS = [
     ("mlmed+torchxrayvision", "tests/", "txv-films"),
     ("agchung+Figure1-COVID-chestxray-dataset", "images/", "figure1"),
     ("agchung+Actualmed-COVID-chestxray-dataset", "images/", "actualmed"),
+    ("ml-workgroup+covid-19-image-repository", "png/", "mhh"),
 ]
 #: (mirror folder, file inside the repository, cache sub-folder, file name): copied as they are
 _PRESIDIO = "presidio-image-redactor/tests/test_data/"

@@ -134,13 +134,15 @@ def dense_lines(
         if boxes:
             tall = max(y1 - y0 for _, y0, _, y1 in boxes)
             # (a "line" cut by the region's top or bottom is a structure that goes on
-            # beyond it: a skull's rim above a ruler and a label, not a line of the block)
+            # beyond it: a skull's rim above a ruler and a label, not a line of the block;
+            # a lone glyph is no line either: the circled "L" beside "Bettaufnahme")
             lines = [
                 ink
                 for ink in ink_boxes(arr, region.box, region.line_height, region.bright, window)
                 if DETECTED_SIZE[0] * tall <= ink[3] - ink[1] <= DETECTED_SIZE[1] * tall
                 and region.y0 < ink[1]
                 and ink[3] < region.y1
+                and ink[2] - ink[0] >= ONE_GLYPH * (ink[3] - ink[1])
             ]
             blank = (*boxes, *lines)
             out.append((region, Decision("text", "text detector on a dense page", blank, lines=len(blank))))

@@ -97,6 +97,9 @@ CORE_SHARE = 0.25
 #: the range of the image's top, within ``OUTLINE_RING`` pixels of its bottom's.
 OUTLINE_REACH = 0.1
 OUTLINE_RING = 5
+#: ... and they make a line of their own unless a kept region holds them whose line
+#: height is at most this many times theirs (the screen found them).
+OUTLINE_KNOWN = 2
 #: The glyphs of ink of a region dropped as no line make a line when at least this many
 #: sit in a row (``_rescued``; "AP"; a lone "L" is a marker, kept anyway) ...
 CORE_WORD = 2
@@ -308,7 +311,16 @@ def detect(
     # film's anatomy chained into one region as tall as the image, read at its scale)
     whole = (0, 0, pooled.shape[1] // factor, pooled.shape[0] // factor)
     outlined = _rescued([whole], _outlined_letters(pooled, factor))
-    rescued += [line for line in outlined if not any(_inside(line[0], found[0]) for found in rescued)]
+    # (a line the screen found already, in a region of about its height, is not found twice)
+    known = [
+        (r.x0 // factor, r.y0 // factor, -(-r.x1 // factor), -(-r.y1 // factor), r.line_height // factor) for r in kept
+    ]
+    rescued += [
+        line
+        for line in outlined
+        if not any(_inside(line[0], found[0]) for found in rescued)
+        and not any(_inside(line[0], k[:4]) and k[4] <= OUTLINE_KNOWN * line[2] for k in known)
+    ]
     merged_rescued = _merge_overlapping(_padded(rescued, False, factor, rows, columns))
     return kept + [r for r in (_region(arr, *item) for item in merged_rescued) if _line_like(r)]
 

@@ -20,7 +20,9 @@ local git mirrors of public repositories into a folder outside git, by default
   files; ``agchung/Figure1-COVID-chestxray-dataset`` and
   ``agchung/Actualmed-COVID-chestxray-dataset`` (portable and computed radiography
   films with side markers, positioning words and unit codes burned in; the snapshot
-  leaves out the largest files).
+  leaves out the largest files); ``ml-workgroup/covid-19-image-repository`` (CC BY 3.0;
+  Hannover Medical School's bedside films of COVID-19 patients, 640 pixels wide: ECG
+  leads, lines, tubes, side markers and a few positioning words).
 
 A source that is absent is reported and skipped; the script never downloads anything.
 
@@ -52,6 +54,7 @@ FILMS = [
     ("mlmed+torchxrayvision", "tests/", "txv-films"),
     ("agchung+Figure1-COVID-chestxray-dataset", "images/", "figure1"),
     ("agchung+Actualmed-COVID-chestxray-dataset", "images/", "actualmed"),
+    ("ml-workgroup+covid-19-image-repository", "png/", "mhh"),
 ]
 #: (mirror folder, file inside the repository, cache sub-folder, file name): copied as they are
 _PRESIDIO = "presidio-image-redactor/tests/test_data/"
@@ -84,9 +87,11 @@ def _show(repo: Path, name: str) -> bytes | None:
 
 def _copy(repo: Path, prefix: str, target: Path, films: bool) -> int:
     """Every DICOM file under ``prefix`` as it is (named by its path below it, "/" as
-    "__"), or with ``films`` every PNG or JPEG wrapped; how many."""
+    "__"), or with ``films`` every PNG or JPEG wrapped (named by its stem, which the
+    labels use; by its path when two films share a stem); how many."""
     target.mkdir(parents=True, exist_ok=True)
     count = 0
+    written: set[str] = set()
     for name in _names(repo, prefix):
         if films and not name.lower().endswith((".png", ".jpg", ".jpeg")):
             continue
@@ -94,7 +99,11 @@ def _copy(repo: Path, prefix: str, target: Path, films: bool) -> int:
         if data is None:
             continue  # left out of the snapshot
         if films and data.startswith((b"\x89PNG", b"\xff\xd8")):
-            (target / (Path(name).stem + ".dcm")).write_bytes(_wrap_png(data))
+            out = Path(name).stem + ".dcm"
+            if out in written:  # another film of this stem: never overwrite it
+                out = name[len(prefix) :].replace("/", "__") + ".dcm"
+            written.add(out)
+            (target / out).write_bytes(_wrap_png(data))
         elif not films and data[128:132] == b"DICM":
             (target / name[len(prefix) :].replace("/", "__")).write_bytes(data)
         else:

@@ -64,7 +64,6 @@ STEPS = (
     ("cxr_dask.inventory", "read_columns"),
     ("cxr_dask.commit", "commit"),
     ("cxr_dask.commit", "_audit_file"),
-    ("cxr_dask.journal", "RunJournal.read_metadata"),
     ("cxr_dask.commit", "_write_tables"),
 )
 

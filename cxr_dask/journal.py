@@ -206,14 +206,6 @@ class RunJournal:
         audit_keys, _ = self._part_keys()
         return self._audit_table(audit_keys, columns)
 
-    def read_metadata(self) -> pa.Table:
-        """Every finished task's metadata rows, one per image, in the parts' order (whole:
-        the commit reads them a part at a time, ``metadata_parts``)."""
-        tables = list(self.metadata_parts())
-        rows = pa.concat_tables(tables) if tables else metadata.METADATA_SCHEMA.empty_table()
-        del tables
-        return _unique_by_dicom_id(rows)
-
     def metadata_parts(self) -> Iterator[pa.Table]:
         """Each finished task's metadata rows, a part at a time, in the parts' order (an
         image a task re-run wrote twice comes twice: the first row is the one kept).
@@ -347,19 +339,6 @@ def unique_keys(audit: pa.Table) -> pa.Table:
     first = np.ones(len(keys), dtype=bool)
     first[1:] = keys[1:] != keys[:-1]
     return audit.take(ranked.column("order").filter(pa.array(first)))
-
-
-def _unique_by_dicom_id(table: pa.Table) -> pa.Table:
-    """The first row of each dicom_id (a task re-run elsewhere wrote its rows twice); the
-    table itself when no dicom_id repeats (no copy). Compute kernels, not ``group_by``:
-    that loads pyarrow's Acero library on the client."""
-    ids = table.column("dicom_id")
-    distinct = pc.unique(ids)
-    if len(distinct) == table.num_rows:
-        return table
-    group = pc.index_in(ids, value_set=distinct).to_numpy()
-    _, first = np.unique(group, return_index=True)
-    return table.take(pa.array(np.sort(first)))
 
 
 def part_span(key: str) -> tuple[int, int]:

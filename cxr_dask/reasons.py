@@ -121,7 +121,8 @@ MEANING: dict[Reason, str] = {
     ),
     Reason.UNDECODABLE_PIXEL_DATA: (
         "pass 2, pixel container: native PixelData shorter than the header says, encapsulated items broken or "
-        "fewer frames than NumberOfFrames; a codestream that does not decode is `undecodable_pixels`"
+        "fewer frames than NumberOfFrames, no Rows, Columns, BitsAllocated or BitsStored; a codestream that "
+        "does not decode is `undecodable_pixels`"
     ),
     Reason.EXTRA_FRAMES: (
         "pass 2, pixel container: room for a whole frame more after the last native frame, a second codestream "

@@ -111,6 +111,10 @@ def _cases() -> dict[str, pydicom.Dataset]:
     four = _dataset(_ground(32, 32, 5), "RGB", "MRN00000009")
     four.SamplesPerPixel, four.PhotometricInterpretation = 4, "ARGB"
     four.PixelData = np.zeros((32, 32, 4), np.uint8).tobytes()
+    no_rows = _jpeg_422(_ground(32, 48, 6), "MRN00000010")
+    del no_rows.Rows  # an encapsulated image: the container check does not need its size
+    no_bits = _clone(get_testdata_file("OBXXXX1A.dcm"), "MRN00000011")
+    del no_bits.BitsStored
     return {
         "hidden": _dataset(hidden, "RGB", "MRN00000001"),
         "yellow_jpeg": _jpeg_422(yellow, "MRN00000002"),
@@ -121,6 +125,8 @@ def _cases() -> dict[str, pydicom.Dataset]:
         "bits32": _clone(get_testdata_file("SC_rgb_32bit.dcm"), "MRN00000007"),
         "ybr_ict": unknown,
         "argb": four,
+        "no_rows": no_rows,
+        "no_bits_stored": no_bits,
     }
 
 
@@ -248,6 +254,15 @@ def test_palette_ultrasound_keeps_its_palette_and_blanks_with_its_darkest_entry(
 def test_colour_the_step_cannot_read_is_still_quarantined(colour_run, name, detail):
     error = colour_run["outcomes"][name]
     assert isinstance(error, QuarantineError) and error.reason == "unsupported_pixels", error
+    assert error.detail == detail
+
+
+@pytest.mark.parametrize(("name", "detail"), [("no_rows", "Rows"), ("no_bits_stored", "BitsStored")])
+def test_image_without_its_size_or_depth_is_bad_content_not_a_bug(colour_run, name, detail):
+    """A missing Rows or BitsStored is the file's fault: quarantined with the attribute,
+    never an ``internal_error`` (an exception the tool did not expect)."""
+    error = colour_run["outcomes"][name]
+    assert isinstance(error, QuarantineError) and error.reason == "undecodable_pixel_data", error
     assert error.detail == detail
 
 

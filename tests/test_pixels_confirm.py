@@ -108,3 +108,49 @@ def test_a_box_inside_a_box_another_decision_blanks_whole_is_not_read(monkeypatc
     keeping = dataclasses.replace(sure, keep=(Word(*inner, allowed=True, confidence=90, characters=4),))
     cleaning.confirm_reads(arr, [keeping, detected], PixelOptions())
     assert inner in asked, "inside a line that restores a marker, the box is read"
+
+
+def test_a_box_of_noise_is_not_shown_to_the_recogniser(monkeypatch):
+    """Stretched to 8 bits, a noisy film's flat patch reads as letters now and then (0.85+
+    on a heart shadow): a box whose strokes do not stand out of its noise is not read. A
+    faint word (a tenth of the range) over the same noise still is."""
+    rng = np.random.default_rng(7)
+    noisy = (1800 + rng.normal(0, 60, (400, 600))).clip(0, 4095).astype(np.uint16)
+    faint = _text(noisy.copy(), (60, 200), "HOLLOWAY 1950", 30, 1800 + 400)
+    word = _ink_box((60, 200), "HOLLOWAY 1950", 30, faint.shape)
+    shown: list[int] = []
+    run = textrec._run
+
+    def counted(pieces, best, is_allowed):
+        shown.extend(k for k, _ in pieces)
+        run(pieces, best, is_allowed)
+
+    monkeypatch.setattr(textrec, "_run", counted)
+    (patch,) = textrec.read(noisy, [(200, 100, 240, 130)], PixelOptions().is_allowed)
+    assert not shown and not patch.is_text
+    (reading,) = textrec.read(faint, [word], PixelOptions().is_allowed)
+    assert shown and reading.is_text
+
+
+def test_a_detector_line_whose_strokes_are_found_in_part_is_blanked_whole():
+    """White letters outlined in black over a noisy ground, half tissue and half the dark
+    border: in a third of the noise draws the glyph search finds a third of the word;
+    the detector's line is the word, so it goes whole (on a real film the rest stayed
+    readable: "...hme")."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from cxr_dask.deid.pixels.types import Region
+
+    font = ImageFont.truetype(available_fonts()[0], 12)
+    for seed in range(6):
+        ground = np.full((120, 240), 40.0)
+        ground[:, :110] = 150
+        ground += np.random.default_rng(seed).normal(0, 6, ground.shape)
+        image = Image.fromarray(ground.clip(0, 255).astype(np.uint8))
+        ImageDraw.Draw(image).text((60, 50), "Bettaufnahme", fill=255, font=font, stroke_width=1, stroke_fill=0)
+        arr = np.asarray(image)
+        ys, xs = np.nonzero(arr == 255)
+        line = (int(xs.min()) - 2, int(ys.min()) - 2, int(xs.max()) + 3, int(ys.max()) + 3)
+        region = Region(*line, bright=True, glyphs=12, line_height=8, vertical=False)
+        decided = cleaning._hug(arr, region, Decision("text", "text detector", (line,), lines=1), None)
+        assert decided.blank == (line,), seed

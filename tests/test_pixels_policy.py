@@ -607,3 +607,24 @@ def test_a_dense_page_goes_through_the_text_detector_in_a_few_runs(monkeypatch):
     together = text_boxes(page, pick(regions, some), pick(heights, some), pick(margins, some))
     alone = [text_boxes(page, [regions[k]], pick(heights, [k]), pick(margins, [k]))[0] for k in some]
     assert together == alone
+
+
+def test_white_letters_outlined_in_black_are_ink_and_no_device_or_bone_is():
+    """Bedside films print "liegend" and "Bettaufnahme" in the image's white with a black
+    rim, over the shoulder: the screen chained them with the bone into one region the
+    film's size and they were never read. Letters in the range's top tenth within two
+    pixels of its bottom tenth are found alone (``detection._outlined_letters``); no
+    wire, lead, catheter, rib edge or collimation border makes a line of them."""
+    from PIL import ImageFont
+
+    from cxr_dask.deid.pixels import detection
+    from cxr_dask.deid.pixels.detection import _inside
+
+    font = ImageFont.truetype(next(f for f in available_fonts() if "Bold" in f), 20)
+    arr = draw_mask(film(3), lambda d: d.text((600, 300), "liegend", fill=255, font=font, stroke_width=1), 0)
+    arr = draw_mask(arr, lambda d: d.text((600, 300), "liegend", fill=255, font=font), HIGH)
+    letters = detection._outlined_letters(arr, 1)
+    assert len(letters) >= 5 and all(_inside(box, (595, 295, 700, 330)) for box in letters)
+    assert detection._rescued([(0, 0, 1024, 1024)], letters), "they make a line"
+    for name, decoy in DECOYS.items():  # an ECG clip may have such a pixel; never a line of them
+        assert detection._rescued([(0, 0, 1024, 1024)], detection._outlined_letters(decoy(film(4)), 1)) == [], name

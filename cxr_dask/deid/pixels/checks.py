@@ -2,7 +2,8 @@
 
 ``process`` asks ``require_pixel_data`` before anything else is done to a file's pixels,
 and ``decode`` and ``clean`` ask ``check_supported``: a file that fails is quarantined
-with its reason (``no_pixel_data``, ``unsupported_pixels``), never written unchecked.
+with its reason (``no_pixel_data``, ``unsupported_pixels``, ``undecodable_pixel_data`` for
+an image without its size or depth), never written unchecked.
 
 Read here: greyscale (MONOCHROME1/2), colour with three samples (RGB, YBR_FULL,
 YBR_FULL_422 and, inside JPEG 2000, YBR_RCT/YBR_ICT: pydicom's decoders give RGB for all
@@ -32,6 +33,8 @@ COLOUR = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422"})
 J2K_COLOUR = frozenset({"YBR_RCT", "YBR_ICT"})
 #: Colour images of at most this many bits a sample (detection works on 8 or 16 bits).
 COLOUR_MAX_BITS = 16
+#: The image's size and depth: without any of them its pixels cannot be read at all.
+IMAGE_PIXEL_KEYWORDS = ("Rows", "Columns", "BitsAllocated", "BitsStored")
 
 
 def require_pixel_data(ds: Dataset) -> None:
@@ -65,7 +68,11 @@ def frames(ds: Dataset) -> int:
 
 def check_supported(ds: Dataset, max_frames: int = 1) -> None:
     """Greyscale, three-sample colour or palette colour, of at most ``max_frames`` frames
-    (a setting: each frame is searched); quarantine otherwise."""
+    (a setting: each frame is searched), with its size and depth stated; quarantine
+    otherwise."""
+    for keyword in IMAGE_PIXEL_KEYWORDS:  # the container check reads these for native data only
+        if _int(ds, keyword, 0) <= 0:
+            raise QuarantineError(Reason.UNDECODABLE_PIXEL_DATA, keyword)
     samples = _int(ds, "SamplesPerPixel", 1)
     if samples not in (1, 3):
         raise QuarantineError(Reason.UNSUPPORTED_PIXELS, "SamplesPerPixel")

@@ -152,13 +152,15 @@ def dense_lines(
         if boxes:
             tall = max(y1 - y0 for _, y0, _, y1 in boxes)
             # (a "line" cut by the region's top or bottom is a structure that goes on
-            # beyond it: a skull's rim above a ruler and a label, not a line of the block)
+            # beyond it: a skull's rim above a ruler and a label, not a line of the block;
+            # a lone glyph is no line either: the circled "L" beside "Bettaufnahme")
             lines = [
                 ink
                 for ink in ink_boxes(arr, region.box, region.line_height, region.bright, window)
                 if DETECTED_SIZE[0] * tall <= ink[3] - ink[1] <= DETECTED_SIZE[1] * tall
                 and region.y0 < ink[1]
                 and ink[3] < region.y1
+                and ink[2] - ink[0] >= ONE_GLYPH * (ink[3] - ink[1])
             ]
             blank = (*boxes, *lines)
             out.append((region, Decision("text", "text detector on a dense page", blank, lines=len(blank))))
@@ -352,19 +354,20 @@ def _hug(arr: np.ndarray, region: Region, decision: Decision, window: float | No
     if decision.kind != "text":
         return decision
 
-    def ink(boxes: tuple[Box, ...], words: bool) -> list[Box]:
+    def ink(boxes: tuple[Box, ...], whole_unless_spanned: bool) -> list[Box]:
         out = []
         for box in boxes:
             found = ink_boxes(arr, box, region.line_height, region.bright, window)
-            # a word OCR read whose letters the strokes do not span (a glyph touching
-            # bone, a faint one) keeps its whole box
+            # a word OCR read, or a line the text detector boxed, whose letters the
+            # strokes do not span (a glyph touching bone, a faint one, white letters
+            # outlined in black over tissue) keeps its whole box
             covered = np.zeros(box[2] - box[0], dtype=bool)
             for x0, _, x1, _ in found:
                 covered[x0 - box[0] : x1 - box[0]] = True
-            out += [box] if words and covered.mean() < WORD_COVERED else found
+            out += [box] if whole_unless_spanned and covered.mean() < WORD_COVERED else found
         return out
 
-    lines = ink(decision.blank[: decision.lines], False)
+    lines = ink(decision.blank[: decision.lines], decision.why.startswith("text detector"))
     words = decision.blank[decision.lines :]
     if decision.why == "words read" and words:  # lines far from every word read are no text of it
         lines = [line for line in lines if beside_words(line, words, region.line_height)]

@@ -93,6 +93,13 @@ SPLIT_HEIGHT_RATIO = 1.5
 #: A glyph of ink: this share of its pixels reach ``SPLIT_CONTRAST`` (burned-in letters
 #: on real films 0.4-0.98; the ridge pieces of ribs and clavicles beside them at most 0.07).
 CORE_SHARE = 0.25
+#: White letters outlined in black (``_outlined_letters``): pixels within this share of
+#: the range of the image's top, within ``OUTLINE_RING`` pixels of its bottom's.
+OUTLINE_REACH = 0.1
+OUTLINE_RING = 5
+#: ... and they make a line of their own unless a kept region holds them whose line
+#: height is at most this many times theirs (the screen found them).
+OUTLINE_KNOWN = 2
 #: The glyphs of ink of a region dropped as no line make a line when at least this many
 #: sit in a row (``_rescued``; "AP"; a lone "L" is a marker, kept anyway) ...
 CORE_WORD = 2
@@ -299,8 +306,23 @@ def detect(
     dropped = [
         (r.x0 // factor, r.y0 // factor, -(-r.x1 // factor), -(-r.y1 // factor)) for r in regions if not _line_like(r)
     ]
-    rescued = _merge_overlapping(_padded(_rescued(dropped, cores), False, factor, rows, columns))
-    return kept + [r for r in (_region(arr, *item) for item in rescued) if _line_like(r)]
+    rescued = _rescued(dropped, cores)
+    # outlined letters are text wherever they are, also inside a region kept whole (a
+    # film's anatomy chained into one region as tall as the image, read at its scale)
+    whole = (0, 0, pooled.shape[1] // factor, pooled.shape[0] // factor)
+    outlined = _rescued([whole], _outlined_letters(pooled, factor))
+    # (a line the screen found already, in a region of about its height, is not found twice)
+    known = [
+        (r.x0 // factor, r.y0 // factor, -(-r.x1 // factor), -(-r.y1 // factor), r.line_height // factor) for r in kept
+    ]
+    rescued += [
+        line
+        for line in outlined
+        if not any(_inside(line[0], found[0]) for found in rescued)
+        and not any(_inside(line[0], k[:4]) and k[4] <= OUTLINE_KNOWN * line[2] for k in known)
+    ]
+    merged_rescued = _merge_overlapping(_padded(rescued, False, factor, rows, columns))
+    return kept + [r for r in (_region(arr, *item) for item in merged_rescued) if _line_like(r)]
 
 
 def _padded(
@@ -354,6 +376,32 @@ def _rescued(dropped: list[Box], cores: list[Box]) -> list[tuple[Box, int, int]]
             if found[1] >= CORE_WORD and found[0][3] - found[0][1] <= CORE_LINE * found[2]
         ]
     return out
+
+
+def _outlined_letters(arr: np.ndarray, factor: int) -> list[Box]:
+    """Letters drawn in the image's white and outlined in its black (detection pixels).
+
+    Bedside films' overlays ("liegend", "Bettaufnahme") are white letters with a
+    one-pixel black rim, over a shoulder or a clavicle: their top-hat over the bright bone
+    is weak, the rims join the letters to each other and to the bone's edges, and the
+    screen's group is dropped as no line with the letters in it. Anatomy has no pixel of
+    the top tenth of the range within two pixels of one of the bottom tenth (edges are
+    blurred, noise is far smaller); these letters are nothing else. Their bodies, of a
+    glyph's size and shape, join the glyphs of ink ``_rescued`` groups again.
+    """
+    high, low = _pool(arr, factor)
+    top, bottom = float(high.max()), float(low.min())
+    reach = OUTLINE_REACH * (top - bottom)
+    if reach <= 0:
+        return []
+    black = _dilate((low <= bottom + reach).view(np.uint8), OUTLINE_RING) > 0
+    letters = (high >= top - reach) & black
+    if not letters.any():
+        return []
+    found, sizes, _ = _component_stats(letters, letters)
+    h, w = found[:, 3] - found[:, 1], found[:, 2] - found[:, 0]
+    glyph = (h >= SPLIT_MIN_HEIGHT) & (h <= 0.2 * high.shape[0]) & (w <= 3 * h) & (sizes >= 6)
+    return [tuple(box) for box in found[glyph].tolist()]
 
 
 def stroke_span(arr: np.ndarray, window: float | None = None) -> float:

@@ -232,9 +232,19 @@ def _group_lines(
     lines = []
     for members in groups.values():
         xs0, ys0, xs1, ys1 = zip(*(boxes[m] for m in members), strict=True)
-        height = int(np.median([b - a for a, b in zip(ys0, ys1, strict=True)]))
+        height = _median_int([b - a for a, b in zip(ys0, ys1, strict=True)])
         lines.append(((min(xs0), min(ys0), max(xs1), max(ys1)), len(members), height))
     return lines
+
+
+def _median_int(values: list[int]) -> int:
+    """``int(np.median(values))`` for integers, without numpy's overhead (a dense page
+    has thousands of one-glyph groups)."""
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return int(ordered[middle])
+    return int((ordered[middle - 1] + ordered[middle]) / 2)
 
 
 def detect(
@@ -299,20 +309,24 @@ def detect(
     if not dense:
         holds = _holds_any([item[0] for item in merged], centres)
         merged = [item for item, yes in zip(merged, holds, strict=True) if yes]
-    regions = [_region(arr, *item) for item in merged]
-    kept = [r for r in regions if _line_like(r)]
+    # the shape tests first, the polarity (two percentiles of the crop) only for what stays
+    line_like = [_line_like(_outline(*item)) for item in merged]
+    kept = [item for item, yes in zip(merged, line_like, strict=True) if yes]
     if dense:
         # lines of ink only: a chest film's ribs and shoulder cut into lines of one height
         # are ~700 lines of faint ridge pieces, each read by OCR and shown to the detector
         # (a film with one word found spent 80 s there, loaded); a film scan's annotation
         # lines all hold letters of ink (SC1: 299 of 373 lines, every labelled text box)
         ink = [((x0 + x1) * factor // 2, (y0 + y1) * factor // 2) for x0, y0, x1, y1 in cores]
-        return [r for r, yes in zip(kept, _holds_any([r.box for r in kept], ink), strict=True) if yes]
+        holds = _holds_any([item[0] for item in kept], ink)
+        return [_region(arr, *item) for item, yes in zip(kept, holds, strict=True) if yes]
     dropped = [
-        (r.x0 // factor, r.y0 // factor, -(-r.x1 // factor), -(-r.y1 // factor)) for r in regions if not _line_like(r)
+        (x0 // factor, y0 // factor, -(-x1 // factor), -(-y1 // factor))
+        for ((x0, y0, x1, y1), *_), yes in zip(merged, line_like, strict=True)
+        if not yes
     ]
     rescued = _merge_overlapping(_padded(_rescued(dropped, cores), False, factor, rows, columns))
-    return kept + [r for r in (_region(arr, *item) for item in rescued) if _line_like(r)]
+    return [_region(arr, *item) for item in kept + [item for item in rescued if _line_like(_outline(*item))]]
 
 
 def _padded(
@@ -592,6 +606,11 @@ def _first_overlap(edges: np.ndarray, heights: np.ndarray, box: Box, height: flo
         hit &= np.maximum(heights, height) <= height_ratio * np.minimum(heights, height)
     k = int(hit.argmax())
     return k if hit[k] else -1
+
+
+def _outline(box: Box, glyphs: int, height: int, upright: bool = False) -> Region:
+    """``_region``'s Region without its polarity (bright as False): for the shape tests."""
+    return Region(*box, bright=False, glyphs=glyphs, line_height=max(1, height), vertical=upright)
 
 
 def _region(arr: np.ndarray, box: Box, glyphs: int, height: int, upright: bool = False) -> Region:

@@ -27,7 +27,6 @@ from cxr_dask.deid.pixels.decoding import (
 from cxr_dask.deid.pixels.detection import (
     DENSE_HEIGHT_RATIO,
     INK_PAD,
-    _inside,
     _merge_overlapping,
     _region,
     detect,
@@ -47,7 +46,18 @@ from cxr_dask.deid.pixels.policy import (
     redact_boxes,
     with_ink,
 )
-from cxr_dask.deid.pixels.types import Box, PixelReport, PixelResult, Region, RegionRecord, Word, box_from_xywh
+from cxr_dask.deid.pixels.types import (
+    Box,
+    PixelReport,
+    PixelResult,
+    Region,
+    RegionRecord,
+    Word,
+    box_from_xywh,
+    within,
+)
+from cxr_dask.deid.pixels.types import gap as _gap
+from cxr_dask.deid.pixels.types import inside as _inside
 from cxr_dask.deid.rules import PixelOptions, RegionRule
 
 #: A region of a dense page is read when it is a block of this many lines at most (a
@@ -421,9 +431,7 @@ def confirm_reads(arr: np.ndarray, decisions: list[Decision], options: PixelOpti
         owner = np.array([j for j, _ in whole])
         left = []
         for i, k in asks:
-            x0, y0, x1, y1 = decisions[i].blank[k]
-            inside = (outer[:, 0] <= x0) & (outer[:, 1] <= y0) & (x1 <= outer[:, 2]) & (y1 <= outer[:, 3])
-            if (inside & (owner != i)).any():
+            if (within(decisions[i].blank[k], outer) & (owner != i)).any():
                 verdict[(i, k)] = True
             else:
                 left.append((i, k))
@@ -460,11 +468,6 @@ def confirm_reads(arr: np.ndarray, decisions: list[Decision], options: PixelOpti
             continue
         out.append(dataclasses.replace(d, blank=tuple(d.blank[k] for k in kept), lines=sum(k < d.lines for k in kept)))
     return out
-
-
-def _gap(a: Box, b: Box) -> int:
-    """The larger of the horizontal and vertical gaps between two boxes (negative: overlap)."""
-    return max(b[0] - a[2], a[0] - b[2], b[1] - a[3], a[1] - b[3])
 
 
 def _covers(box: Box, word: Box) -> bool:

@@ -15,7 +15,8 @@ import math
 import numpy as np
 
 from cxr_dask.deid.pixels.morphology import _component_counts, _component_stats, _dilate, _erode, _pool
-from cxr_dask.deid.pixels.types import Box, Region
+from cxr_dask.deid.pixels.types import Box, Region, within
+from cxr_dask.deid.pixels.types import inside as _inside
 
 #: The detector works on images of at most this many pixels a side.
 DETECTION_SIDE = 1024
@@ -367,13 +368,12 @@ def _rescued(dropped: list[Box], cores: list[Box]) -> list[tuple[Box, int, int]]
     out = []
     every = np.asarray(cores, dtype=np.int64).reshape(-1, 4)
     for x0, y0, x1, y1 in dropped:
-        inked = every[(x0 <= every[:, 0]) & (y0 <= every[:, 1]) & (every[:, 2] <= x1) & (every[:, 3] <= y1)]
+        inked = every[within(every, (x0, y0, x1, y1))]
         # a component holding two or more others is letters joined to each other or to
         # what they touch (a letter holds at most its counter, seen in the other polarity)
         holds = np.zeros(len(inked), dtype=bool)
-        for k, (gx0, gy0, gx1, gy1) in enumerate(inked.tolist()):
-            inside = (inked[:, 0] >= gx0) & (inked[:, 1] >= gy0) & (inked[:, 2] <= gx1) & (inked[:, 3] <= gy1)
-            holds[k] = (inside & (inked != inked[k]).any(axis=1)).sum() >= 2
+        for k in range(len(inked)):
+            holds[k] = (within(inked, inked[k]) & (inked != inked[k]).any(axis=1)).sum() >= 2
         letters: list[Box] = [tuple(g) for g in inked[~holds].tolist()]
         out += [
             found
@@ -392,10 +392,6 @@ def stroke_span(arr: np.ndarray, window: float | None = None) -> float:
     return min(span, float(window)) if window and window > 1.0 else span
 
 
-def _inside(box: Box, outer: Box) -> bool:
-    return outer[0] <= box[0] and outer[1] <= box[1] and box[2] <= outer[2] and box[3] <= outer[3]
-
-
 def _inside_any(boxes: list[Box], outers: list[Box]) -> list[bool]:
     """For each of ``boxes``, whether it lies inside one of ``outers`` (``_inside``, all
     pairs at once: a chest film's ~1,500 glyphs against its ~1,000 narrow lines)."""
@@ -406,9 +402,7 @@ def _inside_any(boxes: list[Box], outers: list[Box]) -> list[bool]:
     out = np.zeros(len(b), dtype=bool)
     step = max(1, GROUP_BLOCK // len(o))
     for start in range(0, len(b), step):
-        g = b[start : start + step, None, :]
-        inside = (o[:, 0] <= g[..., 0]) & (o[:, 1] <= g[..., 1]) & (g[..., 2] <= o[:, 2]) & (g[..., 3] <= o[:, 3])
-        out[start : start + step] = inside.any(axis=1)
+        out[start : start + step] = within(b[start : start + step, None, :], o).any(axis=1)
     return out.tolist()
 
 
@@ -519,9 +513,7 @@ def _wide_lines(
     small_height = small[:, 3] - small[:, 1]
 
     def seen(box: Box) -> bool:
-        x0, y0, x1, y1 = box
-        inside = (small[:, 0] >= x0) & (small[:, 1] >= y0) & (small[:, 2] <= x1) & (small[:, 3] <= y1)
-        return bool((inside & (2 * small_height >= y1 - y0)).any())
+        return bool((within(small, box) & (2 * small_height >= box[3] - box[1])).any())
 
     out: list[tuple[Box, int, int]] = []
     for response in responses:

@@ -31,7 +31,6 @@ from cxr_dask.deid.pixels.detection import (
     INK_PAD,
     SPLIT_CONTRAST,
     TOPHAT_SIZE,
-    _inside,
     _merge_overlapping,
     _region,
     detect,
@@ -54,7 +53,18 @@ from cxr_dask.deid.pixels.policy import (
     redact_boxes,
     with_ink,
 )
-from cxr_dask.deid.pixels.types import Box, PixelReport, PixelResult, Region, RegionRecord, Word, box_from_xywh
+from cxr_dask.deid.pixels.types import (
+    Box,
+    PixelReport,
+    PixelResult,
+    Region,
+    RegionRecord,
+    Word,
+    box_from_xywh,
+    within,
+)
+from cxr_dask.deid.pixels.types import gap as _gap
+from cxr_dask.deid.pixels.types import inside as _inside
 from cxr_dask.deid.rules import PixelOptions, RegionRule
 
 #: A region of a dense page is read when it is a block of this many lines at most (a
@@ -124,9 +134,10 @@ def dense_lines(
             for x0, y0, x1, y1 in decision.blank:
                 blanked[y0:y1, x0:x1] = True
     big: list[Box] = []
+    span = stroke_span(arr, window)
     found = [
         r
-        for r in _split_blocks(arr, detect(arr, window, dense=True, big=big), window)
+        for r in _split_blocks(arr, detect(arr, window, dense=True, big=big), window, span)
         if not is_small(r)
         and not r.vertical
         and r.height <= DENSE_LINES * r.line_height + 8
@@ -135,7 +146,7 @@ def dense_lines(
     ]
     out = []
     unread = []
-    for region, words in zip(found, _read_in_chunks(arr, found, options, stroke_span(arr, window)), strict=True):
+    for region, words in zip(found, _read_in_chunks(arr, found, options, span), strict=True):
         decision = decide(region, words, options, arr.shape)
         if decision.kind == "text" and 2 * sum(is_evidence(w) for w in words) >= len(words):
             # most words read are evidence: the line is as sure as a sure word (the
@@ -156,7 +167,7 @@ def dense_lines(
             # a lone glyph is no line either: the circled "L" beside "Bettaufnahme")
             lines = [
                 ink
-                for ink in ink_boxes(arr, region.box, region.line_height, region.bright, window)
+                for ink in ink_boxes(arr, region.box, region.line_height, region.bright, window, span)
                 if DETECTED_SIZE[0] * tall <= ink[3] - ink[1] <= DETECTED_SIZE[1] * tall
                 and region.y0 < ink[1]
                 and ink[3] < region.y1
@@ -175,7 +186,7 @@ def dense_lines(
         if box[3] - box[1] <= BLOCK_HEIGHT * first.line_height + 8
     ]
     heights = [r.line_height for r, d in out if d.why == "words read on a dense page"]
-    out += _beside_anatomy(arr, big, heights, options, stroke_span(arr, window))
+    out += _beside_anatomy(arr, big, heights, options, span)
     rest = [r for r in unread if not any(r is region for region, _ in out)]
     while rest:
         text_boxes = np.array(texts, dtype=np.int64).reshape(-1, 4)
@@ -314,7 +325,9 @@ def _in_block(line: Region, texts: np.ndarray) -> np.ndarray:
     )
 
 
-def _split_blocks(arr: np.ndarray, found: list[Region], window: float | None) -> list[Region]:
+def _split_blocks(
+    arr: np.ndarray, found: list[Region], window: float | None, span: float | None = None
+) -> list[Region]:
     """Blocks a little taller than ``DENSE_LINES`` lines, cut into their lines of glyphs.
 
     A block of three text lines beside a skull took in a piece of the bone and was one
@@ -329,7 +342,7 @@ def _split_blocks(arr: np.ndarray, found: list[Region], window: float | None) ->
         if r.vertical or r.height <= limit or r.height > 2 * limit:
             out.append(r)
             continue
-        for x0, y0, x1, y1 in ink_boxes(arr, r.box, r.line_height, r.bright, window):
+        for x0, y0, x1, y1 in ink_boxes(arr, r.box, r.line_height, r.bright, window, span):
             height = y1 - y0 - 2 * INK_PAD
             if height > 2 * r.line_height or (x0, y0, x1, y1) == r.box:
                 continue
@@ -347,7 +360,9 @@ def _judged(line: Region, first: Region) -> bool:
     return common >= 0.8 * line.width * line.height and common >= 0.8 * first.width * first.height
 
 
-def _hug(arr: np.ndarray, region: Region, decision: Decision, window: float | None) -> Decision:
+def _hug(
+    arr: np.ndarray, region: Region, decision: Decision, window: float | None, span: float | None = None
+) -> Decision:
     """A text decision whose boxes (the padded candidate line, the text detector's
     unclipped boxes, OCR's word boxes with their margin) are cut down to the text lines
     inside them (``detection.ink_boxes``): a redaction hugs its glyphs."""
@@ -357,7 +372,7 @@ def _hug(arr: np.ndarray, region: Region, decision: Decision, window: float | No
     def ink(boxes: tuple[Box, ...], whole_unless_spanned: bool) -> list[Box]:
         out = []
         for box in boxes:
-            found = ink_boxes(arr, box, region.line_height, region.bright, window)
+            found = ink_boxes(arr, box, region.line_height, region.bright, window, span)
             # a word OCR read, or a line the text detector boxed, whose letters the
             # strokes do not span (a glyph touching bone, a faint one, white letters
             # outlined in black over tissue) keeps its whole box
@@ -441,9 +456,7 @@ def confirm_reads(arr: np.ndarray, decisions: list[Decision], options: PixelOpti
         owner = np.array([j for j, _ in whole])
         left = []
         for i, k in asks:
-            x0, y0, x1, y1 = decisions[i].blank[k]
-            inside = (outer[:, 0] <= x0) & (outer[:, 1] <= y0) & (x1 <= outer[:, 2]) & (y1 <= outer[:, 3])
-            if (inside & (owner != i)).any():
+            if (within(decisions[i].blank[k], outer) & (owner != i)).any():
                 verdict[(i, k)] = True
             else:
                 left.append((i, k))
@@ -569,11 +582,6 @@ def _flag_ink(
             if (reading.is_text or reading.is_unsure) and not reading.is_marker:
                 out[i] = Decision("flagged", "glyphs of ink read by the recogniser alone")
     return out
-
-
-def _gap(a: Box, b: Box) -> int:
-    """The larger of the horizontal and vertical gaps between two boxes (negative: overlap)."""
-    return max(b[0] - a[2], a[0] - b[2], b[1] - a[3], a[1] - b[3])
 
 
 def _covers(box: Box, word: Box) -> bool:
@@ -734,7 +742,7 @@ def _judge(
         _spent(report, "dense", mark)
     if not options.strict:
         mark = time.perf_counter()
-        decisions = [_hug(arr, region, d, window) for region, d in zip(regions, decisions, strict=True)]
+        decisions = [_hug(arr, region, d, window, span) for region, d in zip(regions, decisions, strict=True)]
         _spent(report, "ink", mark)
         mark = time.perf_counter()
         decisions = confirm_reads(arr, decisions, options)

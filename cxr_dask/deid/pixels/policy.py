@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cxr_dask.deid.pixels.types import Box, Region, Word
+from cxr_dask.deid.pixels.types import Box, Region, Word, gap
 from cxr_dask.deid.rules import PixelOptions
 
 #: Tesseract confidence (0-100) a word needs to count as evidence that a line is text.
@@ -194,8 +194,7 @@ def beside_words(line: Box, words: tuple[Box, ...], height: int) -> bool:
     of glyphs far from every word read is something else in the region: the ultrasound's
     probe icon beside its settings column, with the image's edge, where OCR read no word.
     """
-    x0, y0, x1, y1 = line
-    return any(max(w[0] - x1, x0 - w[2], w[1] - y1, y0 - w[3]) <= LINE_REACH * max(1, height) for w in words)
+    return any(gap(line, w) <= LINE_REACH * max(1, height) for w in words)
 
 
 def with_ink(decision: Decision, lines: list[Box], words: list[Box]) -> Decision:

@@ -23,6 +23,23 @@ def box_from_xywh(x: int, y: int, width: int, height: int) -> Box:
     return (x, y, x + width, y + height)
 
 
+def inside(box: Box, outer: Box) -> bool:
+    """Whether ``box`` lies inside ``outer`` (edges may touch)."""
+    return outer[0] <= box[0] and outer[1] <= box[1] and box[2] <= outer[2] and box[3] <= outer[3]
+
+
+def within(boxes: np.ndarray | Box, outers: np.ndarray | Box) -> np.ndarray:
+    """``inside`` on arrays of boxes (last axis x0, y0, x1, y1), broadcast: many boxes in
+    one, one box in many, or all pairs (``boxes[:, None]`` against ``outers``)."""
+    b, o = np.asarray(boxes), np.asarray(outers)
+    return (o[..., 0] <= b[..., 0]) & (o[..., 1] <= b[..., 1]) & (b[..., 2] <= o[..., 2]) & (b[..., 3] <= o[..., 3])
+
+
+def gap(a: Box, b: Box) -> int:
+    """The larger of the horizontal and vertical gaps between two boxes (negative: overlap)."""
+    return max(b[0] - a[2], a[0] - b[2], b[1] - a[3], a[1] - b[3])
+
+
 @dataclass(frozen=True)
 class Region:
     """A candidate text line in image coordinates (end-exclusive) and what it is made of."""

@@ -117,6 +117,12 @@ def fork_preload(env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     return {**env, **ARROW_NO_THREAD}, list(FORK_PRELOAD_PASSES)
 
 
+#: The Python versions whose ``multiprocessing.forkserver`` (its private state, ``main``'s
+#: arguments, no authentication key) ``_fork_server`` does the work of; on others the
+#: server is spawned.
+FORKS_HERE_ON = (3, 11)
+FORKS_HERE_UNTIL = (3, 13)
+
 #: The environment of the fork server this process started (``_start``), while it runs.
 _STARTED: list[dict[str, str]] = []
 
@@ -183,6 +189,11 @@ def fork_server_here() -> bool:
     if not _AHEAD:
         return False
     try:
+        import multiprocessing.forkserver
+
+        mirrored = FORKS_HERE_ON <= sys.version_info[:2] <= FORKS_HERE_UNTIL
+        if not mirrored or hasattr(multiprocessing.forkserver._forkserver, "_forkserver_authkey"):
+            return False  # ``_fork_server`` mirrors these versions' ``multiprocessing.forkserver``
         import dask.config
 
         env = worker_environ()

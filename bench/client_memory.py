@@ -16,7 +16,11 @@ at every size. "Apart from the identity map" is the peak RSS less the map's own 
 (ids are minted from the saved inventory a batch of rows at a time and both passes keep
 a bounded window of tasks in flight, and the commit merges the metadata rows by an
 external sort, ``sortmerge``: so what the client holds per file is the listing's keys
-and the map). Run alone: ``python bench/client_memory.py --files 20000,100000``.
+and the map). Each size runs ``--repeats`` times (3 by default; the sizes in turn, so
+the machine's drift falls on both), and what is reported is each size's median run and
+the spread (lowest and highest): the peak of one run moves by ~10 MB from run to run
+(where a step's buffers land against the allocator's), half the 10% the target allows.
+Run alone: ``python bench/client_memory.py --files 20000,100000 --repeats 3``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import json
 import logging
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +55,9 @@ PROJECTED = (1_000_000, 10_000_000)
 #: Apart from the identity map, the peak at the largest size over that at the smallest may
 #: exceed 1 by at most this share (the machine's noise): flat, not growing with the archive.
 FLAT_PERCENT = 10
+#: Runs of each size (``$CXR_BENCH_CLIENT_REPEATS``; ``make bench``'s ``--repeats`` caps it):
+#: a 100,000-file run takes minutes, and three give a median and a spread.
+DEFAULT_REPEATS = 3
 
 
 def identity_map_mb(private: Path) -> float:
@@ -84,51 +92,101 @@ def _sizes() -> list[int]:
     return sorted(int(n) for n in text.split(",")) if text else list(DEFAULT_SIZES)
 
 
+def _measure(root: Path, base: Path, n: int, scheduler: str, steps: bool, trace: str | None) -> dict[str, Any]:
+    """One run over ``n`` files: its peak RSS, the map's bytes and the peak apart from the map."""
+    files = root / f"client-files-{n}"
+    replicate(base, files, n)
+    work = root / f"client-run-{n}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    settings = work / "header-only.json"  # the client's memory does not depend on pixel work
+    settings.write_text(json.dumps({"pixels": {"enabled": False}}))
+    extra = ["--config", str(settings)]
+    if steps:  # the run under the sampler: its own ru_maxrss is the peak (the sampler costs <1 MB)
+        sampled = steps_run(files, work, scheduler, extra, trace)
+        measured = {"seconds": sampled["seconds"], "client_peak_mb": sampled["ru_maxrss_mb"], "steps": sampled}
+    else:
+        measured = _cli_run(str(files), str(work / "dataset"), str(work / "private"), scheduler, None, extra)
+    map_mb = identity_map_mb(work / "private")
+    shutil.rmtree(work, ignore_errors=True)
+    return {"files": n, **measured, "identity_map_mb": map_mb, "apart_from_map_mb": measured["client_peak_mb"] - map_mb}
+
+
+def _step_peaks(measured: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """Each step's peak RSS and Arrow bytes in one ``--steps`` run (a step run twice: its higher)."""
+    peaks: dict[str, tuple[float, float]] = {}
+    for step in measured.get("steps", {}).get("steps", []):
+        rss, arrow = peaks.get(step["step"], (0.0, 0.0))
+        peaks[step["step"]] = (max(rss, step["peak_rss_mb"]), max(arrow, step["peak_arrow_mb"]))
+    return peaks
+
+
+def summarize(n: int, measured: list[dict[str, Any]]) -> dict[str, Any]:
+    """A size's runs as one: the medians, each run's value and the spread (max - min)."""
+    out: dict[str, Any] = {"files": n, "repeats": len(measured), "identity_map_mb": measured[0]["identity_map_mb"]}
+    for name in ("client_peak_mb", "apart_from_map_mb", "seconds"):
+        values = [m[name] for m in measured]
+        out[name] = statistics.median(values)
+        out[f"{name}_runs"] = [round(v, 1) for v in values]
+        out[f"{name}_spread"] = max(values) - min(values)
+    peaks = [_step_peaks(m) for m in measured]
+    if any(peaks):
+        names = list(dict.fromkeys(name for p in peaks for name in p))
+        out["steps"] = {
+            name: {
+                "peak_rss_mb": statistics.median(p[name][0] for p in peaks if name in p),
+                "peak_rss_mb_runs": [p[name][0] for p in peaks if name in p],
+                "peak_arrow_mb": statistics.median(p[name][1] for p in peaks if name in p),
+            }
+            for name in names
+        }
+    return out
+
+
 def run(
-    root: Path, repeats: int = 1, sizes: list[int] | None = None, steps: bool = False, trace: str | None = None
+    root: Path,
+    repeats: int = DEFAULT_REPEATS,
+    sizes: list[int] | None = None,
+    steps: bool = False,
+    trace: str | None = None,
 ) -> dict[str, Any]:
-    """``steps``: each size's run under the per-step sampler (``steps_run``), its
-    ``ru_maxrss`` the peak (``trace``: with tracemalloc, naming the allocations held after
-    that step: slower, and Python's bookkeeping adds to the peak)."""
-    del repeats  # one run a size: minutes each, and a peak, not a time
+    """Each size ``repeats`` times (at most ``$CXR_BENCH_CLIENT_REPEATS``, 3 by default: a
+    100,000-file run takes minutes), the sizes in turn; ``steps``: each run under the
+    per-step sampler (``steps_run``), its ``ru_maxrss`` the peak (``trace``: with
+    tracemalloc, naming the allocations held after that step: slower, and Python's
+    bookkeeping adds to the peak)."""
+    repeats = max(1, min(repeats, int(os.environ.get("CXR_BENCH_CLIENT_REPEATS", DEFAULT_REPEATS))))
     sizes = sizes or _sizes()
     base = root / "s3-base"  # the corpus scale_s3 copies, so a make bench makes it once
     if not base.exists():
         synthesize(str(base), patients=20, seed=9, rows=64, columns=64)
     logging.getLogger("distributed").setLevel(logging.ERROR)
-    runs = []
+    measured: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
     with LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="4GiB"
     ) as cluster:
-        for n in sizes:
-            files = root / f"client-files-{n}"
-            replicate(base, files, n)
-            work = root / f"client-run-{n}"
-            shutil.rmtree(work, ignore_errors=True)
-            work.mkdir(parents=True)
-            settings = work / "header-only.json"  # the client's memory does not depend on pixel work
-            settings.write_text(json.dumps({"pixels": {"enabled": False}}))
-            extra = ["--config", str(settings)]
-            if steps:  # the run under the sampler: its own ru_maxrss is the peak (the sampler costs <1 MB)
-                sampled = steps_run(files, work, cluster.scheduler_address, extra, trace)
-                measured = {"seconds": sampled["seconds"], "client_peak_mb": sampled["ru_maxrss_mb"], "steps": sampled}
-            else:
-                address = cluster.scheduler_address
-                measured = _cli_run(str(files), str(work / "dataset"), str(work / "private"), address, None, extra)
-            map_mb = identity_map_mb(work / "private")
-            apart = measured["client_peak_mb"] - map_mb
-            runs.append({"files": n, **measured, "identity_map_mb": map_mb, "apart_from_map_mb": apart})
-            shutil.rmtree(work, ignore_errors=True)
+        for _ in range(repeats):
+            for n in sizes:
+                measured[n].append(_measure(root, base, n, cluster.scheduler_address, steps, trace))
+                print(f"[client_memory] {n} files: {measured[n][-1]['client_peak_mb']:.1f} MB", file=sys.stderr)
+    runs = [summarize(n, measured[n]) for n in sizes]
     small, large = runs[0], runs[-1]
     slope = (
         (large["client_peak_mb"] - small["client_peak_mb"]) / (large["files"] - small["files"])
         if large["files"] > small["files"]
         else None
     )
-    result: dict[str, Any] = {"runs": runs, "slope_kb_per_file": slope * 1000 if slope is not None else None}
+    result: dict[str, Any] = {
+        "repeats": repeats,
+        "runs": runs,
+        "slope_kb_per_file": slope * 1000 if slope is not None else None,
+    }
     if large["files"] > small["files"]:
         growth = large["apart_from_map_mb"] - small["apart_from_map_mb"]
         result["apart_from_map_growth_percent"] = 100 * growth / small["apart_from_map_mb"]
+        # each repeat's pair (the i-th run of each size): how far the medians' growth moves
+        pairs = zip(small["apart_from_map_mb_runs"], large["apart_from_map_mb_runs"], strict=True)
+        result["apart_from_map_growth_percent_runs"] = [round(100 * (b - a) / a, 1) for a, b in pairs]
         result["apart_from_map_slope_kb_per_file"] = 1000 * growth / (large["files"] - small["files"])
         map_slope = (large["identity_map_mb"] - small["identity_map_mb"]) / (large["files"] - small["files"])
         result["identity_map_kb_per_file"] = 1000 * map_slope
@@ -139,29 +197,39 @@ def run(
     return result
 
 
+def _runs_note(values: list[float]) -> str:
+    return " / ".join(f"{v:.0f}" for v in values)
+
+
 def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
+    """The table's lines: each size's median run (what ``--repeats`` ran: its runs in a note)."""
+    out: list[dict[str, Any]] = []
     for measured in result["runs"]:
         n = measured["files"]
+        corpus = f"{n:,} small files, local"
         per_file = 1000 * measured["client_peak_mb"] / n
         row = {
             "section": "client",
-            "corpus": f"{n:,} small files, local",
-            "what": f"client peak RSS {measured['client_peak_mb']:.0f} MB: KB/file",
+            "corpus": corpus,
+            "what": f"peak RSS {measured['client_peak_mb']:.0f} MB: KB/file",
             "value": per_file,
         }
         if n >= 100_000:
             row["limit"] = BEFORE_KB_PER_FILE / 2
         out.append(row)
-        if "apart_from_map_mb" in measured:
-            out.append(
-                {
-                    "section": "client",
-                    "corpus": f"{n:,} small files, local",
-                    "what": f"apart from the identity map ({measured['identity_map_mb']:.0f} MB): MB",
-                    "value": measured["apart_from_map_mb"],
-                }
-            )
+        map_mb = measured["identity_map_mb"]
+        out.append(
+            {
+                "section": "client",
+                "corpus": corpus,
+                "what": f"apart from the map ({map_mb:.0f} MB): MB",
+                "value": measured["apart_from_map_mb"],
+            }
+        )
+        if measured.get("repeats", 1) > 1:
+            runs = measured["apart_from_map_mb_runs"]
+            note = f"{_runs_note(runs)} (median of {len(runs)}, spread {measured['apart_from_map_mb_spread']:.1f})"
+            out.append({"section": "client", "corpus": corpus, "what": "apart from the map, runs (MB)", "note": note})
     if result.get("slope_kb_per_file") is not None:
         sizes = f"{result['runs'][0]['files']:,} to {result['runs'][-1]['files']:,}"
         out.append(
@@ -177,11 +245,15 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                 {
                     "section": "client",
                     "corpus": sizes,
-                    "what": "apart from the identity map: growth %",
+                    "what": "apart from the map: growth %",
                     "value": result["apart_from_map_growth_percent"],
                     "limit": FLAT_PERCENT,
                 }
             )
+            by_run = result.get("apart_from_map_growth_percent_runs", [])
+            if len(by_run) > 1:
+                note = " / ".join(f"{g:+.1f}%" for g in by_run) + " (the i-th run of each size; the row: medians)"
+                out.append({"section": "client", "corpus": sizes, "what": "growth %, run by run", "note": note})
         for n, mb in result["projected_mb"].items():
             out.append(
                 {
@@ -202,12 +274,14 @@ def main() -> None:
     parser.add_argument("--workdir", help="keep the corpora here (default: a temporary folder)")
     parser.add_argument("--steps", action="store_true", help="the run under a sampler: also the peak RSS per step")
     parser.add_argument("--tracemalloc", metavar="STEP", help="with --steps: Python's allocations after STEP")
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="runs of each size (median, spread)")
     args = parser.parse_args()
+    os.environ["CXR_BENCH_CLIENT_REPEATS"] = str(args.repeats)  # the flag over the default cap
     sizes = sorted(int(n) for n in args.files.split(",")) if args.files else None
     with tempfile.TemporaryDirectory(prefix="cxr-bench-client-") as tmp:
         root = Path(args.workdir) if args.workdir else Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        result = run(root, sizes=sizes, steps=args.steps, trace=args.tracemalloc)
+        result = run(root, repeats=args.repeats, sizes=sizes, steps=args.steps, trace=args.tracemalloc)
     print(json.dumps(result, indent=2))
     for row in rows(result):
         print(row)

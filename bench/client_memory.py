@@ -167,8 +167,12 @@ def run(
     ) as cluster:
         for _ in range(repeats):
             for n in sizes:
-                measured[n].append(_measure(root, base, n, cluster.scheduler_address, steps, trace))
-                print(f"[client_memory] {n} files: {measured[n][-1]['client_peak_mb']:.1f} MB", file=sys.stderr)
+                one = _measure(root, base, n, cluster.scheduler_address, steps, trace)
+                measured[n].append(one)
+                # each run as it ends (a long series stopped early still says what it measured)
+                names = ("files", "client_peak_mb", "identity_map_mb", "apart_from_map_mb", "seconds")
+                line = {name: round(one[name], 2) for name in names} | {"steps": _step_peaks(one)}
+                print(f"[client_memory] {json.dumps(line)}", file=sys.stderr, flush=True)
     runs = [summarize(n, measured[n]) for n in sizes]
     small, large = runs[0], runs[-1]
     slope = (

@@ -11,6 +11,7 @@ and along edges, but side markers sit beside the lungs, so location is no filter
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -446,13 +447,8 @@ def _inside_any(boxes: list[Box], outers: list[Box]) -> list[bool]:
     pairs at once: a chest film's ~1,500 glyphs against its ~1,000 narrow lines)."""
     if not boxes or not outers:
         return [False] * len(boxes)
-    b = np.asarray(boxes, dtype=np.int64)
     o = np.asarray(outers, dtype=np.int64)
-    out = np.zeros(len(b), dtype=bool)
-    step = max(1, GROUP_BLOCK // len(o))
-    for start in range(0, len(b), step):
-        out[start : start + step] = within(b[start : start + step, None, :], o).any(axis=1)
-    return out.tolist()
+    return _any_in_blocks(boxes, len(o), lambda r: within(r, o))
 
 
 def _holds_any(boxes: list[Box], points: list[tuple[int, int]]) -> list[bool]:
@@ -460,14 +456,22 @@ def _holds_any(boxes: list[Box], points: list[tuple[int, int]]) -> list[bool]:
     excluded), all pairs at once."""
     if not boxes or not points:
         return [False] * len(boxes)
-    b = np.asarray(boxes, dtype=np.int64)
     p = np.asarray(points, dtype=np.int64)
+    return _any_in_blocks(
+        boxes,
+        len(p),
+        lambda r: (r[..., 0] <= p[:, 0]) & (p[:, 0] < r[..., 2]) & (r[..., 1] <= p[:, 1]) & (p[:, 1] < r[..., 3]),
+    )
+
+
+def _any_in_blocks(boxes: list[Box], others: int, pairs: Callable[[np.ndarray], np.ndarray]) -> list[bool]:
+    """For each of ``boxes``, whether ``pairs`` (a (block, 1, 4) slice of them against all
+    ``others`` at once) holds for one of the others: blocks of at most ``GROUP_BLOCK`` pairs."""
+    b = np.asarray(boxes, dtype=np.int64)
     out = np.zeros(len(b), dtype=bool)
-    step = max(1, GROUP_BLOCK // len(p))
+    step = max(1, GROUP_BLOCK // others)
     for start in range(0, len(b), step):
-        r = b[start : start + step, None, :]
-        holds = (r[..., 0] <= p[:, 0]) & (p[:, 0] < r[..., 2]) & (r[..., 1] <= p[:, 1]) & (p[:, 1] < r[..., 3])
-        out[start : start + step] = holds.any(axis=1)
+        out[start : start + step] = pairs(b[start : start + step, None, :]).any(axis=1)
     return out.tolist()
 
 

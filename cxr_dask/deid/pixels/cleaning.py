@@ -8,7 +8,6 @@ on candidates, the dense-page second look only on an image known to hold text.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 
 import numpy as np
@@ -27,13 +26,13 @@ from cxr_dask.deid.pixels.decoding import (
 )
 from cxr_dask.deid.pixels.detection import (
     DENSE_HEIGHT_RATIO,
-    DETECTION_SIDE,
     INK_PAD,
     SPLIT_CONTRAST,
     TOPHAT_SIZE,
     _merge_overlapping,
     _region,
     detect,
+    detection_factor,
     ink_boxes,
     periodic_bars,
     preview_has_candidates,
@@ -521,7 +520,7 @@ def inked_glyphs(arr: np.ndarray, region: Region, span: float) -> list[Box]:
     # the screen's stroke scale (``TOPHAT_SIZE`` at detection scale), at most the OCR
     # crop's: in a region of anatomy a line height is the bone's, and a window that wide
     # lifts the bone with the letters on it into one blob
-    factor = max(1, math.ceil(max(arr.shape[:2]) / DETECTION_SIDE))
+    factor = detection_factor(*arr.shape[:2])
     window = max(3, min(int(region.line_height * 0.6), TOPHAT_SIZE * factor))
     strokes = crop - _crop_opening(crop, window)
     labels, count = ndimage.label(strokes >= SPLIT_CONTRAST * span)

@@ -21,6 +21,13 @@ from cxr_dask.deid.pixels.types import inside as _inside
 
 #: The detector works on images of at most this many pixels a side.
 DETECTION_SIDE = 1024
+
+
+def detection_factor(rows: int, columns: int) -> int:
+    """The pooling that brings an image of this size to at most ``DETECTION_SIDE`` a side."""
+    return max(1, math.ceil(max(rows, columns) / DETECTION_SIDE))
+
+
 #: Top-hat window (detection pixels): wider than any stroke, narrower than anatomy.
 TOPHAT_SIZE = 11
 #: A glyph must have a stroke that stands out by this share of the image's dynamic range
@@ -274,7 +281,7 @@ def detect(
     a coarse screen (``COARSE``, ``BIG_GLYPH``).
     """
     rows, columns = arr.shape
-    factor = max(1, math.ceil(max(rows, columns) / DETECTION_SIDE))
+    factor = detection_factor(rows, columns)
     pooled = arr
     if min(rows, columns) < factor:  # a line of pixels: pad (a small copy) to one whole block
         pooled = np.pad(arr, ((0, max(0, factor - rows)), (0, max(0, factor - columns))), mode="edge")
@@ -336,9 +343,11 @@ def detect(
     ]
     rescued = _rescued(dropped, cores)
     # outlined letters are text wherever they are, also inside a region kept whole (a
-    # film's anatomy chained into one region as tall as the image, read at its scale)
+    # film's anatomy chained into one region as tall as the image, read at its scale);
+    # their rims are strokes, so an image without any candidate line has none (and a
+    # text-free image does not pay for the look)
     whole = (0, 0, pooled.shape[1] // factor, pooled.shape[0] // factor)
-    outlined = _rescued([whole], _outlined_letters(pooled, factor))
+    outlined = _rescued([whole], _outlined_letters(pooled, factor)) if merged else []
     # (a line the screen found already, in a region of about its height, is not found twice)
     known = [
         (x0 // factor, y0 // factor, -(-x1 // factor), -(-y1 // factor), max(1, height) // factor)
@@ -599,7 +608,7 @@ def preview_has_candidates(preview: np.ndarray, level: int, rows: int, columns: 
     level leaves a one-pixel line at a quarter of its contrast). Erring towards yes only
     costs a full decode.
     """
-    full_factor = max(1, math.ceil(max(rows, columns) / DETECTION_SIDE))
+    full_factor = detection_factor(rows, columns)
     factor = max(1, full_factor >> level)
     return bool(_glyph_boxes(preview, factor, PREVIEW_SENSITIVITY))
 
@@ -700,7 +709,7 @@ def ink_boxes(
     ``stroke_span(arr, window)`` when the caller has it (a film scan asks for ~800 boxes).
     """
     rows, columns = arr.shape
-    factor = max(1, math.ceil(max(rows, columns) / DETECTION_SIDE))
+    factor = detection_factor(rows, columns)
     if span is None:
         span = stroke_span(arr, window)
     fine = _ink_glyphs(arr, box, line_height, bright, span, factor)

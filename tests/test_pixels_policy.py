@@ -628,3 +628,28 @@ def test_white_letters_outlined_in_black_are_ink_and_no_device_or_bone_is():
     assert detection._rescued([(0, 0, 1024, 1024)], letters), "they make a line"
     for name, decoy in DECOYS.items():  # an ECG clip may have such a pixel; never a line of them
         assert detection._rescued([(0, 0, 1024, 1024)], detection._outlined_letters(decoy(film(4)), 1)) == [], name
+
+
+def test_a_label_merged_with_a_taller_ruler_bracket_is_read_at_its_own_scale():
+    """A ruler's "100 mm" under its bracket: the padded lines overlap and merge into one
+    region of the bracket's line height (121 pixels), with room for two glyphs of that
+    height: kept as a marker, never read (a real film's label was left whole). Its letters
+    are ink and, inside a region too small at its own scale, are a line of their own
+    (``detection._finer_lines``): read, and blanked. The bracket stays."""
+    font = ImageFont.truetype(next(f for f in available_fonts() if "Bold" in f), 22)
+
+    def bracket(d):
+        d.rectangle((730, 300, 735, 420), fill=255)
+        for y in (300, 360, 415):
+            d.rectangle((712, y, 735, y + 5), fill=255)
+
+    arr = draw_mask(film(3), bracket, HIGH)
+    arr = draw_mask(arr, lambda d: d.text((690, 430), "100 mm", fill=255, font=font), 3400)
+    regions = detection.detect(arr)
+    assert any(r.line_height > 100 and policy.is_small(r) for r in regions), "the bracket's region, a marker"
+    assert any(r.line_height < 30 and r.x0 <= 692 and r.x1 >= 789 and not policy.is_small(r) for r in regions)
+    result = pixels.clean(as_dataset(arr), PixelOptions())
+    assert result.array is not None
+    changed = result.array != arr
+    assert changed[435:451, 692:789].mean() > 0.95
+    assert not changed[300:421, 712:736].any()

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from cxr_dask.deid.pixels.morphology import _component_counts, _component_stats, _dilate, _erode, _pool
+from cxr_dask.deid.pixels.policy import is_small
 from cxr_dask.deid.pixels.types import Box, Region, within
 from cxr_dask.deid.pixels.types import inside as _inside
 
@@ -341,7 +342,7 @@ def detect(
         for ((x0, y0, x1, y1), *_), yes in zip(merged, line_like, strict=True)
         if not yes
     ]
-    rescued = _rescued(dropped, cores)
+    rescued = _rescued(dropped, cores) + _finer_lines([_outline(*item) for item in kept], cores, factor)
     # outlined letters are text wherever they are, also inside a region kept whole (a
     # film's anatomy chained into one region as tall as the image, read at its scale);
     # their rims are strokes, so an image without any candidate line has none (and a
@@ -361,6 +362,28 @@ def detect(
     ]
     merged_rescued = _merge_overlapping(_padded(rescued, False, factor, rows, columns))
     return [_region(arr, *item) for item in kept + [item for item in merged_rescued if _line_like(_outline(*item))]]
+
+
+def _finer_lines(kept: list[Region], cores: list[Box], factor: int) -> list[tuple[Box, int, int]]:
+    """Lines of ink in a kept region too small at its own line height to be read
+    (``policy.is_small``) whose glyphs are finer than ``DENSE_HEIGHT_RATIO`` times its
+    line height: (box, glyphs, median height), detection pixels.
+
+    A region's line height is its tallest line's, and a region with room for two glyphs
+    of that height is kept as a marker without OCR. A ruler's "100 mm" beside its
+    bracket merged with the bracket into one region 200 pixels "high" and 136 wide: the
+    label was never read. Its letters are ink (``_rescued``): at their own scale they are
+    a line with room for a word, and are read as one. Only such regions are looked into:
+    a region read at its scale is read whole, and cutting it into lines of ink read
+    "UPRIGHT" as "UPR" and "GHT", text.
+    """
+    out = []
+    for region in kept:
+        if region.vertical or not is_small(region):
+            continue
+        outer = (region.x0 // factor, region.y0 // factor, -(-region.x1 // factor), -(-region.y1 // factor))
+        out += [line for line in _rescued([outer], cores) if DENSE_HEIGHT_RATIO * line[2] * factor < region.line_height]
+    return out
 
 
 def _padded(

@@ -154,3 +154,28 @@ def test_a_detector_line_whose_strokes_are_found_in_part_is_blanked_whole():
         region = Region(*line, bright=True, glyphs=12, line_height=8, vertical=False)
         decided = cleaning._hug(arr, region, Decision("text", "text detector", (line,), lines=1), None)
         assert decided.blank == (line,), seed
+
+
+def test_a_marker_one_decision_keeps_is_kept_by_the_others_that_cover_it():
+    """A circled "L" beside "liegend": the first pass's text detector box took the word
+    and the ring together; the dense look read the ring as a marker on its own line and
+    kept it, but the first pass's box blanked it anyway (a real bedside film lost its
+    ring). A marker read with confidence is kept by every decision whose line covers it
+    (``cleaning._keep_across``), never over a word box read as text, and a junk read is
+    not."""
+    from cxr_dask.deid.pixels.policy import redact_boxes
+
+    arr = np.full((100, 200), 100, dtype=np.uint16)
+    ring = Word(120, 20, 150, 50, allowed=True, confidence=86.0, characters=0, symbols=1)
+    junk = Word(60, 20, 90, 50, allowed=True, confidence=20.0, characters=0, symbols=1)
+    detector = Decision("text", "text detector", ((40, 18, 146, 52),), lines=1)
+    dense = Decision("text", "words read on a dense page", ((40, 18, 154, 52), (40, 24, 100, 46)), keep=(ring, junk))
+    word_over = Decision("text", "words read", ((40, 18, 154, 52), (115, 20, 152, 50)), lines=1)
+    decided = cleaning._keep_across([detector, dense, word_over])
+    assert decided[0].keep == (ring,)
+    assert decided[1] == dense and decided[2] == word_over  # its own words; a word box read as text there
+    work = arr.copy()
+    for d in decided[:2]:
+        redact_boxes(work, d.blank, d.keep, 0, d.lines)
+    assert (work[24:46, 40:100] == 0).all()  # the word goes
+    assert (work[22:48, 122:146] == 100).all()  # the ring stays

@@ -42,6 +42,7 @@ from cxr_dask.deid.pixels.morphology import _crop_opening
 from cxr_dask.deid.pixels.ocr import _read_in_chunks, read_regions
 from cxr_dask.deid.pixels.policy import (
     LINE_REACH,
+    WORD_CONFIDENCE,
     Decision,
     beside_words,
     decide,
@@ -495,6 +496,34 @@ def confirm_reads(arr: np.ndarray, decisions: list[Decision], options: PixelOpti
     return out
 
 
+def _keep_across(decisions: list[Decision]) -> list[Decision]:
+    """Text decisions with the allow-listed words other decisions read with confidence
+    (``WORD_CONFIDENCE``) inside their line boxes kept too.
+
+    One place is judged by several decisions (the first pass, the dense look, the text
+    detector), and each restores only the words it read itself: a circled "L" beside
+    "liegend", read as a marker on the dense look's line, lay in the first pass's text
+    detector box, which took the word and the ring together, and was blanked. A kept word
+    restores only what the decision it joins blanked (``redact_boxes``), never another
+    decision's black, and never over a word box of its own (read as text).
+    """
+    kept = [w for d in decisions if d.kind in ("text", "marker") for w in d.keep if w.confidence >= WORD_CONFIDENCE]
+    if not kept:
+        return decisions
+    out = []
+    for d in decisions:
+        lines, words = d.blank[: d.lines], d.blank[d.lines :]
+        more = tuple(
+            w
+            for w in kept
+            if w not in d.keep
+            and any(_gap(line, w.box) < 0 for line in lines)
+            and not any(_gap(word, w.box) < 0 for word in words)
+        )
+        out.append(dataclasses.replace(d, keep=(*d.keep, *more)) if d.kind == "text" and more else d)
+    return out
+
+
 def _not_confirmed(read_as_no_text: list[bool]) -> Decision:
     """A text decision none of whose boxes the recogniser confirmed: ``left`` when it read
     every box surely as no text (or as a marker), ``flagged`` when it was unsure of one
@@ -746,6 +775,7 @@ def _judge(
         mark = time.perf_counter()
         decisions = confirm_reads(arr, decisions, options)
         _spent(report, "confirm", mark)
+        decisions = _keep_across(decisions)
         decisions = _flag_ink(arr, regions, decisions, span, options)
     return list(zip(regions, decisions, strict=True))
 

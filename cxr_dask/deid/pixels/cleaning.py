@@ -720,12 +720,14 @@ def _judge(
     """Every candidate region of one greyscale plane and what is done with it.
 
     Screen, OCR (both polarities), the text detector on what OCR could not read, the
-    dense-page second look on an image known to hold text, the boxes cut down to their
+    dense-page second look on an image known to hold text (or with lines of ink too
+    fine for the region that holds them: ``detection._finer_lines``), the boxes cut down to their
     glyphs, and the recogniser's last word on those no sure word backs. Counts and
     timings go to ``report``; recording the regions is the caller's (``_record``).
     """
     mark = time.perf_counter()
-    regions = detect(arr, window)
+    finer: list[Box] = []  # lines of ink in regions too small to read: the dense look reads them
+    regions = detect(arr, window, finer=finer)
     _spent(report, "detect", mark)
     report.regions_found += len(regions)
     if not regions:
@@ -761,7 +763,7 @@ def _judge(
             if boxes:
                 decisions[i] = Decision("text", "text detector", tuple(boxes), lines=len(boxes))
         _spent(report, "second_stage", mark)
-    if not options.strict and any(d.kind == "text" for d in decisions):
+    if not options.strict and (finer or any(d.kind == "text" for d in decisions)):
         mark = time.perf_counter()
         for region, decision in dense_lines(arr, window, options, list(regions), decisions):
             regions.append(region)

@@ -265,7 +265,11 @@ def _median_int(values: list[int]) -> int:
 
 
 def detect(
-    arr: np.ndarray, window: float | None = None, dense: bool = False, big: list[Box] | None = None
+    arr: np.ndarray,
+    window: float | None = None,
+    dense: bool = False,
+    big: list[Box] | None = None,
+    finer: list[Box] | None = None,
 ) -> list[Region]:
     """Candidate text lines: thin high-contrast strokes of glyph size, grouped into lines.
 
@@ -279,7 +283,9 @@ def detect(
     with ``big``, it also receives the boxes (image pixels) of stroke components too tall
     for a glyph there (anatomy, with any label that touches it merged in). Outside the
     dense look, lines of glyphs whose strokes are wider than the top-hat window come from
-    a coarse screen (``COARSE``, ``BIG_GLYPH``).
+    a coarse screen (``COARSE``, ``BIG_GLYPH``). ``finer``, when given, receives the lines
+    of ink in regions too small to read at their own line height (``_finer_lines``,
+    image pixels): text the dense look may find at its own scale.
     """
     rows, columns = arr.shape
     factor = detection_factor(rows, columns)
@@ -342,7 +348,12 @@ def detect(
         for ((x0, y0, x1, y1), *_), yes in zip(merged, line_like, strict=True)
         if not yes
     ]
-    rescued = _rescued(dropped, cores) + _finer_lines([_outline(*item) for item in kept], cores, factor)
+    rescued = _rescued(dropped, cores)
+    if finer is not None:
+        finer += [
+            (x0 * factor, y0 * factor, min(columns, x1 * factor), min(rows, y1 * factor))
+            for (x0, y0, x1, y1), *_ in _finer_lines([_outline(*item) for item in kept], cores, factor)
+        ]
     # outlined letters are text wherever they are, also inside a region kept whole (a
     # film's anatomy chained into one region as tall as the image, read at its scale);
     # their rims are strokes, so an image without any candidate line has none (and a
@@ -373,8 +384,11 @@ def _finer_lines(kept: list[Region], cores: list[Box], factor: int) -> list[tupl
     of that height is kept as a marker without OCR. A ruler's "100 mm" beside its
     bracket merged with the bracket into one region 200 pixels "high" and 136 wide: the
     label was never read. Its letters are ink (``_rescued``): at their own scale they are
-    a line with room for a word, and are read as one. Only such regions are looked into:
-    a region read at its scale is read whole, and cutting it into lines of ink read
+    a line, and an image holding one gets the dense look (``cleaning.dense_lines``),
+    which groups lines strictly by height and reads them at theirs. They are not regions
+    of the first pass: text the first pass reads is left out of the dense look, whose
+    labels beside anatomy ride on the lines it reads itself. Only such regions are looked
+    into: a region read at its scale is read whole, and cutting it into lines of ink read
     "UPRIGHT" as "UPR" and "GHT", text.
     """
     out = []

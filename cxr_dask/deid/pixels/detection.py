@@ -389,14 +389,20 @@ def _finer_lines(kept: list[Region], cores: list[Box], factor: int) -> list[tupl
     of the first pass: text the first pass reads is left out of the dense look, whose
     labels beside anatomy ride on the lines it reads itself. Only such regions are looked
     into: a region read at its scale is read whole, and cutting it into lines of ink read
-    "UPRIGHT" as "UPR" and "GHT", text.
+    "UPRIGHT" as "UPR" and "GHT", text. A line with room for two glyphs at most of its
+    own height is a marker or a speck there too (a pair of specks on a text-free film
+    brought it a dense look).
     """
     out = []
     for region in kept:
         if region.vertical or not is_small(region):
             continue
         outer = (region.x0 // factor, region.y0 // factor, -(-region.x1 // factor), -(-region.y1 // factor))
-        out += [line for line in _rescued([outer], cores) if DENSE_HEIGHT_RATIO * line[2] * factor < region.line_height]
+        out += [
+            line
+            for line in _rescued([outer], cores)
+            if DENSE_HEIGHT_RATIO * line[2] * factor < region.line_height and not is_small(_outline(*line))
+        ]
     return out
 
 

@@ -286,7 +286,8 @@ def test_the_fork_server_s_imports_start_no_thread():
     ``cxr_dask.preload``'s top that starts one (OpenCV's, a pool's) fails here. Nor does
     it import scipy's image filters (~0.25 s, before the first worker can start): only
     colour images and boxes of text need them, imported there; nor tqdm (only the
-    client's progress bar draws)."""
+    client's progress bar draws). numpy's random module is: each worker re-seeds it as it
+    starts (dask's ``default_initializer``), which would import it in each."""
     import subprocess
     import sys
 
@@ -295,14 +296,14 @@ def test_the_fork_server_s_imports_start_no_thread():
     count = (
         "import os, sys; [__import__(name) for name in sys.argv[1:]]; "
         "print(len(os.listdir('/proc/self/task')), 'scipy.ndimage' in sys.modules, 'pyarrow' in sys.modules, "
-        "'tqdm' in sys.modules)"
+        "'tqdm' in sys.modules, 'numpy.random' in sys.modules)"
     )
     env, modules = workerenv.fork_preload({**os.environ, **cluster.SINGLE_THREADED})
     done = subprocess.run([sys.executable, "-c", count, *modules], env=env, capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "1 False True False"
+    assert done.stdout.strip() == "1 False True False True"
     # a jemalloc setting of the user's is kept: pyarrow is then left to each worker
     env, modules = workerenv.fork_preload({**env, "JE_ARROW_MALLOC_CONF": "narenas:1"})
-    assert (env["JE_ARROW_MALLOC_CONF"], modules) == ("narenas:1", list(workerenv.FORK_PRELOAD))
+    assert (env["JE_ARROW_MALLOC_CONF"], modules) == ("narenas:1", [*workerenv.FORK_PRELOAD, workerenv.FREEZE])
 
 
 _EVERY_WORKER_WAITS = """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import resource
@@ -263,10 +264,13 @@ def test_a_run_starts_on_its_first_worker_and_the_others_join_quiet(tmp_path):
         client.wait_for_workers(2, timeout=120)
         modes = client.run(_reading_validation_mode)
         forked = client.run(_forked_from)
+        frozen = client.run(gc.get_freeze_count)
     assert list(modes.values()) == [pydicom.config.IGNORE] * 2
     # both forked from one process, which had imported distributed and pydicom and ran no thread
     (server,) = set(forked.values())
     assert server == (True, True, 1)
+    # and had frozen what it imported: no worker's garbage collector walks (and copies) it
+    assert all(count > 10_000 for count in frozen.values())
 
 
 def _forked_from() -> tuple[bool, bool, int]:

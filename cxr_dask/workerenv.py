@@ -249,10 +249,12 @@ def _fork_server(env: dict[str, str]) -> None:
         sys.stderr.flush()
         # the server's garbage collector leaves this process's objects alone (``cxr_dask.frozen``)
         gc.freeze()
-        pid = os.fork()
-        if pid == 0:
-            _serve(listener.fileno(), alive_r, alive_w, server_env, modules)
-        gc.unfreeze()  # here, collected as before
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _serve(listener.fileno(), alive_r, alive_w, server_env, modules)  # never returns
+        finally:
+            gc.unfreeze()  # here, collected as before
         os.close(alive_r)
     server._forkserver_address, server._forkserver_alive_fd, server._forkserver_pid = address, alive_w, pid
     _STARTED[:] = [dict(env)]

@@ -38,17 +38,17 @@ log = logging.getLogger(__name__)
 class _NoPandas:
     """An import finder that says pandas is not installed (see ``arrow_without_pandas``)."""
 
-    refused = "pandas"
+    refused: tuple[str, ...] = ("pandas",)
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> None:
-        if name == self.refused:
+        if name in self.refused:
             raise ModuleNotFoundError(f"{name} is not needed by cxr-dask's processes", name=name)
 
 
 class _NoRequests(_NoPandas):
-    """The same for requests (see ``pydicom_without_requests``)."""
+    """The same for requests and tqdm (see ``pydicom_without_requests``)."""
 
-    refused = "requests"
+    refused = ("requests", "tqdm")
 
 
 def pydicom_without_requests() -> None:
@@ -57,7 +57,10 @@ def pydicom_without_requests() -> None:
     ``pydicom.data.download`` (imported by pydicom's pixel modules, only ever used to fetch
     pydicom's own test files from the internet) imports requests if it can, some 60 modules
     and ~35 ms of CPU in every process of a run (the client and each worker, as they start);
-    without it the downloader falls back to ``urllib``. requests stays importable afterwards.
+    without it the downloader falls back to ``urllib``. It imports tqdm too, for a download's
+    progress bar (~20-30 ms, importlib's metadata scan of every installed package for tqdm's
+    version), before the fork that shares pydicom with the workers: it then draws none. Both
+    stay importable afterwards (the client's progress bar imports tqdm).
     A process that already imported ``pydicom.data`` is left alone (the fork server
     imports pydicom itself first, its workers only then the passes).
     """

@@ -25,7 +25,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from distributed import Client, Future, as_completed
 from distributed.scheduler import KilledWorker
-from tqdm.auto import tqdm
 
 from cxr_dask import commit, inventory, lock, metadata, process, review, storage
 from cxr_dask import identity as identity_mod
@@ -154,7 +153,7 @@ def _each_partition(
     submitted = min(window, len(sizes))
     for i in range(submitted):
         submit(i)
-    with tqdm(total=sum(sizes), desc=label, unit="file", disable=not config.progress) as bar:
+    with _progress_bar(sum(sizes), label, config.progress) as bar:
         for future in finished:
             i = index_of.pop(future.key)
             if submitted < len(sizes):
@@ -162,6 +161,30 @@ def _each_partition(
                 submitted += 1
             yield i, future
             bar.update(sizes[i])
+
+
+class _NoBar:
+    """What ``_progress_bar`` gives when the bar is off."""
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        return None
+
+
+def _progress_bar(total: int, label: str, shown: bool) -> Any:
+    """tqdm's bar, imported here: only the client draws one, so neither the workers nor the
+    process they are forked from import tqdm (~20-30 ms of CPU before the first worker
+    starts, docs/scaling.md, "sixth round"), nor a run without a bar (``--no-progress``)."""
+    if not shown:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=label, unit="file")
 
 
 @dataclass(frozen=True)

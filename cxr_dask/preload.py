@@ -15,6 +15,12 @@ from typing import Any
 from cxr_dask import cluster
 
 cluster.pydicom_without_requests()  # before the passes import pydicom
+# numpy's random module: distributed re-seeds it in every worker as it starts (dask's
+# ``default_initializer``), which imported it there, ~10-20 ms of CPU in each forked worker
+# before it can register; imported once in the process they are forked from, each only
+# re-seeds (~1 ms), its own state as before.
+import numpy.random  # noqa: E402, F401
+
 # The pixel step's modules and OpenCV, which pass 2's first task imported in each worker
 # (none starts a thread: tests/test_cluster.py).
 from cxr_dask.deid.pixels import checks, cleaning, decoding, detection, morphology, ocr, policy  # noqa: E402, F401

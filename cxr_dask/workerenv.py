@@ -108,13 +108,16 @@ SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM
 ARROW_NO_THREAD = {"JE_ARROW_MALLOC_CONF": "background_thread:false"}
 #: ``FORK_PRELOAD`` and the passes (which import pyarrow), under ``ARROW_NO_THREAD``.
 FORK_PRELOAD_PASSES = (*FORK_PRELOAD, "cxr_dask.pipeline")
+#: Imported last by the fork server: freezes what the imports before it made, so no
+#: forked worker's garbage collector walks (and copies) them (``cxr_dask.frozen``).
+FREEZE = "cxr_dask.frozen"
 
 
 def fork_preload(env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     """The fork server's environment and the modules it imports, for workers of ``env``."""
     if "JE_ARROW_MALLOC_CONF" in env or "JE_ARROW_MALLOC_CONF" in os.environ:
-        return env, list(FORK_PRELOAD)
-    return {**env, **ARROW_NO_THREAD}, list(FORK_PRELOAD_PASSES)
+        return env, [*FORK_PRELOAD, FREEZE]
+    return {**env, **ARROW_NO_THREAD}, [*FORK_PRELOAD_PASSES, FREEZE]
 
 
 #: The Python versions whose ``multiprocessing.forkserver`` (its private state, ``main``'s
@@ -226,6 +229,7 @@ def _fork_server(env: dict[str, str]) -> None:
     """What ``multiprocessing.forkserver.ensure_running`` does, the server forked from this
     process instead of spawned: its listening socket, the pipe it watches its parent by,
     and multiprocessing's state, so the nannies' requests reach it as they would the other."""
+    import gc
     import multiprocessing.forkserver
     import socket
     from multiprocessing import connection, resource_tracker, util
@@ -243,9 +247,14 @@ def _fork_server(env: dict[str, str]) -> None:
         alive_r, alive_w = os.pipe()
         sys.stdout.flush()  # nothing buffered here is written twice
         sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            _serve(listener.fileno(), alive_r, alive_w, server_env, modules)
+        # the server's garbage collector leaves this process's objects alone (``cxr_dask.frozen``)
+        gc.freeze()
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _serve(listener.fileno(), alive_r, alive_w, server_env, modules)  # never returns
+        finally:
+            gc.unfreeze()  # here, collected as before
         os.close(alive_r)
     server._forkserver_address, server._forkserver_alive_fd, server._forkserver_pid = address, alive_w, pid
     _STARTED[:] = [dict(env)]

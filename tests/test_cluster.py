@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import resource
@@ -263,10 +264,13 @@ def test_a_run_starts_on_its_first_worker_and_the_others_join_quiet(tmp_path):
         client.wait_for_workers(2, timeout=120)
         modes = client.run(_reading_validation_mode)
         forked = client.run(_forked_from)
+        frozen = client.run(gc.get_freeze_count)
     assert list(modes.values()) == [pydicom.config.IGNORE] * 2
     # both forked from one process, which had imported distributed and pydicom and ran no thread
     (server,) = set(forked.values())
     assert server == (True, True, 1)
+    # and had frozen what it imported: no worker's garbage collector walks (and copies) it
+    assert all(count > 10_000 for count in frozen.values())
 
 
 def _forked_from() -> tuple[bool, bool, int]:
@@ -285,7 +289,9 @@ def test_the_fork_server_s_imports_start_no_thread():
     only a process without threads can be forked safely. An import added to
     ``cxr_dask.preload``'s top that starts one (OpenCV's, a pool's) fails here. Nor does
     it import scipy's image filters (~0.25 s, before the first worker can start): only
-    colour images and boxes of text need them, imported there."""
+    colour images and boxes of text need them, imported there; nor tqdm (only the
+    client's progress bar draws). numpy's random module is: each worker re-seeds it as it
+    starts (dask's ``default_initializer``), which would import it in each."""
     import subprocess
     import sys
 
@@ -293,14 +299,15 @@ def test_the_fork_server_s_imports_start_no_thread():
 
     count = (
         "import os, sys; [__import__(name) for name in sys.argv[1:]]; "
-        "print(len(os.listdir('/proc/self/task')), 'scipy.ndimage' in sys.modules, 'pyarrow' in sys.modules)"
+        "print(len(os.listdir('/proc/self/task')), 'scipy.ndimage' in sys.modules, 'pyarrow' in sys.modules, "
+        "'tqdm' in sys.modules, 'numpy.random' in sys.modules)"
     )
     env, modules = workerenv.fork_preload({**os.environ, **cluster.SINGLE_THREADED})
     done = subprocess.run([sys.executable, "-c", count, *modules], env=env, capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "1 False True"
+    assert done.stdout.strip() == "1 False True False True"
     # a jemalloc setting of the user's is kept: pyarrow is then left to each worker
     env, modules = workerenv.fork_preload({**env, "JE_ARROW_MALLOC_CONF": "narenas:1"})
-    assert (env["JE_ARROW_MALLOC_CONF"], modules) == ("narenas:1", list(workerenv.FORK_PRELOAD))
+    assert (env["JE_ARROW_MALLOC_CONF"], modules) == ("narenas:1", [*workerenv.FORK_PRELOAD, workerenv.FREEZE])
 
 
 _EVERY_WORKER_WAITS = """

@@ -1,0 +1,17 @@
+"""The last module the fork server imports before it forks any worker: it freezes the objects
+of every import before it (``gc.freeze``).
+
+A forked worker starts with the server's objects (~hundreds of thousands: distributed,
+pydicom, pyarrow, OpenCV's bindings, the passes) in its garbage collector's oldest
+generation; its first full collection walks them all, writing to each object's header:
+tens of ms of CPU before it registers, and a copy of most of the pages it shares with
+the server. Frozen, they are left out of every collection in every worker (Python's own
+advice for a process that forks without exec); what the worker allocates is collected
+as before.
+"""
+
+from __future__ import annotations
+
+import gc
+
+gc.freeze()

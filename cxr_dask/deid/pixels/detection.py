@@ -210,47 +210,69 @@ def _group_lines(
     min_gap: float | None = None,
     height_ratio: float = 3.0,
 ) -> list[tuple[Box, int, int]]:
-    """Merge glyph boxes that sit on one line close together: (box, glyphs, median height)."""
-    parent = list(range(len(boxes)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    if boxes:
-        # the pairs test is symmetric and the groups are its connected components: all
-        # pairs at once, a block of rows at a time (one Python loop per glyph cost ~1 s of
-        # a film scan's second look over its ~800 boxes)
-        b = np.asarray(boxes, dtype=np.int64)
-        x0, y0, x1, y1 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
-        h = y1 - y0
-        step = max(1, GROUP_BLOCK // len(boxes))
-        for start in range(0, len(boxes), step):
-            rows = slice(start, start + step)
-            hi = h[rows, None]
-            overlap = np.minimum(y1[rows, None], y1) - np.maximum(y0[rows, None], y0)
-            gap = np.maximum(x0 - x1[rows, None], x0[rows, None] - x1)
-            tall = np.maximum(hi, h)
-            near = (overlap >= 0.4 * np.minimum(hi, h)) & (gap <= gap_ratio * tall)
-            near &= (h <= height_ratio * hi) & (hi <= height_ratio * h)
-            if min_gap is not None:  # glyphs in a column follow each other, they do not overlap
-                near &= gap >= min_gap * tall
-            first, second = np.nonzero(near)
-            first += start
-            for i, j in zip(first.tolist(), second.tolist(), strict=True):
-                if j > i:
-                    parent[root(j)] = root(i)
+    """Merge glyph boxes that sit on one line close together: (box, glyphs, median height),
+    the lines in the order of their first box."""
+    if not boxes:
+        return []
+    # the pairs test is symmetric and the lines are its connected components; a pair
+    # shares rows (``overlap >= 0``), so with the boxes sorted by top only the pairs whose
+    # second box starts within the first's rows are tested, vectorised a block at a time
+    # (all n^2 pairs cost a film with 2,400 glyph boxes 0.1 s a call, a Python union-find
+    # over the pairs found as much again)
+    n = len(boxes)
+    b = np.asarray(boxes, dtype=np.int64)
+    order = np.argsort(b[:, 1], kind="stable")
+    x0, y0, x1, y1 = b[order].T
+    h = y1 - y0
+    ends = np.searchsorted(y0, y1, side="right")  # sorted j < ends[i]: y0[j] <= y1[i]
+    counts = np.maximum(ends - np.arange(n) - 1, 0)
+    pairs_i, pairs_j = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    start = 0
+    while start < n:
+        stop = min(n, start + 1 + int(np.searchsorted(np.cumsum(counts[start:]), GROUP_BLOCK)))
+        block = counts[start:stop]
+        first = np.repeat(np.arange(start, stop), block)
+        second = first + 1 + np.arange(len(first)) - np.repeat(np.cumsum(block) - block, block)
+        start = stop
+        hi, hj = h[first], h[second]
+        overlap = np.minimum(y1[first], y1[second]) - np.maximum(y0[first], y0[second])
+        gap = np.maximum(x0[second] - x1[first], x0[first] - x1[second])
+        tall = np.maximum(hi, hj)
+        near = (overlap >= 0.4 * np.minimum(hi, hj)) & (gap <= gap_ratio * tall)
+        near &= (hj <= height_ratio * hi) & (hi <= height_ratio * hj)
+        if min_gap is not None:  # glyphs in a column follow each other, they do not overlap
+            near &= gap >= min_gap * tall
+        pairs_i.append(order[first[near]])
+        pairs_j.append(order[second[near]])
+    labels = _components_of(n, np.concatenate(pairs_i), np.concatenate(pairs_j))
     groups: dict[int, list[int]] = {}
-    for i in range(len(boxes)):
-        groups.setdefault(root(i), []).append(i)
+    for i, label in enumerate(labels.tolist()):
+        groups.setdefault(label, []).append(i)
     lines = []
     for members in groups.values():
         xs0, ys0, xs1, ys1 = zip(*(boxes[m] for m in members), strict=True)
         height = _median_int([b - a for a, b in zip(ys0, ys1, strict=True)])
         lines.append(((min(xs0), min(ys0), max(xs1), max(ys1)), len(members), height))
     return lines
+
+
+def _components_of(n: int, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """A label per node of the graph with edges ``first``-``second``: equal within a
+    connected component (hooking roots to the smaller one, then pointer jumping, vectorised;
+    scipy's ``csgraph`` would do it too, but its import costs a worker 0.2 s)."""
+    labels = np.arange(n)
+    while True:
+        a, b = labels[first], labels[second]
+        if np.array_equal(a, b):
+            return labels
+        low = np.minimum(a, b)
+        np.minimum.at(labels, a, low)
+        np.minimum.at(labels, b, low)
+        while True:  # every node to its root
+            jumped = labels[labels]
+            if np.array_equal(jumped, labels):
+                break
+            labels = jumped
 
 
 def _median_int(values: list[int]) -> int:

@@ -245,15 +245,21 @@ def _group_lines(
         pairs_i.append(order[first[near]])
         pairs_j.append(order[second[near]])
     labels = _components_of(n, np.concatenate(pairs_i), np.concatenate(pairs_j))
-    groups: dict[int, list[int]] = {}
-    for i, label in enumerate(labels.tolist()):
-        groups.setdefault(label, []).append(i)
-    lines = []
-    for members in groups.values():
-        xs0, ys0, xs1, ys1 = zip(*(boxes[m] for m in members), strict=True)
-        height = _median_int([b - a for a, b in zip(ys0, ys1, strict=True)])
-        lines.append(((min(xs0), min(ys0), max(xs1), max(ys1)), len(members), height))
-    return lines
+    # per line (members sorted by line, then height): its box, count and median height,
+    # the lines in the order of their first box
+    by_line = np.lexsort((b[:, 3] - b[:, 1], labels))
+    ordered = b[by_line]
+    starts = np.flatnonzero(np.r_[True, labels[by_line][1:] != labels[by_line][:-1]])
+    sizes = np.diff(np.r_[starts, n])
+    heights = ordered[:, 3] - ordered[:, 1]
+    upper = heights[starts + sizes // 2]
+    lower = heights[starts + (sizes - 1) // 2]
+    medians = np.trunc((upper + lower) / 2).astype(np.int64)  # int(np.median(...))
+    low = np.minimum.reduceat(ordered, starts)
+    high = np.maximum.reduceat(ordered, starts)
+    firsts = np.minimum.reduceat(by_line, starts)
+    rows = sorted(np.column_stack([firsts, low, high, sizes, medians]).tolist())
+    return [((x0, y0, x1, y1), count, height) for _, x0, y0, _, _, _, _, x1, y1, count, height in rows]
 
 
 def _components_of(n: int, first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -273,16 +279,6 @@ def _components_of(n: int, first: np.ndarray, second: np.ndarray) -> np.ndarray:
             if np.array_equal(jumped, labels):
                 break
             labels = jumped
-
-
-def _median_int(values: list[int]) -> int:
-    """``int(np.median(values))`` for integers, without numpy's overhead (a dense page
-    has thousands of one-glyph groups)."""
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    if len(ordered) % 2:
-        return int(ordered[middle])
-    return int((ordered[middle - 1] + ordered[middle]) / 2)
 
 
 def detect(

@@ -308,6 +308,7 @@ def detect(
     tall: list[Box] = []
     wide: list[tuple[Box, int, int]] = []
     cores: list[Box] = []
+    pools: list[np.ndarray] = []
     glyphs = _glyph_boxes(
         pooled,
         factor,
@@ -317,6 +318,7 @@ def detect(
         big=tall,
         wide=None if dense else wide,
         cores=cores,
+        pooled=pools,
     )
     if big is not None:
         big.extend(
@@ -365,7 +367,7 @@ def detect(
     # their rims are strokes, so an image without any candidate line has none (and a
     # text-free image does not pay for the look)
     whole = (0, 0, pooled.shape[1] // factor, pooled.shape[0] // factor)
-    outlined = _rescued([whole], _outlined_letters(pooled, factor)) if merged else []
+    outlined = _rescued([whole], _outlined_letters(*pools)) if merged else []
     # (a line the screen found already, in a region of about its height, is not found twice)
     known = [
         (x0 // factor, y0 // factor, -(-x1 // factor), -(-y1 // factor), max(1, height) // factor)
@@ -434,7 +436,7 @@ def _rescued(dropped: list[Box], cores: list[Box]) -> list[tuple[Box, int, int]]
     return out
 
 
-def _outlined_letters(arr: np.ndarray, factor: int) -> list[Box]:
+def _outlined_letters(high: np.ndarray, low: np.ndarray) -> list[Box]:
     """Letters drawn in the image's white and outlined in its black (detection pixels).
 
     Bedside films' overlays ("liegend", "Bettaufnahme") are white letters with a
@@ -443,9 +445,9 @@ def _outlined_letters(arr: np.ndarray, factor: int) -> list[Box]:
     screen's group is dropped as no line with the letters in it. Anatomy has no pixel of
     the top tenth of the range within two pixels of one of the bottom tenth (edges are
     blurred, noise is far smaller); these letters are nothing else. Their bodies, of a
-    glyph's size and shape, join the glyphs of ink ``_rescued`` groups again.
+    glyph's size and shape, join the glyphs of ink ``_rescued`` groups again. ``high``
+    and ``low`` are the image pooled as the screen pooled it (``_glyph_boxes``' ``pooled``).
     """
-    high, low = _pool(arr, factor)
     top, bottom = float(high.max()), float(low.min())
     reach = OUTLINE_REACH * (top - bottom)
     if reach <= 0:
@@ -518,6 +520,7 @@ def _glyph_boxes(
     big: list[Box] | None = None,
     wide: list[tuple[Box, int, int]] | None = None,
     cores: list[Box] | None = None,
+    pooled: list[np.ndarray] | None = None,
 ) -> list[Box]:
     """Glyph-sized stroke components of both polarities, in pixels of ``arr`` pooled by ``factor``.
 
@@ -525,9 +528,12 @@ def _glyph_boxes(
     preview whose thin strokes the wavelet low-pass has dimmed, and whose lower grow
     threshold merges glyphs into lines) every component with a strong pixel counts,
     whatever its size and shape. ``wide``, when given, receives the lines of big glyphs
-    of the coarse screen (``_wide_lines``); ``cores``, the glyphs of ink (``_components``).
+    of the coarse screen (``_wide_lines``); ``cores``, the glyphs of ink (``_components``);
+    ``pooled``, the block max and min (``_pool``), for ``_outlined_letters``.
     """
     high, low = _pool(arr, factor)
+    if pooled is not None:
+        pooled[:] = [high, low]
     if high.dtype.kind != "u":  # signed or float: differences need room
         high, low = high.astype(np.float32), low.astype(np.float32)
     p_low, p_high = np.percentile(low[:: max(1, low.shape[0] // 256), :: max(1, low.shape[1] // 256)], (1, 99.5))

@@ -319,19 +319,35 @@ def test_pass_two_holds_its_keys_compressed_and_decodes_each_block_once() -> Non
 
 
 def test_a_run_never_reads_the_inventory_keys_whole(client, small_workspace, monkeypatch) -> None:
-    """Only the commit's columns of the inventory are read whole; the keys come a batch at a time."""
+    """The inventory is never read whole: pass 2's set-up reads it once, a batch at a time."""
     from cxr_dask import inventory
     from tests.utils import run
 
-    read = inventory.read_columns
+    read, batches = inventory.read_columns, inventory.batches
     asked: list[list[str]] = []
+    key_reads: list[int] = []  # each read of the inventory's file, a batch at a time, with its keys
 
     def spy(data, columns):
         asked.append(list(columns))
         return read(data, columns)
 
+    def batches_spy(data, columns=None):
+        reader = batches(data, columns)
+        names = list(columns) if columns is not None else ["key"]
+
+        def counted():
+            if "key" in names:
+                key_reads.append(1)
+            return reader()
+
+        return counted
+
     monkeypatch.setattr(inventory, "read_columns", spy)
+    monkeypatch.setattr(inventory, "batches", batches_spy)
     monkeypatch.setattr(inventory, "BATCH_ROWS", 7)  # several blocks of keys in a small run
     summary = run(client, small_workspace, partition_size=5)
     assert summary.written > 10
-    assert asked and all("key" not in columns for columns in asked)
+    # pass 2's set-up decodes the file once, a batch at a time, for the commit's columns,
+    # the keys and the copies (main read the commit's columns whole, then the keys again)
+    assert asked == []
+    assert len(key_reads) == 1

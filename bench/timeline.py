@@ -99,14 +99,16 @@ class RssSampler:
         self._thread.join()
 
     def _sample(self) -> None:
-        import pyarrow as pa
-
+        # pyarrow as the command loads it, never before: it chooses its allocators as it
+        # loads (``cxr_dask.heap.load_arrow``), so a sampler that imported it first would
+        # measure another client than the command's
         with open("/proc/self/statm", "rb") as statm:
             while not self._stop.is_set():
                 statm.seek(0)
                 self.rss.append(int(statm.read().split()[1]) * self._page)
                 self.times.append(time.time())
-                self.arrow.append(pa.total_allocated_bytes())
+                allocated = getattr(sys.modules.get("pyarrow"), "total_allocated_bytes", None)
+                self.arrow.append(allocated() if allocated is not None else 0)
                 self._stop.wait(self.interval)
 
     def peak(self, start: float, end: float) -> tuple[float, float]:

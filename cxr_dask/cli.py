@@ -168,7 +168,7 @@ def _execute(config: RunConfig, ends_process: bool = False) -> int:
     # (``workerenv.fork_server_here``), before any thread starts; else, for two workers or
     # more, one spawned by ``Starting`` (``workerenv.fork_server``, which decides); a single
     # worker is then spawned itself (a spawned server would cost it ~0.2 s more CPU).
-    from cxr_dask import cluster, lock, workerenv
+    from cxr_dask import cluster, heap, lock, workerenv
 
     local = not config.cluster.scheduler
     if local and workerenv.may_fork_here():
@@ -181,6 +181,7 @@ def _execute(config: RunConfig, ends_process: bool = False) -> int:
         _quiet(),  # pydicom imported above where the fork shares it, else here
     ):
         # pyarrow (~0.2 s) after the workers started spawning, not before
+        heap.load_arrow()  # its allocators, read as pyarrow loads: the client's memory (``cxr_dask.heap``)
         cluster.arrow_without_pandas()  # the CLI's process is the client: it holds only Arrow columns
         from cxr_dask import pipeline
 

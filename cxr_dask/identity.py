@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cxr_dask import storage
+from cxr_dask import heap, storage
 from cxr_dask.deid.freetext import Vocabulary
 from cxr_dask.dicom.layout import format_dicom_id
 from cxr_dask.errors import ConfigError
@@ -196,6 +196,23 @@ class KeyTable(Mapping[str, Any]):
             at += 1
         return None
 
+    def rows_of(self, keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """The row of each of ``keys`` (every one in the table, none null), from the hash
+        index: a batch's keys as Python strings and numpy arrays the batch's size, where
+        ``pc.index_in`` builds a hash table of every key of the table for each call."""
+        self.compact()
+        hashes = np.fromiter((_key_hash(k) for k in _iter_values(_chunked(keys))), np.uint64, count=len(keys))
+        at = np.minimum(np.searchsorted(self._hashes, hashes, side="left"), max(len(self._hashes) - 1, 0))
+        rows = self._order[at] if len(self._order) else np.zeros(len(keys), dtype=np.int64)
+        same = pc.equal(self._chunked_keys().take(pa.array(rows)), _chunked(keys))
+        for i in np.flatnonzero(~np.asarray(pc.fill_null(same, False), dtype=bool)):  # a shared hash
+            key = keys[int(i)].as_py()
+            row = self._row(key) if key is not None else None
+            if row is None:
+                raise KeyError(key)
+            rows[i] = row
+        return rows
+
     def __getitem__(self, key: str) -> Any:
         if key in self._pending:
             value = self._pending[key]
@@ -263,8 +280,16 @@ _BATCH = 65_536
 _PENDING_MAX = _BATCH
 
 
+def _chunked(values: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
+    return values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
+
+
 def _one_chunk(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    """One array of ``values``: a chunked array's only chunk as it is (``combine_chunks``
+    copies even one chunk: the images' keys and ids, a second time, as they joined the map)."""
+    if not isinstance(values, pa.ChunkedArray):
+        return values
+    return values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
 
 
 def _key_hash(key: str) -> int:
@@ -458,6 +483,7 @@ def extend(identity: IdentityMap, inventory: pa.Table | Batches) -> IdentityMap:
             _add_patients(identity, minted)
     _add_patients(identity, minted)
     del dates
+    heap.release()  # each step's leftovers back before the next step's peak (``cxr_dask.heap``)
 
     # studies: the subject of each study's first row (every patient is minted by now)
     def study_subjects(keys: pa.Table) -> pa.Table:
@@ -469,22 +495,22 @@ def extend(identity: IdentityMap, inventory: pa.Table | Batches) -> IdentityMap:
             }
         )
 
-    studies = _new_only(_first_sorted(_reduced(batches, study_subjects), "study"), "study", identity.studies)
+    studies = _new_only(_first_sorted(batches, study_subjects, "study"), "study", identity.studies)
     taken_studies = _Taken(_int_values(identity.studies, 1))
     study_ids = [
         _mint_int(key, "study", sk, STUDY_ID_RANGE, taken_studies) for sk in _iter_values(studies.column("study"))
     ]
     _append(identity, "studies", studies.column("study"), [studies.column("subject"), pa.array(study_ids, pa.int64())])
     del study_ids, studies
+    heap.release()
 
     # images: the subject and study of each SOPInstanceUID's first row
     def image_studies(keys: pa.Table) -> pa.Table:
         first = _first_of(keys, "sop", "study")
-        at = first.column("study_first")
-        ids = {name: _lookup_column(identity.studies, at, i) for i, name in enumerate(("subject", "study_id"))}
-        return pa.table({"sop": first.column("sop"), **ids})
+        subject, study_id = _lookup_columns(identity.studies, first.column("study_first"), (0, 1))
+        return pa.table({"sop": first.column("sop"), "subject": subject, "study_id": study_id})
 
-    images = _new_only(_first_sorted(_reduced(batches, image_studies), "sop"), "sop", identity.images)
+    images = _new_only(_first_sorted(batches, image_studies, "sop"), "sop", identity.images)
     taken_images = _Taken(_image_prefixes(identity.images))
     dicom_ids: list[pa.Array] = []
     for start in range(0, images.num_rows, _BATCH):
@@ -548,12 +574,27 @@ def _reduced(batches: Batches, step: Callable[[pa.Table], pa.Table]) -> pa.Table
     return pa.concat_tables(parts) if parts else last
 
 
-def _first_sorted(table: pa.Table, by: str) -> pa.Table:
-    """The first row of each distinct non-null ``by`` (rows in key order), sorted by
-    ``by``: one stable sort, no hash table (``pc.unique`` and ``index_in``)."""
-    table = table.filter(pc.is_valid(table.column(by)))
-    ordered = table.take(pc.sort_indices(table, sort_keys=[(by, "ascending")]))
+def _first_sorted(batches: Batches, step: Callable[[pa.Table], pa.Table], by: str) -> pa.Table:
+    """Of ``_reduced(batches, step)``, the first row of each distinct non-null ``by`` (rows
+    in key order), sorted by ``by``: one stable sort, no hash table (``pc.unique`` and
+    ``index_in``).
+
+    The sorted copy is made a column at a time, each unsorted column let go once its
+    copy is made (the reduced rows are made here, so nothing else holds them): the
+    images' step holds one copy of the keys and a column more, not the rows twice over
+    (and thrice with the null filter's copy, now made only when a key is null)."""
+    table = _reduced(batches, step)
+    if table.column(by).null_count:
+        table = table.filter(pc.is_valid(table.column(by)))
+    order = pc.array_sort_indices(table.column(by))  # a stable sort: the first row of a key stays first
+    names, schema = table.column_names, table.schema
+    columns = [table.column(name) for name in names]
     del table
+    for i, column in enumerate(columns):
+        columns[i] = column.take(order)
+        del column
+    ordered = pa.table(columns, schema=schema)
+    del columns, order
     column = ordered.column(by)
     if len(column) < 2:
         return ordered
@@ -655,10 +696,18 @@ def _image_prefixes(images: Mapping[str, tuple[str, int, int]]) -> np.ndarray:
 
 def _lookup_column(table: Mapping[str, Any], keys: pa.ChunkedArray, i: int) -> pa.Array:
     """Value ``i`` of each key (every key is in ``table``)."""
+    return _lookup_columns(table, keys, (i,))[0]
+
+
+def _lookup_columns(table: Mapping[str, Any], keys: pa.ChunkedArray, columns: tuple[int, ...]) -> list[pa.Array]:
+    """Values ``columns`` of each key (every key is in ``table``), the rows found once
+    for all the columns, from the table's own hash index (``KeyTable.rows_of``): not
+    ``pc.index_in``, whose hash table of every key of ``table`` (at 100,000 files, the
+    studies' ~68,000) was built for each batch and each column."""
     if isinstance(table, KeyTable):
-        at = pc.index_in(keys, value_set=table.keys_array())
-        return pc.take(table.column(i), at).combine_chunks()
-    return pa.array([table[k][i] for k in _iter_values(keys)], pa.int64())
+        rows = pa.array(table.rows_of(keys))
+        return [table.column(i).take(rows).combine_chunks() for i in columns]
+    return [pa.array([table[k][i] for k in _iter_values(keys)], pa.int64()) for i in columns]
 
 
 def _append(identity: IdentityMap, name: str, keys: pa.ChunkedArray | pa.Array, columns: list[pa.Array]) -> None:
@@ -769,10 +818,12 @@ def save_crosswalk(private: Location, identity: IdentityMap) -> None:
         schema=IMAGES_SCHEMA,
     )
     for name, table in (("patients", patients), ("studies", studies), ("images", images)):
-        sink = pa.BufferOutputStream()  # parquet_bytes' file, held once (not a BytesIO and its copy)
-        pq.write_table(table, sink, compression="zstd")
-        storage.write_atomic(private, f"{CROSSWALK_DIR}/{name}.parquet", memoryview(sink.getvalue()))
-        del sink
+        # straight into the file on a local disk (the same bytes: one row group, as before)
+        storage.write_atomic_stream(private, f"{CROSSWALK_DIR}/{name}.parquet", _parquet_writer(table))
+
+
+def _parquet_writer(table: pa.Table) -> Callable[[Any], None]:
+    return lambda handle: pq.write_table(table, handle, compression="zstd")
 
 
 def _keys_of(table: Mapping[str, Any]) -> pa.ChunkedArray:

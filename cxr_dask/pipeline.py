@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from distributed import Client, Future, as_completed
 from distributed.scheduler import KilledWorker
 
-from cxr_dask import commit, inventory, lock, metadata, process, review, storage
+from cxr_dask import commit, heap, inventory, lock, metadata, process, review, storage
 from cxr_dask import identity as identity_mod
 from cxr_dask.broadcast import IdentityRef, broadcast_crosswalk, resolve
 from cxr_dask.cluster import total_threads
@@ -670,18 +670,16 @@ def run(client: Client, config: RunConfig, claim: lock.RunClaim | None = None) -
         # the workers read the map from the crosswalk just saved: the client is done with it,
         # and of the inventory keeps the columns pass 2 and the commit read
         del identity
-        table = inventory.read_columns(data, _KEPT_FOR_COMMIT)
-        summary.files_seen = table.num_rows
-        summary.bytes_in = pc.sum(table.column("size")).as_py() or 0
-
+        heap.release()
         done_before = None
         if resumed:
             done_before = journal.done_key_indexes()
             summary.already_done = len(done_before)
-        # the work list: the keys compressed a batch of rows at a time, never whole columns
-        work = KeyWindows.from_batches(inventory.batches(data, ["key_index", "key", "error"])(), done_before)
-        copies = _copies_with_keys(data) if inventory.has_copies(table) else None
+        table, work, copies = _pass2_inputs(data, done_before)
+        summary.files_seen = table.num_rows
+        summary.bytes_in = pc.sum(table.column("size")).as_py() or 0
         del data, done_before
+        heap.release()
         poison: list[int] = []
         unrecorded: list[int] = []
         if work.num_rows or copies is not None:
@@ -696,6 +694,7 @@ def run(client: Client, config: RunConfig, claim: lock.RunClaim | None = None) -
                     poison += _try_next_copies(pass2, copies, poison, threads)
                 unrecorded = pass2.unrecorded
         del work, copies
+        heap.release()
 
         done = commit.commit(output, journal, table, poison, unrecorded)
         reviewed = review.build(private, journal.review_folder, journal.run_id, done.review_entries, done.review_rows)
@@ -734,11 +733,32 @@ _KEPT_FOR_COMMIT = ("key_index", "size", "error", "copy_of", "copy_rank")
 _COPY_COLUMNS = ("key_index", "key", "error", "copy_of", "copy_rank")
 
 
-def _copies_with_keys(data: bytes | memoryview) -> pa.Table:
-    """The rows of repeated SOPInstanceUIDs' copies, with their keys (pass 2b's retries),
-    read a batch of the inventory's rows at a time."""
-    rows = [batch.filter(pc.is_valid(batch.column("copy_of"))) for batch in inventory.batches(data, _COPY_COLUMNS)()]
-    return pa.Table.from_batches(rows)
+def _pass2_inputs(data: bytes | memoryview, done: pa.Array | None) -> tuple[pa.Table, KeyWindows, pa.Table | None]:
+    """From one read of the inventory's file, a batch of rows at a time: the columns the
+    commit reads (``_KEPT_FOR_COMMIT``), pass 2's work list (``KeyWindows``: the keys
+    compressed, never whole) and the rows of repeated SOPInstanceUIDs' copies with their
+    keys (pass 2b's retries; None when there are none). Each batch is decoded once, not
+    once for each of the three (a file saved before copies were ranked has no copies'
+    columns)."""
+    names = inventory.columns_of(data)
+    kept_names = [name for name in _KEPT_FOR_COMMIT if name in names]
+    wanted = [name for name in ("key", *_COPY_COLUMNS, *_KEPT_FOR_COMMIT) if name in names]
+    kept: list[pa.RecordBatch] = []
+    copies: list[pa.RecordBatch] = []
+
+    def each_batch() -> Iterator[pa.RecordBatch]:
+        for batch in inventory.batches(data, dict.fromkeys(wanted))():
+            kept.append(batch.select(kept_names))
+            if "copy_of" in names:
+                copies.append(batch.select(list(_COPY_COLUMNS)).filter(pc.is_valid(batch.column("copy_of"))))
+            yield batch
+
+    work = KeyWindows.from_batches(each_batch(), done)
+    schema = inventory.schema_of(data)
+    table = pa.Table.from_batches(kept, pa.schema([schema.field(name) for name in kept_names]))
+    if not inventory.has_copies(table):
+        return table, work, None
+    return table, work, pa.Table.from_batches(copies, pa.schema([schema.field(name) for name in _COPY_COLUMNS]))
 
 
 def _inventory_file(client: Client, config: RunConfig, journal: RunJournal, parts: list[str]) -> memoryview:

@@ -3,6 +3,7 @@ journal's parts are merged as Arrow columns. Counts, never times or bytes of RSS
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -319,19 +320,77 @@ def test_pass_two_holds_its_keys_compressed_and_decodes_each_block_once() -> Non
 
 
 def test_a_run_never_reads_the_inventory_keys_whole(client, small_workspace, monkeypatch) -> None:
-    """Only the commit's columns of the inventory are read whole; the keys come a batch at a time."""
+    """The inventory is never read whole: pass 2's set-up reads it once, a batch at a time."""
     from cxr_dask import inventory
     from tests.utils import run
 
-    read = inventory.read_columns
+    read, batches = inventory.read_columns, inventory.batches
     asked: list[list[str]] = []
+    key_reads: list[int] = []  # each read of the inventory's file, a batch at a time, with its keys
 
     def spy(data, columns):
         asked.append(list(columns))
         return read(data, columns)
 
+    def batches_spy(data, columns=None):
+        reader = batches(data, columns)
+        names = list(columns) if columns is not None else ["key"]
+
+        def counted():
+            if "key" in names:
+                key_reads.append(1)
+            return reader()
+
+        return counted
+
     monkeypatch.setattr(inventory, "read_columns", spy)
+    monkeypatch.setattr(inventory, "batches", batches_spy)
     monkeypatch.setattr(inventory, "BATCH_ROWS", 7)  # several blocks of keys in a small run
     summary = run(client, small_workspace, partition_size=5)
     assert summary.written > 10
-    assert asked and all("key" not in columns for columns in asked)
+    # pass 2's set-up decodes the file once, a batch at a time, for the commit's columns,
+    # the keys and the copies (main read the commit's columns whole, then the keys again)
+    assert asked == []
+    assert len(key_reads) == 1
+
+
+def test_the_client_loads_arrow_with_jemalloc_that_gives_freed_pages_back() -> None:
+    """``heap.load_arrow``: jemalloc as the C++ default pool (Parquet's reader and writer
+    allocate from it, not from the pool ``set_memory_pool`` sets) with decay 0 from the
+    start; the environment is given back (no worker inherits it); a user's choice wins."""
+    script = (
+        "import os, sys\n"
+        "from cxr_dask import heap\n"
+        "assert heap.load_arrow()\n"
+        "assert not heap.load_arrow()  # loaded already: its pools are chosen\n"
+        "assert not set(heap.CLIENT_ARROW_ENV) & set(os.environ)\n"
+        "import pyarrow as pa, pyarrow.compute as pc\n"
+        "print(pa.default_memory_pool().backend_name)\n"
+        "def anon():\n"
+        "    status = dict(line.split(':', 1) for line in open('/proc/self/status'))\n"
+        "    return int(status['RssAnon'].split()[0]) * 1024\n"
+        "base = pa.array(range(20_000), pa.int64())\n"
+        "held = [pc.add(base, i) for i in range(600)]  # ~96 MB from the main thread's arena\n"
+        "before = anon()\n"
+        "size = sum(a.nbytes for a in held)\n"
+        "del held\n"
+        "print(round((before - anon()) / size, 2))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-500:]
+    backend, returned = done.stdout.split()
+    assert backend == "jemalloc"
+    assert float(returned) > 0.9  # pyarrow's own decay setting leaves ~40% held (the main arena's)
+    chosen = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from cxr_dask import heap; heap.load_arrow(); import pyarrow as pa\n"
+            "print(pa.default_memory_pool().backend_name)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system"},
+    )
+    assert chosen.stdout.split() == ["system"], chosen.stderr[-500:]

@@ -339,3 +339,39 @@ def test_minting_holds_a_bounded_set_of_new_ids_and_merges_each_step_once(monkey
         assert list(getattr(small, name).items()) == list(getattr(whole, name).items()), name
     first_study = small.studies[ident.study_key(ident.patient_key("P0", ""), "AP0-0", "1.2.3.0.0")]
     assert small.images["1.2.3.0.0.0.P"][1:] == tuple(first_study)
+
+
+def test_key_rows_come_from_the_hash_index_and_survive_shared_hashes(monkeypatch):
+    """``KeyTable.rows_of`` finds each key's row from the table's own hash index (no hash
+    table of every key per batch, as ``pc.index_in`` built); keys that share a 64-bit hash
+    are told apart by their text; a key the table lacks fails, never a null id."""
+    table = ident._studies_table()
+    keys = [f"acc|P{i}|A{i}" for i in range(50)]
+    table.append_columns(pa.array(keys), [pa.array(range(50), pa.int64()), pa.array(range(100, 150), pa.int64())])
+    wanted = pa.chunked_array([pa.array(keys[::-3]), pa.array(keys[1:4])])
+    expected = [keys.index(k) for k in wanted.to_pylist()]
+    assert table.rows_of(wanted).tolist() == expected
+    subject, study = ident._lookup_columns(table, wanted, (0, 1))
+    assert subject.to_pylist() == expected and study.to_pylist() == [100 + i for i in expected]
+    shared = ident._studies_table()  # every key one hash: each found by its text
+    monkeypatch.setattr(ident, "_key_hash", lambda key: 7)
+    shared.append_columns(pa.array(keys), [pa.array(range(50), pa.int64()), pa.array(range(50), pa.int64())])
+    assert shared.rows_of(wanted).tolist() == expected
+    with pytest.raises(KeyError):
+        shared.rows_of(pa.array(["acc|nobody|A0"]))
+
+
+def test_one_chunk_is_taken_as_it_is_and_the_first_row_of_a_key_still_wins():
+    """A chunked array of one chunk joins the map without a copy (``combine_chunks`` copied
+    the images' keys and ids once more); ``_first_sorted`` sorts a column at a time, stably:
+    of rows with the same key, the first in key order is kept."""
+    column = pa.chunked_array([pa.array(["b", "a", "b", "c"])])
+    assert ident._one_chunk(column).buffers()[2].address == column.chunk(0).buffers()[2].address
+    sops = ["b", "a", None, "b", "c", "a"]
+    rows = inventory(
+        [{"patient_id": "P", "accession_number": f"A{i}", "sop_instance_uid": sop} for i, sop in enumerate(sops)]
+    )
+    parts = [rows.slice(0, 3), rows.slice(3)]
+    first = ident._first_sorted(lambda: parts, lambda keys: keys.select(["sop", "study"]), "sop")
+    assert first.column("sop").to_pylist() == ["a", "b", "c"]
+    assert [study.rsplit("\x1f", 1)[-1] for study in first.column("study").to_pylist()] == ["A1", "A0", "A4"]

@@ -56,6 +56,27 @@ def test_local_write_makes_missing_folders_and_staging(tmp_path):
     assert list((tmp_path / storage.PARTIALS_DIR).iterdir()) == []
 
 
+def test_a_streamed_write_is_atomic_and_owner_only(location, tmp_path, monkeypatch):
+    """``write_atomic_stream``: what the callback writes, in one atomic write (local: into
+    the staged file, never whole in memory; the crosswalk's Parquet files go so)."""
+    storage.write_atomic_stream(location, "c/x.parquet", lambda handle: [handle.write(b"ab"), handle.write(b"cd")])
+    assert storage.read_bytes(location, "c/x.parquet") == b"abcd"
+    if not location.is_local:
+        return
+    private = Location(str(tmp_path / "private"), owner_only=True)
+    storage.write_atomic_stream(private, "c/y.parquet", lambda handle: handle.write(b"phi"))
+    assert (tmp_path / "private/c/y.parquet").stat().st_mode & 0o777 == 0o600
+
+    def broken(handle):
+        handle.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        storage.write_atomic_stream(private, "c/z.parquet", broken)
+    assert not (tmp_path / "private/c/z.parquet").exists()
+    assert list((tmp_path / "private" / storage.PARTIALS_DIR).iterdir()) == []
+
+
 def test_header_reads_stop_early(tmp_path):
     location = Location(str(tmp_path))
     storage.write_atomic(location, "f.bin", b"x" * 1000)

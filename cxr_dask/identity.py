@@ -104,6 +104,11 @@ def file_keys(text: Callable[[str], str]) -> FileKeys:
     return FileKeys(patient, study, text("SOPInstanceUID"))
 
 
+#: What a missing key's ``KeyError`` says: never the key, which is a real identifier (a
+#: patient id, an accession number, a SOPInstanceUID) and would reach a traceback.
+NOT_A_KEY = "not in the identity map (the key is not shown: it is PHI)"
+
+
 class KeyTable(Mapping[str, Any]):
     """A read-mostly map from string keys to fixed-width tuples, held as Arrow columns.
 
@@ -209,7 +214,7 @@ class KeyTable(Mapping[str, Any]):
             key = keys[int(i)].as_py()
             row = self._row(key) if key is not None else None
             if row is None:
-                raise KeyError(key)
+                raise KeyError(NOT_A_KEY)
             rows[i] = row
         return rows
 
@@ -219,7 +224,7 @@ class KeyTable(Mapping[str, Any]):
         else:
             row = self._row(key) if isinstance(key, str) else None
             if row is None:
-                raise KeyError(key)
+                raise KeyError(NOT_A_KEY)
             value = tuple(store[0][row].as_py() for store in self._columns)
         return value[0] if self._scalar else value
 

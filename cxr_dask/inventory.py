@@ -547,12 +547,8 @@ def read_columns(data: bytes | memoryview, columns: Iterable[str]) -> pa.Table:
     return parquet.read(columns=[name for name in columns if name in names])
 
 
-def columns_of(data: bytes | memoryview) -> list[str]:
-    """The names of the columns the inventory's file holds."""
-    return list(schema_of(data).names)
-
-
 def schema_of(data: bytes | memoryview) -> pa.Schema:
+    """The columns the inventory's file holds, with their types (its footer only)."""
     return _parquet(data).schema_arrow
 
 

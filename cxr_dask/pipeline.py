@@ -740,7 +740,8 @@ def _pass2_inputs(data: bytes | memoryview, done: pa.Array | None) -> tuple[pa.T
     keys (pass 2b's retries; None when there are none). Each batch is decoded once, not
     once for each of the three (a file saved before copies were ranked has no copies'
     columns)."""
-    names = inventory.columns_of(data)
+    schema = inventory.schema_of(data)  # the file's footer, parsed once
+    names = schema.names
     kept_names = [name for name in _KEPT_FOR_COMMIT if name in names]
     wanted = [name for name in ("key", *_COPY_COLUMNS, *_KEPT_FOR_COMMIT) if name in names]
     kept: list[pa.RecordBatch] = []
@@ -754,7 +755,6 @@ def _pass2_inputs(data: bytes | memoryview, done: pa.Array | None) -> tuple[pa.T
             yield batch
 
     work = KeyWindows.from_batches(each_batch(), done)
-    schema = inventory.schema_of(data)
     table = pa.Table.from_batches(kept, pa.schema([schema.field(name) for name in kept_names]))
     if not inventory.has_copies(table):
         return table, work, None

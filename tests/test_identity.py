@@ -361,6 +361,17 @@ def test_key_rows_come_from_the_hash_index_and_survive_shared_hashes(monkeypatch
         shared.rows_of(pa.array(["acc|nobody|A0"]))
 
 
+def test_a_missing_key_is_never_quoted_in_the_error():
+    """Keys are real identifiers (patient ids, accession numbers): a missing one's
+    ``KeyError`` says so without the key, which would otherwise reach a traceback."""
+    table = ident._studies_table()
+    table.append_columns(pa.array(["acc|P1|A1"]), [pa.array([1], pa.int64()), pa.array([2], pa.int64())])
+    for lookup in (lambda: table["acc|PHI-MRN-123|A9"], lambda: table.rows_of(pa.array(["acc|PHI-MRN-123|A9"]))):
+        with pytest.raises(KeyError) as raised:
+            lookup()
+        assert "PHI-MRN-123" not in str(raised.value) and str(raised.value) == repr(ident.NOT_A_KEY)
+
+
 def test_one_chunk_is_taken_as_it_is_and_the_first_row_of_a_key_still_wins():
     """A chunked array of one chunk joins the map without a copy (``combine_chunks`` copied
     the images' keys and ids once more); ``_first_sorted`` sorts a column at a time, stably:

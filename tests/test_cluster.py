@@ -265,12 +265,64 @@ def test_a_run_starts_on_its_first_worker_and_the_others_join_quiet(tmp_path):
         modes = client.run(_reading_validation_mode)
         forked = client.run(_forked_from)
         frozen = client.run(gc.get_freeze_count)
+        settled = client.run(_first_uses_settled)
     assert list(modes.values()) == [pydicom.config.IGNORE] * 2
+    # what each worker did at its first task was done once, in the process they share
+    assert list(settled.values()) == [(True, True, 1, 1, 1)] * 2
     # both forked from one process, which had imported distributed and pydicom and ran no thread
     (server,) = set(forked.values())
     assert server == (True, True, 1)
     # and had frozen what it imported: no worker's garbage collector walks (and copies) it
     assert all(count > 10_000 for count in frozen.values())
+
+
+def _first_uses_settled() -> tuple[bool, bool, int, int, int]:
+    """Before any task: pyarrow's probes settled (``cluster.arrow_without_pandas``: numpy's
+    masked arrays imported) and the shipped tables read (``preload.first_uses``)."""
+    import sys
+
+    from cxr_dask.deid import freetext, profile
+
+    return (
+        bool(cluster._ARROW_SETTLED),
+        "numpy.ma" in sys.modules,
+        profile.load_table.cache_info().currsize,
+        profile._build_profile.cache_info().currsize,
+        freetext.shipped_words.cache_info().currsize,
+    )
+
+
+def test_arrow_s_first_conversions_import_nothing_once_settled():
+    """``cluster.arrow_without_pandas``: after it, neither a list nor a NumPy array's first
+    conversion imports a module (pandas, ``numpy.ma``): the client's listing and each
+    worker's first tasks no longer pay for them."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from cxr_dask import cluster; cluster.arrow_without_pandas()\n"
+        "import numpy as np, pyarrow as pa; before = set(sys.modules)\n"
+        "pa.array(['a key']); pa.array(np.arange(3)); pa.table({'k': np.arange(2)})\n"
+        "print(sorted(set(sys.modules) - before), 'pandas' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["[]", "False"]
+
+
+def test_the_client_s_heap_release_starts_no_process():
+    """``heap.release`` between the client's steps finds ``malloc_trim`` in the process's own
+    C library: no ``ldconfig -p`` subprocess (``ctypes.util.find_library``) on the way
+    from pass 1 to pass 2."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; started = []\n"
+        "sys.addaudithook(lambda event, args: started.append(args[0]) if event == 'subprocess.Popen' else None)\n"
+        "from cxr_dask import heap; heap.release(); heap.release(); print(len(started), heap.releases)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["0", "2"]
 
 
 def _forked_from() -> tuple[bool, bool, int]:

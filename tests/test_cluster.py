@@ -468,11 +468,13 @@ def worker():
 config = RunConfig("in", "out", "private", workers=2, dashboard_address=None)
 with cluster.Starting(config, preload=cluster.WORKER_PRELOAD, fork=True) as starting:
     seen = list(starting.client().run(worker).values())
+    out["serves_from_here"] = workerenv.serves_from_here()
 out["workers"] = [w == seen[0] for w in seen]
 parent, env, threads, handlers = seen[0]
 out.update(from_server=parent == server, env=env, server_threads=threads, root_handlers=handlers)
 workerenv.stop_fork_server()
 out["stopped"] = mpfs._forkserver._forkserver_pid is None and not os.path.exists(f"/proc/{server}")
+out["served_after_stop"] = workerenv.serves_from_here()
 print(json.dumps(out))
 """
 
@@ -501,6 +503,8 @@ def test_the_cli_s_workers_are_forked_from_a_fork_of_its_own_process():
         "server_threads": 1,
         "root_handlers": 0,
         "stopped": True,
+        "serves_from_here": True,  # the run's storage check is then not repeated on a worker
+        "served_after_stop": False,
     }
 
 
@@ -513,7 +517,8 @@ workerenv.stop_fork_server()  # a run refused before the fork
 print(set_ahead, os.environ.get("OPENBLAS_NUM_THREADS"))
 workerenv.fork_server_ahead()
 import pyarrow  # its jemalloc's thread: this process can no longer be forked safely
-print(workerenv.fork_server_here(), os.environ.get("OPENBLAS_NUM_THREADS"), workerenv._STARTED)
+here = workerenv.fork_server_here()
+print(here, os.environ.get("OPENBLAS_NUM_THREADS"), workerenv._STARTED, workerenv.serves_from_here())
 """
 
 
@@ -527,7 +532,7 @@ def test_a_process_that_may_run_threads_is_not_forked():
 
     env = {key: value for key, value in os.environ.items() if key not in _worker_names()}
     done = subprocess.run([sys.executable, "-c", _NOT_FORKED_HERE], env=env, capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["1", "None", "False", "None", "[]"]
+    assert done.stdout.split() == ["1", "None", "False", "None", "[]", "False"]
 
 
 def _worker_names() -> set[str]:

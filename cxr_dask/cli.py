@@ -191,8 +191,10 @@ def _execute(config: RunConfig, ends_process: bool = False) -> int:
         if ends_process:
             starting.leave_to_exit()
         print(f"dashboard: {client.dashboard_link}", flush=True)
+        # workers forked from this process share its environment: its storage check holds for them
+        shared = local and workerenv.serves_from_here()
         with _performance_report(config.report, config.storage_options):
-            summary = pipeline.run(client, config, claim)
+            summary = pipeline.run(client, config, claim, check_workers=not shared)
     print("\n".join(summary.lines()), flush=True)
     if config.report:
         print(f"performance report: {config.report}", flush=True)

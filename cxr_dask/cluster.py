@@ -74,6 +74,11 @@ def pydicom_without_requests() -> None:
         sys.meta_path.remove(finder)
 
 
+#: Whether ``arrow_without_pandas`` has settled pyarrow's probes in this process (or the
+#: process it was forked from).
+_ARROW_SETTLED: list[bool] = []
+
+
 def arrow_without_pandas() -> None:
     """Let pyarrow settle, once, that this process has no pandas.
 
@@ -84,16 +89,22 @@ def arrow_without_pandas() -> None:
     pandas"; pandas itself stays importable afterwards (``to_pandas`` still works). A
     process that already imported pandas is left alone.
     """
-    if "pandas" in sys.modules:
+    if "pandas" in sys.modules or _ARROW_SETTLED:
         return
+    import numpy as np
     import pyarrow as pa
 
     finder = _NoPandas()
     sys.meta_path.insert(0, finder)
     try:
         pa.array([0])
+        # a NumPy array's first conversion asks whether it is masked: numpy imports
+        # ``numpy.ma`` for that (~10-15 ms of CPU, in the client's listing of the input and
+        # at each worker's first pass-2 task otherwise)
+        pa.array(np.zeros(1, np.int64))
     finally:
         sys.meta_path.remove(finder)
+    _ARROW_SETTLED.append(True)  # a worker forked from here finds it settled
 
 
 #: distributed's default ``worker-saturation``: a worker holds ceil(1.1 x threads) tasks of

@@ -7,11 +7,15 @@ generation; its first full collection walks them all, writing to each object's h
 tens of ms of CPU before it registers, and a copy of most of the pages it shares with
 the server. Frozen, they are left out of every collection in every worker (Python's own
 advice for a process that forks without exec); what the worker allocates is collected
-as before.
+as before. Just before, it does once what each worker would do at its first task
+(``preload.first_uses``: pyarrow's probes, the shipped tables), so the workers share that too.
 """
 
 from __future__ import annotations
 
 import gc
 
+from cxr_dask import preload
+
+preload.first_uses()  # what each worker would do at its first task: its objects frozen too
 gc.freeze()

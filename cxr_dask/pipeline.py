@@ -626,16 +626,22 @@ def check_workers_reach_storage(client: Client, config: RunConfig) -> None:
         raise ConfigError(f"on the workers: {error}") from None
 
 
-def run(client: Client, config: RunConfig, claim: lock.RunClaim | None = None) -> RunSummary:
+def run(
+    client: Client, config: RunConfig, claim: lock.RunClaim | None = None, check_workers: bool = True
+) -> RunSummary:
     """The whole job against an existing client; returns counts, writes tables.
 
     Runs under ``claim`` (``lock.RunClaim``, held by the caller: the CLI takes it before
     its workers start), or takes one itself for its length: the PRIVATE lock, and the
-    unfinished run of the same input and output resumed if PRIVATE has one.
+    unfinished run of the same input and output resumed if PRIVATE has one. The storage
+    checks are repeated on a worker first (``check_workers_reach_storage``) unless
+    ``check_workers`` is False: the CLI's workers forked from its own process, which
+    passed them (``workerenv.serves_from_here``), a round trip off the first task's way.
     """
     source, output, private = config.input_location, config.output_location, config.private_location
     started = time.perf_counter()
-    check_workers_reach_storage(client, config)
+    if check_workers:
+        check_workers_reach_storage(client, config)
     with _claimed(config, claim) as claim:
         journal, resumed = claim.start()
         storage.remove_partials(output)

@@ -10,6 +10,7 @@ which ``dask_setup`` imports otherwise, in each worker.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from cxr_dask import cluster
@@ -33,3 +34,25 @@ def dask_setup(worker: Any) -> None:
     from cxr_dask import pipeline  # noqa: F401
 
     cluster.arrow_without_pandas()
+
+
+def first_uses() -> None:
+    """What every worker would otherwise do at its first task, done once in the process the
+    workers are forked from (``cxr_dask.frozen`` calls it there, before it freezes): pyarrow's
+    probes for pandas and NumPy's masked arrays (``cluster.arrow_without_pandas``, where that
+    process imported pyarrow), and the shipped tables the header profile and the free-text
+    cleaning read once per process (the de-identification table, the keep-list, the defined
+    terms, the type 2 requirements, the default profile, the radiology vocabulary): ~30 ms
+    of CPU each worker spent on the way to its first pass-1 and pass-2 tasks
+    (docs/scaling.md, "seventh round"). Only pure reads of shipped data: a run's own options
+    and identifiers reach the workers later, as ever."""
+    if "pyarrow" in sys.modules:
+        cluster.arrow_without_pandas()
+    from cxr_dask.deid import freetext, profile
+
+    profile.load_table()
+    profile.load_keep_list()
+    profile.load_defined_terms()
+    profile.load_type2_requirements()
+    profile.get_profile()  # the default options' (``ProfileOptions()``); others are built at first use
+    freetext.shipped_words()

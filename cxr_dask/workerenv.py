@@ -128,6 +128,8 @@ FORKS_HERE_UNTIL = (3, 13)
 
 #: The environment of the fork server this process started (``_start``), while it runs.
 _STARTED: list[dict[str, str]] = []
+#: True while the running server is a fork of this process (``fork_server_here``).
+_FORKED_HERE: list[bool] = []
 
 
 def _ahead_environ() -> dict[str, str] | None:
@@ -209,6 +211,16 @@ def fork_server_here() -> bool:
         _give_back()
 
 
+def serves_from_here() -> bool:
+    """Whether the workers of this process's LocalCluster come from a fork of this very
+    process (``fork_server_here``, kept by ``fork_server``): they then run with its
+    environment, credentials and user, on its host, and differ from it only by
+    ``worker_environ()``'s thread and allocator settings, which ``fork_server_here``
+    checked are all the workers are given. A storage check this process passed holds for
+    them (``pipeline.run``'s ``check_workers``)."""
+    return bool(_FORKED_HERE) and bool(_STARTED)
+
+
 def _give_back() -> None:
     """This process's thread settings as they were before ``fork_server_ahead``."""
     for key, value in _AHEAD.items():
@@ -258,6 +270,7 @@ def _fork_server(env: dict[str, str]) -> None:
         os.close(alive_r)
     server._forkserver_address, server._forkserver_alive_fd, server._forkserver_pid = address, alive_w, pid
     _STARTED[:] = [dict(env)]
+    _FORKED_HERE[:] = [True]
 
 
 def _serve(listener: int, alive_r: int, alive_w: int, env: dict[str, str], modules: list[str]) -> None:
@@ -369,3 +382,4 @@ def stop_fork_server() -> None:
                 os.unlink(address)
         server._forkserver_pid = server._forkserver_alive_fd = server._forkserver_address = None
     _STARTED.clear()
+    _FORKED_HERE.clear()

@@ -265,12 +265,64 @@ def test_a_run_starts_on_its_first_worker_and_the_others_join_quiet(tmp_path):
         modes = client.run(_reading_validation_mode)
         forked = client.run(_forked_from)
         frozen = client.run(gc.get_freeze_count)
+        settled = client.run(_first_uses_settled)
     assert list(modes.values()) == [pydicom.config.IGNORE] * 2
+    # what each worker did at its first task was done once, in the process they share
+    assert list(settled.values()) == [(True, True, 1, 1, 1)] * 2
     # both forked from one process, which had imported distributed and pydicom and ran no thread
     (server,) = set(forked.values())
     assert server == (True, True, 1)
     # and had frozen what it imported: no worker's garbage collector walks (and copies) it
     assert all(count > 10_000 for count in frozen.values())
+
+
+def _first_uses_settled() -> tuple[bool, bool, int, int, int]:
+    """Before any task: pyarrow's probes settled (``cluster.arrow_without_pandas``: numpy's
+    masked arrays imported) and the shipped tables read (``preload.first_uses``)."""
+    import sys
+
+    from cxr_dask.deid import freetext, profile
+
+    return (
+        bool(cluster._ARROW_SETTLED),
+        "numpy.ma" in sys.modules,
+        profile.load_table.cache_info().currsize,
+        profile._build_profile.cache_info().currsize,
+        freetext.shipped_words.cache_info().currsize,
+    )
+
+
+def test_arrow_s_first_conversions_import_nothing_once_settled():
+    """``cluster.arrow_without_pandas``: after it, neither a list nor a NumPy array's first
+    conversion imports a module (pandas, ``numpy.ma``): the client's listing and each
+    worker's first tasks no longer pay for them."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from cxr_dask import cluster; cluster.arrow_without_pandas()\n"
+        "import numpy as np, pyarrow as pa; before = set(sys.modules)\n"
+        "pa.array(['a key']); pa.array(np.arange(3)); pa.table({'k': np.arange(2)})\n"
+        "print(sorted(set(sys.modules) - before), 'pandas' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["[]", "False"]
+
+
+def test_the_client_s_heap_release_starts_no_process():
+    """``heap.release`` between the client's steps finds ``malloc_trim`` in the process's own
+    C library: no ``ldconfig -p`` subprocess (``ctypes.util.find_library``) on the way
+    from pass 1 to pass 2."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; started = []\n"
+        "sys.addaudithook(lambda event, args: started.append(args[0]) if event == 'subprocess.Popen' else None)\n"
+        "from cxr_dask import heap; heap.release(); heap.release(); print(len(started), heap.releases)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["0", "2"]
 
 
 def _forked_from() -> tuple[bool, bool, int]:
@@ -416,11 +468,13 @@ def worker():
 config = RunConfig("in", "out", "private", workers=2, dashboard_address=None)
 with cluster.Starting(config, preload=cluster.WORKER_PRELOAD, fork=True) as starting:
     seen = list(starting.client().run(worker).values())
+    out["serves_from_here"] = workerenv.serves_from_here()
 out["workers"] = [w == seen[0] for w in seen]
 parent, env, threads, handlers = seen[0]
 out.update(from_server=parent == server, env=env, server_threads=threads, root_handlers=handlers)
 workerenv.stop_fork_server()
 out["stopped"] = mpfs._forkserver._forkserver_pid is None and not os.path.exists(f"/proc/{server}")
+out["served_after_stop"] = workerenv.serves_from_here()
 print(json.dumps(out))
 """
 
@@ -449,6 +503,8 @@ def test_the_cli_s_workers_are_forked_from_a_fork_of_its_own_process():
         "server_threads": 1,
         "root_handlers": 0,
         "stopped": True,
+        "serves_from_here": True,  # the run's storage check is then not repeated on a worker
+        "served_after_stop": False,
     }
 
 
@@ -461,7 +517,8 @@ workerenv.stop_fork_server()  # a run refused before the fork
 print(set_ahead, os.environ.get("OPENBLAS_NUM_THREADS"))
 workerenv.fork_server_ahead()
 import pyarrow  # its jemalloc's thread: this process can no longer be forked safely
-print(workerenv.fork_server_here(), os.environ.get("OPENBLAS_NUM_THREADS"), workerenv._STARTED)
+here = workerenv.fork_server_here()
+print(here, os.environ.get("OPENBLAS_NUM_THREADS"), workerenv._STARTED, workerenv.serves_from_here())
 """
 
 
@@ -475,7 +532,7 @@ def test_a_process_that_may_run_threads_is_not_forked():
 
     env = {key: value for key, value in os.environ.items() if key not in _worker_names()}
     done = subprocess.run([sys.executable, "-c", _NOT_FORKED_HERE], env=env, capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["1", "None", "False", "None", "[]"]
+    assert done.stdout.split() == ["1", "None", "False", "None", "[]", "False"]
 
 
 def _worker_names() -> set[str]:

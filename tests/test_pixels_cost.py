@@ -62,3 +62,42 @@ def test_group_lines_sweep_gives_the_all_pairs_groups(seed: int, monkeypatch: py
         expected = _group_lines_all_pairs(boxes, gap_ratio, min_gap, height_ratio)
         assert detection._group_lines(boxes, gap_ratio, min_gap, height_ratio) == expected
     assert detection._group_lines([], 1.2) == []
+
+
+def _tesseract_calls() -> int:
+    from cxr_dask import tools
+
+    return tools.STATS["engine_reads"] + tools.STATS["command_runs"]
+
+
+def test_ocr_skips_a_crop_of_texture_and_reads_text() -> None:
+    """A crop whose strokes hold no glyph (scan lines and grain, as on a scanned film) is
+    not shown to Tesseract: its words are none, and the call is saved. The same band with
+    a name painted in is read, and the name is evidence."""
+    from cxr_dask.deid.pixels import ocr
+    from cxr_dask.deid.pixels.policy import is_evidence
+    from cxr_dask.deid.pixels.types import Region
+    from cxr_dask.deid.rules import PixelOptions
+    from cxr_dask.testing.synth_text import available_fonts, draw_mask, film
+
+    arr = film(3).astype(np.float64)
+    x0, y0, x1, y1 = 100, 600, 900, 800
+    band = np.zeros((y1 - y0, x1 - x0))
+    band[::2] += 500  # scan lines
+    band += np.random.default_rng(1).normal(0, 250, band.shape)  # grain
+    arr[y0:y1, x0:x1] += band
+    arr = arr.clip(0, 4095).astype(np.uint16)
+    span = detection.stroke_span(arr)
+    texture = [Region(x0, y0, x1, y1, bright=bright, glyphs=20, line_height=24) for bright in (True, False)]
+    before = _tesseract_calls()
+    assert ocr.read_regions(arr, texture, PixelOptions(), span) == [[], []]
+    assert _tesseract_calls() == before  # nothing read: no call
+
+    from PIL import ImageFont
+
+    font = ImageFont.truetype(available_fonts()[0], 30)
+    named = draw_mask(arr, lambda d: d.text((150, 300), "HOLLOWAY 1950", fill=255, font=font), 4095)
+    line = Region(130, 290, 480, 345, bright=True, glyphs=12, line_height=24)
+    words = ocr.read_regions(named, [line, *texture], PixelOptions(), span)
+    assert _tesseract_calls() == before + 1
+    assert any(is_evidence(w) for w in words[0]) and words[1:] == [[], []]

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 from cxr_dask import tools
 from cxr_dask.deid.pixels.detection import CONTRAST, GROW_CONTRAST, MIN_STRONG, STRONG_SHARE
@@ -61,6 +62,47 @@ def _stroked(strokes: np.ndarray, span: float) -> bool:
     return strong >= max(MIN_STRONG, STRONG_SHARE * grown)
 
 
+#: A crop goes to Tesseract only when its strokes hold a glyph (``holds_glyph``): a
+#: component strong along its length (``MIN_STRONG``, ``STRONG_SHARE``, as the screen's
+#: glyphs) of a glyph's size at the crop's line height: this share of it high at least
+#: (or ``GLYPH_FLOOR`` pixels), this many times it at most ...
+GLYPH_SHARE = (0.3, 2.0)
+GLYPH_FLOOR = 8
+#: ... and at most this many times as wide as high (a few letters joined; the screen's
+#: own limit for a glyph box).
+GLYPH_WIDTH = 12
+
+
+def holds_glyph(strokes: np.ndarray, span: float, line_height: int) -> bool:
+    """Whether a crop's strokes (``_ocr_crop``) hold one glyph: a component over
+    ``GROW_CONTRAST`` of ``span``, strong along its length, of a glyph's size (``GLYPH_SHARE``).
+
+    A word is evidence only on strokes strong along its box (``_stroked``). On a film's
+    scan-line texture or a lung's grain, stretched to full contrast, Tesseract reads
+    hundreds of junk words (COVID-00009: 4 s of its engine in two reads); the strokes
+    there are one mesh many lines high, streaks two pixels high or lines of tissue as
+    wide as the crop, never a glyph. Such a crop is not read: its words are none and the
+    line stays unread; the text detector and the recogniser still look at it as before
+    (a skip blanks nothing).
+    """
+    grown = strokes > GROW_CONTRAST * span
+    labels, count = ndimage.label(grown, structure=np.ones((3, 3), dtype=bool))
+    if not count:
+        return False
+    flat = labels.ravel()
+    sizes = np.bincount(flat, minlength=count + 1)[1:]
+    strong = np.bincount(flat, weights=(strokes >= CONTRAST * span).ravel(), minlength=count + 1)[1:]
+    sure = (strong >= MIN_STRONG) & (strong >= STRONG_SHARE * sizes)
+    if not sure.any():
+        return False
+    found = ndimage.find_objects(labels)
+    tall = np.array([sl[0].stop - sl[0].start for sl in found])
+    wide = np.array([sl[1].stop - sl[1].start for sl in found])
+    low = min(GLYPH_SHARE[0] * line_height, GLYPH_FLOOR)
+    glyph = (tall >= low) & (tall <= GLYPH_SHARE[1] * line_height) & (wide <= GLYPH_WIDTH * tall)
+    return bool((sure & glyph).any())
+
+
 def tesseract_tsv(image: np.ndarray, psm: int = 6) -> list[dict[str, str]]:
     """Run the Debian ``tesseract`` on an 8-bit image; its TSV rows (words at level 5).
 
@@ -90,13 +132,20 @@ def read_regions(
     """
     if not regions:
         return []
-    entries = [(i, turn) for i, region in enumerate(regions) for turn in ((1, 3) if region.vertical else (0,))]
+    entries = []
     crops = []
     strengths: list[np.ndarray] = []
-    for i, turn in entries:
-        crop, scale, strokes = _ocr_crop(arr, regions[i])
-        crops.append((np.ascontiguousarray(np.rot90(crop, turn)) if turn else crop, scale))
-        strengths.append(strokes)
+    for i, region in enumerate(regions):
+        crop, scale, strokes = _ocr_crop(arr, region)
+        if span is not None and not region.vertical and not holds_glyph(strokes, span, region.line_height):
+            continue  # no glyph: nothing read there could be evidence (``holds_glyph``)
+        for turn in (1, 3) if region.vertical else (0,):
+            entries.append((i, turn))
+            crops.append((np.ascontiguousarray(np.rot90(crop, turn)) if turn else crop, scale))
+            strengths.append(strokes)
+    words: list[list[Word]] = [[] for _ in regions]
+    if not entries:
+        return words
     width = max(c.shape[1] for c, _ in crops) + 2 * OCR_GAP
     height = sum(c.shape[0] + OCR_GAP for c, _ in crops) + OCR_GAP
     montage = np.full((height, width), 255, dtype=np.uint8)
@@ -106,7 +155,6 @@ def read_regions(
         montage[y : y + crop.shape[0], OCR_GAP : OCR_GAP + crop.shape[1]] = crop
         offsets.append(y)
         y += crop.shape[0] + OCR_GAP
-    words: list[list[Word]] = [[] for _ in regions]
     for row in tesseract_tsv(montage):
         text = row.get("text", "").strip()
         if row.get("level") != "5" or not text:

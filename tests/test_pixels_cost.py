@@ -90,7 +90,7 @@ def test_ocr_skips_a_crop_of_texture_and_reads_text() -> None:
     span = detection.stroke_span(arr)
     texture = [Region(x0, y0, x1, y1, bright=bright, glyphs=20, line_height=24) for bright in (True, False)]
     before = _tesseract_calls()
-    assert ocr.read_regions(arr, texture, PixelOptions(), span) == [[], []]
+    assert ocr.read_regions(arr, texture, PixelOptions(), span, glyphs_only=True) == [[], []]
     assert _tesseract_calls() == before  # nothing read: no call
 
     from PIL import ImageFont
@@ -98,6 +98,6 @@ def test_ocr_skips_a_crop_of_texture_and_reads_text() -> None:
     font = ImageFont.truetype(available_fonts()[0], 30)
     named = draw_mask(arr, lambda d: d.text((150, 300), "HOLLOWAY 1950", fill=255, font=font), 4095)
     line = Region(130, 290, 480, 345, bright=True, glyphs=12, line_height=24)
-    words = ocr.read_regions(named, [line, *texture], PixelOptions(), span)
+    words = ocr.read_regions(named, [line, *texture], PixelOptions(), span, glyphs_only=True)
     assert _tesseract_calls() == before + 1
     assert any(is_evidence(w) for w in words[0]) and words[1:] == [[], []]

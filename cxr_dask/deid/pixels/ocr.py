@@ -122,29 +122,49 @@ def tesseract_tsv(image: np.ndarray, psm: int = 6) -> list[dict[str, str]]:
 
 
 def read_regions(
-    arr: np.ndarray, regions: list[Region], options: PixelOptions, span: float | None = None
+    arr: np.ndarray,
+    regions: list[Region],
+    options: PixelOptions,
+    span: float | None = None,
+    glyphs_only: bool = False,
 ) -> list[list[Word]]:
     """OCR every region in one Tesseract call; the words found in each, in image coordinates.
 
     A vertical region goes in twice, turned a quarter each way (text runs up or down).
     With ``span`` (``detection.stroke_span``), a word whose box holds no stroke of glyph
-    contrast is marked unstroked: read, but no evidence of text (``policy.is_evidence``).
+    contrast is marked unstroked: read, but no evidence of text (``policy.is_evidence``);
+    and with ``glyphs_only`` too, a horizontal crop whose strokes hold no glyph
+    (``holds_glyph``) is not read (no words): its place in the montage is left white,
+    and a montage of such crops only is never made. Tesseract reads each line of a
+    montage in the light of the whole page: crops taken out instead (the page shorter)
+    changed its reading of other lines (the RGB ultrasound's settings column; on
+    ``SC1``'s dense page 21 lines). Only the first pass and its other polarity ask for
+    it; the dense look reads lines of ink only anyway.
     """
     if not regions:
         return []
     entries = []
     crops = []
     strengths: list[np.ndarray] = []
+    glyphless = 0
     for i, region in enumerate(regions):
         crop, scale, strokes = _ocr_crop(arr, region)
-        if span is not None and not region.vertical and not holds_glyph(strokes, span, region.line_height):
-            continue  # no glyph: nothing read there could be evidence (``holds_glyph``)
+        if (
+            glyphs_only
+            and span is not None
+            and not region.vertical
+            and not holds_glyph(strokes, span, region.line_height)
+        ):
+            # no glyph: nothing read there could be evidence (``holds_glyph``); its place
+            # in the montage stays, white (the page Tesseract lays out keeps its shape)
+            crop = np.full_like(crop, 255)
+            glyphless += 1
         for turn in (1, 3) if region.vertical else (0,):
             entries.append((i, turn))
             crops.append((np.ascontiguousarray(np.rot90(crop, turn)) if turn else crop, scale))
             strengths.append(strokes)
     words: list[list[Word]] = [[] for _ in regions]
-    if not entries:
+    if glyphless == len(regions):
         return words
     width = max(c.shape[1] for c, _ in crops) + 2 * OCR_GAP
     height = sum(c.shape[0] + OCR_GAP for c, _ in crops) + OCR_GAP

@@ -133,39 +133,30 @@ def read_regions(
     A vertical region goes in twice, turned a quarter each way (text runs up or down).
     With ``span`` (``detection.stroke_span``), a word whose box holds no stroke of glyph
     contrast is marked unstroked: read, but no evidence of text (``policy.is_evidence``);
-    and with ``glyphs_only`` too, a horizontal crop whose strokes hold no glyph
-    (``holds_glyph``) is not read (no words): its place in the montage is left white,
-    and a montage of such crops only is never made. Tesseract reads each line of a
-    montage in the light of the whole page: crops taken out instead (the page shorter)
-    changed its reading of other lines (the RGB ultrasound's settings column; on
-    ``SC1``'s dense page 21 lines). Only the first pass and its other polarity ask for
-    it; the dense look reads lines of ink only anyway.
+    and with ``glyphs_only`` too, a pass none of whose crops holds a glyph
+    (``holds_glyph``) makes no call (no words). A pass with one such crop reads them
+    all, as before: Tesseract reads each line of a montage in the light of the whole
+    page, and taking glyphless crops out, or leaving their place white, changed what it
+    read on the other lines (a box on ``COVID-00002`` grew into "AP ERECT"; on
+    ``SC1``'s dense page 21 lines were judged otherwise).
     """
     if not regions:
         return []
-    entries = []
+    words: list[list[Word]] = [[] for _ in regions]
+    if (
+        glyphs_only
+        and span is not None
+        and not any(region.vertical for region in regions)
+        and not any(holds_glyph(_ocr_crop(arr, region)[2], span, region.line_height) for region in regions)
+    ):
+        return words  # no crop holds a glyph: nothing read there could be evidence (``holds_glyph``)
+    entries = [(i, turn) for i, region in enumerate(regions) for turn in ((1, 3) if region.vertical else (0,))]
     crops = []
     strengths: list[np.ndarray] = []
-    glyphless = 0
-    for i, region in enumerate(regions):
-        crop, scale, strokes = _ocr_crop(arr, region)
-        if (
-            glyphs_only
-            and span is not None
-            and not region.vertical
-            and not holds_glyph(strokes, span, region.line_height)
-        ):
-            # no glyph: nothing read there could be evidence (``holds_glyph``); its place
-            # in the montage stays, white (the page Tesseract lays out keeps its shape)
-            crop = np.full_like(crop, 255)
-            glyphless += 1
-        for turn in (1, 3) if region.vertical else (0,):
-            entries.append((i, turn))
-            crops.append((np.ascontiguousarray(np.rot90(crop, turn)) if turn else crop, scale))
-            strengths.append(strokes)
-    words: list[list[Word]] = [[] for _ in regions]
-    if glyphless == len(regions):
-        return words
+    for i, turn in entries:
+        crop, scale, strokes = _ocr_crop(arr, regions[i])
+        crops.append((np.ascontiguousarray(np.rot90(crop, turn)) if turn else crop, scale))
+        strengths.append(strokes)
     width = max(c.shape[1] for c, _ in crops) + 2 * OCR_GAP
     height = sum(c.shape[0] + OCR_GAP for c, _ in crops) + OCR_GAP
     montage = np.full((height, width), 255, dtype=np.uint8)

@@ -735,7 +735,7 @@ def _judge(
     mark = time.perf_counter()
     to_read = [] if options.strict else [r for r in regions if not is_small(r)]
     span = stroke_span(arr, window)
-    read = dict(zip(to_read, read_regions(arr, to_read, options, span, glyphs_only=True), strict=True))
+    read = dict(zip(to_read, read_regions(arr, to_read, options, span), strict=True))
     words = [read.get(region, []) for region in regions]
     _spent(report, "ocr", mark)
     if options.strict:
@@ -749,7 +749,7 @@ def _judge(
     if unread:
         mark = time.perf_counter()
         flipped = [dataclasses.replace(regions[i], bright=not regions[i].bright) for i in unread]
-        for i, words_read in zip(unread, read_regions(arr, flipped, options, span, glyphs_only=True), strict=True):
+        for i, words_read in zip(unread, read_regions(arr, flipped, options, span), strict=True):
             if 2 * sum(is_evidence(w) for w in words_read) >= len(words_read) > 0:
                 decisions[i] = decide(regions[i], words_read, options, arr.shape)
             elif decisions[i].kind == "left" and any(is_near(w) for w in words_read):

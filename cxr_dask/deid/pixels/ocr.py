@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from cxr_dask import tools
 from cxr_dask.deid.pixels.detection import CONTRAST, GROW_CONTRAST, MIN_STRONG, STRONG_SHARE
@@ -62,47 +61,6 @@ def _stroked(strokes: np.ndarray, span: float) -> bool:
     return strong >= max(MIN_STRONG, STRONG_SHARE * grown)
 
 
-#: A crop goes to Tesseract only when its strokes hold a glyph (``holds_glyph``): a
-#: component strong along its length (``MIN_STRONG``, ``STRONG_SHARE``, as the screen's
-#: glyphs) of a glyph's size at the crop's line height: this share of it high at least
-#: (or ``GLYPH_FLOOR`` pixels), this many times it at most ...
-GLYPH_SHARE = (0.3, 2.0)
-GLYPH_FLOOR = 8
-#: ... and at most this many times as wide as high (a few letters joined; the screen's
-#: own limit for a glyph box).
-GLYPH_WIDTH = 12
-
-
-def holds_glyph(strokes: np.ndarray, span: float, line_height: int) -> bool:
-    """Whether a crop's strokes (``_ocr_crop``) hold one glyph: a component over
-    ``GROW_CONTRAST`` of ``span``, strong along its length, of a glyph's size (``GLYPH_SHARE``).
-
-    A word is evidence only on strokes strong along its box (``_stroked``). On a film's
-    scan-line texture or a lung's grain, stretched to full contrast, Tesseract reads
-    hundreds of junk words (COVID-00009: 4 s of its engine in two reads); the strokes
-    there are one mesh many lines high, streaks two pixels high or lines of tissue as
-    wide as the crop, never a glyph. Such a crop is not read: its words are none and the
-    line stays unread; the text detector and the recogniser still look at it as before
-    (a skip blanks nothing).
-    """
-    grown = strokes > GROW_CONTRAST * span
-    labels, count = ndimage.label(grown, structure=np.ones((3, 3), dtype=bool))
-    if not count:
-        return False
-    flat = labels.ravel()
-    sizes = np.bincount(flat, minlength=count + 1)[1:]
-    strong = np.bincount(flat, weights=(strokes >= CONTRAST * span).ravel(), minlength=count + 1)[1:]
-    sure = (strong >= MIN_STRONG) & (strong >= STRONG_SHARE * sizes)
-    if not sure.any():
-        return False
-    found = ndimage.find_objects(labels)
-    tall = np.array([sl[0].stop - sl[0].start for sl in found])
-    wide = np.array([sl[1].stop - sl[1].start for sl in found])
-    low = min(GLYPH_SHARE[0] * line_height, GLYPH_FLOOR)
-    glyph = (tall >= low) & (tall <= GLYPH_SHARE[1] * line_height) & (wide <= GLYPH_WIDTH * tall)
-    return bool((sure & glyph).any())
-
-
 def tesseract_tsv(image: np.ndarray, psm: int = 6) -> list[dict[str, str]]:
     """Run the Debian ``tesseract`` on an 8-bit image; its TSV rows (words at level 5).
 
@@ -122,34 +80,16 @@ def tesseract_tsv(image: np.ndarray, psm: int = 6) -> list[dict[str, str]]:
 
 
 def read_regions(
-    arr: np.ndarray,
-    regions: list[Region],
-    options: PixelOptions,
-    span: float | None = None,
-    glyphs_only: bool = False,
+    arr: np.ndarray, regions: list[Region], options: PixelOptions, span: float | None = None
 ) -> list[list[Word]]:
     """OCR every region in one Tesseract call; the words found in each, in image coordinates.
 
     A vertical region goes in twice, turned a quarter each way (text runs up or down).
     With ``span`` (``detection.stroke_span``), a word whose box holds no stroke of glyph
-    contrast is marked unstroked: read, but no evidence of text (``policy.is_evidence``);
-    and with ``glyphs_only`` too, a pass none of whose crops holds a glyph
-    (``holds_glyph``) makes no call (no words). A pass with one such crop reads them
-    all, as before: Tesseract reads each line of a montage in the light of the whole
-    page, and taking glyphless crops out, or leaving their place white, changed what it
-    read on the other lines (a box on ``COVID-00002`` grew into "AP ERECT"; on
-    ``SC1``'s dense page 21 lines were judged otherwise).
+    contrast is marked unstroked: read, but no evidence of text (``policy.is_evidence``).
     """
     if not regions:
         return []
-    words: list[list[Word]] = [[] for _ in regions]
-    if (
-        glyphs_only
-        and span is not None
-        and not any(region.vertical for region in regions)
-        and not any(holds_glyph(_ocr_crop(arr, region)[2], span, region.line_height) for region in regions)
-    ):
-        return words  # no crop holds a glyph: nothing read there could be evidence (``holds_glyph``)
     entries = [(i, turn) for i, region in enumerate(regions) for turn in ((1, 3) if region.vertical else (0,))]
     crops = []
     strengths: list[np.ndarray] = []
@@ -166,6 +106,7 @@ def read_regions(
         montage[y : y + crop.shape[0], OCR_GAP : OCR_GAP + crop.shape[1]] = crop
         offsets.append(y)
         y += crop.shape[0] + OCR_GAP
+    words: list[list[Word]] = [[] for _ in regions]
     for row in tesseract_tsv(montage):
         text = row.get("text", "").strip()
         if row.get("level") != "5" or not text:

@@ -394,27 +394,6 @@ def test_text_over_a_bone_band_chained_to_ridges_goes_and_a_marker_beside_it_sta
     assert ys.min() >= 70 and ys.max() < 125 and xs.min() >= 570, "only the words' line is blanked, not the ridges"
 
 
-def test_faint_text_chained_to_ridges_goes():
-    """Words burned in at a quarter of the range over a bone band hatched by ridges that
-    reach the screen's contrast by a noise spike or two: chained with the ridges into a
-    region the size of the film and dropped as no line, with no letter of ink (0.4 of
-    the range) to rescue. Their strokes reach the glyph contrast in most pixels: a line."""
-    arr = draw_mask(film(3), lambda d: d.line([(0, 150), (1024, 60)], fill=255, width=70), 400, blend=True)
-    arr = draw_mask(
-        arr,
-        lambda d: [
-            d.line([(560 - 5 * k, 95 + 4 * k), (560 - 5 * k, 105 + 4 * k)], fill=255, width=2) for k in range(150)
-        ],
-        300,
-        blend=True,
-    )
-    arr = _text(arr, (580, 80), "HOLLOWAY AGATHA", 30, 0.25 * detection.stroke_span(arr), blend=True)
-    _result, out = _cleaned(arr)
-    _assert_gone(arr, out, (570, 70, 900, 125))
-    ys, xs = np.nonzero(out != arr)
-    assert ys.min() >= 70 and ys.max() < 130 and xs.min() >= 530, "the words' line, not the ridges"
-
-
 def test_the_second_look_reads_lines_of_ink_not_a_films_ridge_texture():
     """On a film known to hold text, the second look cut ribs and a shoulder's ridge
     texture into ~700 lines of one height, each read by OCR and shown to the detector

@@ -116,10 +116,6 @@ CORE_WORD = 2
 #: ... in a line at most this many of their median heights high (letters, their
 #: counters and pieces in the other polarity: "MOBILE" is 2.2).
 CORE_LINE = 3
-#: Faint letters (``_faint_lines``): glyphs with ``CORE_SHARE`` of their pixels at
-#: ``CONTRAST`` (a quarter of the range reaches it in most of a stroke; ridge pieces that
-#: chain by a noise spike or two do not), at least this many in a row.
-FAINT_WORD = 3
 
 
 def _components(
@@ -131,7 +127,6 @@ def _components(
     sure: list[Box] | None = None,
     big: list[Box] | None = None,
     cores: list[Box] | None = None,
-    faint: list[Box] | None = None,
 ) -> list[Box]:
     """Boxes of connected components the size and shape of glyphs (or a few merged glyphs).
 
@@ -141,8 +136,7 @@ def _components(
     ``sure`` when given; components over half the tallest glyph's height and at most
     ``BIG_SHARE`` of the image a side (anatomy, which text may touch) go to ``big``.
     Glyphs of ink (``CORE_SHARE`` of their pixels at ``SPLIT_CONTRAST``), and the letters
-    cut out of components too big for a glyph (``_split``), go to ``cores``; glyphs with
-    ``CORE_SHARE`` of their pixels at ``CONTRAST`` (faint letters, ``_faint_lines``) to ``faint``.
+    cut out of components too big for a glyph (``_split``), go to ``cores``.
     """
     strong = response >= CONTRAST * span * sensitivity
     if not strong.any():
@@ -174,9 +168,6 @@ def _components(
         cores.extend(box for box, yes in zip(boxes, ink.tolist(), strict=True) if yes)
         if merged.any():
             cores.extend(_split(response, found[merged], span, max_height, max_width))
-        if faint is not None:
-            flat = peaks[keep] >= CORE_SHARE * sizes[keep]
-            faint.extend(box for box, yes in zip(boxes, flat.tolist(), strict=True) if yes)
     return boxes
 
 
@@ -324,7 +315,6 @@ def detect(
     tall: list[Box] = []
     wide: list[tuple[Box, int, int]] = []
     cores: list[Box] = []
-    faint: list[Box] = []
     pools: list[np.ndarray] = []
     glyphs = _glyph_boxes(
         pooled,
@@ -335,7 +325,6 @@ def detect(
         big=tall,
         wide=None if dense else wide,
         cores=cores,
-        faint=None if dense else faint,
         pooled=pools,
     )
     if big is not None:
@@ -380,7 +369,6 @@ def detect(
         if not yes
     ]
     rescued = _rescued(dropped, cores)
-    rescued += _faint_lines(dropped, faint, rescued)
     if finer is not None:
         finer += [
             (x0 * factor, y0 * factor, min(columns, x1 * factor), min(rows, y1 * factor))
@@ -456,29 +444,7 @@ def _padded(
     return out
 
 
-def _faint_lines(
-    dropped: list[Box], faint: list[Box], rescued: list[tuple[Box, int, int]]
-) -> list[tuple[Box, int, int]]:
-    """Lines of faint letters in regions dropped as no line, where no line of ink is:
-    (box, glyphs, median height), detection pixels.
-
-    ``_rescued`` finds letters of ink, at ``SPLIT_CONTRAST``; letters burned in at a
-    quarter of the range (a faint time, a grey label) have none, and chained to a
-    film's ridge pieces they were dropped with them. Their strokes still reach
-    ``CONTRAST`` in most pixels, the ridge pieces that chain by a noise spike in a few;
-    grouped the same way, ``FAINT_WORD`` or more in a row make a line. A line that
-    overlaps one of ink is that line (found already).
-    """
-    found = _rescued(dropped, faint, FAINT_WORD)
-    return [line for line in found if not any(_overlaps(line[0], known[0]) for known in rescued)]
-
-
-def _overlaps(a: Box, b: Box) -> bool:
-    """Whether two boxes share a pixel."""
-    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
-
-
-def _rescued(dropped: list[Box], cores: list[Box], word: int = CORE_WORD) -> list[tuple[Box, int, int]]:
+def _rescued(dropped: list[Box], cores: list[Box]) -> list[tuple[Box, int, int]]:
     """Lines of ink in regions dropped as no line (``_line_like``): (box, glyphs, median
     height), detection pixels.
 
@@ -508,7 +474,7 @@ def _rescued(dropped: list[Box], cores: list[Box], word: int = CORE_WORD) -> lis
         out += [
             found
             for found in _group_lines(letters, height_ratio=DENSE_HEIGHT_RATIO)
-            if found[1] >= word and found[0][3] - found[0][1] <= CORE_LINE * found[2]
+            if found[1] >= CORE_WORD and found[0][3] - found[0][1] <= CORE_LINE * found[2]
         ]
     return out
 
@@ -598,7 +564,6 @@ def _glyph_boxes(
     wide: list[tuple[Box, int, int]] | None = None,
     cores: list[Box] | None = None,
     pooled: list[np.ndarray] | None = None,
-    faint: list[Box] | None = None,
 ) -> list[Box]:
     """Glyph-sized stroke components of both polarities, in pixels of ``arr`` pooled by ``factor``.
 
@@ -606,8 +571,7 @@ def _glyph_boxes(
     preview whose thin strokes the wavelet low-pass has dimmed, and whose lower grow
     threshold merges glyphs into lines) every component with a strong pixel counts,
     whatever its size and shape. ``wide``, when given, receives the lines of big glyphs
-    of the coarse screen (``_wide_lines``); ``cores``, the glyphs of ink (``_components``),
-    and ``faint``, its faint letters;
+    of the coarse screen (``_wide_lines``); ``cores``, the glyphs of ink (``_components``);
     ``pooled``, the block max and min (``_pool``), for ``_outlined_letters``.
     """
     high, low = _pool(arr, factor)
@@ -633,11 +597,11 @@ def _glyph_boxes(
     eroded = _erode(high, TOPHAT_SIZE)
     if (high - eroded).max() >= strong:
         response = high - _dilate(eroded, TOPHAT_SIZE)
-        boxes += _components(response, span, max_height, max_width, sensitivity, sure, big, cores, faint)
+        boxes += _components(response, span, max_height, max_width, sensitivity, sure, big, cores)
     dilated = _dilate(low, TOPHAT_SIZE)
     if (dilated - low).max() >= strong:
         response = _erode(dilated, TOPHAT_SIZE) - low
-        boxes += _components(response, span, max_height, max_width, sensitivity, sure, big, cores, faint)
+        boxes += _components(response, span, max_height, max_width, sensitivity, sure, big, cores)
     if wide is not None:
         tallest = min(DENSE_MAX_GLYPH // factor, int(0.2 * det_rows))  # a glyph's limits, as above
         wide.extend(_wide_lines(high, low, span, boxes, sure, tallest))

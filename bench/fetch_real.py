@@ -26,7 +26,14 @@ local git mirrors of public repositories into a folder outside git, by default
 
 A source that is absent is reported and skipped; the script never downloads anything.
 
-    python bench/fetch_real.py [--cache DIR] [--mirrors DIR]
+Held-out sets (``--holdout DIR``, default ``/work/cache/holdout``; not read by the bench,
+checked with an independent OCR before and after cleaning, see ``docs/pixels.md``): seeded
+samples (``HOLDOUT_SEED``) of ``muhammedtalo/COVID-19`` (COVID-19 films from papers with
+panel letters and arrows, NIH ChestX-ray14 films with markers) and the DICOM files of
+``orthanc-mirrors/orthanc-tests`` (MR, CT, PET, an ultrasound, secondary captures, SMPTE
+test patterns; at most 12 slices of a series).
+
+    python bench/fetch_real.py [--cache DIR] [--mirrors DIR] [--holdout DIR]
 """
 
 from __future__ import annotations
@@ -67,6 +74,60 @@ PNGS = [
     ("microsoft+presidio", _PRESIDIO + "png_images/1_ORIGINAL.png", "presidio", "1_ORIGINAL_png.dcm"),
     ("microsoft+presidio", _PRESIDIO + "png_images/3_ORIGINAL.png", "presidio", "3_ORIGINAL_png.dcm"),
 ]
+
+
+DEFAULT_HOLDOUT = Path("/work/cache/holdout")
+HOLDOUT_SEED = 11
+#: (mirror folder, folder inside the repository, how many films to draw) -> holdout "talo"
+TALO = [
+    ("muhammedtalo+COVID-19", "X-Ray Image DataSet/Covid-19/", 90),
+    ("muhammedtalo+COVID-19", "X-Ray Image DataSet/No_findings/", 30),
+    ("muhammedtalo+COVID-19", "X-Ray Image DataSet/Pneumonia/", 30),
+]
+#: (mirror folder, prefix, folders whose files are slices of one series) -> holdout "orthanc"
+ORTHANC = ("orthanc-mirrors+orthanc-tests", "Database/", ("Knee", "Brainix", "Knix"))
+
+
+def holdout(target: Path, mirrors: Path) -> dict[str, int]:
+    """The held-out samples, drawn with ``HOLDOUT_SEED`` (the same files on every run):
+    films wrapped as the bench's (named category_stem), DICOM files as they are."""
+    import random
+
+    copied: dict[str, int] = {}
+    rng = random.Random(HOLDOUT_SEED)
+    for mirror, prefix, count in TALO:
+        repo = mirrors / mirror / "repo"
+        if not repo.exists():
+            print(f"source absent: {mirror}; holdout skipped", file=sys.stderr)
+            break
+        names = sorted(n for n in _names(repo, prefix) if n.lower().endswith((".png", ".jpg", ".jpeg")))
+        (target / "talo").mkdir(parents=True, exist_ok=True)
+        for name in rng.sample(names, min(count, len(names))):
+            data = _show(repo, name)
+            if data is not None:
+                out = f"{Path(prefix).name}_{Path(name).stem}.dcm"
+                (target / "talo" / out).write_bytes(_wrap_png(data))
+                copied["talo"] = copied.get("talo", 0) + 1
+    mirror, prefix, series_folders = ORTHANC
+    repo = mirrors / mirror / "repo"
+    if repo.exists():
+        rng = random.Random(HOLDOUT_SEED)
+        series: dict[str, list[str]] = {}
+        for name in _names(repo, prefix):
+            if not name.startswith(prefix + "Worklists/"):
+                folder = name.split("/")[1]
+                series.setdefault(folder if folder in series_folders else name, []).append(name)
+        (target / "orthanc").mkdir(parents=True, exist_ok=True)
+        for _, members in sorted(series.items()):
+            for name in rng.sample(sorted(members), 12) if len(members) > 12 else members:
+                data = _show(repo, name)
+                if data is not None and data[128:132] == b"DICM":
+                    (target / "orthanc" / name[len(prefix) :].replace("/", "__")).write_bytes(data)
+                    copied["orthanc"] = copied.get("orthanc", 0) + 1
+    else:
+        print(f"source absent: {mirror}; holdout skipped", file=sys.stderr)
+    print(f"holdout: {copied} into {target}")
+    return copied
 
 
 def _git(repo: Path, *args: str) -> bytes:
@@ -190,7 +251,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--mirrors", type=Path, default=DEFAULT_MIRRORS)
+    parser.add_argument("--holdout", type=Path, nargs="?", const=DEFAULT_HOLDOUT, help="draw the held-out sets here")
     args = parser.parse_args()
+    if args.holdout:
+        holdout(args.holdout, args.mirrors)
+        return
     fetch(args.cache, args.mirrors)
 
 

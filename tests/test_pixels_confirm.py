@@ -179,3 +179,22 @@ def test_a_marker_one_decision_keeps_is_kept_by_the_others_that_cover_it():
         redact_boxes(work, d.blank, d.keep, 0, d.lines)
     assert (work[24:46, 40:100] == 0).all()  # the word goes
     assert (work[22:48, 122:146] == 100).all()  # the ring stays
+
+
+def test_a_dense_line_of_unsure_evidence_is_left_to_the_recogniser(monkeypatch):
+    """The second look's lines read as text skip the recogniser when they are sure; one
+    word of three characters at 60 (Tesseract's junk on an MR's vertebra) made its line
+    sure and blanked it, anatomy and all. A line is as sure as its surest word."""
+    arr = _text(film(5), (80, 200), "HOLLOWAY AGATHA 1950", 30, HIGH)
+
+    def reads(confidence, characters):
+        def read_in_chunks(image, regions, options, span):
+            return [[Word(*r.box, allowed=False, confidence=confidence, characters=characters)] for r in regions]
+
+        return read_in_chunks
+
+    for confidence, characters, sure in ((65.0, 3, False), (90.0, 5, True)):
+        monkeypatch.setattr(cleaning, "_read_in_chunks", reads(confidence, characters))
+        found = [d for _, d in cleaning.dense_lines(arr, None, PixelOptions(), [], [])]
+        assert found and all(d.why == "words read on a dense page" for d in found)
+        assert all(bool(d.sure) == sure for d in found), [d.sure for d in found]

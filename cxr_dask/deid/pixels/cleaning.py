@@ -149,9 +149,11 @@ def dense_lines(
     for region, words in zip(found, _read_in_chunks(arr, found, options, span), strict=True):
         decision = decide(region, words, options, arr.shape)
         if decision.kind == "text" and 2 * sum(is_evidence(w) for w in words) >= len(words):
-            # most words read are evidence: the line is as sure as a sure word (the
-            # recogniser need not read the ~400 boxes of a film scan's pages again)
-            sure = (*decision.sure, region.box)
+            # most words read are evidence: a line holding a sure word is as sure as it
+            # (the recogniser need not read the ~400 boxes of a film scan's pages again);
+            # evidence short of sure (three characters at 60 on an MR's vertebra, a line
+            # of one word) leaves the recogniser the last word, as everywhere else
+            sure = (*decision.sure, region.box) if decision.sure else decision.sure
             out.append((region, dataclasses.replace(decision, why="words read on a dense page", sure=sure)))
         elif decision.kind == "text" or is_unread(decision):
             unread.append(region)

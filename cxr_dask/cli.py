@@ -186,6 +186,7 @@ def _execute(config: RunConfig, ends_process: bool = False) -> int:
         from cxr_dask import pipeline
 
         pipeline.client_memory_pool()  # the process's Arrow pool: the CLI's to choose, not a library call's
+        workerenv.collect_again(freeze=ends_process)  # the start-up's imports done: collected from here on
         claim.check()
         client = starting.client(workers=1)  # pass 1 starts on the first worker up
         if ends_process:
@@ -266,6 +267,11 @@ def _fork_server_ahead(scheduler: str | None) -> None:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    """``run``: the garbage collector off until the start-up's imports are done
+    (``workerenv.collect_later``; on again in ``_execute``, or here whatever happens)."""
+    from cxr_dask import workerenv
+
+    workerenv.collect_later()
     if args.config is None:  # else the file may name a scheduler: read first
         _fork_server_ahead(args.scheduler)
     try:
@@ -274,10 +280,10 @@ def command_run(args: argparse.Namespace) -> int:
             _fork_server_ahead(config.cluster.scheduler)
         return _execute(config, ends_process=args.ends_process)
     except BaseException:  # refused (settings, storage, lock) or failed: no server left importing
-        from cxr_dask import workerenv
-
         workerenv.stop_fork_server()
         raise
+    finally:
+        workerenv.collect_again()
 
 
 def command_verify(args: argparse.Namespace) -> int:

@@ -169,37 +169,6 @@ def fork_server_ahead() -> None:
     os.environ.update(SINGLE_THREADED)
 
 
-#: True while this process's garbage collector is off for the command's start-up (``collect_later``).
-_UNCOLLECTED: list[bool] = []
-
-
-def collect_later() -> None:
-    """Turn this process's garbage collector off for the command's start-up, as Python's
-    documentation advises a process that forks without exec: its imports (dask,
-    distributed, pydicom, pyarrow, the passes) make some 300,000 objects, none garbage, and
-    the collector walked them all in two full collections on the way to the first worker,
-    ~70-100 ms of CPU in the command's own process and its fork server (docs/scaling.md,
-    "eleventh session"). The fork server inherits it off and turns it on before it forks
-    any worker (``cxr_dask.frozen``); this process turns it on again with
-    ``collect_again`` once it has imported what its run needs. A collector already off
-    (the caller's choice) is left as it is."""
-    if gc.isenabled():
-        gc.disable()
-        _UNCOLLECTED[:] = [True]
-
-
-def collect_again(freeze: bool = False) -> None:
-    """End ``collect_later``: the collector on again, and with ``freeze`` (a process that
-    ends with its command) what the start-up made frozen first (``gc.freeze``: no later
-    collection walks the modules and the cluster's objects, nor collects them). Nothing
-    where ``collect_later`` did not turn the collector off."""
-    if _UNCOLLECTED:
-        _UNCOLLECTED.clear()
-        if freeze:
-            gc.freeze()
-        gc.enable()
-
-
 def _threads() -> int:
     """This process's threads, the operating system's count (OpenBLAS's pool included)."""
     try:

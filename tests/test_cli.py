@@ -130,8 +130,8 @@ def test_a_refused_run_stops_the_fork_server_it_started(tmp_path: Path, monkeypa
 
 
 def test_a_refused_run_collects_garbage_again(tmp_path: Path, monkeypatch):
-    """``run`` turns the garbage collector off for its start-up (``workerenv.collect_later``)
-    and on again however it ends: a caller's process (a test, a notebook) collects after."""
+    """``run`` turns the garbage collector off for its start-up (``startup.begin``) and on
+    again however it ends: a caller's process (a test, a notebook) collects after."""
     import gc
 
     from cxr_dask import cli as command

@@ -446,7 +446,8 @@ _FORKED_HERE = """
 import gc, json, os, sys
 from cxr_dask import workerenv
 names = sorted(workerenv.SINGLE_THREADED)
-workerenv.collect_later()  # as the CLI: no garbage collection during the start-up
+from cxr_dask import startup
+startup.begin()  # as the CLI: no garbage collection during the start-up
 workerenv.fork_server_ahead()  # as the CLI: before numpy
 from cxr_dask import cluster
 from cxr_dask.config import RunConfig
@@ -470,7 +471,7 @@ def worker():
 config = RunConfig("in", "out", "private", workers=2, dashboard_address=None)
 with cluster.Starting(config, preload=cluster.WORKER_PRELOAD, fork=True) as starting:
     out["collecting_while_starting"] = gc.isenabled()
-    workerenv.collect_again(freeze=True)  # as the CLI, its imports done
+    startup.end(freeze=True)  # as the CLI, its imports done
     out["collecting"] = [gc.isenabled(), gc.get_freeze_count() > 10_000]
     seen = list(starting.client().run(worker).values())
     out["serves_from_here"] = workerenv.serves_from_here()
@@ -543,32 +544,6 @@ def test_a_process_that_may_run_threads_is_not_forked():
     env = {key: value for key, value in os.environ.items() if key not in _worker_names()}
     done = subprocess.run([sys.executable, "-c", _NOT_FORKED_HERE], env=env, capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["1", "None", "False", "None", "[]", "False"]
-
-
-def test_the_garbage_collector_is_off_only_for_the_start_up(monkeypatch):
-    """``workerenv.collect_later`` turns the collector off until ``collect_again``, which
-    freezes the start-up's objects only when asked (the CLI's own process, which ends with
-    its command); a collector the caller had turned off stays off."""
-    from cxr_dask import workerenv
-
-    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))  # not this test process's objects
-    frozen: list[bool] = []
-    assert gc.isenabled()
-    try:
-        workerenv.collect_later()
-        off = gc.isenabled()
-        workerenv.collect_again()
-        on, frozen_then = gc.isenabled(), len(frozen)
-        workerenv.collect_later()
-        workerenv.collect_again(freeze=True)
-        workerenv.collect_again(freeze=True)  # once only
-        gc.disable()  # the caller's choice
-        workerenv.collect_later()
-        workerenv.collect_again(freeze=True)
-        kept_off = not gc.isenabled()
-    finally:
-        gc.enable()
-    assert (off, on, frozen_then, len(frozen), kept_off) == (False, True, 0, 1, True)
 
 
 def _worker_names() -> set[str]:

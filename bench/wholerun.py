@@ -45,6 +45,8 @@ from cxr_dask.privacy import quiet_pydicom
 from cxr_dask.storage import Location, list_files
 
 FILMS = int(os.environ.get("CXR_BENCH_WHOLE_FILES", "200"))
+#: The checkout this bench belongs to: whose ``cxr-dask run`` it times (``--baseline``: another's too).
+CHECKOUT = Path(__file__).resolve().parent.parent
 #: Issue 16: the whole command at least 0.6x the bare loop on the 15 MB films; pass 2
 #: in a worker within 1.3x of in process; 2 workers at least 1.8x one.
 TARGET_WHOLE_LARGE = 0.6
@@ -135,13 +137,14 @@ def whole_runs(
     (``<name> cpu``) their median CPU seconds; with ``baseline`` (a checkout of another
     version), its ``cxr-dask run`` too (``baseline <n> workers``), interleaved."""
 
-    def ours(workers: int, source: Path | None = None) -> list[str]:
+    def ours(workers: int, source: Path = CHECKOUT) -> list[str]:
+        # ``-P``: the current folder is not put first on ``sys.path`` (``-m`` would, and a
+        # bench run from a checkout's root then ran that checkout's code for the baseline too)
         out = work / f"run-{workers}"
-        where = ["env", f"PYTHONPATH={source}"] if source else []
         return [
-            *where, sys.executable, "-m", "cxr_dask.cli", "run", str(corpus), str(out / "dataset"),
-            "--private", str(out / "private"), "--workers", str(workers), "--threads-per-worker", "1",
-            "--no-progress", *flags,
+            "env", f"PYTHONPATH={source}", sys.executable, "-P", "-m", "cxr_dask.cli",
+            "run", str(corpus), str(out / "dataset"), "--private", str(out / "private"),
+            "--workers", str(workers), "--threads-per-worker", "1", "--no-progress", *flags,
         ]  # fmt: skip
 
     contenders = {"bare": [sys.executable, "-c", BARE_LOOP, str(corpus), str(work / "bare")]}

@@ -168,7 +168,7 @@ def _execute(config: RunConfig, ends_process: bool = False) -> int:
     # (``workerenv.fork_server_here``), before any thread starts; else, for two workers or
     # more, one spawned by ``Starting`` (``workerenv.fork_server``, which decides); a single
     # worker is then spawned itself (a spawned server would cost it ~0.2 s more CPU).
-    from cxr_dask import cluster, heap, lock, workerenv
+    from cxr_dask import cluster, heap, lock, startup, workerenv
 
     local = not config.cluster.scheduler
     if local and workerenv.may_fork_here():
@@ -186,6 +186,7 @@ def _execute(config: RunConfig, ends_process: bool = False) -> int:
         from cxr_dask import pipeline
 
         pipeline.client_memory_pool()  # the process's Arrow pool: the CLI's to choose, not a library call's
+        startup.end(freeze=ends_process)  # the start-up's imports done
         claim.check()
         client = starting.client(workers=1)  # pass 1 starts on the first worker up
         if ends_process:
@@ -266,6 +267,11 @@ def _fork_server_ahead(scheduler: str | None) -> None:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    """``run``: its imports with ``startup.begin``'s settings, until ``_execute`` has done
+    them (``startup.end``; here, whatever happens)."""
+    from cxr_dask import startup, workerenv
+
+    startup.begin()
     if args.config is None:  # else the file may name a scheduler: read first
         _fork_server_ahead(args.scheduler)
     try:
@@ -274,10 +280,10 @@ def command_run(args: argparse.Namespace) -> int:
             _fork_server_ahead(config.cluster.scheduler)
         return _execute(config, ends_process=args.ends_process)
     except BaseException:  # refused (settings, storage, lock) or failed: no server left importing
-        from cxr_dask import workerenv
-
         workerenv.stop_fork_server()
         raise
+    finally:
+        startup.end()
 
 
 def command_verify(args: argparse.Namespace) -> int:

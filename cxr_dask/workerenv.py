@@ -10,6 +10,7 @@ imports instead of importing them again; elsewhere ``fork_server`` spawns it.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 from importlib.util import find_spec
@@ -241,7 +242,6 @@ def _fork_server(env: dict[str, str]) -> None:
     """What ``multiprocessing.forkserver.ensure_running`` does, the server forked from this
     process instead of spawned: its listening socket, the pipe it watches its parent by,
     and multiprocessing's state, so the nannies' requests reach it as they would the other."""
-    import gc
     import multiprocessing.forkserver
     import socket
     from multiprocessing import connection, resource_tracker, util

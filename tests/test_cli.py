@@ -129,6 +129,25 @@ def test_a_refused_run_stops_the_fork_server_it_started(tmp_path: Path, monkeypa
     assert calls == ["start", "stop"]
 
 
+def test_a_refused_run_collects_garbage_again(tmp_path: Path, monkeypatch):
+    """``run`` turns the garbage collector off for its start-up (``startup.begin``) and on
+    again however it ends: a caller's process (a test, a notebook) collects after."""
+    import gc
+
+    from cxr_dask import cli as command
+    from cxr_dask import workerenv
+
+    collecting: list[bool] = []
+    monkeypatch.setattr(workerenv, "stop_fork_server", lambda: collecting.append(gc.isenabled()))
+    missing = ["run", str(tmp_path / "nope"), str(tmp_path / "out"), "--private", str(tmp_path / "vault")]
+    try:
+        assert command.main(missing) == 2
+        after = gc.isenabled()
+    finally:
+        gc.enable()
+    assert (collecting, after) == ([False], True)
+
+
 @pytest.mark.cluster  # the command starts its own LocalCluster
 def test_demo_is_what_make_run_does(tmp_path: Path):
     result = cli("demo", "--workdir", str(tmp_path / "out"), "--patients", "2", "--workers", "1", "--no-progress")

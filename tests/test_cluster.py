@@ -443,9 +443,11 @@ def test_the_fork_server_s_guessed_environment_is_a_worker_s():
 
 
 _FORKED_HERE = """
-import json, os, sys
+import gc, json, os, sys
 from cxr_dask import workerenv
 names = sorted(workerenv.SINGLE_THREADED)
+from cxr_dask import startup
+startup.begin()  # as the CLI: no garbage collection during the start-up
 workerenv.fork_server_ahead()  # as the CLI: before numpy
 from cxr_dask import cluster
 from cxr_dask.config import RunConfig
@@ -463,15 +465,20 @@ def worker():
         [os.environ.get(n) for n in sorted(workerenv.SINGLE_THREADED) + ["MALLOC_MMAP_THRESHOLD_"]],
         len(os.listdir(f"/proc/{parent}/task")),
         len(logging.root.handlers),
+        gc.isenabled(),
     )
 
 config = RunConfig("in", "out", "private", workers=2, dashboard_address=None)
 with cluster.Starting(config, preload=cluster.WORKER_PRELOAD, fork=True) as starting:
+    out["collecting_while_starting"] = gc.isenabled()
+    startup.end(freeze=True)  # as the CLI, its imports done
+    out["collecting"] = [gc.isenabled(), gc.get_freeze_count() > 10_000]
     seen = list(starting.client().run(worker).values())
     out["serves_from_here"] = workerenv.serves_from_here()
 out["workers"] = [w == seen[0] for w in seen]
-parent, env, threads, handlers = seen[0]
+parent, env, threads, handlers, collecting = seen[0]
 out.update(from_server=parent == server, env=env, server_threads=threads, root_handlers=handlers)
+out["workers_collect"] = collecting  # their server imported with the collector off, inherited
 workerenv.stop_fork_server()
 out["stopped"] = mpfs._forkserver._forkserver_pid is None and not os.path.exists(f"/proc/{server}")
 out["served_after_stop"] = workerenv.serves_from_here()
@@ -484,8 +491,9 @@ def test_the_cli_s_workers_are_forked_from_a_fork_of_its_own_process():
     """``workerenv.fork_server_here`` (``cxr-dask run`` with several workers): the server is
     forked from the command's process once it imported distributed and pydicom (numpy
     loaded under one-thread settings, given back after), runs one thread, and its workers
-    have a worker's environment and a new interpreter's root logger; stopping the server
-    waits for its end."""
+    have a worker's environment, a new interpreter's root logger and a garbage collector
+    on (the command's start-up, the server's imports included, ran with it off); stopping
+    the server waits for its end."""
     import json
     import subprocess
     import sys
@@ -505,6 +513,9 @@ def test_the_cli_s_workers_are_forked_from_a_fork_of_its_own_process():
         "stopped": True,
         "serves_from_here": True,  # the run's storage check is then not repeated on a worker
         "served_after_stop": False,
+        "collecting_while_starting": False,
+        "collecting": [True, True],
+        "workers_collect": True,
     }
 
 

@@ -26,6 +26,7 @@ import json
 import re
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,7 @@ def measure(engine: Any, key: str, path: Path, options: PixelOptions) -> dict[st
         "text_regions": result.report.count("text"),
         "flagged": result.report.count("flagged"),
         "cpu_s": round(cpu, 3),
+        "regions": dict(Counter(f"{r.kind}: {r.why}" for r in result.report.regions)),  # fixed phrases
         "_left": left,  # dropped before anything is written, printed only with --show
     }
 

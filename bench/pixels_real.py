@@ -89,9 +89,24 @@ def sources(cache: Path) -> dict[str, Path]:
     return found
 
 
-def _display(ds: pydicom.Dataset, arr: np.ndarray) -> np.ndarray:
+def decoded(path: Path) -> tuple[pydicom.Dataset, np.ndarray] | str:
+    """A file's data set and stored pixel values, or why the pixel step does not read it."""
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as error:  # a toolkit's deliberately broken file: the pipeline quarantines it
+        return f"unreadable ({type(error).__name__})"
+    try:
+        pixels.check_supported(ds)
+        return ds, pixels.decode(ds)
+    except QuarantineError as error:
+        return error.reason
+
+
+def display_gray(ds: pydicom.Dataset, arr: np.ndarray, like: np.ndarray | None = None) -> np.ndarray:
+    """8-bit grey as a viewer shows it (0.5-99.5 percentile window of ``like``, default
+    ``arr``: a cleaned image is shown in its original's window), MONOCHROME1 inverted."""
     values = arr.astype(np.float64)
-    low, high = np.percentile(values, (0.5, 99.5))
+    low, high = np.percentile(values if like is None else like, (0.5, 99.5))
     gray = ((values - low) / max(high - low, 1.0)).clip(0, 1) * 255
     return 255 - gray if str(ds.PhotometricInterpretation).strip() == "MONOCHROME1" else gray
 
@@ -115,15 +130,10 @@ def read_tokens(gray: np.ndarray, box: list[int]) -> set[str]:
 
 
 def measure(key: str, path: Path, labels: dict[str, Any], repeats: int = 3) -> dict[str, Any]:
-    try:
-        ds = pydicom.dcmread(path)
-    except Exception as error:  # a toolkit's deliberately broken file: the pipeline quarantines it
-        return {"image": key, "skipped": f"unreadable ({type(error).__name__})"}
-    try:
-        pixels.check_supported(ds)
-        arr = pixels.decode(ds)
-    except QuarantineError as error:
-        return {"image": key, "skipped": error.reason}
+    loaded = decoded(path)
+    if isinstance(loaded, str):
+        return {"image": key, "skipped": loaded}
+    ds, arr = loaded
     label = labels.get(key, {})
     text_boxes, markers = label.get("text", []), label.get("markers", [])
     seconds = []
@@ -137,7 +147,7 @@ def measure(key: str, path: Path, labels: dict[str, Any], repeats: int = 3) -> d
     for x0, y0, x1, y1 in text_boxes + markers:
         on_text[max(0, y0 - SLACK) : y1 + SLACK, max(0, x0 - SLACK) : x1 + SLACK] = True
     fp = float((changed & ~on_text).sum()) / changed.size
-    before_gray, after_gray = _display(ds, arr), _display(ds, after)
+    before_gray, after_gray = display_gray(ds, arr), display_gray(ds, after)
     left = 0
     for box in text_boxes:
         if result.array is None:
@@ -165,13 +175,11 @@ def render(found: dict[str, Path], folder: Path) -> None:
     """PNG previews (full size) of every usable image, to label boxes by looking."""
     folder.mkdir(parents=True, exist_ok=True)
     for key, path in found.items():
-        ds = pydicom.dcmread(path)
-        try:
-            pixels.check_supported(ds)
-            arr = pixels.decode(ds)
-        except QuarantineError:
+        loaded = decoded(path)
+        if isinstance(loaded, str):
             continue
-        Image.fromarray(_display(ds, arr).astype(np.uint8)).save(folder / (key.replace("/", "__") + ".png"))
+        ds, arr = loaded
+        Image.fromarray(display_gray(ds, arr).astype(np.uint8)).save(folder / (key.replace("/", "__") + ".png"))
 
 
 def synthetic_films(seeds: int = 3) -> list[dict[str, Any]]:

@@ -199,13 +199,16 @@ def test_dense_annotation_page_goes():
     assert not ({"HOLLOWAY", "AGATHA", "1950"} & left), left
 
 
-def _rotated_text(arr, xy, text, size, value):
-    """Text turned a quarter (reading bottom to top), as on a vertical label."""
+def _rotated_text(arr, xy, text, size, value, angle=90, mirrored=False):
+    """Text turned a quarter (reading bottom to top; ``angle`` -90: top to bottom), as on a
+    vertical label; ``mirrored`` left to right first (a film flipped)."""
     font = _font(size)
     box = font.getbbox(text)
     mask = Image.new("L", (box[2] + 4, box[3] + 4), 0)
     ImageDraw.Draw(mask).text((2, 2), text, fill=255, font=font)
-    mask = mask.rotate(90, expand=True)
+    if mirrored:
+        mask = mask.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    mask = mask.rotate(angle, expand=True)
     ink = np.zeros(arr.shape, dtype=np.float64)
     x, y = xy
     ink[y : y + mask.height, x : x + mask.width] = np.asarray(mask) / 255.0
@@ -217,6 +220,70 @@ def test_vertical_text_goes():
     result, out = _cleaned(arr)
     ink = arr != film(8)
     assert (out[ink] != arr[ink]).mean() > 0.9, [(r.kind, r.why) for r in result.report.regions]
+
+
+def _changed_within(arr, out, ink, pad):
+    """Whether every changed pixel lies within ``pad`` pixels of the ink's box."""
+    (iy0, ix0), (iy1, ix1) = np.argwhere(ink).min(axis=0), np.argwhere(ink).max(axis=0)
+    (y0, x0), (y1, x1) = np.argwhere(out != arr).min(axis=0), np.argwhere(out != arr).max(axis=0)
+    return iy0 - y0 <= pad and y1 - iy1 <= pad and ix0 - x0 <= pad and x1 - ix1 <= pad
+
+
+@pytest.mark.parametrize("angle", [90, -90])
+def test_a_word_running_up_or_down_chained_to_a_side_marker_goes_and_the_marker_stays(angle):
+    """A vertical "PORT" beside an "L" (a held-out NIH film) is grouped with it into one
+    horizontal line that no reader reads upright, and was only flagged: read turned, it
+    goes, its box hugging the word; the L stays."""
+    base = _text(film(6), (60, 180), "L", 60, HIGH)
+    arr, _ = _rotated_text(base, (130, 190), "PORT", 30, HIGH, angle=angle)
+    result, out = _cleaned(arr)
+    marker = _text(np.zeros_like(arr), (60, 180), "L", 60, HIGH) > 0
+    assert np.array_equal(out[marker], arr[marker])
+    ink = arr != base
+    assert (out[ink] != arr[ink]).mean() > 0.9, [(r.kind, r.why) for r in result.report.regions]
+    assert _changed_within(arr, out, ink, 6)
+
+
+def test_a_mirrored_code_beside_a_mirrored_side_marker_goes_and_the_marker_stays():
+    """A technologist's code on a film flipped left to right, beside the mirrored "R" (a
+    held-out NIH film: flagged, never read): read mirrored, the code goes; the R stays."""
+    base, _ = _rotated_text(film(6), (60, 180), "R", 60, HIGH, angle=0, mirrored=True)
+    arr, _ = _rotated_text(base, (140, 190), "DMD", 30, HIGH, angle=0, mirrored=True)
+    result, out = _cleaned(arr)
+    marker = base != film(6)
+    assert np.array_equal(out[marker], arr[marker])
+    ink = arr != base
+    assert (out[ink] != arr[ink]).mean() > 0.9, [(r.kind, r.why) for r in result.report.regions]
+    assert _changed_within(arr, out, ink, 6)
+
+
+def _ridged(arr, seed=4, count=900):
+    """A film hatched by short faint ridges (a shoulder's, ribs' texture at glyph size)."""
+    rng = np.random.default_rng(seed)
+
+    def ridges(d):
+        for _ in range(count):
+            x, y = rng.uniform(0, SIZE), rng.uniform(0, SIZE)
+            d.line([(x, y), (x + rng.uniform(-9, 9), y + rng.uniform(4, 12))], fill=255, width=2)
+
+    return draw_mask(arr, ridges, 450, blend=True)
+
+
+@pytest.mark.parametrize("name", ["ecg_lead", "rib_edges", "pacemaker", "all", "ridges"])
+def test_a_flagged_device_or_bone_edge_read_turned_and_mirrored_stays(name):
+    """The turned and mirrored reads judge by the rules of every read: an ECG lead, rib
+    edges, a pacemaker, every decoy at once and a film's ridge texture, each of their
+    candidates taken as flagged, read as no text."""
+    arr = film(seed=len(name))
+    if name == "ridges":
+        arr = _ridged(arr)
+    for paint in DECOYS.values() if name == "all" else [DECOYS[name]] if name in DECOYS else []:
+        arr = paint(arr)
+    regions = detection.detect(arr)
+    assert regions
+    flagged = [policy.Decision("flagged", "low-confidence read")] * len(regions)
+    span = detection.stroke_span(arr)
+    assert cleaning._read_turned(arr, regions, flagged, span, PixelOptions()) == flagged
 
 
 def test_text_visible_only_in_the_viewer_window_goes():
@@ -399,14 +466,7 @@ def test_the_second_look_reads_lines_of_ink_not_a_films_ridge_texture():
     texture into ~700 lines of one height, each read by OCR and shown to the detector
     (80 s, loaded, on a real film with one word found). Only lines holding a letter of
     ink are looked at: the name's line, not the ridges."""
-    rng = np.random.default_rng(4)
-
-    def ridges(d):
-        for _ in range(900):
-            x, y = rng.uniform(0, SIZE), rng.uniform(0, SIZE)
-            d.line([(x, y), (x + rng.uniform(-9, 9), y + rng.uniform(4, 12))], fill=255, width=2)
-
-    arr = _text(draw_mask(film(5), ridges, 450, blend=True), (600, 60), "HOLLOWAY AGATHA", 26, HIGH)
+    arr = _text(_ridged(film(5)), (600, 60), "HOLLOWAY AGATHA", 26, HIGH)
     lines = detection.detect(arr, None, dense=True)
     assert len(lines) < 20, len(lines)
     ink = np.argwhere(_text(np.zeros_like(arr), (600, 60), "HOLLOWAY AGATHA", 26, HIGH) > 0)

@@ -39,11 +39,12 @@ from cxr_dask.deid.pixels.detection import (
     stroke_span,
 )
 from cxr_dask.deid.pixels.morphology import _crop_opening
-from cxr_dask.deid.pixels.ocr import _read_in_chunks, read_regions
+from cxr_dask.deid.pixels.ocr import MIRRORED_VIEWS, TURNED_VIEWS, View, _read_in_chunks, _views_in_chunks, read_regions
 from cxr_dask.deid.pixels.policy import (
     LINE_REACH,
     WORD_CONFIDENCE,
     Decision,
+    _letter_spaced,
     beside_words,
     decide,
     is_evidence,
@@ -52,6 +53,7 @@ from cxr_dask.deid.pixels.policy import (
     is_unread,
     redact_boxes,
     with_ink,
+    word_box,
 )
 from cxr_dask.deid.pixels.types import (
     Box,
@@ -85,6 +87,15 @@ READ_ALL = 32
 #: ... and of those sure words back, only the ones short enough to be a marker (width
 #: at most this many times the height: "SEMI-ERECT" is about 6, a name banner 20).
 MARKER_ASPECT = 8
+#: A word read turned or mirrored (``_read_turned``) counts with this many letters or
+#: digits, read so by Tesseract and by the recogniser: on a film's ridge texture two-letter
+#: junk came through both (Tesseract at 92, the recogniser at 0.96) in one of three views.
+TURNED_CHARACTERS = 3
+#: ... in a flagged region at most this share of the image a side: a word chained to a
+#: marker or a code is a corner's worth (talo's NIH films: 0.08-0.16); a flagged region
+#: over a quarter of the film a side is anatomy chained together, where three more views
+#: read nothing and cost seconds (Hannover's bedside films: up to 15 s a film).
+TURNED_SIDE = 0.25
 #: A box narrower than this many times its height (and not a column) has one glyph's
 #: room: it cannot hold the two characters the recogniser needs.
 ONE_GLYPH = 1.2
@@ -614,6 +625,80 @@ def _flag_ink(
     return out
 
 
+def _read_turned(
+    arr: np.ndarray, regions: list[Region], decisions: list[Decision], span: float, options: PixelOptions
+) -> list[Decision]:
+    """Flagged lines read once more turned a quarter both ways and mirrored.
+
+    A region the readers half saw text in may hold text no reader sees upright: a word
+    written top-down chained to a side marker into one horizontal line ("PORT" beside
+    "L"), or a technologist's code on a film flipped left to right. Each flagged region
+    of at most ``TURNED_SIDE`` of the image a side (with the unjudged regions it overlaps:
+    the rest of a column it cut) is read by Tesseract in ``TURNED_VIEWS`` (a vertical one
+    mirrored and turned). A word read there counts under the rules of every read:
+    evidence (``policy.is_evidence``: confidence, strokes of glyph contrast), not
+    allow-listed (a mirrored "L" stays), and read in the same view by the recogniser as
+    text, by both with ``TURNED_CHARACTERS`` at least (sure words too: three more views
+    are three more chances for junk). Its box is blanked; the rest of the region stays,
+    flagged as it was when nothing is confirmed.
+    """
+    from cxr_dask.deid.pixels import textrec
+
+    rows, columns = arr.shape
+    flagged = [
+        i
+        for i, d in enumerate(decisions)
+        if d.kind == "flagged" and regions[i].width <= TURNED_SIDE * columns and regions[i].height <= TURNED_SIDE * rows
+    ]
+    if not flagged or not textrec.available():
+        return decisions
+    looks = [_with_overlapping(regions, decisions, i) for i in flagged]
+    views = [MIRRORED_VIEWS if look.vertical else TURNED_VIEWS for look in looks]
+    found: dict[tuple[int, View], list[Word]] = {}
+    for i, per_view, read in zip(flagged, views, _views_in_chunks(arr, looks, views, options, span), strict=True):
+        for view, words in zip(per_view, read, strict=True):
+            evidence = [
+                w
+                for w in _letter_spaced(words)
+                if is_evidence(w) and not w.allowed and w.characters >= TURNED_CHARACTERS
+            ]
+            if evidence:
+                found[(i, view)] = evidence
+    out = list(decisions)
+    blank: dict[int, list[Box]] = {}
+    for (i, view), words in found.items():
+        readings = textrec.read(arr, [w.box for w in words], options.is_allowed, view)
+        for word, reading in zip(words, readings, strict=True):
+            if reading.is_text and reading.latin >= TURNED_CHARACTERS and not reading.is_marker:
+                blank.setdefault(i, []).append(word_box(word, arr.shape, upright=view[0] % 2 == 0))
+    for i, boxes in blank.items():
+        out[i] = Decision("text", "words read turned or mirrored", tuple(dict.fromkeys(boxes)), lines=0)
+    return out
+
+
+def _with_overlapping(regions: list[Region], decisions: list[Decision], i: int) -> Region:
+    """Region ``i`` grown over the regions it overlaps that nothing judged text, each at
+    most its own size a side (a column's letters past the line it was chained into are a
+    region of their own, often a "marker" too small to read; a chain of anatomy it
+    touches is no part of it)."""
+    region = regions[i]
+    boxes = [
+        other.box
+        for other, decision in zip(regions, decisions, strict=True)
+        if decision.kind in ("marker", "flagged", "left")
+        and _gap(region.box, other.box) < 0
+        and other.width <= region.width
+        and other.height <= region.height
+    ]
+    return dataclasses.replace(
+        region,
+        x0=min(b[0] for b in boxes),
+        y0=min(b[1] for b in boxes),
+        x1=max(b[2] for b in boxes),
+        y1=max(b[3] for b in boxes),
+    )
+
+
 def _covers(box: Box, word: Box) -> bool:
     """Whether ``box`` holds most of the word box ``word``."""
     width = min(box[2], word[2]) - max(box[0], word[0])
@@ -781,6 +866,9 @@ def _judge(
         _spent(report, "confirm", mark)
         decisions = _keep_across(decisions)
         decisions = _flag_ink(arr, regions, decisions, span, options)
+        mark = time.perf_counter()
+        decisions = _read_turned(arr, regions, decisions, span, options)
+        _spent(report, "turned", mark)
     return list(zip(regions, decisions, strict=True))
 
 

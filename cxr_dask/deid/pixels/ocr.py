@@ -79,6 +79,18 @@ def tesseract_tsv(image: np.ndarray, psm: int = 6) -> list[dict[str, str]]:
     return [dict(zip(header, line.split("\t"), strict=False)) for line in lines[1:]]
 
 
+#: A way to show a crop to Tesseract: quarter turns counter-clockwise (``np.rot90``) and
+#: whether it is mirrored left to right first.
+View = tuple[int, bool]
+UPRIGHT: tuple[View, ...] = ((0, False),)
+#: A vertical region's views: text runs up or down.
+TURNED: tuple[View, ...] = ((1, False), (3, False))
+#: A flagged line's last look (``cleaning._read_turned``): a column chained into it, or
+#: text mirrored left to right; a flagged column's: mirrored, running up or down.
+TURNED_VIEWS: tuple[View, ...] = ((1, False), (3, False), (0, True))
+MIRRORED_VIEWS: tuple[View, ...] = ((1, True), (3, True))
+
+
 def read_regions(
     arr: np.ndarray, regions: list[Region], options: PixelOptions, span: float | None = None
 ) -> list[list[Word]]:
@@ -88,25 +100,42 @@ def read_regions(
     With ``span`` (``detection.stroke_span``), a word whose box holds no stroke of glyph
     contrast is marked unstroked: read, but no evidence of text (``policy.is_evidence``).
     """
+    views = [TURNED if region.vertical else UPRIGHT for region in regions]
+    return [
+        _letter_spaced([w for found in read for w in found]) for read in read_views(arr, regions, views, options, span)
+    ]
+
+
+def read_views(
+    arr: np.ndarray,
+    regions: list[Region],
+    views: list[tuple[View, ...]],
+    options: PixelOptions,
+    span: float | None = None,
+) -> list[list[list[Word]]]:
+    """OCR each region in each of its ``views`` in one Tesseract call: per region, per
+    view, the words read (boxes in image coordinates, turned and mirrored back), letter-
+    spaced runs not yet marked (``policy._letter_spaced``)."""
     if not regions:
         return []
-    entries = [(i, turn) for i, region in enumerate(regions) for turn in ((1, 3) if region.vertical else (0,))]
+    entries = [(i, v, view) for i, region in enumerate(regions) for v, view in enumerate(views[i])]
     crops = []
     strengths: list[np.ndarray] = []
-    for i, turn in entries:
+    for i, _, (turn, mirrored) in entries:
         crop, scale, strokes = _ocr_crop(arr, regions[i])
-        crops.append((np.ascontiguousarray(np.rot90(crop, turn)) if turn else crop, scale))
+        shown = np.fliplr(crop) if mirrored else crop
+        crops.append((np.ascontiguousarray(np.rot90(shown, turn)) if turn or mirrored else crop, scale, crop.shape))
         strengths.append(strokes)
-    width = max(c.shape[1] for c, _ in crops) + 2 * OCR_GAP
-    height = sum(c.shape[0] + OCR_GAP for c, _ in crops) + OCR_GAP
+    width = max(c.shape[1] for c, _, _ in crops) + 2 * OCR_GAP
+    height = sum(c.shape[0] + OCR_GAP for c, _, _ in crops) + OCR_GAP
     montage = np.full((height, width), 255, dtype=np.uint8)
     offsets = []
     y = OCR_GAP
-    for crop, _ in crops:
+    for crop, _, _ in crops:
         montage[y : y + crop.shape[0], OCR_GAP : OCR_GAP + crop.shape[1]] = crop
         offsets.append(y)
         y += crop.shape[0] + OCR_GAP
-    words: list[list[Word]] = [[] for _ in regions]
+    words: list[list[list[Word]]] = [[[] for _ in views[i]] for i in range(len(regions))]
     for row in tesseract_tsv(montage):
         text = row.get("text", "").strip()
         if row.get("level") != "5" or not text:
@@ -114,27 +143,30 @@ def read_regions(
         left, top, w, h = (int(row[k]) for k in ("left", "top", "width", "height"))
         middle = top + h / 2
         entry = next(
-            (k for k, (c, _) in enumerate(crops) if offsets[k] <= middle < offsets[k] + c.shape[0]),
+            (k for k, (c, _, _) in enumerate(crops) if offsets[k] <= middle < offsets[k] + c.shape[0]),
             None,
         )
         if entry is None:
             continue
-        index, turn = entries[entry]
-        region, (crop, scale) = regions[index], crops[entry]
-        # the word's box in the (turned) crop, then turned back: (rows, columns) end-exclusive
+        index, v, (turn, mirrored) = entries[entry]
+        region, (_, scale, (crop_rows, crop_columns)) = regions[index], crops[entry]
+        # the word's box in the shown crop, then turned and mirrored back: (rows, columns)
+        # end-exclusive in the crop as cut
         r0, r1 = top - offsets[entry], top + h - offsets[entry]
         c0, c1 = left - OCR_GAP, left + w - OCR_GAP
         if turn == 1:  # rot90 counter-clockwise: rot[i, j] = crop[j, W-1-i]
-            r0, r1, c0, c1 = c0, c1, crop.shape[0] - r1, crop.shape[0] - r0
+            r0, r1, c0, c1 = c0, c1, crop_columns - r1, crop_columns - r0
         elif turn == 3:  # clockwise: rot[i, j] = crop[H-1-j, i]
-            r0, r1, c0, c1 = crop.shape[1] - c1, crop.shape[1] - c0, r0, r1
+            r0, r1, c0, c1 = crop_rows - c1, crop_rows - c0, r0, r1
+        if mirrored:
+            c0, c1 = crop_columns - c1, crop_columns - c0
         try:
             confidence = float(row.get("conf", "0"))
         except ValueError:
             confidence = 0.0
         x0, y0 = max(0, math.floor(c0 / scale)), max(0, math.floor(r0 / scale))
         x1, y1 = min(region.width, math.ceil(c1 / scale)), min(region.height, math.ceil(r1 / scale))
-        words[index].append(
+        words[index][v].append(
             Word(
                 x0=region.x0 + x0,
                 y0=region.y0 + y0,
@@ -147,7 +179,7 @@ def read_regions(
                 stroked=span is None or _stroked(strengths[entry][y0:y1, x0:x1], span),
             )
         )
-    return [_letter_spaced(found) for found in words]
+    return words
 
 
 #: Rows of one OCR montage at most (Tesseract refuses images over 32767 pixels a side).
@@ -169,3 +201,26 @@ def _read_in_chunks(
         chunk.append(region)
         rows += tall
     return out + read_regions(arr, chunk, options, span)
+
+
+def _views_in_chunks(
+    arr: np.ndarray,
+    regions: list[Region],
+    views: list[tuple[View, ...]],
+    options: PixelOptions,
+    span: float | None = None,
+) -> list[list[list[Word]]]:
+    """``read_views`` in montages of at most ``MONTAGE_ROWS`` (a turned view of a line is
+    as many rows as the line is wide)."""
+    out: list[list[list[Word]]] = []
+    chunk: list[int] = []
+    rows = 0.0
+    for i, region in enumerate(regions):
+        scale = min(4.0, max(0.25, OCR_HEIGHT / region.line_height))
+        tall = sum((region.width if turn % 2 else region.height) * scale + OCR_GAP for turn, _ in views[i])
+        if chunk and rows + tall > MONTAGE_ROWS:
+            out += read_views(arr, [regions[k] for k in chunk], [views[k] for k in chunk], options, span)
+            chunk, rows = [], 0.0
+        chunk.append(i)
+        rows += tall
+    return out + read_views(arr, [regions[k] for k in chunk], [views[k] for k in chunk], options, span)

@@ -121,9 +121,10 @@ def is_sure(word: Word) -> bool:
     )
 
 
-def word_box(word: Word, shape: tuple[int, int]) -> Box:
-    """The word's box grown by a few pixels (anti-aliasing, OCR box jitter), inside the image."""
-    pad = 2 + (word.y1 - word.y0) // 10
+def word_box(word: Word, shape: tuple[int, int], upright: bool = True) -> Box:
+    """The word's box grown by a few pixels (anti-aliasing, OCR box jitter), inside the
+    image: a tenth of its letters' height (its width when the word runs up or down)."""
+    pad = 2 + ((word.y1 - word.y0) if upright else (word.x1 - word.x0)) // 10
     return (max(0, word.x0 - pad), max(0, word.y0 - pad), min(shape[1], word.x1 + pad), min(shape[0], word.y1 + pad))
 
 

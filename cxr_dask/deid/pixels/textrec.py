@@ -124,24 +124,28 @@ def _stretched(crop: np.ndarray) -> np.ndarray:
     return (np.clip((values - low) / max(float(high - low), 1.0), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def _views(arr: np.ndarray, box: Box) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _views(arr: np.ndarray, box: Box, view: tuple[int, bool] = (0, False)) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The box (with a margin) stretched to 8 bits, at the model's height, in pieces of at
     most ``MAX_WIDTH`` (a box taller than twice its width turned both ways); and, for a
     box as high as a third of its width (``TWO_LINES``), its two halves, read only when
     the box itself reads as nothing: maybe two lines ("kV 120" over "mA 200", one
-    detector box), which the model, trained on single lines, reads as nothing."""
+    detector box), which the model, trained on single lines, reads as nothing. ``view``
+    (quarter turns counter-clockwise, mirrored first) shows the box as another reader
+    read it (``ocr.read_views``)."""
     rows, columns = arr.shape[:2]
     x0, y0, x1, y1 = box
-    margin = max(2, (y1 - y0) // 6)
+    margin = max(2, ((x1 - x0) if view[0] % 2 else (y1 - y0)) // 6)  # a sixth of the letters' height
     crop = arr[max(0, y0 - margin) : min(rows, y1 + margin), max(0, x0 - margin) : min(columns, x1 + margin)]
     if min(crop.shape[:2]) < 4 or not has_strokes(crop):
         return [], []
+    turn, mirrored = view
     gray = _stretched(crop)
+    gray = np.ascontiguousarray(np.rot90(np.fliplr(gray) if mirrored else gray, turn)) if turn or mirrored else gray
     turns = [gray]
     halves = []
     if gray.shape[0] > 2 * gray.shape[1]:
         turns += [np.ascontiguousarray(np.rot90(gray, 1)), np.ascontiguousarray(np.rot90(gray, 3))]
-    elif gray.shape[1] < TWO_LINES * gray.shape[0] and y1 - y0 >= 16:
+    elif gray.shape[1] < TWO_LINES * gray.shape[0] and y1 - y0 >= 16 and view == (0, False):
         half = gray.shape[0] // 2
         halves = [gray[: half + margin], gray[half - margin :]]
     return _scaled(turns), _scaled(halves)
@@ -203,15 +207,18 @@ def _run(pieces: list[tuple[int, np.ndarray]], best: list[Reading], is_allowed: 
                 best[k] = reading
 
 
-def read(arr: np.ndarray, boxes: list[Box], is_allowed: Callable[[str], bool]) -> list[Reading]:
+def read(
+    arr: np.ndarray, boxes: list[Box], is_allowed: Callable[[str], bool], view: tuple[int, bool] = (0, False)
+) -> list[Reading]:
     """The best reading of each box (image coordinates, end-exclusive) over its views.
 
-    Each distinct box is read as it is; one that reads as neither text nor a marker is
-    read once more inverted (the model reads both polarities, not always equally well),
-    and as two halves when it may hold two lines.
+    Each distinct box is read as it is (or as ``view`` shows it: turned, mirrored); one
+    that reads as neither text nor a marker is read once more inverted (the model reads
+    both polarities, not always equally well), and as two halves when it may hold two
+    lines.
     """
     unique = list(dict.fromkeys(boxes))
-    views = [_views(arr, box) for box in unique]
+    views = [_views(arr, box, view) for box in unique]
     best = [Reading(0, 0, 0.0) for _ in unique]
     _run([(k, view) for k, (found, _) in enumerate(views) for view in found], best, is_allowed)
     again = [

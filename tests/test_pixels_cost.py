@@ -62,3 +62,16 @@ def test_group_lines_sweep_gives_the_all_pairs_groups(seed: int, monkeypatch: py
         expected = _group_lines_all_pairs(boxes, gap_ratio, min_gap, height_ratio)
         assert detection._group_lines(boxes, gap_ratio, min_gap, height_ratio) == expected
     assert detection._group_lines([], 1.2) == []
+
+
+def test_montages_stay_under_tesseracts_limit_and_keep_the_order() -> None:
+    """A page's lines go to Tesseract in runs of at most ``MONTAGE_ROWS`` rows (its limit
+    is 32,767 a side), every line once, in order; a line taller than the limit alone."""
+    from cxr_dask.deid.pixels import ocr
+
+    rows = [7000.0, 9000.0, 5000.0, 25000.0, 300.0, 19000.0, 1000.0]
+    chunks: list[list[int]] = []
+    read = ocr._in_montages(rows, lambda chunk: chunks.append(list(chunk)) or [f"line {k}" for k in chunk])
+    assert read == [f"line {k}" for k in range(len(rows))]
+    assert chunks == [[0, 1], [2], [3], [4, 5], [6]]
+    assert all(sum(rows[k] for k in chunk) <= ocr.MONTAGE_ROWS for chunk in chunks if len(chunk) > 1)

@@ -9,6 +9,8 @@ Tesseract that is missing, fails or times out quarantines the image.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -22,11 +24,18 @@ from cxr_dask.deid.rules import PixelOptions
 from cxr_dask.errors import QuarantineError
 from cxr_dask.reasons import Reason
 
+T = TypeVar("T")
+
 #: Text height Tesseract reads best (pixels); crops are scaled towards it.
 OCR_HEIGHT = 40
 OCR_GAP = 24
 #: Seconds one Tesseract call may take before the image is quarantined.
 OCR_TIMEOUT = 300
+
+
+def _ocr_scale(region: Region) -> float:
+    """How much a region's crop is scaled for Tesseract: towards ``OCR_HEIGHT``, within 4x."""
+    return min(4.0, max(0.25, OCR_HEIGHT / region.line_height))
 
 
 def _ocr_crop(arr: np.ndarray, region: Region) -> tuple[np.ndarray, float, np.ndarray]:
@@ -39,7 +48,7 @@ def _ocr_crop(arr: np.ndarray, region: Region) -> tuple[np.ndarray, float, np.nd
     strokes = crop - _crop_opening(crop, window)
     top = float(np.percentile(strokes, 99.5)) or 1.0
     gray = 255.0 - np.clip(strokes / top, 0.0, 1.0) * 255.0
-    scale = min(4.0, max(0.25, OCR_HEIGHT / region.line_height))
+    scale = _ocr_scale(region)
     image = Image.fromarray(gray.astype(np.uint8))
     if scale != 1.0:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
@@ -186,21 +195,27 @@ def read_views(
 MONTAGE_ROWS = 20000
 
 
+def _in_montages(rows: list[float], read: Callable[[list[int]], list[T]]) -> list[T]:
+    """``read`` over consecutive runs of items (by index) whose ``rows`` sum to at most
+    ``MONTAGE_ROWS`` (a page holds hundreds of lines), the results in order."""
+    out: list[T] = []
+    chunk: list[int] = []
+    total = 0.0
+    for i, tall in enumerate(rows):
+        if chunk and total + tall > MONTAGE_ROWS:
+            out += read(chunk)
+            chunk, total = [], 0.0
+        chunk.append(i)
+        total += tall
+    return out + read(chunk)
+
+
 def _read_in_chunks(
     arr: np.ndarray, regions: list[Region], options: PixelOptions, span: float | None = None
 ) -> list[list[Word]]:
-    """``read_regions`` in montages of at most ``MONTAGE_ROWS`` (a page holds hundreds of lines)."""
-    out: list[list[Word]] = []
-    chunk: list[Region] = []
-    rows = 0.0
-    for region in regions:
-        tall = region.height * min(4.0, max(0.25, OCR_HEIGHT / region.line_height)) + OCR_GAP
-        if chunk and rows + tall > MONTAGE_ROWS:
-            out += read_regions(arr, chunk, options, span)
-            chunk, rows = [], 0
-        chunk.append(region)
-        rows += tall
-    return out + read_regions(arr, chunk, options, span)
+    """``read_regions`` in montages of at most ``MONTAGE_ROWS``."""
+    rows = [region.height * _ocr_scale(region) + OCR_GAP for region in regions]
+    return _in_montages(rows, lambda chunk: read_regions(arr, [regions[k] for k in chunk], options, span))
 
 
 def _views_in_chunks(
@@ -212,15 +227,10 @@ def _views_in_chunks(
 ) -> list[list[list[Word]]]:
     """``read_views`` in montages of at most ``MONTAGE_ROWS`` (a turned view of a line is
     as many rows as the line is wide)."""
-    out: list[list[list[Word]]] = []
-    chunk: list[int] = []
-    rows = 0.0
-    for i, region in enumerate(regions):
-        scale = min(4.0, max(0.25, OCR_HEIGHT / region.line_height))
-        tall = sum((region.width if turn % 2 else region.height) * scale + OCR_GAP for turn, _ in views[i])
-        if chunk and rows + tall > MONTAGE_ROWS:
-            out += read_views(arr, [regions[k] for k in chunk], [views[k] for k in chunk], options, span)
-            chunk, rows = [], 0.0
-        chunk.append(i)
-        rows += tall
-    return out + read_views(arr, [regions[k] for k in chunk], [views[k] for k in chunk], options, span)
+    rows = [
+        sum((region.width if turn % 2 else region.height) * _ocr_scale(region) + OCR_GAP for turn, _ in views[i])
+        for i, region in enumerate(regions)
+    ]
+    return _in_montages(
+        rows, lambda chunk: read_views(arr, [regions[k] for k in chunk], [views[k] for k in chunk], options, span)
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pydicom
@@ -68,6 +69,9 @@ from cxr_dask.deid.pixels.types import (
 from cxr_dask.deid.pixels.types import gap as _gap
 from cxr_dask.deid.pixels.types import inside as _inside
 from cxr_dask.deid.rules import PixelOptions, RegionRule
+
+if TYPE_CHECKING:
+    from cxr_dask.deid.pixels.textrec import Reading
 
 #: A region of a dense page is read when it is a block of this many lines at most (a
 #: taller one is anatomy cut into pieces; read at a mixed scale in one montage, it spoils
@@ -667,13 +671,64 @@ def _read_turned(
     out = list(decisions)
     blank: dict[int, list[Box]] = {}
     for (i, view), words in found.items():
+        upright = view[0] % 2 == 0
         readings = textrec.read(arr, [w.box for w in words], options.is_allowed, view)
-        for word, reading in zip(words, readings, strict=True):
-            if reading.is_text and reading.latin >= TURNED_CHARACTERS and not reading.is_marker:
-                blank.setdefault(i, []).append(word_box(word, arr.shape, upright=view[0] % 2 == 0))
+        failed = [w for w, r in zip(words, readings, strict=True) if not _turned_text(r)]
+        blank.setdefault(i, []).extend(
+            word_box(w, arr.shape, upright=upright) for w, r in zip(words, readings, strict=True) if _turned_text(r)
+        )
+        # a word box that took in part of a marker beside it (a mirrored "L" closer to
+        # a code than its letters to each other) is read again less its last glyph, and
+        # less its first; what is blanked stops short of the glyph left out
+        trims = [t for w in failed for t in _less_one_glyph(arr, w, regions[i].bright, upright)]
+        readings = textrec.read(arr, [word.box for word, _ in trims], options.is_allowed, view) if trims else []
+        confirmed: set[Word] = set()
+        for (word, (original, limit)), reading in zip(trims, readings, strict=True):
+            if original not in confirmed and _turned_text(reading):
+                confirmed.add(original)
+                blank[i].append(_clipped(word_box(word, arr.shape, upright=upright), limit))
     for i, boxes in blank.items():
-        out[i] = Decision("text", "words read turned or mirrored", tuple(dict.fromkeys(boxes)), lines=0)
+        if boxes:
+            out[i] = Decision("text", "words read turned or mirrored", tuple(dict.fromkeys(boxes)), lines=0)
     return out
+
+
+def _turned_text(reading: Reading) -> bool:
+    """Whether the recogniser confirms a word read turned or mirrored."""
+    return reading.is_text and reading.latin >= TURNED_CHARACTERS and not reading.is_marker
+
+
+def _less_one_glyph(arr: np.ndarray, word: Word, bright: bool, upright: bool) -> list[tuple[Word, tuple[Word, Box]]]:
+    """The word box less its last column of ink, and less its first (along its reading
+    direction), each with the word and the box its blanking must stay inside (up to the
+    middle of the gap before the glyph left out). Columns of ink: the box's strongest
+    pixel across the line at over half its range; fewer than two runs, nothing to trim."""
+    crop = arr[word.y0 : word.y1, word.x0 : word.x1].astype(np.float32)
+    if crop.size == 0:
+        return []
+    profile = (crop if bright else -crop).max(axis=0 if upright else 1)
+    ink = np.concatenate(([False], profile > (profile.min() + profile.max()) / 2, [False]))
+    edges = np.flatnonzero(ink[1:] != ink[:-1])
+    starts, ends = edges[0::2], edges[1::2]  # runs of ink, end-exclusive, in the crop
+    if len(starts) < 2:
+        return []
+    start = word.x0 if upright else word.y0
+    head, tail = start + int(ends[-2]), start + int(starts[1])
+    # the middles of the gaps before the last glyph and after the first
+    last, first = start + int(ends[-2] + starts[-1]) // 2, start + int(ends[0] + starts[1] + 1) // 2
+    if upright:
+        less_last = dataclasses.replace(word, x1=head)
+        less_first = dataclasses.replace(word, x0=tail)
+        limits = ((0, 0, last, arr.shape[0]), (first, 0, *arr.shape[::-1]))
+    else:
+        less_last = dataclasses.replace(word, y1=head)
+        less_first = dataclasses.replace(word, y0=tail)
+        limits = ((0, 0, arr.shape[1], last), (0, first, *arr.shape[::-1]))
+    return [(less_last, (word, limits[0])), (less_first, (word, limits[1]))]
+
+
+def _clipped(box: Box, limit: Box) -> Box:
+    return (max(box[0], limit[0]), max(box[1], limit[1]), min(box[2], limit[2]), min(box[3], limit[3]))
 
 
 def _with_overlapping(regions: list[Region], decisions: list[Decision], i: int) -> Region:

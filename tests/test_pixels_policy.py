@@ -24,7 +24,7 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 from cxr_dask.deid import pixels
 from cxr_dask.deid.pixels import cleaning, detection, policy, textrec
 from cxr_dask.deid.pixels.policy import redact_boxes
-from cxr_dask.deid.pixels.types import Region, Word
+from cxr_dask.deid.pixels.types import Region, Word, clipped
 from cxr_dask.deid.rules import PixelOptions
 from cxr_dask.testing.synth_text import DECOYS, MARKER, PlantedText, available_fonts, draw_mask, film, film_scan
 
@@ -273,7 +273,7 @@ def test_a_mirrored_code_whose_word_box_took_in_part_of_the_marker_is_read_less_
     (less_last, (_, limit)), _less_first = cleaning._less_one_glyph(arr, word, bright=True, upright=True)
     (reading,) = textrec.read(arr, [less_last.box], PixelOptions().is_allowed, (0, True))
     assert cleaning._turned_text(reading), reading
-    x0, y0, x1, y1 = cleaning._clipped(policy.word_box(less_last, arr.shape), limit)
+    x0, y0, x1, y1 = clipped(policy.word_box(less_last, arr.shape), limit)
     blanked = np.zeros(arr.shape, dtype=bool)
     blanked[y0:y1, x0:x1] = True
     assert blanked[code_only != film(6)].all() and not blanked[marker].any()

@@ -64,6 +64,7 @@ from cxr_dask.deid.pixels.types import (
     RegionRecord,
     Word,
     box_from_xywh,
+    clipped,
     within,
 )
 from cxr_dask.deid.pixels.types import gap as _gap
@@ -673,9 +674,10 @@ def _read_turned(
     for (i, view), words in found.items():
         upright = view[0] % 2 == 0
         readings = textrec.read(arr, [w.box for w in words], options.is_allowed, view)
-        failed = [w for w, r in zip(words, readings, strict=True) if not _turned_text(r)]
+        text = [_turned_text(r) for r in readings]
+        failed = [w for w, is_text in zip(words, text, strict=True) if not is_text]
         blank.setdefault(i, []).extend(
-            word_box(w, arr.shape, upright=upright) for w, r in zip(words, readings, strict=True) if _turned_text(r)
+            word_box(w, arr.shape, upright=upright) for w, is_text in zip(words, text, strict=True) if is_text
         )
         # a word box that took in part of a marker beside it (a mirrored "L" closer to
         # a code than its letters to each other) is read again less its last glyph, and
@@ -686,7 +688,7 @@ def _read_turned(
         for (word, (original, limit)), reading in zip(trims, readings, strict=True):
             if original not in confirmed and _turned_text(reading):
                 confirmed.add(original)
-                blank[i].append(_clipped(word_box(word, arr.shape, upright=upright), limit))
+                blank[i].append(clipped(word_box(word, arr.shape, upright=upright), limit))
     for i, boxes in blank.items():
         if boxes:
             out[i] = Decision("text", "words read turned or mirrored", tuple(dict.fromkeys(boxes)), lines=0)
@@ -725,10 +727,6 @@ def _less_one_glyph(arr: np.ndarray, word: Word, bright: bool, upright: bool) ->
         less_first = dataclasses.replace(word, y0=tail)
         limits = ((0, 0, arr.shape[1], last), (0, first, *arr.shape[::-1]))
     return [(less_last, (word, limits[0])), (less_first, (word, limits[1]))]
-
-
-def _clipped(box: Box, limit: Box) -> Box:
-    return (max(box[0], limit[0]), max(box[1], limit[1]), min(box[2], limit[2]), min(box[3], limit[3]))
 
 
 def _with_overlapping(regions: list[Region], decisions: list[Decision], i: int) -> Region:

@@ -35,6 +35,11 @@ def within(boxes: np.ndarray | Box, outers: np.ndarray | Box) -> np.ndarray:
     return (o[..., 0] <= b[..., 0]) & (o[..., 1] <= b[..., 1]) & (b[..., 2] <= o[..., 2]) & (b[..., 3] <= o[..., 3])
 
 
+def clipped(box: Box, limit: Box) -> Box:
+    """The part of ``box`` inside ``limit`` (their intersection)."""
+    return (max(box[0], limit[0]), max(box[1], limit[1]), min(box[2], limit[2]), min(box[3], limit[3]))
+
+
 def gap(a: Box, b: Box) -> int:
     """The larger of the horizontal and vertical gaps between two boxes (negative: overlap)."""
     return max(b[0] - a[2], a[0] - b[2], b[1] - a[3], a[1] - b[3])

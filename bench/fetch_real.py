@@ -94,40 +94,38 @@ def holdout(target: Path, mirrors: Path) -> dict[str, int]:
     import random
 
     copied: dict[str, int] = {}
-    rng = random.Random(HOLDOUT_SEED)
-    for mirror, prefix, count in TALO:
-        repo = mirrors / mirror / "repo"
-        if not repo.exists():
-            print(f"source absent: {mirror}; holdout skipped", file=sys.stderr)
-            break
-        names = sorted(n for n in _names(repo, prefix) if n.lower().endswith((".png", ".jpg", ".jpeg")))
-        (target / "talo").mkdir(parents=True, exist_ok=True)
-        for name in rng.sample(names, min(count, len(names))):
-            data = _show(repo, name)
-            if data is not None:
-                out = f"{Path(prefix).name}_{Path(name).stem}.dcm"
-                (target / "talo" / out).write_bytes(_wrap_png(data))
-                copied["talo"] = copied.get("talo", 0) + 1
+    repo = _mirror(mirrors, TALO[0][0], "holdout talo")
+    if repo is not None:
+        rng = random.Random(HOLDOUT_SEED)
+        for _, prefix, count in TALO:
+            names = sorted(n for n in _names(repo, prefix) if _is_film(n))
+            for name in rng.sample(names, min(count, len(names))):
+                out = target / "talo" / f"{Path(prefix).name}_{Path(name).stem}.dcm"
+                copied["talo"] = copied.get("talo", 0) + _write(repo, name, out, films=True)
     mirror, prefix, series_folders = ORTHANC
-    repo = mirrors / mirror / "repo"
-    if repo.exists():
+    repo = _mirror(mirrors, mirror, "holdout orthanc")
+    if repo is not None:
         rng = random.Random(HOLDOUT_SEED)
         series: dict[str, list[str]] = {}
         for name in _names(repo, prefix):
             if not name.startswith(prefix + "Worklists/"):
                 folder = name.split("/")[1]
                 series.setdefault(folder if folder in series_folders else name, []).append(name)
-        (target / "orthanc").mkdir(parents=True, exist_ok=True)
         for _, members in sorted(series.items()):
             for name in rng.sample(sorted(members), 12) if len(members) > 12 else members:
-                data = _show(repo, name)
-                if data is not None and data[128:132] == b"DICM":
-                    (target / "orthanc" / name[len(prefix) :].replace("/", "__")).write_bytes(data)
-                    copied["orthanc"] = copied.get("orthanc", 0) + 1
-    else:
-        print(f"source absent: {mirror}; holdout skipped", file=sys.stderr)
+                out = target / "orthanc" / name[len(prefix) :].replace("/", "__")
+                copied["orthanc"] = copied.get("orthanc", 0) + _write(repo, name, out, films=False)
     print(f"holdout: {copied} into {target}")
     return copied
+
+
+def _mirror(mirrors: Path, mirror: str, what: str) -> Path | None:
+    """A mirror's bare git directory, or None (said on stderr) when it is absent."""
+    repo = mirrors / mirror / "repo"
+    if repo.exists():
+        return repo
+    print(f"source absent: {mirror} (mirror it first, e.g. the fetch tool); {what} skipped", file=sys.stderr)
+    return None
 
 
 def _git(repo: Path, *args: str) -> bytes:
@@ -138,12 +136,32 @@ def _names(repo: Path, prefix: str) -> list[str]:
     return _git(repo, "ls-tree", "-r", "-z", "--name-only", "HEAD", prefix).decode().split("\0")[:-1]
 
 
+def _is_film(name: str) -> bool:
+    return name.lower().endswith((".png", ".jpg", ".jpeg"))
+
+
 def _show(repo: Path, name: str) -> bytes | None:
     """A file's bytes, or None when the snapshot left it out."""
     try:
         return _git(repo, "show", f"HEAD:{name}")
     except subprocess.CalledProcessError:
         return None
+
+
+def _write(repo: Path, name: str, out: Path, films: bool) -> int:
+    """Write one file of the mirror to ``out``: with ``films`` a PNG or JPEG wrapped into
+    DICOM, else a DICOM file as it is; 1 if written, 0 if the snapshot left it out or it
+    is not what was asked for (a README, an LFS pointer)."""
+    data = _show(repo, name)
+    if data is None:
+        return 0
+    if films and data.startswith((b"\x89PNG", b"\xff\xd8")):
+        data = _wrap_png(data)
+    elif films or data[128:132] != b"DICM":
+        return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    return 1
 
 
 def _copy(repo: Path, prefix: str, target: Path, films: bool) -> int:
@@ -154,22 +172,17 @@ def _copy(repo: Path, prefix: str, target: Path, films: bool) -> int:
     count = 0
     written: set[str] = set()
     for name in _names(repo, prefix):
-        if films and not name.lower().endswith((".png", ".jpg", ".jpeg")):
+        if films and not _is_film(name):
             continue
-        data = _show(repo, name)
-        if data is None:
-            continue  # left out of the snapshot
-        if films and data.startswith((b"\x89PNG", b"\xff\xd8")):
+        out = name[len(prefix) :].replace("/", "__")
+        if films:
             out = Path(name).stem + ".dcm"
             if out in written:  # another film of this stem: never overwrite it
                 out = name[len(prefix) :].replace("/", "__") + ".dcm"
+        wrote = _write(repo, name, target / out, films)
+        if wrote and films:
             written.add(out)
-            (target / out).write_bytes(_wrap_png(data))
-        elif not films and data[128:132] == b"DICM":
-            (target / name[len(prefix) :].replace("/", "__")).write_bytes(data)
-        else:
-            continue  # not a DICOM file or an image (a README, an LFS pointer)
-        count += 1
+        count += wrote
     return count
 
 
@@ -177,21 +190,18 @@ def fetch(cache: Path, mirrors: Path) -> dict[str, int]:
     """Copy every source file present into ``cache``; the number copied per source."""
     copied: dict[str, int] = {}
     for mirror, prefix, folder in SOURCES + FILMS:
-        repo = mirrors / mirror / "repo"
-        if not repo.exists():
-            print(f"source absent: {mirror} (mirror it first, e.g. the fetch tool); skipped", file=sys.stderr)
+        repo = _mirror(mirrors, mirror, folder)
+        if repo is None:
             continue
         count = _copy(repo, prefix, cache / folder, films=(mirror, prefix, folder) in FILMS)
         copied[f"{mirror} {folder}"] = count
         print(f"{mirror}: {count} files into {cache / folder}")
     for mirror, name, folder, out in FILES + PNGS:
-        repo = mirrors / mirror / "repo"
-        if not repo.exists():
-            print(f"source absent: {mirror} (mirror it first, e.g. the fetch tool); {name} skipped", file=sys.stderr)
+        repo = _mirror(mirrors, mirror, name)
+        if repo is None:
             continue
-        try:
-            data = _git(repo, "show", f"HEAD:{name}")
-        except subprocess.CalledProcessError:
+        data = _show(repo, name)
+        if data is None:
             print(f"absent from the mirror: {name}", file=sys.stderr)
             continue
         if (data[128:132] != b"DICM") if name.endswith(".dcm") else not data.startswith(b"\x89PNG"):

@@ -29,7 +29,8 @@ A source that is absent is reported and skipped; the script never downloads anyt
 Held-out sets (``--holdout DIR``, default ``/work/cache/holdout``; not read by the bench,
 checked with an independent OCR before and after cleaning, see ``docs/pixels.md``): seeded
 samples (``HOLDOUT_SEED``) of ``muhammedtalo/COVID-19`` (COVID-19 films from papers with
-panel letters and arrows, NIH ChestX-ray14 films with markers) and the DICOM files of
+panel letters and arrows, NIH ChestX-ray14 films with markers), of ``armiro/COVID-CXNet``
+(COVID-19 films from papers and hospitals) and the DICOM files of
 ``orthanc-mirrors/orthanc-tests`` (MR, CT, PET, an ultrasound, secondary captures, SMPTE
 test patterns; at most 12 slices of a series).
 
@@ -78,12 +79,15 @@ PNGS = [
 
 DEFAULT_HOLDOUT = Path("/work/cache/holdout")
 HOLDOUT_SEED = 11
-#: (mirror folder, folder inside the repository, how many films to draw) -> holdout "talo"
-TALO = [
-    ("muhammedtalo+COVID-19", "X-Ray Image DataSet/Covid-19/", 90),
-    ("muhammedtalo+COVID-19", "X-Ray Image DataSet/No_findings/", 30),
-    ("muhammedtalo+COVID-19", "X-Ray Image DataSet/Pneumonia/", 30),
-]
+#: held-out set -> (mirror folder, folder inside the repository, how many films to draw)
+HOLDOUT_FILMS = {
+    "talo": [
+        ("muhammedtalo+COVID-19", "X-Ray Image DataSet/Covid-19/", 90),
+        ("muhammedtalo+COVID-19", "X-Ray Image DataSet/No_findings/", 30),
+        ("muhammedtalo+COVID-19", "X-Ray Image DataSet/Pneumonia/", 30),
+    ],
+    "cxnet": [("armiro+COVID-CXNet", "chest_xray_images/covid19/", 120)],
+}
 #: (mirror folder, prefix, folders whose files are slices of one series) -> holdout "orthanc"
 ORTHANC = ("orthanc-mirrors+orthanc-tests", "Database/", ("Knee", "Brainix", "Knix"))
 
@@ -94,14 +98,16 @@ def holdout(target: Path, mirrors: Path) -> dict[str, int]:
     import random
 
     copied: dict[str, int] = {}
-    repo = _mirror(mirrors, TALO[0][0], "holdout talo")
-    if repo is not None:
+    for held_out, draws in HOLDOUT_FILMS.items():
+        repo = _mirror(mirrors, draws[0][0], f"holdout {held_out}")
+        if repo is None:
+            continue
         rng = random.Random(HOLDOUT_SEED)
-        for _, prefix, count in TALO:
+        for _, prefix, count in draws:
             names = sorted(n for n in _names(repo, prefix) if _is_film(n))
             for name in rng.sample(names, min(count, len(names))):
-                out = target / "talo" / f"{Path(prefix).name}_{Path(name).stem}.dcm"
-                copied["talo"] = copied.get("talo", 0) + _write(repo, name, out, films=True)
+                out = target / held_out / f"{Path(prefix).name}_{Path(name).stem}.dcm"
+                copied[held_out] = copied.get(held_out, 0) + _write(repo, name, out, films=True)
     mirror, prefix, series_folders = ORTHANC
     repo = _mirror(mirrors, mirror, "holdout orthanc")
     if repo is not None:

@@ -1,8 +1,9 @@
 """Held-out images nobody tuned on: cleaned, then read before and after by RapidOCR.
 
 The sets are folders of DICOM files outside git. ``talo`` (149 films of
-``muhammedtalo/COVID-19``, wrapped into DICOM) and ``orthanc`` (the DICOM files of
-``orthanc-tests``, 12 slices of a series at most) are drawn with a fixed seed by
+``muhammedtalo/COVID-19``, wrapped into DICOM), ``cxnet`` (119 COVID-19 films of
+``armiro/COVID-CXNet``, from papers and hospitals: arrows, captions, markers, wrapped) and
+``orthanc`` (the DICOM files of ``orthanc-tests``, 12 slices of a series at most) are drawn with a fixed seed by
 ``bench/fetch_real.py --holdout`` into ``/work/cache/holdout/``; ``--dir`` adds any other
 folder (``/work/cache/real-dicom/mhh``: Hannover bedside films with lines, wires, bones).
 
@@ -16,7 +17,7 @@ images changed, text-free images changed (no word before: anatomy lost, or text 
 cannot read: look), words before and words left after. Nothing read is printed unless
 ``--show`` asks (file names and the words left: PHI on real data).
 
-    python bench/holdout.py [--sets talo orthanc] [--dir DIR ...] [--json OUT] [--show]
+    python bench/holdout.py [--sets talo cxnet orthanc] [--dir DIR ...] [--json OUT] [--show]
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from cxr_dask.deid.pixels.checks import frames, is_colour
 from cxr_dask.deid.rules import PixelOptions
 
 DEFAULT_ROOT = Path("/work/cache/holdout")
-DEFAULT_SETS = ("talo", "orthanc")
+DEFAULT_SETS = ("talo", "cxnet", "orthanc")
 #: RapidOCR's line score a word needs to count.
 MIN_SCORE = 0.7
 #: Letters or digits a word needs to count (a lone marker letter identifies nobody).

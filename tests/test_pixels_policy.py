@@ -189,6 +189,50 @@ def test_text_beside_a_side_marker_goes_and_the_marker_stays():
     assert not ({"HOLLOWAY", "AGATHA"} & readable_tokens(out, (140, 885, 560, 935)))
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_two_character_code_beside_a_side_marker_stays(seed):
+    """A technologist's code ("TH" under "Left", "RS" beside "L" on real films) read surely
+    as two characters was evidence of text, and its box took the code (labelled a marker:
+    like a region with room for two characters, it identifies nobody). With allow-listed
+    words only on its line, it is no evidence and stays (``policy.lone_code``)."""
+    arr = _text(film(seed), (800, 60), "L", 70, HIGH)
+    arr = _text(arr, (880, 80), "TH", 34, HIGH)
+    _result, out = _cleaned(arr)
+    code = _text(np.zeros_like(arr), (880, 80), "TH", 34, HIGH) > 0
+    marker = _text(np.zeros_like(arr), (800, 60), "L", 70, HIGH) > 0
+    assert np.array_equal(out[code], arr[code]) and np.array_equal(out[marker], arr[marker])
+
+
+def test_two_codes_a_code_beside_a_word_or_alone_are_text():
+    """Two two-character words read surely are text (a date or a time read in pieces), so
+    is a code beside any other word read, and a code alone (on a film scan, a piece of a
+    line the screen cut): only a code beside allow-listed words is kept."""
+    region = Region(0, 0, 300, 40, bright=True, glyphs=6, line_height=20)
+    day, month = (Word(10 + 40 * k, 10, 40 + 40 * k, 30, allowed=False, confidence=95, characters=2) for k in (0, 1))
+    name = Word(100, 10, 200, 30, allowed=False, confidence=40, characters=6)
+    marker = Word(220, 10, 240, 30, allowed=True, confidence=90, characters=1)
+    for words in ([day, month], [day, name], [day], [day, month, marker], [day, name, marker]):
+        assert policy.decide(region, words, PixelOptions(), (100, 400)).kind == "text"
+    assert policy.decide(region, [day, marker], PixelOptions(), (100, 400)).kind != "text"
+
+
+def test_a_word_far_smaller_than_its_regions_line_height_goes_by_its_box_not_the_region():
+    """A dense-look region of anatomy's line height (134 pixels, 580x306 on a real film)
+    held one word 31 pixels high read surely: the whole region was blanked as a line of
+    text (4.7% of the film). Words far smaller than the line height (``WORD_HEIGHT_RATIO``)
+    are no line of it: only their boxes go."""
+    shape = (1000, 2000)
+    region = Region(1314, 76, 1894, 382, bright=True, glyphs=5, line_height=134)
+    word = Word(1504, 173, 1619, 204, allowed=False, confidence=96, characters=4)
+    decision = policy.decide(region, [word], PixelOptions(), shape)
+    assert decision.kind == "text"
+    assert decision.blank == (policy.word_box(word, shape),) and decision.lines == 0
+    assert decision.sure == decision.blank
+    # of the line's height, the region is a line of text and goes whole
+    line = dataclasses.replace(region, line_height=31)
+    assert policy.decide(line, [word], PixelOptions(), shape).blank[0] == line.box
+
+
 def test_dense_annotation_page_goes():
     arr = film(7)
     lines = [f"ID {1000 + 37 * k} HOLLOWAY AGATHA 12/0{k % 9 + 1}/1950 14:{10 + k}" for k in range(8)]

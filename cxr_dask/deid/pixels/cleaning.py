@@ -169,7 +169,7 @@ def dense_lines(
             # (the recogniser need not read the ~400 boxes of a film scan's pages again);
             # evidence short of sure (three characters at 60 on an MR's vertebra, a line
             # of one word) leaves the recogniser the last word, as everywhere else
-            sure = (*decision.sure, region.box) if decision.sure else decision.sure
+            sure = (*decision.sure, region.box) if decision.sure and decision.lines else decision.sure
             out.append((region, dataclasses.replace(decision, why="words read on a dense page", sure=sure)))
         elif decision.kind == "text" or is_unread(decision):
             unread.append(region)
@@ -203,7 +203,7 @@ def dense_lines(
         for box in d.blank
         if box[3] - box[1] <= BLOCK_HEIGHT * first.line_height + 8
     ]
-    heights = [r.line_height for r, d in out if d.why == "words read on a dense page"]
+    heights = [r.line_height for r, d in out if d.why == "words read on a dense page" and d.lines]
     out += _beside_anatomy(arr, big, heights, options, span)
     rest = [r for r in unread if not any(r is region for region, _ in out)]
     while rest:

@@ -163,6 +163,9 @@ def decide(region: Region, words: list[Word], options: PixelOptions, shape: tupl
         return Decision("strict", "strict mode", (box,))
     if is_small(region):
         return Decision("marker", "too small to identify")
+    if lone_code(words):  # a two-character code beside a marker: identifies nobody
+        kept = tuple(w for w in words if w.allowed)
+        return Decision("marker", "allow-listed", keep=kept) if any(map(is_evidence, kept)) else unread(words)
     evidence = [w for w in words if is_evidence(w)]
     if not evidence:
         return unread(words)
@@ -179,11 +182,29 @@ def decide(region: Region, words: list[Word], options: PixelOptions, shape: tupl
     )
     if not blank and all(w.allowed for w in words if w.characters or w.symbols):
         return Decision("marker", "allow-listed", keep=tuple(w for w in words if w.allowed))
+    sure = tuple(word_box(w, shape) for w in evidence if is_sure(w))
+    kept = tuple(w for w in words if w.allowed)
+    if height * WORD_HEIGHT_RATIO < region.line_height:
+        # words far smaller than the region's line height (a word in a region of anatomy
+        # grouped by the anatomy's height): the region is no line of them; their boxes go
+        if not blank:
+            return Decision("marker", "allow-listed", keep=kept)
+        return Decision("text", "words read", blank, kept, lines=0, sure=sure)
     # The line is text: the whole candidate line goes, allow-listed words restored. Word
     # boxes alone left text OCR did not box (dark text on a bright label, a second line
     # of a merged block) readable; the line's box is its glyphs plus a quarter height.
-    sure = tuple(word_box(w, shape) for w in evidence if is_sure(w))
-    return Decision("text", "words read", (box, *blank), tuple(w for w in words if w.allowed), sure=sure)
+    return Decision("text", "words read", (box, *blank), kept, sure=sure)
+
+
+def lone_code(words: list[Word]) -> bool:
+    """Whether the line holds allow-listed words (a marker) and one other word only, read
+    surely as two characters (``is_evidence``): a technologist's code such as "RS" beside
+    a marker "L". Like a region with room for two characters, it identifies nobody: it
+    is no evidence of text and is not blanked. (Two such words are text, a date or a time
+    read in pieces; so is a code beside any other word, and a code alone: on a film scan
+    a piece of a line the screen cut.)"""
+    shown = [w for w in words if not w.allowed and w.characters]
+    return any(w.allowed for w in words) and len(shown) == 1 and shown[0].characters == 2 and is_evidence(shown[0])
 
 
 def beside_words(line: Box, words: tuple[Box, ...], height: int) -> bool:

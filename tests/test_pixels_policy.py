@@ -527,6 +527,50 @@ def test_text_over_a_bone_band_chained_to_ridges_goes_and_a_marker_beside_it_sta
     assert ys.min() >= 70 and ys.max() < 125 and xs.min() >= 570, "only the words' line is blanked, not the ridges"
 
 
+def _bone_band_with_ridges(seed: int = 3) -> np.ndarray:
+    """A bright clavicle-like band and a bone rim hatched by short faint ridges running
+    down from its middle (as in the test above)."""
+    arr = draw_mask(film(seed), lambda d: d.line([(0, 150), (1024, 60)], fill=255, width=70), 400, blend=True)
+    return draw_mask(
+        arr,
+        lambda d: [
+            d.line([(560 - 5 * k, 95 + 4 * k), (560 - 5 * k, 105 + 4 * k)], fill=255, width=2) for k in range(150)
+        ],
+        300,
+        blend=True,
+    )
+
+
+@pytest.mark.parametrize("level", [0.24, 0.33])
+def test_faint_text_chained_to_ridges_goes(level):
+    """Words burned in at a quarter of the range over the bone band: chained with the
+    ridges into a region the size of the film, dropped as no line, and no letter of ink
+    (0.4 of the range) to rescue. The letters share one stroke level, width and baseline
+    and are shaped as letters; the ridges step down the rim: the words are a line."""
+    base = _bone_band_with_ridges()
+    arr = _text(base, (580, 80), "HOLLOWAY AGATHA", 30, level * detection.stroke_span(base), blend=True)
+    _result, out = _cleaned(arr)
+    _assert_gone(arr, out, (570, 70, 900, 125))
+    ys, xs = np.nonzero(out != arr)
+    assert ys.min() >= 75 and ys.max() < 120 and xs.min() >= 570, "the words' line, not the ridges"
+
+
+@pytest.mark.parametrize("slant", [0, 8])
+def test_faint_bars_in_a_row_over_ridges_are_no_candidate(slant):
+    """Bars or slanted streaks at a quarter of the range on one baseline over the bone
+    band (a ladder of ribs' edges, a row of streaks on a knee's MR): rows of one stroke
+    level and width, chained to the ridges and dropped with them. Single strokes, and
+    the gaps between them blobs: no line of faint letters, no candidate, byte-identical."""
+    base = _bone_band_with_ridges()
+    bars = [[(580 + 12 * k, 108), (580 + slant + 12 * k, 86)] for k in range(20)]
+    arr = draw_mask(
+        base, lambda d: [d.line(bar, fill=255, width=3) for bar in bars], 0.27 * detection.stroke_span(base), blend=True
+    )
+    result, _out = _cleaned(arr)
+    assert result.array is None
+    assert all(r.kind == "marker" for r in result.report.regions), result.report.regions
+
+
 def test_the_second_look_reads_lines_of_ink_not_a_films_ridge_texture():
     """On a film known to hold text, the second look cut ribs and a shoulder's ridge
     texture into ~700 lines of one height, each read by OCR and shown to the detector

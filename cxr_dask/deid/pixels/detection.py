@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cxr_dask.deid.pixels.morphology import _component_counts, _component_stats, _dilate, _erode, _pool
+from cxr_dask.deid.pixels.morphology import _component_counts, _component_stats, _dilate, _erode, _labels, _pool
 from cxr_dask.deid.pixels.policy import is_small
 from cxr_dask.deid.pixels.types import Box, Region, within
 from cxr_dask.deid.pixels.types import inside as _inside
@@ -116,6 +116,33 @@ CORE_WORD = 2
 #: ... in a line at most this many of their median heights high (letters, their
 #: counters and pieces in the other polarity: "MOBILE" is 2.2).
 CORE_LINE = 3
+#: Faint letters (``_faint_lines``): glyphs with ``CORE_SHARE`` of their pixels at
+#: ``CONTRAST`` (text at a quarter of the range, which has no letter of ink), at least
+#: this many in a row ...
+FAINT_WORD = 3
+#: ... on one baseline: side by side at most this many heights apart, overlapping by at
+#: most this share of one (kerned capitals: 0.1; a film's ridge pieces stack and overlap),
+#: heights within this ratio, bottoms or tops within this share of a height ...
+FAINT_GAP = 1.2
+FAINT_OVERLAP = 0.15
+FAINT_HEIGHT_RATIO = 1.5
+FAINT_ALIGN = 0.12
+#: ... of one stroke level: neighbours' stroke contrasts within this ratio (text blended
+#: into the image), or their stroke values within this share of the range (text painted
+#: at one grey), all of a run's within ``FAINT_LEVEL_SPREAD`` or ``FAINT_VALUE`` ...
+FAINT_LEVEL = 1.2
+FAINT_LEVEL_SPREAD = 1.25
+FAINT_VALUE = 0.03
+#: ... of one stroke width (neighbours within this ratio, a run's within the spread) ...
+FAINT_WIDTH = 1.4
+FAINT_WIDTH_SPREAD = 1.6
+#: ... and shaped as letters, not single strokes: the run's median ``_breadth`` at least
+#: this (letters 0.3-0.96, words' medians 0.5-0.9; a bar, a streak, a ridge piece ~0.15).
+FAINT_BREADTH = 0.3
+#: ... whose strokes are thinner than their glyphs are wide: the run's median of the ratio
+#: at most this (letters 0.15-0.35, a bold word's median 0.33; the gaps between bars are
+#: blobs as wide as their stroke: 1).
+FAINT_THIN = 0.6
 
 
 def _components(
@@ -127,6 +154,7 @@ def _components(
     sure: list[Box] | None = None,
     big: list[Box] | None = None,
     cores: list[Box] | None = None,
+    faint: list[Box] | None = None,
 ) -> list[Box]:
     """Boxes of connected components the size and shape of glyphs (or a few merged glyphs).
 
@@ -136,7 +164,8 @@ def _components(
     ``sure`` when given; components over half the tallest glyph's height and at most
     ``BIG_SHARE`` of the image a side (anatomy, which text may touch) go to ``big``.
     Glyphs of ink (``CORE_SHARE`` of their pixels at ``SPLIT_CONTRAST``), and the letters
-    cut out of components too big for a glyph (``_split``), go to ``cores``.
+    cut out of components too big for a glyph (``_split``), go to ``cores``; glyphs with
+    ``CORE_SHARE`` of their pixels at ``CONTRAST`` (faint letters, ``_faint_lines``), to ``faint``.
     """
     strong = response >= CONTRAST * span * sensitivity
     if not strong.any():
@@ -168,6 +197,9 @@ def _components(
         cores.extend(box for box, yes in zip(boxes, ink.tolist(), strict=True) if yes)
         if merged.any():
             cores.extend(_split(response, found[merged], span, max_height, max_width))
+    if faint is not None and sensitivity >= 1.0:
+        flat = peaks[keep] >= CORE_SHARE * sizes[keep]
+        faint.extend(box for box, yes in zip(boxes, flat.tolist(), strict=True) if yes)
     return boxes
 
 
@@ -210,9 +242,12 @@ def _group_lines(
     gap_ratio: float = 1.2,
     min_gap: float | None = None,
     height_ratio: float = 3.0,
+    aligned: float | None = None,
 ) -> list[tuple[Box, int, int]]:
     """Merge glyph boxes that sit on one line close together: (box, glyphs, median height),
-    the lines in the order of their first box."""
+    the lines in the order of their first box. With ``aligned``, two glyphs join only when
+    their bottoms or their tops are within that share of the taller one's height (plus a
+    pixel): on one baseline."""
     if not boxes:
         return []
     # the pairs test is symmetric and the lines are its connected components; a pair
@@ -243,6 +278,9 @@ def _group_lines(
         near &= (hj <= height_ratio * hi) & (hi <= height_ratio * hj)
         if min_gap is not None:  # glyphs in a column follow each other, they do not overlap
             near &= gap >= min_gap * tall
+        if aligned is not None:
+            reach = aligned * tall + 1
+            near &= (np.abs(y1[first] - y1[second]) <= reach) | (np.abs(y0[first] - y0[second]) <= reach)
         pairs_i.append(order[first[near]])
         pairs_j.append(order[second[near]])
     labels = _components_of(n, np.concatenate(pairs_i), np.concatenate(pairs_j))
@@ -315,6 +353,7 @@ def detect(
     tall: list[Box] = []
     wide: list[tuple[Box, int, int]] = []
     cores: list[Box] = []
+    faint: tuple[list[Box], list[Box]] = ([], [])
     pools: list[np.ndarray] = []
     glyphs = _glyph_boxes(
         pooled,
@@ -326,6 +365,7 @@ def detect(
         wide=None if dense else wide,
         cores=cores,
         pooled=pools,
+        faint=None if dense else faint,
     )
     if big is not None:
         big.extend(
@@ -369,6 +409,8 @@ def detect(
         if not yes
     ]
     rescued = _rescued(dropped, cores)
+    if dropped:
+        rescued += _faint_lines(dropped, faint, glyphs, rescued, pools[0], pools[1], window)
     if finer is not None:
         finer += [
             (x0 * factor, y0 * factor, min(columns, x1 * factor), min(rows, y1 * factor))
@@ -444,6 +486,222 @@ def _padded(
     return out
 
 
+def _faint_lines(
+    dropped: list[Box],
+    faint: tuple[list[Box], list[Box]],
+    glyphs: list[Box],
+    rescued: list[tuple[Box, int, int]],
+    high: np.ndarray,
+    low: np.ndarray,
+    window: float | None,
+) -> list[tuple[Box, int, int]]:
+    """Lines of faint letters in regions dropped as no line, where no line of ink is:
+    (box, glyphs, median height), detection pixels.
+
+    ``_rescued`` finds letters of ink; letters burned in at a quarter of the range (a
+    faint time) have none, and chained to a film's ridge pieces they were dropped with
+    them. The faint glyphs of one polarity (``faint``: bright, then dark) are grouped on
+    one baseline (``FAINT_GAP`` to ``FAINT_ALIGN``), and in each row, runs of neighbours
+    of one stroke level and width shaped as letters (``_one_level``) make a line; a
+    film's ridge pieces in a row differ in contrast, width or baseline, or are single
+    strokes. A line grows by the screen's ``glyphs`` beside it on its baseline at its
+    level (``_extended``). A line that overlaps one of ink is that line (found already).
+    ``high`` and ``low`` are the image pooled as the screen pooled it, ``window`` the
+    screen's.
+    """
+    out: list[tuple[Box, int, int]] = []
+    outers = np.asarray(dropped, dtype=np.int64).reshape(-1, 4)
+    span = None
+    for pooled, bright, boxes in ((high, True, faint[0]), (low, False, faint[1])):
+        if len(boxes) < FAINT_WORD:
+            continue
+        every = np.asarray(boxes, dtype=np.int64)
+        # glyphs at least ``SPLIT_MIN_HEIGHT`` high: specks of noise have no stroke to measure
+        found = every[within(every[:, None, :], outers).any(axis=1) & (every[:, 3] - every[:, 1] >= SPLIT_MIN_HEIGHT)]
+        letters: list[Box] = [tuple(g) for g in found.tolist()]
+        for line, count, height in _group_lines(
+            letters, gap_ratio=FAINT_GAP, min_gap=-FAINT_OVERLAP, height_ratio=FAINT_HEIGHT_RATIO, aligned=FAINT_ALIGN
+        ):
+            if count < FAINT_WORD or any(_overlaps(line, known[0]) for known in rescued):
+                continue
+            row = np.asarray([b for b in letters if _inside(b, line) and _alike_heights(b[3] - b[1], height)])
+            row = row[~_nested(row)]  # a box inside another is a piece of it (a speck in a bowl)
+            if len(row) < FAINT_WORD:
+                continue
+            members: list[Box] = [tuple(b) for b in row[np.argsort(row[:, 0], kind="stable")].tolist()]
+            span = _span(low, window) if span is None else span
+            strokes = _stroke_levels(members, pooled, bright, span)
+            for run in _one_level(members, strokes):
+                others = np.asarray(glyphs, dtype=np.int64).reshape(-1, 4)
+                out.append(_extended([members[k] for k in run], strokes[run], others, pooled, bright, span))
+    return out
+
+
+def _alike_heights(a: int, b: int) -> bool:
+    """Whether two glyph heights are within ``FAINT_HEIGHT_RATIO``."""
+    return max(a, b) <= FAINT_HEIGHT_RATIO * min(a, b)
+
+
+def _beside(a: Box, b: Box) -> bool:
+    """Whether ``b`` follows ``a`` on its baseline (``FAINT_GAP`` to ``FAINT_ALIGN``)."""
+    tall = max(a[3] - a[1], b[3] - b[1])
+    reach = FAINT_ALIGN * tall + 1
+    return (
+        -FAINT_OVERLAP * tall <= b[0] - a[2] <= FAINT_GAP * tall
+        and (abs(a[3] - b[3]) <= reach or abs(a[1] - b[1]) <= reach)
+        and _alike_heights(a[3] - a[1], b[3] - b[1])
+    )
+
+
+def _one_level(members: list[Box], strokes: np.ndarray) -> list[list[int]]:
+    """Runs (indices into ``members``, left to right) of ``FAINT_WORD`` or more glyphs,
+    each beside the one before, of one stroke level and width, shaped as letters."""
+    level, width, breadth, value = strokes.T
+    wide = np.array([max(1, b[2] - b[0]) for b in members], dtype=np.float64)
+    runs: list[list[int]] = [[0]]
+    for k in range(1, len(members)):
+        i = runs[-1][-1]
+        if (
+            _beside(members[i], members[k])
+            and _same_level(level[[i, k]], value[[i, k]], FAINT_LEVEL)
+            and _same_width(width[[i, k]], FAINT_WIDTH)
+        ):
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    return [
+        run
+        for run in runs
+        if len(run) >= FAINT_WORD
+        and _same_level(level[run], value[run], FAINT_LEVEL_SPREAD)
+        and _same_width(width[run], FAINT_WIDTH_SPREAD)
+        and float(np.median(breadth[run])) >= FAINT_BREADTH
+        and float(np.median(width[run] / wide[run])) <= FAINT_THIN
+    ]
+
+
+def _same_width(width: np.ndarray, ratio: float) -> bool:
+    """Whether strokes share one width: within ``ratio``, or a pixel at detection scale."""
+    return bool(width.max() <= ratio * width.min() or np.ptp(width) <= 1.0)
+
+
+def _same_level(level: np.ndarray, value: np.ndarray, ratio: float) -> bool:
+    """Whether strokes share one contrast (within ``ratio``) or one value (``FAINT_VALUE``)."""
+    return bool(level.max() <= ratio * level.min() or np.ptp(value) <= FAINT_VALUE)
+
+
+def _extended(
+    run: list[Box], strokes: np.ndarray, others: np.ndarray, pooled: np.ndarray, bright: bool, span: float
+) -> tuple[Box, int, int]:
+    """A run of faint letters grown by the glyphs beside it, each at the run's level:
+    (box, glyphs, median height)."""
+    height = int(np.median([b[3] - b[1] for b in run]))
+    x0, y0, x1, y1 = run[0][0], min(b[1] for b in run), run[-1][2], max(b[3] for b in run)
+    reach = int(FAINT_GAP * FAINT_HEIGHT_RATIO * height) + 1
+    near = others[(others[:, 2] > x0 - reach) & (others[:, 0] < x1 + reach) & (others[:, 3] > y0) & (others[:, 1] < y1)]
+    near = near[~within(near, (x0, y0, x1, y1))]
+    candidates = [tuple(b) for b in near.tolist() if _alike_heights(b[3] - b[1], height)]
+    count = len(run)
+    if candidates:
+        levels = _stroke_levels(candidates, pooled, bright, span)
+        level, value = float(np.median(strokes[:, 0])), float(np.median(strokes[:, 3]))
+        fits = [
+            c
+            for c, (lv, _w, _l, v) in zip(candidates, levels.tolist(), strict=True)
+            if max(lv, level) <= FAINT_LEVEL * min(lv, level) or abs(v - value) <= FAINT_VALUE
+        ]
+        left, right = run[0], run[-1]
+        while True:  # leftwards, then rightwards, the nearest glyph beside the end
+            step = [c for c in fits if c[0] < left[0] and _beside(c, left)]
+            if not step:
+                break
+            left = max(step, key=lambda c: c[2])
+            count += 1
+        while True:
+            step = [c for c in fits if c[0] > right[0] and _beside(right, c)]
+            if not step:
+                break
+            right = min(step, key=lambda c: c[0])
+            count += 1
+        x0, x1 = left[0], right[2]
+        y0, y1 = min(y0, left[1], right[1]), max(y1, left[3], right[3])
+    return (x0, y0, x1, y1), count, height
+
+
+def _nested(boxes: np.ndarray) -> np.ndarray:
+    """For each of ``boxes``, whether it lies inside another of them (blocks of at most
+    ``GROUP_BLOCK`` pairs)."""
+    out = np.zeros(len(boxes), dtype=bool)
+    step = max(1, GROUP_BLOCK // max(1, len(boxes)))
+    for start in range(0, len(boxes), step):
+        block = boxes[start : start + step]
+        holders = within(block[:, None, :], boxes) & (block[:, None, :] != boxes).any(axis=2)
+        out[start : start + step] = holders.any(axis=1)
+    return out
+
+
+def _stroke_levels(members: list[Box], pooled: np.ndarray, bright: bool, span: float) -> np.ndarray:
+    """Per glyph (detection pixels, of one polarity): its stroke contrast (the 90th
+    percentile of the top-hat over its largest component, a share of ``span``), stroke
+    width (the mean over its half-contrast pixels of the shorter of their row and column
+    runs), ``_breadth`` and stroke value (90th percentile, a share of ``span``; dark
+    strokes negated). The top-hat is taken again on a crop around them, as the screen
+    took it (its window's margin around the glyphs: the same response)."""
+    b = np.asarray(members, dtype=np.int64)
+    rows, columns = pooled.shape
+    margin = TOPHAT_SIZE
+    x0, y0 = max(0, int(b[:, 0].min()) - margin), max(0, int(b[:, 1].min()) - margin)
+    x1, y1 = min(columns, int(b[:, 2].max()) + margin), min(rows, int(b[:, 3].max()) + margin)
+    crop = pooled[y0:y1, x0:x1].astype(np.float32)
+    if bright:
+        response, raw = crop - _dilate(_erode(crop, TOPHAT_SIZE), TOPHAT_SIZE), crop
+    else:
+        response, raw = _erode(_dilate(crop, TOPHAT_SIZE), TOPHAT_SIZE) - crop, -crop
+    out = []
+    for gx0, gy0, gx1, gy1 in b.tolist():
+        part = (slice(gy0 - y0, gy1 - y0), slice(gx0 - x0, gx1 - x0))
+        grown = response[part] > GROW_CONTRAST * span
+        if not grown.any():
+            out.append((0.0, 0.0, 0.0, 0.0))
+            continue
+        labels = _labels(grown)
+        biggest = labels == 1 + int(np.argmax(np.bincount(labels[grown])[1:]))
+        level = float(np.percentile(response[part][biggest], 90))
+        half = biggest & (response[part] >= 0.5 * level)
+        width = float(np.mean(np.minimum(_runs(half), _runs(half.T).T)[half]))
+        breadth = _breadth(half)
+        value = float(np.percentile(raw[part][biggest], 90))
+        out.append((level / span, width, breadth, value / span))
+    return np.asarray(out, dtype=np.float64).reshape(-1, 4)
+
+
+def _breadth(mask: np.ndarray) -> float:
+    """How far ``mask``'s pixels spread across their main axis: the square root of the
+    ratio of the smaller to the larger variance of their coordinates (one straight
+    stroke: its width over its length, ~0.15; a letter spans both ways: 0.3-1)."""
+    ys, xs = np.nonzero(mask)
+    if len(ys) < 3:
+        return 0.0
+    low, high = np.linalg.eigvalsh(np.cov(np.stack([xs, ys]).astype(np.float64)))
+    return math.sqrt(max(low, 0.0) / high) if high > 0 else 0.0
+
+
+def _runs(mask: np.ndarray) -> np.ndarray:
+    """Per pixel of ``mask``, the length of its run along its row (0 off the mask)."""
+    edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).view(np.int8), axis=1)
+    starts, ends = np.nonzero(edges == 1), np.nonzero(edges == -1)
+    lengths = ends[1] - starts[1]
+    out = np.zeros(mask.shape, dtype=np.int64)
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out[np.repeat(starts[0], lengths), np.repeat(starts[1], lengths) + offsets] = np.repeat(lengths, lengths)
+    return out
+
+
+def _overlaps(a: Box, b: Box) -> bool:
+    """Whether two boxes share a pixel."""
+    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
+
+
 def _rescued(dropped: list[Box], cores: list[Box]) -> list[tuple[Box, int, int]]:
     """Lines of ink in regions dropped as no line (``_line_like``): (box, glyphs, median
     height), detection pixels.
@@ -505,6 +763,14 @@ def _outlined_letters(high: np.ndarray, low: np.ndarray) -> list[Box]:
     return [tuple(box) for box in found[glyph].tolist()]
 
 
+def _span(low: np.ndarray, window: float | None) -> float:
+    """The screen's contrast scale on its pooled block min: its 1-99.5 percentile range,
+    narrowed to the display window when given."""
+    p_low, p_high = np.percentile(low[:: max(1, low.shape[0] // 256), :: max(1, low.shape[1] // 256)], (1, 99.5))
+    span = max(float(p_high - p_low), 1.0)
+    return min(span, float(window)) if window and window > 1.0 else span
+
+
 def stroke_span(arr: np.ndarray, window: float | None = None) -> float:
     """The contrast scale glyph contrast is measured against, as the screen measures it:
     the image's 1-99.5 percentile range, narrowed to the display window when given."""
@@ -564,6 +830,7 @@ def _glyph_boxes(
     wide: list[tuple[Box, int, int]] | None = None,
     cores: list[Box] | None = None,
     pooled: list[np.ndarray] | None = None,
+    faint: tuple[list[Box], list[Box]] | None = None,
 ) -> list[Box]:
     """Glyph-sized stroke components of both polarities, in pixels of ``arr`` pooled by ``factor``.
 
@@ -572,17 +839,15 @@ def _glyph_boxes(
     threshold merges glyphs into lines) every component with a strong pixel counts,
     whatever its size and shape. ``wide``, when given, receives the lines of big glyphs
     of the coarse screen (``_wide_lines``); ``cores``, the glyphs of ink (``_components``);
-    ``pooled``, the block max and min (``_pool``), for ``_outlined_letters``.
+    ``pooled``, the block max and min (``_pool``), for ``_outlined_letters``; ``faint``,
+    the faint letters (``_components``) of the bright polarity, then of the dark one.
     """
     high, low = _pool(arr, factor)
     if pooled is not None:
         pooled[:] = [high, low]
     if high.dtype.kind != "u":  # signed or float: differences need room
         high, low = high.astype(np.float32), low.astype(np.float32)
-    p_low, p_high = np.percentile(low[:: max(1, low.shape[0] // 256), :: max(1, low.shape[1] // 256)], (1, 99.5))
-    span = max(float(p_high - p_low), 1.0)
-    if window and window > 1.0:
-        span = min(span, float(window))
+    span = _span(low, window)
     strong = CONTRAST * span * sensitivity  # a glyph needs one pixel of this top-hat response
     det_rows, det_columns = high.shape
     max_height, max_width = max(8, int(0.2 * det_rows)), max(16, int(0.6 * det_columns))
@@ -597,11 +862,13 @@ def _glyph_boxes(
     eroded = _erode(high, TOPHAT_SIZE)
     if (high - eroded).max() >= strong:
         response = high - _dilate(eroded, TOPHAT_SIZE)
-        boxes += _components(response, span, max_height, max_width, sensitivity, sure, big, cores)
+        bright = None if faint is None else faint[0]
+        boxes += _components(response, span, max_height, max_width, sensitivity, sure, big, cores, bright)
     dilated = _dilate(low, TOPHAT_SIZE)
     if (dilated - low).max() >= strong:
         response = _erode(dilated, TOPHAT_SIZE) - low
-        boxes += _components(response, span, max_height, max_width, sensitivity, sure, big, cores)
+        dark = None if faint is None else faint[1]
+        boxes += _components(response, span, max_height, max_width, sensitivity, sure, big, cores, dark)
     if wide is not None:
         tallest = min(DENSE_MAX_GLYPH // factor, int(0.2 * det_rows))  # a glyph's limits, as above
         wide.extend(_wide_lines(high, low, span, boxes, sure, tallest))

@@ -737,3 +737,37 @@ def test_a_label_merged_with_a_taller_ruler_bracket_is_read_at_its_own_scale():
     changed = result.array != arr
     assert changed[435:451, 692:789].mean() > 0.95
     assert not changed[300:421, 712:736].any()
+
+
+def test_a_word_read_in_anatomy_chained_over_the_film_is_text_alone():
+    """A region many line heights tall is anatomy the screen chained together (a whole
+    chest at a rib's height): one word read there with confidence blanked the region's
+    every other word box of its height (ribs read as junk) and, through the recogniser,
+    a clavicle and the "L" tile its box took in. Such a word is evidence for its own box
+    only, and the recogniser confirms it with three characters."""
+    shape = (524, 572)
+    region = Region(0, 0, 572, 524, bright=True, glyphs=200, line_height=43)
+    word = Word(457, 3, 567, 48, allowed=False, confidence=63.0, characters=3)
+    junk = [
+        Word(360, 41, 406, 79, allowed=False, confidence=15.0, characters=3),
+        Word(12, 377, 96, 421, allowed=False, confidence=30.0),
+    ]
+    decision = policy.decide(region, [word, *junk], PixelOptions(), shape)
+    assert decision.kind == "text" and decision.blank == (policy.word_box(word, shape),), decision.blank
+    assert decision.lines == 0 and decision.confirm == policy.CHAINED_CHARACTERS
+    line = Region(0, 0, 572, 60, bright=True, glyphs=10, line_height=43)  # a line: as before
+    assert policy.decide(line, [word, *junk], PixelOptions(), shape).blank[0] == line.box
+
+
+@pytest.mark.parametrize(("text", "blanked"), [("XK", False), ("HOLLOWAY", True)])
+def test_the_recogniser_confirms_a_word_in_chained_anatomy_with_three_characters(text, blanked):
+    arr = _text(film(15), (300, 200), text, 30, HIGH)
+    ink = np.argwhere(_text(np.zeros_like(arr), (300, 200), text, 30, HIGH) > 0)
+    (y0, x0), (y1, x1) = ink.min(axis=0), ink.max(axis=0) + 1
+    word = Word(int(x0), int(y0), int(x1), int(y1), allowed=False, confidence=90.0, characters=len(text))
+    region = Region(0, 0, SIZE, SIZE, bright=True, glyphs=300, line_height=int(y1 - y0))
+    decision = policy.decide(region, [word], PixelOptions(), arr.shape)
+    (confirmed,) = cleaning.confirm_reads(arr, [decision], PixelOptions())
+    assert (confirmed.kind == "text") == blanked, confirmed
+    if not blanked:
+        assert confirmed.kind == "flagged"  # the recogniser read text there: a human looks

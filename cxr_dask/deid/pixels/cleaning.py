@@ -456,10 +456,11 @@ def confirm_reads(arr: np.ndarray, decisions: list[Decision], options: PixelOpti
     def judge(asks: list[tuple[int, int]]) -> None:
         readings = textrec.read(arr, [decisions[i].blank[k] for i, k in asks], options.is_allowed)
         for (i, k), reading in zip(asks, readings, strict=True):
-            verdict[(i, k)] = (backed(i, k) or reading.is_text) and not reading.is_marker
+            enough = reading.latin >= decisions[i].confirm
+            verdict[(i, k)] = (backed(i, k) or (reading.is_text and enough)) and not reading.is_marker
             if reading.is_marker:
                 markers.add((i, k))
-            elif not reading.is_unsure:
+            elif not reading.is_unsure and enough:  # text too short for its decision: a human looks
                 nothing.add((i, k))
 
     def blanked_by_another(asks: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -739,6 +739,15 @@ def test_a_label_merged_with_a_taller_ruler_bracket_is_read_at_its_own_scale():
     assert not changed[300:421, 712:736].any()
 
 
+def test_italian_side_markers_stay_byte_identical():
+    """DX and SX (destra, sinistra) are the side markers of Italian films: two letters
+    a little wider than a marker's room, read by Tesseract at 96, they were blanked."""
+    arr = _text(film(14), (880, 120), "SX", 34, HIGH)
+    arr = _text(arr, (80, 120), "DX", 34, HIGH)
+    result = pixels.clean(as_dataset(arr), PixelOptions())
+    assert result.array is None, [(r.kind, r.why, r.box) for r in result.report.regions]
+
+
 def test_a_word_read_in_anatomy_chained_over_the_film_is_text_alone():
     """A region many line heights tall is anatomy the screen chained together (a whole
     chest at a rib's height): one word read there with confidence blanked the region's

@@ -780,3 +780,41 @@ def test_the_recogniser_confirms_a_word_in_chained_anatomy_with_three_characters
     assert (confirmed.kind == "text") == blanked, confirmed
     if not blanked:
         assert confirmed.kind == "flagged"  # the recogniser read text there: a human looks
+
+
+def test_a_small_line_chained_to_a_big_shape_and_read_as_nothing_is_read_at_its_own_scale(monkeypatch):
+    """A small line of text whose padded box merged with a shape five times its height
+    (a panel letter, a ring and a bracket here) is read at the shape's line height. On a
+    COVID-19 film (a "PRT" cut by the top edge beside a panel letter "B") Tesseract read
+    nothing at that scale, the text detector found nothing, and the line stayed. A region
+    nothing read that holds a line of ink under half its line height
+    (``detection._finer_lines``) gets the dense look, which reads the line at its own
+    height. The first pass here reads nothing at the shape's scale, as there; the ring
+    and the bracket stay."""
+    font = ImageFont.truetype(available_fonts()[0], 14)
+
+    def shapes(d):
+        d.ellipse((200, 140, 250, 210), outline=255, width=6)
+        d.rectangle((275, 140, 281, 210), fill=255)
+        d.rectangle((275, 140, 300, 146), fill=255)
+        d.rectangle((275, 204, 300, 210), fill=255)
+
+    arr = draw_mask(film(0), shapes, HIGH)
+    arr = draw_mask(arr, lambda d: d.text((212, 122), "KDW 4471", fill=255, font=font), HIGH)
+    inner: list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]] = []
+    regions = detection.detect(arr, inner=inner)
+    (region,) = [r for r in regions if r.x0 < 400 and r.y0 < 300]
+    assert region.line_height > 60 and not policy.is_small(region)
+    assert [line for box, line in inner if box == region.box and line[3] - line[1] < 20], inner
+    real = cleaning.read_regions
+
+    def at_the_shapes_scale_nothing(image, regions, options, span=None):
+        return [
+            [] if r.line_height > 60 else w for r, w in zip(regions, real(image, regions, options, span), strict=True)
+        ]
+
+    monkeypatch.setattr(cleaning, "read_regions", at_the_shapes_scale_nothing)
+    _, out = _cleaned(arr)
+    assert {"KDW", "4471"} <= readable_tokens(arr, (200, 108, 300, 128))
+    assert not ({"KDW", "4471"} & readable_tokens(out, (200, 108, 300, 128)))
+    assert (out[141:211, 200:301] == arr[141:211, 200:301]).all()

@@ -868,7 +868,8 @@ def _judge(
     """
     mark = time.perf_counter()
     finer: list[Box] = []  # lines of ink in regions too small to read: the dense look reads them
-    regions = detect(arr, window, finer=finer)
+    inner: list[tuple[Box, Box]] = []  # (region, line): lines of ink finer than a readable region's
+    regions = detect(arr, window, finer=finer, inner=inner)
     _spent(report, "detect", mark)
     report.regions_found += len(regions)
     if not regions:
@@ -904,6 +905,11 @@ def _judge(
             if boxes:
                 decisions[i] = Decision("text", "text detector", tuple(boxes), lines=len(boxes))
         _spent(report, "second_stage", mark)
+    # a region nothing read that holds a line of ink finer than its line height was read
+    # at the wrong scale (a small line chained to a panel letter): the dense look reads
+    # that line at its own
+    unread_boxes = {r.box for r, d in zip(regions, decisions, strict=True) if is_unread(d)}
+    finer += [line for box, line in inner if box in unread_boxes]
     if not options.strict and (finer or any(d.kind == "text" for d in decisions)):
         mark = time.perf_counter()
         for region, decision in dense_lines(arr, window, options, list(regions), decisions):

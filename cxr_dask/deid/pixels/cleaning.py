@@ -42,6 +42,7 @@ from cxr_dask.deid.pixels.detection import (
 from cxr_dask.deid.pixels.morphology import _crop_opening
 from cxr_dask.deid.pixels.ocr import MIRRORED_VIEWS, TURNED_VIEWS, View, _read_in_chunks, _views_in_chunks, read_regions
 from cxr_dask.deid.pixels.policy import (
+    CHAINED_WHY,
     LINE_REACH,
     WORD_CONFIDENCE,
     Decision,
@@ -145,9 +146,13 @@ def dense_lines(
     lines are not recorded: they lie in regions the first pass judged already.
     """
     blanked = np.zeros(arr.shape, dtype=bool)
-    for decision in decisions:
+    for first, decision in zip(regions, decisions, strict=True):
         if decision.kind == "text":
-            for x0, y0, x1, y1 in decision.blank:
+            # (anatomy chained into one region with words read in it was judged whole:
+            # its lines read again at their own height are the anatomy's, and a block of
+            # them read as words on a Hannover film's abdomen was blanked, 15% of it)
+            chained = decision.why == CHAINED_WHY
+            for x0, y0, x1, y1 in (first.box,) if chained else decision.blank:
                 blanked[y0:y1, x0:x1] = True
     big: list[Box] = []
     span = stroke_span(arr, window)

@@ -49,6 +49,7 @@ CHAINED_LINES = 8
 #: the "L" tile beside it read as three characters at 63 to Tesseract and as two at 0.91
 #: to the recogniser (one of them the L).
 CHAINED_CHARACTERS = 3
+CHAINED_WHY = "words read in chained anatomy"
 
 
 def _letter_spaced(words: list[Word]) -> list[Word]:
@@ -218,9 +219,7 @@ def chained(evidence: list[Word], words: list[Word], shape: tuple[int, int]) -> 
     if not blank:
         return Decision("marker", "allow-listed", keep=keep)
     sure = tuple(word_box(w, shape) for w in evidence if is_sure(w))
-    return Decision(
-        "text", "words read in chained anatomy", blank, keep, lines=0, sure=sure, confirm=CHAINED_CHARACTERS
-    )
+    return Decision("text", CHAINED_WHY, blank, keep, lines=0, sure=sure, confirm=CHAINED_CHARACTERS)
 
 
 def beside_words(line: Box, words: tuple[Box, ...], height: int) -> bool:

@@ -912,8 +912,14 @@ def _judge(
         _spent(report, "second_stage", mark)
     # a region nothing read that holds a line of ink finer than its line height was read
     # at the wrong scale (a small line chained to a panel letter): the dense look reads
-    # that line at its own
-    unread_boxes = {r.box for r, d in zip(regions, decisions, strict=True) if is_unread(d)}
+    # that line at its own; only in a region of a few lines (``DENSE_LINES``): in anatomy
+    # chained over the film its lines of ink are the anatomy's (on Hannover films and a
+    # CT: regions flagged for review, no text)
+    unread_boxes = {
+        r.box
+        for r, d in zip(regions, decisions, strict=True)
+        if is_unread(d) and r.height <= DENSE_LINES * r.line_height + 8
+    }
     finer += [line for box, line in inner if box in unread_boxes]
     if not options.strict and (finer or any(d.kind == "text" for d in decisions)):
         mark = time.perf_counter()

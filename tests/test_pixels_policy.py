@@ -825,3 +825,84 @@ def test_a_label_merged_with_a_taller_ruler_bracket_is_read_at_its_own_scale():
     changed = result.array != arr
     assert changed[435:451, 692:789].mean() > 0.95
     assert not changed[300:421, 712:736].any()
+
+
+def test_italian_side_markers_stay_byte_identical():
+    """DX and SX (destra, sinistra) are the side markers of Italian films: two letters
+    a little wider than a marker's room, read by Tesseract at 96, they were blanked."""
+    arr = _text(film(14), (880, 120), "SX", 34, HIGH)
+    arr = _text(arr, (80, 120), "DX", 34, HIGH)
+    result = pixels.clean(as_dataset(arr), PixelOptions())
+    assert result.array is None, [(r.kind, r.why, r.box) for r in result.report.regions]
+
+
+def test_a_word_read_in_anatomy_chained_over_the_film_is_text_alone():
+    """A region many line heights tall is anatomy the screen chained together (a whole
+    chest at a rib's height): one word read there with confidence blanked the region's
+    every other word box of its height (ribs read as junk) and, through the recogniser,
+    a clavicle and the "L" tile its box took in. Such a word is evidence for its own box
+    only, and the recogniser confirms it with three characters."""
+    shape = (524, 572)
+    region = Region(0, 0, 572, 524, bright=True, glyphs=200, line_height=43)
+    word = Word(457, 3, 567, 48, allowed=False, confidence=63.0, characters=3)
+    junk = [
+        Word(360, 41, 406, 79, allowed=False, confidence=15.0, characters=3),
+        Word(12, 377, 96, 421, allowed=False, confidence=30.0),
+    ]
+    decision = policy.decide(region, [word, *junk], PixelOptions(), shape)
+    assert decision.kind == "text" and decision.blank == (policy.word_box(word, shape),), decision.blank
+    assert decision.lines == 0 and decision.confirm == policy.CHAINED_CHARACTERS
+    line = Region(0, 0, 572, 60, bright=True, glyphs=10, line_height=43)  # a line: as before
+    assert policy.decide(line, [word, *junk], PixelOptions(), shape).blank[0] == line.box
+
+
+@pytest.mark.parametrize(("text", "blanked"), [("XK", False), ("HOLLOWAY", True)])
+def test_the_recogniser_confirms_a_word_in_chained_anatomy_with_three_characters(text, blanked):
+    arr = _text(film(15), (300, 200), text, 30, HIGH)
+    ink = np.argwhere(_text(np.zeros_like(arr), (300, 200), text, 30, HIGH) > 0)
+    (y0, x0), (y1, x1) = ink.min(axis=0), ink.max(axis=0) + 1
+    word = Word(int(x0), int(y0), int(x1), int(y1), allowed=False, confidence=90.0, characters=len(text))
+    region = Region(0, 0, SIZE, SIZE, bright=True, glyphs=300, line_height=int(y1 - y0))
+    decision = policy.decide(region, [word], PixelOptions(), arr.shape)
+    (confirmed,) = cleaning.confirm_reads(arr, [decision], PixelOptions())
+    assert (confirmed.kind == "text") == blanked, confirmed
+    if not blanked:
+        assert confirmed.kind == "flagged"  # the recogniser read text there: a human looks
+
+
+def test_a_small_line_chained_to_a_big_shape_and_read_as_nothing_is_read_at_its_own_scale(monkeypatch):
+    """A small line of text whose padded box merged with a shape five times its height
+    (a panel letter, a ring and a bracket here) is read at the shape's line height. On a
+    COVID-19 film (a "PRT" cut by the top edge beside a panel letter "B") Tesseract read
+    nothing at that scale, the text detector found nothing, and the line stayed. A region
+    nothing read that holds a line of ink under half its line height
+    (``detection._finer_lines``) gets the dense look, which reads the line at its own
+    height. The first pass here reads nothing at the shape's scale, as there; the ring
+    and the bracket stay."""
+    font = ImageFont.truetype(available_fonts()[0], 14)
+
+    def shapes(d):
+        d.ellipse((200, 140, 250, 210), outline=255, width=6)
+        d.rectangle((275, 140, 281, 210), fill=255)
+        d.rectangle((275, 140, 300, 146), fill=255)
+        d.rectangle((275, 204, 300, 210), fill=255)
+
+    arr = draw_mask(film(0), shapes, HIGH)
+    arr = draw_mask(arr, lambda d: d.text((212, 122), "KDW 4471", fill=255, font=font), HIGH)
+    inner: list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]] = []
+    regions = detection.detect(arr, inner=inner)
+    (region,) = [r for r in regions if r.x0 < 400 and r.y0 < 300]
+    assert region.line_height > 60 and not policy.is_small(region)
+    assert [line for box, line in inner if box == region.box and line[3] - line[1] < 20], inner
+    real = cleaning.read_regions
+
+    def at_the_shapes_scale_nothing(image, regions, options, span=None):
+        return [
+            [] if r.line_height > 60 else w for r, w in zip(regions, real(image, regions, options, span), strict=True)
+        ]
+
+    monkeypatch.setattr(cleaning, "read_regions", at_the_shapes_scale_nothing)
+    _, out = _cleaned(arr)
+    assert {"KDW", "4471"} <= readable_tokens(arr, (200, 108, 300, 128))
+    assert not ({"KDW", "4471"} & readable_tokens(out, (200, 108, 300, 128)))
+    assert (out[141:211, 200:301] == arr[141:211, 200:301]).all()

@@ -25,6 +25,8 @@ DEFAULT_ALLOWED = frozenset(
         "R",
         "LT",
         "RT",
+        "DX",  # Italian side markers (destra, sinistra), on the films of Italian hospitals
+        "SX",
         "LEFT",
         "RIGHT",
         "AP",

@@ -42,6 +42,7 @@ from cxr_dask.deid.pixels.detection import (
 from cxr_dask.deid.pixels.morphology import _crop_opening
 from cxr_dask.deid.pixels.ocr import MIRRORED_VIEWS, TURNED_VIEWS, View, _read_in_chunks, _views_in_chunks, read_regions
 from cxr_dask.deid.pixels.policy import (
+    CHAINED_WHY,
     LINE_REACH,
     WORD_CONFIDENCE,
     Decision,
@@ -145,9 +146,13 @@ def dense_lines(
     lines are not recorded: they lie in regions the first pass judged already.
     """
     blanked = np.zeros(arr.shape, dtype=bool)
-    for decision in decisions:
+    for first, decision in zip(regions, decisions, strict=True):
         if decision.kind == "text":
-            for x0, y0, x1, y1 in decision.blank:
+            # (anatomy chained into one region with words read in it was judged whole:
+            # its lines read again at their own height are the anatomy's, and a block of
+            # them read as words on a Hannover film's abdomen was blanked, 15% of it)
+            chained = decision.why == CHAINED_WHY
+            for x0, y0, x1, y1 in (first.box,) if chained else decision.blank:
                 blanked[y0:y1, x0:x1] = True
     big: list[Box] = []
     span = stroke_span(arr, window)
@@ -456,10 +461,11 @@ def confirm_reads(arr: np.ndarray, decisions: list[Decision], options: PixelOpti
     def judge(asks: list[tuple[int, int]]) -> None:
         readings = textrec.read(arr, [decisions[i].blank[k] for i, k in asks], options.is_allowed)
         for (i, k), reading in zip(asks, readings, strict=True):
-            verdict[(i, k)] = (backed(i, k) or reading.is_text) and not reading.is_marker
+            enough = reading.latin >= decisions[i].confirm
+            verdict[(i, k)] = (backed(i, k) or (reading.is_text and enough)) and not reading.is_marker
             if reading.is_marker:
                 markers.add((i, k))
-            elif not reading.is_unsure:
+            elif not reading.is_unsure and enough:  # text too short for its decision: a human looks
                 nothing.add((i, k))
 
     def blanked_by_another(asks: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -867,7 +873,8 @@ def _judge(
     """
     mark = time.perf_counter()
     finer: list[Box] = []  # lines of ink in regions too small to read: the dense look reads them
-    regions = detect(arr, window, finer=finer)
+    inner: list[tuple[Box, Box]] = []  # (region, line): lines of ink finer than a readable region's
+    regions = detect(arr, window, finer=finer, inner=inner)
     _spent(report, "detect", mark)
     report.regions_found += len(regions)
     if not regions:
@@ -903,6 +910,17 @@ def _judge(
             if boxes:
                 decisions[i] = Decision("text", "text detector", tuple(boxes), lines=len(boxes))
         _spent(report, "second_stage", mark)
+    # a region nothing read that holds a line of ink finer than its line height was read
+    # at the wrong scale (a small line chained to a panel letter): the dense look reads
+    # that line at its own; only in a region of a few lines (``DENSE_LINES``): in anatomy
+    # chained over the film its lines of ink are the anatomy's (on Hannover films and a
+    # CT: regions flagged for review, no text)
+    unread_boxes = {
+        r.box
+        for r, d in zip(regions, decisions, strict=True)
+        if is_unread(d) and r.height <= DENSE_LINES * r.line_height + 8
+    }
+    finer += [line for box, line in inner if box in unread_boxes]
     if not options.strict and (finer or any(d.kind == "text" for d in decisions)):
         mark = time.perf_counter()
         for region, decision in dense_lines(arr, window, options, list(regions), decisions):

@@ -326,6 +326,7 @@ def detect(
     dense: bool = False,
     big: list[Box] | None = None,
     finer: list[Box] | None = None,
+    inner: list[tuple[Box, Box]] | None = None,
 ) -> list[Region]:
     """Candidate text lines: thin high-contrast strokes of glyph size, grouped into lines.
 
@@ -341,7 +342,9 @@ def detect(
     dense look, lines of glyphs whose strokes are wider than the top-hat window come from
     a coarse screen (``COARSE``, ``BIG_GLYPH``). ``finer``, when given, receives the lines
     of ink in regions too small to read at their own line height (``_finer_lines``,
-    image pixels): text the dense look may find at its own scale.
+    image pixels): text the dense look may find at its own scale; ``inner``, the same
+    lines in regions big enough to read, with the region's box (``_finer_lines``: read at
+    the region's scale, they may not be read at all).
     """
     rows, columns = arr.shape
     factor = detection_factor(rows, columns)
@@ -416,6 +419,12 @@ def detect(
             (x0 * factor, y0 * factor, min(columns, x1 * factor), min(rows, y1 * factor))
             for (x0, y0, x1, y1), *_ in _finer_lines([_outline(*item) for item in kept], cores, factor)
         ]
+    if inner is not None:
+        for outline in (_outline(*item) for item in kept):
+            inner += [
+                (outline.box, (x0 * factor, y0 * factor, min(columns, x1 * factor), min(rows, y1 * factor)))
+                for (x0, y0, x1, y1), *_ in _finer_lines([outline], cores, factor, small=False)
+            ]
     # outlined letters are text wherever they are, also inside a region kept whole (a
     # film's anatomy chained into one region as tall as the image, read at its scale);
     # their rims are strokes, so an image without any candidate line has none (and a
@@ -437,7 +446,7 @@ def detect(
     return [_region(arr, *item) for item in kept + [item for item in merged_rescued if _line_like(_outline(*item))]]
 
 
-def _finer_lines(kept: list[Region], cores: list[Box], factor: int) -> list[tuple[Box, int, int]]:
+def _finer_lines(kept: list[Region], cores: list[Box], factor: int, small: bool = True) -> list[tuple[Box, int, int]]:
     """Lines of ink in a kept region too small at its own line height to be read
     (``policy.is_small``) whose glyphs are finer than ``DENSE_HEIGHT_RATIO`` times its
     line height: (box, glyphs, median height), detection pixels.
@@ -454,10 +463,16 @@ def _finer_lines(kept: list[Region], cores: list[Box], factor: int) -> list[tupl
     "UPRIGHT" as "UPR" and "GHT", text. A line with room for two glyphs at most of its
     own height is a marker or a speck there too (a pair of specks on a text-free film
     brought it a dense look).
+
+    With ``small`` False, the regions looked into are the others, big enough to read at
+    their line height: the caller decides, once they are read, whether a line there needs
+    its own scale (``cleaning._judge``: only where nothing was read; a small line of
+    text chained to a panel letter five times its height was read at the letter's scale,
+    as junk).
     """
     out = []
     for region in kept:
-        if region.vertical or not is_small(region):
+        if region.vertical or is_small(region) != small:
             continue
         outer = (region.x0 // factor, region.y0 // factor, -(-region.x1 // factor), -(-region.y1 // factor))
         out += [

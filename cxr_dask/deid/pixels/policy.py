@@ -39,6 +39,17 @@ WORD_HEIGHT_RATIO = 2.0
 #: line heights of a word read there (``beside_words``; words follow each other within
 #: half a height, a letter-spaced word's letters are words of their own).
 LINE_REACH = 1.0
+#: A region more than this many line heights tall (wide, for a column) is no line nor
+#: block of lines (twice the block the dense look reads, ``cleaning.DENSE_LINES``, with
+#: room): it is anatomy the screen chained together, a film's whole chest at a rib's
+#: height. A word read there is evidence for its own box only (``chained``).
+CHAINED_LINES = 8
+#: ... and the recogniser confirms that box only when it reads this many Latin letters or
+#: digits there (``Decision.confirm``): on a COVID-19 film a word box over a clavicle and
+#: the "L" tile beside it read as three characters at 63 to Tesseract and as two at 0.91
+#: to the recogniser (one of them the L).
+CHAINED_CHARACTERS = 3
+CHAINED_WHY = "words read in chained anatomy"
 
 
 def _letter_spaced(words: list[Word]) -> list[Word]:
@@ -141,6 +152,9 @@ class Decision:
     lines: int = 1
     #: boxes of sure words (``is_sure``): a blank box over one needs no recogniser's read
     sure: tuple[Box, ...] = ()
+    #: Latin letters or digits the recogniser must read in a box to confirm it (0: its own
+    #: ``textrec.MIN_CHARACTERS``)
+    confirm: int = 0
 
     @property
     def redacts(self) -> bool:
@@ -169,6 +183,8 @@ def decide(region: Region, words: list[Word], options: PixelOptions, shape: tupl
     evidence = [w for w in words if is_evidence(w)]
     if not evidence:
         return unread(words)
+    if is_chained(region):
+        return chained(evidence, words, shape)
     # A line read with confidence (an allow-listed word included) is text: every other word
     # box of its glyph height on it is text too, however unsure its reading (a name beside
     # PORTABLE, read at low confidence, stayed readable when only sure words were blanked).
@@ -205,6 +221,26 @@ def lone_code(words: list[Word]) -> bool:
     a piece of a line the screen cut.)"""
     shown = [w for w in words if not w.allowed and w.characters]
     return any(w.allowed for w in words) and len(shown) == 1 and shown[0].characters == 2 and is_evidence(shown[0])
+
+
+def is_chained(region: Region) -> bool:
+    """A region too tall for a line or a block of lines (``CHAINED_LINES``): anatomy."""
+    short = region.width if region.vertical else region.height
+    return short > CHAINED_LINES * max(region.line_height, 1) + 8
+
+
+def chained(evidence: list[Word], words: list[Word], shape: tuple[int, int]) -> Decision:
+    """Words read with confidence in anatomy chained into one region: each is text on its
+    own, its neighbours are not (in a region the size of the film, words of "its line
+    height" are ribs read as junk, and its box is the film), and the recogniser confirms
+    each box only with ``CHAINED_CHARACTERS`` (a word box that took in a side marker's
+    tile with the bone beside it is not text)."""
+    blank = tuple(word_box(w, shape) for w in evidence if not w.allowed)
+    keep = tuple(w for w in words if w.allowed)
+    if not blank:
+        return Decision("marker", "allow-listed", keep=keep)
+    sure = tuple(word_box(w, shape) for w in evidence if is_sure(w))
+    return Decision("text", CHAINED_WHY, blank, keep, lines=0, sure=sure, confirm=CHAINED_CHARACTERS)
 
 
 def beside_words(line: Box, words: tuple[Box, ...], height: int) -> bool:

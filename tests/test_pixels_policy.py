@@ -279,6 +279,56 @@ def test_a_mirrored_code_whose_word_box_took_in_part_of_the_marker_is_read_less_
     assert blanked[code_only != film(6)].all() and not blanked[marker].any()
 
 
+def _mirrored(arr, xy, text, size, font, spacing=0, angle=0):
+    """``text`` mirrored (letter-spaced by ``spacing`` pixels), turned by ``angle``."""
+    face = ImageFont.truetype(font, size)
+    widths = [face.getbbox(c)[2] for c in text]
+    width = sum(widths) + spacing * (len(text) - 1) if spacing else face.getbbox(text)[2]
+    mask = Image.new("L", (width + 8, face.getbbox(text)[3] + 8), 0)
+    draw = ImageDraw.Draw(mask)
+    if spacing:
+        x = 2
+        for c, step in zip(text, widths, strict=True):
+            draw.text((x, 2), c, fill=255, font=face)
+            x += step + spacing
+    else:
+        draw.text((2, 2), text, fill=255, font=face)
+    mask = mask.transpose(Image.Transpose.FLIP_LEFT_RIGHT).rotate(angle, expand=True)
+    ink = np.zeros(arr.shape, dtype=np.float64)
+    ink[xy[1] : xy[1] + mask.height, xy[0] : xy[0] + mask.width] = np.asarray(mask) / 255.0
+    return (arr * (1 - ink) + ink * HIGH).clip(0, HIGH).astype(np.uint16)
+
+
+@pytest.mark.parametrize(
+    ("bold", "spacing", "gap", "marker_size", "angle"),
+    [
+        (True, 0, 0, 40, 0),
+        (False, 3, 0, 40, 0),
+        (False, 0, 0, 34, 90),
+        (True, 3, 0, 40, 90),
+        (False, 8, 1, 50, 0),
+        (True, 0, 0, 40, -90),
+    ],
+)
+def test_a_code_whose_word_box_takes_in_a_whole_marker_goes_and_the_marker_stays(
+    bold, spacing, gap, marker_size, angle
+):
+    """A bold or letter-spaced mirrored code (turned, or not) right beside a mirrored "L":
+    Tesseract's word box takes in the whole L and still reads as text (read mirrored or
+    turned, and upright, where the L was read as a marker but the code's box, or junk
+    read over the column, took it in). The code goes; the L stays byte-identical."""
+    font = "/usr/share/fonts/truetype/dejavu/DejaVuSans" + ("-Bold" if bold else "") + ".ttf"
+    code = _mirrored(film(6), (140, 190), "DMD", 30, font, spacing, angle)
+    ys, xs = np.nonzero(code != film(6))
+    at = (int(xs.max()) + gap, 182) if angle == 0 else (140, int(ys.max()) + gap)
+    arr = _mirrored(code, at, "L", marker_size, font)
+    result, out = _cleaned(arr)
+    marker = arr != code
+    assert np.array_equal(out[marker], arr[marker]), [(r.kind, r.why) for r in result.report.regions]
+    ink = code != film(6)
+    assert (out[ink] != arr[ink]).mean() > 0.9, [(r.kind, r.why) for r in result.report.regions]
+
+
 def _ridged(arr, seed=4, count=900):
     """A film hatched by short faint ridges (a shoulder's, ribs' texture at glyph size)."""
     rng = np.random.default_rng(seed)

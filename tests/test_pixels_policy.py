@@ -329,6 +329,38 @@ def test_a_code_whose_word_box_takes_in_a_whole_marker_goes_and_the_marker_stays
     assert (out[ink] != arr[ink]).mean() > 0.9, [(r.kind, r.why) for r in result.report.regions]
 
 
+def test_the_letters_a_blanked_box_cuts_through_go_whole_and_no_more():
+    """A box blanked over one line whose edge runs through the letters of the line above
+    (the top halves of "SMPTE" above a blanked block stayed readable): the glyphs it cuts
+    are blanked whole, and nothing further than a word box's pad from their ink."""
+    base = film(6)
+    above = _text(base, (100, 300), "HOLLOWAY AGATHA", 30, HIGH)
+    arr = _text(above, (100, 338), "ID 1037 12/03/1950", 30, HIGH)
+    cut, below = above != base, arr != above
+    (cy0, cx0), (cy1, cx1) = np.argwhere(cut).min(axis=0), np.argwhere(cut).max(axis=0)
+    (by0, bx0), (by1, bx1) = np.argwhere(below).min(axis=0), np.argwhere(below).max(axis=0)
+    box = (int(min(bx0, cx0)) - 2, int(cy0 + cy1) // 2, int(max(bx1, cx1)) + 3, int(by1) + 3)
+    region = dataclasses.replace(detection._region(arr, box, 2, int(by1 - by0)), bright=True)
+    decision = policy.Decision("text", "words read", (box,))
+    (grown,) = cleaning._grow_over_cut_glyphs(arr, [region], [decision], detection.stroke_span(arr), PixelOptions())
+    out = arr.copy()
+    redact_boxes(out, grown.blank, grown.keep, 0, grown.lines)
+    assert (out[cut] == 0).all()
+    assert _changed_within(arr, out, cut | below, 2 + int(cy1 - cy0 + 1) // 10)
+
+
+@pytest.mark.parametrize("decoy", ["wire", "rib_edges"])
+def test_a_word_a_wire_or_a_rib_edge_runs_through_does_not_grow_into_it(decoy):
+    """A name with a guide wire or rib edges running through and beside it: it goes, and
+    what is blanked stays within a few pixels of its letters (the wire and the bone edge
+    cut by its box are no glyphs to grow over)."""
+    base = DECOYS[decoy](film(3))
+    arr = _text(base, (330, 470), "HOLLOWAY AGATHA", 30, HIGH)
+    _result, out = _cleaned(arr)
+    assert not ({"HOLLOWAY", "AGATHA"} & readable_tokens(out, (320, 460, 660, 520)))
+    assert _changed_within(arr, out, arr != base, 8)
+
+
 def _ridged(arr, seed=4, count=900):
     """A film hatched by short faint ridges (a shoulder's, ribs' texture at glyph size)."""
     rng = np.random.default_rng(seed)

@@ -105,6 +105,12 @@ TURNED_SIDE = 0.25
 #: A box narrower than this many times its height (and not a column) has one glyph's
 #: room: it cannot hold the two characters the recogniser needs.
 ONE_GLYPH = 1.2
+#: A blanked box's edge that cuts through a component of ink this high at most (in glyph
+#: heights: the tallest component inside the box), ...
+CUT_GLYPH = 1.25
+#: ... that lies outside the box by this share of its height or width, grows over it: the
+#: top halves of a line's letters above a blanked line were left readable.
+CUT_OUTSIDE = 0.25
 #: A line nothing read is flagged for a human look when two glyphs of ink in it sit side
 #: by side (``ink_in_a_row``: letters no reader made out, "AP" a hand high, "PORTATIL" in
 #: a region merged with a shoulder), or when the recogniser reads a line with one as text
@@ -565,6 +571,97 @@ def _spare_kept(arr: np.ndarray, regions: list[Region], decisions: list[Decision
     return out
 
 
+def _grow_over_cut_glyphs(
+    arr: np.ndarray, regions: list[Region], decisions: list[Decision], span: float, options: PixelOptions
+) -> list[Decision]:
+    """Text decisions with the glyphs of ink their boxes cut through blanked whole.
+
+    A box hugs the lines it was read on; a glyph of a line beside it that reaches into
+    it or sits on its edge was cut in two or left whole: on Clunie's SMPTE patterns the
+    letters of "SMPTE", on the top edge of the blanked line below and touching a grid
+    line (so no line box held them), stayed readable. Each component of ink
+    (``_cut_glyphs``) a blanked box's edge cuts through or runs along is blanked too, as
+    a box of its own a few pixels around it: of glyph size (``CUT_GLYPH``; not a wire, a
+    rib edge or a bone, which run on beyond the box's surround), out of the box by
+    ``CUT_OUTSIDE`` of its size, touching no kept word or marker region, and not a lone
+    glyph (none of the others cut beside it) the recogniser reads alone as a one-letter
+    marker (a side marker beside a word stays; the "L" of a name cut with its line goes).
+    """
+    from cxr_dask.deid.pixels import textrec
+
+    kept = [w.box for d in decisions for w in d.keep]
+    kept += [r.box for r, d in zip(regions, decisions, strict=True) if d.kind == "marker"]
+    found: dict[int, list[tuple[Box, Box]]] = {}
+    for i, (region, decision) in enumerate(zip(regions, decisions, strict=True)):
+        if decision.kind == "text":
+            for box in decision.blank:
+                found.setdefault(i, []).extend(
+                    (part, grown)
+                    for part, grown in _cut_glyphs(arr, box, region.bright, span)
+                    if not any(_gap(part, k) < 0 for k in kept) and grown not in decision.blank
+                )
+    parts = list(dict.fromkeys(part for cut in found.values() for part, _ in cut))
+    markers = _read_as_markers(arr, parts, (0, False), options) if parts and textrec.available() else set()
+    out = list(decisions)
+    for i, cut in found.items():
+        # a letter of a line cut in a row with others ("L" of a name) is no side marker
+        alone = {p for p, _ in cut if p in markers and not any(ink_in_a_row([p, q]) for q, _ in cut if q != p)}
+        more = tuple(dict.fromkeys(grown for part, grown in cut if part not in alone))
+        if more:
+            out[i] = dataclasses.replace(decisions[i], blank=(*decisions[i].blank, *more))
+    return out
+
+
+def _cut_glyphs(arr: np.ndarray, box: Box, bright: bool, span: float) -> list[tuple[Box, Box]]:
+    """The components of ink ``box``'s edge cuts through (or runs along): each one's box,
+    and that box grown by the pad of a word box of its height. Ink: the strokes (top-hat
+    in the box's polarity, the window of ``inked_glyphs``) over ``SPLIT_CONTRAST`` of the
+    range, in the box grown by its smaller side. The line's glyph height is that of the
+    tallest component inside the box (none: nothing grows); a component that reaches
+    the edge of the surround is no glyph."""
+    from scipy import ndimage
+
+    rows, columns = arr.shape
+    side = min(box[2] - box[0], box[3] - box[1])
+    if side < MIN_GLYPH:
+        return []
+    x0, y0 = max(0, box[0] - side), max(0, box[1] - side)
+    x1, y1 = min(columns, box[2] + side), min(rows, box[3] + side)
+    crop = arr[y0:y1, x0:x1].astype(np.float32)
+    if not bright:
+        crop = -crop
+    window = max(3, min(int(side * 0.6), TOPHAT_SIZE * detection_factor(rows, columns)))
+    labels, count = ndimage.label(crop - _crop_opening(crop, window) >= SPLIT_CONTRAST * span)
+    parts = [
+        (x0 + cx.start, y0 + cy.start, x0 + cx.stop, y0 + cy.stop)
+        for cy, cx in (found for found in (ndimage.find_objects(labels) if count else []) if found is not None)
+        if cx.start > 0 and cy.start > 0 and cx.stop < x1 - x0 and cy.stop < y1 - y0
+    ]
+    inside = [part[3] - part[1] for part in parts if _inside(part, box)]
+    if not inside:
+        return []
+    glyph = max(inside)
+    out = []
+    for part in parts:
+        height, width = part[3] - part[1], part[2] - part[0]
+        outside = max(box[0] - part[0], part[2] - box[2], box[1] - part[1], part[3] - box[3])
+        if (
+            _gap(part, box) <= 0
+            and outside >= CUT_OUTSIDE * min(height, width)
+            and max(MIN_GLYPH / 2, INK_GLYPH_HEIGHT[0] * glyph) <= height <= CUT_GLYPH * glyph
+            and width <= INK_GLYPH_SHAPE * height
+        ):
+            pad = 2 + height // 10  # a word box's (``policy.word_box``) for the glyph's height
+            grown = (
+                max(0, part[0] - pad),
+                max(0, part[1] - pad),
+                min(columns, part[2] + pad),
+                min(rows, part[3] + pad),
+            )
+            out.append((part, grown))
+    return out
+
+
 def _not_confirmed(read_as_no_text: list[bool]) -> Decision:
     """A text decision none of whose boxes the recogniser confirmed: ``left`` when it read
     every box surely as no text (or as a marker), ``flagged`` when it was unsure of one
@@ -1020,6 +1117,9 @@ def _judge(
         mark = time.perf_counter()
         decisions = _read_turned(arr, regions, decisions, span, options)
         _spent(report, "turned", mark)
+        mark = time.perf_counter()
+        decisions = _grow_over_cut_glyphs(arr, regions, decisions, span, options)
+        _spent(report, "ink", mark)
     return list(zip(regions, decisions, strict=True))
 
 

@@ -323,6 +323,88 @@ def test_a_mirrored_code_whose_word_box_took_in_part_of_the_marker_is_read_less_
     assert blanked[code_only != film(6)].all() and not blanked[marker].any()
 
 
+def _mirrored(arr, xy, text, size, font, spacing=0, angle=0):
+    """``text`` mirrored (letter-spaced by ``spacing`` pixels), turned by ``angle``."""
+    face = ImageFont.truetype(font, size)
+    widths = [face.getbbox(c)[2] for c in text]
+    width = sum(widths) + spacing * (len(text) - 1) if spacing else face.getbbox(text)[2]
+    mask = Image.new("L", (width + 8, face.getbbox(text)[3] + 8), 0)
+    draw = ImageDraw.Draw(mask)
+    if spacing:
+        x = 2
+        for c, step in zip(text, widths, strict=True):
+            draw.text((x, 2), c, fill=255, font=face)
+            x += step + spacing
+    else:
+        draw.text((2, 2), text, fill=255, font=face)
+    mask = mask.transpose(Image.Transpose.FLIP_LEFT_RIGHT).rotate(angle, expand=True)
+    ink = np.zeros(arr.shape, dtype=np.float64)
+    ink[xy[1] : xy[1] + mask.height, xy[0] : xy[0] + mask.width] = np.asarray(mask) / 255.0
+    return (arr * (1 - ink) + ink * HIGH).clip(0, HIGH).astype(np.uint16)
+
+
+@pytest.mark.parametrize(
+    ("bold", "spacing", "gap", "marker_size", "angle"),
+    [
+        (True, 0, 0, 40, 0),
+        (False, 3, 0, 40, 0),
+        (False, 0, 0, 34, 90),
+        (True, 3, 0, 40, 90),
+        (False, 8, 1, 50, 0),
+        (True, 0, 0, 40, -90),
+    ],
+)
+def test_a_code_whose_word_box_takes_in_a_whole_marker_goes_and_the_marker_stays(
+    bold, spacing, gap, marker_size, angle
+):
+    """A bold or letter-spaced mirrored code (turned, or not) right beside a mirrored "L":
+    Tesseract's word box takes in the whole L and still reads as text (read mirrored or
+    turned, and upright, where the L was read as a marker but the code's box, or junk
+    read over the column, took it in). The code goes; the L stays byte-identical."""
+    font = "/usr/share/fonts/truetype/dejavu/DejaVuSans" + ("-Bold" if bold else "") + ".ttf"
+    code = _mirrored(film(6), (140, 190), "DMD", 30, font, spacing, angle)
+    ys, xs = np.nonzero(code != film(6))
+    at = (int(xs.max()) + gap, 182) if angle == 0 else (140, int(ys.max()) + gap)
+    arr = _mirrored(code, at, "L", marker_size, font)
+    result, out = _cleaned(arr)
+    marker = arr != code
+    assert np.array_equal(out[marker], arr[marker]), [(r.kind, r.why) for r in result.report.regions]
+    ink = code != film(6)
+    assert (out[ink] != arr[ink]).mean() > 0.9, [(r.kind, r.why) for r in result.report.regions]
+
+
+def test_the_letters_a_blanked_box_cuts_through_go_whole_and_no_more():
+    """A box blanked over one line whose edge runs through the letters of the line above
+    (the top halves of "SMPTE" above a blanked block stayed readable): the glyphs it cuts
+    are blanked whole, and nothing further than a word box's pad from their ink."""
+    base = film(6)
+    above = _text(base, (100, 300), "HOLLOWAY AGATHA", 30, HIGH)
+    arr = _text(above, (100, 338), "ID 1037 12/03/1950", 30, HIGH)
+    cut, below = above != base, arr != above
+    (cy0, cx0), (cy1, cx1) = np.argwhere(cut).min(axis=0), np.argwhere(cut).max(axis=0)
+    (by0, bx0), (by1, bx1) = np.argwhere(below).min(axis=0), np.argwhere(below).max(axis=0)
+    box = (int(min(bx0, cx0)) - 2, int(cy0 + cy1) // 2, int(max(bx1, cx1)) + 3, int(by1) + 3)
+    region = dataclasses.replace(detection._region(arr, box, 2, int(by1 - by0)), bright=True)
+    decision = policy.Decision("text", "words read", (box,))
+    (grown,) = cleaning._grow_over_cut_glyphs(arr, [region], [decision], detection.stroke_span(arr), PixelOptions())
+    out = arr.copy()
+    redact_boxes(out, grown.blank, grown.keep, 0, grown.lines)
+    assert (out[cut] == 0).all()
+    assert _changed_within(arr, out, cut | below, 2 + int(cy1 - cy0 + 1) // 10)
+
+
+@pytest.mark.parametrize("decoy", ["wire", "rib_edges"])
+def test_a_word_a_wire_or_a_rib_edge_runs_through_does_not_grow_into_it(decoy):
+    """A name with a guide wire or rib edges running through and beside it: it goes, and
+    what is blanked stays within a few pixels of its letters (the wire and the bone edge
+    cut by its box are no glyphs to grow over)."""
+    base = DECOYS[decoy](film(3))
+    arr = _text(base, (330, 470), "HOLLOWAY AGATHA", 30, HIGH)
+    _result, out = _cleaned(arr)
+    assert not ({"HOLLOWAY", "AGATHA"} & readable_tokens(out, (320, 460, 660, 520)))
+    assert _changed_within(arr, out, arr != base, 8)
+
+
 def _ridged(arr, seed=4, count=900):
     """A film hatched by short faint ridges (a shoulder's, ribs' texture at glyph size)."""
     rng = np.random.default_rng(seed)

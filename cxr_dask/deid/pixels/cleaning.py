@@ -8,6 +8,7 @@ on candidates, the dense-page second look only on an image known to hold text.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import TYPE_CHECKING
 
@@ -105,6 +106,12 @@ TURNED_SIDE = 0.25
 #: A box narrower than this many times its height (and not a column) has one glyph's
 #: room: it cannot hold the two characters the recogniser needs.
 ONE_GLYPH = 1.2
+#: A blanked box's edge that cuts through a component of ink this high at most (in glyph
+#: heights: the tallest component inside the box), ...
+CUT_GLYPH = 1.25
+#: ... that lies outside the box by this share of its height or width, grows over it: the
+#: top halves of a line's letters above a blanked line were left readable.
+CUT_OUTSIDE = 0.25
 #: A line nothing read is flagged for a human look when two glyphs of ink in it sit side
 #: by side (``ink_in_a_row``: letters no reader made out, "AP" a hand high, "PORTATIL" in
 #: a region merged with a shoulder), or when the recogniser reads a line with one as text
@@ -548,6 +555,119 @@ def _keep_across(decisions: list[Decision]) -> list[Decision]:
     return out
 
 
+def _spare_kept(arr: np.ndarray, regions: list[Region], decisions: list[Decision]) -> list[Decision]:
+    """Text decisions whose word boxes stop short of an allow-listed word read at their
+    edge glyph: a code's box (or junk read over a whole column) that took in the "L"
+    beside it blacked the marker out, a word box staying black over the kept words it
+    overlaps (``redact_boxes``). The box stops in the gap before that glyph."""
+    out = []
+    for region, d in zip(regions, decisions, strict=True):
+        if d.kind != "text" or not d.keep or len(d.blank) == d.lines:
+            out.append(d)
+            continue
+        words = list(d.blank[: d.lines])
+        for box in d.blank[d.lines :]:
+            kept = [w.box for w in d.keep if _gap(box, w.box) < 0]
+            for glyph, limit in _edge_glyphs(arr, box, region.bright, not region.vertical) if kept else []:
+                middle = ((glyph[0] + glyph[2]) // 2, (glyph[1] + glyph[3]) // 2)
+                if any(k[0] <= middle[0] < k[2] and k[1] <= middle[1] < k[3] for k in kept):
+                    box = clipped(box, limit)
+            words.append(box)
+        out.append(dataclasses.replace(d, blank=tuple(words)))
+    return out
+
+
+def _grow_over_cut_glyphs(
+    arr: np.ndarray, regions: list[Region], decisions: list[Decision], span: float, options: PixelOptions
+) -> list[Decision]:
+    """Text decisions with the glyphs of ink their boxes cut through blanked whole.
+
+    A box hugs the lines it was read on; a glyph of a line beside it that reaches into
+    it or sits on its edge was cut in two or left whole: on Clunie's SMPTE patterns the
+    letters of "SMPTE", on the top edge of the blanked line below and touching a grid
+    line (so no line box held them), stayed readable. Each component of ink
+    (``_cut_glyphs``) a blanked box's edge cuts through or runs along is blanked too, as
+    a box of its own a few pixels around it: of glyph size (``CUT_GLYPH``; not a wire, a
+    rib edge or a bone, which run on beyond the box's surround), out of the box by
+    ``CUT_OUTSIDE`` of its size, touching no kept word or marker region, and not a lone
+    glyph (none of the others cut beside it) the recogniser reads alone as a one-letter
+    marker (a side marker beside a word stays; the "L" of a name cut with its line goes).
+    """
+    from cxr_dask.deid.pixels import textrec
+
+    kept = [w.box for d in decisions for w in d.keep]
+    kept += [r.box for r, d in zip(regions, decisions, strict=True) if d.kind == "marker"]
+    found: dict[int, list[tuple[Box, Box]]] = {}
+    for i, (region, decision) in enumerate(zip(regions, decisions, strict=True)):
+        if decision.kind == "text":
+            for box in decision.blank:
+                found.setdefault(i, []).extend(
+                    (part, grown)
+                    for part, grown in _cut_glyphs(arr, box, region.bright, span)
+                    if not any(_gap(part, k) < 0 for k in kept) and grown not in decision.blank
+                )
+    parts = list(dict.fromkeys(part for cut in found.values() for part, _ in cut))
+    markers = _read_as_markers(arr, parts, (0, False), options) if parts and textrec.available() else set()
+    out = list(decisions)
+    for i, cut in found.items():
+        # a letter of a line cut in a row with others ("L" of a name) is no side marker
+        alone = {p for p, _ in cut if p in markers and not any(ink_in_a_row([p, q]) for q, _ in cut if q != p)}
+        more = tuple(dict.fromkeys(grown for part, grown in cut if part not in alone))
+        if more:
+            out[i] = dataclasses.replace(decisions[i], blank=(*decisions[i].blank, *more))
+    return out
+
+
+def _cut_glyphs(arr: np.ndarray, box: Box, bright: bool, span: float) -> list[tuple[Box, Box]]:
+    """The components of ink ``box``'s edge cuts through (or runs along): each one's box,
+    and that box grown by the pad of a word box of its height. Ink: the strokes (top-hat
+    in the box's polarity, the window of ``inked_glyphs``) over ``SPLIT_CONTRAST`` of the
+    range, in the box grown by its smaller side. The line's glyph height is that of the
+    tallest component inside the box (none: nothing grows); a component that reaches
+    the edge of the surround is no glyph."""
+    from scipy import ndimage
+
+    rows, columns = arr.shape
+    side = min(box[2] - box[0], box[3] - box[1])
+    if side < MIN_GLYPH:
+        return []
+    x0, y0 = max(0, box[0] - side), max(0, box[1] - side)
+    x1, y1 = min(columns, box[2] + side), min(rows, box[3] + side)
+    crop = arr[y0:y1, x0:x1].astype(np.float32)
+    if not bright:
+        crop = -crop
+    window = max(3, min(int(side * 0.6), TOPHAT_SIZE * detection_factor(rows, columns)))
+    labels, count = ndimage.label(crop - _crop_opening(crop, window) >= SPLIT_CONTRAST * span)
+    parts = [
+        (x0 + cx.start, y0 + cy.start, x0 + cx.stop, y0 + cy.stop)
+        for cy, cx in (found for found in (ndimage.find_objects(labels) if count else []) if found is not None)
+        if cx.start > 0 and cy.start > 0 and cx.stop < x1 - x0 and cy.stop < y1 - y0
+    ]
+    inside = [part[3] - part[1] for part in parts if _inside(part, box)]
+    if not inside:
+        return []
+    glyph = max(inside)
+    out = []
+    for part in parts:
+        height, width = part[3] - part[1], part[2] - part[0]
+        outside = max(box[0] - part[0], part[2] - box[2], box[1] - part[1], part[3] - box[3])
+        if (
+            _gap(part, box) <= 0
+            and outside >= CUT_OUTSIDE * min(height, width)
+            and max(MIN_GLYPH / 2, INK_GLYPH_HEIGHT[0] * glyph) <= height <= CUT_GLYPH * glyph
+            and width <= INK_GLYPH_SHAPE * height
+        ):
+            pad = 2 + height // 10  # a word box's (``policy.word_box``) for the glyph's height
+            grown = (
+                max(0, part[0] - pad),
+                max(0, part[1] - pad),
+                min(columns, part[2] + pad),
+                min(rows, part[3] + pad),
+            )
+            out.append((part, grown))
+    return out
+
+
 def _not_confirmed(read_as_no_text: list[bool]) -> Decision:
     """A text decision none of whose boxes the recogniser confirmed: ``left`` when it read
     every box surely as no text (or as a marker), ``flagged`` when it was unsure of one
@@ -682,9 +802,26 @@ def _read_turned(
         readings = textrec.read(arr, [w.box for w in words], options.is_allowed, view)
         text = [_turned_text(r) for r in readings]
         failed = [w for w, is_text in zip(words, text, strict=True) if not is_text]
-        blank.setdefault(i, []).extend(
-            word_box(w, arr.shape, upright=upright) for w, is_text in zip(words, text, strict=True) if is_text
-        )
+        # a confirmed word box may have taken in a whole marker beside it (a code closer
+        # to the "L" than its letters to each other): its edge glyph read alone as a
+        # marker is left out, the blanking stopping in the gap before it, when the word
+        # less it is still text (two letters of "PORT" turned read upright as one)
+        confirmed_words = [w for w, is_text in zip(words, text, strict=True) if is_text]
+        edges = [_edge_glyphs(arr, w.box, regions[i].bright, upright) for w in confirmed_words]
+        markers = _read_as_markers(arr, [glyph for ends in edges for glyph, _ in ends], view, options)
+        spares: list[tuple[Word, Word, list[Box]]] = []
+        for w, ends in zip(confirmed_words, edges, strict=True):
+            limits = [limit for glyph, limit in ends if glyph in markers]
+            if limits:
+                x0, y0, x1, y1 = functools.reduce(clipped, limits, w.box)
+                spares.append((w, dataclasses.replace(w, x0=x0, y0=y0, x1=x1, y1=y1), limits))
+            else:
+                blank.setdefault(i, []).append(word_box(w, arr.shape, upright=upright))
+        less = textrec.read(arr, [rest.box for _, rest, _ in spares], options.is_allowed, view) if spares else []
+        for (w, _, limits), reading in zip(spares, less, strict=True):
+            box = word_box(w, arr.shape, upright=upright)
+            box = functools.reduce(clipped, limits, box) if _turned_text(reading) else box
+            blank.setdefault(i, []).append(box)
         # a word box that took in part of a marker beside it (a mirrored "L" closer to
         # a code than its letters to each other) is read again less its last glyph, and
         # less its first; what is blanked stops short of the glyph left out
@@ -694,11 +831,28 @@ def _read_turned(
         for (word, (original, limit)), reading in zip(trims, readings, strict=True):
             if original not in confirmed and _turned_text(reading):
                 confirmed.add(original)
-                blank[i].append(clipped(word_box(word, arr.shape, upright=upright), limit))
+                blank.setdefault(i, []).append(clipped(word_box(word, arr.shape, upright=upright), limit))
     for i, boxes in blank.items():
         if boxes:
             out[i] = Decision("text", "words read turned or mirrored", tuple(dict.fromkeys(boxes)), lines=0)
     return out
+
+
+def _read_as_markers(arr: np.ndarray, glyphs: list[Box], view: View, options: PixelOptions) -> set[Box]:
+    """The glyph boxes the recogniser reads alone as a one-letter marker ("L", "R"), in the
+    view a word beside them was read in, upright or mirrored (a side marker stands upright
+    on the film, on a flipped one mirrored, whichever way a code beside it runs). Two
+    letters in one run of ink ("RT" of a turned "PORT") are the word's, not a marker."""
+    from cxr_dask.deid.pixels import textrec
+
+    found: set[Box] = set()
+    for look in dict.fromkeys((view, (0, False), (0, True))):
+        rest = [g for g in glyphs if g not in found]
+        if not rest:
+            break
+        readings = textrec.read(arr, rest, options.is_allowed, look)
+        found.update(g for g, r in zip(rest, readings, strict=True) if r.is_marker and r.latin == 1)
+    return found
 
 
 def _turned_text(reading: Reading) -> bool:
@@ -706,33 +860,73 @@ def _turned_text(reading: Reading) -> bool:
     return reading.is_text and reading.latin >= TURNED_CHARACTERS and not reading.is_marker
 
 
-def _less_one_glyph(arr: np.ndarray, word: Word, bright: bool, upright: bool) -> list[tuple[Word, tuple[Word, Box]]]:
-    """The word box less its last column of ink, and less its first (along its reading
-    direction), each with the word and the box its blanking must stay inside (up to the
-    middle of the gap before the glyph left out). Columns of ink: the box's strongest
-    pixel across the line at over half its range; fewer than two runs, nothing to trim."""
-    crop = arr[word.y0 : word.y1, word.x0 : word.x1].astype(np.float32)
+def _ink_runs(arr: np.ndarray, box: Box, bright: bool, upright: bool) -> list[tuple[int, int]]:
+    """The runs of ink of a word box along its reading direction (columns; rows when it
+    runs up or down), end-exclusive, in image coordinates: the box's strongest pixel
+    across the line over half its range."""
+    x0, y0, x1, y1 = box
+    crop = arr[y0:y1, x0:x1].astype(np.float32)
     if crop.size == 0:
         return []
     profile = (crop if bright else -crop).max(axis=0 if upright else 1)
     ink = np.concatenate(([False], profile > (profile.min() + profile.max()) / 2, [False]))
     edges = np.flatnonzero(ink[1:] != ink[:-1])
-    starts, ends = edges[0::2], edges[1::2]  # runs of ink, end-exclusive, in the crop
-    if len(starts) < 2:
+    start = x0 if upright else y0
+    return [(start + int(a), start + int(b)) for a, b in zip(edges[0::2], edges[1::2], strict=True)]
+
+
+def _less_one_glyph(arr: np.ndarray, word: Word, bright: bool, upright: bool) -> list[tuple[Word, tuple[Word, Box]]]:
+    """The word box less its last run of ink, and less its first (``_ink_runs``), each
+    with the word and the box its blanking must stay inside (up to the middle of the gap
+    before the glyph left out). Fewer than two runs, nothing to trim."""
+    runs = _ink_runs(arr, word.box, bright, upright)
+    if len(runs) < 2:
         return []
-    start = word.x0 if upright else word.y0
-    head, tail = start + int(ends[-2]), start + int(starts[1])
-    # the middles of the gaps before the last glyph and after the first
-    last, first = start + int(ends[-2] + starts[-1]) // 2, start + int(ends[0] + starts[1] + 1) // 2
+    (_, less_last_limit), (_, less_first_limit) = _edge_limits(runs, arr.shape, upright)
     if upright:
-        less_last = dataclasses.replace(word, x1=head)
-        less_first = dataclasses.replace(word, x0=tail)
-        limits = ((0, 0, last, arr.shape[0]), (first, 0, *arr.shape[::-1]))
+        less_last = dataclasses.replace(word, x1=runs[-2][1])
+        less_first = dataclasses.replace(word, x0=runs[1][0])
     else:
-        less_last = dataclasses.replace(word, y1=head)
-        less_first = dataclasses.replace(word, y0=tail)
-        limits = ((0, 0, arr.shape[1], last), (0, first, *arr.shape[::-1]))
-    return [(less_last, (word, limits[0])), (less_first, (word, limits[1]))]
+        less_last = dataclasses.replace(word, y1=runs[-2][1])
+        less_first = dataclasses.replace(word, y0=runs[1][0])
+    return [(less_last, (word, less_last_limit)), (less_first, (word, less_first_limit))]
+
+
+def _edge_limits(
+    runs: list[tuple[int, int]], shape: tuple[int, ...], upright: bool
+) -> tuple[tuple[tuple[int, int], Box], tuple[tuple[int, int], Box]]:
+    """The last and the first run of ink (two at least), each with the box a blanking
+    must stay inside to leave it out: up to the middle of the gap before it."""
+    rows, columns = shape[:2]
+    last = (runs[-2][1] + runs[-1][0]) // 2
+    first = (runs[0][1] + runs[1][0] + 1) // 2
+    if upright:
+        return (runs[-1], (0, 0, last, rows)), (runs[0], (first, 0, columns, rows))
+    return (runs[-1], (0, 0, columns, last)), (runs[0], (0, first, columns, rows))
+
+
+def _edge_glyphs(arr: np.ndarray, box: Box, bright: bool, upright: bool) -> list[tuple[Box, Box]]:
+    """The last and the first glyph of a word box of two runs of ink or more, each as
+    its box (the run, across the line as far as its ink goes) and the box the word's
+    blanking must stay inside to leave it out."""
+    runs = _ink_runs(arr, box, bright, upright)
+    if len(runs) < 2:
+        return []
+    out = []
+    x0, y0, x1, y1 = box
+    values = arr[y0:y1, x0:x1].astype(np.float32)
+    values = values if bright else -values
+    profile = values.max(axis=0 if upright else 1)
+    level = (profile.min() + profile.max()) / 2  # the level ``_ink_runs`` found ink at
+    for (a, b), limit in _edge_limits(runs, arr.shape, upright):
+        inked = np.flatnonzero(
+            (values[:, a - x0 : b - x0].max(axis=1) if upright else values[a - y0 : b - y0].max(axis=0)) > level
+        )
+        if not inked.size:
+            continue
+        lo, hi = (y0 if upright else x0) + int(inked[0]), (y0 if upright else x0) + int(inked[-1]) + 1
+        out.append(((a, lo, b, hi) if upright else (lo, a, hi, b), limit))
+    return out
 
 
 def _with_overlapping(regions: list[Region], decisions: list[Decision], i: int) -> Region:
@@ -936,10 +1130,14 @@ def _judge(
         decisions = confirm_reads(arr, decisions, options)
         _spent(report, "confirm", mark)
         decisions = _keep_across(decisions)
+        decisions = _spare_kept(arr, regions, decisions)
         decisions = _flag_ink(arr, regions, decisions, span, options)
         mark = time.perf_counter()
         decisions = _read_turned(arr, regions, decisions, span, options)
         _spent(report, "turned", mark)
+        mark = time.perf_counter()
+        decisions = _grow_over_cut_glyphs(arr, regions, decisions, span, options)
+        _spent(report, "ink", mark)
     return list(zip(regions, decisions, strict=True))
 
 

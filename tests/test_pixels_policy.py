@@ -228,8 +228,9 @@ def test_a_word_far_smaller_than_its_regions_line_height_goes_by_its_box_not_the
     assert decision.kind == "text"
     assert decision.blank == (policy.word_box(word, shape),) and decision.lines == 0
     assert decision.sure == decision.blank
-    # of the line's height, the region is a line of text and goes whole
-    line = dataclasses.replace(region, line_height=31)
+    # of the line's height (and a few lines tall, not anatomy chained: ``is_chained``),
+    # the region is a line of text and goes whole
+    line = dataclasses.replace(region, y0=150, y1=230, line_height=31)
     assert policy.decide(line, [word], PixelOptions(), shape).blank[0] == line.box
 
 

@@ -374,6 +374,26 @@ def test_a_code_whose_word_box_takes_in_a_whole_marker_goes_and_the_marker_stays
     assert (out[ink] != arr[ink]).mean() > 0.9, [(r.kind, r.why) for r in result.report.regions]
 
 
+@pytest.mark.parametrize(
+    ("bold", "spacing", "gap", "marker_size"),
+    [(True, 0, 1, 40), (True, 3, 0, 50), (False, 0, 0, 34)],
+)
+def test_a_column_whose_line_box_takes_in_a_marker_under_it_goes_and_the_marker_stays(bold, spacing, gap, marker_size):
+    """A mirrored code written top-down with the mirrored "L" stacked right under it: the
+    column is read as a word that takes in the L, and its line boxes (``_hug``) blank the
+    whole column. The line stops in the gap before the L, read alone as a marker while
+    the code above still reads as text; the L stays byte-identical, the code goes."""
+    font = "/usr/share/fonts/truetype/dejavu/DejaVuSans" + ("-Bold" if bold else "") + ".ttf"
+    code = _mirrored(film(6), (140, 190), "DMD", 30, font, spacing, -90)
+    ys, _ = np.nonzero(code != film(6))
+    arr = _mirrored(code, (140, int(ys.max()) + gap), "L", marker_size, font)
+    result, out = _cleaned(arr)
+    marker = arr != code
+    assert np.array_equal(out[marker], arr[marker]), [(r.kind, r.why) for r in result.report.regions]
+    ink = code != film(6)
+    assert (out[ink] != arr[ink]).mean() > 0.9, [(r.kind, r.why) for r in result.report.regions]
+
+
 def test_the_letters_a_blanked_box_cuts_through_go_whole_and_no_more():
     """A box blanked over one line whose edge runs through the letters of the line above
     (the top halves of "SMPTE" above a blanked block stayed readable): the glyphs it cuts

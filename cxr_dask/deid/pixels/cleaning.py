@@ -577,6 +577,75 @@ def _spare_kept(arr: np.ndarray, regions: list[Region], decisions: list[Decision
     return out
 
 
+def _spare_line_ends(
+    arr: np.ndarray, regions: list[Region], decisions: list[Decision], options: PixelOptions
+) -> list[Decision]:
+    """Text decisions over a column whose boxes stop short of a side marker at its end.
+
+    A line box blanks its line whole (``_hug``): an upright "L" stacked under a code
+    written top-down was one more glyph of the column, and the line and word boxes over
+    it blacked the marker out. The column's first or last glyph (``_edge_glyphs``; its
+    line boxes are its glyphs, taken together) is spared when the recogniser reads it
+    alone as a one-letter marker while the rest still reads as text turned
+    (``_turned_text``): every box of the decision over that glyph stops in the gap
+    before it. A line's kept allow-listed words are restored over its line boxes already
+    (``redact_boxes``); an upright line's end glyph read as a marker may be a letter of
+    its word, so only columns are looked at.
+    """
+    from cxr_dask.deid.pixels import textrec
+
+    out = list(decisions)
+    columns = [
+        i
+        for i, (r, d) in enumerate(zip(regions, decisions, strict=True))
+        if d.kind == "text" and d.lines and r.vertical
+    ]
+    if not columns or not textrec.available():
+        return decisions
+    for i in columns:
+        d = decisions[i]
+        lines = d.blank[: d.lines]
+        column = (
+            min(b[0] for b in lines),
+            min(b[1] for b in lines),
+            max(b[2] for b in lines),
+            max(b[3] for b in lines),
+        )
+        ends = _edge_glyphs(arr, column, regions[i].bright, False)
+        markers = _read_as_markers(arr, [glyph for glyph, _ in ends], (0, False), options)
+        candidates = [(glyph, limit) for glyph, limit in ends if glyph in markers]
+        rests = [clipped(column, limit) for _, limit in candidates]
+        text = [False] * len(rests)
+        for view in (*MIRRORED_VIEWS, (1, False), (3, False)):
+            ask = [k for k, is_text in enumerate(text) if not is_text]
+            if not ask:
+                break
+            for k, reading in zip(
+                ask, textrec.read(arr, [rests[k] for k in ask], options.is_allowed, view), strict=True
+            ):
+                text[k] = _turned_text(reading)
+        limits = [end for end, is_text in zip(candidates, text, strict=True) if is_text]
+        if not limits:
+            continue
+        blank: list[Box] = []
+        line_count = 0
+        for k, box in enumerate(d.blank):
+            for glyph, limit in limits:
+                if _inside_middle(glyph, box):
+                    box = clipped(box, limit)
+            if box[0] < box[2] and box[1] < box[3]:
+                blank.append(box)
+                line_count += k < d.lines
+        out[i] = dataclasses.replace(d, blank=tuple(blank), lines=line_count)
+    return out
+
+
+def _inside_middle(glyph: Box, box: Box) -> bool:
+    """Whether the middle of ``glyph`` lies inside ``box``."""
+    x, y = (glyph[0] + glyph[2]) // 2, (glyph[1] + glyph[3]) // 2
+    return box[0] <= x < box[2] and box[1] <= y < box[3]
+
+
 def _grow_over_cut_glyphs(
     arr: np.ndarray, regions: list[Region], decisions: list[Decision], span: float, options: PixelOptions
 ) -> list[Decision]:
@@ -1131,6 +1200,7 @@ def _judge(
         _spent(report, "confirm", mark)
         decisions = _keep_across(decisions)
         decisions = _spare_kept(arr, regions, decisions)
+        decisions = _spare_line_ends(arr, regions, decisions, options)
         decisions = _flag_ink(arr, regions, decisions, span, options)
         mark = time.perf_counter()
         decisions = _read_turned(arr, regions, decisions, span, options)

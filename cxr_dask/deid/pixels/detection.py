@@ -18,6 +18,7 @@ import numpy as np
 from cxr_dask.deid.pixels.morphology import _component_counts, _component_stats, _dilate, _erode, _labels, _pool
 from cxr_dask.deid.pixels.policy import is_small
 from cxr_dask.deid.pixels.types import Box, Region, within
+from cxr_dask.deid.pixels.types import gap as _gap
 from cxr_dask.deid.pixels.types import inside as _inside
 
 #: The detector works on images of at most this many pixels a side.
@@ -537,7 +538,7 @@ def _faint_lines(
         for line, count, height in _group_lines(
             letters, gap_ratio=FAINT_GAP, min_gap=-FAINT_OVERLAP, height_ratio=FAINT_HEIGHT_RATIO, aligned=FAINT_ALIGN
         ):
-            if count < FAINT_WORD or any(_overlaps(line, known[0]) for known in rescued):
+            if count < FAINT_WORD or any(_gap(line, known[0]) < 0 for known in rescued):
                 continue
             row = np.asarray([b for b in letters if _inside(b, line) and _alike_heights(b[3] - b[1], height)])
             row = row[~_nested(row)]  # a box inside another is a piece of it (a speck in a bowl)
@@ -710,11 +711,6 @@ def _runs(mask: np.ndarray) -> np.ndarray:
     offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     out[np.repeat(starts[0], lengths), np.repeat(starts[1], lengths) + offsets] = np.repeat(lengths, lengths)
     return out
-
-
-def _overlaps(a: Box, b: Box) -> bool:
-    """Whether two boxes share a pixel."""
-    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
 
 
 def _rescued(dropped: list[Box], cores: list[Box]) -> list[tuple[Box, int, int]]:

@@ -12,7 +12,10 @@ Protocol (little-endian): on start it writes ``READY`` or ``FAIL!``. A request i
 then width x height bytes (one per pixel, rows top to bottom). The answer is ``<i i``:
 status (0 read, 1 failed) and length, then that many bytes of UTF-8. End of input ends it.
 
-    python -I _tesseract_server.py LANGUAGE
+    python -I _tesseract_server.py LANGUAGE [NAME=VALUE ...]
+
+Each ``NAME=VALUE`` sets one of Tesseract's variables for every read (the command's
+``-c NAME=VALUE``); a variable the library does not know fails the start.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def _library() -> ctypes.CDLL:
     handle, text = ctypes.c_void_p, ctypes.c_char_p
     lib.TessBaseAPICreate.restype = handle
     lib.TessBaseAPIInit3.argtypes = [handle, text, text]
+    lib.TessBaseAPISetVariable.argtypes = [handle, text, text]
     lib.TessBaseAPISetPageSegMode.argtypes = [handle, ctypes.c_int]
     lib.TessBaseAPISetImage.argtypes = [handle, text, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
     lib.TessBaseAPIGetTsvText.argtypes = [handle, ctypes.c_int]
@@ -59,14 +63,18 @@ def _read_exactly(stream, size: int) -> bytes | None:
     return bytes(data)
 
 
-def serve(language: str) -> None:
-    """Answer requests until stdin ends."""
+def serve(language: str, settings: list[str]) -> None:
+    """Answer requests until stdin ends; ``settings``: Tesseract variables as ``NAME=VALUE``."""
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     try:
         lib = _library()
         api = lib.TessBaseAPICreate()
         if not api or lib.TessBaseAPIInit3(api, None, language.encode()) != 0:
             raise OSError("init")
+        for setting in settings:
+            name, _, value = setting.partition("=")
+            if not lib.TessBaseAPISetVariable(api, name.encode(), value.encode()):
+                raise OSError("variable")
     except (OSError, AttributeError):
         sink.write(FAIL)
         sink.flush()
@@ -100,4 +108,4 @@ def serve(language: str) -> None:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1] if len(sys.argv) > 1 else "eng")
+    serve(sys.argv[1] if len(sys.argv) > 1 else "eng", sys.argv[2:])

@@ -69,8 +69,9 @@ def tesseract(image: np.ndarray, args: Sequence[str], timeout: float, command: s
     """What Tesseract prints for an 8-bit grey image, one thread.
 
     The default command with arguments the engine understands (``-l``, ``--psm``,
-    ``tsv``) is read by this thread's loaded engine; anything else, or where the engine
-    cannot start, runs the command with the image as PNG on stdin.
+    ``-c NAME=VALUE``, ``tsv``) is read by this thread's loaded engine for that language
+    and those variables; anything else, or where the engine cannot start, runs the
+    command with the image as PNG on stdin.
     """
     request = _engine_request(args) if command == "tesseract" else None
     if request is not None:
@@ -93,12 +94,16 @@ _SERVER = Path(__file__).with_name("_tesseract_server.py")  # run as a script: p
 ENGINE_START_TIMEOUT = 60.0
 _local = threading.local()
 _engines: weakref.WeakSet[_Engine] = weakref.WeakSet()
-_broken: set[str] = set()  # languages whose engine could not start here: the command it is
+#: An engine's language and the variables it was started with (``NAME=VALUE``, sorted).
+Kind = tuple[str, tuple[str, ...]]
+_broken: set[Kind] = set()  # engines that could not start here: the command it is
 
 
-def _engine_request(args: Sequence[str]) -> tuple[str, bytes, int] | None:
-    """(language, output, page segmentation mode) when the engine can do what ``args`` ask."""
+def _engine_request(args: Sequence[str]) -> tuple[tuple[str, tuple[str, ...]], bytes, int] | None:
+    """((language, variables), output, page segmentation mode) when the engine can do what
+    ``args`` ask; the variables (``-c NAME=VALUE``) are set when an engine starts."""
     language, output, psm = "eng", b"text", 3
+    settings: list[str] = []
     rest = list(args)
     try:
         while rest:
@@ -107,23 +112,26 @@ def _engine_request(args: Sequence[str]) -> tuple[str, bytes, int] | None:
                 language = rest.pop(0)
             elif arg == "--psm":
                 psm = int(rest.pop(0))
+            elif arg == "-c" and "=" in rest[0]:
+                settings.append(rest.pop(0))
             elif arg == "tsv" and not rest:
                 output = b"tsv "
             else:
                 return None
     except (IndexError, ValueError):
         return None
-    return language, output, psm
+    return (language, tuple(sorted(settings))), output, psm
 
 
 class _Engine:
     """One loaded Tesseract process; any failure ends it (the next read starts another)."""
 
-    def __init__(self, language: str) -> None:
-        self.language = language
+    def __init__(self, kind: Kind) -> None:
+        self.kind = kind
         self.pid = os.getpid()
+        language, settings = kind
         self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
-            [sys.executable, "-I", str(_SERVER), language],
+            [sys.executable, "-I", str(_SERVER), language, *settings],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -200,19 +208,19 @@ class _Engine:
             self.close()
 
 
-def _engine(language: str) -> _Engine | None:
-    """This thread's engine for ``language`` (started on first use), or None where it cannot run."""
-    if language in _broken:
+def _engine(kind: Kind) -> _Engine | None:
+    """This thread's engine of ``kind`` (started on first use), or None where it cannot run."""
+    if kind in _broken:
         return None
-    engines: dict[str, _Engine] = _local.__dict__.setdefault("engines", {})
-    engine = engines.get(language)
+    engines: dict[Kind, _Engine] = _local.__dict__.setdefault("engines", {})
+    engine = engines.get(kind)
     if engine is not None and engine.process is not None and engine.pid == os.getpid():
         return engine
-    engine = _Engine(language)
+    engine = _Engine(kind)
     if not engine.ready():
-        _broken.add(language)
+        _broken.add(kind)
         return None
-    engines[language] = engine
+    engines[kind] = engine
     return engine
 
 

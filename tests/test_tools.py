@@ -44,6 +44,28 @@ def test_engine_prints_what_the_command_prints(args):
     assert "JOHN" in read
 
 
+def test_engine_reads_with_the_variables_it_is_given():
+    """``-c NAME=VALUE`` reaches the engine as it reaches the command (an engine per set of
+    variables: the de-identifier's reads and verify's keep their own settings)."""
+    image = _words()
+    digits = ["-l", "eng", "--psm", "7", "-c", "tessedit_char_whitelist=0123456789"]
+    read = tools.tesseract(image, digits, 60)
+    assert read == tools.tesseract(image, digits, 60, shutil.which("tesseract") or "")
+    assert "1234567" in read and "JOHN" not in read
+    assert "JOHN" in tools.tesseract(image, ["-l", "eng", "--psm", "7"], 60)
+    assert tools._engine(("eng", ("tessedit_char_whitelist=0123456789",))) is not None
+
+
+def test_an_engine_with_an_unknown_variable_is_not_used():
+    """A variable the library does not know fails the engine's start: the command runs
+    instead (and says what it says of it), never an engine without the setting."""
+    kind = ("eng", ("no_such_tesseract_variable=1",))
+    runs = tools.STATS["command_runs"]
+    tools.tesseract(_words(), ["-l", "eng", "--psm", "7", "-c", kind[1][0]], 60)
+    assert kind in tools._broken
+    assert tools.STATS["command_runs"] == runs + 1
+
+
 def test_a_text_image_starts_no_process(monkeypatch):
     """After its first start, the engine reads every line of an image: no process per image."""
     starts = []
@@ -70,14 +92,14 @@ def test_engine_fails_closed_and_the_next_read_starts_a_new_one():
     image = _words()
     args = ["-l", "eng", "--psm", "6", "tsv"]
     tools.tesseract(image, args, 60)
-    engine = tools._engine("eng")
+    engine = tools._engine(("eng", ()))
     assert engine is not None and engine.process is not None
     with pytest.raises(tools.ToolFailure) as caught:
         tools.tesseract(np.tile(image, (40, 4)), args, 0.001)
     assert caught.value.kind == "timeout"
     assert engine.process is None  # killed, not left reading
     assert "JOHN" in tools.tesseract(image, args, 60)
-    crashed = tools._engine("eng")
+    crashed = tools._engine(("eng", ()))
     assert crashed is not None and crashed is not engine and crashed.process is not None
     os.kill(crashed.process.pid, 9)
     crashed.process.wait()

@@ -167,6 +167,37 @@ def test_dark_label_text_of_the_demo_corpus_is_read_in_the_other_polarity(tmp_pa
     assert seen, "the reader must see the name first"
 
 
+@pytest.mark.parametrize("name", ["rib_edges", "ecg_lead"])
+def test_a_line_the_detector_sees_no_text_in_is_not_read_in_the_other_polarity(name, monkeypatch):
+    """The other polarity's read is for lines the text detector sees text in (and columns):
+    on anatomy and devices it read only junk, and it was Tesseract's slowest read."""
+    arr = DECOYS[name](film(5))
+    reads: list[list[Region]] = []
+    real_read = cleaning.read_regions
+
+    def counted(image, regions, options, span=None):
+        reads.append(list(regions))
+        return real_read(image, regions, options, span)
+
+    seen: dict[tuple[int, int, int, int], bool] = {}
+    real_confirm = cleaning.confirm_text
+
+    def detected(regions, image):
+        found = real_confirm(regions, image)
+        seen.update({r.box: bool(boxes) for r, boxes in zip(regions, found, strict=True)})
+        return found
+
+    monkeypatch.setattr(cleaning, "read_regions", counted)
+    monkeypatch.setattr(cleaning, "confirm_text", detected)
+    _cleaned(arr)
+    first = {r.box: r.bright for r in reads[0]} if reads else {}
+    assert seen, "the decoy must give lines nothing read"
+    for regions in reads[1:]:
+        for r in regions:
+            if first.get(r.box) == (not r.bright):  # a read in the other polarity
+                assert r.vertical or seen.get(r.box), r.box
+
+
 def test_monochrome1_text_goes():
     arr = _text(film(4), (60, 880), PHI, 30, 0)
     _, out = _cleaned(arr, photometric="MONOCHROME1")

@@ -167,10 +167,11 @@ def _scaled(views: list[np.ndarray]) -> list[np.ndarray]:
 def _decode(probabilities: np.ndarray, is_allowed: Callable[[str], bool]) -> Reading:
     """CTC greedy decoding of one row of the model's output (the text is dropped here)."""
     best = probabilities.argmax(axis=1)
+    top = np.take_along_axis(probabilities, best[:, None], axis=1)[:, 0]  # the maximum, one pass fewer
     characters = []
     scores = []
     previous = 0
-    for index, probability in zip(best, probabilities.max(axis=1), strict=True):
+    for index, probability in zip(best, top, strict=True):
         if index != 0 and index != previous:
             characters.append(_characters[index - 1] if index - 1 < len(_characters) else " ")
             scores.append(float(probability))

@@ -15,7 +15,8 @@ status (0 read, 1 failed) and length, then that many bytes of UTF-8. End of inpu
     python -I _tesseract_server.py LANGUAGE [NAME=VALUE ...]
 
 Each ``NAME=VALUE`` sets one of Tesseract's variables for every read (the command's
-``-c NAME=VALUE``); a variable the library does not know fails the start.
+``-c NAME=VALUE``); one the library does not know is left out, as the command leaves it
+out (with a warning), so a Tesseract without it reads as its command does.
 """
 
 from __future__ import annotations
@@ -73,8 +74,7 @@ def serve(language: str, settings: list[str]) -> None:
             raise OSError("init")
         for setting in settings:
             name, _, value = setting.partition("=")
-            if not lib.TessBaseAPISetVariable(api, name.encode(), value.encode()):
-                raise OSError("variable")
+            lib.TessBaseAPISetVariable(api, name.encode(), value.encode())  # unknown: left out
     except (OSError, AttributeError):
         sink.write(FAIL)
         sink.flush()

@@ -67,6 +67,7 @@ from cxr_dask.deid.pixels.types import (
     Word,
     box_from_xywh,
     clipped,
+    enclosing,
     within,
 )
 from cxr_dask.deid.pixels.types import gap as _gap
@@ -569,8 +570,7 @@ def _spare_kept(arr: np.ndarray, regions: list[Region], decisions: list[Decision
         for box in d.blank[d.lines :]:
             kept = [w.box for w in d.keep if _gap(box, w.box) < 0]
             for glyph, limit in _edge_glyphs(arr, box, region.bright, not region.vertical) if kept else []:
-                middle = ((glyph[0] + glyph[2]) // 2, (glyph[1] + glyph[3]) // 2)
-                if any(k[0] <= middle[0] < k[2] and k[1] <= middle[1] < k[3] for k in kept):
+                if any(_inside_middle(glyph, k) for k in kept):
                     box = clipped(box, limit)
             words.append(box)
         out.append(dataclasses.replace(d, blank=tuple(words)))
@@ -604,13 +604,7 @@ def _spare_line_ends(
         return decisions
     for i in columns:
         d = decisions[i]
-        lines = d.blank[: d.lines]
-        column = (
-            min(b[0] for b in lines),
-            min(b[1] for b in lines),
-            max(b[2] for b in lines),
-            max(b[3] for b in lines),
-        )
+        column = enclosing(d.blank[: d.lines])
         ends = _edge_glyphs(arr, column, regions[i].bright, False)
         markers = _read_as_markers(arr, [glyph for glyph, _ in ends], (0, False), options)
         candidates = [(glyph, limit) for glyph, limit in ends if glyph in markers]
@@ -1017,13 +1011,8 @@ def _with_overlapping(regions: list[Region], decisions: list[Decision], i: int) 
         and other.width <= region.width
         and other.height <= region.height
     ]
-    return dataclasses.replace(
-        region,
-        x0=min(b[0] for b in boxes),
-        y0=min(b[1] for b in boxes),
-        x1=max(b[2] for b in boxes),
-        y1=max(b[3] for b in boxes),
-    )
+    x0, y0, x1, y1 = enclosing(boxes)
+    return dataclasses.replace(region, x0=x0, y0=y0, x1=x1, y1=y1)
 
 
 def _covers(box: Box, word: Box) -> bool:

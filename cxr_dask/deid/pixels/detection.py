@@ -528,6 +528,7 @@ def _faint_lines(
     out: list[tuple[Box, int, int]] = []
     outers = np.asarray(dropped, dtype=np.int64).reshape(-1, 4)
     span = None
+    others = np.asarray(glyphs, dtype=np.int64).reshape(-1, 4)
     for pooled, bright, boxes in ((high, True, faint[0]), (low, False, faint[1])):
         if len(boxes) < FAINT_WORD:
             continue
@@ -545,10 +546,9 @@ def _faint_lines(
             if len(row) < FAINT_WORD:
                 continue
             members: list[Box] = [tuple(b) for b in row[np.argsort(row[:, 0], kind="stable")].tolist()]
-            span = _span(low, window) if span is None else span
+            span = stroke_span(low, window) if span is None else span
             strokes = _stroke_levels(members, pooled, bright, span)
             for run in _one_level(members, strokes):
-                others = np.asarray(glyphs, dtype=np.int64).reshape(-1, 4)
                 out.append(_extended([members[k] for k in run], strokes[run], others, pooled, bright, span))
     return out
 
@@ -774,14 +774,6 @@ def _outlined_letters(high: np.ndarray, low: np.ndarray) -> list[Box]:
     return [tuple(box) for box in found[glyph].tolist()]
 
 
-def _span(low: np.ndarray, window: float | None) -> float:
-    """The screen's contrast scale on its pooled block min: its 1-99.5 percentile range,
-    narrowed to the display window when given."""
-    p_low, p_high = np.percentile(low[:: max(1, low.shape[0] // 256), :: max(1, low.shape[1] // 256)], (1, 99.5))
-    span = max(float(p_high - p_low), 1.0)
-    return min(span, float(window)) if window and window > 1.0 else span
-
-
 def stroke_span(arr: np.ndarray, window: float | None = None) -> float:
     """The contrast scale glyph contrast is measured against, as the screen measures it:
     the image's 1-99.5 percentile range, narrowed to the display window when given."""
@@ -858,7 +850,7 @@ def _glyph_boxes(
         pooled[:] = [high, low]
     if high.dtype.kind != "u":  # signed or float: differences need room
         high, low = high.astype(np.float32), low.astype(np.float32)
-    span = _span(low, window)
+    span = stroke_span(low, window)
     strong = CONTRAST * span * sensitivity  # a glyph needs one pixel of this top-hat response
     det_rows, det_columns = high.shape
     max_height, max_width = max(8, int(0.2 * det_rows)), max(16, int(0.6 * det_columns))

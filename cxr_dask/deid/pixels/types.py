@@ -10,6 +10,7 @@ audit and review page need only these types.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +39,12 @@ def within(boxes: np.ndarray | Box, outers: np.ndarray | Box) -> np.ndarray:
 def clipped(box: Box, limit: Box) -> Box:
     """The part of ``box`` inside ``limit`` (their intersection)."""
     return (max(box[0], limit[0]), max(box[1], limit[1]), min(box[2], limit[2]), min(box[3], limit[3]))
+
+
+def enclosing(boxes: Iterable[Box]) -> Box:
+    """The smallest box holding every one of ``boxes`` (at least one)."""
+    x0s, y0s, x1s, y1s = zip(*boxes, strict=True)
+    return (min(x0s), min(y0s), max(x1s), max(y1s))
 
 
 def gap(a: Box, b: Box) -> int:

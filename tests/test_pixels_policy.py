@@ -198,6 +198,55 @@ def test_a_line_the_detector_sees_no_text_in_is_not_read_in_the_other_polarity(n
                 assert r.vertical or seen.get(r.box), r.box
 
 
+def _specks(arr: np.ndarray, seed: int, count: int = 150) -> np.ndarray:
+    """Short bright arcs of glyph size scattered over a band (vessels and clips seen end
+    on, a scanned figure's texture): the screen chains them into blocks of several lines."""
+    rng = np.random.default_rng(seed)
+
+    def paint(d):
+        for _ in range(count):
+            x0, y0 = rng.uniform(150, 800), rng.uniform(300, 600)
+            w, h = rng.uniform(8, 22), rng.uniform(8, 22)
+            start = rng.uniform(0, 360)
+            d.arc((x0, y0, x0 + w, y0 + h), start, start + rng.uniform(120, 360), fill=255, width=2)
+
+    return draw_mask(arr, paint, 3000)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_block_the_detector_sees_no_text_in_is_not_read(seed, monkeypatch):
+    """A candidate block of ``GATED_LINES`` lines or more goes to the text detector before
+    Tesseract, and one it sees no text in is not read: anatomy cut into lines was
+    Tesseract's slowest read (a film's grid texture, 0.7 s of junk words)."""
+    arr = _specks(film(seed), seed)
+    reads: list[list[Region]] = []
+    real_read = cleaning.read_regions
+
+    def counted(image, regions, options, span=None):
+        reads.append(list(regions))
+        return real_read(image, regions, options, span)
+
+    seen: dict[tuple[int, int, int, int], bool] = {}
+    real_confirm = cleaning.confirm_text
+
+    def detected(regions, image):
+        found = real_confirm(regions, image)
+        seen.update({r.box: bool(boxes) for r, boxes in zip(regions, found, strict=True)})
+        return found
+
+    monkeypatch.setattr(cleaning, "read_regions", counted)
+    monkeypatch.setattr(cleaning, "confirm_text", detected)
+    _cleaned(arr)
+    blocks = [
+        r.box
+        for r in cleaning.detect(arr, None)
+        if not r.vertical and r.height >= cleaning.GATED_LINES * r.line_height and not seen[r.box]
+    ]
+    assert blocks, "the specks must give blocks the detector sees no text in"
+    assert reads and not [r.box for r in reads[0] if r.box in blocks]
+    assert [r for r in reads[0] if r.box not in blocks], "the other lines are still read"
+
+
 def test_monochrome1_text_goes():
     arr = _text(film(4), (60, 880), PHI, 30, 0)
     _, out = _cleaned(arr, photometric="MONOCHROME1")
@@ -788,6 +837,18 @@ def test_a_two_line_banner_is_blanked_line_by_line_not_as_one_rectangle():
         (y0, x0), (y1, x1) = ink.min(axis=0), ink.max(axis=0)
         allowed[max(0, y0 - 8) : y1 + 9, max(0, x0 - 8) : x1 + 9] = True
     assert not ((out != arr) & ~allowed).any(), np.argwhere((out != arr) & ~allowed)[[0, -1]]
+
+
+def test_a_side_marker_read_with_a_dash_or_an_arrow_is_the_marker():
+    """On a real film the lead marker "L" was read as "L-" (its edge taken for a dash): no
+    allow-listed word, so the technologist's code beside it ("RS") was no lone code
+    (``policy.lone_code``) and both were blanked. Marker symbols around an allow-listed
+    word identify nobody; around anything else they hide nothing either."""
+    options = PixelOptions()
+    for word in ("L-", "<R", "R->", "-L-", "'L-'"):
+        assert options.is_allowed(word), word
+    for word in ("L-7", "-DOE", "R2-", "<-X", "7-L"):
+        assert not options.is_allowed(word), word
 
 
 def test_compounds_of_allowed_words_stay_and_other_compounds_do_not():

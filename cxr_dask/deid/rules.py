@@ -49,6 +49,8 @@ DEFAULT_ALLOWED = frozenset(
 #: nothing that could name or number a patient.
 MARKER_CHARACTERS = frozenset("<>-=^*+|/\\~_.:•·→←↑↓▲▼◄►")
 
+_MARKER_SYMBOLS = "".join(sorted(MARKER_CHARACTERS))
+
 #: Longest symbol-only token still treated as a marker (an arrow reads as ``-->`` or ``<-``).
 MAX_MARKER_LENGTH = 4
 
@@ -149,8 +151,8 @@ class PixelOptions:
         word = normalize_token(token)
         if not word:
             return True  # OCR punctuation noise: nothing readable to protect
-        if word in self.allowed:
-            return True
+        if word in self.allowed or word.strip(_MARKER_SYMBOLS) in self.allowed:
+            return True  # (a side marker read with its arrow or a dash beside it: "L-", "<R")
         if "-" in word.strip("-") and all(part in self.allowed for part in word.split("-") if part):
             return True  # a compound of allowed words (SEMI-UPRIGHT, AP-SUPINE)
         return len(word) <= MAX_MARKER_LENGTH and all(c in MARKER_CHARACTERS for c in word)

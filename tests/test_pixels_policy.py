@@ -247,6 +247,22 @@ def test_a_block_the_detector_sees_no_text_in_is_not_read(seed, monkeypatch):
     assert [r for r in reads[0] if r.box not in blocks], "the other lines are still read"
 
 
+def test_a_block_read_as_text_keeps_the_lines_the_detector_boxed():
+    """Tesseract's read of a block depends on the rest of its montage: a line it read
+    surely in one merged into junk in another (a real film's "Patient standing" chained
+    into the clavicle's region). The detector's lines on a block read as text are blanked
+    too (the recogniser confirms them as any text box); one inside a box already blanked
+    adds nothing, and a block left in place gets none."""
+    word = (100, 20, 160, 40)
+    chained = policy.Decision("text", policy.CHAINED_WHY, (word,), lines=0, confirm=policy.CHAINED_CHARACTERS)
+    line, within_word = (170, 22, 300, 40), (110, 22, 150, 38)
+    decided = cleaning._with_detected(chained, [line, within_word])
+    assert decided.blank == (word, line) and decided.confirm == policy.CHAINED_CHARACTERS
+    assert cleaning._with_detected(chained, []) is chained
+    left = policy.Decision("left", "no text read")
+    assert cleaning._with_detected(left, [line]) is left
+
+
 def test_monochrome1_text_goes():
     arr = _text(film(4), (60, 880), PHI, 30, 0)
     _, out = _cleaned(arr, photometric="MONOCHROME1")

@@ -1097,6 +1097,21 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
     return PixelResult(report, work, arr if report.regions else None)
 
 
+def _with_detected(decision: Decision, boxes: list[Box]) -> Decision:
+    """A block read as text with the detector's lines its blanked boxes leave out.
+
+    Tesseract's read of a block depends on the rest of its montage (the threshold it
+    binarises with): a line it read surely in one montage merged with the anatomy beside
+    it into junk in another ("Patient standing" by a clavicle, chained into the anatomy's
+    region). The detector saw that line on the block alone; like every text box it is
+    blanked only when the recogniser reads text in it (``confirm_reads``).
+    """
+    if decision.kind != "text":
+        return decision
+    extra = tuple(b for b in boxes if not any(_inside(b, blank) for blank in decision.blank))
+    return dataclasses.replace(decision, blank=decision.blank + extra) if extra else decision
+
+
 def _rule_boxes(report: PixelReport, rule: RegionRule) -> list[Box]:
     """A known-region rule's rectangles, recorded in the report."""
     boxes = [box_from_xywh(*xywh) for xywh in rule.regions]
@@ -1158,6 +1173,7 @@ def _judge(
     if options.strict:
         report.rule = report.rule or "strict"
     decisions = [decide(region, found, options, arr.shape) for region, found in zip(regions, words, strict=True)]
+    decisions = [_with_detected(d, seen.get(region, [])) for region, d in zip(regions, decisions, strict=True)]
     # The text detector looks at every line nothing read (it sees horizontal lines;
     # columns need words Tesseract reads).
     lines = [i for i, d in enumerate(decisions) if is_unread(d) and not regions[i].vertical]

@@ -9,7 +9,7 @@ import numpy as np
 
 from cxr_dask.deid.pixels import cleaning, textrec
 from cxr_dask.deid.pixels.policy import Decision
-from cxr_dask.deid.pixels.types import Word
+from cxr_dask.deid.pixels.types import Region, Word
 from cxr_dask.deid.rules import PixelOptions
 from cxr_dask.testing.synth_text import DECOYS, available_fonts, draw_mask, film
 from tests.test_pixels_policy import HIGH
@@ -198,3 +198,17 @@ def test_a_dense_line_of_unsure_evidence_is_left_to_the_recogniser(monkeypatch):
         found = [d for _, d in cleaning.dense_lines(arr, None, PixelOptions(), [], [])]
         assert found and all(d.why == "words read on a dense page" for d in found)
         assert all(bool(d.sure) == sure for d in found), [d.sure for d in found]
+
+
+def test_a_dense_block_is_cut_into_its_lines_not_its_specks():
+    """A block a little over ``DENSE_LINES`` lines is cut into its lines of ink; ink lower
+    than the screen's smallest glyph (a chest film's anatomy cut into a block left ~50
+    one-pixel "lines" to read and show the detector) is no line."""
+    arr = np.zeros((400, 600), dtype=np.uint16)
+    arr = _text(arr, (80, 180), "HOLLOWAY 1950", 30, HIGH)
+    for x in range(100, 500, 60):  # specks of noise, apart from each other and the text
+        arr[300:302, x : x + 2] = HIGH
+    block = Region(60, 150, 520, 330, bright=True, glyphs=13, line_height=30)
+    assert block.height > cleaning.DENSE_LINES * block.line_height + 8  # cut, not read whole
+    lines = cleaning._split_blocks(arr, [block], None)
+    assert [line.y1 <= 240 for line in lines] == [True], [line.box for line in lines]

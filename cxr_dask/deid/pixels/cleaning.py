@@ -29,6 +29,7 @@ from cxr_dask.deid.pixels.decoding import (
 from cxr_dask.deid.pixels.detection import (
     DENSE_HEIGHT_RATIO,
     INK_PAD,
+    MIN_GLYPH_HEIGHT,
     SPLIT_CONTRAST,
     TOPHAT_SIZE,
     _merge_overlapping,
@@ -365,8 +366,12 @@ def _split_blocks(
     pixel over the limit (81 against 80 on ``SC1``): it was never read, and its lines
     (a diagnosis, an id, a date) stayed. Such a block (at most twice the limit) is cut
     into the lines ``detection.ink_boxes`` finds in it, each read on its own; anything
-    taller is anatomy strung together and stays out.
+    taller is anatomy strung together and stays out. A line of ink lower than the screen's
+    smallest glyph (``MIN_GLYPH_HEIGHT`` detection pixels) is specks: read by OCR and shown
+    to the text detector, a chest film's block of anatomy cut into ~50 of them cost as
+    much as the rest of the dense look.
     """
+    lowest = MIN_GLYPH_HEIGHT * detection_factor(*arr.shape)
     out = []
     for r in found:
         limit = DENSE_LINES * r.line_height + 8
@@ -375,7 +380,7 @@ def _split_blocks(
             continue
         for x0, y0, x1, y1 in ink_boxes(arr, r.box, r.line_height, r.bright, window, span):
             height = y1 - y0 - 2 * INK_PAD
-            if height > 2 * r.line_height or (x0, y0, x1, y1) == r.box:
+            if height > 2 * r.line_height or height < lowest or (x0, y0, x1, y1) == r.box:
                 continue
             pad = max(2, height // 4)
             box = (max(r.x0, x0 - pad), max(r.y0, y0 - pad), min(r.x1, x1 + pad), min(r.y1, y1 + pad))

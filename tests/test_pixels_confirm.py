@@ -9,7 +9,7 @@ import numpy as np
 
 from cxr_dask.deid.pixels import cleaning, textrec
 from cxr_dask.deid.pixels.policy import Decision
-from cxr_dask.deid.pixels.types import Word
+from cxr_dask.deid.pixels.types import Region, Word
 from cxr_dask.deid.rules import PixelOptions
 from cxr_dask.testing.synth_text import DECOYS, available_fonts, draw_mask, film
 from tests.test_pixels_policy import HIGH
@@ -198,3 +198,47 @@ def test_a_dense_line_of_unsure_evidence_is_left_to_the_recogniser(monkeypatch):
         found = [d for _, d in cleaning.dense_lines(arr, None, PixelOptions(), [], [])]
         assert found and all(d.why == "words read on a dense page" for d in found)
         assert all(bool(d.sure) == sure for d in found), [d.sure for d in found]
+
+
+def test_a_dense_block_is_cut_into_its_lines_not_its_specks():
+    """A block a little over ``DENSE_LINES`` lines is cut into its lines of ink; ink lower
+    than the screen's smallest glyph (a chest film's anatomy cut into a block left ~50
+    one-pixel "lines" to read and show the detector) is no line."""
+    arr = np.zeros((400, 600), dtype=np.uint16)
+    arr = _text(arr, (80, 180), "HOLLOWAY 1950", 30, HIGH)
+    for x in range(100, 500, 60):  # specks of noise, apart from each other and the text
+        arr[300:302, x : x + 2] = HIGH
+    block = Region(60, 150, 520, 330, bright=True, glyphs=13, line_height=30)
+    assert block.height > cleaning.DENSE_LINES * block.line_height + 8  # cut, not read whole
+    lines = cleaning._split_blocks(arr, [block], None)
+    assert [line.y1 <= 240 for line in lines] == [True], [line.box for line in lines]
+
+
+def test_a_block_of_lines_read_surely_is_no_anatomy_beside_text(monkeypatch):
+    """The dense look shows the text detector the surround of each component too tall for
+    a glyph (anatomy a label may touch). A block of text lines whose strokes joined into
+    one such component, its lines read surely as text, is not shown again (a film scan's
+    20 annotation blocks, each line found and read by OCR once more); read unsure (the
+    recogniser may yet veto them), it is."""
+    arr = np.zeros((400, 600), dtype=np.uint16)
+    block, anatomy = (60, 100, 400, 250), (420, 50, 580, 350)
+    lines = [Region(60, 100 + 40 * i, 400, 130 + 40 * i, bright=True, glyphs=8, line_height=24) for i in range(4)]
+
+    def detect(image, window, dense=False, big=None, **kwargs):
+        big.extend([block, anatomy])
+        return list(lines)
+
+    def reads(confidence):
+        def read_in_chunks(image, regions, options, span):
+            return [[Word(*r.box, allowed=False, confidence=confidence, characters=8)] for r in regions]
+
+        return read_in_chunks
+
+    monkeypatch.setattr(cleaning, "detect", detect)
+    for confidence, shown_expected in ((95.0, [anatomy]), (65.0, [block, anatomy])):
+        shown: list = []
+        monkeypatch.setattr(cleaning, "_read_in_chunks", reads(confidence))
+        monkeypatch.setattr(cleaning, "_beside_anatomy", lambda image, big, *rest, shown=shown: shown.extend(big) or [])
+        found = [d for _, d in cleaning.dense_lines(arr, None, PixelOptions(), [], [])]
+        assert [d.why for d in found] == ["words read on a dense page"] * 4
+        assert shown == shown_expected

@@ -50,6 +50,8 @@ STRONG_SHARE = 0.15
 #: JPEG 2000 previews (``decoding.j2k_preview``): contrast thresholds scaled by this (a
 #: one-pixel stroke keeps at least a quarter of its contrast per resolution level dropped).
 PREVIEW_SENSITIVITY = 0.5
+#: A glyph is at least this many detection pixels high (lower: a speck of noise).
+MIN_GLYPH_HEIGHT = 3
 #: Glyphs stacked in one column that make a vertical line of text.
 VERTICAL_GLYPHS = 3
 #: ... at most this share of their size apart (letters are close; ribs and rungs are not).
@@ -182,7 +184,7 @@ def _components(
     if sensitivity >= 1.0:  # below 1, a screen: any strong stroke counts, merged lines and bars too
         h, w = found[:, 3] - found[:, 1], found[:, 2] - found[:, 0]
         # not speckle, anatomy, or a wire/ruler bar
-        glyph = (h >= 3) & (h <= max_height) & (w <= max_width) & (w <= 12 * h) & (h * w >= 6)
+        glyph = (h >= MIN_GLYPH_HEIGHT) & (h <= max_height) & (w <= max_width) & (w <= 12 * h) & (h * w >= 6)
         if big is not None:
             rows, columns = response.shape
             tall = keep & (2 * h > max_height) & (h <= BIG_SHARE * rows) & (w <= BIG_SHARE * columns) & (w <= 12 * h)

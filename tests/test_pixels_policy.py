@@ -167,11 +167,9 @@ def test_dark_label_text_of_the_demo_corpus_is_read_in_the_other_polarity(tmp_pa
     assert seen, "the reader must see the name first"
 
 
-@pytest.mark.parametrize("name", ["rib_edges", "ecg_lead"])
-def test_a_line_the_detector_sees_no_text_in_is_not_read_in_the_other_polarity(name, monkeypatch):
-    """The other polarity's read is for lines the text detector sees text in (and columns):
-    on anatomy and devices it read only junk, and it was Tesseract's slowest read."""
-    arr = DECOYS[name](film(5))
+def _watched(monkeypatch) -> tuple[list[list[Region]], dict[tuple[int, int, int, int], bool]]:
+    """The regions of each Tesseract read ``cleaning`` asks for, in order, and the text
+    detector's verdict (saw text or not) on each region it is shown."""
     reads: list[list[Region]] = []
     real_read = cleaning.read_regions
 
@@ -189,6 +187,15 @@ def test_a_line_the_detector_sees_no_text_in_is_not_read_in_the_other_polarity(n
 
     monkeypatch.setattr(cleaning, "read_regions", counted)
     monkeypatch.setattr(cleaning, "confirm_text", detected)
+    return reads, seen
+
+
+@pytest.mark.parametrize("name", ["rib_edges", "ecg_lead"])
+def test_a_line_the_detector_sees_no_text_in_is_not_read_in_the_other_polarity(name, monkeypatch):
+    """The other polarity's read is for lines the text detector sees text in (and columns):
+    on anatomy and devices it read only junk, and it was Tesseract's slowest read."""
+    arr = DECOYS[name](film(5))
+    reads, seen = _watched(monkeypatch)
     _cleaned(arr)
     first = {r.box: r.bright for r in reads[0]} if reads else {}
     assert seen, "the decoy must give lines nothing read"
@@ -219,23 +226,7 @@ def test_a_block_the_detector_sees_no_text_in_is_not_read(seed, monkeypatch):
     Tesseract, and one it sees no text in is not read: anatomy cut into lines was
     Tesseract's slowest read (a film's grid texture, 0.7 s of junk words)."""
     arr = _specks(film(seed), seed)
-    reads: list[list[Region]] = []
-    real_read = cleaning.read_regions
-
-    def counted(image, regions, options, span=None):
-        reads.append(list(regions))
-        return real_read(image, regions, options, span)
-
-    seen: dict[tuple[int, int, int, int], bool] = {}
-    real_confirm = cleaning.confirm_text
-
-    def detected(regions, image):
-        found = real_confirm(regions, image)
-        seen.update({r.box: bool(boxes) for r, boxes in zip(regions, found, strict=True)})
-        return found
-
-    monkeypatch.setattr(cleaning, "read_regions", counted)
-    monkeypatch.setattr(cleaning, "confirm_text", detected)
+    reads, seen = _watched(monkeypatch)
     _cleaned(arr)
     blocks = [
         r.box

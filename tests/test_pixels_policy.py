@@ -238,6 +238,23 @@ def test_a_block_the_detector_sees_no_text_in_is_not_read(seed, monkeypatch):
     assert [r for r in reads[0] if r.box not in blocks], "the other lines are still read"
 
 
+def test_without_the_detector_every_block_is_read(monkeypatch):
+    """The gate needs the detector's word: without its packages a block goes to Tesseract
+    as every line does (fail closed: nothing is left unread for want of a reader)."""
+    from cxr_dask.deid.pixels import textdet
+
+    arr = _specks(film(0), 0)
+    monkeypatch.setattr(textdet, "available", lambda: False)
+    reads, _seen = _watched(monkeypatch)
+    _cleaned(arr)
+    blocks = {
+        r.box
+        for r in cleaning.detect(arr, None)
+        if not policy.is_small(r) and not r.vertical and r.height >= cleaning.GATED_LINES * r.line_height
+    }
+    assert blocks and blocks <= {r.box for r in reads[0]}
+
+
 def test_a_block_read_as_text_keeps_the_lines_the_detector_boxed():
     """Tesseract's read of a block depends on the rest of its montage: a line it read
     surely in one merged into junk in another (a real film's "Patient standing" chained

@@ -1116,6 +1116,13 @@ def clean(ds: Dataset, options: PixelOptions) -> PixelResult:
     return PixelResult(report, work, arr if report.regions else None)
 
 
+def _detector() -> bool:
+    """Whether the text detector is installed (``textdet.available``)."""
+    from cxr_dask.deid.pixels import textdet
+
+    return textdet.available()
+
+
 def _with_detected(decision: Decision, boxes: list[Box]) -> Decision:
     """A block read as text with the detector's lines its blanked boxes leave out.
 
@@ -1182,8 +1189,8 @@ def _judge(
     to_read = [] if options.strict else [r for r in regions if not is_small(r)]
     span = stroke_span(arr, window)
     # a block of several lines is read only where the text detector sees text in it (a
-    # column, the detector's blind spot, is always read)
-    blocks = [r for r in to_read if not r.vertical and r.height >= GATED_LINES * r.line_height]
+    # column, the detector's blind spot, is always read; without the detector, all is)
+    blocks = [r for r in to_read if not r.vertical and r.height >= GATED_LINES * r.line_height] if _detector() else []
     seen = dict(zip(blocks, confirm_text(blocks, arr), strict=True))
     to_read = [r for r in to_read if seen.get(r, True)]
     read = dict(zip(to_read, read_regions(arr, to_read, options, span), strict=True))

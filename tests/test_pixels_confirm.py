@@ -242,3 +242,26 @@ def test_a_block_of_lines_read_surely_is_no_anatomy_beside_text(monkeypatch):
         found = [d for _, d in cleaning.dense_lines(arr, None, PixelOptions(), [], [])]
         assert [d.why for d in found] == ["words read on a dense page"] * 4
         assert shown == shown_expected
+
+
+def test_the_detector_s_stretch_through_a_table_is_the_stretch_of_every_pixel():
+    """Stored values of at most 16 bits are stretched through a table of their range
+    (``textdet._display8``): bit for bit what the stretch of each pixel in float32 gives,
+    for unsigned and signed values, a flat crop and one of two values."""
+    from cxr_dask.deid.pixels import textdet
+
+    def per_pixel(crop: np.ndarray) -> np.ndarray:
+        values = crop.astype(np.float32)
+        low, high = np.percentile(values, (0.5, 99.5))
+        high = high if high > low else low + 1.0
+        return (np.clip((values - low) / (high - low), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+    rng = np.random.default_rng(7)
+    crops = [film(3)[100:400, 200:700], np.full((40, 90), 812, dtype=np.uint16)]
+    crops += [rng.integers(-1024, 3071, size=(120, 333)).astype(np.int16)]
+    crops += [rng.integers(0, 2, size=(64, 64)).astype(np.uint8) * 255]
+    crops += [rng.integers(-32768, 32767, size=(50, 70)).astype(np.int16)]
+    for crop in crops:
+        assert np.array_equal(textdet._display8(crop), per_pixel(crop)), crop.dtype
+    big = film(4).astype(np.float32)[:64, :64]  # other types take the per-pixel way
+    assert np.array_equal(textdet._display8(big), per_pixel(big))

@@ -518,6 +518,42 @@ def test_the_letters_a_blanked_box_cuts_through_go_whole_and_no_more():
     assert _changed_within(arr, out, cut | below, 2 + int(cy1 - cy0 + 1) // 10)
 
 
+def test_a_cut_glyph_another_decision_blanks_anyway_is_not_read(monkeypatch):
+    """A lone letter cut by a blanked box's edge is read by the recogniser (a side marker
+    stays), then grown over. When another text decision blanks it whole anyway (on a film
+    scan most cut glyphs lie in the block's next line), the read changes no pixel: it is
+    not read, and the letter goes all the same."""
+    base = film(6)
+    above = _text(base, (100, 300), "X", 30, HIGH)
+    arr = _text(above, (100, 338), "ID 1037 12/03/1950", 30, HIGH)
+    cut, below = above != base, arr != above
+    (cy0, cx0), (cy1, cx1) = np.argwhere(cut).min(axis=0), np.argwhere(cut).max(axis=0)
+    (by0, bx0), (by1, bx1) = np.argwhere(below).min(axis=0), np.argwhere(below).max(axis=0)
+    box = (int(min(bx0, cx0)) - 2, int(cy0 + cy1) // 2, int(max(bx1, cx1)) + 3, int(by1) + 3)
+    region = dataclasses.replace(detection._region(arr, box, 2, int(by1 - by0)), bright=True)
+    decision = policy.Decision("text", "words read", (box,))
+    read: list[list[tuple[int, int, int, int]]] = []
+    real = textrec.read
+
+    def counted(arr, boxes, is_allowed, view=(0, False)):
+        read.append(list(boxes))
+        return real(arr, boxes, is_allowed, view)
+
+    monkeypatch.setattr(textrec, "read", counted)
+    span = detection.stroke_span(arr)
+    (alone,) = cleaning._grow_over_cut_glyphs(arr, [region], [decision], span, PixelOptions())
+    assert len(alone.blank) > 1 and read  # read alone (no marker), then grown over
+    read.clear()
+    line = (int(cx0) - 20, int(cy0) - 20, int(cx1) + 20, int(cy1) + 20)  # the line above, whole
+    other = policy.Decision("text", "words read", (line,))
+    both = cleaning._grow_over_cut_glyphs(arr, [region, region], [decision, other], span, PixelOptions())
+    assert not read
+    out = arr.copy()
+    for d in both:
+        redact_boxes(out, d.blank, d.keep, 0, d.lines)
+    assert (out[cut] == 0).all()
+
+
 @pytest.mark.parametrize("decoy", ["wire", "rib_edges"])
 def test_a_word_a_wire_or_a_rib_edge_runs_through_does_not_grow_into_it(decoy):
     """A name with a guide wire or rib edges running through and beside it: it goes, and

@@ -680,6 +680,9 @@ def _grow_over_cut_glyphs(
     ``CUT_OUTSIDE`` of its size, touching no kept word or marker region, and not a lone
     glyph (none of the others cut beside it) the recogniser reads alone as a one-letter
     marker (a side marker beside a word stays; the "L" of a name cut with its line goes).
+    A lone glyph whose grown box the text decisions black out anyway (``_blanked``: on a
+    film scan most cut glyphs lie in a line of the block above or below) is not read:
+    grown over or not, no pixel changes.
     """
     from cxr_dask.deid.pixels import textrec
 
@@ -700,7 +703,11 @@ def _grow_over_cut_glyphs(
         i: {p for p, _ in cut if not any(ink_in_a_row([p, q]) for q, _ in cut if q != p)} for i, cut in found.items()
     }
     read_alone = set().union(*lone.values())
-    parts = [part for part in dict.fromkeys(p for cut in found.values() for p, _ in cut) if part in read_alone]
+    pairs = dict.fromkeys(pair for cut in found.values() for pair in cut)
+    if read_alone and textrec.available():
+        black = _blanked(arr.shape, decisions)
+        read_alone -= {part for part, grown in pairs if black[grown[1] : grown[3], grown[0] : grown[2]].all()}
+    parts = [part for part, _ in pairs if part in read_alone]
     markers = _read_as_markers(arr, parts, (0, False), options) if parts and textrec.available() else set()
     out = list(decisions)
     for i, cut in found.items():
@@ -709,6 +716,16 @@ def _grow_over_cut_glyphs(
         if more:
             out[i] = dataclasses.replace(decisions[i], blank=(*decisions[i].blank, *more))
     return out
+
+
+def _blanked(shape: tuple[int, ...], decisions: list[Decision]) -> np.ndarray:
+    """The pixels the text decisions black out (as ``redact_boxes`` does, each in turn: kept
+    words restored, word boxes black again over them): 1, else 0."""
+    mask = np.zeros(shape[:2], dtype=np.uint8)
+    for d in decisions:
+        if d.kind == "text":
+            redact_boxes(mask, d.blank, d.keep, 1, d.lines)
+    return mask
 
 
 def _cut_glyphs(arr: np.ndarray, box: Box, bright: bool, span: float) -> list[tuple[Box, Box]]:

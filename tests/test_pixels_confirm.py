@@ -265,3 +265,29 @@ def test_the_detector_s_stretch_through_a_table_is_the_stretch_of_every_pixel():
         assert np.array_equal(textdet._display8(crop), per_pixel(crop)), crop.dtype
     big = film(4).astype(np.float32)[:64, :64]  # other types take the per-pixel way
     assert np.array_equal(textdet._display8(big), per_pixel(big))
+
+
+def test_a_big_crop_fills_one_detector_run_and_its_label_is_still_found(monkeypatch):
+    """The look beside anatomy grows a figure's big component into a crop of a megapixel
+    or more at its text's scale; it is shown at most ``BATCH_PIXELS`` (its text no lower
+    than ``SMALLEST_TEXT_HEIGHT``) and the label on it is still boxed."""
+    from cxr_dask.deid.pixels import textdet
+
+    arr = _text(film(9, size=1200), (600, 900), "SEMI-SENTADO", 40, HIGH)
+    x0, y0, x1, y1 = _ink_box((600, 900), "SEMI-SENTADO", 40, arr.shape)
+    shown: list[int] = []
+    probabilities = textdet.probabilities
+
+    def recording(images):
+        shown.extend(image.size for image in images)
+        return probabilities(images)
+
+    monkeypatch.setattr(textdet, "probabilities", recording)
+    (boxes,) = textdet.text_boxes(arr, [(50, 50, 1150, 1150)], [40], [40])
+    assert shown and max(shown) <= textdet.BATCH_PIXELS * 1.01, shown
+    assert any(b[0] <= x0 + 10 and b[2] >= x1 - 10 and b[1] <= y0 + 5 and b[3] >= y1 - 5 for b in boxes), boxes
+    # smaller text is not shrunk below the floor: 24-pixel lines shown at half their size
+    shown.clear()
+    textdet.text_boxes(arr, [(50, 50, 1150, 1150)], [24], [24])
+    side = 1100 + 2 * 24
+    assert shown and shown[0] >= (side * textdet.SMALLEST_TEXT_HEIGHT / 24) ** 2 * 0.99 > textdet.BATCH_PIXELS, shown

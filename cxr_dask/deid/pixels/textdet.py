@@ -35,6 +35,8 @@ BOX_SCORE = 0.6
 UNCLIP_RATIO = 1.6
 #: Text height (model input pixels) crops are scaled towards; the model reads 10-60 best.
 MODEL_TEXT_HEIGHT = 24
+#: ... and never below this one, whatever a crop's size (``BATCH_PIXELS``).
+SMALLEST_TEXT_HEIGHT = 12
 #: Longest side of a crop given to the model (bounds the cost of one call).
 MAX_SIDE = 1280
 #: A detector box's core (before unclipping) at least this many times as wide as high
@@ -45,7 +47,10 @@ CORE_SHAPE = 2.5
 #: A detector box lower than this (image pixels) is no readable text.
 MIN_TEXT_HEIGHT = 7
 MODEL_FILE = "PP-OCRv6_det_small.onnx"
-#: Model input pixels of one run at most (crops of one padded size go through together).
+#: Model input pixels of one run at most (crops of one padded size go through together);
+#: a crop bigger than that at its text's scale is shown smaller, to fill one run, its
+#: text no lower than ``SMALLEST_TEXT_HEIGHT`` (the look beside anatomy grew a figure's
+#: big component into a 1.1M-pixel input, a fifth of a second).
 BATCH_PIXELS = 512 * 512
 
 _session = None
@@ -195,7 +200,8 @@ def text_boxes(
     """Text boxes (image coordinates, end-exclusive, clipped to each region) per region.
 
     Each region is cropped with a margin (``margins``, or half its height), stretched to 8 bits, scaled
-    so its text is about ``MODEL_TEXT_HEIGHT`` high; the crops go through the detector
+    so its text is about ``MODEL_TEXT_HEIGHT`` high (within ``MAX_SIDE`` a side and
+    ``BATCH_PIXELS`` in all); the crops go through the detector
     together (``probabilities``: a dense page's hundreds of crops in a few runs). Empty
     lists when the detector is not installed.
     """
@@ -214,7 +220,8 @@ def text_boxes(
         cx1, cy1 = min(columns, x1 + margin), min(rows, y1 + margin)
         crop = _display8(arr[cy0:cy1, cx0:cx1])
         scale = min(4.0, max(0.1, MODEL_TEXT_HEIGHT / height))
-        scale = min(scale, MAX_SIDE / max(crop.shape))
+        fill = max((BATCH_PIXELS / crop.size) ** 0.5, SMALLEST_TEXT_HEIGHT / height)
+        scale = min(scale, MAX_SIDE / max(crop.shape), fill)
         size = (max(8, round(crop.shape[1] * scale)), max(8, round(crop.shape[0] * scale)))
         scaled.append(np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BILINEAR)))
         crops.append((cx0, cy0, crop.shape[1] / size[0], crop.shape[0] / size[1]))

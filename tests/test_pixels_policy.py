@@ -22,7 +22,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from cxr_dask.deid import pixels
-from cxr_dask.deid.pixels import cleaning, detection, policy, textrec
+from cxr_dask.deid.pixels import cleaning, detection, ocr, policy, textrec
 from cxr_dask.deid.pixels.policy import redact_boxes
 from cxr_dask.deid.pixels.types import Region, Word, clipped
 from cxr_dask.deid.rules import PixelOptions
@@ -426,6 +426,32 @@ def test_a_mirrored_code_whose_word_box_took_in_part_of_the_marker_is_read_less_
     blanked = np.zeros(arr.shape, dtype=bool)
     blanked[y0:y1, x0:x1] = True
     assert blanked[code_only != film(6)].all() and not blanked[marker].any()
+
+
+def test_a_flagged_line_is_read_turned_with_a_columns_rest_above_it_not_a_neighbour_at_its_side(monkeypatch):
+    """A flagged line's turned and mirrored look takes in the region a column chained
+    into it left above it (the rest of a vertical "PORT", too small to read), not one
+    that touches it at a side (a shoulder beside an Actualmed film's "AP": read turned,
+    its edges were 79 junk words, 0.3 s of Tesseract)."""
+    arr = film(6)
+    line = Region(400, 400, 600, 460, bright=True, glyphs=4, line_height=30)
+    rest = Region(450, 360, 480, 410, bright=True, glyphs=2, line_height=15)
+    beside = Region(560, 380, 700, 440, bright=True, glyphs=2, line_height=30)
+    decisions = [
+        policy.Decision("flagged", "unread glyphs of ink"),
+        policy.Decision("marker", "too small to identify"),
+        policy.Decision("left", "no text read"),
+    ]
+    looks: list[tuple[int, int, int, int]] = []
+    real = ocr.read_views
+
+    def watched(arr, regions, views, options, span=None):
+        looks.extend(r.box for r in regions)
+        return real(arr, regions, views, options, span)
+
+    monkeypatch.setattr(ocr, "read_views", watched)
+    cleaning._read_turned(arr, [line, rest, beside], decisions, detection.stroke_span(arr), PixelOptions())
+    assert looks == [(400, 360, 600, 460)]
 
 
 def _mirrored(arr, xy, text, size, font, spacing=0, angle=0):

@@ -1041,9 +1041,10 @@ def _edge_glyphs(arr: np.ndarray, box: Box, bright: bool, upright: bool) -> list
 
 def _with_overlapping(regions: list[Region], decisions: list[Decision], i: int) -> Region:
     """Region ``i`` grown over the regions it overlaps that nothing judged text, each at
-    most its own size a side (a column's letters past the line it was chained into are a
-    region of their own, often a "marker" too small to read; a chain of anatomy it
-    touches is no part of it)."""
+    most its own size a side and over half of it within its columns (a column's letters
+    past the line it was chained into are a region of their own above or below it, often
+    a "marker" too small to read; a chain of anatomy it touches at a side is no part of
+    it: a shoulder so taken in, turned and mirrored, read 79 junk words in 0.3 s)."""
     region = regions[i]
     boxes = [
         other.box
@@ -1052,6 +1053,7 @@ def _with_overlapping(regions: list[Region], decisions: list[Decision], i: int) 
         and _gap(region.box, other.box) < 0
         and other.width <= region.width
         and other.height <= region.height
+        and 2 * (min(region.x1, other.x1) - max(region.x0, other.x0)) > other.width
     ]
     x0, y0, x1, y1 = enclosing(boxes)
     return dataclasses.replace(region, x0=x0, y0=y0, x1=x1, y1=y1)

@@ -81,6 +81,22 @@ def test_the_detector_judges_a_line_by_its_core_not_its_grown_box():
     assert boxes and all(b[1] <= y0 + 5 and b[3] >= y1 - 5 for b in boxes), boxes
 
 
+def test_a_region_holding_only_the_margin_of_a_line_beside_it_gets_no_detector_box():
+    """COVID-00013a: a region starting just under "AP PORT UPR" (its letters' halo) got the
+    bottom of the detector's grown box for the line above, a 286x8 sliver the recogniser
+    read at 1160 columns (and its batch padded to them), as junk. The box's core, the
+    text, lies outside that region: it is the neighbour's text, and no box of it."""
+    from cxr_dask.deid.pixels import textdet
+
+    arr = _text(film(3), (80, 200), "HOLLOWAY 1950", 30, HIGH)
+    x0, y0, x1, y1 = _ink_box((80, 200), "HOLLOWAY 1950", 30, arr.shape)
+    under = (x0 - 20, y1 - 3, x1 + 200, y1 + 120)  # the letters' last rows and the film below
+    on_line = (x0 - 10, y0 - 10, x1 + 10, y1 + 10)
+    (beside, found) = textdet.text_boxes(arr, [under, on_line], [30, 30])
+    assert beside == []
+    assert len(found) == 1 and found[0][1] <= y0 and found[0][3] >= y1
+
+
 def test_a_box_inside_a_box_another_decision_blanks_whole_is_not_read(monkeypatch):
     """On a film scan the detector's lines and its boxes beside anatomy overlap the lines
     read as text: a box whose pixels go with another decision's confirmed box is

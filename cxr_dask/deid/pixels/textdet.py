@@ -194,6 +194,18 @@ def _boxes_from(prob: np.ndarray) -> list[tuple[Box, Box]]:
     return boxes
 
 
+def _core_reaches(region: Box, core: Box, crop: tuple[int, int, float, float]) -> bool:
+    """Whether a box's core (crop pixels at the model's scale) reaches into ``region``.
+
+    The unclip grows a core by about half its height on every side: a region holding
+    only that margin of text found beside it (the halo under a neighbour line's letters,
+    the gap above the next line) holds none of the text, and its clipped box, a sliver
+    a few pixels high, read as junk (COVID-00013a's 286x8 under "AP PORT UPR": 1160
+    recogniser columns, its batch padded to them)."""
+    (x0, y0, x1, y1), (kx0, ky0, kx1, ky1), (cx0, cy0, sx, sy) = region, core, crop
+    return cx0 + kx0 * sx < x1 and cx0 + kx1 * sx > x0 and cy0 + ky0 * sy < y1 and cy0 + ky1 * sy > y0
+
+
 def text_boxes(
     arr: np.ndarray, regions: list[Box], line_heights: list[int] | None = None, margins: list[int] | None = None
 ) -> list[list[Box]]:
@@ -239,8 +251,8 @@ def text_boxes(
             )
             tall = box[3] - box[1]
             core_tall = (ky1 - ky0) * sy
-            if box[2] <= box[0]:
-                continue  # beside the region, not in it
+            if box[2] <= box[0] or not _core_reaches(regions[k], (kx0, ky0, kx1, ky1), crops[k]):
+                continue  # beside the region, not in it: at most the unclip margin of a neighbour's text
             if tall < MIN_TEXT_HEIGHT or core_tall > 2 * height or (kx1 - kx0) < CORE_SHAPE * (ky1 - ky0):
                 continue  # not a line of text this size: a tall blob or a column of strokes
             found.append(box)

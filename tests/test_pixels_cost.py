@@ -75,3 +75,33 @@ def test_montages_stay_under_tesseracts_limit_and_keep_the_order() -> None:
     assert read == [f"line {k}" for k in range(len(rows))]
     assert chunks == [[0, 1], [2], [3], [4, 5], [6]]
     assert all(sum(rows[k] for k in chunk) <= ocr.MONTAGE_ROWS for chunk in chunks if len(chunk) > 1)
+
+
+def test_the_dense_look_labels_no_stroke_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dense look's screen reuses the stroke components the first screen labelled (they
+    do not depend on the glyph sizes kept): the same regions, two labellings, not four."""
+    from PIL import ImageFont
+
+    from cxr_dask.testing.synth_text import available_fonts, draw_mask, film
+
+    font = ImageFont.truetype(available_fonts()[0], 22)
+    arr = film(seed=3)
+    for k in range(3):
+        arr = draw_mask(
+            arr, lambda d, k=k: d.text((40, 40 + 34 * k), f"ID {4711 + k} HOLLOWAY", fill=255, font=font), 4095
+        )
+    labelled = []
+    counts = detection._component_counts
+
+    def counted(*args):  # type: ignore[no-untyped-def]
+        labelled.append(1)
+        return counts(*args)
+
+    monkeypatch.setattr(detection, "_component_counts", counted)
+    alone = (detection.detect(arr), detection.detect(arr, dense=True, big=[]))
+    assert alone[0] and alone[1] and len(labelled) == 4
+    labelled.clear()
+    screen: dict[str, tuple] = {}
+    shared = (detection.detect(arr, screen=screen), detection.detect(arr, dense=True, big=[], screen=screen))
+    assert shared == alone
+    assert len(labelled) == 2

@@ -158,6 +158,8 @@ def _components(
     big: list[Box] | None = None,
     cores: list[Box] | None = None,
     faint: list[Box] | None = None,
+    counted: dict[str, tuple] | None = None,
+    polarity: str = "",
 ) -> list[Box]:
     """Boxes of connected components the size and shape of glyphs (or a few merged glyphs).
 
@@ -169,14 +171,22 @@ def _components(
     Glyphs of ink (``CORE_SHARE`` of their pixels at ``SPLIT_CONTRAST``), and the letters
     cut out of components too big for a glyph (``_split``), go to ``cores``; glyphs with
     ``CORE_SHARE`` of their pixels at ``CONTRAST`` (faint letters, ``_faint_lines``), to ``faint``.
+    ``counted`` keeps the labelling of each ``polarity`` (it does not depend on the glyph
+    limits): the dense look labels the same responses as the screen did.
     """
     strong = response >= CONTRAST * span * sensitivity
     if not strong.any():
         return []
-    grown = response > GROW_CONTRAST * span * sensitivity
     if cores is not None and sensitivity >= 1.0:
-        found, sizes, (peaks, inked) = _component_counts(grown, [strong, response >= SPLIT_CONTRAST * span])
+        labelled = counted.get(polarity) if counted is not None else None
+        if labelled is None:
+            grown = response > GROW_CONTRAST * span * sensitivity
+            labelled = _component_counts(grown, [strong, response >= SPLIT_CONTRAST * span])
+            if counted is not None:
+                counted[polarity] = labelled
+        found, sizes, (peaks, inked) = labelled
     else:
+        grown = response > GROW_CONTRAST * span * sensitivity
         found, sizes, peaks = _component_stats(grown, strong)
         inked = None
     keep = peaks > 0
@@ -330,6 +340,7 @@ def detect(
     big: list[Box] | None = None,
     finer: list[Box] | None = None,
     inner: list[tuple[Box, Box]] | None = None,
+    screen: dict[str, tuple] | None = None,
 ) -> list[Region]:
     """Candidate text lines: thin high-contrast strokes of glyph size, grouped into lines.
 
@@ -347,7 +358,9 @@ def detect(
     of ink in regions too small to read at their own line height (``_finer_lines``,
     image pixels): text the dense look may find at its own scale; ``inner``, the same
     lines in regions big enough to read, with the region's box (``_finer_lines``: read at
-    the region's scale, they may not be read at all).
+    the region's scale, they may not be read at all). ``screen``, a dict the caller keeps
+    for one image: the stroke components labelled by one call, reused by the next (the
+    screen's and the dense look's differ only in the glyph sizes they keep).
     """
     rows, columns = arr.shape
     factor = detection_factor(rows, columns)
@@ -372,6 +385,7 @@ def detect(
         cores=cores,
         pooled=pools,
         faint=None if dense else faint,
+        counted=screen,
     )
     if big is not None:
         big.extend(
@@ -836,6 +850,7 @@ def _glyph_boxes(
     cores: list[Box] | None = None,
     pooled: list[np.ndarray] | None = None,
     faint: tuple[list[Box], list[Box]] | None = None,
+    counted: dict[str, tuple] | None = None,
 ) -> list[Box]:
     """Glyph-sized stroke components of both polarities, in pixels of ``arr`` pooled by ``factor``.
 
@@ -845,7 +860,8 @@ def _glyph_boxes(
     whatever its size and shape. ``wide``, when given, receives the lines of big glyphs
     of the coarse screen (``_wide_lines``); ``cores``, the glyphs of ink (``_components``);
     ``pooled``, the block max and min (``_pool``), for ``_outlined_letters``; ``faint``,
-    the faint letters (``_components``) of the bright polarity, then of the dark one.
+    the faint letters (``_components``) of the bright polarity, then of the dark one;
+    ``counted``, the components' labelling kept for another look at the same ``arr``.
     """
     high, low = _pool(arr, factor)
     if pooled is not None:
@@ -868,12 +884,16 @@ def _glyph_boxes(
     if (high - eroded).max() >= strong:
         response = high - _dilate(eroded, TOPHAT_SIZE)
         bright = None if faint is None else faint[0]
-        boxes += _components(response, span, max_height, max_width, sensitivity, sure, big, cores, bright)
+        boxes += _components(
+            response, span, max_height, max_width, sensitivity, sure, big, cores, bright, counted, "bright"
+        )
     dilated = _dilate(low, TOPHAT_SIZE)
     if (dilated - low).max() >= strong:
         response = _erode(dilated, TOPHAT_SIZE) - low
         dark = None if faint is None else faint[1]
-        boxes += _components(response, span, max_height, max_width, sensitivity, sure, big, cores, dark)
+        boxes += _components(
+            response, span, max_height, max_width, sensitivity, sure, big, cores, dark, counted, "dark"
+        )
     if wide is not None:
         tallest = min(DENSE_MAX_GLYPH // factor, int(0.2 * det_rows))  # a glyph's limits, as above
         wide.extend(_wide_lines(high, low, span, boxes, sure, tallest))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pydicom
@@ -154,7 +154,7 @@ def dense_lines(
     options: PixelOptions,
     regions: list[Region],
     decisions: list[Decision],
-    screen: dict[str, tuple] | None = None,
+    screen: dict[str, Any] | None = None,
 ) -> list[tuple[Region, Decision]]:
     """A second look at an image known to hold text: its lines grouped strictly by height.
 
@@ -1202,7 +1202,7 @@ def _judge(
     mark = time.perf_counter()
     finer: list[Box] = []  # lines of ink in regions too small to read: the dense look reads them
     inner: list[tuple[Box, Box]] = []  # (region, line): lines of ink finer than a readable region's
-    screen: dict[str, tuple] = {}  # the stroke components labelled, for the dense look
+    screen: dict[str, Any] = {}  # the stroke components labelled, for the dense look
     regions = detect(arr, window, finer=finer, inner=inner, screen=screen)
     _spent(report, "detect", mark)
     report.regions_found += len(regions)

@@ -260,6 +260,23 @@ def test_a_block_of_lines_read_surely_is_no_anatomy_beside_text(monkeypatch):
         assert shown == shown_expected
 
 
+def test_a_line_of_a_text_block_sits_beside_text_not_beside_another_such_line(monkeypatch):
+    """An unread dense line right under a line found to be text is a line of its block
+    (left to the recogniser); the unread line under that one is not: chained from line to
+    line, the block walked down into the anatomy under a label (a clavicle under "MOBILE",
+    each piece read, flagged and read turned)."""
+    arr = np.zeros((400, 600), dtype=np.uint16)
+    text = Region(60, 40, 400, 70, bright=True, glyphs=8, line_height=24)
+    below = [Region(60, 72 + 32 * i, 400, 102 + 32 * i, bright=True, glyphs=8, line_height=24) for i in range(3)]
+    monkeypatch.setattr(cleaning, "detect", lambda image, window, dense=False, big=None, **kwargs: list(below))
+    monkeypatch.setattr(cleaning, "_read_in_chunks", lambda image, regions, options, span: [[] for _ in regions])
+    monkeypatch.setattr(cleaning, "confirm_text", lambda regions, image: [[] for _ in regions])
+    monkeypatch.setattr(cleaning, "_beside_anatomy", lambda *args: [])
+    read = Decision("text", "words read", (text.box,))
+    found = cleaning.dense_lines(arr, None, PixelOptions(), [text], [read])
+    assert [(r.box, d.why) for r, d in found] == [(below[0].box, "line of a text block")]
+
+
 def test_the_detector_s_stretch_through_a_table_is_the_stretch_of_every_pixel():
     """Stored values of at most 16 bits are stretched through a table of their range
     (``textdet._display8``): bit for bit what the stretch of each pixel in float32 gives,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -75,3 +77,74 @@ def test_montages_stay_under_tesseracts_limit_and_keep_the_order() -> None:
     assert read == [f"line {k}" for k in range(len(rows))]
     assert chunks == [[0, 1], [2], [3], [4, 5], [6]]
     assert all(sum(rows[k] for k in chunk) <= ocr.MONTAGE_ROWS for chunk in chunks if len(chunk) > 1)
+
+
+def test_the_dense_look_labels_no_stroke_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dense look's screen reuses the stroke components the first screen labelled, and
+    the pieces it cut big components into (neither depends on the glyph sizes kept): the
+    same regions, and the dense look labels nothing the first screen labelled."""
+    from PIL import ImageFont
+
+    from cxr_dask.testing.synth_text import available_fonts, draw_mask, film
+
+    font = ImageFont.truetype(available_fonts()[0], 22)
+    arr = film(seed=3)
+    for k in range(3):
+        arr = draw_mask(
+            arr, lambda d, k=k: d.text((40, 40 + 34 * k), f"ID {4711 + k} HOLLOWAY", fill=255, font=font), 4095
+        )
+    arr[300:306, 100:400] = 4095  # a bar through a word: a component cut into its letters
+    arr = draw_mask(arr, lambda d: d.text((120, 290), "SEMI ERECT", fill=255, font=font), 4095)
+    labelled: list[str] = []
+
+    def counted(name: str, labelling: Any) -> Any:
+        return lambda *args: labelled.append(name) or labelling(*args)
+
+    for name in ("_component_counts", "_component_stats"):
+        monkeypatch.setattr(detection, name, counted(name, getattr(detection, name)))
+    alone = detection.detect(arr), detection.detect(arr, dense=True, big=[])
+    assert alone[0] and alone[1] and labelled.count("_component_counts") == 4 and "_component_stats" in labelled
+    screen: dict[str, Any] = {}
+    first = detection.detect(arr, screen=screen)
+    labelled.clear()
+    assert (first, detection.detect(arr, dense=True, big=[], screen=screen)) == alone
+    assert labelled == []
+
+
+def _first_overlap_all_rows(
+    edges: np.ndarray, heights: np.ndarray, box: tuple[int, int, int, int], height: float, height_ratio: float | None
+) -> int:
+    """The overlap test on every row at once (the code before the pixel-sharing rows were
+    picked out first)."""
+    if not len(edges):
+        return -1
+    width = np.minimum(edges[:, 2], box[2]) - np.maximum(edges[:, 0], box[0])
+    tall = np.minimum(edges[:, 3], box[3]) - np.maximum(edges[:, 1], box[1])
+    areas = (edges[:, 2] - edges[:, 0]) * (edges[:, 3] - edges[:, 1])
+    smaller = np.minimum(areas, (box[2] - box[0]) * (box[3] - box[1]))
+    hit = (width > 0) & (tall > 0) & (width * tall >= 0.5 * smaller)
+    if height_ratio is not None:
+        hit &= np.maximum(heights, height) <= height_ratio * np.minimum(heights, height)
+    k = int(hit.argmax())
+    return k if hit[k] else -1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_merge_overlapping_tests_only_rows_sharing_pixels(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lines merged by testing only the rows that share a pixel with a box are the lines
+    the test of every row gives, with and without a height ratio, empty boxes too."""
+    rng = np.random.default_rng(seed)
+    n = 400
+    x0, y0 = rng.integers(0, 500, n), rng.integers(0, 500, n)
+    w, h = rng.integers(0, 60, n), rng.integers(0, 25, n)
+    heights = rng.integers(1, 30, n)
+    items = [
+        ((int(a), int(b), int(a + c), int(b + d)), int(g), int(t), bool(g % 2))
+        for a, b, c, d, g, t in zip(x0, y0, w, h, rng.integers(1, 9, n), heights, strict=True)
+    ]
+    for ratio in (None, 2.0):
+        fast = detection._merge_overlapping(items, ratio)
+        with monkeypatch.context() as patched:
+            patched.setattr(detection, "_first_overlap", _first_overlap_all_rows)
+            assert detection._merge_overlapping(items, ratio) == fast
+        assert len(fast) < len(items)

@@ -589,6 +589,36 @@ def test_fast_pooling_and_top_hat_equal_the_reference_computation(dtype):
         assert np.array_equal(morphology._closing(arr, size), ndimage.grey_closing(arr, size=size, mode="nearest"))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16])
+def test_counted_percentiles_and_table_lookups_are_numpy_s_bit_for_bit(dtype):
+    """Percentiles of integers counted instead of sorted (``morphology.value_percentiles``)
+    are ``np.percentile``'s, bit for bit, in the values' dtype and in float32, on crops
+    (views) of wide, narrow and one-valued ranges, small and large; the 8-bit table
+    lookup is the table indexed."""
+    rng = np.random.default_rng(11)
+    info = np.iinfo(dtype)
+    crops = [rng.integers(info.min, info.max, (300, 400), dtype=dtype, endpoint=True)[7:290, 3:391]]
+    for _ in range(300):
+        low = int(rng.integers(info.min, info.max))
+        high = min(info.max, low + int(rng.integers(0, 80)))
+        shape = (int(rng.integers(1, 40)), int(rng.integers(1, 40)))
+        crops.append(rng.integers(low, high, shape, dtype=dtype, endpoint=True))
+    spread = rng.normal(0, 900, (500, 600)) + (info.min + info.max) / 2
+    crops.append(np.clip(spread, info.min, info.max).astype(dtype)[20:480, 10:590])
+    for crop in crops:
+        for percentiles in [(0.5, 99.5), (1, 99), (0, 50, 100)]:
+            for as_type in (dtype, np.float32):
+                want = np.percentile(crop.astype(as_type), percentiles)
+                got = morphology.value_percentiles(crop, percentiles, as_type)
+                assert got.dtype == want.dtype and np.array_equal(got, want), (crop.shape, percentiles, as_type)
+    floats = rng.normal(0, 1, (50, 60)).astype(np.float32)  # other types are sorted as numpy does
+    assert np.array_equal(morphology.value_percentiles(floats, (1, 99)), np.percentile(floats, (1, 99)))
+    crop = crops[0]
+    first = int(crop.min())
+    table = rng.integers(0, 256, int(crop.max()) - first + 1).astype(np.uint8)
+    assert np.array_equal(morphology.looked_up(crop, table, first), table[crop.astype(np.int64) - first])
+
+
 def test_jpeg2000_preview_screen_skips_the_full_decode_only_without_text(tmp_path):
     """Half-resolution JPEG 2000 screen: every image the full detector flags is flagged by it too."""
     from pydicom.uid import JPEG2000Lossless

@@ -280,7 +280,7 @@ def test_a_line_of_a_text_block_sits_beside_text_not_beside_another_such_line(mo
 def test_the_detector_s_stretch_through_a_table_is_the_stretch_of_every_pixel():
     """Stored values of at most 16 bits are stretched through a table of their range
     (``textdet._display8``): bit for bit what the stretch of each pixel in float32 gives,
-    for unsigned and signed values, a flat crop and one of two values."""
+    for unsigned and signed values, 8-bit ones, a flat crop and one of two values."""
     from cxr_dask.deid.pixels import textdet
 
     def per_pixel(crop: np.ndarray) -> np.ndarray:
@@ -294,6 +294,7 @@ def test_the_detector_s_stretch_through_a_table_is_the_stretch_of_every_pixel():
     crops += [rng.integers(-1024, 3071, size=(120, 333)).astype(np.int16)]
     crops += [rng.integers(0, 2, size=(64, 64)).astype(np.uint8) * 255]
     crops += [rng.integers(-32768, 32767, size=(50, 70)).astype(np.int16)]
+    crops += [rng.integers(0, 256, size=(200, 300)).astype(np.uint8)[5:190, 7:280]]  # (OpenCV's count)
     for crop in crops:
         assert np.array_equal(textdet._display8(crop), per_pixel(crop)), crop.dtype
     big = film(4).astype(np.float32)[:64, :64]  # other types take the per-pixel way

@@ -16,7 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from cxr_dask.deid.pixels.morphology import _component_counts, _component_stats, _dilate, _erode, _labels, _pool
+from cxr_dask.deid.pixels.morphology import (
+    _component_counts,
+    _component_stats,
+    _dilate,
+    _erode,
+    _labels,
+    _pool,
+    value_percentiles,
+)
 from cxr_dask.deid.pixels.policy import is_small
 from cxr_dask.deid.pixels.types import Box, Region, within
 from cxr_dask.deid.pixels.types import gap as _gap
@@ -1050,10 +1058,10 @@ def _outline(box: Box, glyphs: int, height: int, upright: bool = False) -> Regio
 def _region(arr: np.ndarray, box: Box, glyphs: int, height: int, upright: bool = False) -> Region:
     """A Region whose polarity comes from its border: the padding ring is background."""
     x0, y0, x1, y1 = box
-    crop = arr[y0:y1, x0:x1].astype(np.float32)
-    ring = np.concatenate([crop[0], crop[-1], crop[:, 0], crop[:, -1]])
+    crop = arr[y0:y1, x0:x1]
+    ring = np.concatenate([crop[0], crop[-1], crop[:, 0], crop[:, -1]]).astype(np.float32)
     ground = float(np.median(ring))
-    low, high = np.percentile(crop, (1, 99))
+    low, high = value_percentiles(crop, (1, 99), np.float32)
     bright = bool(high - ground >= ground - low)
     return Region(x0, y0, x1, y1, bright=bright, glyphs=glyphs, line_height=max(1, height), vertical=upright)
 

@@ -2,7 +2,7 @@
 
 OpenCV comes with rapidocr (the text detector's model) and computes the same values as
 the numpy fallbacks here and scipy's filters, several times faster. Only the worker-side
-modules (``detection``, ``ocr``) import this one: the client never loads OpenCV.
+modules (``detection``, ``ocr``, ``textdet``) import this one: the client never loads OpenCV.
 """
 
 from __future__ import annotations
@@ -183,3 +183,47 @@ def _labels(mask: np.ndarray) -> np.ndarray:
         np.ascontiguousarray(mask).view(np.uint8), 8, cv2.CV_32S, cv2.CCL_SAUF
     )
     return labels
+
+
+def value_percentiles(
+    values: np.ndarray, percentiles: tuple[float, ...], as_type: type | np.dtype | None = None
+) -> np.ndarray:
+    """``np.percentile(values.astype(as_type), percentiles)``, bit for bit (numpy's linear
+    method). Integers of at most 16 bits are counted instead of sorted (a crop of a
+    film is millions of pixels: five to ten times faster): the order statistics are read
+    off the cumulative counts and interpolated as numpy does, in ``as_type`` (the
+    values' own when not given)."""
+    dtype = values.dtype if as_type is None else as_type
+    if values.dtype.kind not in "ui" or values.dtype.itemsize > 2 or not values.size:
+        return np.percentile(values.astype(dtype, copy=False), percentiles)
+    first, last = int(values.min()), int(values.max())
+    if cv2 is not None and values.dtype == np.uint8 and values.ndim == 2 and values.size < 1 << 24:
+        # OpenCV's histogram, a tenth of numpy's count's time (float32 counts: exact below 2**24)
+        counts = cv2.calcHist([values], [0], None, [256], [0, 256]).ravel().astype(np.int64)[first : last + 1]
+    else:
+        shifted = values.astype(np.int32) - first if values.dtype.kind == "i" else values - first
+        counts = np.bincount(shifted.ravel(), minlength=last - first + 1)
+    total = values.size
+    virtual = (total - 1) * np.true_divide(percentiles, 100)
+    previous = np.floor(virtual)
+    following = previous + 1
+    top = virtual >= total - 1  # numpy's bounds: the largest value
+    previous[top] = following[top] = total - 1
+    gamma = virtual - previous
+    cumulative = np.cumsum(counts)
+    low = (first + np.searchsorted(cumulative, previous.astype(np.intp), side="right")).astype(dtype)
+    high = (first + np.searchsorted(cumulative, following.astype(np.intp), side="right")).astype(dtype)
+    difference = high - low  # numpy's _lerp, step by step, in the values' dtype
+    out = np.add(low, difference * gamma)
+    np.subtract(high, difference * (1 - gamma), out=out, where=gamma >= 0.5, casting="unsafe", dtype=out.dtype)
+    return out
+
+
+def looked_up(values: np.ndarray, table: np.ndarray, first: int) -> np.ndarray:
+    """``table[values - first]``: each value's entry of an 8-bit ``table`` that starts at
+    value ``first``; by OpenCV's lookup for 8-bit values (a fifth of numpy's time)."""
+    if cv2 is not None and values.dtype == np.uint8 and values.ndim == 2 and values.size and table.dtype == np.uint8:
+        full = np.zeros(256, dtype=np.uint8)
+        full[first : first + len(table)] = table
+        return cv2.LUT(values, full)
+    return table[values.astype(np.int32) - first if values.dtype.kind == "i" else values - first]

@@ -619,6 +619,28 @@ def test_counted_percentiles_and_table_lookups_are_numpy_s_bit_for_bit(dtype):
     assert np.array_equal(morphology.looked_up(crop, table, first), table[crop.astype(np.int64) - first])
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16])
+def test_the_top_hat_of_stored_values_is_the_top_hat_of_their_floats(dtype):
+    """``morphology.top_hat`` opens unsigned values as they are (dark strokes counted down
+    from the maximum): the same strokes, bit for bit, as the float32 crop, negated for
+    dark strokes, less its opening; on crops (views) of even and odd windows, flat ones
+    and ones with long runs of one value."""
+    rng = np.random.default_rng(13)
+    info = np.iinfo(dtype)
+    for k in range(120):
+        rows, columns = (int(n) for n in rng.integers(1, 70, 2))
+        whole = rng.integers(info.min, info.max, (rows + 6, columns + 9), dtype=dtype, endpoint=True)
+        if k % 3 == 0:
+            whole = np.where(whole > 0, info.max, info.min).astype(dtype)
+        crop = whole[3 : 3 + rows, 4 : 4 + columns]
+        size = int(rng.integers(3, 40))
+        for bright in (True, False):
+            floats = crop.astype(np.float32) if bright else -crop.astype(np.float32)
+            want = floats - morphology._crop_opening(floats, size)
+            got = morphology.top_hat(crop, size, bright)
+            assert got.dtype == np.float32 and np.array_equal(got, want), (crop.shape, size, bright)
+
+
 def test_jpeg2000_preview_screen_skips_the_full_decode_only_without_text(tmp_path):
     """Half-resolution JPEG 2000 screen: every image the full detector flags is flagged by it too."""
     from pydicom.uid import JPEG2000Lossless

@@ -41,7 +41,7 @@ from cxr_dask.deid.pixels.detection import (
     preview_has_candidates,
     stroke_span,
 )
-from cxr_dask.deid.pixels.morphology import _crop_opening
+from cxr_dask.deid.pixels.morphology import top_hat
 from cxr_dask.deid.pixels.ocr import MIRRORED_VIEWS, TURNED_VIEWS, View, _read_in_chunks, _views_in_chunks, read_regions
 from cxr_dask.deid.pixels.policy import (
     CHAINED_WHY,
@@ -746,11 +746,8 @@ def _cut_glyphs(arr: np.ndarray, box: Box, bright: bool, span: float) -> list[tu
         return []
     x0, y0 = max(0, box[0] - side), max(0, box[1] - side)
     x1, y1 = min(columns, box[2] + side), min(rows, box[3] + side)
-    crop = arr[y0:y1, x0:x1].astype(np.float32)
-    if not bright:
-        crop = -crop
     window = max(3, min(int(side * 0.6), TOPHAT_SIZE * detection_factor(rows, columns)))
-    labels, count = ndimage.label(crop - _crop_opening(crop, window) >= SPLIT_CONTRAST * span)
+    labels, count = ndimage.label(top_hat(arr[y0:y1, x0:x1], window, bright) >= SPLIT_CONTRAST * span)
     parts = [
         (x0 + cx.start, y0 + cy.start, x0 + cx.stop, y0 + cy.stop)
         for cy, cx in (found for found in (ndimage.find_objects(labels) if count else []) if found is not None)
@@ -798,17 +795,15 @@ def inked_glyphs(arr: np.ndarray, region: Region, span: float) -> list[Box]:
     of most unread lines stand out by a tenth of that, and wires are too long."""
     from scipy import ndimage
 
-    crop = arr[region.y0 : region.y1, region.x0 : region.x1].astype(np.float32)
+    crop = arr[region.y0 : region.y1, region.x0 : region.x1]
     if crop.size == 0:
         return []
-    if not region.bright:
-        crop = -crop
     # the screen's stroke scale (``TOPHAT_SIZE`` at detection scale), at most the OCR
     # crop's: in a region of anatomy a line height is the bone's, and a window that wide
     # lifts the bone with the letters on it into one blob
     factor = detection_factor(*arr.shape[:2])
     window = max(3, min(int(region.line_height * 0.6), TOPHAT_SIZE * factor))
-    strokes = crop - _crop_opening(crop, window)
+    strokes = top_hat(crop, window, region.bright)
     labels, count = ndimage.label(strokes >= SPLIT_CONTRAST * span)
     if not count:
         return []

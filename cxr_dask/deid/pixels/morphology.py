@@ -136,6 +136,28 @@ def _crop_opening(crop: np.ndarray, size: int) -> np.ndarray:
     return cv2.dilate(eroded, kernel, anchor=(mirrored, mirrored), borderType=cv2.BORDER_REPLICATE)
 
 
+def top_hat(values: np.ndarray, size: int, bright: bool) -> np.ndarray:
+    """The strokes of a crop in its polarity: ``crop - _crop_opening(crop, size)`` for
+    ``crop`` the stored values in float32, negated for dark strokes.
+
+    Unsigned values are opened as they are (for dark strokes, counted down from their
+    maximum: a shift of the negated values, which an opening follows), then subtracted in
+    float32: the opening only picks values, so the strokes are the same, and OpenCV
+    filters 8 or 16 bits two to three times faster than float32 (a big block's OCR crop).
+    """
+    if cv2 is not None and values.dtype in (np.uint8, np.uint16) and values.ndim == 2 and 0 not in values.shape:
+        turned = values if bright else np.iinfo(values.dtype).max - values
+        kernel = np.ones((size, size), dtype=np.uint8)
+        centre, mirrored = size // 2, size - 1 - size // 2  # (``_crop_opening``'s anchors)
+        eroded = cv2.erode(turned, kernel, anchor=(centre, centre), borderType=cv2.BORDER_REPLICATE)
+        opened = cv2.dilate(eroded, kernel, anchor=(mirrored, mirrored), borderType=cv2.BORDER_REPLICATE)
+        return turned.astype(np.float32) - opened.astype(np.float32)
+    crop = values.astype(np.float32)
+    if not bright:
+        crop = -crop
+    return crop - _crop_opening(crop, size)
+
+
 def _component_stats(mask: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``_component_counts`` with one weight: (boxes, sizes, counts)."""
     boxes, sizes, (counts,) = _component_counts(mask, [weight])

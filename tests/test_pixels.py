@@ -606,11 +606,11 @@ def test_counted_percentiles_and_table_lookups_are_numpy_s_bit_for_bit(dtype):
     spread = rng.normal(0, 900, (500, 600)) + (info.min + info.max) / 2
     crops.append(np.clip(spread, info.min, info.max).astype(dtype)[20:480, 10:590])
     for crop in crops:
-        for percentiles in [(0.5, 99.5), (1, 99), (0, 50, 100)]:
+        for percentiles in [(0.5, 99.5), (1, 99), (0, 50, 100), 99.5, 1]:  # (a number: numpy's scalar)
             for as_type in (dtype, np.float32):
                 want = np.percentile(crop.astype(as_type), percentiles)
                 got = morphology.value_percentiles(crop, percentiles, as_type)
-                assert got.dtype == want.dtype and np.array_equal(got, want), (crop.shape, percentiles, as_type)
+                assert type(got) is type(want) and np.array_equal(got, want), (crop.shape, percentiles, as_type)
     floats = rng.normal(0, 1, (50, 60)).astype(np.float32)  # other types are sorted as numpy does
     assert np.array_equal(morphology.value_percentiles(floats, (1, 99)), np.percentile(floats, (1, 99)))
     crop = crops[0]
@@ -623,8 +623,9 @@ def test_counted_percentiles_and_table_lookups_are_numpy_s_bit_for_bit(dtype):
 def test_the_top_hat_of_stored_values_is_the_top_hat_of_their_floats(dtype):
     """``morphology.top_hat`` opens unsigned values as they are (dark strokes counted down
     from the maximum): the same strokes, bit for bit, as the float32 crop, negated for
-    dark strokes, less its opening; on crops (views) of even and odd windows, flat ones
-    and ones with long runs of one value."""
+    dark strokes, less its opening (``stroke_values``: in the values' own type); on
+    crops (views) of even and odd windows, flat ones and ones with long runs of one
+    value."""
     rng = np.random.default_rng(13)
     info = np.iinfo(dtype)
     for k in range(120):
@@ -639,6 +640,8 @@ def test_the_top_hat_of_stored_values_is_the_top_hat_of_their_floats(dtype):
             want = floats - morphology._crop_opening(floats, size)
             got = morphology.top_hat(crop, size, bright)
             assert got.dtype == np.float32 and np.array_equal(got, want), (crop.shape, size, bright)
+            values = morphology.stroke_values(crop, size, bright)
+            assert values.dtype == (np.float32 if dtype == np.int16 else dtype) and np.array_equal(values, want)
 
 
 def test_jpeg2000_preview_screen_skips_the_full_decode_only_without_text(tmp_path):

@@ -138,20 +138,26 @@ def _crop_opening(crop: np.ndarray, size: int) -> np.ndarray:
 
 def top_hat(values: np.ndarray, size: int, bright: bool) -> np.ndarray:
     """The strokes of a crop in its polarity: ``crop - _crop_opening(crop, size)`` for
-    ``crop`` the stored values in float32, negated for dark strokes.
+    ``crop`` the stored values in float32, negated for dark strokes (``stroke_values``
+    in float32)."""
+    return stroke_values(values, size, bright).astype(np.float32, copy=False)
+
+
+def stroke_values(values: np.ndarray, size: int, bright: bool) -> np.ndarray:
+    """``top_hat``'s strokes, for unsigned values in their own type (the same integers).
 
     Unsigned values are opened as they are (for dark strokes, counted down from their
-    maximum: a shift of the negated values, which an opening follows), then subtracted in
-    float32: the opening only picks values, so the strokes are the same, and OpenCV
-    filters 8 or 16 bits two to three times faster than float32 (a big block's OCR crop).
+    maximum: a shift of the negated values, which an opening follows) and the opening
+    subtracted (it is never above the values): the opening only picks values, so the
+    strokes are the same, OpenCV filters 8 or 16 bits two to three times faster than
+    float32 (a big block's OCR crop), and their percentiles can be counted.
     """
     if cv2 is not None and values.dtype in (np.uint8, np.uint16) and values.ndim == 2 and 0 not in values.shape:
         turned = values if bright else np.iinfo(values.dtype).max - values
         kernel = np.ones((size, size), dtype=np.uint8)
         centre, mirrored = size // 2, size - 1 - size // 2  # (``_crop_opening``'s anchors)
         eroded = cv2.erode(turned, kernel, anchor=(centre, centre), borderType=cv2.BORDER_REPLICATE)
-        opened = cv2.dilate(eroded, kernel, anchor=(mirrored, mirrored), borderType=cv2.BORDER_REPLICATE)
-        return turned.astype(np.float32) - opened.astype(np.float32)
+        return turned - cv2.dilate(eroded, kernel, anchor=(mirrored, mirrored), borderType=cv2.BORDER_REPLICATE)
     crop = values.astype(np.float32)
     if not bright:
         crop = -crop
@@ -208,12 +214,13 @@ def _labels(mask: np.ndarray) -> np.ndarray:
 
 
 def value_percentiles(
-    values: np.ndarray, percentiles: tuple[float, ...], as_type: type | np.dtype | None = None
+    values: np.ndarray, percentiles: float | tuple[float, ...], as_type: type | np.dtype | None = None
 ) -> np.ndarray:
     """``np.percentile(values.astype(as_type), percentiles)``, bit for bit (numpy's linear
-    method). Integers of at most 16 bits are counted instead of sorted (a crop of a
-    film is millions of pixels: five to ten times faster): the order statistics are read
-    off the cumulative counts and interpolated as numpy does, in ``as_type`` (the
+    method; one percentile given as a number comes back as numpy gives it, a scalar of
+    the values' type). Integers of at most 16 bits are counted instead of sorted (a crop
+    of a film is millions of pixels: five to ten times faster): the order statistics are
+    read off the cumulative counts and interpolated as numpy does, in ``as_type`` (the
     values' own when not given)."""
     dtype = values.dtype if as_type is None else as_type
     if values.dtype.kind not in "ui" or values.dtype.itemsize > 2 or not values.size:
@@ -226,7 +233,7 @@ def value_percentiles(
         shifted = values.astype(np.int32) - first if values.dtype.kind == "i" else values - first
         counts = np.bincount(shifted.ravel(), minlength=last - first + 1)
     total = values.size
-    virtual = (total - 1) * np.true_divide(percentiles, 100)
+    virtual = (total - 1) * np.atleast_1d(np.true_divide(percentiles, 100))
     previous = np.floor(virtual)
     following = previous + 1
     top = virtual >= total - 1  # numpy's bounds: the largest value
@@ -235,7 +242,12 @@ def value_percentiles(
     cumulative = np.cumsum(counts)
     low = (first + np.searchsorted(cumulative, previous.astype(np.intp), side="right")).astype(dtype)
     high = (first + np.searchsorted(cumulative, following.astype(np.intp), side="right")).astype(dtype)
-    difference = high - low  # numpy's _lerp, step by step, in the values' dtype
+    # numpy's _lerp, step by step, in the values' dtype (a number: numpy's weak scalar)
+    if isinstance(percentiles, (int, float)):
+        weight, below, above = float(gamma[0]), low[0], high[0]
+        step = above - below
+        return above - step * (1 - weight) if weight >= 0.5 else below + step * weight
+    difference = high - low
     out = np.add(low, difference * gamma)
     np.subtract(high, difference * (1 - gamma), out=out, where=gamma >= 0.5, casting="unsafe", dtype=out.dtype)
     return out

@@ -17,7 +17,7 @@ from PIL import Image
 
 from cxr_dask import tools
 from cxr_dask.deid.pixels.detection import CONTRAST, GROW_CONTRAST, MIN_STRONG, STRONG_SHARE
-from cxr_dask.deid.pixels.morphology import top_hat
+from cxr_dask.deid.pixels.morphology import stroke_values, value_percentiles
 from cxr_dask.deid.pixels.policy import _letter_spaced
 from cxr_dask.deid.pixels.types import Region, Word
 from cxr_dask.deid.rules import PixelOptions
@@ -47,8 +47,9 @@ def _ocr_crop(arr: np.ndarray, region: Region) -> tuple[np.ndarray, float, np.nd
     """The region as dark text on white, background removed, scaled towards OCR_HEIGHT;
     and its stroke strength (top-hat response in stored values, at the region's scale)."""
     window = max(3, int(region.line_height * 0.6))
-    strokes = top_hat(arr[region.y0 : region.y1, region.x0 : region.x1], window, region.bright)
-    top = float(np.percentile(strokes, 99.5)) or 1.0
+    found = stroke_values(arr[region.y0 : region.y1, region.x0 : region.x1], window, region.bright)
+    top = float(value_percentiles(found, 99.5, np.float32)) or 1.0
+    strokes = found.astype(np.float32, copy=False)
     gray = 255.0 - np.clip(strokes / top, 0.0, 1.0) * 255.0
     scale = _ocr_scale(region)
     image = Image.fromarray(gray.astype(np.uint8))

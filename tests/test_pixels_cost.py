@@ -148,3 +148,45 @@ def test_merge_overlapping_tests_only_rows_sharing_pixels(seed: int, monkeypatch
             patched.setattr(detection, "_first_overlap", _first_overlap_all_rows)
             assert detection._merge_overlapping(items, ratio) == fast
         assert len(fast) < len(items)
+
+
+def test_a_dense_line_without_strokes_of_glyph_contrast_is_not_shown_to_the_detector(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The dense look shows the text detector the lines OCR did not read; a line whose crop
+    holds no stroke of glyph contrast (a chest film's faint anatomy cut into lines a few
+    pixels high, each shown at 4x) is no line of text: nothing read there could be
+    evidence, and the detector does not see it. A line of text OCR missed still goes."""
+    from cxr_dask.deid.pixels import cleaning, ocr
+    from cxr_dask.deid.pixels.detection import stroke_span
+    from cxr_dask.deid.pixels.policy import is_evidence, is_near
+    from cxr_dask.deid.pixels.types import Region
+    from cxr_dask.deid.rules import PixelOptions
+    from tests.test_pixels_confirm import _text
+    from tests.test_pixels_policy import HIGH
+
+    arr = _text(np.zeros((200, 400), dtype=np.uint16), (20, 20), "HOLLOWAY 1950", 30, HIGH)
+    arr[150:156, 40:360] = np.linspace(0, HIGH // 20, 320).astype(np.uint16)  # a faint ramp
+    text = Region(10, 14, 300, 60, bright=True, glyphs=12, line_height=30)
+    faint = Region(30, 144, 370, 162, bright=True, glyphs=6, line_height=6)
+    span = stroke_span(arr)
+    (read,) = ocr.read_regions(arr, [faint], PixelOptions(), span)
+    assert not ocr.holds_strokes(arr, faint, span) and ocr.holds_strokes(arr, text, span)
+    assert not any(is_evidence(w) or is_near(w) for w in read)  # whatever Tesseract reads there
+
+    def detect(image: np.ndarray, window: float | None, dense: bool = False, big: list | None = None, **kw: object):
+        return [text, faint]
+
+    shown: list[tuple[int, int, int, int]] = []
+    real = cleaning.confirm_text
+
+    def confirm_text(regions: list[Region], image: np.ndarray) -> list:
+        shown.extend(r.box for r in regions)
+        return real(regions, image)
+
+    monkeypatch.setattr(cleaning, "detect", detect)
+    monkeypatch.setattr(cleaning, "_read_in_chunks", lambda image, regions, *rest: [[] for _ in regions])
+    monkeypatch.setattr(cleaning, "confirm_text", confirm_text)
+    found = cleaning.dense_lines(arr, None, PixelOptions(), [], [])
+    assert shown == [text.box]
+    assert [(r.box, d.why) for r, d in found] == [(text.box, "text detector on a dense page")]

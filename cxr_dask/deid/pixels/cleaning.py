@@ -42,7 +42,15 @@ from cxr_dask.deid.pixels.detection import (
     stroke_span,
 )
 from cxr_dask.deid.pixels.morphology import top_hat
-from cxr_dask.deid.pixels.ocr import MIRRORED_VIEWS, TURNED_VIEWS, View, _read_in_chunks, _views_in_chunks, read_regions
+from cxr_dask.deid.pixels.ocr import (
+    MIRRORED_VIEWS,
+    TURNED_VIEWS,
+    View,
+    _read_in_chunks,
+    _views_in_chunks,
+    holds_strokes,
+    read_regions,
+)
 from cxr_dask.deid.pixels.policy import (
     CHAINED_WHY,
     LINE_REACH,
@@ -205,8 +213,12 @@ def dense_lines(
     # what OCR could not read, the text detector sees at the line's own scale
     # and the region's other lines of glyphs of the size of the text it boxed go too (in a
     # block whose lines the screen merged, it boxed one line of three; anatomy cut into
-    # the region is taller)
-    for region, boxes in zip(unread, confirm_text(unread, arr), strict=True):
+    # the region is taller). A line without a stroke of glyph contrast is no line of text
+    # (the screen's test for a glyph: ``detection.MIN_STRONG``; nothing read there could
+    # be evidence, ``ocr.holds_strokes``): on a chest film the dense look cuts anatomy
+    # into ~100 lines a few pixels high, most of them such, shown to the detector at 4x.
+    stroked = [region for region in unread if holds_strokes(arr, region, span)]
+    for region, boxes in zip(stroked, confirm_text(stroked, arr), strict=True):
         if boxes:
             tall = max(y1 - y0 for _, y0, _, y1 in boxes)
             # (a "line" cut by the region's top or bottom is a structure that goes on

@@ -221,6 +221,15 @@ def _read_in_chunks(
     return _in_montages(rows, lambda chunk: read_regions(arr, [regions[k] for k in chunk], options, span))
 
 
+def holds_strokes(arr: np.ndarray, region: Region, span: float) -> bool:
+    """Whether a region's crop holds the ``MIN_STRONG`` pixels of glyph contrast a word
+    read in it needs to be evidence (``_stroked``): without them, nothing read there is
+    evidence or a near read."""
+    window = max(3, int(region.line_height * 0.6))
+    found = stroke_values(arr[region.y0 : region.y1, region.x0 : region.x1], window, region.bright)
+    return int(np.count_nonzero(found.astype(np.float32, copy=False) >= CONTRAST * span)) >= MIN_STRONG
+
+
 def _views_in_chunks(
     arr: np.ndarray,
     regions: list[Region],

@@ -325,3 +325,25 @@ def test_a_big_crop_fills_one_detector_run_and_its_label_is_still_found(monkeypa
     textdet.text_boxes(arr, [(50, 50, 1150, 1150)], [24], [24])
     side = 1100 + 2 * 24
     assert shown and shown[0] >= (side * textdet.SMALLEST_TEXT_HEIGHT / 24) ** 2 * 0.99 > textdet.BATCH_PIXELS, shown
+
+
+def test_a_detector_box_the_recogniser_reads_as_no_text_sets_off_no_dense_look(monkeypatch):
+    """The dense look is a second look at an image known to hold text. A first pass whose
+    only text is a detector box on anatomy (read as no text by the recogniser: a chest
+    film's edge, whose dense look cut the film into ~130 lines for Tesseract and the
+    detector) knows none; the same box on a line of text does."""
+    from cxr_dask.deid.pixels.types import PixelReport
+
+    line = Region(80, 190, 420, 240, bright=True, glyphs=12, line_height=30)
+    box = (80, 195, 400, 235)
+    monkeypatch.setattr(cleaning, "detect", lambda image, window, **kw: [line])
+    monkeypatch.setattr(cleaning, "read_regions", lambda image, regions, *rest: [[] for _ in regions])
+    monkeypatch.setattr(cleaning, "confirm_text", lambda regions, image: [[box] for _ in regions])
+    for arr, looked in (
+        (DECOYS["rib_edges"](film(4)), False),
+        (_text(film(5), (84, 200), "HOLLOWAY 1950", 30, HIGH), True),
+    ):
+        calls: list[int] = []
+        monkeypatch.setattr(cleaning, "dense_lines", lambda *args, calls=calls: calls.append(1) or [])
+        judged = cleaning._judge(arr, None, PixelOptions(), PixelReport())
+        assert judged and bool(calls) == looked

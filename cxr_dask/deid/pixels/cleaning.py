@@ -96,6 +96,8 @@ DENSE_LINES = 4
 #: where Tesseract reads only junk, and they were most of its time (on the 52 labelled
 #: bench images with text: 3.3 of 6.0 s read one by one, no evidence of text lost).
 GATED_LINES = 4
+#: A first-pass decision from the text detector's boxes alone (``_holds_text``).
+DETECTOR_WHY = "text detector"
 #: On a dense page, a line of glyphs this high (share of the text detector's box, which
 #: is grown around the text it finds) beside text the detector found is text too.
 DETECTED_SIZE = (0.3, 1.2)
@@ -1259,7 +1261,7 @@ def _judge(
         _spent(report, "ocr", mark)
     for i in lines:
         if is_unread(decisions[i]) and detected[i]:
-            decisions[i] = Decision("text", "text detector", tuple(detected[i]), lines=len(detected[i]))
+            decisions[i] = Decision("text", DETECTOR_WHY, tuple(detected[i]), lines=len(detected[i]))
     # a region nothing read that holds a line of ink finer than its line height was read
     # at the wrong scale (a small line chained to a panel letter): the dense look reads
     # that line at its own; only in a region of a few lines (``DENSE_LINES``): in anatomy
@@ -1271,7 +1273,7 @@ def _judge(
         if is_unread(d) and r.height <= DENSE_LINES * r.line_height + 8
     }
     finer += [line for box, line in inner if box in unread_boxes]
-    if not options.strict and (finer or any(d.kind == "text" for d in decisions)):
+    if not options.strict and (finer or _holds_text(arr, decisions, options)):
         mark = time.perf_counter()
         for region, decision in dense_lines(arr, window, options, list(regions), decisions, screen):
             regions.append(region)
@@ -1296,6 +1298,26 @@ def _judge(
         decisions = _grow_over_cut_glyphs(arr, regions, decisions, span, options)
         _spent(report, "ink", mark)
     return list(zip(regions, decisions, strict=True))
+
+
+def _holds_text(arr: np.ndarray, decisions: list[Decision], options: PixelOptions) -> bool:
+    """Whether the first pass knows the image holds text (the dense look's condition):
+    words read as text, or a text detector box the recogniser reads as text or nearly. A
+    detector box alone is no knowledge: on a chest film one box at the film's edge, vetoed
+    later, sent the whole film's anatomy, cut into ~130 lines, to Tesseract and the
+    detector (a second of one core, nothing found)."""
+    texts = [d for d in decisions if d.kind == "text"]
+    if any(d.why != DETECTOR_WHY for d in texts):
+        return True
+    boxes = [box for d in texts for box in d.blank]
+    if not boxes:
+        return False
+    from cxr_dask.deid.pixels import textrec
+
+    if not textrec.available():
+        return True
+    readings = textrec.read(arr, boxes, options.is_allowed)
+    return any((r.is_text or r.is_unsure) and not r.is_marker for r in readings)
 
 
 def _clean_stack(

@@ -524,19 +524,27 @@ def test_a_column_whose_line_box_takes_in_a_marker_under_it_goes_and_the_marker_
     assert (out[ink] != arr[ink]).mean() > 0.9, [(r.kind, r.why) for r in result.report.regions]
 
 
-def test_the_letters_a_blanked_box_cuts_through_go_whole_and_no_more():
-    """A box blanked over one line whose edge runs through the letters of the line above
-    (the top halves of "SMPTE" above a blanked block stayed readable): the glyphs it cuts
-    are blanked whole, and nothing further than a word box's pad from their ink."""
+def _a_line_cut_by_the_box_below(above_text: str):
+    """A film with ``above_text`` over an id line, and a "words read" decision whose box
+    covers the id line and runs through the middle of the line above: (image, the upper
+    line's ink, the id line's ink, the region, the decision)."""
     base = film(6)
-    above = _text(base, (100, 300), "HOLLOWAY AGATHA", 30, HIGH)
+    above = _text(base, (100, 300), above_text, 30, HIGH)
     arr = _text(above, (100, 338), "ID 1037 12/03/1950", 30, HIGH)
     cut, below = above != base, arr != above
     (cy0, cx0), (cy1, cx1) = np.argwhere(cut).min(axis=0), np.argwhere(cut).max(axis=0)
     (by0, bx0), (by1, bx1) = np.argwhere(below).min(axis=0), np.argwhere(below).max(axis=0)
     box = (int(min(bx0, cx0)) - 2, int(cy0 + cy1) // 2, int(max(bx1, cx1)) + 3, int(by1) + 3)
     region = dataclasses.replace(detection._region(arr, box, 2, int(by1 - by0)), bright=True)
-    decision = policy.Decision("text", "words read", (box,))
+    return arr, cut, below, region, policy.Decision("text", "words read", (box,))
+
+
+def test_the_letters_a_blanked_box_cuts_through_go_whole_and_no_more():
+    """A box blanked over one line whose edge runs through the letters of the line above
+    (the top halves of "SMPTE" above a blanked block stayed readable): the glyphs it cuts
+    are blanked whole, and nothing further than a word box's pad from their ink."""
+    arr, cut, below, region, decision = _a_line_cut_by_the_box_below("HOLLOWAY AGATHA")
+    (cy0, _), (cy1, _) = np.argwhere(cut).min(axis=0), np.argwhere(cut).max(axis=0)
     (grown,) = cleaning._grow_over_cut_glyphs(arr, [region], [decision], detection.stroke_span(arr), PixelOptions())
     out = arr.copy()
     redact_boxes(out, grown.blank, grown.keep, 0, grown.lines)
@@ -549,15 +557,8 @@ def test_a_cut_glyph_another_decision_blanks_anyway_is_not_read(monkeypatch):
     stays), then grown over. When another text decision blanks it whole anyway (on a film
     scan most cut glyphs lie in the block's next line), the read changes no pixel: it is
     not read, and the letter goes all the same."""
-    base = film(6)
-    above = _text(base, (100, 300), "X", 30, HIGH)
-    arr = _text(above, (100, 338), "ID 1037 12/03/1950", 30, HIGH)
-    cut, below = above != base, arr != above
+    arr, cut, _, region, decision = _a_line_cut_by_the_box_below("X")
     (cy0, cx0), (cy1, cx1) = np.argwhere(cut).min(axis=0), np.argwhere(cut).max(axis=0)
-    (by0, bx0), (by1, bx1) = np.argwhere(below).min(axis=0), np.argwhere(below).max(axis=0)
-    box = (int(min(bx0, cx0)) - 2, int(cy0 + cy1) // 2, int(max(bx1, cx1)) + 3, int(by1) + 3)
-    region = dataclasses.replace(detection._region(arr, box, 2, int(by1 - by0)), bright=True)
-    decision = policy.Decision("text", "words read", (box,))
     read: list[list[tuple[int, int, int, int]]] = []
     real = textrec.read
 

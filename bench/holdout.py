@@ -25,21 +25,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import pydicom
-from pixels_real import decoded, display_gray
+from pixels_real import COST_TARGET_S, decoded, display_gray, one_core_seconds, warm_up
 
 from cxr_dask.deid import pixels
-from cxr_dask.deid.pixels import ocr, textdet, textrec
 from cxr_dask.deid.pixels.checks import frames, is_colour
 from cxr_dask.deid.rules import PixelOptions
 
@@ -47,8 +43,6 @@ DEFAULT_ROOT = Path("/work/cache/holdout")
 DEFAULT_SETS = ("talo", "cxnet", "orthanc")
 #: RapidOCR's line score a word needs to count.
 MIN_SCORE = 0.7
-#: Issue 11's cost target for an image with text: one core, the whole pixel step.
-COST_TARGET_S = 0.5
 #: Letters or digits a word needs to count (a lone marker letter identifies nobody).
 MIN_LENGTH = 3
 
@@ -107,23 +101,6 @@ def measure(engine: Any, key: str, path: Path, options: PixelOptions) -> dict[st
         "regions": dict(Counter(f"{r.kind}: {r.why}" for r in result.report.regions)),  # fixed phrases
         "_left": left,  # dropped before anything is written, printed only with --show
     }
-
-
-def one_core_seconds() -> float:
-    """CPU seconds of this process and of its children, live (Tesseract's loaded engines)
-    or finished: the pixel step's cost on one core (the models run in-process, one thread)."""
-    finished = os.times()
-    live = sum(sum(child.cpu_times()[:2]) for child in psutil.Process().children(recursive=True))
-    return time.process_time() + finished.children_user + finished.children_system + live
-
-
-def warm_up(options: PixelOptions) -> None:
-    """Load the readers once before anything is timed (Tesseract's engine, the two models)."""
-    page = np.full((48, 160), 255, dtype=np.uint8)
-    page[16:32, 20:140] = 0
-    ocr.tesseract_tsv(page)
-    list(textdet.probabilities([page]))
-    textrec.read(page, [(0, 0, 160, 48)], options.is_allowed)
 
 
 def totals(rows: list[dict[str, Any]]) -> dict[str, float]:

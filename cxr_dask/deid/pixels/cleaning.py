@@ -96,7 +96,8 @@ DENSE_LINES = 4
 #: where Tesseract reads only junk, and they were most of its time (on the 52 labelled
 #: bench images with text: 3.3 of 6.0 s read one by one, no evidence of text lost).
 GATED_LINES = 4
-#: A first-pass decision from the text detector's boxes alone (``_holds_text``).
+#: A first-pass decision from the text detector's boxes alone (``_holds_text``); its
+#: other decisions' reasons begin with it.
 DETECTOR_WHY = "text detector"
 #: On a dense page, a line of glyphs this high (share of the text detector's box, which
 #: is grown around the text it finds) beside text the detector found is text too.
@@ -455,7 +456,7 @@ def _hug(
             out += [box] if whole_unless_spanned and covered.mean() < WORD_COVERED else found
         return out
 
-    lines = ink(decision.blank[: decision.lines], decision.why.startswith("text detector"))
+    lines = ink(decision.blank[: decision.lines], decision.why.startswith(DETECTOR_WHY))
     words = decision.blank[decision.lines :]
     if decision.why == "words read" and words:  # lines far from every word read are no text of it
         lines = [line for line in lines if beside_words(line, words, region.line_height)]

@@ -17,7 +17,7 @@ from PIL import Image
 
 from cxr_dask import tools
 from cxr_dask.deid.pixels.detection import CONTRAST, GROW_CONTRAST, MIN_STRONG, STRONG_SHARE
-from cxr_dask.deid.pixels.morphology import stroke_values, value_percentiles
+from cxr_dask.deid.pixels.morphology import stroke_values, top_hat, value_percentiles
 from cxr_dask.deid.pixels.policy import _letter_spaced
 from cxr_dask.deid.pixels.types import Region, Word
 from cxr_dask.deid.rules import PixelOptions
@@ -43,11 +43,15 @@ def _ocr_scale(region: Region) -> float:
     return min(4.0, max(0.25, OCR_HEIGHT / region.line_height))
 
 
+def _stroke_window(region: Region) -> int:
+    """The top-hat window of a region's strokes: wider than a stroke, narrower than a glyph."""
+    return max(3, int(region.line_height * 0.6))
+
+
 def _ocr_crop(arr: np.ndarray, region: Region) -> tuple[np.ndarray, float, np.ndarray]:
     """The region as dark text on white, background removed, scaled towards OCR_HEIGHT;
     and its stroke strength (top-hat response in stored values, at the region's scale)."""
-    window = max(3, int(region.line_height * 0.6))
-    found = stroke_values(arr[region.y0 : region.y1, region.x0 : region.x1], window, region.bright)
+    found = stroke_values(arr[region.y0 : region.y1, region.x0 : region.x1], _stroke_window(region), region.bright)
     top = float(value_percentiles(found, 99.5, np.float32)) or 1.0
     strokes = found.astype(np.float32, copy=False)
     gray = 255.0 - np.clip(strokes / top, 0.0, 1.0) * 255.0
@@ -225,9 +229,8 @@ def holds_strokes(arr: np.ndarray, region: Region, span: float) -> bool:
     """Whether a region's crop holds the ``MIN_STRONG`` pixels of glyph contrast a word
     read in it needs to be evidence (``_stroked``): without them, nothing read there is
     evidence or a near read."""
-    window = max(3, int(region.line_height * 0.6))
-    found = stroke_values(arr[region.y0 : region.y1, region.x0 : region.x1], window, region.bright)
-    return int(np.count_nonzero(found.astype(np.float32, copy=False) >= CONTRAST * span)) >= MIN_STRONG
+    strokes = top_hat(arr[region.y0 : region.y1, region.x0 : region.x1], _stroke_window(region), region.bright)
+    return int(np.count_nonzero(strokes >= CONTRAST * span)) >= MIN_STRONG
 
 
 def _views_in_chunks(

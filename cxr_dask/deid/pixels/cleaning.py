@@ -226,14 +226,6 @@ def dense_lines(
             out.append((region, dataclasses.replace(decision, why="words read on a dense page", sure=sure)))
         elif decision.kind == "text" or is_unread(decision):
             unread.append(region)
-    # what OCR could not read, the text detector sees at the line's own scale
-    # and the region's other lines of glyphs of the size of the text it boxed go too (in a
-    # block whose lines the screen merged, it boxed one line of three; anatomy cut into
-    # the region is taller). A line without a stroke of glyph contrast is no line of text
-    # (the screen's test for a glyph: ``detection.MIN_STRONG``; nothing read there could
-    # be evidence, ``ocr.holds_strokes``): on a chest film the dense look cuts anatomy
-    # into ~100 lines a few pixels high, most of them such, shown to the detector at 4x.
-    stroked = [region for region in unread if holds_strokes(arr, region, span)]
     heights = [r.line_height for r, d in out if d.why == "words read on a dense page" and d.lines]
     # a component too tall for a glyph that lines read surely as text mostly cover (sure
     # words back them: blanked unless the recogniser reads a marker) is a block of those
@@ -254,6 +246,14 @@ def dense_lines(
     crops: list[Box] = []
     sure_words = tuple(box for _, d in out for box in d.sure) if page else ()
     beside = _beside_anatomy(arr, big, heights, options, span, crops, sure_words)
+    # what OCR could not read, the text detector sees at the line's own scale
+    # and the region's other lines of glyphs of the size of the text it boxed go too (in a
+    # block whose lines the screen merged, it boxed one line of three; anatomy cut into
+    # the region is taller). A line without a stroke of glyph contrast is no line of text
+    # (the screen's test for a glyph: ``detection.MIN_STRONG``; nothing read there could
+    # be evidence, ``ocr.holds_strokes``): on a chest film the dense look cuts anatomy
+    # into ~100 lines a few pixels high, most of them such, shown to the detector at 4x.
+    stroked = [region for region in unread if holds_strokes(arr, region, span)]
     if page:
         stroked = [r for r in stroked if not any(_inside(r.box, crop) for crop in crops)]
     for region, boxes in zip(stroked, confirm_text(stroked, arr), strict=True):

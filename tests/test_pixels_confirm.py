@@ -347,3 +347,93 @@ def test_a_detector_box_the_recogniser_reads_as_no_text_sets_off_no_dense_look(m
         monkeypatch.setattr(cleaning, "dense_lines", lambda *args, calls=calls: calls.append(1) or [])
         judged = cleaning._judge(arr, None, PixelOptions(), PixelReport())
         assert judged and bool(calls) == looked
+
+
+def _a_page_of_lines(count: int) -> list[Region]:
+    """``count`` lines of a film scan's annotation blocks, 24 pixels high, in two columns."""
+    return [
+        Region(40 + 300 * (i % 2), 20 + 30 * (i // 2), 300 + 300 * (i % 2), 44 + 30 * (i // 2), True, 8, 24)
+        for i in range(count)
+    ]
+
+
+def _read_surely_but(unread: list[Region]):
+    """Tesseract as the dense look's reader: each line read as a sure word but ``unread``."""
+
+    def read_in_chunks(image, regions, options, span, seen=None):
+        if seen is not None:
+            seen.extend(regions)
+        return [[] if r in unread else [Word(*r.box, allowed=False, confidence=95.0, characters=8)] for r in regions]
+
+    return read_in_chunks
+
+
+def test_a_dense_line_found_twice_is_read_once(monkeypatch):
+    """A line the dense look finds twice (one box in two groups of line heights, or cut
+    out of a block and found on its own too: SC1 read 10 of its 275 lines twice) goes to
+    Tesseract once."""
+    arr = np.zeros((800, 700), dtype=np.uint16)
+    lines = _a_page_of_lines(4)
+    twice = dataclasses.replace(lines[1], line_height=20)
+    monkeypatch.setattr(cleaning, "detect", lambda image, window, dense=False, big=None, **kwargs: [*lines, twice])
+    read: list[Region] = []
+    reader = _read_surely_but([])
+    monkeypatch.setattr(cleaning, "_read_in_chunks", lambda *args: reader(*args, seen=read))
+    monkeypatch.setattr(cleaning, "_beside_anatomy", lambda *args: [])
+    found = cleaning.dense_lines(arr, None, PixelOptions(), [], [])
+    assert read == lines
+    assert [r.box for r, _ in found] == [r.box for r in lines]
+
+
+def test_on_a_dense_page_a_line_seen_beside_anatomy_is_not_shown_to_the_detector_again(monkeypatch):
+    """On a page of ``DENSE_PAGE`` lines read as text or more (a film scan's annotation),
+    an unread line inside a crop the text detector saw beside anatomy is not shown to it
+    again at its own scale (SC1: 30 such lines, one boxed); with fewer lines read (a chest
+    film, a figure), it is, as every unread line is."""
+    arr = np.zeros((800, 700), dtype=np.uint16)
+    skull = (380, 600, 640, 780)
+    on_the_skull = Region(400, 700, 560, 724, bright=True, glyphs=6, line_height=24)
+    elsewhere = Region(40, 700, 200, 724, bright=True, glyphs=6, line_height=24)
+    monkeypatch.setattr(cleaning, "holds_strokes", lambda *args: True)
+    for count, shown_expected in ((cleaning.DENSE_PAGE, [elsewhere]), (2, [on_the_skull, elsewhere])):
+        lines = [*_a_page_of_lines(count), on_the_skull, elsewhere]
+
+        def detect(image, window, dense=False, big=None, lines=lines, **kwargs):
+            big.append(skull)
+            return list(lines)
+
+        shown: list[Region] = []
+        monkeypatch.setattr(cleaning, "detect", detect)
+        monkeypatch.setattr(cleaning, "_read_in_chunks", _read_surely_but([on_the_skull, elsewhere]))
+        monkeypatch.setattr(
+            cleaning, "confirm_text", lambda regions, image, shown=shown: shown.extend(regions) or [[] for _ in regions]
+        )
+        monkeypatch.setattr(
+            cleaning,
+            "_beside_anatomy",
+            lambda image, big, heights, options, span, crops, *rest: crops.extend(big) or [],
+        )
+        cleaning.dense_lines(arr, None, PixelOptions(), [], [])
+        assert shown == shown_expected, count
+
+
+def test_a_box_beside_anatomy_that_sure_lines_cover_is_not_read_again(monkeypatch):
+    """The text detector's box beside anatomy that words read surely on the page's lines
+    cover (``READ_ALREADY``) is not read by Tesseract once more: those words back it, and
+    the recogniser need not read it either; a box they do not cover is read."""
+    arr = _text(np.zeros((300, 600), dtype=np.uint16), (60, 100), "HOLLOWAY 1950", 24, HIGH)
+    covered, apart = (56, 160, 260, 194), (300, 200, 420, 230)  # (no strokes: the recogniser reads nothing)
+    sure_word = (50, 154, 270, 200)
+    read: list[Region] = []
+
+    def read_regions(image, regions, options, span):
+        read.extend(regions)
+        return [[] for _ in regions]
+
+    monkeypatch.setattr(cleaning, "read_regions", read_regions)
+    kept, sure = cleaning._markers_beside(arr, [covered, apart], 24, PixelOptions(), 1.0, (sure_word,))
+    assert len(read) == 1 and read[0].x0 >= apart[0] - 12, [r.box for r in read]
+    assert sure == {covered: (sure_word,)} and not kept
+    for backing, blanked in ((sure[covered], (covered,)), ((), ())):
+        decision = Decision("text", "text detector beside anatomy", (covered,), sure=backing)
+        assert cleaning.confirm_reads(arr, [decision], PixelOptions())[0].blank == blanked

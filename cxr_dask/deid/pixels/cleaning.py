@@ -102,6 +102,13 @@ DETECTOR_WHY = "text detector"
 #: On a dense page, a line of glyphs this high (share of the text detector's box, which
 #: is grown around the text it finds) beside text the detector found is text too.
 DETECTED_SIZE = (0.3, 1.2)
+#: A page with this many lines read as text on the dense look is a film scan's page of
+#: annotation blocks (NEMA's SC1: 144; the bench's chest films and figures: 2 at most):
+#: there a line is not shown to a reader again that one has seen already.
+DENSE_PAGE = 32
+#: ... and a text detector's box beside anatomy that much covered by words the page's
+#: lines read surely is not read by OCR again (``_markers_beside``).
+READ_ALREADY = 0.9
 #: A component too tall for a glyph (``detection.detect``'s ``big``) this much covered by
 #: lines read surely as text on a dense page is a block of them, not anatomy.
 BIG_COVERED = 0.5
@@ -200,6 +207,12 @@ def dense_lines(
         and blanked[r.y0 : r.y1, r.x0 : r.x1].mean() < 0.9
         and not any(_judged(r, first) for first, d in zip(regions, decisions, strict=True) if d.kind != "text")
     ]
+    # a line found twice (one box in two groups of line heights, or a block's line cut out
+    # of it and found on its own too) is read once: SC1 read 10 of its 275 lines twice
+    first_found: dict[Box, Region] = {}
+    for r in found:
+        first_found.setdefault(r.box, r)
+    found = list(first_found.values())
     out = []
     unread = []
     for region, words in zip(found, _read_in_chunks(arr, found, options, span), strict=True):
@@ -213,6 +226,26 @@ def dense_lines(
             out.append((region, dataclasses.replace(decision, why="words read on a dense page", sure=sure)))
         elif decision.kind == "text" or is_unread(decision):
             unread.append(region)
+    heights = [r.line_height for r, d in out if d.why == "words read on a dense page" and d.lines]
+    # a component too tall for a glyph that lines read surely as text mostly cover (sure
+    # words back them: blanked unless the recogniser reads a marker) is a block of those
+    # lines whose strokes joined, not anatomy a label touches (SC1: 20 of 48 components,
+    # each line of theirs found and read once more there); its other lines were shown to
+    # the detector as unread lines. (Boxes read unsure do not count: on a held-out film
+    # the recogniser vetoed some, and only the look beside anatomy blanked a device block.)
+    read_surely = np.zeros(arr.shape, dtype=bool)
+    for _, d in out:
+        for x0, y0, x1, y1 in d.sure:
+            read_surely[y0:y1, x0:x1] = True
+    big = [box for box in big if read_surely[box[1] : box[3], box[0] : box[2]].mean() < BIG_COVERED]
+    # on a page of many lines of text (a film scan's annotation) a line is not read twice:
+    # the detector's boxes beside anatomy that its lines read surely cover are not read by
+    # OCR again, and an unread line inside a crop the detector saw there was looked at
+    # already, at the page's text height (SC1 showed it 30 such lines once more, one boxed)
+    page = len(heights) >= DENSE_PAGE
+    crops: list[Box] = []
+    sure_words = tuple(box for _, d in out for box in d.sure) if page else ()
+    beside = _beside_anatomy(arr, big, heights, options, span, crops, sure_words)
     # what OCR could not read, the text detector sees at the line's own scale
     # and the region's other lines of glyphs of the size of the text it boxed go too (in a
     # block whose lines the screen merged, it boxed one line of three; anatomy cut into
@@ -221,6 +254,8 @@ def dense_lines(
     # be evidence, ``ocr.holds_strokes``): on a chest film the dense look cuts anatomy
     # into ~100 lines a few pixels high, most of them such, shown to the detector at 4x.
     stroked = [region for region in unread if holds_strokes(arr, region, span)]
+    if page:
+        stroked = [r for r in stroked if not any(_inside(r.box, crop) for crop in crops)]
     for region, boxes in zip(stroked, confirm_text(stroked, arr), strict=True):
         if boxes:
             tall = max(y1 - y0 for _, y0, _, y1 in boxes)
@@ -247,19 +282,7 @@ def dense_lines(
         for box in d.blank
         if box[3] - box[1] <= BLOCK_HEIGHT * first.line_height + 8
     ]
-    heights = [r.line_height for r, d in out if d.why == "words read on a dense page" and d.lines]
-    # a component too tall for a glyph that lines read surely as text mostly cover (sure
-    # words back them: blanked unless the recogniser reads a marker) is a block of those
-    # lines whose strokes joined, not anatomy a label touches (SC1: 20 of 48 components,
-    # each line of theirs found and read once more there); its other lines were shown to
-    # the detector as unread lines. (Boxes read unsure do not count: on a held-out film
-    # the recogniser vetoed some, and only the look beside anatomy blanked a device block.)
-    read_surely = np.zeros(arr.shape, dtype=bool)
-    for _, d in out:
-        for x0, y0, x1, y1 in d.sure:
-            read_surely[y0:y1, x0:x1] = True
-    big = [box for box in big if read_surely[box[1] : box[3], box[0] : box[2]].mean() < BIG_COVERED]
-    out += _beside_anatomy(arr, big, heights, options, span)
+    out += beside
     # (beside a line found to be text, not beside another line only taken for one of its
     # block: chained that way, lines walked down from a label into the anatomy under it, a
     # clavicle under "MOBILE", a bedside film's ribs; none of 15 such lines on the 705
@@ -308,6 +331,8 @@ def _beside_anatomy(
     heights: list[int],
     options: PixelOptions | None = None,
     span: float | None = None,
+    crops: list[Box] | None = None,
+    read_surely: tuple[Box, ...] = (),
 ) -> list[tuple[Region, Decision]]:
     """Labels that touch anatomy, from the text detector on the anatomy's surround.
 
@@ -319,7 +344,8 @@ def _beside_anatomy(
     ``_hug``: one the glyphs do not span (the label's strokes merged with the bone)
     stays whole. A side or position marker touching anatomy stays as anywhere else
     (``_markers_beside``): boxes with room for two characters, and boxes whose words
-    are all allow-listed, are kept.
+    are all allow-listed, are kept. ``crops`` gets the crops shown to the detector;
+    ``read_surely``, the boxes of words the page's lines read surely (``Decision.sure``).
     """
     if not big or not heights:
         return []
@@ -332,11 +358,14 @@ def _beside_anatomy(
         for x0, y0, x1, y1 in big
     ]
     boxes = [box for box, *_ in _merge_overlapping(grown)]
+    if crops is not None:
+        crops.extend(boxes)
     sizes = [height] * len(boxes)
     found_per_box = textdet.text_boxes(arr, boxes, sizes, sizes)
     options = options or PixelOptions()
     span = stroke_span(arr) if span is None else span
-    kept, sure = _markers_beside(arr, [b for found in found_per_box for b in found], height, options, span)
+    found_here = [b for found in found_per_box for b in found]
+    kept, sure = _markers_beside(arr, found_here, height, options, span, read_surely)
     out = []
     for box, found in zip(boxes, found_per_box, strict=True):
         lines = tuple(b for b in found if kept.get(b))  # text beside an allow-listed word
@@ -351,22 +380,30 @@ def _beside_anatomy(
 
 
 def _markers_beside(
-    arr: np.ndarray, found: list[Box], height: int, options: PixelOptions, span: float
+    arr: np.ndarray,
+    found: list[Box],
+    height: int,
+    options: PixelOptions,
+    span: float,
+    read_surely: tuple[Box, ...] = (),
 ) -> tuple[dict[Box, tuple[Word, ...]], dict[Box, tuple[Box, ...]]]:
     """The text detector's boxes beside anatomy that hold a marker, judged by the policy
     (``policy.decide``): box -> the allow-listed words to keep in it (empty: keep the
     whole box); and box -> the sure words OCR read in it (``Decision.sure``: such a box
     needs no recogniser's read; on a film scan most of them). Each box is read by OCR
     (one call for the page) at the page's text height, in the polarity its padded
-    surround gives."""
+    surround gives. A box that words read surely on the page's lines (``read_surely``)
+    cover is not read again: they back it (a film scan's labels beside its skulls are
+    mostly lines of its annotation blocks, read already)."""
     regions = []
+    backed = _read_already(arr.shape, found, read_surely)
     for x0, y0, x1, y1 in found:
         pad = max(2, height // 4)
         padded = (max(0, x0 - pad), max(0, y0 - pad), min(arr.shape[1], x1 + pad), min(arr.shape[0], y1 + pad))
         regions.append(dataclasses.replace(_region(arr, padded, 1, height), line_height=height))
     out: dict[Box, tuple[Word, ...]] = {}
     sure: dict[Box, tuple[Box, ...]] = {}
-    to_read = [r for r in regions if not is_small(r)]
+    to_read = [r for box, r in zip(found, regions, strict=True) if not is_small(r) and box not in backed]
     read = dict(zip(to_read, read_regions(arr, to_read, options, span), strict=True)) if to_read else {}
     for box, region in zip(found, regions, strict=True):
         decision = decide(region, read.get(region, []), options, arr.shape)
@@ -376,7 +413,26 @@ def _markers_beside(
             out[box] = decision.keep
         if decision.kind == "text" and decision.sure:
             sure[box] = decision.sure
+    sure.update(backed)
     return out, sure
+
+
+def _read_already(shape: tuple[int, ...], found: list[Box], read_surely: tuple[Box, ...]) -> dict[Box, tuple[Box, ...]]:
+    """Of ``found``, the boxes ``READ_ALREADY`` covered by the word boxes ``read_surely``,
+    each with those of them it holds most of or lies in (``confirm_reads``'s backing)."""
+    if not read_surely or not found:
+        return {}
+    mask = np.zeros(shape, dtype=bool)
+    for x0, y0, x1, y1 in read_surely:
+        mask[y0:y1, x0:x1] = True
+    out = {}
+    for box in found:
+        x0, y0, x1, y1 = box
+        if x1 > x0 and y1 > y0 and mask[y0:y1, x0:x1].mean() >= READ_ALREADY:
+            held = tuple(word for word in read_surely if _covers(box, word) or _inside(box, word))
+            if held:
+                out[box] = held
+    return out
 
 
 def _in_block(line: Region, texts: np.ndarray) -> np.ndarray:

@@ -190,3 +190,55 @@ def test_a_dense_line_without_strokes_of_glyph_contrast_is_not_shown_to_the_dete
     found = cleaning.dense_lines(arr, None, PixelOptions(), [], [])
     assert shown == [text.box]
     assert [(r.box, d.why) for r, d in found] == [(text.box, "text detector on a dense page")]
+
+
+def _ink_boxes_line_by_line(
+    arr: np.ndarray, box: tuple[int, int, int, int], line_height: int, bright: bool, span: float
+) -> list[tuple[int, int, int, int]]:
+    """``detection.ink_boxes`` as it was: each line tested against every strong glyph in turn."""
+    factor = detection.detection_factor(*arr.shape)
+    fine = detection._ink_glyphs(arr, box, line_height, bright, span, factor)
+    if fine is None:
+        return [box]
+    found, strong = fine
+    if detection.BIG_GLYPH * factor <= line_height <= detection.DENSE_MAX_GLYPH:
+        coarse = detection._ink_glyphs(arr, box, line_height, bright, span, factor * detection.COARSE)
+        if coarse is not None:
+            found, strong = found + coarse[0], strong + coarse[1]
+    out = []
+    for (lx0, ly0, lx1, ly1), _, _ in detection._group_lines(found):
+        if any(detection._inside(s, (lx0, ly0, lx1, ly1)) for s in strong):
+            pad = detection.INK_PAD
+            out.append((max(box[0], lx0 - pad), max(box[1], ly0 - pad), min(box[2], lx1 + pad), min(box[3], ly1 + pad)))
+    return out or [box]
+
+
+def test_ink_boxes_keeps_the_lines_holding_a_strong_glyph_as_line_by_line() -> None:
+    """The lines of ink a box holds are kept when a strong glyph lies inside them, tested
+    for all pairs at once (a chest film's block cut into lines: hundreds of each): the same
+    boxes as testing each line in turn, on a film scan's lines and blocks of anatomy, in both
+    polarities, and a box of faint ink only (nothing strong: the box itself)."""
+    from cxr_dask.testing.synth_text import film_scan
+
+    arr, _ = film_scan(seed=1, size=768, glyph=12)
+    span = detection.stroke_span(arr)
+    regions = detection.detect(arr, dense=True, big=[])
+    rows, columns = arr.shape
+    blocks = [(0, 0, columns // 2, rows // 2), (columns // 3, rows // 3, columns, rows)]
+    assert len(regions) > 20
+    asks = [(r.box, r.line_height) for r in regions] + [(b, h) for b in blocks for h in (6, 12, 30, 60)]
+    checked = 0
+    for box, height in asks:
+        for bright in (True, False):
+            expected = _ink_boxes_line_by_line(arr, box, height, bright, span)
+            assert detection.ink_boxes(arr, box, height, bright, None, span) == expected
+            checked += len(expected)
+    assert checked > 100
+    flat = np.full((120, 200), 1000, dtype=np.uint16)
+    flat[60:64, 20:180] += 3  # a faint ridge: ink, no strong glyph
+    box = (0, 40, 200, 90)
+    assert (
+        detection.ink_boxes(flat, box, 8, True)
+        == [box]
+        == _ink_boxes_line_by_line(flat, box, 8, True, detection.stroke_span(flat))
+    )

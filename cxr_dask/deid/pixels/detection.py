@@ -1111,12 +1111,17 @@ def ink_boxes(
         if coarse is not None:
             found, strong = found + coarse[0], strong + coarse[1]
     x0, y0, x1, y1 = box
-    out: list[Box] = []
-    for (lx0, ly0, lx1, ly1), _count, _height in _group_lines(found):
-        if not any(_inside(s, (lx0, ly0, lx1, ly1)) for s in strong):
-            continue  # noise in the padding, or faint anatomy
-        pad = INK_PAD
-        out.append((max(x0, lx0 - pad), max(y0, ly0 - pad), min(x1, lx1 + pad), min(y1, ly1 + pad)))
+    lines = [line for line, _count, _height in _group_lines(found)]
+    # a line without a strong glyph inside is noise in the padding, or faint anatomy (all
+    # pairs at once: a chest film's block cut into lines has hundreds of each)
+    strong_boxes = np.asarray(strong, dtype=np.int64).reshape(-1, 1, 4)
+    held = np.asarray(within(strong_boxes, np.asarray(lines, dtype=np.int64).reshape(-1, 4)).any(axis=0))
+    pad = INK_PAD
+    out = [
+        (max(x0, lx0 - pad), max(y0, ly0 - pad), min(x1, lx1 + pad), min(y1, ly1 + pad))
+        for (lx0, ly0, lx1, ly1), strong_inside in zip(lines, held.tolist(), strict=True)
+        if strong_inside
+    ]
     return out or [box]
 
 

@@ -76,6 +76,8 @@ DENSE_HEIGHT_RATIO = 2.0
 #: ... and a glyph is at most this many image pixels high (text up to 150 pixels high
 #: with room; a whole skull on a film scan is a component of "glyph" size otherwise).
 DENSE_MAX_GLYPH = 200
+#: No glyph is taller than this share of the image's rows (the screen's limit, both scales).
+GLYPH_SHARE = 0.2
 #: Components too tall for a glyph, up to this share of the image a side: anatomy a label
 #: may touch (a skull on a film scan, whose "A114" the pooled strokes join to the bone).
 BIG_SHARE = 0.4
@@ -811,7 +813,7 @@ def _outlined_letters(high: np.ndarray, low: np.ndarray) -> list[Box]:
         return []
     found, sizes, _ = _component_stats(letters, letters)
     h, w = found[:, 3] - found[:, 1], found[:, 2] - found[:, 0]
-    glyph = (h >= SPLIT_MIN_HEIGHT) & (h <= 0.2 * high.shape[0]) & (w <= 3 * h) & (sizes >= 6)
+    glyph = (h >= SPLIT_MIN_HEIGHT) & (h <= GLYPH_SHARE * high.shape[0]) & (w <= 3 * h) & (sizes >= 6)
     return [tuple(box) for box in found[glyph].tolist()]
 
 
@@ -896,7 +898,7 @@ def _glyph_boxes(
     span = stroke_span(low, window)
     strong = CONTRAST * span * sensitivity  # a glyph needs one pixel of this top-hat response
     det_rows, det_columns = high.shape
-    max_height, max_width = max(8, int(0.2 * det_rows)), max(16, int(0.6 * det_columns))
+    max_height, max_width = max(8, int(GLYPH_SHARE * det_rows)), max(16, int(0.6 * det_columns))
     if max_glyph is not None:  # image pixels: the same glyph limit whatever the pooling
         max_height = max(8, min(max_height, max_glyph // factor))
     # Both polarities feed one grouping: white text also makes dark "gaps" between its
@@ -920,7 +922,7 @@ def _glyph_boxes(
             response, span, max_height, max_width, sensitivity, sure, big, cores, dark, counted, "dark"
         )
     if wide is not None:
-        tallest = min(DENSE_MAX_GLYPH // factor, int(0.2 * det_rows))  # a glyph's limits, as above
+        tallest = min(DENSE_MAX_GLYPH // factor, int(GLYPH_SHARE * det_rows))  # a glyph's limits, as above
         wide.extend(_wide_lines(high, low, span, boxes, sure, tallest))
     return boxes
 

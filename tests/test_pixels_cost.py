@@ -299,3 +299,25 @@ def test_ink_boxes_tests_components_and_lines_on_arrays_as_one_by_one() -> None:
     lines = detection.ink_boxes(arr, row, 14, True, None, span)
     assert any(x0 >= 290 and y0 >= 695 for x0, y0, _, _ in lines)  # the strong line
     assert not any(x0 < 290 and y0 >= 695 for x0, y0, _, _ in lines)  # not the faint one
+
+
+def test_the_dense_look_cuts_no_line_taller_than_the_screens_tallest_glyph_out_of_a_block() -> None:
+    """A block a little taller than ``DENSE_LINES`` lines is cut into its lines of ink; one
+    taller than the screen's tallest glyph (``GLYPH_SHARE`` of the image's rows) is no line
+    of text but anatomy (a bedside film's ribs: a 126-pixel "line" on 524 rows, boxed by the
+    detector at 0.2x, chained 17 rib lines to it, ~0.5 s of reads). On a taller image the
+    same ink is within a glyph's size and is cut out as before; the small line always is."""
+    from cxr_dask.deid.pixels import cleaning
+    from cxr_dask.deid.pixels.types import Region
+    from tests.test_pixels_confirm import _text
+    from tests.test_pixels_policy import HIGH
+
+    block = Region(10, 10, 380, 190, bright=True, glyphs=12, line_height=30)
+    heights = {}
+    for rows in (200, 400):
+        arr = np.full((rows, 400), 600, dtype=np.uint16)
+        arr = _text(arr, (20, 20), "SMALL 1234", 14, HIGH)
+        arr = _text(arr, (20, 80), "0808", 60, HIGH)  # ink 46 rows high
+        heights[rows] = sorted(line.line_height for line in cleaning._split_blocks(arr, [block], None))
+    assert heights[200] == [10]  # 46 > 0.2 * 200
+    assert heights[400] == [10, 46]

@@ -190,3 +190,134 @@ def test_a_dense_line_without_strokes_of_glyph_contrast_is_not_shown_to_the_dete
     found = cleaning.dense_lines(arr, None, PixelOptions(), [], [])
     assert shown == [text.box]
     assert [(r.box, d.why) for r, d in found] == [(text.box, "text detector on a dense page")]
+
+
+def _ink_glyphs_one_by_one(
+    arr: np.ndarray, box: tuple[int, int, int, int], line_height: int, bright: bool, span: float, factor: int
+) -> tuple[list[tuple[int, int, int, int]], list[tuple[int, int, int, int]]] | None:
+    """``detection._ink_glyphs`` as it was: scipy's labels, each component tested in turn."""
+    from scipy import ndimage
+
+    rows, columns = arr.shape
+    x0, y0, x1, y1 = box
+    margin = detection.TOPHAT_SIZE * factor
+    cx0, cy0 = max(0, x0 - margin) // factor * factor, max(0, y0 - margin) // factor * factor
+    cx1 = min(columns, cx0 + -(-(min(columns, x1 + margin) - cx0) // factor) * factor)
+    cy1 = min(rows, cy0 + -(-(min(rows, y1 + margin) - cy0) // factor) * factor)
+    crop = arr[cy0:cy1, cx0:cx1]
+    if min(crop.shape) < factor:
+        return None
+    high, low = detection._pool(crop, factor)
+    if high.dtype.kind != "u":
+        high, low = high.astype(np.float32), low.astype(np.float32)
+    tallest = 2 * max(1, line_height) // factor + 2
+    found: list[tuple[int, int, int, int]] = []
+    strong: list[tuple[int, int, int, int]] = []
+    size = detection.TOPHAT_SIZE
+    for glyph_bright in (bright, not bright):
+        if glyph_bright:
+            response = high - detection._dilate(detection._erode(high, size), size)
+        else:
+            response = detection._erode(detection._dilate(low, size), size) - low
+        labels, count = ndimage.label(response > detection.GROW_CONTRAST * span, structure=np.ones((3, 3), dtype=bool))
+        if not count:
+            continue
+        peaks = np.bincount(labels[response >= detection.CONTRAST * span], minlength=count + 1)
+        for index, (ys, xs) in enumerate(ndimage.find_objects(labels), start=1):
+            h, w = ys.stop - ys.start, xs.stop - xs.start
+            if h > tallest or w > 12 * max(h, tallest // 2) or (not peaks[index] and h * w < 4):
+                continue
+            full = (cx0 + xs.start * factor, cy0 + ys.start * factor, cx0 + xs.stop * factor, cy0 + ys.stop * factor)
+            if not (x0 <= (full[0] + full[2]) // 2 < x1 and y0 <= (full[1] + full[3]) // 2 < y1):
+                continue
+            found.append(full)
+            if peaks[index]:
+                strong.append(full)
+        if strong:
+            break
+    return found, strong
+
+
+def _ink_boxes_line_by_line(
+    arr: np.ndarray, box: tuple[int, int, int, int], line_height: int, bright: bool, span: float
+) -> list[tuple[int, int, int, int]]:
+    """``detection.ink_boxes`` as it was: each component, then each line against every strong
+    glyph, tested in turn."""
+    factor = detection.detection_factor(*arr.shape)
+    fine = _ink_glyphs_one_by_one(arr, box, line_height, bright, span, factor)
+    if fine is None:
+        return [box]
+    found, strong = fine
+    if detection.BIG_GLYPH * factor <= line_height <= detection.DENSE_MAX_GLYPH:
+        coarse = _ink_glyphs_one_by_one(arr, box, line_height, bright, span, factor * detection.COARSE)
+        if coarse is not None:
+            found, strong = found + coarse[0], strong + coarse[1]
+    out = []
+    for (lx0, ly0, lx1, ly1), _, _ in detection._group_lines(found):
+        if any(detection._inside(s, (lx0, ly0, lx1, ly1)) for s in strong):
+            pad = detection.INK_PAD
+            out.append((max(box[0], lx0 - pad), max(box[1], ly0 - pad), min(box[2], lx1 + pad), min(box[3], ly1 + pad)))
+    return out or [box]
+
+
+def test_ink_boxes_tests_components_and_lines_on_arrays_as_one_by_one() -> None:
+    """The glyphs of ink in a box are tested on arrays of components, and a line of them is
+    kept when a strong glyph lies inside it, tested for all pairs at once (a chest film's
+    block cut into lines: thousands of components, hundreds of lines): the same glyphs and
+    boxes as testing each in turn, on a film scan's lines and blocks of anatomy, in both
+    polarities and at three scales, and a line of faint letters beside a strong one (its
+    glyphs found but not strong: the line left out)."""
+    from PIL import ImageFont
+
+    from cxr_dask.testing.synth_text import available_fonts, draw_mask, film_scan
+
+    arr, _ = film_scan(seed=1, size=768, glyph=12)
+    font = ImageFont.truetype(available_fonts()[0], 14)
+    low, high = np.percentile(arr, (1, 99.5))
+    faint = 0.15 * (high - low)  # between the grow and the glyph contrast
+    arr = draw_mask(arr, lambda d: d.text((60, 700), "faint 12 letters", fill=255, font=font), faint, True)
+    arr = draw_mask(arr, lambda d: d.text((300, 700), "STRONG 99", fill=255, font=font), high)
+    span = detection.stroke_span(arr)
+    regions = detection.detect(arr, dense=True, big=[])
+    assert len(regions) > 20
+    rows, columns = arr.shape
+    row = (40, 680, 700, 730)
+    blocks = [(0, 0, columns // 2, rows // 2), (columns // 3, rows // 3, columns, rows), row]
+    asks = [(r.box, r.line_height) for r in regions] + [(b, h) for b in blocks for h in (6, 12, 14, 30, 60)]
+    checked = 0
+    for box, height in asks:
+        for bright in (True, False):
+            for factor in (1, 2, 4):
+                glyphs = detection._ink_glyphs(arr, box, height, bright, span, factor)
+                assert glyphs == _ink_glyphs_one_by_one(arr, box, height, bright, span, factor)
+            expected = _ink_boxes_line_by_line(arr, box, height, bright, span)
+            assert detection.ink_boxes(arr, box, height, bright, None, span) == expected
+            checked += len(expected)
+    assert checked > 100
+    found, strong = detection._ink_glyphs(arr, row, 14, True, span, 1) or ([], [])
+    assert len(strong) < len(found)
+    lines = detection.ink_boxes(arr, row, 14, True, None, span)
+    assert any(x0 >= 290 and y0 >= 695 for x0, y0, _, _ in lines)  # the strong line
+    assert not any(x0 < 290 and y0 >= 695 for x0, y0, _, _ in lines)  # not the faint one
+
+
+def test_the_dense_look_cuts_no_line_taller_than_the_screens_tallest_glyph_out_of_a_block() -> None:
+    """A block a little taller than ``DENSE_LINES`` lines is cut into its lines of ink; one
+    taller than the screen's tallest glyph (``GLYPH_SHARE`` of the image's rows) is no line
+    of text but anatomy (a bedside film's ribs: a 126-pixel "line" on 524 rows, boxed by the
+    detector at 0.2x, chained 17 rib lines to it, ~0.5 s of reads). On a taller image the
+    same ink is within a glyph's size and is cut out as before; the small line always is."""
+    from cxr_dask.deid.pixels import cleaning
+    from cxr_dask.deid.pixels.types import Region
+    from tests.test_pixels_confirm import _text
+    from tests.test_pixels_policy import HIGH
+
+    block = Region(10, 10, 380, 190, bright=True, glyphs=12, line_height=30)
+    heights = {}
+    for rows in (200, 400):
+        arr = np.full((rows, 400), 600, dtype=np.uint16)
+        arr = _text(arr, (20, 20), "SMALL 1234", 14, HIGH)
+        arr = _text(arr, (20, 80), "0808", 60, HIGH)  # ink 46 rows high
+        heights[rows] = sorted(line.line_height for line in cleaning._split_blocks(arr, [block], None))
+    assert heights[200] == [10]  # 46 > 0.2 * 200
+    assert heights[400] == [10, 46]

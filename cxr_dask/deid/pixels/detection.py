@@ -76,6 +76,8 @@ DENSE_HEIGHT_RATIO = 2.0
 #: ... and a glyph is at most this many image pixels high (text up to 150 pixels high
 #: with room; a whole skull on a film scan is a component of "glyph" size otherwise).
 DENSE_MAX_GLYPH = 200
+#: No glyph is taller than this share of the image's rows (the screen's limit, both scales).
+GLYPH_SHARE = 0.2
 #: Components too tall for a glyph, up to this share of the image a side: anatomy a label
 #: may touch (a skull on a film scan, whose "A114" the pooled strokes join to the bone).
 BIG_SHARE = 0.4
@@ -811,7 +813,7 @@ def _outlined_letters(high: np.ndarray, low: np.ndarray) -> list[Box]:
         return []
     found, sizes, _ = _component_stats(letters, letters)
     h, w = found[:, 3] - found[:, 1], found[:, 2] - found[:, 0]
-    glyph = (h >= SPLIT_MIN_HEIGHT) & (h <= 0.2 * high.shape[0]) & (w <= 3 * h) & (sizes >= 6)
+    glyph = (h >= SPLIT_MIN_HEIGHT) & (h <= GLYPH_SHARE * high.shape[0]) & (w <= 3 * h) & (sizes >= 6)
     return [tuple(box) for box in found[glyph].tolist()]
 
 
@@ -896,7 +898,7 @@ def _glyph_boxes(
     span = stroke_span(low, window)
     strong = CONTRAST * span * sensitivity  # a glyph needs one pixel of this top-hat response
     det_rows, det_columns = high.shape
-    max_height, max_width = max(8, int(0.2 * det_rows)), max(16, int(0.6 * det_columns))
+    max_height, max_width = max(8, int(GLYPH_SHARE * det_rows)), max(16, int(0.6 * det_columns))
     if max_glyph is not None:  # image pixels: the same glyph limit whatever the pooling
         max_height = max(8, min(max_height, max_glyph // factor))
     # Both polarities feed one grouping: white text also makes dark "gaps" between its
@@ -920,7 +922,7 @@ def _glyph_boxes(
             response, span, max_height, max_width, sensitivity, sure, big, cores, dark, counted, "dark"
         )
     if wide is not None:
-        tallest = min(DENSE_MAX_GLYPH // factor, int(0.2 * det_rows))  # a glyph's limits, as above
+        tallest = min(DENSE_MAX_GLYPH // factor, int(GLYPH_SHARE * det_rows))  # a glyph's limits, as above
         wide.extend(_wide_lines(high, low, span, boxes, sure, tallest))
     return boxes
 
@@ -1111,12 +1113,17 @@ def ink_boxes(
         if coarse is not None:
             found, strong = found + coarse[0], strong + coarse[1]
     x0, y0, x1, y1 = box
-    out: list[Box] = []
-    for (lx0, ly0, lx1, ly1), _count, _height in _group_lines(found):
-        if not any(_inside(s, (lx0, ly0, lx1, ly1)) for s in strong):
-            continue  # noise in the padding, or faint anatomy
-        pad = INK_PAD
-        out.append((max(x0, lx0 - pad), max(y0, ly0 - pad), min(x1, lx1 + pad), min(y1, ly1 + pad)))
+    lines = [line for line, _count, _height in _group_lines(found)]
+    # a line without a strong glyph inside is noise in the padding, or faint anatomy (all
+    # pairs at once: a chest film's block cut into lines has hundreds of each)
+    strong_boxes = np.asarray(strong, dtype=np.int64).reshape(-1, 1, 4)
+    held = np.asarray(within(strong_boxes, np.asarray(lines, dtype=np.int64).reshape(-1, 4)).any(axis=0))
+    pad = INK_PAD
+    out = [
+        (max(x0, lx0 - pad), max(y0, ly0 - pad), min(x1, lx1 + pad), min(y1, ly1 + pad))
+        for (lx0, ly0, lx1, ly1), strong_inside in zip(lines, held.tolist(), strict=True)
+        if strong_inside
+    ]
     return out or [box]
 
 
@@ -1124,9 +1131,8 @@ def _ink_glyphs(
     arr: np.ndarray, box: Box, line_height: int, bright: bool, span: float, factor: int
 ) -> tuple[list[Box], list[Box]] | None:
     """``ink_boxes``' glyphs in ``box`` at detection scale ``factor``: (all, strong), image
-    pixels; None when the box is too small to pool."""
-    from scipy import ndimage
-
+    pixels; None when the box is too small to pool. (The components' tests on arrays: a
+    chest film's block of anatomy holds thousands.)"""
     rows, columns = arr.shape
     x0, y0, x1, y1 = box
     margin = TOPHAT_SIZE * factor
@@ -1147,23 +1153,18 @@ def _ink_glyphs(
             response = high - _dilate(_erode(high, TOPHAT_SIZE), TOPHAT_SIZE)
         else:
             response = _erode(_dilate(low, TOPHAT_SIZE), TOPHAT_SIZE) - low
-        labels, count = ndimage.label(response > GROW_CONTRAST * span, structure=np.ones((3, 3), dtype=bool))
-        if not count:
+        parts, _sizes, (peaks,) = _component_counts(response > GROW_CONTRAST * span, [response >= CONTRAST * span])
+        if not len(parts):
             continue
-        peaks = np.bincount(labels[response >= CONTRAST * span], minlength=count + 1)
-        for index, sl in enumerate(ndimage.find_objects(labels), start=1):
-            if sl is None:
-                continue
-            ys, xs = sl
-            h, w = ys.stop - ys.start, xs.stop - xs.start
-            if h > tallest or w > 12 * max(h, tallest // 2) or (not peaks[index] and h * w < 4):
-                continue  # anatomy, a bar, or a speck of noise
-            full = (cx0 + xs.start * factor, cy0 + ys.start * factor, cx0 + xs.stop * factor, cy0 + ys.stop * factor)
-            if not (x0 <= (full[0] + full[2]) // 2 < x1 and y0 <= (full[1] + full[3]) // 2 < y1):
-                continue
-            found.append(full)
-            if peaks[index]:
-                strong.append(full)
+        h, w = parts[:, 3] - parts[:, 1], parts[:, 2] - parts[:, 0]
+        peaked = peaks > 0
+        # not anatomy, a bar, or a speck of noise
+        keep = (h <= tallest) & (w <= 12 * np.maximum(h, tallest // 2)) & (peaked | (h * w >= 4))
+        full = parts * factor + np.array([cx0, cy0, cx0, cy0], dtype=np.int64)
+        middle_x, middle_y = (full[:, 0] + full[:, 2]) // 2, (full[:, 1] + full[:, 3]) // 2
+        keep &= (x0 <= middle_x) & (middle_x < x1) & (y0 <= middle_y) & (middle_y < y1)
+        found += [tuple(b) for b in full[keep].tolist()]
+        strong += [tuple(b) for b in full[keep & peaked].tolist()]
         if strong:  # the region's polarity found its glyphs: the other one holds their gaps
             break
     return found, strong

@@ -619,6 +619,35 @@ def test_counted_percentiles_and_table_lookups_are_numpy_s_bit_for_bit(dtype):
     assert np.array_equal(morphology.looked_up(crop, table, first), table[crop.astype(np.int64) - first])
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int8])
+def test_the_recogniser_s_stroke_test_and_stretch_count_integers_bit_for_bit(dtype):
+    """The recogniser's crop tests (``textrec.has_strokes``: the neighbours' median step)
+    and its 8-bit stretch take stored values as integers, counted: numpy's float32
+    median and per-pixel stretch, bit for bit, on crops (views) of narrow, wide and
+    one-valued ranges, odd and even widths."""
+    from scipy import ndimage
+
+    from cxr_dask.deid.pixels import textrec
+
+    rng = np.random.default_rng(17)
+    info = np.iinfo(dtype)
+    for k in range(200):
+        low = int(rng.integers(info.min, info.max))
+        high = min(info.max, low + int(rng.integers(0, 300 if k % 2 else 70000)))
+        shape = (int(rng.integers(2, 50)), int(rng.integers(3, 80)))
+        whole = rng.integers(low, high, shape, dtype=dtype, endpoint=True)
+        crop = whole[1:, 1:] if k % 3 == 0 else whole
+        floats = crop.astype(np.float32)
+        step = float(np.median(np.abs(np.diff(floats, axis=1))))
+        assert textrec._median_step(crop) == step, (crop.shape, k)
+        smooth_low, smooth_high = np.percentile(ndimage.uniform_filter(floats, 3), (1, 99))
+        sigma = step * 1.4826 / np.sqrt(2.0)
+        assert textrec.has_strokes(crop) == (float(smooth_high - smooth_low) > textrec.MIN_STROKE_SNR * sigma)
+        bottom, top = np.percentile(floats, (0.5, 99.5))
+        want = (np.clip((floats - bottom) / max(float(top - bottom), 1.0), 0.0, 1.0) * 255.0).astype(np.uint8)
+        assert np.array_equal(textrec._stretched(crop), want), (crop.shape, k)
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16])
 def test_the_top_hat_of_stored_values_is_the_top_hat_of_their_floats(dtype):
     """``morphology.top_hat`` opens unsigned values as they are (dark strokes counted down

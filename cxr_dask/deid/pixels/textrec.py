@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from cxr_dask.deid.pixels.morphology import looked_up, value_percentiles
 from cxr_dask.deid.pixels.types import Box
 
 MODEL_FILE = "PP-OCRv6_rec_small.onnx"
@@ -112,15 +113,41 @@ def has_strokes(crop: np.ndarray) -> bool:
     neighbours, which a glyph's few edges do not move). Scale-free: a 12-bit crop whose
     text shows only in a narrow window passes as well as an 8-bit one."""
     values = crop.astype(np.float32)
-    sigma = float(np.median(np.abs(np.diff(values, axis=1)))) * 1.4826 / np.sqrt(2.0)
+    sigma = _median_step(crop) * 1.4826 / np.sqrt(2.0)
     low, high = np.percentile(ndimage.uniform_filter(values, 3), (1, 99))
     return float(high - low) > MIN_STROKE_SNR * sigma
 
 
+def _median_step(crop: np.ndarray) -> float:
+    """The median absolute difference between horizontal neighbours, as numpy's median of
+    the float32 differences gives it. Of stored values of at most 16 bits the differences
+    are integers (below 2**16: float32 holds them, and a median of two of them, exactly),
+    counted instead of sorted (``morphology.value_percentiles``)."""
+    if crop.dtype.kind in "ui" and crop.dtype.itemsize <= 2 and crop.ndim == 2 and crop.shape[0] and crop.shape[1] > 1:
+        left, right = crop[:, :-1], crop[:, 1:]
+        if crop.dtype.kind == "u":  # the larger less the smaller: no wrap-around
+            steps = np.maximum(left, right) - np.minimum(left, right)
+        else:
+            steps = np.abs(right.astype(np.int32) - left).astype(np.uint8 if crop.dtype.itemsize == 1 else np.uint16)
+        return float(value_percentiles(steps, 50.0, np.float32))
+    return float(np.median(np.abs(np.diff(crop.astype(np.float32), axis=1))))
+
+
 def _stretched(crop: np.ndarray) -> np.ndarray:
-    """A crop stretched to 8 bits by its own 0.5 and 99.5 percentiles."""
+    """A crop stretched to 8 bits by its own 0.5 and 99.5 percentiles. Stored values of at
+    most 16 bits go through a table of their range, their percentiles counted (as
+    ``textdet._display8``): the same arithmetic on each value once, bit for bit."""
+    if crop.dtype.kind in "ui" and crop.dtype.itemsize <= 2 and crop.size:
+        first, last = int(crop.min()), int(crop.max())
+        low, high = value_percentiles(crop, (0.5, 99.5), np.float32)
+        return looked_up(crop, _stretch(np.arange(first, last + 1, dtype=np.float32), low, high), first)
     values = crop.astype(np.float32)
     low, high = np.percentile(values, (0.5, 99.5))
+    return _stretch(values, low, high)
+
+
+def _stretch(values: np.ndarray, low: np.float32, high: np.float32) -> np.ndarray:
+    """``values`` (float32) from ``low`` to ``high`` onto 0-255."""
     return (np.clip((values - low) / max(float(high - low), 1.0), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 

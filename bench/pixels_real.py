@@ -16,6 +16,10 @@ at them with ``--render``. Per labelled image:
 - ``left``: non-marker tokens of 3+ letters or digits an independent reader (Tesseract,
   whole labelled box, both polarities, 2x) still reads after cleaning that it read before.
 - ``markers_kept``: labelled markers whose pixels are unchanged.
+- ``text_untouched``: labelled text boxes (not markers) of which no pixel changed. The
+  independent reader does not read every label (faint or small text), so a change that
+  stops blanking a label can leave ``left`` at 0: compare this count between two runs
+  and look at the rows where it rose (``--render``).
 - ``ms``: ``pixels.clean`` on one core (the machine may be loaded: medians only).
 
     python bench/pixels_real.py [--cache DIR] [--render DIR] [--json OUT]
@@ -181,6 +185,7 @@ def measure(key: str, path: Path, labels: dict[str, Any], repeats: int = 3) -> d
         else:
             left += len(read_tokens(before_gray, box) & read_tokens(after_gray, box))
     kept = sum(1 for x0, y0, x1, y1 in markers if not changed[y0:y1, x0:x1].any())
+    untouched = sum(1 for x0, y0, x1, y1 in text_boxes if not changed[y0:y1, x0:x1].any())
     return {
         "image": key,
         "size": f"{arr.shape[1]}x{arr.shape[0]}",
@@ -191,6 +196,7 @@ def measure(key: str, path: Path, labels: dict[str, Any], repeats: int = 3) -> d
         "left": left,
         "markers": len(markers),
         "markers_kept": kept,
+        "text_untouched": untouched,
         "flagged": result.report.count("flagged"),
         "text_regions": result.report.count("text"),
         "ms": round(1000 * statistics.median(seconds), 1),
@@ -247,6 +253,11 @@ def synthetic_films(seeds: int = 3) -> list[dict[str, Any]]:
     return out
 
 
+def label_count(labels: dict[str, Any], key: str) -> int:
+    """How many text boxes (not markers) an image is labelled with."""
+    return len(labels.get(key, {}).get("text", []))
+
+
 def run(
     root: Path | None = None,
     repeats: int = 3,
@@ -279,6 +290,8 @@ def run(
         "tokens_left": sum(r["left"] for r in labelled),
         "markers": sum(r["markers"] for r in labelled),
         "markers_kept": sum(r["markers_kept"] for r in labelled),
+        "text_boxes": sum(label_count(labels, r["image"]) for r in labelled),
+        "text_untouched": sum(r["text_untouched"] for r in labelled),
         "ms_median": statistics.median([r["ms"] for r in labelled]) if labelled else 0.0,
         "ms_text_median": statistics.median([r["ms"] for r in labelled if r["has_text"]] or [0.0]),
         "core_ms_text_median": statistics.median([r["core_ms"] for r in labelled if r["has_text"]] or [0.0]),
@@ -313,6 +326,11 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
         {**head, "what": "markers kept", "value": f"{total['markers_kept']} of {total['markers']}"},
         {
             **head,
+            "what": "labelled text boxes untouched (compare runs)",
+            "value": f"{total['text_untouched']} of {total['text_boxes']}",
+        },
+        {
+            **head,
             "what": "ms per image with text, one core (median)",
             "value": total["core_ms_text_median"],
             "limit": 500,
@@ -342,13 +360,13 @@ def main() -> None:
         render({k: v for k, v in found.items() if not only or k.startswith(only)}, args.render)
         return
     result = run(None, args.repeats, args.cache, only, not args.no_synthetic)
-    columns = ["image", "size", "changed", "fp_area_pct", "left", "markers", "markers_kept", "flagged"]
-    columns += ["text_regions", "ms"]
+    columns = ["image", "size", "changed", "fp_area_pct", "left", "markers", "markers_kept", "text_untouched"]
+    columns += ["flagged", "text_regions", "ms"]
     print("\t".join(columns))
     for row in result["rows"]:
         print("\t".join(str(row[c]) for c in columns))
     for row in result["synthetic"]:
-        print(f"{row['image']}\t\t\t{row['fp_area_pct']}\t\t\t\t{row['flagged']}\t\t{row['ms']}")
+        print(f"{row['image']}\t\t\t{row['fp_area_pct']}\t\t\t\t\t{row['flagged']}\t\t{row['ms']}")
     print(json.dumps(result["total"], indent=1))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

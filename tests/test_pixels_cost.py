@@ -198,18 +198,11 @@ def _ink_glyphs_one_by_one(
     """``detection._ink_glyphs`` as it was: scipy's labels, each component tested in turn."""
     from scipy import ndimage
 
-    rows, columns = arr.shape
-    x0, y0, x1, y1 = box
-    margin = detection.TOPHAT_SIZE * factor
-    cx0, cy0 = max(0, x0 - margin) // factor * factor, max(0, y0 - margin) // factor * factor
-    cx1 = min(columns, cx0 + -(-(min(columns, x1 + margin) - cx0) // factor) * factor)
-    cy1 = min(rows, cy0 + -(-(min(rows, y1 + margin) - cy0) // factor) * factor)
-    crop = arr[cy0:cy1, cx0:cx1]
-    if min(crop.shape) < factor:
+    pooled = detection.pooled_surround(arr, box, factor)
+    if pooled is None:
         return None
-    high, low = detection._pool(crop, factor)
-    if high.dtype.kind != "u":
-        high, low = high.astype(np.float32), low.astype(np.float32)
+    (cx0, cy0), high, low = pooled
+    x0, y0, x1, y1 = box
     tallest = 2 * max(1, line_height) // factor + 2
     found: list[tuple[int, int, int, int]] = []
     strong: list[tuple[int, int, int, int]] = []

@@ -1127,12 +1127,11 @@ def ink_boxes(
     return out or [box]
 
 
-def _ink_glyphs(
-    arr: np.ndarray, box: Box, line_height: int, bright: bool, span: float, factor: int
-) -> tuple[list[Box], list[Box]] | None:
-    """``ink_boxes``' glyphs in ``box`` at detection scale ``factor``: (all, strong), image
-    pixels; None when the box is too small to pool. (The components' tests on arrays: a
-    chest film's block of anatomy holds thousands.)"""
+def pooled_surround(arr: np.ndarray, box: Box, factor: int) -> tuple[tuple[int, int], np.ndarray, np.ndarray] | None:
+    """``box`` with a top-hat window's margin, pooled by ``factor`` (max and min, float32
+    unless unsigned): (its top-left corner in image pixels, high, low); None when it is too
+    small to pool. The corner is on the pooling grid, so a component's box times ``factor``
+    plus the corner is its box in the image."""
     rows, columns = arr.shape
     x0, y0, x1, y1 = box
     margin = TOPHAT_SIZE * factor
@@ -1145,6 +1144,20 @@ def _ink_glyphs(
     high, low = _pool(crop, factor)
     if high.dtype.kind != "u":
         high, low = high.astype(np.float32), low.astype(np.float32)
+    return (cx0, cy0), high, low
+
+
+def _ink_glyphs(
+    arr: np.ndarray, box: Box, line_height: int, bright: bool, span: float, factor: int
+) -> tuple[list[Box], list[Box]] | None:
+    """``ink_boxes``' glyphs in ``box`` at detection scale ``factor``: (all, strong), image
+    pixels; None when the box is too small to pool. (The components' tests on arrays: a
+    chest film's block of anatomy holds thousands.)"""
+    pooled = pooled_surround(arr, box, factor)
+    if pooled is None:
+        return None
+    (cx0, cy0), high, low = pooled
+    x0, y0, x1, y1 = box
     tallest = 2 * max(1, line_height) // factor + 2
     found: list[Box] = []
     strong: list[Box] = []

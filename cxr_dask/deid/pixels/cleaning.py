@@ -397,7 +397,7 @@ def _markers_beside(
     cover is not read again: they back it (a film scan's labels beside its skulls are
     mostly lines of its annotation blocks, read already)."""
     regions = []
-    backed = _read_already(arr.shape, found, read_surely)
+    backed = _read_already(found, read_surely)
     for x0, y0, x1, y1 in found:
         pad = max(2, height // 4)
         padded = (max(0, x0 - pad), max(0, y0 - pad), min(arr.shape[1], x1 + pad), min(arr.shape[0], y1 + pad))
@@ -418,19 +418,23 @@ def _markers_beside(
     return out, sure
 
 
-def _read_already(shape: tuple[int, ...], found: list[Box], read_surely: tuple[Box, ...]) -> dict[Box, tuple[Box, ...]]:
+def _read_already(found: list[Box], read_surely: tuple[Box, ...]) -> dict[Box, tuple[Box, ...]]:
     """Of ``found``, the boxes ``READ_ALREADY`` covered by the word boxes ``read_surely``,
-    each with those of them it holds most of or lies in (``confirm_reads``'s backing)."""
-    if not read_surely or not found:
-        return {}
-    mask = np.zeros(shape, dtype=bool)
-    for x0, y0, x1, y1 in read_surely:
-        mask[y0:y1, x0:x1] = True
-    out = {}
+    each with those of them it holds most of or lies in (``confirm_reads``'s backing).
+    Coverage is counted in each box alone, from the words that meet it."""
+    out: dict[Box, tuple[Box, ...]] = {}
+    if not read_surely:
+        return out
     for box in found:
         x0, y0, x1, y1 = box
-        if x1 > x0 and y1 > y0 and mask[y0:y1, x0:x1].mean() >= READ_ALREADY:
-            held = tuple(word for word in read_surely if _covers(box, word) or _inside(box, word))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        meeting = [w for w in read_surely if w[0] < x1 and w[2] > x0 and w[1] < y1 and w[3] > y0]
+        covered = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+        for wx0, wy0, wx1, wy1 in meeting:
+            covered[max(0, wy0 - y0) : wy1 - y0, max(0, wx0 - x0) : wx1 - x0] = True
+        if covered.mean() >= READ_ALREADY:
+            held = tuple(word for word in meeting if _covers(box, word) or _inside(box, word))
             if held:
                 out[box] = held
     return out

@@ -7,6 +7,9 @@ modules (``detection``, ``ocr``, ``textdet``) import this one: the client never 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 try:  # OpenCV comes with rapidocr (the text detector's model); the numpy filters stand in
@@ -261,3 +264,20 @@ def looked_up(values: np.ndarray, table: np.ndarray, first: int) -> np.ndarray:
         full[first : first + len(table)] = table
         return cv2.LUT(values, full)
     return table[values.astype(np.int32) - first if values.dtype.kind == "i" else values - first]
+
+
+def stretched8(
+    crop: np.ndarray, stretch: Callable[[np.ndarray, Any, Any], np.ndarray], as_type: type | None = None
+) -> np.ndarray:
+    """``stretch(values, low, high)``: a crop onto 8 bits by its own 0.5 and 99.5
+    percentiles, its values in float32. Stored values of at most 16 bits are stretched
+    through a table of their range (the same arithmetic on each value once, not on each
+    pixel: a big block's crop is millions of pixels), their percentiles counted in
+    ``as_type`` (``value_percentiles``: numpy's values, bit for bit)."""
+    if crop.dtype.kind in "ui" and crop.dtype.itemsize <= 2 and crop.size:
+        first, last = int(crop.min()), int(crop.max())
+        low, high = value_percentiles(crop, (0.5, 99.5), as_type)
+        return looked_up(crop, stretch(np.arange(first, last + 1, dtype=np.float32), low, high), first)
+    values = crop.astype(np.float32)
+    low, high = np.percentile(values, (0.5, 99.5))
+    return stretch(values, low, high)

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from cxr_dask.deid.pixels.morphology import looked_up, value_percentiles
+from cxr_dask.deid.pixels.morphology import stretched8
 from cxr_dask.deid.pixels.types import Box
 
 #: DB post-processing (PaddleOCR's defaults for this model).
@@ -110,21 +110,10 @@ def new_session(path: Path):
 
 
 def _display8(crop: np.ndarray) -> np.ndarray:
-    """A crop stretched to 8 bits by its own 0.5 and 99.5 percentiles (local window).
-
-    Stored values of at most 16 bits are stretched through a table of their range: the
-    same arithmetic on each value once, not on each pixel (a big block's crop is millions
-    of pixels; the stretch was two fifths of the detector's time on it), and their
-    percentiles taken on the integers, which float32 holds exactly, from their counts
-    (``morphology.value_percentiles``: numpy's values, without sorting every pixel).
-    """
-    if crop.dtype.kind in "ui" and crop.dtype.itemsize <= 2 and crop.size:
-        first, last = int(crop.min()), int(crop.max())
-        low, high = value_percentiles(crop, (0.5, 99.5))
-        return looked_up(crop, _stretch(np.arange(first, last + 1, dtype=np.float32), low, high), first)
-    values = crop.astype(np.float32)
-    low, high = np.percentile(values, (0.5, 99.5))
-    return _stretch(values, low, high)
+    """A crop stretched to 8 bits by its own 0.5 and 99.5 percentiles (local window;
+    ``morphology.stretched8``: stored integers through a table of their range, the stretch
+    two fifths of the detector's time on a big block's crop before)."""
+    return stretched8(crop, _stretch)
 
 
 def _stretch(values: np.ndarray, low: float, high: float) -> np.ndarray:

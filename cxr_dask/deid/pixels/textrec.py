@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from cxr_dask.deid.pixels.morphology import looked_up, value_percentiles
+from cxr_dask.deid.pixels.morphology import stretched8, value_percentiles
 from cxr_dask.deid.pixels.types import Box
 
 MODEL_FILE = "PP-OCRv6_rec_small.onnx"
@@ -134,16 +134,9 @@ def _median_step(crop: np.ndarray) -> float:
 
 
 def _stretched(crop: np.ndarray) -> np.ndarray:
-    """A crop stretched to 8 bits by its own 0.5 and 99.5 percentiles. Stored values of at
-    most 16 bits go through a table of their range, their percentiles counted (as
-    ``textdet._display8``): the same arithmetic on each value once, bit for bit."""
-    if crop.dtype.kind in "ui" and crop.dtype.itemsize <= 2 and crop.size:
-        first, last = int(crop.min()), int(crop.max())
-        low, high = value_percentiles(crop, (0.5, 99.5), np.float32)
-        return looked_up(crop, _stretch(np.arange(first, last + 1, dtype=np.float32), low, high), first)
-    values = crop.astype(np.float32)
-    low, high = np.percentile(values, (0.5, 99.5))
-    return _stretch(values, low, high)
+    """A crop stretched to 8 bits by its own 0.5 and 99.5 percentiles (``morphology.stretched8``,
+    percentiles in float32 as the recogniser's crops always were)."""
+    return stretched8(crop, _stretch, np.float32)
 
 
 def _stretch(values: np.ndarray, low: np.float32, high: np.float32) -> np.ndarray:

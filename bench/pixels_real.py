@@ -20,7 +20,10 @@ at them with ``--render``. Per labelled image:
   independent reader does not read every label (faint or small text), so a change that
   stops blanking a label can leave ``left`` at 0: compare this count between two runs
   and look at the rows where it rose (``--render``).
-- ``ms``: ``pixels.clean`` on one core (the machine may be loaded: medians only).
+- ``ms``: ``pixels.clean`` on one core (the machine may be loaded: medians only); the
+  totals divide the median by ``reference_ms``, the text detector's run on a fixed input
+  timed before and after the images: machines of one kind differ by 2-3x in speed, and
+  costs from two runs compare in those units, not in milliseconds.
 
     python bench/pixels_real.py [--cache DIR] [--render DIR] [--json OUT]
 """
@@ -149,6 +152,21 @@ def one_core_seconds() -> float:
     return time.process_time() + finished.children_user + finished.children_system + live
 
 
+def reference_ms(runs: int = 5) -> float:
+    """This machine's speed on one core: the text detector on one fixed 512x512 input, the
+    best of ``runs`` (ms of CPU). The pixel step's cost is mostly the models', and machines
+    of one kind differ: the same code on the same files cost 2.4-2.9x more on one than on
+    another (``docs/pixels.md``, eighteenth session). Costs from two runs compare divided
+    by their references, not as milliseconds."""
+    page = np.random.default_rng(0).integers(0, 256, (512, 512), dtype=np.uint8)
+    best = float("inf")
+    for _ in range(runs):
+        start = time.process_time()
+        textdet.probability_maps([page])
+        best = min(best, time.process_time() - start)
+    return round(1000 * best, 1)
+
+
 def warm_up(options: PixelOptions) -> None:
     """Load the readers once before anything is timed (Tesseract's engine, the two models)."""
     page = np.full((48, 160), 255, dtype=np.uint8)
@@ -266,6 +284,7 @@ def run(
     ``only``: keys starting with one of these (a subset while iterating)."""
     labels = json.loads(LABELS.read_text())["images"] if LABELS.exists() else {}
     warm_up(PixelOptions())
+    reference_before = reference_ms()
     rows = []
     for key, path in sources(cache).items():
         if only and not key.startswith(only):
@@ -273,6 +292,7 @@ def run(
         # an unlabelled image is timed once: it only says whether anything changed
         rows.append(measure(key, path, labels, repeats if key in labels else 1))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress: real files can take seconds each
+    reference = statistics.mean([reference_before, reference_ms()])  # the machine may drift during the run
     rows = [r for r in rows if "skipped" not in r]
     free = [r for r in rows if r["labelled"] and not r["has_text"]]
     labelled = [r for r in rows if r["labelled"]]
@@ -292,7 +312,9 @@ def run(
         "ms_text_median": statistics.median([r["ms"] for r in labelled if r["has_text"]] or [0.0]),
         "core_ms_text_median": statistics.median([r["core_ms"] for r in labelled if r["has_text"]] or [0.0]),
         "text_over_target": sum(r["core_ms"] > 1000 * COST_TARGET_S for r in labelled if r["has_text"]),
+        "reference_ms": round(reference, 1),
     }
+    total["core_text_median_in_references"] = round(total["core_ms_text_median"] / reference, 2)
     films = synthetic_films() if synthetic else []
     total["synthetic_films"] = len(films)
     total["synthetic_changed"] = sum(r["fp_area_pct"] > 0.05 for r in films)
@@ -332,6 +354,11 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             "limit": 500,
         },
         {**head, "what": "images with text over 0.5 s of one core", "value": total["text_over_target"], "limit": 0},
+        {
+            **head,
+            "what": "the median above in runs of the machine's reference (detector, 512x512)",
+            "value": f"{total['core_text_median_in_references']} ({total['reference_ms']} ms a run)",
+        },
         {
             **head,
             "corpus": f"{total['unlabelled']} unlabelled real files",

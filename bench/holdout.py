@@ -15,7 +15,9 @@ display window. A word is 3+ letters or digits read at ``MIN_SCORE`` or more tha
 on the allow-list (``PixelOptions().is_allowed``). Per set: images, images with words,
 images changed, text-free images changed (no word before: anatomy lost, or text RapidOCR
 cannot read: look), words before and words left after, and the cost of the pixel step on
-one core (``cpu_s``: this process's CPU and Tesseract's) with the images over 0.5 s. Nothing read is printed unless
+one core (``cpu_s``: this process's CPU and Tesseract's) with the images over 0.5 s, and
+the median also in runs of the machine's reference (``pixels_real.reference_ms``, timed
+before and after each set). Nothing read is printed unless
 ``--show`` asks (file names and the words left: PHI on real data).
 
     python bench/holdout.py [--sets talo cxnet orthanc] [--dir DIR ...] [--json OUT] [--show]
@@ -33,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from pixels_real import COST_TARGET_S, decoded, display_gray, one_core_seconds, warm_up
+from pixels_real import COST_TARGET_S, decoded, display_gray, one_core_seconds, reference_ms, warm_up
 
 from cxr_dask.deid import pixels
 from cxr_dask.deid.pixels.checks import frames, is_colour
@@ -103,8 +105,11 @@ def measure(engine: Any, key: str, path: Path, options: PixelOptions) -> dict[st
     }
 
 
-def totals(rows: list[dict[str, Any]]) -> dict[str, float]:
+def totals(rows: list[dict[str, Any]], reference: float) -> dict[str, float]:
+    """A set's counts, and its cost also in runs of the machine's ``reference`` (ms;
+    ``pixels_real.reference_ms``): the figure to compare between machines."""
     with_words = sorted(r["cpu_s"] for r in rows if r["words"])
+    median = with_words[len(with_words) // 2] if with_words else 0.0
     return {
         "images": len(rows),
         "with_words": sum(r["words"] > 0 for r in rows),
@@ -114,7 +119,9 @@ def totals(rows: list[dict[str, Any]]) -> dict[str, float]:
         "words_left": sum(r["left"] for r in rows),
         "images_with_words_left": sum(r["left"] > 0 for r in rows),
         "flagged": sum(r["flagged"] for r in rows),
-        "cpu_s_median_with_words": with_words[len(with_words) // 2] if with_words else 0.0,
+        "cpu_s_median_with_words": median,
+        "reference_ms": reference,
+        "median_with_words_in_references": round(1000 * median / reference, 2),
         "with_words_over_half_second": sum(cpu > COST_TARGET_S for cpu in with_words),
         "over_half_second": sum(r["cpu_s"] > COST_TARGET_S for r in rows),
     }
@@ -139,6 +146,7 @@ def main() -> None:
             print(f"{name}: no folder {folder} (bench/fetch_real.py --holdout rebuilds the sets)", file=sys.stderr)
             continue
         rows = []
+        reference_before = reference_ms()
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             key = str(path.relative_to(folder))
             if args.only and not key.startswith(tuple(args.only)):
@@ -151,7 +159,8 @@ def main() -> None:
                 print(f"{name}/{key}: changed {row['changed_pct']}%, left {' '.join(row['_left'])}", flush=True)
         for row in rows:
             del row["_left"]
-        result["sets"][name] = {"rows": rows, "total": totals(rows)}
+        reference = round((reference_before + reference_ms()) / 2, 1)
+        result["sets"][name] = {"rows": rows, "total": totals(rows, reference)}
         print(name, json.dumps(result["sets"][name]["total"]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

@@ -155,7 +155,7 @@ def one_core_seconds() -> float:
 def reference_ms(runs: int = 5) -> float:
     """This machine's speed on one core: the text detector on one fixed 512x512 input, the
     best of ``runs`` (ms of CPU). The pixel step's cost is mostly the models', and machines
-    of one kind differ: the same code on the same files cost 2.4-2.9x more on one than on
+    of one kind differ: the same code on the same files cost 2.2-2.9x more on one than on
     another (``docs/pixels.md``, eighteenth session). Costs from two runs compare divided
     by their references, not as milliseconds."""
     page = np.random.default_rng(0).integers(0, 256, (512, 512), dtype=np.uint8)
